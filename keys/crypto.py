@@ -1,0 +1,356 @@
+"""One funnel for keys: load, sign, verify.
+
+Every public or private key the gateway handles goes through this module. It turns PEM, DER,
+X.509 certificates, JWKs and raw bytes into the algorithms the gateway accepts, and every failure
+into the project's errors. No crypto primitive is written here: Ed25519 uses pynacl (about twice
+as fast as cryptography for verification), ECDSA P-256 and RSA-PSS use pyca/cryptography.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Mapping
+
+import nacl.exceptions
+import nacl.signing
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+
+from keys.errors import AlgorithmUnsupportedError, MalformedError, SignatureInvalidError
+
+MAX_KEY_BYTES = 16 * 1024
+
+
+class Algorithm(StrEnum):
+    """Signature algorithms, named as in JOSE."""
+
+    EDDSA = "EdDSA"  # Ed25519
+    ES256 = "ES256"  # ECDSA P-256 SHA-256, raw 64-byte r||s signatures
+    PS256 = "PS256"  # RSASSA-PSS SHA-256, MGF1 SHA-256, 32-byte salt
+
+    @classmethod
+    def parse(cls, value: str) -> "Algorithm":
+        try:
+            return cls(value)
+        except ValueError:
+            raise AlgorithmUnsupportedError(f"signature algorithm {value[:32]!r} is not accepted") from None
+
+
+def b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str | bytes, *, limit: int = 64 * 1024) -> bytes:
+    """Strict base64url without padding; raises :class:`MalformedError`."""
+    if isinstance(text, str):
+        try:
+            raw = text.encode("ascii")
+        except UnicodeEncodeError:
+            raise MalformedError("base64url text holds non-ASCII characters") from None
+    else:
+        raw = text
+    if len(raw) > limit:
+        raise MalformedError(f"base64url text longer than {limit} characters")
+    if b"=" in raw or len(raw) % 4 == 1:
+        raise MalformedError("base64url text is not canonical")
+    try:
+        return base64.b64decode(raw + b"=" * (-len(raw) % 4), altchars=b"-_", validate=True)
+    except ValueError:
+        raise MalformedError("base64url text holds invalid characters") from None
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """A verification key for one algorithm.
+
+    ``spki`` is the DER SubjectPublicKeyInfo: the canonical bytes stored and compared.
+    """
+
+    alg: Algorithm
+    spki: bytes
+    _impl: Any = field(repr=False, compare=False, hash=False)
+
+    # -- constructors ------------------------------------------------------------------
+
+    @classmethod
+    def from_ed25519_raw(cls, raw: bytes) -> "PublicKey":
+        if len(raw) != 32:
+            raise MalformedError("an Ed25519 public key has 32 bytes")
+        try:
+            impl = nacl.signing.VerifyKey(raw)
+            spki = ed25519.Ed25519PublicKey.from_public_bytes(raw).public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        except Exception:
+            raise MalformedError("not a valid Ed25519 public key") from None
+        return cls(Algorithm.EDDSA, spki, impl)
+
+    @classmethod
+    def from_crypto(cls, key: Any, alg: Algorithm | None = None) -> "PublicKey":
+        """From a pyca/cryptography public key object."""
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            if alg not in (None, Algorithm.EDDSA):
+                raise AlgorithmUnsupportedError(f"an Ed25519 key cannot be used for {alg}")
+            return cls.from_ed25519_raw(
+                key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            )
+        spki = key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            if not isinstance(key.curve, ec.SECP256R1):
+                raise AlgorithmUnsupportedError(f"elliptic curve {key.curve.name} is not accepted")
+            if alg not in (None, Algorithm.ES256):
+                raise AlgorithmUnsupportedError(f"a P-256 key cannot be used for {alg}")
+            return cls(Algorithm.ES256, spki, key)
+        if isinstance(key, rsa.RSAPublicKey):
+            if key.key_size < 2048:
+                raise AlgorithmUnsupportedError("RSA keys shorter than 2048 bits are not accepted")
+            if alg not in (None, Algorithm.PS256):
+                raise AlgorithmUnsupportedError(f"an RSA key cannot be used for {alg}")
+            return cls(Algorithm.PS256, spki, key)
+        raise AlgorithmUnsupportedError(f"key type {type(key).__name__} is not accepted")
+
+    @classmethod
+    def from_spki(cls, der: bytes, alg: Algorithm | None = None) -> "PublicKey":
+        try:
+            key = serialization.load_der_public_key(der)
+        except Exception:
+            raise MalformedError("not a DER SubjectPublicKeyInfo") from None
+        return cls.from_crypto(key, alg)
+
+    @classmethod
+    def from_jwk(cls, jwk: Mapping[str, Any]) -> "PublicKey":
+        """From a public JWK (OKP Ed25519 or EC P-256); private members are refused."""
+        if not isinstance(jwk, Mapping):
+            raise MalformedError("a JWK is a JSON object")
+        if "d" in jwk:
+            raise MalformedError("the JWK holds private key material")
+        kty = jwk.get("kty")
+        try:
+            if kty == "OKP" and jwk.get("crv") == "Ed25519":
+                return cls.from_ed25519_raw(b64url_decode(str(jwk["x"])))
+            if kty == "EC" and jwk.get("crv") == "P-256":
+                x = b64url_decode(str(jwk["x"]))
+                y = b64url_decode(str(jwk["y"]))
+                if len(x) != 32 or len(y) != 32:
+                    raise MalformedError("P-256 JWK coordinates have 32 bytes")
+                numbers = ec.EllipticCurvePublicNumbers(
+                    int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1()
+                )
+                return cls.from_crypto(numbers.public_key(), Algorithm.ES256)
+        except KeyError as exc:
+            raise MalformedError(f"the JWK lacks member {exc.args[0]!r}") from None
+        except ValueError:
+            raise MalformedError("the JWK is not a point on its curve") from None
+        raise AlgorithmUnsupportedError(f"JWK type {str(kty)[:16]!r} is not accepted")
+
+    # -- serialisation -----------------------------------------------------------------
+
+    def raw(self) -> bytes:
+        """Ed25519: 32 raw bytes; P-256: 65-byte uncompressed point; RSA: the SPKI."""
+        if self.alg is Algorithm.EDDSA:
+            return bytes(self._impl)
+        if self.alg is Algorithm.ES256:
+            return self._impl.public_bytes(
+                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+            )
+        return self.spki
+
+    def to_jwk(self) -> dict[str, str]:
+        if self.alg is Algorithm.EDDSA:
+            return {"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(self.raw())}
+        if self.alg is Algorithm.ES256:
+            point = self.raw()
+            return {
+                "kty": "EC",
+                "crv": "P-256",
+                "x": b64url_encode(point[1:33]),
+                "y": b64url_encode(point[33:]),
+            }
+        raise AlgorithmUnsupportedError("RSA keys have no JWK form here")
+
+    def to_pem(self) -> str:
+        return base64_pem("PUBLIC KEY", self.spki)
+
+    def fingerprint(self) -> str:
+        """A stable key id: the first 8 bytes of SHA-256 over the SPKI, as 16 hex digits."""
+        return hashlib.sha256(self.spki).digest()[:8].hex()
+
+    # -- verification ------------------------------------------------------------------
+
+    def verify(self, message: bytes, signature: bytes) -> None:
+        """Raise :class:`SignatureInvalidError` unless ``signature`` signs ``message``.
+
+        ES256 signatures must be raw 64-byte r||s, as JOSE and COSE define them.
+        """
+        if self.alg is Algorithm.EDDSA:
+            if len(signature) != 64:
+                raise SignatureInvalidError("an Ed25519 signature has 64 bytes")
+            try:
+                self._impl.verify(message, signature)
+            except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
+                raise SignatureInvalidError() from None
+            return
+        if self.alg is Algorithm.ES256:
+            if len(signature) != 64:
+                raise SignatureInvalidError("an ES256 signature is 64 raw bytes (r||s)")
+            der = encode_dss_signature(
+                int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+            )
+            try:
+                self._impl.verify(der, message, ec.ECDSA(hashes.SHA256()))
+            except InvalidSignature:
+                raise SignatureInvalidError() from None
+            return
+        if self.alg is Algorithm.PS256:
+            if len(signature) > 1024:
+                raise SignatureInvalidError("RSA signature too long")
+            try:
+                self._impl.verify(
+                    signature,
+                    message,
+                    padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
+                    hashes.SHA256(),
+                )
+            except InvalidSignature:
+                raise SignatureInvalidError() from None
+            return
+        raise AlgorithmUnsupportedError(f"no verifier for {self.alg}")
+
+
+@dataclass(frozen=True)
+class PrivateKey:
+    """A signing key. Only the gateway's own keys and simulated partners hold these."""
+
+    alg: Algorithm
+    _impl: Any = field(repr=False, compare=False, hash=False)
+
+    @classmethod
+    def generate(cls, alg: Algorithm = Algorithm.EDDSA) -> "PrivateKey":
+        if alg is Algorithm.EDDSA:
+            return cls(alg, nacl.signing.SigningKey.generate())
+        if alg is Algorithm.ES256:
+            return cls(alg, ec.generate_private_key(ec.SECP256R1()))
+        if alg is Algorithm.PS256:
+            return cls(alg, rsa.generate_private_key(public_exponent=65537, key_size=2048))
+        raise AlgorithmUnsupportedError(f"cannot generate {alg}")
+
+    @classmethod
+    def from_ed25519_seed(cls, seed: bytes) -> "PrivateKey":
+        if len(seed) != 32:
+            raise ValueError("an Ed25519 seed has 32 bytes")
+        return cls(Algorithm.EDDSA, nacl.signing.SigningKey(seed))
+
+    @classmethod
+    def from_p256_scalar(cls, scalar: bytes) -> "PrivateKey":
+        """Deterministic P-256 key from 32 bytes (for fixed test vectors)."""
+        if len(scalar) != 32:
+            raise ValueError("a P-256 scalar has 32 bytes")
+        return cls(Algorithm.ES256, ec.derive_private_key(int.from_bytes(scalar, "big"), ec.SECP256R1()))
+
+    @classmethod
+    def from_pem(cls, pem: bytes, passphrase: bytes | None) -> "PrivateKey":
+        try:
+            key = serialization.load_pem_private_key(pem, password=passphrase)
+        except (ValueError, TypeError) as exc:
+            raise MalformedError(f"cannot load private key: {exc}") from None
+        if isinstance(key, ed25519.Ed25519PrivateKey):
+            seed = key.private_bytes(
+                serialization.Encoding.Raw,
+                serialization.PrivateFormat.Raw,
+                serialization.NoEncryption(),
+            )
+            return cls.from_ed25519_seed(seed)
+        if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+            return cls(Algorithm.ES256, key)
+        if isinstance(key, rsa.RSAPrivateKey):
+            return cls(Algorithm.PS256, key)
+        raise AlgorithmUnsupportedError(f"private key type {type(key).__name__} is not accepted")
+
+    def to_pem(self, passphrase: bytes | None) -> bytes:
+        """PKCS#8 PEM, encrypted with the best available scheme when a passphrase is given."""
+        if self.alg is Algorithm.EDDSA:
+            key: Any = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(self._impl))
+        else:
+            key = self._impl
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(passphrase)
+            if passphrase
+            else serialization.NoEncryption()
+        )
+        return key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+        )
+
+    def public_key(self) -> PublicKey:
+        if self.alg is Algorithm.EDDSA:
+            return PublicKey.from_ed25519_raw(bytes(self._impl.verify_key))
+        return PublicKey.from_crypto(self._impl.public_key(), self.alg)
+
+    def sign(self, message: bytes) -> bytes:
+        """Ed25519: 64 bytes; ES256: raw 64-byte r||s; PS256: RSASSA-PSS."""
+        if self.alg is Algorithm.EDDSA:
+            return bytes(self._impl.sign(message).signature)
+        if self.alg is Algorithm.ES256:
+            r, s = decode_dss_signature(self._impl.sign(message, ec.ECDSA(hashes.SHA256())))
+            return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return bytes(
+            self._impl.sign(
+                message,
+                padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
+                hashes.SHA256(),
+            )
+        )
+
+
+def base64_pem(label: str, der: bytes) -> str:
+    body = base64.encodebytes(der).decode("ascii").replace("\n", "")
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return f"-----BEGIN {label}-----\n" + "\n".join(lines) + f"\n-----END {label}-----\n"
+
+
+def load_public_key(data: bytes | str | Mapping[str, Any], alg: Algorithm | None = None) -> PublicKey:
+    """Load a public key from PEM (key or certificate), DER (SPKI or certificate), a JWK, or
+    32 raw Ed25519 bytes. Raises :class:`MalformedError` or :class:`AlgorithmUnsupportedError`."""
+    if isinstance(data, Mapping):
+        key = PublicKey.from_jwk(data)
+    else:
+        raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        if len(raw) > MAX_KEY_BYTES:
+            raise MalformedError("key material larger than 16 KiB")
+        if len(raw) == 32 and alg in (None, Algorithm.EDDSA):
+            key = PublicKey.from_ed25519_raw(raw)
+        elif raw.lstrip().startswith(b"-----BEGIN CERTIFICATE"):
+            key = PublicKey.from_crypto(_load_cert(raw, pem=True).public_key(), alg)
+        elif raw.lstrip().startswith(b"-----BEGIN"):
+            try:
+                loaded = serialization.load_pem_public_key(raw)
+            except Exception:
+                raise MalformedError("not a PEM public key") from None
+            key = PublicKey.from_crypto(loaded, alg)
+        else:
+            try:
+                loaded = serialization.load_der_public_key(raw)
+            except Exception:
+                loaded = _load_cert(raw, pem=False).public_key()
+            key = PublicKey.from_crypto(loaded, alg)
+    if alg is not None and key.alg is not alg:
+        raise AlgorithmUnsupportedError(f"the key is for {key.alg}, not {alg}")
+    return key
+
+
+def _load_cert(raw: bytes, *, pem: bool) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(raw) if pem else x509.load_der_x509_certificate(raw)
+    except Exception:
+        raise MalformedError("not a public key or X.509 certificate") from None

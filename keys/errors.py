@@ -1,0 +1,171 @@
+"""The project's one error taxonomy.
+
+Every error the gateway raises on purpose derives from :class:`GatewayError`. Each class carries
+its own stable machine-readable ``reason``, the name of the gRPC status it maps to (as a string, so
+that this module imports no grpc), and the sentence an operator reads.
+
+Three families:
+
+* :class:`ForeignDataError`: a foreign code (or other partner input) is bad. When it happens while
+  recognising a code it becomes a *decision* ("not recognised, because ..."), not an RPC error.
+* :class:`RegistryError`: the state of the key registry forbids the request (unknown region,
+  duplicate key, rollback ...).
+* :class:`ConfigurationError`: the gateway itself is not set up correctly (missing passphrase,
+  unreadable key directory ...).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class GatewayError(Exception):
+    """Root of every error the gateway raises on purpose."""
+
+    reason: ClassVar[str] = "GATEWAY_ERROR"
+    grpc_status: ClassVar[str] = "FAILED_PRECONDITION"
+    default_message: ClassVar[str] = "the gateway refused the request"
+
+    def __init__(self, message: str | None = None, **metadata: str) -> None:
+        self.message = message or self.default_message
+        self.metadata: dict[str, str] = {k: str(v) for k, v in metadata.items()}
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- bad foreign data ----------------------------------------------------------------------
+
+
+class ForeignDataError(GatewayError):
+    """A foreign code or partner submission is not acceptable."""
+
+    reason = "FOREIGN_DATA_INVALID"
+    grpc_status = "INVALID_ARGUMENT"
+    default_message = "the submitted data is not acceptable"
+
+
+class MalformedError(ForeignDataError):
+    reason = "MALFORMED"
+    default_message = "the code could not be decoded"
+
+
+class OversizedError(MalformedError):
+    """An input, or a decode step's output, exceeds its size limit."""
+
+    reason = "OVERSIZED"
+    default_message = "the code, or a part of it, exceeds the size limit"
+
+
+class RegionUnknownError(ForeignDataError):
+    reason = "REGION_UNKNOWN"
+    default_message = "the code does not belong to any partner region"
+
+
+class RegionDisabledError(ForeignDataError):
+    reason = "REGION_DISABLED"
+    default_message = "recognition of this partner region is disabled"
+
+
+class AlgorithmUnsupportedError(ForeignDataError):
+    reason = "ALGORITHM_UNSUPPORTED"
+    default_message = "the signature algorithm is not accepted"
+
+
+class KeyUnknownError(ForeignDataError):
+    reason = "KEY_UNKNOWN"
+    default_message = "the code was signed with a key the gateway does not know for that region"
+
+
+class KeyRevokedError(ForeignDataError):
+    reason = "KEY_REVOKED"
+    default_message = "the code was signed with a key revoked before the code was issued"
+
+
+class KeyNotValidError(ForeignDataError):
+    reason = "KEY_NOT_VALID"
+    default_message = "the signing key was not valid when the code was issued"
+
+
+class SignatureInvalidError(ForeignDataError):
+    reason = "SIGNATURE_INVALID"
+    default_message = "the signature does not verify"
+
+
+class CodeExpiredError(ForeignDataError):
+    reason = "CODE_EXPIRED"
+    default_message = "the code has expired"
+
+
+class CodeTooOldError(ForeignDataError):
+    reason = "CODE_TOO_OLD"
+    default_message = "the code is older than the region's maximum age"
+
+
+class CodeNotYetValidError(ForeignDataError):
+    reason = "CODE_NOT_YET_VALID"
+    default_message = "the code is issued in the future"
+
+
+class CodeRevokedError(ForeignDataError):
+    reason = "CODE_REVOKED"
+    default_message = "the code, or its holder, has been revoked"
+
+
+class KeyUsageError(ForeignDataError):
+    reason = "KEY_USAGE"
+    default_message = "the signer is not allowed to sign this kind of code"
+
+
+# --- registry state ------------------------------------------------------------------------
+
+
+class RegistryError(GatewayError):
+    """The registry's state forbids the request."""
+
+    reason = "REGISTRY_ERROR"
+    grpc_status = "FAILED_PRECONDITION"
+    default_message = "the key registry refused the change"
+
+
+class NotFoundError(RegistryError):
+    reason = "NOT_FOUND"
+    grpc_status = "NOT_FOUND"
+    default_message = "no such entry in the registry"
+
+
+class AlreadyExistsError(RegistryError):
+    reason = "ALREADY_EXISTS"
+    grpc_status = "ALREADY_EXISTS"
+    default_message = "the entry already exists with different content"
+
+
+class StoreUnavailableError(RegistryError):
+    reason = "STORE_UNAVAILABLE"
+    grpc_status = "UNAVAILABLE"
+    default_message = "the registry database is not reachable"
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+class ConfigurationError(GatewayError):
+    """The gateway is not set up correctly."""
+
+    reason = "CONFIGURATION"
+    grpc_status = "FAILED_PRECONDITION"
+    default_message = "the gateway is not configured correctly"
+
+
+class PassphraseError(ConfigurationError):
+    reason = "PASSPHRASE"
+    default_message = (
+        "no usable passphrase for the key directory: set TRUSTGW_PASSPHRASE or "
+        "TRUSTGW_PASSPHRASE_FILE, or initialise with --dev"
+    )
+
+
+class KeyDirectoryError(ConfigurationError):
+    reason = "KEY_DIRECTORY"
+    default_message = "the key directory is missing, unreadable or has unsafe permissions"

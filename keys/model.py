@@ -1,0 +1,100 @@
+"""Frozen records of the key registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Protocol
+
+from keys.crypto import Algorithm, PublicKey
+from keys.errors import KeyNotValidError, KeyRevokedError
+from keys.timeutil import ensure_utc
+
+HOME_REGION = "370000"
+
+
+class Mode(StrEnum):
+    """How the home province recognises a partner region's codes."""
+
+    SHOW = "show"  # verified and honoured as it is
+    CONVERT = "convert"  # verified and exchanged for a home-province code
+
+
+class KeyStatus(StrEnum):
+    ACTIVE = "active"
+    RETIRED = "retired"  # no longer used for new codes; still verifies codes issued in its window
+    REVOKED = "revoked"  # codes issued at or after revoked_at are refused
+
+
+@dataclass(frozen=True)
+class Region:
+    """A partner region as the registry knows it."""
+
+    code: str  # GB/T 2260 administrative division code, e.g. "110000"
+    name: str
+    mode: Mode
+    max_age: timedelta  # a code older than this (since issued-at) is refused
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if len(self.code) != 6 or not self.code.isdigit():
+            raise ValueError(f"region code {self.code!r} is not a 6-digit division code")
+        if self.max_age <= timedelta(0):
+            raise ValueError("max_age must be positive")
+
+
+@dataclass(frozen=True)
+class RegionKey:
+    """A partner region's code-signing key and its validity."""
+
+    region: str
+    kid: str
+    public_key: PublicKey
+    not_before: datetime
+    not_after: datetime
+    status: KeyStatus = KeyStatus.ACTIVE
+    revoked_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "not_before", ensure_utc(self.not_before))
+        object.__setattr__(self, "not_after", ensure_utc(self.not_after))
+        if self.revoked_at is not None:
+            object.__setattr__(self, "revoked_at", ensure_utc(self.revoked_at))
+        if not self.kid or len(self.kid) > 128:
+            raise ValueError("a key id has 1 to 128 characters")
+        if self.not_after <= self.not_before:
+            raise ValueError("not_after must be later than not_before")
+
+    @property
+    def alg(self) -> Algorithm:
+        return self.public_key.alg
+
+    def check_valid_at_issuance(self, issued_at: datetime) -> None:
+        """Raise unless this key may have signed a code issued at ``issued_at``.
+
+        The key must have been inside its validity window then, and not revoked at or before then.
+        """
+        if self.revoked_at is not None and issued_at >= self.revoked_at:
+            raise KeyRevokedError(
+                f"key {self.kid} of region {self.region} was revoked before the code was issued",
+                region=self.region,
+                kid=self.kid,
+            )
+        if not self.not_before <= issued_at <= self.not_after:
+            raise KeyNotValidError(
+                f"key {self.kid} of region {self.region} was not valid when the code was issued",
+                region=self.region,
+                kid=self.kid,
+            )
+
+
+class KeyLookup(Protocol):
+    """What an adapter needs from the registry: a region's keys, by key-id hint."""
+
+    def keys_for(self, region: str, kid_hint: str | None) -> tuple[RegionKey, ...]:
+        """Candidate keys of ``region``: those with id ``kid_hint``, or all when it is None.
+
+        Never returns another region's keys. An empty tuple means no such key.
+        """
+        ...
