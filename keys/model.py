@@ -98,3 +98,28 @@ class KeyLookup(Protocol):
         Never returns another region's keys. An empty tuple means no such key.
         """
         ...
+
+
+@dataclass(frozen=True)
+class ConversionRecord:
+    """A partner code exchanged for a home-province code (convert mode).
+
+    Keyed by (region, source_code_id): converting the same source code again returns this record.
+    Holds only the holder's pseudonym.
+    """
+
+    region: str
+    source_code_id: str
+    holder: str
+    converted_code_id: str
+    converted_code: str
+    issued_at: datetime
+    expires_at: datetime
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("issued_at", "expires_at", "created_at"):
+            object.__setattr__(self, name, ensure_utc(getattr(self, name)))
+        if self.revoked_at is not None:
+            object.__setattr__(self, "revoked_at", ensure_utc(self.revoked_at))
