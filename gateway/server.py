@@ -1,0 +1,284 @@
+"""The gRPC server: lifecycle, services and the one place where errors become statuses.
+
+``Gateway`` owns the state of a running gateway (store, registry snapshot, the gateway's keys,
+the recogniser); ``build_server`` puts it behind a grpc.aio server and returns the bound port
+(port 0 in tests). Generated protobuf types appear only in this layer, the client and the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator, Awaitable, Callable, TypeVar
+
+import grpc
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from adapters.base import Colour
+from gateway.api.v1 import recognition_pb2 as pb
+from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
+from gateway.engine import Conversions, Decision, Recogniser
+from keys.errors import GatewayError, StoreUnavailableError
+from keys.keystore import KeyDirectory
+from keys.model import HOME_REGION, Mode
+from keys.pseudonym import Pseudonymiser
+from keys.registry import KeyRegistry
+from keys.store import SQLiteStore
+from keys.timeutil import to_unix, utcnow
+
+log = logging.getLogger("trustgw.server")
+
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_REQUEST_ID_CHARS = 128
+ERROR_DOMAIN = "trustgw.gateway"
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RecognitionService"].full_name
+
+_COLOURS = {
+    None: pb.COLOUR_UNSPECIFIED,
+    Colour.GREEN: pb.COLOUR_GREEN,
+    Colour.YELLOW: pb.COLOUR_YELLOW,
+    Colour.RED: pb.COLOUR_RED,
+}
+_MODES = {None: pb.MODE_UNSPECIFIED, Mode.SHOW: pb.MODE_SHOW, Mode.CONVERT: pb.MODE_CONVERT}
+
+
+class InvalidRequestError(GatewayError):
+    reason = "INVALID_REQUEST"
+    grpc_status = "INVALID_ARGUMENT"
+    default_message = "the request is not valid"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    data_dir: Path
+    listen: str = "127.0.0.1:50051"
+    passphrase: bytes | None = None
+    refresh_interval: float = 0.5  # seconds between registry change checks
+    grace: float = 5.0  # seconds to drain in-flight calls on shutdown
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "trustgw.db"
+
+    @property
+    def key_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+
+class Gateway:
+    """A running gateway's state. Open with :meth:`open`, close with :meth:`close`."""
+
+    def __init__(
+        self, store: SQLiteStore, registry: KeyRegistry, key_dir: KeyDirectory, refresh: float
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.key_dir = key_dir
+        self.conversions = Conversions(store)
+        self.recogniser = Recogniser(
+            lambda: self.registry.snapshot,
+            key_dir,
+            Pseudonymiser(key_dir.pseudonym_secret()),
+            self.conversions,
+        )
+        self._refresh_interval = refresh
+        self._refresher: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, config: GatewayConfig) -> "Gateway":
+        key_dir = KeyDirectory.open(config.key_dir, passphrase=config.passphrase)
+        store = await SQLiteStore.open(config.database)
+        registry = KeyRegistry(store)
+        await registry.load()
+        gateway = cls(store, registry, key_dir, config.refresh_interval)
+        gateway.conversions.start()
+        gateway._refresher = asyncio.create_task(gateway._refresh_loop(), name="registry-refresh")
+        return gateway
+
+    async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        await self.conversions.stop()
+        await self.store.close()
+
+    async def _refresh_loop(self) -> None:
+        """Pick up registry changes made by the CLI or other replicas, without a restart."""
+        while True:
+            await asyncio.sleep(self._refresh_interval)
+            try:
+                if await self.registry.refresh_if_changed():
+                    log.info("registry reloaded, version %s", self.registry.snapshot.version)
+            except StoreUnavailableError as exc:
+                log.warning("registry refresh failed: %s", exc)
+
+
+# --- error mapping: one place -----------------------------------------------------------------
+
+
+def _rich_status(error: GatewayError) -> grpc.Status:
+    code = getattr(grpc.StatusCode, error.grpc_status, grpc.StatusCode.FAILED_PRECONDITION)
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+    )
+    detail = status_pb2.Status(code=code.value[0], message=error.message)
+    detail.details.add().Pack(info)
+    return rpc_status.to_status(detail)
+
+
+_T = TypeVar("_T")
+
+
+async def _guard(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[_T]]) -> _T:
+    """Run a handler; project errors become their status, anything else a generic INTERNAL."""
+    try:
+        return await call()
+    except GatewayError as exc:
+        await context.abort_with_status(_rich_status(exc))
+    except (asyncio.CancelledError, grpc.aio.AbortError):
+        raise
+    except Exception:
+        incident = uuid.uuid4().hex[:12]
+        log.exception("unexpected error, incident %s", incident)
+        detail = status_pb2.Status(
+            code=code_pb2.INTERNAL, message=f"internal error (incident {incident})"
+        )
+        await context.abort_with_status(rpc_status.to_status(detail))
+    raise AssertionError("unreachable")
+
+
+def _check_request(request: pb.RecogniseRequest) -> None:
+    if len(request.request_id) > MAX_REQUEST_ID_CHARS:
+        raise InvalidRequestError(f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters")
+    if request.region_hint and (len(request.region_hint) != 6 or not request.region_hint.isdigit()):
+        raise InvalidRequestError("region_hint must be a 6-digit division code")
+
+
+def decision_to_proto(request_id: str, decision: Decision) -> pb.RecogniseResponse:
+    response = pb.RecogniseResponse(
+        request_id=request_id,
+        recognised=decision.recognised,
+        reason=decision.reason,
+        message=decision.message,
+        region=decision.region,
+        mode=_MODES[decision.mode],
+        colour=_COLOURS[decision.colour],
+    )
+    if decision.valid_until is not None:
+        response.valid_until = to_unix(decision.valid_until)
+    if decision.attestation is not None:
+        att = decision.attestation
+        response.attestation.CopyFrom(
+            pb.Attestation(payload=att.payload, key_id=att.kid, alg=att.alg, signature=att.signature)
+        )
+    if decision.converted is not None:
+        conv = decision.converted
+        response.converted.CopyFrom(
+            pb.ConvertedCode(
+                code=conv.code,
+                key_id=conv.kid,
+                expires_at=to_unix(conv.expires_at),
+                code_id=conv.code_id,
+            )
+        )
+    return response
+
+
+class RecognitionService(pb_grpc.RecognitionServiceServicer):
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    async def _decide(self, request: pb.RecogniseRequest) -> pb.RecogniseResponse:
+        _check_request(request)
+        decision = await self._gateway.recogniser.recognise(
+            request.code, utcnow(), request.region_hint
+        )
+        return decision_to_proto(request.request_id, decision)
+
+    async def Recognise(  # noqa: N802 (gRPC method name)
+        self, request: pb.RecogniseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecogniseResponse:
+        return await _guard(context, lambda: self._decide(request))
+
+    async def RecogniseStream(  # noqa: N802
+        self,
+        request_iterator: AsyncIterator[pb.RecogniseRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.RecogniseResponse]:
+        async for request in request_iterator:
+            try:
+                yield await self._decide(request)
+            except GatewayError as exc:
+                # One bad request in a stream is answered in order, not fatal to the stream.
+                yield pb.RecogniseResponse(
+                    request_id=request.request_id[:MAX_REQUEST_ID_CHARS],
+                    recognised=False,
+                    reason=exc.reason,
+                    message=exc.message,
+                )
+
+    async def GetGatewayKeys(  # noqa: N802
+        self, request: pb.GetGatewayKeysRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GatewayKeys:
+        async def call() -> pb.GatewayKeys:
+            return pb.GatewayKeys(
+                region=HOME_REGION,
+                keys=[
+                    pb.GatewayKey(
+                        key_id=info.kid,
+                        role=info.role.value,
+                        alg=str(info.public_key.alg),
+                        public_key=info.public_key.spki,
+                        not_before=to_unix(info.not_before),
+                        not_after=to_unix(info.not_after),
+                        status=info.status.value,
+                    )
+                    for info in self._gateway.key_dir.public_keys()
+                ],
+            )
+
+        return await _guard(context, call)
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+
+    async def stop(self, grace: float | None) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def build_server(gateway: Gateway, listen: str) -> RunningServer:
+    """Create and start the server on ``listen`` (``host:0`` picks a free port)."""
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(options=options)
+    pb_grpc.add_RecognitionServiceServicer_to_server(RecognitionService(gateway), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, port, health_servicer)
