@@ -1,0 +1,198 @@
+"""The in-memory view of the key registry, read on the hot path.
+
+A :class:`RegistrySnapshot` is immutable and indexed at construction, so that looking up a region's
+keys is a couple of dict lookups and never touches the database. :class:`KeyRegistry` owns the
+current snapshot; writes go to the :class:`keys.store.Store` and then replace the snapshot
+reference, which is atomic for readers (they keep whichever snapshot they already hold).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+
+from keys.model import KeyStatus, Region, RegionKey
+from keys.store import Store
+
+log = logging.getLogger("trustgw.keys")
+
+# Candidate order for a code without a key-id hint: keys that may still sign come first, newest
+# first, so that the adapter's bounded number of attempts goes to the likeliest keys.
+_STATUS_ORDER = {KeyStatus.ACTIVE: 0, KeyStatus.RETIRED: 1, KeyStatus.REVOKED: 2}
+
+
+def _candidate_order(key: RegionKey) -> tuple[int, float, str]:
+    return (_STATUS_ORDER[key.status], -key.not_before.timestamp(), key.kid)
+
+
+_EMPTY: tuple[RegionKey, ...] = ()
+
+
+@dataclass(frozen=True)
+class RegistrySnapshot:
+    """One consistent, immutable state of the registry (implements :class:`keys.model.KeyLookup`).
+
+    ``all_keys`` holds every key of every region; lookups use indexes built at construction.
+    Keys of disabled regions are still returned: refusing a disabled region is the caller's
+    decision (with its own reason), made from :meth:`region`.
+    """
+
+    version: int
+    regions: Mapping[str, Region]
+    all_keys: tuple[RegionKey, ...] = ()
+    _by_region: Mapping[str, tuple[RegionKey, ...]] = field(
+        init=False, repr=False, compare=False
+    )
+    _by_kid: Mapping[tuple[str, str], tuple[RegionKey, ...]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        regions = MappingProxyType(dict(self.regions))
+        for code, region in regions.items():
+            if code != region.code:
+                raise ValueError(f"region {region.code} is filed under {code}")
+        ordered = tuple(sorted(self.all_keys, key=lambda k: (k.region, _candidate_order(k))))
+        by_region: dict[str, list[RegionKey]] = {}
+        by_kid: dict[tuple[str, str], list[RegionKey]] = {}
+        for key in ordered:
+            by_region.setdefault(key.region, []).append(key)
+            by_kid.setdefault((key.region, key.kid), []).append(key)
+        object.__setattr__(self, "regions", regions)
+        object.__setattr__(self, "all_keys", ordered)
+        object.__setattr__(
+            self, "_by_region", MappingProxyType({r: tuple(ks) for r, ks in by_region.items()})
+        )
+        object.__setattr__(
+            self, "_by_kid", MappingProxyType({rk: tuple(ks) for rk, ks in by_kid.items()})
+        )
+
+    @classmethod
+    def build(
+        cls, version: int, regions: Iterable[Region], keys: Iterable[RegionKey]
+    ) -> RegistrySnapshot:
+        """A snapshot from plain sequences of regions and keys."""
+        return cls(version, {r.code: r for r in regions}, tuple(keys))
+
+    @classmethod
+    def empty(cls) -> RegistrySnapshot:
+        """The snapshot of an empty registry (version 0)."""
+        return cls(0, {}, ())
+
+    def keys_for(self, region: str, kid_hint: str | None) -> tuple[RegionKey, ...]:
+        """Candidate keys of ``region``: those with id ``kid_hint``, or all of them when None.
+
+        Never another region's keys; an empty tuple when there is no such key. Active keys come
+        first, newest first.
+        """
+        if kid_hint is None:
+            return self._by_region.get(region, _EMPTY)
+        return self._by_kid.get((region, kid_hint), _EMPTY)
+
+    def region(self, code: str) -> Region | None:
+        """The region with that code, or None."""
+        return self.regions.get(code)
+
+    def keys(self, region: str | None = None) -> tuple[RegionKey, ...]:
+        """Every key, or every key of ``region``."""
+        if region is None:
+            return self.all_keys
+        return self._by_region.get(region, _EMPTY)
+
+
+class KeyRegistry:
+    """The current :class:`RegistrySnapshot` and the writes that replace it.
+
+    Several replicas may share one database: each calls :meth:`refresh_if_changed` periodically
+    (it costs one small read) and picks up the others' changes.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._snapshot: RegistrySnapshot | None = None
+        self._reload_lock = asyncio.Lock()
+
+    @property
+    def store(self) -> Store:
+        """The store the registry reads and writes."""
+        return self._store
+
+    @property
+    def snapshot(self) -> RegistrySnapshot:
+        """The current snapshot. Raises ``RuntimeError`` before :meth:`load`."""
+        if self._snapshot is None:
+            raise RuntimeError("KeyRegistry.load() has not been awaited yet")
+        return self._snapshot
+
+    async def load(self) -> RegistrySnapshot:
+        """Read the whole registry, make it the current snapshot and return it.
+
+        Raises :class:`keys.errors.StoreUnavailableError` (the previous snapshot stays current).
+        """
+        async with self._reload_lock:
+            return await self._load_locked()
+
+    async def _load_locked(self) -> RegistrySnapshot:
+        data = await self._store.read_registry()
+        snapshot = RegistrySnapshot.build(data.version, data.regions, data.keys)
+        previous = self._snapshot
+        self._snapshot = snapshot
+        if previous is None or previous.version != snapshot.version:
+            log.info(
+                "key registry version %s loaded: %s regions, %s keys",
+                snapshot.version,
+                len(snapshot.regions),
+                len(snapshot.all_keys),
+            )
+        return snapshot
+
+    async def refresh_if_changed(self) -> bool:
+        """Reload if the store's registry version differs from the snapshot's; True if reloaded.
+
+        Loads the registry if it was never loaded. Raises
+        :class:`keys.errors.StoreUnavailableError` (the previous snapshot stays current).
+        """
+        async with self._reload_lock:
+            current = self._snapshot
+            if current is not None and await self._store.registry_version() == current.version:
+                return False
+            await self._load_locked()
+            return True
+
+    async def add_region(self, region: Region) -> None:
+        """Add or replace a region, then refresh. Raises
+        :class:`keys.errors.StoreUnavailableError`."""
+        await self._store.upsert_region(region)
+        await self.refresh_if_changed()
+
+    async def add_key(self, key: RegionKey) -> bool:
+        """Add a partner key, then refresh; False if the identical key was already there.
+
+        Raises :class:`keys.errors.NotFoundError` (unknown region),
+        :class:`keys.errors.AlreadyExistsError` (same kid, other content),
+        :class:`keys.errors.StoreUnavailableError`.
+        """
+        inserted = await self._store.add_key(key)
+        await self.refresh_if_changed()
+        return inserted
+
+    async def revoke_key(self, region: str, kid: str, at: datetime) -> RegionKey:
+        """Revoke a key from ``at`` on (only ever earlier), then refresh; returns it as stored.
+
+        Raises :class:`keys.errors.NotFoundError`, :class:`keys.errors.StoreUnavailableError`.
+        """
+        key = await self._store.revoke_key(region, kid, at)
+        await self.refresh_if_changed()
+        return key
+
+    async def set_region_enabled(self, code: str, enabled: bool) -> None:
+        """Enable or disable a region, then refresh.
+
+        Raises :class:`keys.errors.NotFoundError`, :class:`keys.errors.StoreUnavailableError`.
+        """
+        await self._store.set_region_enabled(code, enabled)
+        await self.refresh_if_changed()
