@@ -1,0 +1,596 @@
+"""The gateway's own keys, kept in a key directory.
+
+Layout (directory mode 0700, every file 0600, created with that mode, never chmod-ed later)::
+
+    keys.json               manifest: dev flag, and per key: role, kid, alg, file, validity, status
+    attest-<kid>.pem        PKCS#8 PEM, encrypted with the passphrase (unencrypted in dev mode)
+    issue-<kid>.pem
+    pseudonym.key           JSON: the 32-byte pseudonym secret as a Fernet token under a key
+                            derived with scrypt from the passphrase and a random salt
+
+Two roles, two keys: ``attest`` signs the gateway's decisions, ``issue`` signs converted
+home-province codes; a checkpoint that trusts one role does not thereby trust the other.
+
+Dev mode stores everything unencrypted, for demos and tests only, and says so loudly in the log.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from keys.crypto import Algorithm, PrivateKey, PublicKey
+from keys.errors import (
+    ConfigurationError,
+    KeyDirectoryError,
+    MalformedError,
+    PassphraseError,
+)
+from keys.model import KeyStatus
+from keys.timeutil import ensure_utc, parse_time, to_iso
+
+log = logging.getLogger("trustgw.keys")
+
+MANIFEST = "keys.json"
+PSEUDONYM_FILE = "pseudonym.key"
+FORMAT_VERSION = 1
+PSEUDONYM_SECRET_BYTES = 32
+# scrypt cost for the pseudonym secret's key: ~0.1 s and 32 MiB once per start. Stored in the
+# file, so that a later change of defaults still opens old directories.
+SCRYPT_N = 2**15
+SCRYPT_R = 8
+SCRYPT_P = 1
+_MAX_FILE_BYTES = 1024 * 1024
+
+ENV_PASSPHRASE = "TRUSTGW_PASSPHRASE"
+ENV_PASSPHRASE_FILE = "TRUSTGW_PASSPHRASE_FILE"
+
+
+class KeyRole(StrEnum):
+    """What a gateway key signs."""
+
+    ATTEST = "attest"  # the gateway's signed recognition decisions
+    ISSUE = "issue"  # home-province codes issued by conversion
+
+
+@dataclass(frozen=True)
+class GatewayKeyInfo:
+    """The public half and validity of one of the gateway's own keys."""
+
+    role: KeyRole
+    kid: str
+    public_key: PublicKey
+    not_before: datetime
+    not_after: datetime
+    status: KeyStatus
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "not_before", ensure_utc(self.not_before))
+        object.__setattr__(self, "not_after", ensure_utc(self.not_after))
+        if self.not_after <= self.not_before:
+            raise ValueError("not_after must be later than not_before")
+
+    def valid_at(self, when: datetime) -> bool:
+        """True if ``when`` lies in [not_before, not_after)."""
+        return self.not_before <= ensure_utc(when) < self.not_after
+
+
+@dataclass(frozen=True)
+class _Entry:
+    info: GatewayKeyInfo
+    file: str
+    private: PrivateKey
+
+
+def passphrase_from_env(environ: Mapping[str, str] = os.environ) -> bytes | None:
+    """The key directory's passphrase from the environment, or None if none is configured.
+
+    ``TRUSTGW_PASSPHRASE`` holds it directly; ``TRUSTGW_PASSPHRASE_FILE`` names a file holding it
+    (a trailing newline is stripped). Empty variables count as unset. Raises
+    :class:`ConfigurationError` if both are set, :class:`PassphraseError` if the file cannot be
+    read or is empty.
+    """
+    direct = environ.get(ENV_PASSPHRASE) or None
+    file_name = environ.get(ENV_PASSPHRASE_FILE) or None
+    if direct is not None and file_name is not None:
+        raise ConfigurationError(
+            f"both {ENV_PASSPHRASE} and {ENV_PASSPHRASE_FILE} are set: set only one"
+        )
+    if direct is not None:
+        return direct.encode("utf-8")
+    if file_name is None:
+        return None
+    try:
+        with open(file_name, "rb") as handle:
+            data = handle.read(_MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise PassphraseError(
+            f"cannot read the passphrase file {file_name} ({ENV_PASSPHRASE_FILE}): "
+            f"{exc.strerror or exc}"
+        ) from None
+    if len(data) > _MAX_FILE_BYTES:
+        raise PassphraseError(f"the passphrase file {file_name} is larger than 1 MiB")
+    if data.endswith(b"\r\n"):
+        data = data[:-2]
+    elif data.endswith(b"\n"):
+        data = data[:-1]
+    if not data:
+        raise PassphraseError(f"the passphrase file {file_name} is empty")
+    return data
+
+
+class KeyDirectory:
+    """The gateway's signing keys and pseudonym secret, loaded from a key directory.
+
+    All private keys are decrypted when the directory is opened, so that a wrong passphrase or a
+    damaged file stops the gateway at start-up, not at its first request.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        dev: bool,
+        passphrase: bytes | None,
+        entries: list[_Entry],
+        pseudonym_secret: bytes,
+    ) -> None:
+        """Use :meth:`create` or :meth:`open`."""
+        self._path = path
+        self._dev = dev
+        self._passphrase = passphrase
+        self._entries = entries
+        self._pseudonym_secret = pseudonym_secret
+
+    def __repr__(self) -> str:
+        return f"KeyDirectory({str(self._path)!r}, dev={self._dev})"
+
+    # -- constructors ------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        *,
+        dev: bool,
+        passphrase: bytes | None,
+        now: datetime,
+        validity: timedelta = timedelta(days=365),
+    ) -> KeyDirectory:
+        """Create a key directory at ``path`` with one key per role, valid from ``now``.
+
+        ``path`` must not exist, or be an empty directory. The directory is built under a
+        temporary name beside ``path`` and renamed into place, so a failure leaves nothing behind.
+
+        Raises :class:`PassphraseError` without a passphrase outside dev mode,
+        :class:`KeyDirectoryError` if ``path`` is not empty or cannot be written, ``ValueError``
+        for a non-positive ``validity``.
+        """
+        path = Path(path)
+        if validity <= timedelta(0):
+            raise ValueError("validity must be positive")
+        if not dev and not passphrase:
+            raise PassphraseError()
+        if dev:
+            _warn_dev(path, passphrase)
+            passphrase = None
+        start = ensure_utc(now).replace(microsecond=0)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise KeyDirectoryError(f"{path} already exists and is not an empty directory")
+        staging = path.parent / f".{path.name}.tmp-{secrets.token_hex(4)}"
+        try:
+            os.mkdir(staging, 0o700)
+            entries = [
+                _new_entry(staging, role, start, start + validity, passphrase)
+                for role in KeyRole
+            ]
+            secret = secrets.token_bytes(PSEUDONYM_SECRET_BYTES)
+            _write_new(staging / PSEUDONYM_FILE, _seal_secret(secret, passphrase))
+            _write_new(staging / MANIFEST, _manifest_bytes(dev, entries))
+            _fsync_dir(staging)
+            os.rename(staging, path)  # replaces an empty directory at `path` atomically
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            _remove_tree(staging)
+            raise KeyDirectoryError(f"cannot create key directory {path}: {exc}") from exc
+        except BaseException:
+            _remove_tree(staging)
+            raise
+        log.info(
+            "key directory %s created: %s",
+            path,
+            ", ".join(f"{e.info.role} {e.info.kid}" for e in entries),
+        )
+        return cls(path, dev=dev, passphrase=passphrase, entries=entries, pseudonym_secret=secret)
+
+    @classmethod
+    def open(cls, path: Path, *, passphrase: bytes | None) -> KeyDirectory:
+        """Open an existing key directory and decrypt every key in it.
+
+        Raises :class:`KeyDirectoryError` if the directory or a file in it is missing, damaged,
+        or accessible to group or others; :class:`PassphraseError` if a passphrase is needed and
+        missing, or does not decrypt the keys.
+        """
+        path = Path(path)
+        _check_private(path, directory=True)
+        manifest = _read_json(path / MANIFEST)
+        try:
+            if manifest.get("format") != FORMAT_VERSION:
+                raise KeyDirectoryError(
+                    f"{path / MANIFEST} has format {manifest.get('format')!r}; "
+                    f"this gateway reads format {FORMAT_VERSION}"
+                )
+            dev = manifest["dev"]
+            if not isinstance(dev, bool):
+                raise KeyDirectoryError(f"{path / MANIFEST}: 'dev' must be true or false")
+            if dev:
+                _warn_dev(path, passphrase)
+                passphrase = None
+            elif not passphrase:
+                raise PassphraseError()
+            secret = _unseal_secret(path / PSEUDONYM_FILE, passphrase)
+            entries = [_load_entry(path, item, passphrase) for item in manifest["keys"]]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise KeyDirectoryError(f"{path / MANIFEST} is damaged: {exc!r}") from None
+        for role in KeyRole:
+            if not any(e.info.role is role for e in entries):
+                raise KeyDirectoryError(f"{path / MANIFEST} lists no {role} key")
+        return cls(path, dev=dev, passphrase=passphrase, entries=entries, pseudonym_secret=secret)
+
+    # -- queries -----------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        """Where the directory lives."""
+        return self._path
+
+    @property
+    def dev(self) -> bool:
+        """True if the keys are stored unencrypted (development only)."""
+        return self._dev
+
+    def signer(self, role: KeyRole, now: datetime) -> tuple[GatewayKeyInfo, PrivateKey]:
+        """The key that signs for ``role`` at ``now``, and its info.
+
+        Among the role's keys valid at ``now`` and not revoked, the newest ACTIVE one; a RETIRED
+        key signs only while its announced successor is not yet valid (see :meth:`rotate`).
+        Raises :class:`ConfigurationError` if there is none (all expired: rotate the keys).
+        """
+        now = ensure_utc(now)
+        usable = [
+            e
+            for e in self._entries
+            if e.info.role is role
+            and e.info.status is not KeyStatus.REVOKED
+            and e.info.valid_at(now)
+        ]
+        if not usable:
+            raise ConfigurationError(
+                f"no {role} key of the gateway is valid at {to_iso(now)}: "
+                f"rotate the keys in {self._path}"
+            )
+        best = max(
+            usable,
+            key=lambda e: (e.info.status is KeyStatus.ACTIVE, e.info.not_before, e.info.kid),
+        )
+        return best.info, best.private
+
+    def public_keys(self) -> list[GatewayKeyInfo]:
+        """Every published key (active, announced and retired), by role then not_before."""
+        return sorted(
+            (e.info for e in self._entries), key=lambda i: (i.role.value, i.not_before, i.kid)
+        )
+
+    def pseudonym_secret(self) -> bytes:
+        """The secret under which holder identifiers are pseudonymised (32 bytes)."""
+        return self._pseudonym_secret
+
+    # -- rotation ----------------------------------------------------------------------------
+
+    def rotate(
+        self,
+        role: KeyRole,
+        now: datetime,
+        *,
+        activate_at: datetime | None = None,
+        validity: timedelta = timedelta(days=365),
+    ) -> GatewayKeyInfo:
+        """Add a new key for ``role`` that signs from ``activate_at`` (default: ``now``) on.
+
+        The new key is published at once (it appears in :meth:`public_keys`), so partners can
+        fetch it before it is used. The role's previous ACTIVE keys become RETIRED: they keep
+        signing until the new key is valid and stay published until their ``not_after``, so that
+        what they signed can still be verified. Keys whose ``not_after`` has passed are dropped.
+        The manifest is replaced atomically.
+
+        Raises ``ValueError`` if ``activate_at`` is before ``now`` or ``validity`` is not
+        positive, :class:`KeyDirectoryError` if the directory cannot be written.
+        """
+        now = ensure_utc(now).replace(microsecond=0)
+        start = now if activate_at is None else ensure_utc(activate_at).replace(microsecond=0)
+        if start < now:
+            raise ValueError("activate_at must not be in the past")
+        if validity <= timedelta(0):
+            raise ValueError("validity must be positive")
+        try:
+            new = _new_entry(self._path, role, start, start + validity, self._passphrase)
+        except OSError as exc:
+            raise KeyDirectoryError(f"cannot write a new key into {self._path}: {exc}") from exc
+        kept: list[_Entry] = []
+        dropped: list[_Entry] = []
+        for entry in self._entries:
+            if entry.info.not_after <= now:
+                dropped.append(entry)
+            elif entry.info.role is role and entry.info.status is KeyStatus.ACTIVE:
+                kept.append(replace(entry, info=replace(entry.info, status=KeyStatus.RETIRED)))
+            else:
+                kept.append(entry)
+        entries = [*kept, new]
+        try:
+            _replace_file(self._path / MANIFEST, _manifest_bytes(self._dev, entries))
+        except OSError as exc:
+            _unlink_quietly(self._path / new.file)
+            raise KeyDirectoryError(f"cannot update {self._path / MANIFEST}: {exc}") from exc
+        for entry in dropped:
+            _unlink_quietly(self._path / entry.file)
+        self._entries = entries
+        log.info(
+            "gateway %s key %s added to %s, signing from %s",
+            role,
+            new.info.kid,
+            self._path,
+            to_iso(start),
+        )
+        return new.info
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _warn_dev(path: Path, passphrase: bytes | None) -> None:
+    log.warning(
+        "DEV MODE: the gateway keys in %s are NOT encrypted%s. "
+        "Dev mode must not be used in production.",
+        path,
+        " (the passphrase given is ignored)" if passphrase else "",
+    )
+
+
+def _new_entry(
+    directory: Path,
+    role: KeyRole,
+    not_before: datetime,
+    not_after: datetime,
+    passphrase: bytes | None,
+) -> _Entry:
+    private = PrivateKey.generate(Algorithm.EDDSA)
+    public = private.public_key()
+    kid = public.fingerprint()
+    file = f"{role.value}-{kid}.pem"
+    _write_new(directory / file, private.to_pem(passphrase))
+    info = GatewayKeyInfo(role, kid, public, not_before, not_after, KeyStatus.ACTIVE)
+    return _Entry(info, file, private)
+
+
+def _load_entry(path: Path, item: Mapping[str, Any], passphrase: bytes | None) -> _Entry:
+    role = KeyRole(item["role"])
+    kid = str(item["kid"])
+    alg = Algorithm(item["alg"])
+    file = str(item["file"])
+    if os.path.basename(file) != file or file.startswith("."):
+        raise KeyDirectoryError(f"{path / MANIFEST} names an unsafe key file {file!r}")
+    pem = _read_private(path / file)
+    if passphrase is not None and b"ENCRYPTED" not in pem:
+        raise KeyDirectoryError(f"{path / file} is not encrypted, but the directory is not in dev mode")
+    try:
+        private = PrivateKey.from_pem(pem, passphrase)
+    except MalformedError as exc:
+        if passphrase is not None:
+            raise PassphraseError(
+                f"the passphrase does not decrypt {path / file}: wrong passphrase "
+                "(check TRUSTGW_PASSPHRASE or TRUSTGW_PASSPHRASE_FILE)"
+            ) from None
+        raise KeyDirectoryError(f"cannot load {path / file}: {exc}") from None
+    public = private.public_key()
+    if private.alg is not alg or public.fingerprint() != kid:
+        raise KeyDirectoryError(f"{path / file} does not hold key {kid} ({alg}) of the manifest")
+    info = GatewayKeyInfo(
+        role,
+        kid,
+        public,
+        parse_time(str(item["not_before"])),
+        parse_time(str(item["not_after"])),
+        KeyStatus(item["status"]),
+    )
+    return _Entry(info, file, private)
+
+
+def _manifest_bytes(dev: bool, entries: list[_Entry]) -> bytes:
+    document = {
+        "format": FORMAT_VERSION,
+        "dev": dev,
+        "pseudonym_secret": PSEUDONYM_FILE,
+        "keys": [
+            {
+                "role": e.info.role.value,
+                "kid": e.info.kid,
+                "alg": e.info.public_key.alg.value,
+                "file": e.file,
+                "not_before": to_iso(e.info.not_before),
+                "not_after": to_iso(e.info.not_after),
+                "status": e.info.status.value,
+            }
+            for e in entries
+        ],
+    }
+    return (json.dumps(document, indent=2) + "\n").encode("utf-8")
+
+
+def _scrypt_key(passphrase: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
+    raw = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase)
+    return base64.urlsafe_b64encode(raw)
+
+
+def _seal_secret(secret: bytes, passphrase: bytes | None) -> bytes:
+    if passphrase is None:
+        document: dict[str, Any] = {
+            "format": FORMAT_VERSION,
+            "kdf": None,
+            "secret": base64.b64encode(secret).decode("ascii"),
+        }
+    else:
+        salt = secrets.token_bytes(16)
+        key = _scrypt_key(passphrase, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+        document = {
+            "format": FORMAT_VERSION,
+            "kdf": "scrypt",
+            "n": SCRYPT_N,
+            "r": SCRYPT_R,
+            "p": SCRYPT_P,
+            "salt": base64.b64encode(salt).decode("ascii"),
+            "token": Fernet(key).encrypt(secret).decode("ascii"),
+        }
+    return (json.dumps(document, indent=2) + "\n").encode("utf-8")
+
+
+def _unseal_secret(file: Path, passphrase: bytes | None) -> bytes:
+    document = _read_json(file)
+    kdf = document.get("kdf")
+    if passphrase is None:
+        if kdf is not None:
+            raise KeyDirectoryError(f"{file} is encrypted, but the manifest says dev mode")
+        secret = base64.b64decode(document["secret"], validate=True)
+    else:
+        if kdf != "scrypt":
+            raise KeyDirectoryError(f"{file} is not encrypted, but the directory is not in dev mode")
+        n, r, p = int(document["n"]), int(document["r"]), int(document["p"])
+        if not (2**10 <= n <= 2**20 and 1 <= r <= 32 and 1 <= p <= 16):
+            raise KeyDirectoryError(f"{file} has unreasonable scrypt parameters")
+        key = _scrypt_key(passphrase, base64.b64decode(document["salt"], validate=True), n, r, p)
+        try:
+            secret = Fernet(key).decrypt(str(document["token"]).encode("ascii"))
+        except InvalidToken:
+            raise PassphraseError(
+                f"the passphrase does not decrypt {file}: wrong passphrase "
+                "(check TRUSTGW_PASSPHRASE or TRUSTGW_PASSPHRASE_FILE)"
+            ) from None
+    if len(secret) != PSEUDONYM_SECRET_BYTES:
+        raise KeyDirectoryError(f"{file} does not hold a {PSEUDONYM_SECRET_BYTES}-byte secret")
+    return secret
+
+
+def _check_private(path: Path, *, directory: bool) -> os.stat_result:
+    """Stat the key directory and refuse it unless it is ours alone (no group or other bits)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise KeyDirectoryError(f"{path} does not exist") from None
+    except OSError as exc:
+        raise KeyDirectoryError(f"cannot read {path}: {exc.strerror or exc}") from None
+    _check_mode(path, st, directory=directory)
+    return st
+
+
+def _check_mode(path: Path, st: os.stat_result, *, directory: bool) -> None:
+    kind_ok = stat.S_ISDIR(st.st_mode) if directory else stat.S_ISREG(st.st_mode)
+    if not kind_ok:
+        kind = "directory" if directory else "regular file"
+        links = "" if directory else " (symbolic links are refused)"
+        raise KeyDirectoryError(f"{path} is not a {kind}{links}")
+    if st.st_mode & 0o077:
+        raise KeyDirectoryError(
+            f"{path} is accessible to group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+            f"it must be {'0700' if directory else '0600'}"
+        )
+
+
+def _read_private(path: Path) -> bytes:
+    """Read a file of the key directory, refusing symlinks and group/other permissions."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise KeyDirectoryError(f"{path} is missing") from None
+    except OSError as exc:
+        raise KeyDirectoryError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as handle:
+        _check_mode(path, os.fstat(fd), directory=False)
+        data = handle.read(_MAX_FILE_BYTES + 1)
+    if len(data) > _MAX_FILE_BYTES:
+        raise KeyDirectoryError(f"{path} is larger than 1 MiB")
+    return data
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(_read_private(path))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise KeyDirectoryError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise KeyDirectoryError(f"{path} does not hold a JSON object")
+    return document
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write a new file, created 0600 (O_EXCL: never over an existing file), and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Atomically replace ``path`` with ``data`` through a new 0600 file beside it."""
+    temp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+    try:
+        _write_new(temp, data)
+        os.replace(temp, path)
+    except BaseException:
+        _unlink_quietly(temp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove the staging directory of a failed :meth:`KeyDirectory.create` (flat, files only)."""
+    if not path.is_dir():
+        return
+    for child in path.iterdir():
+        _unlink_quietly(child)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
