@@ -1,0 +1,29 @@
+# The handful of commands everyone uses. `make help` lists them.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: help install test demo bench proto proto-check lint ci
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+install: ## create .venv and install the project with its test extras
+	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q -e '.[test]'
+
+test: ## run the test suite (the Quick start command)
+	$(PY) -m pytest -q
+
+demo: ## run the end-to-end demo
+	$(VENV)/bin/trustgw demo
+
+bench: ## run the benchmark (about three minutes)
+	$(PY) bench/run.py
+
+proto: ## regenerate the committed protobuf code from proto/
+	$(PY) tools/gen_proto.py
+
+proto-check: ## fail when the committed protobuf code is out of date
+	$(PY) tools/gen_proto.py --check
+
+ci: ## what CI runs
+	bash .ci/run
