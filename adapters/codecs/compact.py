@@ -1,0 +1,168 @@
+"""Envelope family (a): a compact Ed25519 envelope.
+
+Layout of the binary code, before its text encoding (base45 or base64url) and its prefix::
+
+    0x01 | kid length L (1 byte, 1..128) | kid (L ASCII bytes) | payload | signature (64 bytes)
+
+The Ed25519 signature covers every byte before it (version, kid length, kid, payload), exactly as
+shipped. The payload is the region's claims, as compact JSON or a delimited text line, optionally
+zlib-compressed; it is decompressed only after the signature verified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from adapters.base import MAX_CODE_CHARS, MAX_DECOMPRESSED_BYTES, Envelope
+from adapters.codecs.encoding import (
+    Compression,
+    TextEncoding,
+    check_kid,
+    compress,
+    decode_text,
+    decompress,
+    dump_json,
+    encode_text,
+    parse_json,
+    strip_prefix,
+)
+from keys.crypto import Algorithm, PrivateKey
+from keys.errors import MalformedError
+
+VERSION = 0x01
+SIGNATURE_BYTES = 64
+
+
+class PayloadForm(Protocol):
+    """How a compact envelope's payload bytes spell the claims."""
+
+    def parse(self, data: bytes) -> Mapping[str, Any]: ...
+
+    def dump(self, claims: Mapping[str, Any]) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class JsonPayload:
+    """A UTF-8 JSON object."""
+
+    def parse(self, data: bytes) -> Mapping[str, Any]:
+        claims = parse_json(data)
+        if not isinstance(claims, dict):
+            raise MalformedError("the claims are not a JSON object")
+        return claims
+
+    def dump(self, claims: Mapping[str, Any]) -> bytes:
+        return dump_json(dict(claims))
+
+
+@dataclass(frozen=True)
+class DelimitedPayload:
+    """One UTF-8 text line: the values of ``fields``, in that order, joined by ``separator``.
+
+    Values named in ``integers`` are unsigned decimal integers (no sign, no leading zero, at most
+    15 digits) and are read as ``int``; every other value is text.
+    """
+
+    fields: tuple[str, ...]
+    separator: str = "|"
+    integers: frozenset[str] = field(default_factory=frozenset)
+
+    MAX_DIGITS: ClassVar[int] = 15
+
+    def __post_init__(self) -> None:
+        if len(set(self.fields)) != len(self.fields) or not self.fields:
+            raise ValueError("field names must be unique and non-empty")
+        if len(self.separator) != 1:
+            raise ValueError("the separator is one character")
+        if not self.integers <= set(self.fields):
+            raise ValueError("integer fields must be among the fields")
+
+    def parse(self, data: bytes) -> Mapping[str, Any]:
+        if len(data) > MAX_DECOMPRESSED_BYTES:
+            raise MalformedError("the payload is too long")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedError("the payload is not UTF-8") from None
+        values = text.split(self.separator)
+        if len(values) != len(self.fields):
+            raise MalformedError(
+                f"the payload has {len(values)} fields, not {len(self.fields)}"
+            )
+        claims: dict[str, Any] = {}
+        for name, value in zip(self.fields, values, strict=True):
+            if name in self.integers:
+                if not (
+                    value.isascii()
+                    and value.isdigit()
+                    and len(value) <= self.MAX_DIGITS
+                    and (value == "0" or not value.startswith("0"))
+                ):
+                    raise MalformedError(f"field {name} is not an unsigned decimal integer")
+                claims[name] = int(value)
+            else:
+                claims[name] = value
+        return claims
+
+    def dump(self, claims: Mapping[str, Any]) -> bytes:
+        values = []
+        for name in self.fields:
+            value = claims[name]
+            text = str(value)
+            if self.separator in text or "\n" in text:
+                raise ValueError(f"field {name} contains the separator")
+            values.append(text)
+        return self.separator.join(values).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class CompactCodec:
+    """A region's compact Ed25519 envelope: prefix, text encoding, compression, payload form."""
+
+    prefix: str
+    text: TextEncoding
+    compression: Compression
+    payload: PayloadForm
+
+    family: ClassVar[str] = "compact"
+
+    def open(self, text: str) -> Envelope:
+        blob = decode_text(self.text, strip_prefix(text, self.prefix), limit=MAX_CODE_CHARS)
+        if len(blob) < 3 + SIGNATURE_BYTES:
+            raise MalformedError("the code is too short")
+        if blob[0] != VERSION:
+            raise MalformedError(f"unknown compact envelope version {blob[0]}")
+        kid_end = 2 + blob[1]
+        if blob[1] == 0 or kid_end >= len(blob) - SIGNATURE_BYTES:
+            raise MalformedError("the key id length is out of range")
+        try:
+            kid = check_kid(blob[2:kid_end].decode("ascii"))
+        except UnicodeDecodeError:
+            raise MalformedError("the key id is not ASCII") from None
+        signed = blob[:-SIGNATURE_BYTES]
+        return Envelope(
+            kid_hint=kid,
+            alg=Algorithm.EDDSA,
+            signing_input=signed,
+            signature=blob[-SIGNATURE_BYTES:],
+            payload=signed[kid_end:],
+        )
+
+    def claims(self, payload: bytes) -> Mapping[str, Any]:
+        return self.payload.parse(decompress(self.compression, payload))
+
+    def seal(self, claims: Mapping[Any, Any], key: PrivateKey, kid: str) -> str:
+        if key.alg is not Algorithm.EDDSA:
+            raise ValueError("the compact envelope is signed with Ed25519 only")
+        kid_bytes = check_kid(kid).encode("ascii")
+        signed = (
+            bytes((VERSION, len(kid_bytes)))
+            + kid_bytes
+            + compress(self.compression, self.payload.dump(claims))
+        )
+        return self.prefix + encode_text(self.text, signed + key.sign(signed))
+
+
+__all__ = ["CompactCodec", "DelimitedPayload", "JsonPayload", "PayloadForm"]

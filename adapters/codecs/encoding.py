@@ -1,0 +1,336 @@
+"""Bounded, strict decoders shared by every envelope family.
+
+Each function takes a hard size limit and raises only the project's errors: :class:`MalformedError`
+for bad input and :class:`OversizedError` when an input or an output would exceed its limit. They
+are strict on purpose: one accepted spelling per value, so that two gateways never disagree about
+what a code says.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sys
+import zlib
+from array import array
+from enum import StrEnum
+from typing import Any
+
+import cbor2
+
+from adapters.base import MAX_CBOR_DEPTH, MAX_DECOMPRESSED_BYTES, MAX_JSON_DEPTH
+from keys.crypto import b64url_decode, b64url_encode
+from keys.errors import MalformedError, OversizedError
+
+# --- base45 (RFC 9285) ------------------------------------------------------------------------
+
+B45_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
+# bytes.translate table: a base45 character -> its value 0..44; anything else -> 0xFF.
+_B45_VALUES = bytes(B45_ALPHABET.index(chr(i)) if chr(i) in B45_ALPHABET else 0xFF for i in range(256))
+_B45_CHARS = B45_ALPHABET.encode("ascii")
+_BIG_ENDIAN_HOST = sys.byteorder == "big"
+
+
+def b45encode(data: bytes) -> str:
+    """RFC 9285 base45: each 2 bytes -> 3 characters, a last odd byte -> 2 characters."""
+    out = bytearray()
+    for i in range(0, len(data) - 1, 2):
+        n = data[i] * 256 + data[i + 1]
+        n, c = divmod(n, 45)
+        e, d = divmod(n, 45)
+        out += bytes((_B45_CHARS[c], _B45_CHARS[d], _B45_CHARS[e]))
+    if len(data) % 2:
+        d, c = divmod(data[-1], 45)
+        out += bytes((_B45_CHARS[c], _B45_CHARS[d]))
+    return out.decode("ascii")
+
+
+def b45decode(text: str, *, limit: int) -> bytes:
+    """Strict RFC 9285 base45 decoding of at most ``limit`` characters.
+
+    Rejects characters outside the 45-character alphabet (lower case included), a dangling single
+    character, triplets above 65535 and a final pair above 255.
+    """
+    if len(text) > limit:
+        raise OversizedError(f"base45 text exceeds {limit} characters")
+    if not text.isascii():
+        raise MalformedError("base45 text holds non-ASCII characters")
+    values = text.encode("ascii").translate(_B45_VALUES)
+    if b"\xff" in values:
+        raise MalformedError("base45 text holds a character outside the base45 alphabet")
+    tail = len(values) % 3
+    if tail == 1:
+        raise MalformedError("base45 text has a dangling character")
+    full = len(values) - tail
+    words = [
+        c + d * 45 + e * 2025
+        for c, d, e in zip(values[0:full:3], values[1:full:3], values[2:full:3], strict=True)
+    ]
+    if words and max(words) > 0xFFFF:
+        raise MalformedError("base45 triplet exceeds 65535")
+    packed = array("H", words)
+    if not _BIG_ENDIAN_HOST:
+        packed.byteswap()
+    out = packed.tobytes()
+    if tail == 2:
+        last = values[full] + values[full + 1] * 45
+        if last > 0xFF:
+            raise MalformedError("base45 final pair exceeds 255")
+        out += bytes((last,))
+    return out
+
+
+# --- text layer -------------------------------------------------------------------------------
+
+
+class TextEncoding(StrEnum):
+    """How a binary code is written as text after its prefix."""
+
+    BASE45 = "base45"  # RFC 9285, QR alphanumeric mode
+    BASE64URL = "base64url"  # RFC 4648 section 5, no padding
+
+
+def b64url_strict(text: str, *, limit: int) -> bytes:
+    """Base64url without padding, in its one canonical spelling.
+
+    ``keys.crypto.b64url_decode`` ignores the unused low bits of the last character, so several
+    spellings decode to the same bytes; re-encoding and comparing refuses all but one, so a code
+    cannot be altered without its text changing meaning.
+    """
+    if len(text) > limit:
+        raise OversizedError(f"base64url text exceeds {limit} characters")
+    data = b64url_decode(text, limit=limit)
+    if b64url_encode(data) != text:
+        raise MalformedError("base64url text is not in canonical form")
+    return data
+
+
+def decode_text(encoding: TextEncoding, text: str, *, limit: int) -> bytes:
+    if encoding is TextEncoding.BASE45:
+        return b45decode(text, limit=limit)
+    return b64url_strict(text, limit=limit)
+
+
+def encode_text(encoding: TextEncoding, data: bytes) -> str:
+    if encoding is TextEncoding.BASE45:
+        return b45encode(data)
+    return b64url_encode(data)
+
+
+def strip_prefix(text: str, prefix: str) -> str:
+    """The text after ``prefix``; :class:`MalformedError` when the code does not start with it."""
+    if not text.startswith(prefix):
+        raise MalformedError(f"the code does not start with {prefix!r}")
+    return text[len(prefix) :]
+
+
+MAX_KID_CHARS = 128
+
+
+def check_kid(kid: str) -> str:
+    """A key id from a code: 1 to 128 printable ASCII characters without spaces."""
+    if not 0 < len(kid) <= MAX_KID_CHARS or not kid.isascii() or not kid.isprintable() or " " in kid:
+        raise MalformedError("the key id is not 1 to 128 printable ASCII characters")
+    return kid
+
+
+# --- compression ------------------------------------------------------------------------------
+
+
+class Compression(StrEnum):
+    NONE = "none"
+    ZLIB = "zlib"  # RFC 1950: 2-byte header, DEFLATE, Adler-32
+    DEFLATE = "deflate"  # RFC 1951 raw DEFLATE, as JWS "zip":"DEF"
+
+
+def inflate(data: bytes, *, raw: bool, limit: int = MAX_DECOMPRESSED_BYTES) -> bytes:
+    """Decompress a complete zlib (``raw=False``) or raw DEFLATE stream of at most ``limit`` bytes.
+
+    Decompression stops at the limit, so a bomb never allocates more than ``limit`` bytes:
+    output beyond it raises :class:`OversizedError`; an incomplete stream or bytes after its end
+    raise :class:`MalformedError`.
+    """
+    inflater = zlib.decompressobj(-15 if raw else 15)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error:
+        raise MalformedError("the compressed data is corrupt") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise OversizedError(f"the decompressed data exceeds {limit} bytes")
+    if not inflater.eof:
+        raise MalformedError("the compressed data is truncated")
+    if inflater.unused_data:
+        raise MalformedError("bytes follow the end of the compressed data")
+    return out
+
+
+def deflate(data: bytes, *, raw: bool) -> bytes:
+    """Compress at level 9 (the level the reference issuer uses; verifiers do not care)."""
+    if raw:
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+        return compressor.compress(data) + compressor.flush()
+    return zlib.compress(data, 9)
+
+
+def decompress(compression: Compression, data: bytes, *, limit: int = MAX_DECOMPRESSED_BYTES) -> bytes:
+    if compression is Compression.NONE:
+        if len(data) > limit:
+            raise OversizedError(f"the payload exceeds {limit} bytes")
+        return data
+    return inflate(data, raw=compression is Compression.DEFLATE, limit=limit)
+
+
+def compress(compression: Compression, data: bytes) -> bytes:
+    if compression is Compression.NONE:
+        return data
+    return deflate(data, raw=compression is Compression.DEFLATE)
+
+
+# --- JSON -------------------------------------------------------------------------------------
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise MalformedError("a JSON object repeats a member name")
+    return obj
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise MalformedError("a JSON number is not finite")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise MalformedError(f"JSON constant {name} is not accepted")
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a parsed JSON/CBOR value; stops counting past ``limit``."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+_JSON_DECODER = json.JSONDecoder(
+    object_pairs_hook=_no_duplicates, parse_float=_finite_float, parse_constant=_no_constant
+)
+
+
+def parse_json(
+    data: bytes, *, limit: int = MAX_DECOMPRESSED_BYTES, max_depth: int = MAX_JSON_DEPTH
+) -> Any:
+    """Parse UTF-8 JSON of at most ``limit`` bytes and ``max_depth`` nesting levels.
+
+    Duplicate member names, NaN/Infinity and numbers that overflow to infinity are refused.
+    """
+    if len(data) > limit:
+        raise OversizedError(f"the JSON text exceeds {limit} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedError("the JSON text is not UTF-8") from None
+    try:
+        value = _JSON_DECODER.decode(text)
+    except RecursionError:
+        raise OversizedError("the JSON text is nested too deeply") from None
+    except MalformedError:
+        raise
+    except ValueError as exc:  # JSONDecodeError, int digits limit
+        raise MalformedError(f"the JSON text is invalid ({str(exc)[:80]})") from None
+    # Cheap bound first: depth never exceeds the number of opening brackets.
+    if data.count(b"[") + data.count(b"{") > max_depth and _depth(value, max_depth) > max_depth:
+        raise OversizedError(f"the JSON text is nested deeper than {max_depth} levels")
+    return value
+
+
+def dump_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON, members in insertion order (the reference issuer's form)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+# --- CBOR -------------------------------------------------------------------------------------
+
+
+def _refuse_tag(*_: Any) -> Any:
+    raise MalformedError("a CBOR tag with built-in semantics is not accepted")
+
+
+# cbor2 gives these tags built-in meanings (dates, bignums, regular expressions, MIME, shared
+# references ...). None is needed by a health code and some are attack surface, so each is refused;
+# every other tag decodes to a plain ``cbor2.CBORTag`` for the caller to judge.
+_BUILTIN_TAGS = (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261, 1004, 43000, 55799)
+_SEMANTIC_DECODERS = {tag: _refuse_tag for tag in _BUILTIN_TAGS}
+
+
+def parse_cbor(
+    data: bytes, *, limit: int = MAX_DECOMPRESSED_BYTES, max_depth: int = MAX_CBOR_DEPTH
+) -> Any:
+    """Decode exactly one CBOR item of at most ``limit`` bytes and ``max_depth`` levels.
+
+    Duplicate map keys, trailing bytes and tags with built-in semantics are refused; any cbor2
+    failure becomes :class:`MalformedError`.
+    """
+    if len(data) > limit:
+        raise OversizedError(f"the CBOR data exceeds {limit} bytes")
+    stream = io.BytesIO(data)
+    try:
+        value = cbor2.CBORDecoder(
+            stream,
+            max_depth=max_depth,
+            allow_duplicate_keys=False,
+            semantic_decoders=_SEMANTIC_DECODERS,
+        ).decode()
+    except RecursionError:
+        raise OversizedError("the CBOR data is nested too deeply") from None
+    except (cbor2.CBORError, ValueError, TypeError, OverflowError, MemoryError) as exc:
+        if "nesting depth" in str(exc):
+            raise OversizedError(f"the CBOR data is nested deeper than {max_depth} levels") from None
+        raise MalformedError(f"the CBOR data is invalid ({str(exc)[:80]})") from None
+    if stream.tell() != len(data):
+        raise MalformedError("bytes follow the end of the CBOR data")
+    return value
+
+
+def dump_cbor(value: Any) -> bytes:
+    """Canonical (RFC 8949 core deterministic) CBOR encoding."""
+    return cbor2.dumps(value, canonical=True)
+
+
+__all__ = [
+    "B45_ALPHABET",
+    "Compression",
+    "TextEncoding",
+    "b45decode",
+    "b45encode",
+    "b64url_strict",
+    "check_kid",
+    "strip_prefix",
+    "b64url_decode",
+    "b64url_encode",
+    "compress",
+    "decode_text",
+    "decompress",
+    "deflate",
+    "dump_cbor",
+    "dump_json",
+    "encode_text",
+    "inflate",
+    "parse_cbor",
+    "parse_json",
+]
