@@ -55,8 +55,9 @@ SCRYPT_R = 8
 SCRYPT_P = 1
 _MAX_FILE_BYTES = 1024 * 1024
 
-ENV_PASSPHRASE = "TRUSTGW_PASSPHRASE"
-ENV_PASSPHRASE_FILE = "TRUSTGW_PASSPHRASE_FILE"
+# Names of environment variables, not secrets.
+ENV_PASSPHRASE = "TRUSTGW_PASSPHRASE"  # noqa: S105
+ENV_PASSPHRASE_FILE = "TRUSTGW_PASSPHRASE_FILE"  # noqa: S105
 
 
 class KeyRole(StrEnum):
@@ -194,8 +195,7 @@ class KeyDirectory:
         try:
             os.mkdir(staging, 0o700)
             entries = [
-                _new_entry(staging, role, start, start + validity, passphrase)
-                for role in KeyRole
+                _new_entry(staging, role, start, start + validity, passphrase) for role in KeyRole
             ]
             secret = secrets.token_bytes(PSEUDONYM_SECRET_BYTES)
             _write_new(staging / PSEUDONYM_FILE, _seal_secret(secret, passphrase))
@@ -395,7 +395,9 @@ def _load_entry(path: Path, item: Mapping[str, Any], passphrase: bytes | None) -
         raise KeyDirectoryError(f"{path / MANIFEST} names an unsafe key file {file!r}")
     pem = _read_private(path / file)
     if passphrase is not None and b"ENCRYPTED" not in pem:
-        raise KeyDirectoryError(f"{path / file} is not encrypted, but the directory is not in dev mode")
+        raise KeyDirectoryError(
+            f"{path / file} is not encrypted, but the directory is not in dev mode"
+        )
     try:
         private = PrivateKey.from_pem(pem, passphrase)
     except MalformedError as exc:
@@ -476,7 +478,9 @@ def _unseal_secret(file: Path, passphrase: bytes | None) -> bytes:
         secret = base64.b64decode(document["secret"], validate=True)
     else:
         if kdf != "scrypt":
-            raise KeyDirectoryError(f"{file} is not encrypted, but the directory is not in dev mode")
+            raise KeyDirectoryError(
+                f"{file} is not encrypted, but the directory is not in dev mode"
+            )
         n, r, p = int(document["n"]), int(document["r"]), int(document["p"])
         if not (2**10 <= n <= 2**20 and 1 <= r <= 32 and 1 <= p <= 16):
             raise KeyDirectoryError(f"{file} has unreasonable scrypt parameters")

@@ -44,9 +44,7 @@ class RegistrySnapshot:
     version: int
     regions: Mapping[str, Region]
     all_keys: tuple[RegionKey, ...] = ()
-    _by_region: Mapping[str, tuple[RegionKey, ...]] = field(
-        init=False, repr=False, compare=False
-    )
+    _by_region: Mapping[str, tuple[RegionKey, ...]] = field(init=False, repr=False, compare=False)
     _by_kid: Mapping[tuple[str, str], tuple[RegionKey, ...]] = field(
         init=False, repr=False, compare=False
     )

@@ -10,6 +10,9 @@ rebuilt only when :meth:`Store.registry_version` changes.
 
 Conventions of this module:
 
+* SQL text is built only from this module's constants (column lists); values are always bound
+  parameters, hence the ``noqa: S608`` markers.
+
 * Times are stored as integer unix seconds (UTC); sub-second parts are dropped on write.
 * Every write is one transaction: it either happens completely or leaves nothing changed.
 * Every database failure surfaces as :class:`StoreUnavailableError`; sqlite3 and aiosqlite
@@ -93,7 +96,10 @@ class Store(Protocol):
         ...
 
     async def revoke_key(self, region: str, kid: str, at: datetime) -> RegionKey:
-        """Revoke a key from ``at`` on (an earlier revocation time is kept); :class:`NotFoundError`."""
+        """Revoke a key from ``at`` on; an earlier revocation time is kept.
+
+        Raises :class:`NotFoundError` if the key is unknown.
+        """
         ...
 
     async def list_keys(self, region: str | None = None) -> list[RegionKey]:
@@ -496,7 +502,7 @@ class SQLiteStore:
             if not await self._region_exists(tx, key.region):
                 raise NotFoundError(f"region {key.region} is not registered", region=key.region)
             async with tx.execute(
-                f"SELECT {_KEY_COLUMNS} FROM region_keys WHERE region = ? AND kid = ?",
+                f"SELECT {_KEY_COLUMNS} FROM region_keys WHERE region = ? AND kid = ?",  # noqa: S608
                 (key.region, key.kid),
             ) as cur:
                 existing = await cur.fetchone()
@@ -513,7 +519,8 @@ class SQLiteStore:
                     kid=key.kid,
                 )
             await tx.execute(
-                f"INSERT INTO region_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row
+                f"INSERT INTO region_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                row,
             )
             await self._bump_version(tx)
             return True
@@ -536,14 +543,12 @@ class SQLiteStore:
             )
             changed = cur.rowcount > 0
             async with tx.execute(
-                f"SELECT {_KEY_COLUMNS} FROM region_keys WHERE region = ? AND kid = ?",
+                f"SELECT {_KEY_COLUMNS} FROM region_keys WHERE region = ? AND kid = ?",  # noqa: S608
                 (region, kid),
             ) as cur:
                 row = await cur.fetchone()
             if row is None:
-                raise NotFoundError(
-                    f"region {region} has no key {kid}", region=region, kid=kid
-                )
+                raise NotFoundError(f"region {region} has no key {kid}", region=region, kid=kid)
             if changed:
                 await self._bump_version(tx)
             return _key_from_row(row)
@@ -558,7 +563,7 @@ class SQLiteStore:
 
     @staticmethod
     async def _keys(conn: aiosqlite.Connection, region: str | None) -> list[RegionKey]:
-        query = f"SELECT {_KEY_COLUMNS} FROM region_keys"
+        query = f"SELECT {_KEY_COLUMNS} FROM region_keys"  # noqa: S608
         params: tuple[str, ...] = ()
         if region is not None:
             query += " WHERE region = ?"
@@ -571,9 +576,7 @@ class SQLiteStore:
         async with self._lock:
             conn = self._require()
             with _translated("registry_version"):
-                async with conn.execute(
-                    "SELECT version FROM registry_version WHERE id = 1"
-                ) as cur:
+                async with conn.execute("SELECT version FROM registry_version WHERE id = 1") as cur:
                     row = await cur.fetchone()
         if row is None:
             raise StoreUnavailableError("registry database has no version row")
@@ -596,12 +599,15 @@ class SQLiteStore:
     # -- conversions -------------------------------------------------------------------------
 
     async def get_conversion(self, region: str, source_code_id: str) -> ConversionRecord | None:
-        """The record of a converted partner code, or None. Raises :class:`StoreUnavailableError`."""
+        """The record of a converted partner code, or None.
+
+        Raises :class:`StoreUnavailableError`.
+        """
         async with self._lock:
             conn = self._require()
             with _translated("get_conversion"):
                 async with conn.execute(
-                    f"SELECT {_CONVERSION_COLUMNS} FROM conversions"
+                    f"SELECT {_CONVERSION_COLUMNS} FROM conversions"  # noqa: S608
                     " WHERE region = ? AND source_code_id = ?",
                     (region, source_code_id),
                 ) as cur:
@@ -625,7 +631,7 @@ class SQLiteStore:
                     raise NotFoundError(f"region {code} is not registered", region=code)
             try:
                 await tx.executemany(
-                    f"INSERT INTO conversions ({_CONVERSION_COLUMNS})"
+                    f"INSERT INTO conversions ({_CONVERSION_COLUMNS})"  # noqa: S608
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (region, source_code_id) DO NOTHING",
                     rows,
@@ -644,7 +650,7 @@ class SQLiteStore:
         """
         if isinstance(limit, bool) or not 1 <= limit <= MAX_LIST_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
-        query = f"SELECT {_CONVERSION_COLUMNS} FROM conversions"
+        query = f"SELECT {_CONVERSION_COLUMNS} FROM conversions"  # noqa: S608
         params: tuple[Any, ...] = ()
         if region is not None:
             query += " WHERE region = ?"

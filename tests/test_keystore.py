@@ -6,13 +6,13 @@ import json
 import logging
 import os
 import stat
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from keys.crypto import Algorithm, PrivateKey
-from keys.errors import ConfigurationError, KeyDirectoryError, PassphraseError
+from keys.errors import ConfigurationError, KeyDirectoryError, MalformedError, PassphraseError
 from keys.keystore import (
     MANIFEST,
     PSEUDONYM_FILE,
@@ -22,7 +22,6 @@ from keys.keystore import (
 )
 from keys.model import KeyStatus
 
-UTC = timezone.utc
 T0 = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
 PASS = b"correct horse battery staple"
 
@@ -132,7 +131,7 @@ def test_world_readable_private_key_is_refused_by_name(key_dir: Path) -> None:
 
 
 def test_open_directory_is_refused(key_dir: Path) -> None:
-    os.chmod(key_dir, 0o755)
+    os.chmod(key_dir, 0o755)  # noqa: S103 (the unsafe mode under test)
     with pytest.raises(KeyDirectoryError, match="0700"):
         KeyDirectory.open(key_dir, passphrase=PASS)
 
@@ -172,7 +171,7 @@ def test_no_pem_on_disk_is_unencrypted_outside_dev_mode(key_dir: Path) -> None:
         data = pem.read_bytes()
         assert data.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
         assert b"-----BEGIN PRIVATE KEY-----" not in data
-        with pytest.raises(Exception):
+        with pytest.raises(MalformedError):
             PrivateKey.from_pem(data, None)
     sealed = json.loads((key_dir / PSEUDONYM_FILE).read_text())
     assert sealed["kdf"] == "scrypt" and "secret" not in sealed
@@ -215,13 +214,16 @@ def test_damaged_manifest_is_refused(key_dir: Path) -> None:
 # --- dev mode ----------------------------------------------------------------------------------
 
 
-def test_dev_mode_is_unencrypted_and_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_dev_mode_is_unencrypted_and_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "keys"
     with caplog.at_level(logging.WARNING, logger="trustgw.keys"):
         created = KeyDirectory.create(path, dev=True, passphrase=None, now=T0)
     assert created.dev is True
     assert any(
-        r.levelno == logging.WARNING and "NOT encrypted" in r.getMessage()
+        r.levelno == logging.WARNING
+        and "NOT encrypted" in r.getMessage()
         and "production" in r.getMessage()
         for r in caplog.records
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,6 @@ from keys.model import KeyLookup, KeyStatus, Mode, Region, RegionKey
 from keys.registry import KeyRegistry, RegistrySnapshot
 from keys.store import SQLiteStore
 
-UTC = timezone.utc
 T0 = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
 BEIJING = Region("110000", "Beijing", Mode.SHOW, timedelta(hours=24))
 TIANJIN = Region("120000", "Tianjin", Mode.SHOW, timedelta(hours=24))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +22,6 @@ from keys.model import ConversionRecord, KeyStatus, Mode, Region, RegionKey
 from keys.store import SCHEMA_VERSION, SQLiteStore, Store
 
 T = TypeVar("T")
-UTC = timezone.utc
 T0 = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
 BEIJING = Region("110000", "Beijing", Mode.SHOW, timedelta(hours=24))
 ZHEJIANG = Region("330000", "Zhejiang", Mode.CONVERT, timedelta(hours=12))
@@ -282,8 +281,10 @@ def test_conversions_insert_or_ignore() -> None:
         await store.put_conversions([first, conversion("src-2")])
         # A retried batch with a different converted code for src-1: the first conversion wins.
         await store.put_conversions(
-            [conversion("src-1", converted_code="HC1:other", converted_code_id="c-other"),
-             conversion("src-3")]
+            [
+                conversion("src-1", converted_code="HC1:other", converted_code_id="c-other"),
+                conversion("src-3"),
+            ]
         )
         assert await store.get_conversion("330000", "src-1") == first
         assert await store.get_conversion("330000", "missing") is None
