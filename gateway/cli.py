@@ -269,9 +269,11 @@ def cmd_keys_revoke(opts: argparse.Namespace) -> int:
 def _read_input(value: str) -> str:
     if value == "-":
         return sys.stdin.read(1024 * 1024)
-    path = Path(value)
-    if path.is_file():
-        return path.read_text()
+    try:
+        if len(value) < 4096 and Path(value).is_file():
+            return Path(value).read_text()
+    except OSError:  # not a usable file name: the value is the input itself
+        pass
     return value
 
 

@@ -70,6 +70,7 @@ def test_init_with_a_passphrase_encrypts_keys_at_rest(tmp_path, capsys, monkeypa
 def test_keys_add_list_and_revoke_a_partner_key(tmp_path, capsys, simulator) -> None:
     data_dir = tmp_path / "gw"
     assert main(["init", "--data-dir", str(data_dir), "--dev"]) == 0
+    capsys.readouterr()
     issuer = simulator.issuers()[0]
     key_file = tmp_path / "partner.jwk"
     key_file.write_text(json.dumps(issuer.key.public_key().to_jwk()))

@@ -172,10 +172,10 @@ def test_the_holder_is_pseudonymous_and_stable(codes, prepared_dir) -> None:
     data_dir = prepared_dir(NOW)
     region = REGION_SPECS[0].code
     make = codes(region, NOW)
-    holder = ("110101199003071234", "张三")
+    holder = ("110101199003071233", "张三")
     a, b = decide(data_dir, make(holder=holder), make(holder=holder))
     assert a.attestation is not None and b.attestation is not None
-    assert b"110101199003071234" not in a.attestation.payload
+    assert b"110101199003071233" not in a.attestation.payload
     assert "张三".encode() not in a.attestation.payload
     assert json.loads(a.attestation.payload)["holder"] == json.loads(b.attestation.payload)["holder"]
 
