@@ -8,6 +8,7 @@ published keys. Exits 0 when every decision is the expected one.
 
 from __future__ import annotations
 
+import logging
 import random
 import tempfile
 from dataclasses import dataclass
@@ -107,6 +108,9 @@ def _offline_check(response: pb.RecogniseResponse, trust: tokens.GatewayTrust, n
 
 
 async def run_demo(out: TextIO, keep: Path | None = None) -> int:
+    # The demo announces development mode itself, once; the key directory's own warning
+    # (meant for operators' logs) would repeat it on every open.
+    logging.getLogger("trustgw.keys").setLevel(logging.ERROR)
     now = utcnow()
     rng = random.Random(20200311)  # the work plan's date: the same holders every run
     simulator = PartnerSimulator.generate()
@@ -126,7 +130,7 @@ async def run_demo(out: TextIO, keep: Path | None = None) -> int:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
                 stub = pb_grpc.RecognitionServiceStub(channel)
                 trust = _trust(await stub.GetGatewayKeys(pb.GetGatewayKeysRequest()))
-                for issuer in simulator.issuers():
+                for issuer in sorted(simulator.issuers(), key=lambda i: i.spec.code):
                     for n, case in enumerate(demo_cases(issuer, now, rng)):
                         request_id = f"{issuer.spec.code}-{n}"
                         response = await stub.Recognise(
@@ -138,6 +142,7 @@ async def run_demo(out: TextIO, keep: Path | None = None) -> int:
                         rows.append((
                             issuer.spec.code,
                             issuer.spec.name,
+                            f"{getattr(issuer.spec.codec, 'family', '?')}/{issuer.spec.signing_alg}",
                             pb.Mode.Name(response.mode).removeprefix("MODE_").lower() or "-",
                             case.kind,
                             "yes" if response.recognised else "no",
@@ -148,12 +153,13 @@ async def run_demo(out: TextIO, keep: Path | None = None) -> int:
         finally:
             await running.stop(1.0)
             await gateway.close()
-    widths = [6, 12, 7, 7, 10, 17, 36]
-    head = ("region", "name", "mode", "code", "recognised", "reason", "signed result (checked offline)")
+    widths = [6, 12, 13, 7, 7, 10, 17, 36]
+    head = ("region", "name", "format", "mode", "code", "recognised", "reason", "signed result (checked offline)")
     print("  ".join(h.ljust(w) for h, w in zip(head, widths)), file=out)
     print("  ".join("-" * w for w in widths), file=out)
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + row[-1], file=out)
+        line = "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)).rstrip()
+        print(line + row[-1], file=out)
     total = len(rows)
     print(f"\n{total - failures} of {total} decisions as expected", file=out)
     return 0 if failures == 0 else 1

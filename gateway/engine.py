@@ -195,7 +195,8 @@ class Recogniser:
         try:
             verified, decision = self._check(code, now, region_hint)
         except ForeignDataError as exc:
-            return Decision.refused(exc)
+            region = self._snapshot().region(exc.metadata.get("region", ""))
+            return Decision.refused(exc, mode=region.mode if region is not None else None)
         if decision is not None:
             return decision
         assert verified is not None
