@@ -77,6 +77,11 @@ async def prepare(data_dir: Path, simulator: PartnerSimulator, now: datetime) ->
         await store.close()
 
 
+def _envelope(issuer: PartnerIssuer) -> str:
+    family = getattr(issuer.spec.codec, "family", "?")
+    return f"{family}/{issuer.spec.signing_alg}"
+
+
 def _trust(keys: pb.GatewayKeys) -> tokens.GatewayTrust:
     return tokens.GatewayTrust(
         keys.region,
@@ -93,7 +98,9 @@ def _trust(keys: pb.GatewayKeys) -> tokens.GatewayTrust:
     )
 
 
-def _offline_check(response: pb.RecogniseResponse, trust: tokens.GatewayTrust, now: datetime) -> str:
+def _offline_check(
+    response: pb.RecogniseResponse, trust: tokens.GatewayTrust, now: datetime
+) -> str:
     """Verify what the gateway signed, as a checkpoint would, with only its public keys."""
     if not response.HasField("attestation"):
         return "-"
@@ -117,13 +124,17 @@ async def run_demo(out: TextIO, keep: Path | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="trustgw-demo-") as tmp:
         data_dir = keep or Path(tmp)
         data_dir.mkdir(parents=True, exist_ok=True)
-        print(f"trustgw demo: data directory {data_dir} (development mode, keys NOT encrypted)",
-              file=out)
+        print(
+            f"trustgw demo: data directory {data_dir} (development mode, keys NOT encrypted)",
+            file=out,
+        )
         await prepare(data_dir, simulator, now)
         gateway = await Gateway.open(GatewayConfig(data_dir=data_dir))
         running = await build_server(gateway, "127.0.0.1:0")
-        print(f"gateway listening on 127.0.0.1:{running.port}; 14 partner regions onboarded\n",
-              file=out)
+        print(
+            f"gateway listening on 127.0.0.1:{running.port}; 14 partner regions onboarded\n",
+            file=out,
+        )
         failures = 0
         rows: list[tuple[str, ...]] = []
         try:
@@ -139,26 +150,37 @@ async def run_demo(out: TextIO, keep: Path | None = None) -> int:
                         offline = _offline_check(response, trust, utcnow())
                         ok = response.reason == case.expect and response.request_id == request_id
                         failures += not ok
-                        rows.append((
-                            issuer.spec.code,
-                            issuer.spec.name,
-                            f"{getattr(issuer.spec.codec, 'family', '?')}/{issuer.spec.signing_alg}",
-                            pb.Mode.Name(response.mode).removeprefix("MODE_").lower() or "-",
-                            case.kind,
-                            "yes" if response.recognised else "no",
-                            response.reason,
-                            offline,
-                            "" if ok else f"  <-- expected {case.expect}",
-                        ))
+                        rows.append(
+                            (
+                                issuer.spec.code,
+                                issuer.spec.name,
+                                _envelope(issuer),
+                                pb.Mode.Name(response.mode).removeprefix("MODE_").lower() or "-",
+                                case.kind,
+                                "yes" if response.recognised else "no",
+                                response.reason,
+                                offline,
+                                "" if ok else f"  <-- expected {case.expect}",
+                            )
+                        )
         finally:
             await running.stop(1.0)
             await gateway.close()
     widths = [6, 12, 13, 7, 7, 10, 17, 36]
-    head = ("region", "name", "format", "mode", "code", "recognised", "reason", "signed result (checked offline)")
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths)), file=out)
+    head = (
+        "region",
+        "name",
+        "format",
+        "mode",
+        "code",
+        "recognised",
+        "reason",
+        "signed result (checked offline)",
+    )
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)), file=out)
     print("  ".join("-" * w for w in widths), file=out)
     for row in rows:
-        line = "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)).rstrip()
+        line = "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)).rstrip()
         print(line + row[-1], file=out)
     total = len(rows)
     print(f"\n{total - failures} of {total} decisions as expected", file=out)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Protocol
+from typing import Protocol
 
 from adapters.base import MAX_CODE_CHARS, Colour, Pseudonymise, VerifiedCode
 from adapters.regions import detect
+from gateway import tokens
 from keys.crypto import PrivateKey
 from keys.errors import (
     CodeExpiredError,
@@ -34,8 +36,6 @@ from keys.model import ConversionRecord, Mode
 from keys.registry import RegistrySnapshot
 from keys.store import Store
 from keys.timeutil import to_unix
-
-from gateway import tokens
 
 log = logging.getLogger("trustgw.engine")
 
@@ -71,7 +71,7 @@ class Decision:
     kid: str = ""  # the partner key that verified the code, for logs and metrics
 
     @classmethod
-    def refused(cls, error: GatewayError, **fields: object) -> "Decision":
+    def refused(cls, error: GatewayError, **fields: object) -> Decision:
         region = fields.pop("region", None) or error.metadata.get("region", "")
         return cls(False, error.reason, error.message, region=str(region), **fields)  # type: ignore[arg-type]
 

@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable, TypeVar
+from typing import TypeVar
 
 import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -92,7 +93,7 @@ class Gateway:
         self._refresher: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, config: GatewayConfig) -> "Gateway":
+    async def open(cls, config: GatewayConfig) -> Gateway:
         key_dir = KeyDirectory.open(config.key_dir, passphrase=config.passphrase)
         store = await SQLiteStore.open(config.database)
         registry = KeyRegistry(store)
@@ -177,7 +178,9 @@ def decision_to_proto(request_id: str, decision: Decision) -> pb.RecogniseRespon
     if decision.attestation is not None:
         att = decision.attestation
         response.attestation.CopyFrom(
-            pb.Attestation(payload=att.payload, key_id=att.kid, alg=att.alg, signature=att.signature)
+            pb.Attestation(
+                payload=att.payload, key_id=att.kid, alg=att.alg, signature=att.signature
+            )
         )
     if decision.converted is not None:
         conv = decision.converted
@@ -203,12 +206,12 @@ class RecognitionService(pb_grpc.RecognitionServiceServicer):
         )
         return decision_to_proto(request.request_id, decision)
 
-    async def Recognise(  # noqa: N802 (gRPC method name)
+    async def Recognise(
         self, request: pb.RecogniseRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecogniseResponse:
         return await _guard(context, lambda: self._decide(request))
 
-    async def RecogniseStream(  # noqa: N802
+    async def RecogniseStream(
         self,
         request_iterator: AsyncIterator[pb.RecogniseRequest],
         context: grpc.aio.ServicerContext,
@@ -225,7 +228,7 @@ class RecognitionService(pb_grpc.RecognitionServiceServicer):
                     message=exc.message,
                 )
 
-    async def GetGatewayKeys(  # noqa: N802
+    async def GetGatewayKeys(
         self, request: pb.GetGatewayKeysRequest, context: grpc.aio.ServicerContext
     ) -> pb.GatewayKeys:
         async def call() -> pb.GatewayKeys:
@@ -271,8 +274,11 @@ async def build_server(gateway: Gateway, listen: str) -> RunningServer:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME),
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     port = server.add_insecure_port(listen)

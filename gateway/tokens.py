@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from keys.crypto import Algorithm, PrivateKey, PublicKey, b64url_decode, b64url_encode
 from keys.errors import (
@@ -89,7 +90,9 @@ class GatewayTrust:
         for key in self.keys:
             if key.kid == kid and key.role == role:
                 if not key.not_before <= signed_at <= key.not_after:
-                    raise KeyNotValidError(f"gateway key {kid} was not valid at signing time", kid=kid)
+                    raise KeyNotValidError(
+                        f"gateway key {kid} was not valid at signing time", kid=kid
+                    )
                 return key
         raise KeyUnknownError(f"no trusted gateway {role} key {kid!r}", kid=kid)
 
@@ -97,7 +100,7 @@ class GatewayTrust:
         return {"region": self.region, "keys": [k.to_json() for k in self.keys]}
 
     @classmethod
-    def from_json(cls, data: bytes | str | Mapping[str, Any]) -> "GatewayTrust":
+    def from_json(cls, data: bytes | str | Mapping[str, Any]) -> GatewayTrust:
         """Parse a trust file; raises :class:`MalformedError`."""
         if isinstance(data, (bytes, str)):
             raw = data.encode() if isinstance(data, str) else data
@@ -146,7 +149,7 @@ class Attestation:
         }
 
     @classmethod
-    def from_json(cls, data: bytes | str) -> "Attestation":
+    def from_json(cls, data: bytes | str) -> Attestation:
         obj = _parse_json_object(data.encode() if isinstance(data, str) else data, "attestation")
         try:
             return cls(
@@ -159,9 +162,7 @@ class Attestation:
             raise MalformedError(f"the attestation lacks {exc.args[0]!r}") from None
 
 
-def sign_attestation(
-    claims: Mapping[str, Any], kid: str, key: PrivateKey
-) -> Attestation:
+def sign_attestation(claims: Mapping[str, Any], kid: str, key: PrivateKey) -> Attestation:
     """Sign a decision. ``claims`` must hold at least ``iat`` and ``exp`` (unix seconds)."""
     payload = canonical_json({"typ": ATTESTATION_TYPE, "iss": HOME_REGION, **claims})
     return Attestation(payload, kid, str(key.alg), key.sign(payload))
@@ -234,7 +235,9 @@ def verify_home_code(code: str, trust: GatewayTrust, now: datetime) -> dict[str,
     hint = _parse_json_object(payload, "home code payload").get("kid")
     candidates = [k for k in trust.keys if k.kid == hint and k.role == "issue"]
     if not candidates:
-        raise KeyUnknownError(f"no trusted gateway issue key {str(hint)[:40]!r}", kid=str(hint)[:40])
+        raise KeyUnknownError(
+            f"no trusted gateway issue key {str(hint)[:40]!r}", kid=str(hint)[:40]
+        )
     candidates[0].public_key.verify(body.encode("ascii"), signature)
     claims = _parse_json_object(payload, "home code payload")
     if claims.get("typ") != HOME_CODE_TYPE:

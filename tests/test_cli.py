@@ -4,22 +4,34 @@ from __future__ import annotations
 
 import json
 import stat
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from gateway.cli import build_parser, main
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def _subcommands() -> list[list[str]]:
-    return [[], ["init"], ["serve"], ["demo"], ["keys"], ["keys", "list"], ["keys", "export"],
-            ["keys", "add"], ["keys", "revoke"], ["verify"]]
+    return [
+        [],
+        ["init"],
+        ["serve"],
+        ["demo"],
+        ["keys"],
+        ["keys", "list"],
+        ["keys", "export"],
+        ["keys", "add"],
+        ["keys", "revoke"],
+        ["verify"],
+    ]
 
 
-@pytest.mark.parametrize("words", [pytest.param(w, id=" ".join(w) or "trustgw") for w in _subcommands()])
+@pytest.mark.parametrize(
+    "words", [pytest.param(w, id=" ".join(w) or "trustgw") for w in _subcommands()]
+)
 def test_every_command_has_help(words, capsys) -> None:
     assert main([*words, "--help"]) == 0
     assert "usage: trustgw" in capsys.readouterr().out
@@ -74,21 +86,49 @@ def test_keys_add_list_and_revoke_a_partner_key(tmp_path, capsys, simulator) -> 
     issuer = simulator.issuers()[0]
     key_file = tmp_path / "partner.jwk"
     key_file.write_text(json.dumps(issuer.key.public_key().to_jwk()))
-    args = ["keys", "add", "--data-dir", str(data_dir), "--region", issuer.spec.code,
-            "--public-key", str(key_file), "--kid", issuer.kid, "--json"]
+    args = [
+        "keys",
+        "add",
+        "--data-dir",
+        str(data_dir),
+        "--region",
+        issuer.spec.code,
+        "--public-key",
+        str(key_file),
+        "--kid",
+        issuer.kid,
+        "--json",
+    ]
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["inserted"] is True
     assert main(args) == 0  # a retry is acknowledged, not duplicated
     assert json.loads(capsys.readouterr().out)["inserted"] is False
-    assert main(["keys", "revoke", "--data-dir", str(data_dir), "--region", issuer.spec.code,
-                 "--kid", issuer.kid, "--at", "2026-01-01T00:00:00"]) == 0
+    assert (
+        main(
+            [
+                "keys",
+                "revoke",
+                "--data-dir",
+                str(data_dir),
+                "--region",
+                issuer.spec.code,
+                "--kid",
+                issuer.kid,
+                "--at",
+                "2026-01-01T00:00:00",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["keys", "list", "--data-dir", str(data_dir), "--json"]) == 0
     rows = [r for r in json.loads(capsys.readouterr().out) if r["owner"] == issuer.spec.code]
     assert len(rows) == 1
     assert rows[0]["status"] == "revoked" and rows[0]["revoked_at"] == "2026-01-01T00:00:00Z"
-    assert main(["keys", "revoke", "--data-dir", str(data_dir), "--region", "990000",
-                 "--kid", "nope"]) == 1
+    assert (
+        main(["keys", "revoke", "--data-dir", str(data_dir), "--region", "990000", "--kid", "nope"])
+        == 1
+    )
     assert capsys.readouterr().err.startswith("trustgw: NOT_FOUND")
 
 
@@ -98,17 +138,32 @@ def test_keys_add_refuses_bad_key_material(tmp_path, capsys) -> None:
     bad = tmp_path / "bad.pem"
     bad.write_text("-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n")
     capsys.readouterr()
-    assert main(["keys", "add", "--data-dir", str(data_dir), "--region", "110000",
-                 "--public-key", str(bad)]) == 1
+    assert (
+        main(
+            [
+                "keys",
+                "add",
+                "--data-dir",
+                str(data_dir),
+                "--region",
+                "110000",
+                "--public-key",
+                str(bad),
+            ]
+        )
+        == 1
+    )
     assert capsys.readouterr().err.startswith("trustgw: MALFORMED")
 
 
-def test_offline_verification_of_what_the_gateway_signs(tmp_path, capsys, codes, prepared_dir) -> None:
+def test_offline_verification_of_what_the_gateway_signs(
+    tmp_path, capsys, codes, prepared_dir
+) -> None:
     """Recognise codes, then verify the attestation and the home code with the CLI alone."""
-    from adapters.regions import REGION_SPECS
     from conftest import run
     from test_engine import Engine
 
+    from adapters.regions import REGION_SPECS
     from keys.model import Mode
 
     data_dir = prepared_dir(NOW)
@@ -125,7 +180,9 @@ def test_offline_verification_of_what_the_gateway_signs(tmp_path, capsys, codes,
     att.write_text(json.dumps(decision.attestation.to_json()))
     capsys.readouterr()
 
-    assert main(["verify", "--format", "attestation", "--trust", str(trust), "--json", str(att)]) == 0
+    assert (
+        main(["verify", "--format", "attestation", "--trust", str(trust), "--json", str(att)]) == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert (result["verdict"], result["claims"]["region"]) == ("accept", region)
 
@@ -134,15 +191,19 @@ def test_offline_verification_of_what_the_gateway_signs(tmp_path, capsys, codes,
     assert capsys.readouterr().out.startswith("accept")
 
     later = (NOW + timedelta(days=2)).isoformat()
-    assert main(["verify", "--format", "home", "--trust", str(trust), "--at", later, "--json",
-                 home]) == 1
+    assert (
+        main(["verify", "--format", "home", "--trust", str(trust), "--at", later, "--json", home])
+        == 1
+    )
     assert json.loads(capsys.readouterr().out)["reason"] == "CODE_EXPIRED"
 
     tampered = home[:-6] + ("AAAAAA" if not home.endswith("AAAAAA") else "BBBBBB")
     assert main(["verify", "--format", "home", "--trust", str(trust), "--json", tampered]) == 1
     assert json.loads(capsys.readouterr().out)["reason"] in {"SIGNATURE_INVALID", "MALFORMED"}
 
-    assert main(["verify", "--format", "home", "--trust", str(tmp_path / "missing.json"), home]) == 2
+    assert (
+        main(["verify", "--format", "home", "--trust", str(tmp_path / "missing.json"), home]) == 2
+    )
     assert "cannot read" in capsys.readouterr().err
 
 
@@ -160,7 +221,7 @@ def test_demo_runs_end_to_end_and_every_decision_is_as_expected(capsys) -> None:
 
 
 def test_a_file_path_is_read_as_input(tmp_path) -> None:
-    from gateway.cli import _read_input
+    from gateway.cli.verify import _read_input
 
     p: Path = tmp_path / "code.txt"
     p.write_text("SD1:abc.def\n")

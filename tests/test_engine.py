@@ -7,7 +7,7 @@ simulator; time is passed in explicitly.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ from keys.pseudonym import Pseudonymiser
 from keys.registry import KeyRegistry
 from keys.store import SQLiteStore
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 REGIONS = [pytest.param(spec.code, id=f"{spec.code}-{spec.name}") for spec in REGION_SPECS]
 
 
@@ -33,7 +33,7 @@ class Engine:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
 
-    async def __aenter__(self) -> "Engine":
+    async def __aenter__(self) -> Engine:
         self.store = await SQLiteStore.open(self.data_dir / "trustgw.db")
         self.registry = KeyRegistry(self.store)
         await self.registry.load()
@@ -177,10 +177,14 @@ def test_the_holder_is_pseudonymous_and_stable(codes, prepared_dir) -> None:
     assert a.attestation is not None and b.attestation is not None
     assert b"110101199003071233" not in a.attestation.payload
     assert "张三".encode() not in a.attestation.payload
-    assert json.loads(a.attestation.payload)["holder"] == json.loads(b.attestation.payload)["holder"]
+    assert (
+        json.loads(a.attestation.payload)["holder"] == json.loads(b.attestation.payload)["holder"]
+    )
 
 
-def test_key_revoked_before_issue_refuses_and_after_issue_keeps(codes, prepared_dir, simulator) -> None:
+def test_key_revoked_before_issue_refuses_and_after_issue_keeps(
+    codes, prepared_dir, simulator
+) -> None:
     data_dir = prepared_dir(NOW)
     region = REGION_SPECS[1].code
     make = codes(region, NOW)
@@ -270,6 +274,10 @@ def test_truncated_and_mangled_codes_are_refused_with_a_reason(region, codes, pr
     for decision in decide(prepared_dir(NOW), *mangled):
         assert not decision.recognised
         assert decision.reason in {
-            "MALFORMED", "OVERSIZED", "SIGNATURE_INVALID", "KEY_UNKNOWN", "REGION_UNKNOWN",
+            "MALFORMED",
+            "OVERSIZED",
+            "SIGNATURE_INVALID",
+            "KEY_UNKNOWN",
+            "REGION_UNKNOWN",
             "ALGORITHM_UNSUPPORTED",
         }, decision

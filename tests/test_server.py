@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -20,7 +20,7 @@ from keys.model import Mode
 from keys.registry import KeyRegistry
 from keys.store import SQLiteStore
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 SHOW = next(s.code for s in REGION_SPECS if s.mode is Mode.SHOW)
 CONVERT = next(s.code for s in REGION_SPECS if s.mode is Mode.CONVERT)
 
@@ -41,8 +41,12 @@ def test_unary_recognises_show_and_convert_codes(codes, prepared_dir) -> None:
                 return show, convert
 
     show, convert = run(scenario())
-    assert (show.request_id, show.recognised, show.reason, show.mode) == ("a", True, "RECOGNISED",
-                                                                          pb.MODE_SHOW)
+    assert (show.request_id, show.recognised, show.reason, show.mode) == (
+        "a",
+        True,
+        "RECOGNISED",
+        pb.MODE_SHOW,
+    )
     assert show.HasField("attestation") and not show.HasField("converted")
     assert show.colour == pb.COLOUR_GREEN and show.region == SHOW
     assert (convert.recognised, convert.mode) == (True, pb.MODE_CONVERT)
@@ -143,9 +147,7 @@ def test_health_reflection_and_gateway_keys(prepared_dir) -> None:
                     iter([reflection_pb2.ServerReflectionRequest(list_services="")])
                 )
                 names = [
-                    s.name
-                    async for answer in stream
-                    for s in answer.list_services_response.service
+                    s.name async for answer in stream for s in answer.list_services_response.service
                 ]
                 keys = await pb_grpc.RecognitionServiceStub(channel).GetGatewayKeys(
                     pb.GetGatewayKeysRequest()
@@ -160,7 +162,9 @@ def test_health_reflection_and_gateway_keys(prepared_dir) -> None:
     assert keys.region == "370000"
 
 
-def test_a_revocation_made_elsewhere_applies_without_restart(codes, prepared_dir, simulator) -> None:
+def test_a_revocation_made_elsewhere_applies_without_restart(
+    codes, prepared_dir, simulator
+) -> None:
     data_dir = prepared_dir(NOW)
     region = SHOW
     kid = simulator.issuer(region).kid

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -18,7 +18,7 @@ from keys.errors import (
     SignatureInvalidError,
 )
 
-NOW = datetime(2026, 3, 11, 8, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -44,8 +44,12 @@ def trust(keys: dict[str, PrivateKey]) -> tokens.GatewayTrust:
 
 
 def _attest(keys: dict[str, PrivateKey], **claims: object) -> tokens.Attestation:
-    base = {"holder": "h1-x", "colour": "green", "iat": int(NOW.timestamp()),
-            "exp": int((NOW + timedelta(hours=1)).timestamp())}
+    base = {
+        "holder": "h1-x",
+        "colour": "green",
+        "iat": int(NOW.timestamp()),
+        "exp": int((NOW + timedelta(hours=1)).timestamp()),
+    }
     base.update(claims)
     key = keys["attest"]
     return tokens.sign_attestation(base, key.public_key().fingerprint(), key)
@@ -68,16 +72,28 @@ def test_attestation_payload_is_canonical_json(keys) -> None:
 @pytest.mark.parametrize(
     ("mutate", "error"),
     [
-        pytest.param(lambda a: tokens.Attestation(a.payload.replace(b"green", b"greem"), a.kid,
-                                                  a.alg, a.signature),
-                     SignatureInvalidError, id="payload-edited"),
-        pytest.param(lambda a: tokens.Attestation(a.payload, a.kid, a.alg,
-                                                  bytes(64)), SignatureInvalidError,
-                     id="signature-zeroed"),
-        pytest.param(lambda a: tokens.Attestation(a.payload, "0" * 16, a.alg, a.signature),
-                     KeyUnknownError, id="unknown-kid"),
-        pytest.param(lambda a: tokens.Attestation(a.payload, a.kid, "ES256", a.signature),
-                     MalformedError, id="alg-swapped"),
+        pytest.param(
+            lambda a: tokens.Attestation(
+                a.payload.replace(b"green", b"greem"), a.kid, a.alg, a.signature
+            ),
+            SignatureInvalidError,
+            id="payload-edited",
+        ),
+        pytest.param(
+            lambda a: tokens.Attestation(a.payload, a.kid, a.alg, bytes(64)),
+            SignatureInvalidError,
+            id="signature-zeroed",
+        ),
+        pytest.param(
+            lambda a: tokens.Attestation(a.payload, "0" * 16, a.alg, a.signature),
+            KeyUnknownError,
+            id="unknown-kid",
+        ),
+        pytest.param(
+            lambda a: tokens.Attestation(a.payload, a.kid, "ES256", a.signature),
+            MalformedError,
+            id="alg-swapped",
+        ),
     ],
 )
 def test_tampered_attestation_is_refused(keys, trust, mutate, error) -> None:
@@ -87,8 +103,11 @@ def test_tampered_attestation_is_refused(keys, trust, mutate, error) -> None:
 
 def test_attestation_signed_by_the_issue_key_is_not_an_attestation(keys, trust) -> None:
     key = keys["issue"]
-    att = tokens.sign_attestation({"iat": int(NOW.timestamp()), "exp": int(NOW.timestamp()) + 60},
-                                  key.public_key().fingerprint(), key)
+    att = tokens.sign_attestation(
+        {"iat": int(NOW.timestamp()), "exp": int(NOW.timestamp()) + 60},
+        key.public_key().fingerprint(),
+        key,
+    )
     with pytest.raises(KeyUnknownError):
         tokens.verify_attestation(att, trust, NOW)
 
@@ -112,9 +131,14 @@ def test_attestation_from_a_key_outside_its_validity_is_refused(keys, trust) -> 
 
 
 def _home(keys: dict[str, PrivateKey], **claims: object) -> str:
-    base = {"id": tokens.home_code_id("110000", "c1"), "holder": "h1-x", "colour": "green",
-            "iat": int(NOW.timestamp()), "exp": int((NOW + timedelta(hours=1)).timestamp()),
-            "src": {"region": "110000", "code_id": "c1"}}
+    base = {
+        "id": tokens.home_code_id("110000", "c1"),
+        "holder": "h1-x",
+        "colour": "green",
+        "iat": int(NOW.timestamp()),
+        "exp": int((NOW + timedelta(hours=1)).timestamp()),
+        "src": {"region": "110000", "code_id": "c1"},
+    }
     base.update(claims)
     key = keys["issue"]
     return tokens.sign_home_code(base, key.public_key().fingerprint(), key)
@@ -173,8 +197,11 @@ def test_trust_file_round_trip(trust) -> None:
         pytest.param("not json", id="not-json"),
         pytest.param("{}", id="no-keys"),
         pytest.param('{"keys":[{"kid":"a"}]}', id="incomplete-key"),
-        pytest.param('{"keys":[{"kid":"a","role":"attest","alg":"HS256","public_key":"AA",'
-                     '"not_before":1700000000,"not_after":1800000000}]}', id="unknown-alg"),
+        pytest.param(
+            '{"keys":[{"kid":"a","role":"attest","alg":"HS256","public_key":"AA",'
+            '"not_before":1700000000,"not_after":1800000000}]}',
+            id="unknown-alg",
+        ),
     ],
 )
 def test_bad_trust_files_are_refused(text) -> None:

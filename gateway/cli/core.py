@@ -1,0 +1,121 @@
+"""``trustgw init``, ``serve`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from gateway.cli._common import EXIT_OK, add_data_dir, add_json, data_dir_type, print_json
+from keys.errors import ConfigurationError
+from keys.keystore import KeyDirectory, passphrase_from_env
+from keys.timeutil import utcnow
+
+log = logging.getLogger("trustgw.cli")
+
+
+# --- init -------------------------------------------------------------------------------------
+
+
+async def _init(data_dir: Path, dev: bool, now: Any) -> dict[str, Any]:
+    from adapters.regions import REGION_SPECS
+    from keys.model import Region
+    from keys.store import SQLiteStore
+
+    passphrase = passphrase_from_env()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    key_dir = data_dir / "keys"
+    if key_dir.exists():
+        raise ConfigurationError(f"{key_dir} already exists: this data directory is initialised")
+    keys = KeyDirectory.create(key_dir, dev=dev, passphrase=passphrase, now=now)
+    store = await SQLiteStore.open(data_dir / "trustgw.db")
+    try:
+        for spec in REGION_SPECS:
+            await store.upsert_region(
+                Region(code=spec.code, name=spec.name, mode=spec.mode, max_age=spec.max_age)
+            )
+    finally:
+        await store.close()
+    return {
+        "data_dir": str(data_dir),
+        "dev": keys.dev,
+        "regions": len(REGION_SPECS),
+        "keys": [{"role": k.role.value, "kid": k.kid} for k in keys.public_keys()],
+    }
+
+
+def cmd_init(opts: argparse.Namespace) -> int:
+    result = asyncio.run(_init(opts.data_dir, opts.dev, utcnow()))
+    if opts.json:
+        print_json(result)
+    else:
+        print(f"initialised {result['data_dir']}: {result['regions']} partner regions")
+        for key in result["keys"]:
+            print(f"  gateway {key['role']} key {key['kid']}")
+        if result["dev"]:
+            print("WARNING: development mode: the gateway's private keys are NOT encrypted")
+    return EXIT_OK
+
+
+# --- serve ------------------------------------------------------------------------------------
+
+
+async def _serve(opts: argparse.Namespace) -> None:
+    from gateway.server import Gateway, GatewayConfig, build_server
+
+    config = GatewayConfig(
+        data_dir=opts.data_dir, listen=opts.listen, passphrase=passphrase_from_env()
+    )
+    gateway = await Gateway.open(config)
+    running = await build_server(gateway, config.listen)
+    host = config.listen.rsplit(":", 1)[0]
+    print(f"trustgw serving on {host}:{running.port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutting down: draining for up to %ss", config.grace)
+        for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal stops at once
+            loop.add_signal_handler(sig, lambda: os._exit(130))
+        await running.stop(config.grace)
+    finally:
+        await gateway.close()
+
+
+def cmd_serve(opts: argparse.Namespace) -> int:
+    asyncio.run(_serve(opts))
+    return EXIT_OK
+
+
+# --- demo -------------------------------------------------------------------------------------
+
+
+def cmd_demo(opts: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return asyncio.run(run_demo(out=sys.stdout, keep=opts.keep))
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("init", help="create keys, database and the 14 partner regions")
+    add_data_dir(p)
+    p.add_argument("--dev", action="store_true", help="development mode: keys NOT encrypted")
+    add_json(p)
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("serve", help="run the gRPC gateway")
+    add_data_dir(p)
+    p.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("demo", help="run a self-contained demonstration with 14 simulated partners")
+    p.add_argument("--keep", type=data_dir_type, help="keep the demo's data directory here")
+    p.set_defaults(func=cmd_demo)
