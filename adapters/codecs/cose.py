@@ -76,6 +76,7 @@ class CoseCodec:
     kid_form: KidForm = KidForm.UTF8
     tag: CoseTag = CoseTag.SIGN1
     kid_in_protected: bool = True
+    max_message_bytes: int = MAX_DECOMPRESSED_BYTES  # the COSE message, after inflating
 
     family: ClassVar[str] = "cose"
 
@@ -89,7 +90,8 @@ class CoseCodec:
 
     def open(self, text: str) -> Envelope:
         data = decode_text(self.text, strip_prefix(text, self.prefix), limit=MAX_CODE_CHARS)
-        message = _unwrap(parse_cbor(decompress(self.compression, data)))
+        inflated = decompress(self.compression, data, limit=self.max_message_bytes)
+        message = _unwrap(parse_cbor(inflated, limit=self.max_message_bytes))
         protected_bytes, unprotected, payload, signature = message
         if not isinstance(protected_bytes, bytes):
             raise MalformedError("the COSE protected header is not a byte string")
@@ -140,7 +142,7 @@ class CoseCodec:
             raise MalformedError("the COSE kid is not ASCII text") from None
 
     def claims(self, payload: bytes) -> Mapping[Any, Any]:
-        claims = parse_cbor(payload, limit=MAX_DECOMPRESSED_BYTES)
+        claims = parse_cbor(payload, limit=self.max_message_bytes)
         if not isinstance(claims, Mapping):
             raise MalformedError("the CWT claims are not a CBOR map")
         return claims

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from adapters.base import MAX_CODE_CHARS, Envelope
+from adapters.base import MAX_CODE_CHARS, MAX_DECOMPRESSED_BYTES, Envelope
 from adapters.codecs.encoding import (
     Compression,
     b64url_encode,
@@ -47,6 +47,7 @@ class JwsCodec:
     deflate: bool = False
     typ: str | None = None
     require_kid: bool = True
+    max_payload_bytes: int = MAX_DECOMPRESSED_BYTES  # claims JSON, after inflating
 
     family: ClassVar[str] = "jws"
 
@@ -103,8 +104,9 @@ class JwsCodec:
         return alg, check_kid(kid)
 
     def claims(self, payload: bytes) -> Mapping[str, Any]:
-        data = decompress(Compression.DEFLATE if self.deflate else Compression.NONE, payload)
-        claims = parse_json(data)
+        compression = Compression.DEFLATE if self.deflate else Compression.NONE
+        data = decompress(compression, payload, limit=self.max_payload_bytes)
+        claims = parse_json(data, limit=self.max_payload_bytes)
         if not isinstance(claims, dict):
             raise MalformedError("the JWS payload is not a JSON object")
         return claims
