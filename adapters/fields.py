@@ -213,7 +213,7 @@ class Fields:
         holder_id = self._get(claims, self.holder_id, "holder id number")
         if type(holder_id) is not str or not valid_id_number(holder_id):
             raise MalformedError(
-                f"claim {_dotted(self.holder_id)} (holder id number) is not an 18-character ID number"
+                f"claim {_dotted(self.holder_id)} (holder id number) is not an ID number"
             )
         colour = self.colour_spelling.read(self._get(claims, self.colour, "colour"))
         issued_at = self.time_format.read(
@@ -240,14 +240,18 @@ class Fields:
         value = self._get(claims, self.code_id, "code id")
         if self.code_id_form is CodeIdForm.BYTES:
             if type(value) is not bytes or not 0 < len(value) <= MAX_CODE_ID_CHARS // 2:
-                raise MalformedError(f"claim {_dotted(self.code_id)} (code id) is not 1 to 64 bytes")
+                raise MalformedError(
+                    f"claim {_dotted(self.code_id)} (code id) is not 1 to 64 bytes"
+                )
             return value.hex()
         if (
             type(value) is not str
             or not 0 < len(value) <= MAX_CODE_ID_CHARS
             or not value.isprintable()
         ):
-            raise MalformedError(f"claim {_dotted(self.code_id)} (code id) is not 1 to 128 characters")
+            raise MalformedError(
+                f"claim {_dotted(self.code_id)} (code id) is not 1 to 128 characters"
+            )
         return value
 
     @staticmethod

@@ -96,7 +96,7 @@ class PartnerIssuer:
         expires_at: datetime,
         code_id: str | None = None,
     ) -> str:
-        """The same claims signed by another key under this issuer's kid: fails SIGNATURE_INVALID."""
+        """The same claims signed by another key under this issuer's kid (SIGNATURE_INVALID)."""
         claims = self.claims(
             holder_id=holder_id,
             holder_name=holder_name,
@@ -121,7 +121,9 @@ class PartnerSimulator:
     @classmethod
     def generate(cls) -> PartnerSimulator:
         return cls(
-            MappingProxyType({spec.code: PartnerIssuer.generate(spec.code) for spec in REGION_SPECS})
+            MappingProxyType(
+                {spec.code: PartnerIssuer.generate(spec.code) for spec in REGION_SPECS}
+            )
         )
 
     def issuer(self, region: str) -> PartnerIssuer:
@@ -162,8 +164,8 @@ _AREAS = (
     "110101", "110105", "120101", "130102", "230102", "310101", "310115", "330102", "340102",
     "410102", "440103", "440305", "500103", "510104", "520102", "630102", "650102", "370102",
 )  # fmt: skip
-_SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
-_GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华建国志红玉兰海燕晓东文博宇欣怡子涵浩然思雨"
+_SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜"
+_GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超兰霞平刚华建国志红玉海燕晓东文博宇欣怡子涵浩然思雨"
 
 
 def fake_holder(rng: random.Random) -> tuple[str, str]:

@@ -35,7 +35,9 @@ REGIONS = [spec.code for spec in REGION_SPECS]
 
 
 def _load_issuer() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("independent_issuer", HERE / "kat" / "independent_issuer.py")
+    spec = importlib.util.spec_from_file_location(
+        "independent_issuer", HERE / "kat" / "independent_issuer.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("independent_issuer", module)
@@ -47,7 +49,8 @@ ISSUER = _load_issuer()
 
 
 def vector(region: str) -> dict[str, Any]:
-    return json.loads((VECTORS / f"{region}.json").read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads((VECTORS / f"{region}.json").read_text(encoding="utf-8"))
+    return data
 
 
 def kat_private_key(region: str, alg: Algorithm) -> PrivateKey:
@@ -117,10 +120,17 @@ def test_ed25519_vectors_are_reproduced_byte_for_byte(region: str, name: str) ->
     given = case["input"]
     key = kat_private_key(region, Algorithm.EDDSA)
     status = ISSUER.Status(
-        given["holder_id"], given["holder_name"], given["colour"],
-        given["issued_at"], given["expires_at"], given["code_id"],
-    )  # fmt: skip
-    assert ISSUER.issue(region, ISSUER.Signer.kat(region, "EdDSA"), f"kat-{region}", status) == case["code"]
+        given["holder_id"],
+        given["holder_name"],
+        given["colour"],
+        given["issued_at"],
+        given["expires_at"],
+        given["code_id"],
+    )
+    assert (
+        ISSUER.issue(region, ISSUER.Signer.kat(region, "EdDSA"), f"kat-{region}", status)
+        == case["code"]
+    )
     spec = ADAPTERS[region].spec
     claims = spec.fields.build(
         holder_id=given["holder_id"],
@@ -140,7 +150,11 @@ def test_a_vector_does_not_verify_under_another_regions_test_key(region: str, na
     other = REGIONS[(REGIONS.index(region) + 1) % len(REGIONS)]
     v = vector(other)
     lookup = InMemoryKeys.of(
-        [RegionKey(region, f"kat-{region}", PublicKey.from_jwk(v["key"]["public_jwk"]), *KEY_WINDOW)]
+        [
+            RegionKey(
+                region, f"kat-{region}", PublicKey.from_jwk(v["key"]["public_jwk"]), *KEY_WINDOW
+            )
+        ]
     )
     with pytest.raises(ForeignDataError):
         ADAPTERS[region].decode(_case(region, name)["code"], lookup, PSEUDONYMISE)
@@ -169,9 +183,16 @@ def test_independent_issuer_codes_are_recognised(region: str, colour: str) -> No
     code = ISSUER.issue(region, signer, kid, status)
     public = PublicKey.from_jwk(signer.public_jwk())
     lookup = InMemoryKeys.of(
-        [RegionKey(region, kid, public, datetime.fromtimestamp(iat, UTC) - timedelta(days=1),
-                   datetime.fromtimestamp(iat, UTC) + timedelta(days=1))]
-    )  # fmt: skip
+        [
+            RegionKey(
+                region,
+                kid,
+                public,
+                datetime.fromtimestamp(iat, UTC) - timedelta(days=1),
+                datetime.fromtimestamp(iat, UTC) + timedelta(days=1),
+            )
+        ]
+    )
     result = detect(code).decode(code, lookup, PSEUDONYMISE).status
     assert result.region == region
     assert result.colour.value == colour

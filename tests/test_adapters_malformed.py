@@ -33,9 +33,13 @@ KEYS = SIMULATOR.key_lookup(NOW - timedelta(days=30), NOW + timedelta(days=30))
 def valid_code(region: str, colour: Colour = Colour.GREEN, seed: int = 0) -> str:
     holder_id, name = fake_holder(random.Random(seed))
     return SIMULATOR.issuer(region).issue(
-        holder_id=holder_id, holder_name=name, colour=colour,
-        issued_at=NOW, expires_at=NOW + timedelta(hours=12), code_id="c0ffee",
-    )  # fmt: skip
+        holder_id=holder_id,
+        holder_name=name,
+        colour=colour,
+        issued_at=NOW,
+        expires_at=NOW + timedelta(hours=12),
+        code_id="c0ffee",
+    )
 
 
 VALID = {region: valid_code(region) for region in REGIONS}
@@ -69,29 +73,51 @@ MUTATIONS = [
     pytest.param(lambda p, c: c[:-1], ForeignDataError, id="truncated-one-char"),
     pytest.param(lambda p, c: c + "A", ForeignDataError, id="one-char-appended"),
     pytest.param(lambda p, c: c + c[len(p) :], ForeignDataError, id="body-doubled"),
-    pytest.param(lambda p, c: p + "!!!!" + c[len(p) + 4 :], MalformedError, id="invalid-characters"),
-    pytest.param(lambda p, c: p + "\u7eff" + c[len(p) + 1 :], MalformedError, id="chinese-character"),
+    pytest.param(
+        lambda p, c: p + "!!!!" + c[len(p) + 4 :], MalformedError, id="invalid-characters"
+    ),
+    pytest.param(
+        lambda p, c: p + "\u7eff" + c[len(p) + 1 :], MalformedError, id="chinese-character"
+    ),
     pytest.param(lambda p, c: p + "\x00" * 10, MalformedError, id="nul-bytes"),
     pytest.param(lambda p, c: p + "garbage garbage", MalformedError, id="garbage"),
-    pytest.param(lambda p, c: c + "A" * (MAX_CODE_CHARS + 1 - len(c)), OversizedError, id="oversized-by-one"),
+    pytest.param(
+        lambda p, c: c + "A" * (MAX_CODE_CHARS + 1 - len(c)), OversizedError, id="oversized-by-one"
+    ),
     pytest.param(lambda p, c: p + "A" * 1_000_000, OversizedError, id="oversized-1mb"),
     pytest.param(lambda p, c: _flip(c, len(p) + 5), ForeignDataError, id="early-byte-flipped"),
     pytest.param(lambda p, c: _flip(c, len(c) // 2), ForeignDataError, id="middle-byte-flipped"),
     pytest.param(lambda p, c: _flip(c, len(c) - 2), ForeignDataError, id="late-byte-flipped"),
     # 1 MB of zeros in about 1 KB: a bomb that still fits the 4096-character limit
-    pytest.param(lambda p, c: p + b45encode(deflate(bytes(1_000_000), raw=False)), MalformedError, id="zlib-bomb-base45"),
-    pytest.param(lambda p, c: p + b64url_encode(deflate(bytes(1_000_000), raw=False)), MalformedError, id="zlib-bomb-base64url"),
+    pytest.param(
+        lambda p, c: p + b45encode(deflate(bytes(1_000_000), raw=False)),
+        MalformedError,
+        id="zlib-bomb-base45",
+    ),
+    pytest.param(
+        lambda p, c: p + b64url_encode(deflate(bytes(1_000_000), raw=False)),
+        MalformedError,
+        id="zlib-bomb-base64url",
+    ),
     pytest.param(lambda p, c: p + b45encode(b"[" * 2000), MalformedError, id="deep-json-base45"),
-    pytest.param(lambda p, c: p + b45encode(b"\x81" * 2000 + b"\x01"), MalformedError, id="deep-cbor-base45"),
-    pytest.param(lambda p, c: p + b64url_encode(b'{"alg":"none"}') + ".e30.", MalformedError, id="unsigned-jws-alg-none"),
+    pytest.param(
+        lambda p, c: p + b45encode(b"\x81" * 2000 + b"\x01"), MalformedError, id="deep-cbor-base45"
+    ),
+    pytest.param(
+        lambda p, c: p + b64url_encode(b'{"alg":"none"}') + ".e30.",
+        MalformedError,
+        id="unsigned-jws-alg-none",
+    ),
     pytest.param(lambda p, c: c.lower(), ForeignDataError, id="lower-cased"),
     pytest.param(lambda p, c: c.swapcase(), ForeignDataError, id="swap-cased"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("mutate", "error"), MUTATIONS)
 @pytest.mark.parametrize("region", REGIONS)
-def test_hostile_inputs_raise_foreign_data_errors(region: str, mutate: Any, error: type[Exception]) -> None:
+def test_hostile_inputs_raise_foreign_data_errors(
+    region: str, mutate: Any, error: type[Exception]
+) -> None:
     prefix = ADAPTERS[region].spec.prefix
     text = mutate(prefix, VALID[region])
     if text == VALID[region]:
@@ -100,7 +126,9 @@ def test_hostile_inputs_raise_foreign_data_errors(region: str, mutate: Any, erro
     if exc is None:
         pytest.fail(f"a mutated code was accepted: {text[:80]}")
     # An oversized-in-disguise input may be caught as malformed first; the family is what counts.
-    assert isinstance(exc, error) or (error is MalformedError and isinstance(exc, ForeignDataError)), exc
+    assert isinstance(exc, error) or (
+        error is MalformedError and isinstance(exc, ForeignDataError)
+    ), exc
     if len(text) <= MAX_CODE_CHARS:  # longer codes are refused before any region code runs
         assert exc.metadata.get("region") == region
 
@@ -183,14 +211,25 @@ def test_arbitrary_signed_payloads_reach_the_claims_parser_safely(region: str, d
 
 
 _json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20) | st.binary(max_size=10),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6) | st.integers(-70600, 10), children, max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+    | st.binary(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(max_size=6) | st.integers(-70600, 10), children, max_size=5)
+    ),
     max_leaves=20,
-)  # fmt: skip
+)
 
 
 @PROPERTY_SETTINGS
-@given(region=st.sampled_from(REGIONS), claims=st.dictionaries(st.text(max_size=8) | st.integers(-70600, 10), _json_values, max_size=8))
+@given(
+    region=st.sampled_from(REGIONS),
+    claims=st.dictionaries(st.text(max_size=8) | st.integers(-70600, 10), _json_values, max_size=8),
+)
 def test_arbitrary_claims_are_translated_or_refused(region: str, claims: dict[Any, Any]) -> None:
     try:
         ADAPTERS[region].spec.fields.translate(claims, region, "k", PSEUDONYMISE)
@@ -206,15 +245,26 @@ def test_arbitrary_claims_are_translated_or_refused(region: str, claims: dict[An
     ttl=st.integers(1, 10**8),
     seed=st.integers(0, 2**32),
 )
-def test_any_valid_status_round_trips(region: str, colour: Colour, issued: int, ttl: int, seed: int) -> None:
+def test_any_valid_status_round_trips(
+    region: str, colour: Colour, issued: int, ttl: int, seed: int
+) -> None:
     holder_id, name = fake_holder(random.Random(seed))
     issued_at = datetime.fromtimestamp(issued, UTC)
     issuer = SIMULATOR.issuer(region)
     code = issuer.issue(
-        holder_id=holder_id, holder_name=name, colour=colour,
-        issued_at=issued_at, expires_at=issued_at + timedelta(seconds=ttl),
-    )  # fmt: skip
-    keys = InMemoryKeys.of([issuer.region_key(issued_at - timedelta(days=1), issued_at + timedelta(days=1))])
+        holder_id=holder_id,
+        holder_name=name,
+        colour=colour,
+        issued_at=issued_at,
+        expires_at=issued_at + timedelta(seconds=ttl),
+    )
+    keys = InMemoryKeys.of(
+        [issuer.region_key(issued_at - timedelta(days=1), issued_at + timedelta(days=1))]
+    )
     status = ADAPTERS[region].decode(code, keys, PSEUDONYMISE).status
-    assert (status.colour, status.issued_at, status.expires_at) == (colour, issued_at, issued_at + timedelta(seconds=ttl))
+    assert (status.colour, status.issued_at, status.expires_at) == (
+        colour,
+        issued_at,
+        issued_at + timedelta(seconds=ttl),
+    )
     assert status.holder == PSEUDONYMISE(region, holder_id)

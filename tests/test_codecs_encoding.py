@@ -105,7 +105,12 @@ def test_base64url_is_strict_and_canonical(text: str) -> None:
 
 def test_base64url_accepts_canonical_text_and_bounds_length() -> None:
     assert b64url_strict("QQ", limit=10) == b"A"
-    assert decode_text(TextEncoding.BASE64URL, encode_text(TextEncoding.BASE64URL, b"\xfb\xff"), limit=10) == b"\xfb\xff"
+    assert (
+        decode_text(
+            TextEncoding.BASE64URL, encode_text(TextEncoding.BASE64URL, b"\xfb\xff"), limit=10
+        )
+        == b"\xfb\xff"
+    )
     with pytest.raises(OversizedError):
         b64url_strict("QUFB" * 10, limit=16)
 
@@ -208,16 +213,26 @@ def _nested(depth: int) -> object:
         pytest.param(b"\x81" * 100_000 + b"\x01", OversizedError, id="depth-100000"),
         pytest.param(b"\x9f" * 100_000, OversizedError, id="indefinite-depth"),
         pytest.param(b"\xa1\x01\x02\x00", MalformedError, id="trailing-byte"),
-        pytest.param(b"\x5b\xff\xff\xff\xff\xff\xff\xff\xff", MalformedError, id="huge-declared-length"),
-        pytest.param(b"\x9b\xff\xff\xff\xff\xff\xff\xff\xff", MalformedError, id="huge-declared-array"),
+        pytest.param(
+            b"\x5b\xff\xff\xff\xff\xff\xff\xff\xff", MalformedError, id="huge-declared-length"
+        ),
+        pytest.param(
+            b"\x9b\xff\xff\xff\xff\xff\xff\xff\xff", MalformedError, id="huge-declared-array"
+        ),
         pytest.param(b"\xa1\x01", MalformedError, id="truncated"),
         pytest.param(b"", MalformedError, id="empty"),
         pytest.param(b"\xff", MalformedError, id="lone-break"),
         pytest.param(b"\x62\xff\xfe", MalformedError, id="text-not-utf8"),
-        pytest.param(cbor2.dumps(cbor2.CBORTag(1, 1583913600)), MalformedError, id="tag-1-datetime"),
+        pytest.param(
+            cbor2.dumps(cbor2.CBORTag(1, 1583913600)), MalformedError, id="tag-1-datetime"
+        ),
         pytest.param(cbor2.dumps(cbor2.CBORTag(2, b"\x01" * 8)), MalformedError, id="tag-2-bignum"),
         pytest.param(cbor2.dumps(cbor2.CBORTag(35, "(a+)+$")), MalformedError, id="tag-35-regex"),
-        pytest.param(cbor2.dumps(cbor2.CBORTag(36, "Content-Type: text/plain\n\nx")), MalformedError, id="tag-36-mime"),
+        pytest.param(
+            cbor2.dumps(cbor2.CBORTag(36, "Content-Type: text/plain\n\nx")),
+            MalformedError,
+            id="tag-36-mime",
+        ),
         pytest.param(cbor2.dumps(cbor2.CBORTag(28, [1])), MalformedError, id="tag-28-shareable"),
         pytest.param(cbor2.dumps(cbor2.CBORTag(258, [1, 2])), MalformedError, id="tag-258-set"),
         pytest.param(bytes(MAX_DECOMPRESSED_BYTES + 1), OversizedError, id="over-limit"),
@@ -237,7 +252,12 @@ def test_cbor_within_limits_parses_and_keeps_unknown_tags_inert() -> None:
 
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_only_ever_raise_project_errors(data: bytes) -> None:
-    for parse in (parse_cbor, parse_json, lambda d: inflate(d, raw=False), lambda d: inflate(d, raw=True)):
+    for parse in (
+        parse_cbor,
+        parse_json,
+        lambda d: inflate(d, raw=False),
+        lambda d: inflate(d, raw=True),
+    ):
         try:
             parse(data)
         except ForeignDataError:

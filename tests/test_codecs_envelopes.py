@@ -58,9 +58,13 @@ def claims_of(region: str) -> dict[Any, Any]:
     from adapters.base import Colour
 
     return ADAPTERS[region].spec.fields.build(
-        holder_id="110101199003070011", holder_name="王伟", colour=Colour.GREEN,
-        issued_at=NOW, expires_at=NOW + timedelta(hours=1), code_id="abcd",
-    )  # fmt: skip
+        holder_id="110101199003070011",
+        holder_name="王伟",
+        colour=Colour.GREEN,
+        issued_at=NOW,
+        expires_at=NOW + timedelta(hours=1),
+        code_id="abcd",
+    )
 
 
 # --- family (b): JWS --------------------------------------------------------------------------
@@ -82,8 +86,12 @@ def jws(prefix: str, header: Any, payload: bytes, key: PrivateKey) -> str:
         pytest.param({"alg": "None", "kid": "k1"}, AlgorithmUnsupportedError, id="alg-None"),
         pytest.param({"alg": "HS256", "kid": "k1"}, AlgorithmUnsupportedError, id="alg-hs256"),
         pytest.param({"alg": "RS256", "kid": "k1"}, AlgorithmUnsupportedError, id="alg-rs256"),
-        pytest.param({"alg": "ES256", "kid": "k1"}, AlgorithmUnsupportedError, id="alg-not-the-regions"),
-        pytest.param({"alg": "PS256", "kid": "k1"}, AlgorithmUnsupportedError, id="alg-ps256-not-allowed"),
+        pytest.param(
+            {"alg": "ES256", "kid": "k1"}, AlgorithmUnsupportedError, id="alg-not-the-regions"
+        ),
+        pytest.param(
+            {"alg": "PS256", "kid": "k1"}, AlgorithmUnsupportedError, id="alg-ps256-not-allowed"
+        ),
         pytest.param({"alg": "eddsa", "kid": "k1"}, AlgorithmUnsupportedError, id="alg-wrong-case"),
         pytest.param({"kid": "k1"}, MalformedError, id="alg-missing"),
         pytest.param({"alg": ["EdDSA"], "kid": "k1"}, MalformedError, id="alg-not-text"),
@@ -93,13 +101,23 @@ def jws(prefix: str, header: Any, payload: bytes, key: PrivateKey) -> str:
         pytest.param({"alg": "EdDSA", "kid": "k" * 129}, MalformedError, id="kid-too-long"),
         pytest.param({"alg": "EdDSA", "kid": "k1", "crit": ["exp"]}, MalformedError, id="crit"),
         pytest.param({"alg": "EdDSA", "kid": "k1", "b64": False}, MalformedError, id="b64-false"),
-        pytest.param({"alg": "EdDSA", "kid": "k1", "jwk": {"kty": "OKP"}}, MalformedError, id="embedded-jwk"),
-        pytest.param({"alg": "EdDSA", "kid": "k1", "zip": "DEF"}, MalformedError, id="zip-where-not-used"),
+        pytest.param(
+            {"alg": "EdDSA", "kid": "k1", "jwk": {"kty": "OKP"}}, MalformedError, id="embedded-jwk"
+        ),
+        pytest.param(
+            {"alg": "EdDSA", "kid": "k1", "zip": "DEF"}, MalformedError, id="zip-where-not-used"
+        ),
         pytest.param(["EdDSA", "k1"], MalformedError, id="header-array"),
-        pytest.param(b'{"alg":"EdDSA","kid":"k1","kid":"k2"}', MalformedError, id="header-duplicate-kid"),
+        pytest.param(
+            b'{"alg":"EdDSA","kid":"k1","kid":"k2"}', MalformedError, id="header-duplicate-kid"
+        ),
         pytest.param(b"not json", MalformedError, id="header-not-json"),
         pytest.param(b'{"a":' * 5 + b"1" + b"}" * 5, ForeignDataError, id="header-too-deep"),
-        pytest.param(b'{"alg":"EdDSA","kid":"k1","x":"' + b"x" * 1100 + b'"}', ForeignDataError, id="header-too-long"),
+        pytest.param(
+            b'{"alg":"EdDSA","kid":"k1","x":"' + b"x" * 1100 + b'"}',
+            ForeignDataError,
+            id="header-too-long",
+        ),
     ],
 )
 def test_jws_header_checks(header: Any, error: type[Exception]) -> None:
@@ -118,15 +136,44 @@ def test_jws_well_formed_header_with_extra_members_is_accepted() -> None:
     ("header", "payload", "error"),
     [
         pytest.param({"alg": "ES256", "kid": "k1"}, b"{}", MalformedError, id="zip-missing"),
-        pytest.param({"alg": "ES256", "kid": "k1", "zip": "GZIP"}, b"{}", MalformedError, id="zip-unknown"),
-        pytest.param({"alg": "ES256", "kid": "k1", "zip": "DEF"}, b"{}", MalformedError, id="payload-not-deflated"),
-        pytest.param({"alg": "ES256", "kid": "k1", "zip": "DEF"}, deflate(bytes(10_000_000), raw=True), OversizedError, id="deflate-bomb"),
-        pytest.param({"alg": "ES256", "kid": "k1", "zip": "DEF"}, deflate(b"[" * 40 + b"]" * 40, raw=True), OversizedError, id="deep-json"),
-        pytest.param({"alg": "ES256", "kid": "k1", "zip": "DEF"}, deflate(b'["not an object"]', raw=True), MalformedError, id="claims-array"),
-        pytest.param({"alg": "ES256", "kid": "k1", "zip": "DEF"}, deflate(dump_json({"jti": "x"}), raw=True) + b"x", MalformedError, id="deflate-trailing-garbage"),
+        pytest.param(
+            {"alg": "ES256", "kid": "k1", "zip": "GZIP"}, b"{}", MalformedError, id="zip-unknown"
+        ),
+        pytest.param(
+            {"alg": "ES256", "kid": "k1", "zip": "DEF"},
+            b"{}",
+            MalformedError,
+            id="payload-not-deflated",
+        ),
+        pytest.param(
+            {"alg": "ES256", "kid": "k1", "zip": "DEF"},
+            deflate(bytes(10_000_000), raw=True),
+            OversizedError,
+            id="deflate-bomb",
+        ),
+        pytest.param(
+            {"alg": "ES256", "kid": "k1", "zip": "DEF"},
+            deflate(b"[" * 40 + b"]" * 40, raw=True),
+            OversizedError,
+            id="deep-json",
+        ),
+        pytest.param(
+            {"alg": "ES256", "kid": "k1", "zip": "DEF"},
+            deflate(b'["not an object"]', raw=True),
+            MalformedError,
+            id="claims-array",
+        ),
+        pytest.param(
+            {"alg": "ES256", "kid": "k1", "zip": "DEF"},
+            deflate(dump_json({"jti": "x"}), raw=True) + b"x",
+            MalformedError,
+            id="deflate-trailing-garbage",
+        ),
     ],
-)  # fmt: skip
-def test_jws_zip_def_payloads_are_inflated_with_bounds(header: Any, payload: bytes, error: type[Exception]) -> None:
+)
+def test_jws_zip_def_payloads_are_inflated_with_bounds(
+    header: Any, payload: bytes, error: type[Exception]
+) -> None:
     code = jws("YU:", header, payload, P256_KEY)
     with pytest.raises(error):
         HENAN.decode(code, lookup("410000", P256_KEY), PSEUDONYMISE)
@@ -141,7 +188,9 @@ def test_jws_zip_def_payloads_are_inflated_with_bounds(header: Any, payload: byt
         pytest.param(lambda c: c[:-3], id="short-signature"),
         pytest.param(lambda c: c.replace(".", "..", 1), id="empty-payload-part"),
         pytest.param(lambda c: c + "=", id="padded-signature"),
-        pytest.param(lambda c: c[:-1] + ("B" if c[-1] != "B" else "C"), id="non-canonical-last-char"),
+        pytest.param(
+            lambda c: c[:-1] + ("B" if c[-1] != "B" else "C"), id="non-canonical-last-char"
+        ),
     ],
 )
 def test_jws_structure_errors(mutate: Any) -> None:
@@ -182,7 +231,12 @@ def sign1(
 ) -> Any:
     protected_bytes = protected if isinstance(protected, bytes) else dump_cbor(protected)
     payload = claims if isinstance(claims, bytes) else dump_cbor(claims)
-    message: Any = [protected_bytes, unprotected, payload, key.sign(sig_structure(protected_bytes, payload))]
+    message: Any = [
+        protected_bytes,
+        unprotected,
+        payload,
+        key.sign(sig_structure(protected_bytes, payload)),
+    ]
     for tag in reversed(tags):
         message = cbor2.CBORTag(tag, message)
     return message
@@ -212,33 +266,67 @@ def test_cose_accepts_the_real_world_layouts(
 @pytest.mark.parametrize(
     ("message", "error"),
     [
-        pytest.param(sign1({1: -8, 4: b"k1"}, {}, {}, tags=(98,)), MalformedError, id="tag-98-cose-sign"),
-        pytest.param(sign1({1: -8, 4: b"k1"}, {}, {}, tags=(61,)), MalformedError, id="tag-61-without-18"),
-        pytest.param(sign1({1: -8, 4: b"k1"}, {}, {}, tags=(18, 18)), MalformedError, id="tag-18-twice"),
+        pytest.param(
+            sign1({1: -8, 4: b"k1"}, {}, {}, tags=(98,)), MalformedError, id="tag-98-cose-sign"
+        ),
+        pytest.param(
+            sign1({1: -8, 4: b"k1"}, {}, {}, tags=(61,)), MalformedError, id="tag-61-without-18"
+        ),
+        pytest.param(
+            sign1({1: -8, 4: b"k1"}, {}, {}, tags=(18, 18)), MalformedError, id="tag-18-twice"
+        ),
         pytest.param([b"", {}, b""], MalformedError, id="three-items"),
         pytest.param({"a": 1}, MalformedError, id="a-map"),
         pytest.param([{1: -8}, {}, b"", b""], MalformedError, id="protected-not-bstr"),
         pytest.param([dump_cbor([1]), {}, b"", b""], MalformedError, id="protected-not-a-map"),
-        pytest.param([dump_cbor({1: -8}), [], b"", b""], MalformedError, id="unprotected-not-a-map"),
+        pytest.param(
+            [dump_cbor({1: -8}), [], b"", b""], MalformedError, id="unprotected-not-a-map"
+        ),
         pytest.param([dump_cbor({1: -8}), {}, None, b""], MalformedError, id="detached-payload"),
         pytest.param([dump_cbor({1: -8}), {}, b"", "sig"], MalformedError, id="signature-text"),
         pytest.param(sign1({1: -8, 2: [1], 4: b"k1"}, {}, {}), MalformedError, id="crit"),
         pytest.param(sign1({4: b"k1"}, {}, {}), MalformedError, id="alg-missing"),
         pytest.param(sign1({1: -35, 4: b"k1"}, {}, {}), AlgorithmUnsupportedError, id="alg-es384"),
-        pytest.param(sign1({1: -37, 4: b"k1"}, {}, {}), AlgorithmUnsupportedError, id="alg-ps256-not-allowed"),
-        pytest.param(sign1({1: -7, 4: b"k1"}, {}, {}), AlgorithmUnsupportedError, id="alg-es256-not-the-regions"),
-        pytest.param(sign1({1: "EdDSA", 4: b"k1"}, {}, {}), AlgorithmUnsupportedError, id="alg-text"),
+        pytest.param(
+            sign1({1: -37, 4: b"k1"}, {}, {}), AlgorithmUnsupportedError, id="alg-ps256-not-allowed"
+        ),
+        pytest.param(
+            sign1({1: -7, 4: b"k1"}, {}, {}),
+            AlgorithmUnsupportedError,
+            id="alg-es256-not-the-regions",
+        ),
+        pytest.param(
+            sign1({1: "EdDSA", 4: b"k1"}, {}, {}), AlgorithmUnsupportedError, id="alg-text"
+        ),
         pytest.param(sign1({1: -8, 4: "k1"}, {}, {}), MalformedError, id="kid-text"),
         pytest.param(sign1({1: -8, 4: b""}, {}, {}), MalformedError, id="kid-empty"),
         pytest.param(sign1({1: -8, 4: b"\xff\xfe"}, {}, {}), MalformedError, id="kid-not-ascii"),
         pytest.param(sign1({1: -8, 4: b"k1"}, {}, [1, 2]), MalformedError, id="claims-not-a-map"),
-        pytest.param(sign1({1: -8, 4: b"k1"}, {}, b"\xa1\x01"), MalformedError, id="claims-truncated"),
-        pytest.param(sign1({1: -8, 4: b"k1"}, {}, dump_cbor({1: 1}) + b"\x00"), MalformedError, id="claims-trailing-byte"),
-        pytest.param(sign1({1: -8, 4: b"k1"}, {}, b"\x81" * 40 + b"\x01"), OversizedError, id="claims-too-deep"),
-        pytest.param(sign1({1: -8, 4: b"k1"}, {}, dump_cbor(cbor2.CBORTag(1, 0))), MalformedError, id="claims-datetime-tag"),
-        pytest.param(sign1({1: -8, 4: b"k1"}, {}, b"\xa2\x06\x01\x06\x02"), MalformedError, id="claims-duplicate-iat"),
+        pytest.param(
+            sign1({1: -8, 4: b"k1"}, {}, b"\xa1\x01"), MalformedError, id="claims-truncated"
+        ),
+        pytest.param(
+            sign1({1: -8, 4: b"k1"}, {}, dump_cbor({1: 1}) + b"\x00"),
+            MalformedError,
+            id="claims-trailing-byte",
+        ),
+        pytest.param(
+            sign1({1: -8, 4: b"k1"}, {}, b"\x81" * 40 + b"\x01"),
+            OversizedError,
+            id="claims-too-deep",
+        ),
+        pytest.param(
+            sign1({1: -8, 4: b"k1"}, {}, dump_cbor(cbor2.CBORTag(1, 0))),
+            MalformedError,
+            id="claims-datetime-tag",
+        ),
+        pytest.param(
+            sign1({1: -8, 4: b"k1"}, {}, b"\xa2\x06\x01\x06\x02"),
+            MalformedError,
+            id="claims-duplicate-iat",
+        ),
     ],
-)  # fmt: skip
+)
 def test_cose_structure_errors(message: Any, error: type[Exception]) -> None:
     with pytest.raises(error):
         HEBEI.decode(cose_code(message), lookup("130000", ED_KEY), PSEUDONYMISE)
@@ -247,13 +335,35 @@ def test_cose_structure_errors(message: Any, error: type[Exception]) -> None:
 @pytest.mark.parametrize(
     ("text", "error"),
     [
-        pytest.param("HE1:" + b45encode(dump_cbor(sign1({1: -8, 4: b"k1"}, {}, {}))), MalformedError, id="not-compressed"),
-        pytest.param("HE1:" + b45encode(deflate(bytes(10_000_000), raw=False)), OversizedError, id="zlib-bomb"),
-        pytest.param("HE1:" + b45encode(deflate(b"\x81" * 5000 + b"\x01", raw=False)), OversizedError, id="deep-cbor"),
-        pytest.param("HE1:" + b45encode(deflate(dump_cbor(sign1({1: -8, 4: b"k1"}, {}, {})), raw=False))[:-5], MalformedError, id="truncated"),
-        pytest.param("HE1:" + b45encode(deflate(dump_cbor(sign1({1: -8, 4: b"k1"}, {}, {})), raw=False)).lower(), MalformedError, id="lower-case-base45"),
+        pytest.param(
+            "HE1:" + b45encode(dump_cbor(sign1({1: -8, 4: b"k1"}, {}, {}))),
+            MalformedError,
+            id="not-compressed",
+        ),
+        pytest.param(
+            "HE1:" + b45encode(deflate(bytes(10_000_000), raw=False)),
+            OversizedError,
+            id="zlib-bomb",
+        ),
+        pytest.param(
+            "HE1:" + b45encode(deflate(b"\x81" * 5000 + b"\x01", raw=False)),
+            OversizedError,
+            id="deep-cbor",
+        ),
+        pytest.param(
+            "HE1:"
+            + b45encode(deflate(dump_cbor(sign1({1: -8, 4: b"k1"}, {}, {})), raw=False))[:-5],
+            MalformedError,
+            id="truncated",
+        ),
+        pytest.param(
+            "HE1:"
+            + b45encode(deflate(dump_cbor(sign1({1: -8, 4: b"k1"}, {}, {})), raw=False)).lower(),
+            MalformedError,
+            id="lower-case-base45",
+        ),
     ],
-)  # fmt: skip
+)
 def test_cose_transport_errors(text: str, error: type[Exception]) -> None:
     with pytest.raises(error):
         HEBEI.decode(text, lookup("130000", ED_KEY), PSEUDONYMISE)
@@ -262,9 +372,11 @@ def test_cose_transport_errors(text: str, error: type[Exception]) -> None:
 def test_cose_codec_seals_and_opens_ps256_with_base64_kids() -> None:
     """The codec is generic enough for EU DCC "HC1:" (PS256, kid = base64 of 8 bytes)."""
     codec = CoseCodec(
-        "HC1:", frozenset({Algorithm.ES256, Algorithm.PS256}),
-        kid_form=KidForm.BASE64, tag=CoseTag.CWT_SIGN1,
-    )  # fmt: skip
+        "HC1:",
+        frozenset({Algorithm.ES256, Algorithm.PS256}),
+        kid_form=KidForm.BASE64,
+        tag=CoseTag.CWT_SIGN1,
+    )
     key = PrivateKey.generate(Algorithm.PS256)
     kid = base64.b64encode(bytes.fromhex("0011223344556677")).decode()
     code = codec.seal({1: "CN", 6: 1583913600, 4: 1584000000}, key, kid)
@@ -281,7 +393,9 @@ def test_cose_codec_seals_and_opens_ps256_with_base64_kids() -> None:
 BEIJING = ADAPTERS["110000"]  # compact, base45, zlib JSON
 
 
-def compact_blob(*, version: int = 1, kid: bytes = b"k1", payload: bytes, key: PrivateKey = ED_KEY) -> str:
+def compact_blob(
+    *, version: int = 1, kid: bytes = b"k1", payload: bytes, key: PrivateKey = ED_KEY
+) -> str:
     signed = bytes((version, len(kid))) + kid + payload
     return "BJ1:" + b45encode(signed + key.sign(signed))
 
@@ -289,23 +403,63 @@ def compact_blob(*, version: int = 1, kid: bytes = b"k1", payload: bytes, key: P
 @pytest.mark.parametrize(
     ("text", "error"),
     [
-        pytest.param(compact_blob(version=2, payload=deflate(b"{}", raw=False)), MalformedError, id="version-2"),
-        pytest.param(compact_blob(kid=b"", payload=deflate(b"{}", raw=False)), MalformedError, id="kid-length-0"),
-        pytest.param(compact_blob(kid=b"k 1", payload=deflate(b"{}", raw=False)), MalformedError, id="kid-with-space"),
-        pytest.param(compact_blob(kid="密钥".encode(), payload=deflate(b"{}", raw=False)), MalformedError, id="kid-not-ascii"),
-        pytest.param("BJ1:" + b45encode(b"\x01\xff" + b"k" * 70), MalformedError, id="kid-length-past-end"),
-        pytest.param("BJ1:" + b45encode(b"\x01\x02k1" + bytes(64)), MalformedError, id="no-payload"),
+        pytest.param(
+            compact_blob(version=2, payload=deflate(b"{}", raw=False)),
+            MalformedError,
+            id="version-2",
+        ),
+        pytest.param(
+            compact_blob(kid=b"", payload=deflate(b"{}", raw=False)),
+            MalformedError,
+            id="kid-length-0",
+        ),
+        pytest.param(
+            compact_blob(kid=b"k 1", payload=deflate(b"{}", raw=False)),
+            MalformedError,
+            id="kid-with-space",
+        ),
+        pytest.param(
+            compact_blob(kid="密钥".encode(), payload=deflate(b"{}", raw=False)),
+            MalformedError,
+            id="kid-not-ascii",
+        ),
+        pytest.param(
+            "BJ1:" + b45encode(b"\x01\xff" + b"k" * 70), MalformedError, id="kid-length-past-end"
+        ),
+        pytest.param(
+            "BJ1:" + b45encode(b"\x01\x02k1" + bytes(64)), MalformedError, id="no-payload"
+        ),
         pytest.param("BJ1:" + b45encode(b"\x01\x02k1"), MalformedError, id="too-short"),
         pytest.param("BJ1:", MalformedError, id="empty-body"),
         pytest.param(compact_blob(payload=b"{}"), MalformedError, id="payload-not-compressed"),
-        pytest.param(compact_blob(payload=deflate(bytes(10_000_000), raw=False)), OversizedError, id="signed-zlib-bomb"),
-        pytest.param(compact_blob(payload=deflate(b"[" * 30 + b"]" * 30, raw=False)), OversizedError, id="signed-deep-json"),
-        pytest.param(compact_blob(payload=deflate(b'{"v":1,"v":1}', raw=False)), MalformedError, id="signed-duplicate-member"),
-        pytest.param(compact_blob(payload=deflate(b"[]", raw=False)), MalformedError, id="signed-json-array"),
-        pytest.param(compact_blob(payload=deflate(b'{"v":NaN}', raw=False)), MalformedError, id="signed-nan"),
-        pytest.param(compact_blob(payload=deflate(b"\xff\xfe", raw=False)), MalformedError, id="signed-not-utf8"),
+        pytest.param(
+            compact_blob(payload=deflate(bytes(10_000_000), raw=False)),
+            OversizedError,
+            id="signed-zlib-bomb",
+        ),
+        pytest.param(
+            compact_blob(payload=deflate(b"[" * 30 + b"]" * 30, raw=False)),
+            OversizedError,
+            id="signed-deep-json",
+        ),
+        pytest.param(
+            compact_blob(payload=deflate(b'{"v":1,"v":1}', raw=False)),
+            MalformedError,
+            id="signed-duplicate-member",
+        ),
+        pytest.param(
+            compact_blob(payload=deflate(b"[]", raw=False)), MalformedError, id="signed-json-array"
+        ),
+        pytest.param(
+            compact_blob(payload=deflate(b'{"v":NaN}', raw=False)), MalformedError, id="signed-nan"
+        ),
+        pytest.param(
+            compact_blob(payload=deflate(b"\xff\xfe", raw=False)),
+            MalformedError,
+            id="signed-not-utf8",
+        ),
     ],
-)  # fmt: skip
+)
 def test_compact_structure_errors(text: str, error: type[Exception]) -> None:
     with pytest.raises(error):
         BEIJING.decode(text, lookup("110000", ED_KEY), PSEUDONYMISE)
@@ -335,8 +489,17 @@ def test_delimited_payload_rejects_bad_declarations_and_separators_in_values() -
 def _dcc_cases() -> list[Any]:
     index = CONFORMANCE / "dcc" / "cases.json"
     if not index.exists():
-        return [pytest.param(None, id="dcc-absent", marks=pytest.mark.skip(reason="shared/conformance/dcc is absent"))]
-    return [pytest.param(case, id=Path(case["file"]).stem) for case in json.loads(index.read_text())["cases"]]
+        return [
+            pytest.param(
+                None,
+                id="dcc-absent",
+                marks=pytest.mark.skip(reason="shared/conformance/dcc is absent"),
+            )
+        ]
+    return [
+        pytest.param(case, id=Path(case["file"]).stem)
+        for case in json.loads(index.read_text())["cases"]
+    ]
 
 
 @pytest.mark.conformance
@@ -350,12 +513,15 @@ def test_cose_codec_reads_eu_dcc_envelopes(case: dict[str, Any]) -> None:
     data = json.loads((CONFORMANCE / "dcc" / case["file"]).read_text(encoding="utf-8"))
     expected = data["EXPECTEDRESULTS"]
     should_pass = all(
-        expected.get(f"EXPECTED{step}", True) for step in ("UNPREFIX", "B45DECODE", "COMPRESSION", "VERIFY")
+        expected.get(f"EXPECTED{step}", True)
+        for step in ("UNPREFIX", "B45DECODE", "COMPRESSION", "VERIFY")
     )
     codec = CoseCodec(
-        "HC1:", frozenset({Algorithm.ES256, Algorithm.PS256}),
-        kid_form=KidForm.BASE64, tag=CoseTag.CWT_SIGN1,
-    )  # fmt: skip
+        "HC1:",
+        frozenset({Algorithm.ES256, Algorithm.PS256}),
+        kid_form=KidForm.BASE64,
+        tag=CoseTag.CWT_SIGN1,
+    )
     cert = base64.b64decode(data["TESTCTX"]["CERTIFICATE"])
     kid = base64.b64encode(hashlib.sha256(cert).digest()[:8]).decode()
     try:
@@ -377,7 +543,13 @@ def test_cose_codec_reads_eu_dcc_envelopes(case: dict[str, Any]) -> None:
 def _shc_cases() -> list[Any]:
     index = CONFORMANCE / "shc" / "cases.json"
     if not index.exists():
-        return [pytest.param(None, id="shc-absent", marks=pytest.mark.skip(reason="shared/conformance/shc is absent"))]
+        return [
+            pytest.param(
+                None,
+                id="shc-absent",
+                marks=pytest.mark.skip(reason="shared/conformance/shc is absent"),
+            )
+        ]
     return [
         pytest.param(case, id=case["id"])
         for case in json.loads(index.read_text())["cases"]
@@ -394,7 +566,9 @@ def test_jws_codec_reads_smart_health_card_envelopes(case: dict[str, Any]) -> No
     gateway's 16 KiB limit, so the codec is configured with a larger limit for these cards.
     """
     root = CONFORMANCE / "shc"
-    jwks = json.loads((root / "spec-examples" / "issuer" / ".well-known" / "jwks.json").read_text())["keys"]
+    jwks = json.loads(
+        (root / "spec-examples" / "issuer" / ".well-known" / "jwks.json").read_text()
+    )["keys"]
     text = (root / case["files"][0]).read_text().strip()
     codec = JwsCodec("", frozenset({Algorithm.ES256}), deflate=True, max_payload_bytes=64 * 1024)
     envelope = codec.open(text)

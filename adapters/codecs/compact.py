@@ -88,9 +88,7 @@ class DelimitedPayload:
             raise MalformedError("the payload is not UTF-8") from None
         values = text.split(self.separator)
         if len(values) != len(self.fields):
-            raise MalformedError(
-                f"the payload has {len(values)} fields, not {len(self.fields)}"
-            )
+            raise MalformedError(f"the payload has {len(values)} fields, not {len(self.fields)}")
         claims: dict[str, Any] = {}
         for name, value in zip(self.fields, values, strict=True):
             if name in self.integers:

@@ -45,7 +45,11 @@ MAX_HEADER_BYTES = 1024
 MAX_HEADER_DEPTH = 4
 MAX_KID_BYTES = 128
 
-COSE_ALGS: Mapping[int, Algorithm] = {-7: Algorithm.ES256, -8: Algorithm.EDDSA, -37: Algorithm.PS256}
+COSE_ALGS: Mapping[int, Algorithm] = {
+    -7: Algorithm.ES256,
+    -8: Algorithm.EDDSA,
+    -37: Algorithm.PS256,
+}
 COSE_ALG_IDS: Mapping[Algorithm, int] = {alg: ident for ident, alg in COSE_ALGS.items()}
 
 
@@ -103,7 +107,9 @@ class CoseCodec:
             raise MalformedError("the COSE signature is not a byte string")
         protected: Mapping[Any, Any] = {}
         if protected_bytes:
-            decoded = parse_cbor(protected_bytes, limit=MAX_HEADER_BYTES, max_depth=MAX_HEADER_DEPTH)
+            decoded = parse_cbor(
+                protected_bytes, limit=MAX_HEADER_BYTES, max_depth=MAX_HEADER_DEPTH
+            )
             if not isinstance(decoded, Mapping):
                 raise MalformedError("the COSE protected header is not a map")
             protected = decoded
@@ -169,7 +175,12 @@ class CoseCodec:
         (protected_map if self.kid_in_protected else unprotected)[LABEL_KID] = kid_bytes
         protected = dump_cbor(protected_map)
         payload = dump_cbor(dict(claims))
-        message: Any = [protected, unprotected, payload, key.sign(sig_structure(protected, payload))]
+        message: Any = [
+            protected,
+            unprotected,
+            payload,
+            key.sign(sig_structure(protected, payload)),
+        ]
         for tag in reversed(self.tag.value):
             message = cbor2.CBORTag(tag, message)
         return self.prefix + encode_text(self.text, compress(self.compression, dump_cbor(message)))

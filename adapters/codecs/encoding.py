@@ -27,7 +27,9 @@ from keys.errors import MalformedError, OversizedError
 
 B45_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 # bytes.translate table: a base45 character -> its value 0..44; anything else -> 0xFF.
-_B45_VALUES = bytes(B45_ALPHABET.index(chr(i)) if chr(i) in B45_ALPHABET else 0xFF for i in range(256))
+_B45_VALUES = bytes(
+    B45_ALPHABET.index(chr(i)) if chr(i) in B45_ALPHABET else 0xFF for i in range(256)
+)
 _B45_CHARS = B45_ALPHABET.encode("ascii")
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
 
@@ -130,7 +132,12 @@ MAX_KID_CHARS = 128
 
 def check_kid(kid: str) -> str:
     """A key id from a code: 1 to 128 printable ASCII characters without spaces."""
-    if not 0 < len(kid) <= MAX_KID_CHARS or not kid.isascii() or not kid.isprintable() or " " in kid:
+    if (
+        not 0 < len(kid) <= MAX_KID_CHARS
+        or not kid.isascii()
+        or not kid.isprintable()
+        or " " in kid
+    ):
         raise MalformedError("the key id is not 1 to 128 printable ASCII characters")
     return kid
 
@@ -173,7 +180,9 @@ def deflate(data: bytes, *, raw: bool) -> bytes:
     return zlib.compress(data, 9)
 
 
-def decompress(compression: Compression, data: bytes, *, limit: int = MAX_DECOMPRESSED_BYTES) -> bytes:
+def decompress(
+    compression: Compression, data: bytes, *, limit: int = MAX_DECOMPRESSED_BYTES
+) -> bytes:
     if compression is Compression.NONE:
         if len(data) > limit:
             raise OversizedError(f"the payload exceeds {limit} bytes")
@@ -261,7 +270,9 @@ def parse_json(
 
 def dump_json(value: Any) -> bytes:
     """Compact UTF-8 JSON, members in insertion order (the reference issuer's form)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
+        "utf-8"
+    )
 
 
 # --- CBOR -------------------------------------------------------------------------------------
@@ -274,7 +285,31 @@ def _refuse_tag(*_: Any) -> Any:
 # cbor2 gives these tags built-in meanings (dates, bignums, regular expressions, MIME, shared
 # references ...). None is needed by a health code and some are attack surface, so each is refused;
 # every other tag decodes to a plain ``cbor2.CBORTag`` for the caller to judge.
-_BUILTIN_TAGS = (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261, 1004, 43000, 55799)
+_BUILTIN_TAGS = (
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    25,
+    28,
+    29,
+    30,
+    35,
+    36,
+    37,
+    52,
+    54,
+    100,
+    256,
+    258,
+    260,
+    261,
+    1004,
+    43000,
+    55799,
+)
 _SEMANTIC_DECODERS = {tag: _refuse_tag for tag in _BUILTIN_TAGS}
 
 
@@ -300,7 +335,9 @@ def parse_cbor(
         raise OversizedError("the CBOR data is nested too deeply") from None
     except (cbor2.CBORError, ValueError, TypeError, OverflowError, MemoryError) as exc:
         if "nesting depth" in str(exc):
-            raise OversizedError(f"the CBOR data is nested deeper than {max_depth} levels") from None
+            raise OversizedError(
+                f"the CBOR data is nested deeper than {max_depth} levels"
+            ) from None
         raise MalformedError(f"the CBOR data is invalid ({str(exc)[:80]})") from None
     if stream.tell() != len(data):
         raise MalformedError("bytes follow the end of the CBOR data")
@@ -318,11 +355,10 @@ __all__ = [
     "TextEncoding",
     "b45decode",
     "b45encode",
-    "b64url_strict",
-    "check_kid",
-    "strip_prefix",
     "b64url_decode",
     "b64url_encode",
+    "b64url_strict",
+    "check_kid",
     "compress",
     "decode_text",
     "decompress",
@@ -333,4 +369,5 @@ __all__ = [
     "inflate",
     "parse_cbor",
     "parse_json",
+    "strip_prefix",
 ]

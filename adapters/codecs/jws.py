@@ -119,7 +119,9 @@ class JwsCodec:
             header["zip"] = "DEF"
         if self.typ is not None:
             header["typ"] = self.typ
-        payload = compress(Compression.DEFLATE if self.deflate else Compression.NONE, dump_json(dict(claims)))
+        payload = compress(
+            Compression.DEFLATE if self.deflate else Compression.NONE, dump_json(dict(claims))
+        )
         signing_input = f"{b64url_encode(dump_json(header))}.{b64url_encode(payload)}"
         signature = key.sign(signing_input.encode("ascii"))
         return f"{self.prefix}{signing_input}.{b64url_encode(signature)}"

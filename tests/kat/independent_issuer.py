@@ -21,7 +21,7 @@ import json
 import sys
 import zlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -117,10 +117,12 @@ WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 
 
 def id_number(first17: str) -> str:
-    return first17 + "10X98765432"[sum(int(c) * w for c, w in zip(first17, WEIGHTS)) % 11]
+    return (
+        first17 + "10X98765432"[sum(int(c) * w for c, w in zip(first17, WEIGHTS, strict=True)) % 11]
+    )
 
 
-COLOURS = {
+COLOURS: dict[str, dict[str, Any]] = {
     "words": {"green": "green", "yellow": "yellow", "red": "red"},
     "letters": {"green": "G", "yellow": "Y", "red": "R"},
     "chinese": {"green": "绿", "yellow": "黄", "red": "红"},
@@ -157,49 +159,134 @@ class Status:
 def claims_for(region: str, s: Status) -> Any:
     """The claims of §5, in the order the tables list them."""
     if region == "110000":
-        return {"v": 1, "cid": s.code_id, "p": {"id": s.holder_id, "n": s.name},
-                "hs": {"c": COLOURS["letters"][s.colour], "iat": s.iat, "exp": s.exp}}
+        return {
+            "v": 1,
+            "cid": s.code_id,
+            "p": {"id": s.holder_id, "n": s.name},
+            "hs": {"c": COLOURS["letters"][s.colour], "iat": s.iat, "exp": s.exp},
+        }
     if region == "230000":
-        return "|".join(["1", s.code_id, s.holder_id, s.name, COLOURS["chinese"][s.colour],
-                         time_value("cst", s.iat), time_value("cst", s.exp)])
+        return "|".join(
+            [
+                "1",
+                s.code_id,
+                s.holder_id,
+                s.name,
+                COLOURS["chinese"][s.colour],
+                time_value("cst", s.iat),
+                time_value("cst", s.exp),
+            ]
+        )
     if region == "340000":
-        return {"idno": s.holder_id, "name": s.name, "color": COLOURS["digits123"][s.colour],
-                "iat_ms": s.iat * 1000, "exp_ms": s.exp * 1000}
+        return {
+            "idno": s.holder_id,
+            "name": s.name,
+            "color": COLOURS["digits123"][s.colour],
+            "iat_ms": s.iat * 1000,
+            "exp_ms": s.exp * 1000,
+        }
     if region == "500000":
-        return ";".join([s.code_id, s.holder_id, s.name, COLOURS["digits012text"][s.colour],
-                         str(s.iat), str(s.exp)])
+        return ";".join(
+            [
+                s.code_id,
+                s.holder_id,
+                s.name,
+                COLOURS["digits012text"][s.colour],
+                str(s.iat),
+                str(s.exp),
+            ]
+        )
     if region == "650000":
-        return {"cert": {"no": s.code_id}, "holder": {"idcard": s.holder_id},
-                "status": {"colour": s.colour, "from": time_value("iso", s.iat),
-                           "to": time_value("iso", s.exp)}}
+        return {
+            "cert": {"no": s.code_id},
+            "holder": {"idcard": s.holder_id},
+            "status": {
+                "colour": s.colour,
+                "from": time_value("iso", s.iat),
+                "to": time_value("iso", s.exp),
+            },
+        }
     if region == "120000":
-        return {"iss": "tjhc", "jti": s.code_id, "sub": s.holder_id, "name": s.name,
-                "color": s.colour, "iat": s.iat, "exp": s.exp}
+        return {
+            "iss": "tjhc",
+            "jti": s.code_id,
+            "sub": s.holder_id,
+            "name": s.name,
+            "color": s.colour,
+            "iat": s.iat,
+            "exp": s.exp,
+        }
     if region == "310000":
-        return {"jti": s.code_id, "hs": {"sfz": s.holder_id, "xm": s.name,
-                "c": COLOURS["digits012"][s.colour], "from": time_value("iso", s.iat),
-                "until": time_value("iso", s.exp)}}
+        return {
+            "jti": s.code_id,
+            "hs": {
+                "sfz": s.holder_id,
+                "xm": s.name,
+                "c": COLOURS["digits012"][s.colour],
+                "from": time_value("iso", s.iat),
+                "until": time_value("iso", s.exp),
+            },
+        }
     if region == "410000":
-        return {"jti": s.code_id, "sfzh": s.holder_id, "xm": s.name,
-                "ys": COLOURS["chinese"][s.colour], "qfsj": s.iat * 1000, "yxq": s.exp * 1000}
+        return {
+            "jti": s.code_id,
+            "sfzh": s.holder_id,
+            "xm": s.name,
+            "ys": COLOURS["chinese"][s.colour],
+            "qfsj": s.iat * 1000,
+            "yxq": s.exp * 1000,
+        }
     if region == "510000":
-        return {"tfm": {"no": s.code_id, "zjhm": s.holder_id, "xm": s.name,
-                        "ys": COLOURS["letters"][s.colour]}, "iat": s.iat, "exp": s.exp}
+        return {
+            "tfm": {
+                "no": s.code_id,
+                "zjhm": s.holder_id,
+                "xm": s.name,
+                "ys": COLOURS["letters"][s.colour],
+            },
+            "iat": s.iat,
+            "exp": s.exp,
+        }
     if region == "630000":
-        return {"sfzh": s.holder_id, "xm": s.name, "mzt": COLOURS["digits123"][s.colour],
-                "sxsj": time_value("cst", s.iat), "sxsj_end": time_value("cst", s.exp)}
+        return {
+            "sfzh": s.holder_id,
+            "xm": s.name,
+            "mzt": COLOURS["digits123"][s.colour],
+            "sxsj": time_value("cst", s.iat),
+            "sxsj_end": time_value("cst", s.exp),
+        }
     if region == "130000":
-        return {1: "CN-130000", 7: bytes.fromhex(s.code_id), -65537: s.holder_id,
-                -65538: s.name, -65539: COLOURS["digits012"][s.colour], 6: s.iat, 4: s.exp}
+        return {
+            1: "CN-130000",
+            7: bytes.fromhex(s.code_id),
+            -65537: s.holder_id,
+            -65538: s.name,
+            -65539: COLOURS["digits012"][s.colour],
+            6: s.iat,
+            4: s.exp,
+        }
     if region == "330000":
-        return {1: "CN-330000", -260: {1: {"ci": s.code_id, "id": s.holder_id, "nm": s.name,
-                "st": s.colour}}, 6: s.iat, 4: s.exp}
+        return {
+            1: "CN-330000",
+            -260: {1: {"ci": s.code_id, "id": s.holder_id, "nm": s.name, "st": s.colour}},
+            6: s.iat,
+            4: s.exp,
+        }
     if region == "440000":
-        return {7: bytes.fromhex(s.code_id), "sfz": s.holder_id, "xm": s.name,
-                "ys": COLOURS["chinese"][s.colour], 6: s.iat, 4: s.exp}
+        return {
+            7: bytes.fromhex(s.code_id),
+            "sfz": s.holder_id,
+            "xm": s.name,
+            "ys": COLOURS["chinese"][s.colour],
+            6: s.iat,
+            4: s.exp,
+        }
     if region == "520000":
-        return {-70520: {1: s.holder_id, 2: s.name, 3: COLOURS["digits123"][s.colour]},
-                6: s.iat, 4: s.exp}
+        return {
+            -70520: {1: s.holder_id, 2: s.name, 3: COLOURS["digits123"][s.colour]},
+            6: s.iat,
+            4: s.exp,
+        }
     raise ValueError(region)
 
 
@@ -215,10 +302,30 @@ REGIONS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
     "410000": ("jws", "ES256", "YU:", {"zip": True}),
     "510000": ("jws", "EdDSA", "SCTFM:", {"zip": False}),
     "630000": ("jws", "ES256", "https://jkm.qh.gov.cn/v?c=", {"zip": True}),
-    "130000": ("cose", "EdDSA", "HE1:", {"text": "base45", "zlib": True, "tags": (18,), "kid": "protected"}),
-    "330000": ("cose", "ES256", "ZJ1:", {"text": "base45", "zlib": True, "tags": (61, 18), "kid": "protected"}),
-    "440000": ("cose", "ES256", "YKM:", {"text": "base64url", "zlib": False, "tags": (), "kid": "unprotected"}),
-    "520000": ("cose", "EdDSA", "GZ1:", {"text": "base45", "zlib": True, "tags": (18,), "kid": "protected"}),
+    "130000": (
+        "cose",
+        "EdDSA",
+        "HE1:",
+        {"text": "base45", "zlib": True, "tags": (18,), "kid": "protected"},
+    ),
+    "330000": (
+        "cose",
+        "ES256",
+        "ZJ1:",
+        {"text": "base45", "zlib": True, "tags": (61, 18), "kid": "protected"},
+    ),
+    "440000": (
+        "cose",
+        "ES256",
+        "YKM:",
+        {"text": "base64url", "zlib": False, "tags": (), "kid": "unprotected"},
+    ),
+    "520000": (
+        "cose",
+        "EdDSA",
+        "GZ1:",
+        {"text": "base45", "zlib": True, "tags": (18,), "kid": "protected"},
+    ),
 }
 DERIVED_CODE_ID = {"340000", "630000", "520000"}
 
@@ -287,14 +394,34 @@ def expected_code_id(region: str, status: Status) -> str:
 
 BASE = 1583913600  # 2020-03-11T08:00:00Z
 CASES = (
-    ("green", Status(id_number("11010119900307001"), "王伟", "green", BASE, BASE + 86400, "5f3a9c0e12d4b678")),
-    ("yellow", Status(id_number("44030519851204123"), "陈晓东", "yellow", BASE + 3600, BASE + 3 * 86400, "00ff10aa")),
-    ("red", Status(id_number("65010220011111002"), "艾合买提", "red", BASE + 7200, BASE + 7200 + 60, "c0de")),
-)  # fmt: skip
+    (
+        "green",
+        Status(
+            id_number("11010119900307001"), "王伟", "green", BASE, BASE + 86400, "5f3a9c0e12d4b678"
+        ),
+    ),
+    (
+        "yellow",
+        Status(
+            id_number("44030519851204123"),
+            "陈晓东",
+            "yellow",
+            BASE + 3600,
+            BASE + 3 * 86400,
+            "00ff10aa",
+        ),
+    ),
+    (
+        "red",
+        Status(
+            id_number("65010220011111002"), "艾合买提", "red", BASE + 7200, BASE + 7200 + 60, "c0de"
+        ),
+    ),
+)
 
 
 def iso(unix: int) -> str:
-    return datetime.fromtimestamp(unix, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def vector(region: str) -> dict[str, Any]:
