@@ -84,6 +84,39 @@ def test_base45_decoding_is_canonical_or_refused(text: str) -> None:
     assert b45encode(data) == text
 
 
+def reference_b45decode(text: str) -> bytes | None:
+    """RFC 9285 section 4.2, one group at a time (None where the text is invalid)."""
+    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
+    if any(ch not in alphabet for ch in text) or len(text) % 3 == 1:
+        return None
+    out = bytearray()
+    for i in range(0, len(text), 3):
+        group = [alphabet.index(ch) for ch in text[i : i + 3]]
+        n = sum(v * 45**k for k, v in enumerate(group))
+        if n > (0xFFFF if len(group) == 3 else 0xFF):
+            return None
+        out += n.to_bytes(len(group) - 1, "big")
+    return bytes(out)
+
+
+@given(st.text(alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:", max_size=90))
+def test_base45_agrees_with_a_reference_decoder(text: str) -> None:
+    expected = reference_b45decode(text)
+    try:
+        assert b45decode(text, limit=100) == expected
+    except MalformedError:
+        assert expected is None
+
+
+@pytest.mark.parametrize("group", ["FGW", "GGW", "ZZZ", "::: ", ":::"], ids=str)
+def test_base45_boundary_triplets(group: str) -> None:
+    assert_same = reference_b45decode(group)
+    try:
+        assert b45decode(group, limit=10) == assert_same
+    except MalformedError:
+        assert assert_same is None
+
+
 # --- base64url --------------------------------------------------------------------------------
 
 
