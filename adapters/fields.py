@@ -206,6 +206,10 @@ class Fields:
     def translate(
         self, claims: Mapping[Any, Any], region: str, kid: str, pseudonymise: Pseudonymise
     ) -> CanonicalStatus:
+        """Read verified claims into the canonical status; only the ID number's pseudonym is kept.
+
+        Raises :class:`MalformedError` naming the claim that is missing or wrongly spelled.
+        """
         for path, expected in self.constants:
             value = self._get(claims, path, "constant")
             if type(value) is not type(expected) or value != expected:
@@ -275,6 +279,7 @@ class Fields:
         expires_at: datetime,
         code_id: str,
     ) -> dict[Any, Any]:
+        """The claims this region's issuer writes, in the order docs/partners.md lists them."""
         claims: dict[Any, Any] = {}
         for path, value in self.constants:
             _put(claims, path, value)

@@ -25,6 +25,7 @@ from adapters.codecs.encoding import (
     decompress,
     dump_json,
     encode_text,
+    issuer_kid,
     parse_json,
     strip_prefix,
 )
@@ -127,6 +128,10 @@ class CompactCodec:
     family: ClassVar[str] = "compact"
 
     def open(self, text: str) -> Envelope:
+        """Split the code into kid, signed bytes, payload and signature; trusts nothing yet.
+
+        Raises :class:`MalformedError` (:class:`OversizedError` past a size limit).
+        """
         blob = decode_text(self.text, strip_prefix(text, self.prefix), limit=MAX_CODE_CHARS)
         if len(blob) < 3 + SIGNATURE_BYTES:
             raise MalformedError("the code is too short")
@@ -149,12 +154,14 @@ class CompactCodec:
         )
 
     def claims(self, payload: bytes) -> Mapping[str, Any]:
+        """Decompress (bounded) and parse the verified payload; raises :class:`MalformedError`."""
         return self.payload.parse(decompress(self.compression, payload))
 
     def seal(self, claims: Mapping[Any, Any], key: PrivateKey, kid: str) -> str:
+        """Write a code (issuer side); raises ``ValueError`` for a non-Ed25519 key or bad kid."""
         if key.alg is not Algorithm.EDDSA:
             raise ValueError("the compact envelope is signed with Ed25519 only")
-        kid_bytes = check_kid(kid).encode("ascii")
+        kid_bytes = issuer_kid(kid).encode("ascii")
         signed = (
             bytes((VERSION, len(kid_bytes)))
             + kid_bytes

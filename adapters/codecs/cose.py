@@ -30,6 +30,7 @@ from adapters.codecs.encoding import (
     decompress,
     dump_cbor,
     encode_text,
+    issuer_kid,
     parse_cbor,
     strip_prefix,
 )
@@ -93,6 +94,11 @@ class CoseCodec:
     # -- the gateway side ----------------------------------------------------------------
 
     def open(self, text: str) -> Envelope:
+        """Decode the text, inflate (bounded) and unwrap the COSE_Sign1; trusts nothing yet.
+
+        Raises :class:`AlgorithmUnsupportedError` for an algorithm outside the allow-list,
+        :class:`MalformedError` (or :class:`OversizedError`) for anything else.
+        """
         data = decode_text(self.text, strip_prefix(text, self.prefix), limit=MAX_CODE_CHARS)
         inflated = decompress(self.compression, data, limit=self.max_message_bytes)
         message = _unwrap(parse_cbor(inflated, limit=self.max_message_bytes))
@@ -148,6 +154,7 @@ class CoseCodec:
             raise MalformedError("the COSE kid is not ASCII text") from None
 
     def claims(self, payload: bytes) -> Mapping[Any, Any]:
+        """Parse the verified CWT claims map (bounded); raises :class:`MalformedError`."""
         claims = parse_cbor(payload, limit=self.max_message_bytes)
         if not isinstance(claims, Mapping):
             raise MalformedError("the CWT claims are not a CBOR map")
@@ -164,9 +171,10 @@ class CoseCodec:
                 raise ValueError("the key id is not base64") from None
         if self.kid_form is KidForm.HEX:
             return bytes.fromhex(kid)
-        return check_kid(kid).encode("ascii")
+        return issuer_kid(kid).encode("ascii")
 
     def seal(self, claims: Mapping[Any, Any], key: PrivateKey, kid: str) -> str:
+        """Write a code (issuer side); raises ``ValueError`` for a key or kid it cannot use."""
         if key.alg not in self.algs:
             raise ValueError(f"the region does not sign with {key.alg}")
         kid_bytes = self.kid_bytes(kid)

@@ -147,6 +147,14 @@ def check_kid(kid: str) -> str:
     return kid
 
 
+def issuer_kid(kid: str) -> str:
+    """The issuer side of :func:`check_kid`: a bad key id is a bad argument (``ValueError``)."""
+    try:
+        return check_kid(kid)
+    except MalformedError as exc:
+        raise ValueError(str(exc)) from None
+
+
 # --- compression ------------------------------------------------------------------------------
 
 
@@ -372,6 +380,7 @@ __all__ = [
     "dump_json",
     "encode_text",
     "inflate",
+    "issuer_kid",
     "parse_cbor",
     "parse_json",
     "strip_prefix",

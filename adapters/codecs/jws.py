@@ -25,6 +25,7 @@ from adapters.codecs.encoding import (
     compress,
     decompress,
     dump_json,
+    issuer_kid,
     parse_json,
     strip_prefix,
 )
@@ -56,6 +57,11 @@ class JwsCodec:
             raise ValueError("a JWS codec allows at least one algorithm")
 
     def open(self, text: str) -> Envelope:
+        """Check the header and split the JWS; trusts nothing yet.
+
+        Raises :class:`AlgorithmUnsupportedError` for ``none`` or an algorithm outside the
+        allow-list, :class:`MalformedError` (or :class:`OversizedError`) for anything else.
+        """
         body = strip_prefix(text, self.prefix)
         parts = body.split(".")
         if len(parts) != 3:
@@ -104,6 +110,7 @@ class JwsCodec:
         return alg, check_kid(kid)
 
     def claims(self, payload: bytes) -> Mapping[str, Any]:
+        """Inflate (bounded, when zip) and parse the verified payload; raises MalformedError."""
         compression = Compression.DEFLATE if self.deflate else Compression.NONE
         data = decompress(compression, payload, limit=self.max_payload_bytes)
         claims = parse_json(data, limit=self.max_payload_bytes)
@@ -112,9 +119,10 @@ class JwsCodec:
         return claims
 
     def seal(self, claims: Mapping[Any, Any], key: PrivateKey, kid: str) -> str:
+        """Write a code (issuer side); raises ``ValueError`` for a key or kid it cannot use."""
         if key.alg not in self.algs:
             raise ValueError(f"the region does not sign with {key.alg}")
-        header: dict[str, str] = {"alg": key.alg.value, "kid": check_kid(kid)}
+        header: dict[str, str] = {"alg": key.alg.value, "kid": issuer_kid(kid)}
         if self.deflate:
             header["zip"] = "DEF"
         if self.typ is not None:
