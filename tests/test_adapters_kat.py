@@ -206,3 +206,41 @@ def test_the_independent_issuer_imports_nothing_from_the_gateway() -> None:
     source = (HERE / "kat" / "independent_issuer.py").read_text(encoding="utf-8")
     for package in ("adapters", "keys", "gateway"):
         assert f"from {package}" not in source and f"import {package}" not in source
+
+
+# --- the partner page and the code agree ------------------------------------------------------
+
+_FAMILIES = {"(a) compact": "compact", "(b) JWS": "jws", "(c) COSE": "cose"}
+_ALGS = {"Ed25519": Algorithm.EDDSA, "ES256": Algorithm.ES256}
+
+
+def _doc_rows() -> dict[str, list[str]]:
+    doc = (HERE.parent / "docs" / "partners.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 9 and cells[0].isdigit() and len(cells[0]) == 6:
+            rows[cells[0]] = cells
+    return rows
+
+
+def _doc_age(text: str) -> timedelta:
+    number, unit = text.split()
+    return timedelta(hours=int(number)) if unit == "h" else timedelta(days=int(number))
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_the_partner_page_table_matches_the_region_spec(region: str) -> None:
+    _, _, mode, family, alg, prefix, text, compression, max_age = _doc_rows()[region]
+    spec = ADAPTERS[region].spec
+    codec: Any = spec.codec
+    assert mode == spec.mode.value
+    assert _FAMILIES[family] == codec.family
+    assert _ALGS[alg] is spec.signing_alg
+    assert prefix == f"`{spec.prefix}`"
+    assert text == getattr(codec, "text", "base64url")  # JWS is always base64url
+    assert _doc_age(max_age) == spec.max_age
+    if codec.family == "jws":
+        assert compression.startswith("DEF") is codec.deflate
+    else:
+        assert compression.split()[0] == codec.compression.value
