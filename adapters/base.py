@@ -13,10 +13,11 @@ claims parsed and trusted.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
 from keys.crypto import Algorithm, PrivateKey
 from keys.errors import (
@@ -175,7 +176,9 @@ class RegionAdapter:
             exc.metadata.setdefault("region", self.region)
             raise
         except (RecursionError, MemoryError):
-            raise OversizedError("the code is nested too deeply or too large", region=self.region) from None
+            raise OversizedError(
+                "the code is nested too deeply or too large", region=self.region
+            ) from None
         except Exception as exc:  # a codec bug must never surface as INTERNAL
             raise MalformedError(
                 f"the code could not be decoded ({type(exc).__name__})", region=self.region

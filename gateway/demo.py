@@ -16,13 +16,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
-import grpc
-
 from adapters.base import Colour
 from adapters.simulator import PartnerIssuer, PartnerSimulator, fake_holder
 from gateway import tokens
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
+from gateway.client import aio_channel
+from gateway.pki import DevCA, TlsFiles
 from gateway.server import Gateway, GatewayConfig, build_server
 from keys.crypto import Algorithm, PublicKey
 from keys.keystore import KeyDirectory
@@ -114,6 +114,19 @@ def _offline_check(
     return "attestation ok"
 
 
+def make_pki(directory: Path, now: datetime) -> tuple[TlsFiles, TlsFiles]:
+    """A development CA, the server's certificate and a checkpoint's verifier certificate."""
+    ca = DevCA.create(directory, now)
+    server_cert, server_key = ca.issue("server", server=True, now=now)
+    client_cert, client_key = ca.issue(
+        "verifier-demo-checkpoint", uri="trustgw://verifier/demo-checkpoint", now=now
+    )
+    return (
+        TlsFiles(server_cert, server_key, ca.cert_path),
+        TlsFiles(client_cert, client_key, ca.cert_path),
+    )
+
+
 async def run_demo(out: TextIO, keep: Path | None = None) -> int:
     # The demo announces development mode itself, once; the key directory's own warning
     # (meant for operators' logs) would repeat it on every open.
@@ -129,16 +142,18 @@ async def run_demo(out: TextIO, keep: Path | None = None) -> int:
             file=out,
         )
         await prepare(data_dir, simulator, now)
-        gateway = await Gateway.open(GatewayConfig(data_dir=data_dir))
-        running = await build_server(gateway, "127.0.0.1:0")
+        server_tls, client_tls = make_pki(data_dir / "pki", now)
+        gateway = await Gateway.open(GatewayConfig(data_dir=data_dir, tls=server_tls))
+        running = await build_server(gateway, "127.0.0.1:0", server_tls)
         print(
-            f"gateway listening on 127.0.0.1:{running.port}; 14 partner regions onboarded\n",
+            f"gateway listening on 127.0.0.1:{running.port} over mutual TLS (the checkpoint "
+            "presents a verifier certificate); 14 partner regions onboarded\n",
             file=out,
         )
         failures = 0
         rows: list[tuple[str, ...]] = []
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            async with aio_channel(f"localhost:{running.port}", client_tls) as channel:
                 stub = pb_grpc.RecognitionServiceStub(channel)
                 trust = _trust(await stub.GetGatewayKeys(pb.GetGatewayKeysRequest()))
                 for issuer in sorted(simulator.issuers(), key=lambda i: i.spec.code):

@@ -26,6 +26,7 @@ from adapters.base import Colour
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.engine import Conversions, Decision, Recogniser
+from gateway.pki import Peer, Role, TlsFiles, UnauthenticatedError, peer_from_auth_context
 from keys.errors import GatewayError, StoreUnavailableError
 from keys.keystore import KeyDirectory
 from keys.model import HOME_REGION, Mode
@@ -63,6 +64,7 @@ class GatewayConfig:
     passphrase: bytes | None = None
     refresh_interval: float = 0.5  # seconds between registry change checks
     grace: float = 5.0  # seconds to drain in-flight calls on shutdown
+    tls: TlsFiles | None = None  # None: plaintext, for local development only
 
     @property
     def database(self) -> Path:
@@ -195,9 +197,29 @@ def decision_to_proto(request_id: str, decision: Decision) -> pb.RecogniseRespon
     return response
 
 
+def caller(context: grpc.aio.ServicerContext, tls: bool) -> Peer | None:
+    """The authenticated caller; ``None`` on a plaintext (development) server."""
+    if not tls:
+        return None
+    auth = context.auth_context()
+    if not auth:
+        raise UnauthenticatedError()
+    return peer_from_auth_context(auth)
+
+
+def require(context: grpc.aio.ServicerContext, tls: bool, *roles: Role) -> Peer | None:
+    peer = caller(context, tls)
+    if peer is not None:
+        peer.require(*roles)
+    return peer
+
+
 class RecognitionService(pb_grpc.RecognitionServiceServicer):
-    def __init__(self, gateway: Gateway) -> None:
+    """For local verifiers: recognise codes, fetch the gateway's keys."""
+
+    def __init__(self, gateway: Gateway, tls: bool) -> None:
         self._gateway = gateway
+        self._tls = tls
 
     async def _decide(self, request: pb.RecogniseRequest) -> pb.RecogniseResponse:
         _check_request(request)
@@ -209,13 +231,21 @@ class RecognitionService(pb_grpc.RecognitionServiceServicer):
     async def Recognise(
         self, request: pb.RecogniseRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecogniseResponse:
-        return await _guard(context, lambda: self._decide(request))
+        async def call() -> pb.RecogniseResponse:
+            require(context, self._tls, Role.VERIFIER)
+            return await self._decide(request)
+
+        return await _guard(context, call)
 
     async def RecogniseStream(
         self,
         request_iterator: AsyncIterator[pb.RecogniseRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.RecogniseResponse]:
+        try:
+            require(context, self._tls, Role.VERIFIER)
+        except GatewayError as exc:
+            await context.abort_with_status(_rich_status(exc))
         async for request in request_iterator:
             try:
                 yield await self._decide(request)
@@ -232,6 +262,7 @@ class RecognitionService(pb_grpc.RecognitionServiceServicer):
         self, request: pb.GetGatewayKeysRequest, context: grpc.aio.ServicerContext
     ) -> pb.GatewayKeys:
         async def call() -> pb.GatewayKeys:
+            require(context, self._tls, Role.VERIFIER, Role.PARTNER, Role.OPERATOR)
             return pb.GatewayKeys(
                 region=HOME_REGION,
                 keys=[
@@ -262,15 +293,21 @@ class RunningServer:
         await self.server.stop(grace)
 
 
-async def build_server(gateway: Gateway, listen: str) -> RunningServer:
-    """Create and start the server on ``listen`` (``host:0`` picks a free port)."""
+async def build_server(gateway: Gateway, listen: str, tls: TlsFiles | None = None) -> RunningServer:
+    """Create and start the server on ``listen`` (``host:0`` picks a free port).
+
+    With ``tls``, every client must present a certificate issued by ``tls.ca`` (mutual TLS);
+    without, the server speaks plaintext, which is for local development only.
+    """
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.aio.server(options=options)
-    pb_grpc.add_RecognitionServiceServicer_to_server(RecognitionService(gateway), server)
+    pb_grpc.add_RecognitionServiceServicer_to_server(
+        RecognitionService(gateway, tls is not None), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -281,7 +318,14 @@ async def build_server(gateway: Gateway, listen: str) -> RunningServer:
         ),
         server,
     )
-    port = server.add_insecure_port(listen)
+    if tls is None:
+        port = server.add_insecure_port(listen)
+    else:
+        cert, key, ca = tls.read()
+        credentials = grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=ca, require_client_auth=True
+        )
+        port = server.add_secure_port(listen, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Mapping
+from typing import Any
 
 import nacl.exceptions
 import nacl.signing
@@ -38,11 +39,13 @@ class Algorithm(StrEnum):
     PS256 = "PS256"  # RSASSA-PSS SHA-256, MGF1 SHA-256, 32-byte salt
 
     @classmethod
-    def parse(cls, value: str) -> "Algorithm":
+    def parse(cls, value: str) -> Algorithm:
         try:
             return cls(value)
         except ValueError:
-            raise AlgorithmUnsupportedError(f"signature algorithm {value[:32]!r} is not accepted") from None
+            raise AlgorithmUnsupportedError(
+                f"signature algorithm {value[:32]!r} is not accepted"
+            ) from None
 
 
 def b64url_encode(data: bytes) -> str:
@@ -63,9 +66,13 @@ def b64url_decode(text: str | bytes, *, limit: int = 64 * 1024) -> bytes:
     if b"=" in raw or len(raw) % 4 == 1:
         raise MalformedError("base64url text is not canonical")
     try:
-        return base64.b64decode(raw + b"=" * (-len(raw) % 4), altchars=b"-_", validate=True)
+        data = base64.b64decode(raw + b"=" * (-len(raw) % 4), altchars=b"-_", validate=True)
     except ValueError:
         raise MalformedError("base64url text holds invalid characters") from None
+    # One spelling per byte string: refuse set unused bits in the last character.
+    if base64.urlsafe_b64encode(data).rstrip(b"=") != raw:
+        raise MalformedError("base64url text is not canonical")
+    return data
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,7 @@ class PublicKey:
     # -- constructors ------------------------------------------------------------------
 
     @classmethod
-    def from_ed25519_raw(cls, raw: bytes) -> "PublicKey":
+    def from_ed25519_raw(cls, raw: bytes) -> PublicKey:
         if len(raw) != 32:
             raise MalformedError("an Ed25519 public key has 32 bytes")
         try:
@@ -95,7 +102,7 @@ class PublicKey:
         return cls(Algorithm.EDDSA, spki, impl)
 
     @classmethod
-    def from_crypto(cls, key: Any, alg: Algorithm | None = None) -> "PublicKey":
+    def from_crypto(cls, key: Any, alg: Algorithm | None = None) -> PublicKey:
         """From a pyca/cryptography public key object."""
         if isinstance(key, ed25519.Ed25519PublicKey):
             if alg not in (None, Algorithm.EDDSA):
@@ -121,7 +128,7 @@ class PublicKey:
         raise AlgorithmUnsupportedError(f"key type {type(key).__name__} is not accepted")
 
     @classmethod
-    def from_spki(cls, der: bytes, alg: Algorithm | None = None) -> "PublicKey":
+    def from_spki(cls, der: bytes, alg: Algorithm | None = None) -> PublicKey:
         try:
             key = serialization.load_der_public_key(der)
         except Exception:
@@ -129,7 +136,7 @@ class PublicKey:
         return cls.from_crypto(key, alg)
 
     @classmethod
-    def from_jwk(cls, jwk: Mapping[str, Any]) -> "PublicKey":
+    def from_jwk(cls, jwk: Mapping[str, Any]) -> PublicKey:
         """From a public JWK (OKP Ed25519 or EC P-256); private members are refused."""
         if not isinstance(jwk, Mapping):
             raise MalformedError("a JWK is a JSON object")
@@ -236,7 +243,7 @@ class PrivateKey:
     _impl: Any = field(repr=False, compare=False, hash=False)
 
     @classmethod
-    def generate(cls, alg: Algorithm = Algorithm.EDDSA) -> "PrivateKey":
+    def generate(cls, alg: Algorithm = Algorithm.EDDSA) -> PrivateKey:
         if alg is Algorithm.EDDSA:
             return cls(alg, nacl.signing.SigningKey.generate())
         if alg is Algorithm.ES256:
@@ -246,20 +253,22 @@ class PrivateKey:
         raise AlgorithmUnsupportedError(f"cannot generate {alg}")
 
     @classmethod
-    def from_ed25519_seed(cls, seed: bytes) -> "PrivateKey":
+    def from_ed25519_seed(cls, seed: bytes) -> PrivateKey:
         if len(seed) != 32:
             raise ValueError("an Ed25519 seed has 32 bytes")
         return cls(Algorithm.EDDSA, nacl.signing.SigningKey(seed))
 
     @classmethod
-    def from_p256_scalar(cls, scalar: bytes) -> "PrivateKey":
+    def from_p256_scalar(cls, scalar: bytes) -> PrivateKey:
         """Deterministic P-256 key from 32 bytes (for fixed test vectors)."""
         if len(scalar) != 32:
             raise ValueError("a P-256 scalar has 32 bytes")
-        return cls(Algorithm.ES256, ec.derive_private_key(int.from_bytes(scalar, "big"), ec.SECP256R1()))
+        return cls(
+            Algorithm.ES256, ec.derive_private_key(int.from_bytes(scalar, "big"), ec.SECP256R1())
+        )
 
     @classmethod
-    def from_pem(cls, pem: bytes, passphrase: bytes | None) -> "PrivateKey":
+    def from_pem(cls, pem: bytes, passphrase: bytes | None) -> PrivateKey:
         try:
             key = serialization.load_pem_private_key(pem, password=passphrase)
         except (ValueError, TypeError) as exc:
@@ -319,7 +328,9 @@ def base64_pem(label: str, der: bytes) -> str:
     return f"-----BEGIN {label}-----\n" + "\n".join(lines) + f"\n-----END {label}-----\n"
 
 
-def load_public_key(data: bytes | str | Mapping[str, Any], alg: Algorithm | None = None) -> PublicKey:
+def load_public_key(
+    data: bytes | str | Mapping[str, Any], alg: Algorithm | None = None
+) -> PublicKey:
     """Load a public key from PEM (key or certificate), DER (SPKI or certificate), a JWK, or
     32 raw Ed25519 bytes. Raises :class:`MalformedError` or :class:`AlgorithmUnsupportedError`."""
     if isinstance(data, Mapping):

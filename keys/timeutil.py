@@ -6,9 +6,9 @@ The clock is read once per request (``utcnow``) and passed down; tests pass fixe
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-UTC = timezone.utc
+UTC = UTC
 
 # Unix seconds outside this range are refused: before 2000 or after 2200 no real code exists,
 # and the bound keeps datetime conversions from overflowing on hostile input.

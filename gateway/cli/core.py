@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli._common import EXIT_OK, add_data_dir, add_json, data_dir_type, print_json
+from gateway.pki import TlsFiles
 from keys.errors import ConfigurationError
 from keys.keystore import KeyDirectory, passphrase_from_env
 from keys.timeutil import utcnow
@@ -42,8 +43,14 @@ async def _init(data_dir: Path, dev: bool, now: Any) -> dict[str, Any]:
             )
     finally:
         await store.close()
+    pki = data_dir / "pki"
+    if not (pki / "ca.key").exists():
+        from gateway.pki import DevCA
+
+        DevCA.create(pki, now).issue("server", server=True, now=now)
     return {
         "data_dir": str(data_dir),
+        "pki": str(pki),
         "dev": keys.dev,
         "regions": len(REGION_SPECS),
         "keys": [{"role": k.role.value, "kid": k.kid} for k in keys.public_keys()],
@@ -58,6 +65,8 @@ def cmd_init(opts: argparse.Namespace) -> int:
         print(f"initialised {result['data_dir']}: {result['regions']} partner regions")
         for key in result["keys"]:
             print(f"  gateway {key['role']} key {key['kid']}")
+        print(f"  TLS: a CA and server certificate in {result['pki']}")
+        print("  issue client certificates with: trustgw pki issue --data-dir DIR --role ...")
         if result["dev"]:
             print("WARNING: development mode: the gateway's private keys are NOT encrypted")
     return EXIT_OK
@@ -70,12 +79,20 @@ async def _serve(opts: argparse.Namespace) -> None:
     from gateway.server import Gateway, GatewayConfig, build_server
 
     config = GatewayConfig(
-        data_dir=opts.data_dir, listen=opts.listen, passphrase=passphrase_from_env()
+        data_dir=opts.data_dir,
+        listen=opts.listen,
+        passphrase=passphrase_from_env(),
+        tls=None if opts.insecure else server_tls(opts),
     )
+    if config.tls is not None:
+        config.tls.read()  # fail now, with a clear message, rather than at the first call
+    else:
+        log.warning("serving PLAINTEXT without client authentication: local development only")
     gateway = await Gateway.open(config)
-    running = await build_server(gateway, config.listen)
+    running = await build_server(gateway, config.listen, config.tls)
     host = config.listen.rsplit(":", 1)[0]
-    print(f"trustgw serving on {host}:{running.port}", flush=True)
+    mode = "plaintext (development)" if config.tls is None else "mutual TLS"
+    print(f"trustgw serving on {host}:{running.port} ({mode})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -88,6 +105,15 @@ async def _serve(opts: argparse.Namespace) -> None:
         await running.stop(config.grace)
     finally:
         await gateway.close()
+
+
+def server_tls(opts: argparse.Namespace) -> TlsFiles:
+    pki = opts.data_dir / "pki"
+    return TlsFiles(
+        cert=Path(opts.tls_cert) if opts.tls_cert else pki / "server.pem",
+        key=Path(opts.tls_key) if opts.tls_key else pki / "server.key",
+        ca=Path(opts.tls_ca) if opts.tls_ca else pki / "ca.pem",
+    )
 
 
 def cmd_serve(opts: argparse.Namespace) -> int:
@@ -114,6 +140,16 @@ def register(sub: Any) -> None:
     p = sub.add_parser("serve", help="run the gRPC gateway")
     add_data_dir(p)
     p.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)")
+    p.add_argument("--tls-cert", help="server certificate (default DATA_DIR/pki/server.pem)")
+    p.add_argument("--tls-key", help="server key (default DATA_DIR/pki/server.key)")
+    p.add_argument(
+        "--tls-ca", help="CA that issues client certificates (default DATA_DIR/pki/ca.pem)"
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve plaintext without client authentication (local development only)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="run a self-contained demonstration with 14 simulated partners")
