@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,8 +28,9 @@ from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.engine import Conversions, Decision, Recogniser
 from gateway.pki import Peer, Role, TlsFiles, UnauthenticatedError, peer_from_auth_context
+from keys.crypto import PrivateKey
 from keys.errors import GatewayError, StoreUnavailableError
-from keys.keystore import KeyDirectory
+from keys.keystore import MANIFEST, GatewayKeyInfo, KeyDirectory, KeyRole
 from keys.model import HOME_REGION, Mode
 from keys.pseudonym import Pseudonymiser
 from keys.registry import KeyRegistry
@@ -79,7 +81,11 @@ class Gateway:
     """A running gateway's state. Open with :meth:`open`, close with :meth:`close`."""
 
     def __init__(
-        self, store: SQLiteStore, registry: KeyRegistry, key_dir: KeyDirectory, refresh: float
+        self,
+        store: SQLiteStore,
+        registry: KeyRegistry,
+        key_dir: KeyDirectory,
+        config: GatewayConfig,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -87,12 +93,17 @@ class Gateway:
         self.conversions = Conversions(store)
         self.recogniser = Recogniser(
             lambda: self.registry.snapshot,
-            key_dir,
+            self,
             Pseudonymiser(key_dir.pseudonym_secret()),
             self.conversions,
         )
-        self._refresh_interval = refresh
+        self._config = config
+        self._key_dir_stamp = _stamp(config.key_dir)
         self._refresher: asyncio.Task[None] | None = None
+
+    def signer(self, role: KeyRole, now: datetime) -> tuple[GatewayKeyInfo, PrivateKey]:
+        """The gateway's current signing key for ``role`` (follows rotations without restart)."""
+        return self.key_dir.signer(role, now)
 
     @classmethod
     async def open(cls, config: GatewayConfig) -> Gateway:
@@ -100,9 +111,9 @@ class Gateway:
         store = await SQLiteStore.open(config.database)
         registry = KeyRegistry(store)
         await registry.load()
-        gateway = cls(store, registry, key_dir, config.refresh_interval)
+        gateway = cls(store, registry, key_dir, config)
         gateway.conversions.start()
-        gateway._refresher = asyncio.create_task(gateway._refresh_loop(), name="registry-refresh")
+        gateway._refresher = asyncio.create_task(gateway._refresh_loop(), name="refresh")
         return gateway
 
     async def close(self) -> None:
@@ -114,14 +125,43 @@ class Gateway:
         await self.store.close()
 
     async def _refresh_loop(self) -> None:
-        """Pick up registry changes made by the CLI or other replicas, without a restart."""
+        """Pick up changes made by the CLI, partners or other replicas, without a restart."""
         while True:
-            await asyncio.sleep(self._refresh_interval)
+            await asyncio.sleep(self._config.refresh_interval)
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        """Reload the registry snapshot and the key directory when they changed.
+
+        A failed reload keeps serving with what was loaded before and says so in the log.
+        """
+        try:
+            if await self.registry.refresh_if_changed():
+                log.info("registry reloaded, version %s", self.registry.snapshot.version)
+        except StoreUnavailableError as exc:
+            log.warning("registry refresh failed: %s", exc)
+        stamp = _stamp(self._config.key_dir)
+        if stamp != self._key_dir_stamp:
             try:
-                if await self.registry.refresh_if_changed():
-                    log.info("registry reloaded, version %s", self.registry.snapshot.version)
-            except StoreUnavailableError as exc:
-                log.warning("registry refresh failed: %s", exc)
+                # Decrypting keys is slow (scrypt): keep it off the event loop.
+                key_dir = await asyncio.to_thread(
+                    KeyDirectory.open, self._config.key_dir, passphrase=self._config.passphrase
+                )
+            except GatewayError as exc:
+                log.warning("key directory reload failed, keeping the loaded keys: %s", exc)
+                return
+            self.key_dir = key_dir
+            self._key_dir_stamp = stamp
+            log.info("gateway keys reloaded: %s", [k.kid for k in key_dir.public_keys()])
+
+
+def _stamp(key_dir: Path) -> tuple[int, int]:
+    """Changes whenever the key directory's manifest is replaced."""
+    try:
+        st = (key_dir / MANIFEST).stat()
+    except OSError:
+        return (0, 0)
+    return (st.st_mtime_ns, st.st_ino)
 
 
 # --- error mapping: one place -----------------------------------------------------------------

@@ -155,6 +155,42 @@ def cmd_keys_revoke(opts: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _duration(value: str) -> timedelta:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if value[-1:] in units:
+            return timedelta(seconds=float(value[:-1]) * units[value[-1]])
+        return timedelta(seconds=float(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a duration like 90s, 15m, 1h, 2d"
+        ) from None
+
+
+def cmd_keys_rotate(opts: argparse.Namespace) -> int:
+    from keys.keystore import KeyRole
+
+    now = utcnow()
+    key_dir = KeyDirectory.open(opts.data_dir / "keys", passphrase=passphrase_from_env())
+    info = key_dir.rotate(
+        KeyRole(opts.role), now, activate_at=now + opts.activate_in, validity=opts.validity
+    )
+    result = {
+        "role": info.role.value,
+        "kid": info.kid,
+        "not_before": to_iso(info.not_before),
+        "not_after": to_iso(info.not_after),
+    }
+    if opts.json:
+        print_json(result)
+    else:
+        print(
+            f"new {result['role']} key {result['kid']}: published now, signs from "
+            f"{result['not_before']}; the previous key stays published for verification"
+        )
+    return EXIT_OK
+
+
 def register(sub: Any) -> None:
     keys = sub.add_parser("keys", help="the gateway's keys and partners' signing keys")
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
@@ -181,3 +217,18 @@ def register(sub: Any) -> None:
     p.add_argument("--kid", required=True)
     p.add_argument("--at", type=time_type, help="compromise time (default now)")
     p.set_defaults(func=cmd_keys_revoke)
+    from keys.keystore import KeyRole
+
+    p = ksub.add_parser("rotate", help="rotate one of the gateway's own keys")
+    add_data_dir(p)
+    p.add_argument("--role", required=True, choices=[r.value for r in KeyRole])
+    p.add_argument(
+        "--activate-in",
+        type=_duration,
+        default=timedelta(0),
+        help="publish now, sign from this much later (e.g. 1h) so verifiers fetch it first "
+        "(default: at once)",
+    )
+    p.add_argument("--validity", type=_duration, default=timedelta(days=365), help="(default 365d)")
+    add_json(p)
+    p.set_defaults(func=cmd_keys_rotate)
