@@ -36,8 +36,8 @@ from nacl.signing import SigningKey, VerifyKey
 if __package__ in (None, ""):  # run as a script: make the repo's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.api.v1 import recognition_pb2 as pb  # noqa: E402
-from gateway.api.v1 import recognition_pb2_grpc as pb_grpc  # noqa: E402
+from gateway.api.v1 import recognition_pb2 as pb
+from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 
 PREFIX = "IDL1:"
 ATTEST_KID = "ideal-attest"
@@ -69,7 +69,7 @@ def issue_code(
     code_id: str,
     length: int,
 ) -> str:
-    """An IDL1 code padded (with a ``pad`` field) to exactly ``length`` characters when it can be."""
+    """An IDL1 code, padded (``pad`` field) to exactly ``length`` characters when it can be."""
     claims: dict[str, object] = {
         "v": 1,
         "region": "999999",
@@ -183,12 +183,12 @@ class IdealService(pb_grpc.RecognitionServiceServicer):
             valid_until=claims["exp"],
         )
 
-    async def Recognise(  # noqa: N802 (gRPC method name)
+    async def Recognise(
         self, request: pb.RecogniseRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecogniseResponse:
         return self._decide(request)
 
-    async def RecogniseStream(  # noqa: N802
+    async def RecogniseStream(
         self,
         request_iterator: AsyncIterator[pb.RecogniseRequest],
         context: grpc.aio.ServicerContext,
@@ -197,10 +197,24 @@ class IdealService(pb_grpc.RecognitionServiceServicer):
             yield self._decide(request)
 
 
-async def serve(listen: str, verify_key: VerifyKey, signing_key: SigningKey) -> None:
+async def serve(
+    listen: str,
+    verify_key: VerifyKey,
+    signing_key: SigningKey,
+    tls: tuple[bytes, bytes, bytes] | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT; with ``tls`` (cert, key, CA PEM) over mutual TLS, like the
+    gateway (client certificates are required but, unlike the gateway, their role is not read)."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
     pb_grpc.add_RecognitionServiceServicer_to_server(IdealService(verify_key, signing_key), server)
-    port = server.add_insecure_port(listen)
+    if tls is None:
+        port = server.add_insecure_port(listen)
+    else:
+        cert, key, ca = tls
+        credentials = grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=ca, require_client_auth=True
+        )
+        port = server.add_secure_port(listen, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()
@@ -218,9 +232,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--listen", default="127.0.0.1:0")
     parser.add_argument("--verify-key", required=True, help="issuer's Ed25519 public key, hex")
     parser.add_argument("--signing-seed", help="reply key seed, hex (default: random)")
+    parser.add_argument("--tls-cert", type=Path, help="server certificate (PEM): mutual TLS")
+    parser.add_argument("--tls-key", type=Path, help="server key (PEM)")
+    parser.add_argument("--tls-ca", type=Path, help="CA of the client certificates (PEM)")
     opts = parser.parse_args(argv)
     seed = bytes.fromhex(opts.signing_seed) if opts.signing_seed else os.urandom(32)
-    asyncio.run(serve(opts.listen, VerifyKey(bytes.fromhex(opts.verify_key)), SigningKey(seed)))
+    tls = None
+    if opts.tls_cert:
+        tls = (opts.tls_cert.read_bytes(), opts.tls_key.read_bytes(), opts.tls_ca.read_bytes())
+    asyncio.run(
+        serve(opts.listen, VerifyKey(bytes.fromhex(opts.verify_key)), SigningKey(seed), tls)
+    )
     return 0
 
 

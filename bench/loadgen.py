@@ -220,14 +220,30 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
 class Target:
     """One server under test: its channels and its process id (for CPU accounting)."""
 
-    def __init__(self, name: str, address: str, pid: int, channels: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        pid: int,
+        channels: int,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.name = name
         self.pid = pid
-        self.channels = [
-            grpc.aio.insecure_channel(address, options=channel_options()) for _ in range(channels)
-        ]
+        if credentials is None:
+            self.channels = [
+                grpc.aio.insecure_channel(address, options=channel_options())
+                for _ in range(channels)
+            ]
+        else:
+            self.channels = [
+                grpc.aio.secure_channel(address, credentials, options=channel_options())
+                for _ in range(channels)
+            ]
         self._unary = [
-            ch.unary_unary(UNARY_METHOD, request_serializer=_identity, response_deserializer=_identity)
+            ch.unary_unary(
+                UNARY_METHOD, request_serializer=_identity, response_deserializer=_identity
+            )
             for ch in self.channels
         ]
 
@@ -265,7 +281,9 @@ class Target:
             ]
         elif form == "stream":
             workers = [
-                _stream_worker(self.channels[i % len(self.channels)], cursor, stats, deadline, window)
+                _stream_worker(
+                    self.channels[i % len(self.channels)], cursor, stats, deadline, window
+                )
                 for i in range(streams)
             ]
         else:

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import re
+import shlex
 import signal
 import statistics
 import subprocess
@@ -27,20 +28,21 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from a checkout that is not installed
     sys.path.insert(0, str(ROOT))
 
+import grpc  # noqa: E402
 from nacl.signing import SigningKey  # noqa: E402
 
 from adapters.simulator import PartnerSimulator  # noqa: E402
 from bench import ideal_server  # noqa: E402
 from bench.loadgen import RunResult, Target  # noqa: E402
 from bench.workload import GatewayCodes, Request, interleave, requests_from  # noqa: E402
-from gateway.demo import prepare  # noqa: E402
+from gateway.demo import make_pki, prepare  # noqa: E402
+from gateway.pki import TlsFiles  # noqa: E402
 from keys.timeutil import utcnow  # noqa: E402
 
 GOAL = 0.85  # the project's target: gateway throughput at least this share of the ideal's
@@ -67,7 +69,9 @@ def _pin_and_tie(core: int | None) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
 
-def spawn(name: str, argv: Sequence[str], core: int | None, log_dir: Path, timeout: float = 60) -> Child:
+def spawn(
+    name: str, argv: Sequence[str], core: int | None, log_dir: Path, timeout: float = 60
+) -> Child:
     """Start a server process and wait for its ``serving on HOST:PORT`` line."""
     log = log_dir / f"{name}.log"
     env = dict(os.environ)
@@ -80,7 +84,7 @@ def spawn(name: str, argv: Sequence[str], core: int | None, log_dir: Path, timeo
             stderr=subprocess.STDOUT,
             cwd=ROOT,
             env=env,
-            preexec_fn=lambda: _pin_and_tie(core),  # noqa: PLW1509 (no threads yet)
+            preexec_fn=lambda: _pin_and_tie(core),
             start_new_session=True,  # Ctrl-C reaches only us; we stop the children
         )
     child = Child(name, proc, "", log)
@@ -127,25 +131,58 @@ class Options:
     server_core: int | None
     client_core: int | None
     verbose: bool
+    serve_cmd: str
+    tls: bool
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, help="measured seconds per run (default 6; quick 2)")
-    p.add_argument("--rounds", type=int, help="rounds of gateway/ideal runs per form (default 3; quick 2)")
-    p.add_argument("--warmup", type=float, help="warm-up seconds before each run (default 1; quick 0.5)")
-    p.add_argument("--concurrency", type=int, default=48, help="unary calls in flight (default %(default)s)")
-    p.add_argument("--channels", type=int, default=1, help="client channels per server (default %(default)s)")
-    p.add_argument("--streams", type=int, default=4, help="bidi streams (default %(default)s)")
-    p.add_argument("--window", type=int, default=32, help="messages in flight per stream (default %(default)s)")
     p.add_argument(
-        "--fresh", type=float, default=0.2,
-        help="share of gateway requests carrying a code it has not seen before (default %(default)s)",
+        "--rounds", type=int, help="rounds of gateway/ideal runs per form (default 3; quick 2)"
     )
-    p.add_argument("--pool", type=int, help="distinct codes seen again and again (default 2000; quick 700)")
-    p.add_argument("--server-core", type=int, help="core for the servers (default: the first allowed)")
-    p.add_argument("--client-core", type=int, help="core for the load generator (default: the second)")
-    p.add_argument("--quick", action="store_true", help="short smoke run (about 40 s)")
+    p.add_argument(
+        "--warmup", type=float, help="warm-up seconds before each run (default 1; quick 0.5)"
+    )
+    p.add_argument(
+        "--concurrency", type=int, default=48, help="unary calls in flight (default %(default)s)"
+    )
+    p.add_argument(
+        "--channels", type=int, default=1, help="client channels per server (default %(default)s)"
+    )
+    p.add_argument("--streams", type=int, default=4, help="bidi streams (default %(default)s)")
+    p.add_argument(
+        "--window", type=int, default=32, help="messages in flight per stream (default %(default)s)"
+    )
+    p.add_argument(
+        "--fresh",
+        type=float,
+        default=0.2,
+        help="share of gateway requests carrying a code it has not seen before "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--pool", type=int, help="distinct codes seen again and again (default 2000; quick 700)"
+    )
+    p.add_argument(
+        "--server-core", type=int, help="core for the servers (default: the first allowed)"
+    )
+    p.add_argument(
+        "--client-core", type=int, help="core for the load generator (default: the second)"
+    )
+    p.add_argument(
+        "--serve-cmd",
+        default=f"{sys.executable} -m gateway.cli serve",
+        help="command that starts the gateway; --data-dir and --listen are appended "
+        "(default: this Python's 'python -m gateway.cli serve')",
+    )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="both servers over mutual TLS with a development CA (default: both plaintext, "
+        "the gateway with --insecure)",
+    )
+    p.add_argument("--quick", action="store_true", help="short smoke run (about 30 s)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every run as it finishes")
     a = p.parse_args(argv)
     quick = a.quick
@@ -163,6 +200,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         server_core=a.server_core,
         client_core=a.client_core,
         verbose=a.verbose,
+        serve_cmd=a.serve_cmd,
+        tls=a.tls,
     )
     if opts.duration <= 0 or opts.rounds < 1 or opts.concurrency < 1 or opts.streams < 1:
         p.error("--duration, --rounds, --concurrency and --streams must be positive")
@@ -178,8 +217,16 @@ def choose_cores(opts: Options) -> tuple[int | None, int | None, str]:
         client = opts.client_core if opts.client_core is not None else allowed[-1]
         return server, client, f"servers on core {server}, load generator on core {client}"
     if len(allowed) < 2:
-        return None, None, "WARNING: only one core available: nothing pinned, figures are not comparable"
-    return allowed[0], allowed[1], f"servers on core {allowed[0]}, load generator on core {allowed[1]}"
+        return (
+            None,
+            None,
+            "WARNING: only one core available: nothing pinned, figures are not comparable",
+        )
+    return (
+        allowed[0],
+        allowed[1],
+        f"servers on core {allowed[0]}, load generator on core {allowed[1]}",
+    )
 
 
 # --- running --------------------------------------------------------------------------------------
@@ -190,8 +237,9 @@ def say(*parts: object) -> None:
 
 
 class Bench:
-    def __init__(self, opts: Options, codes: GatewayCodes, gw_pool: list[Request],
-                 ideal_pool: list[Request]) -> None:
+    def __init__(
+        self, opts: Options, codes: GatewayCodes, gw_pool: list[Request], ideal_pool: list[Request]
+    ) -> None:
         self.opts = opts
         self.codes = codes
         self.gw_pool = gw_pool
@@ -200,20 +248,31 @@ class Bench:
         self.results: dict[tuple[str, str], list[RunResult]] = {}
         self.fresh_every = round(1 / opts.fresh) if opts.fresh > 0 else 0
         self.generate_seconds = 0.0
+        self.side_failures = 0  # failures while priming and warming up (not in any figure)
 
-    async def run(self, target: Target, form: str, requests: Sequence[Request], duration: float,
-                  **kw: object) -> RunResult:
+    async def run(
+        self, target: Target, form: str, requests: Sequence[Request], duration: float, **kw: object
+    ) -> RunResult:
         o = self.opts
-        return await target.run(form, requests, duration, concurrency=o.concurrency,
-                                streams=o.streams, window=o.window, **kw)  # type: ignore[arg-type]
+        return await target.run(
+            form,
+            requests,
+            duration,
+            concurrency=o.concurrency,
+            streams=o.streams,
+            window=o.window,
+            **kw,
+        )  # type: ignore[arg-type]
 
     async def prime(self, gateway: Target, ideal: Target) -> None:
         """Send every pool code once (the gateway converts and caches them), then warm each
         server in each form; the gateway's warm-up rates size the fresh codes of its runs."""
         t = time.perf_counter()
         first = await self.run(gateway, "stream", self.gw_pool, 120, limit=len(self.gw_pool))
-        say(f"  primed the gateway with {len(self.gw_pool)} pool codes in "
-            f"{time.perf_counter() - t:.1f}s ({first.failures} failures)")
+        say(
+            f"  primed the gateway with {len(self.gw_pool)} pool codes in "
+            f"{time.perf_counter() - t:.1f}s ({first.failures} failures)"
+        )
         self.check_failures(first, "priming")
         for form in FORMS:
             for target, pool in ((gateway, self.gw_pool), (ideal, self.ideal_pool)):
@@ -223,9 +282,13 @@ class Bench:
                     self.estimates[form] = warm.rps
 
     def check_failures(self, result: RunResult, what: str) -> None:
+        if what != "measured":
+            self.side_failures += result.failures
         if result.failures:
-            say(f"  ! {what} {result.target} {result.form}: {result.failures} failures "
-                f"{result.errors} {'; '.join(result.examples)}")
+            say(
+                f"  ! {what} {result.target} {result.form}: {result.failures} failures "
+                f"{result.errors} {'; '.join(result.examples)}"
+            )
 
     def gateway_requests(self, form: str) -> list[Request]:
         if not self.fresh_every:
@@ -249,31 +312,45 @@ class Bench:
                     else:
                         requests = pool = self.ideal_pool
                     if o.warmup > 0:
-                        await self.run(target, form, pool, o.warmup, record=False)
+                        warm = await self.run(target, form, pool, o.warmup)
+                        self.check_failures(warm, f"round {r + 1} warm-up")
                     result = await self.run(target, form, requests, o.duration)
-                    self.check_failures(result, f"round {r + 1}")
+                    self.check_failures(result, "measured")
                     if target is gateway:
                         self.estimates[form] = result.rps
                     self.results.setdefault((target.name, form), []).append(result)
                     if o.verbose:
-                        say(f"  round {r + 1} {form:6} {target.name:7} {result.rps:8.0f}/s "
+                        say(
+                            f"  round {r + 1} {form:6} {target.name:7} {result.rps:8.0f}/s "
                             f"p50 {result.p50_ms:6.1f}ms p99 {result.p99_ms:6.1f}ms "
-                            f"server cpu {result.server_cpu:4.0%} client cpu {result.client_cpu:4.0%}"
-                            + (f" new conversions {result.new_conversions}" if target is gateway else ""))
-                say(f"  round {r + 1}/{o.rounds} {form}: gateway "
+                            f"server cpu {result.server_cpu:4.0%} "
+                            f"client cpu {result.client_cpu:4.0%}"
+                            + (
+                                f" new conversions {result.new_conversions}"
+                                if target is gateway
+                                else ""
+                            )
+                        )
+                say(
+                    f"  round {r + 1}/{o.rounds} {form}: gateway "
                     f"{self.results[('gateway', form)][-1].rps:.0f}/s, ideal "
-                    f"{self.results[('ideal', form)][-1].rps:.0f}/s")
+                    f"{self.results[('ideal', form)][-1].rps:.0f}/s"
+                )
 
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def report(bench: Bench, opts: Options, cores: str, started: float, code_lengths: tuple[float, float]) -> dict[str, object]:
+def report(
+    bench: Bench, opts: Options, cores: str, started: float, code_lengths: tuple[float, float]
+) -> dict[str, object]:
     out: dict[str, object] = {}
     say("")
-    say(f"{'form':7}{'server':9}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'srv cpu':>9}"
-        f"{'cli cpu':>9}{'errors':>8}   per round req/s")
+    say(
+        f"{'form':7}{'server':9}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'srv cpu':>9}"
+        f"{'cli cpu':>9}{'errors':>8}   per round req/s"
+    )
     errors = 0
     for form in FORMS:
         for name in ("gateway", "ideal"):
@@ -285,8 +362,10 @@ def report(bench: Bench, opts: Options, cores: str, started: float, code_lengths
             cli = median([r.client_cpu for r in runs])
             failed = sum(r.failures for r in runs)
             errors += failed
-            say(f"{form:7}{name:9}{rps:9.0f}{p50:9.2f}{p99:9.2f}{srv:9.0%}{cli:9.0%}{failed:8d}   "
-                + " ".join(f"{r.rps:.0f}" for r in runs))
+            say(
+                f"{form:7}{name:9}{rps:9.0f}{p50:9.2f}{p99:9.2f}{srv:9.0%}{cli:9.0%}{failed:8d}   "
+                + " ".join(f"{r.rps:.0f}" for r in runs)
+            )
             prefix = f"{form}_" if name == "gateway" else f"ideal_{form}_"
             out[f"{prefix}rps"] = round(rps, 1)
             out[f"{prefix}p50_ms"] = round(p50, 3)
@@ -298,27 +377,43 @@ def report(bench: Bench, opts: Options, cores: str, started: float, code_lengths
     for form in FORMS:
         gw, ideal = bench.results[("gateway", form)], bench.results[("ideal", form)]
         ratio = median([r.rps for r in gw]) / median([r.rps for r in ideal])
-        per_round = [g.rps / i.rps for g, i in zip(gw, ideal)]
+        per_round = [g.rps / i.rps for g, i in zip(gw, ideal, strict=True)]
         verdict = "meets" if ratio >= GOAL else "BELOW"
-        say(f"{form} ratio gateway/ideal: {ratio:.2f} ({verdict} the {GOAL} goal; per round "
-            + " ".join(f"{x:.2f}" for x in per_round) + ")")
+        say(
+            f"{form} ratio gateway/ideal: {ratio:.2f} ({verdict} the {GOAL} goal; per round "
+            + " ".join(f"{x:.2f}" for x in per_round)
+            + ")"
+        )
         out[f"{form}_ratio"] = round(ratio, 3)
         out[f"{form}_ratio_per_round"] = [round(x, 3) for x in per_round]
         # The ideal server should keep its core busy; if it did not while the client's core
         # was, the load generator was the limit and the ideal figure (so the ratio) is off.
-        if median([r.server_cpu for r in ideal]) < 0.85 and median([r.client_cpu for r in ideal]) > 0.9:
+        if (
+            median([r.server_cpu for r in ideal]) < 0.85
+            and median([r.client_cpu for r in ideal]) > 0.9
+        ):
             client_bound.append(form)
     news = [r.new_conversions for form in FORMS for r in bench.results[("gateway", form)]]
-    wrapped = any(r.fresh_wrapped for form in FORMS for r in bench.results[("gateway", form)])
-    say(f"new conversions per gateway run: {min(news)}–{max(news)} "
-        f"({opts.fresh:.0%} of requests carry an unseen code, the rest repeat a pool of {opts.pool})"
-        + ("; some runs ran out of fresh codes and repeated them" if wrapped else ""))
+    wrapped = opts.fresh > 0 and any(
+        r.fresh_wrapped for form in FORMS for r in bench.results[("gateway", form)]
+    )
+    say(
+        f"new conversions per gateway run: {min(news)} to {max(news)} "
+        f"({opts.fresh:.0%} of requests carry an unseen code, "
+        f"the rest repeat a pool of {opts.pool})"
+        + ("; some runs ran out of fresh codes and repeated them" if wrapped else "")
+    )
     say(f"code length: gateway mean {code_lengths[0]:.0f} chars, ideal {code_lengths[1]:.0f} chars")
     say(cores)
     if client_bound:
-        say(f"WARNING: the load generator saturated its core before the ideal server did "
+        say(
+            f"WARNING: the load generator saturated its core before the ideal server did "
             f"({', '.join(client_bound)}): the ideal figures are a lower bound and the ratios "
-            f"overstate the gateway")
+            f"overstate the gateway"
+        )
+    if bench.side_failures:
+        say(f"WARNING: {bench.side_failures} failed or unexpected replies while warming up")
+        errors += bench.side_failures
     if errors:
         say(f"WARNING: {errors} failed or unexpected replies (see the lines marked '!')")
     total = time.perf_counter() - started
@@ -342,6 +437,7 @@ def report(bench: Bench, opts: Options, cores: str, started: float, code_lengths
         ideal_code_chars=round(code_lengths[1]),
         cpu_count=os.cpu_count(),
         pinned=cores.startswith("servers on"),
+        tls=opts.tls,
         total_s=round(total, 1),
     )
     return out
@@ -357,9 +453,17 @@ def children() -> Iterator[list[Child]]:
             stop(child)
 
 
-async def drive(bench: Bench, gw: Child, ideal: Child, channels: int) -> None:
-    gateway = Target("gateway", gw.address, gw.proc.pid, channels)
-    ideal_target = Target("ideal", ideal.address, ideal.proc.pid, channels)
+async def drive(
+    bench: Bench, gw: Child, ideal: Child, channels: int, client_tls: TlsFiles | None
+) -> None:
+    credentials = None
+    if client_tls is not None:
+        cert, key, ca = client_tls.read()
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=ca, private_key=key, certificate_chain=cert
+        )
+    gateway = Target("gateway", gw.address, gw.proc.pid, channels, credentials)
+    ideal_target = Target("ideal", ideal.address, ideal.proc.pid, channels, credentials)
     try:
         await gateway.ready()
         await ideal_target.ready()
@@ -375,10 +479,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
     server_core, client_core, cores = choose_cores(opts)
-    say(f"trustgw bench: {opts.rounds} rounds x {opts.duration:g}s per form and server "
+    say(
+        f"trustgw bench: {opts.rounds} rounds x {opts.duration:g}s per form and server "
         f"(+{opts.warmup:g}s warm-up each); unary {opts.concurrency} in flight on "
         f"{opts.channels} channel(s); {opts.streams} streams x {opts.window} in flight; "
-        f"{os.cpu_count()} cpus; {cores}")
+        f"{os.cpu_count()} cpus; {cores}; " + ("mutual TLS" if opts.tls else "plaintext")
+    )
     with tempfile.TemporaryDirectory(prefix="trustgw-bench-") as tmp, children() as procs:
         tmpdir = Path(tmp)
         data_dir = tmpdir / "data"
@@ -392,40 +498,82 @@ def main(argv: Sequence[str] | None = None) -> int:
         gw_len = statistics.mean(len(_code_of(r)) for r in gw_pool)
         issuer_key, reply_seed = SigningKey.generate(), os.urandom(32)
         ideal_codes = ideal_server.make_codes(
-            issuer_key, opts.pool, round(gw_len), int(now.timestamp()),
+            issuer_key,
+            opts.pool,
+            round(gw_len),
+            int(now.timestamp()),
             non_green=codes.mix.non_green,
         )
         ideal_pool = requests_from(ideal_codes, "i")
         ideal_len = statistics.mean(len(c) for c, _ in ideal_codes)
-        say(f"  {len(gw_pool)} pool codes from {len(regions)} regions "
-            f"(mean {gw_len:.0f} chars); ideal codes {ideal_len:.0f} chars")
+        say(
+            f"  {len(gw_pool)} pool codes from {len(regions)} regions "
+            f"(mean {gw_len:.0f} chars); ideal codes {ideal_len:.0f} chars"
+        )
 
-        procs.append(spawn(
-            "gateway",
-            [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(data_dir),
-             "--listen", "127.0.0.1:0"],
-            server_core, tmpdir,
-        ))
-        procs.append(spawn(
-            "ideal",
-            [sys.executable, str(ROOT / "bench" / "ideal_server.py"), "--listen", "127.0.0.1:0",
-             "--verify-key", issuer_key.verify_key.encode().hex(), "--signing-seed", reply_seed.hex()],
-            server_core, tmpdir,
-        ))
-        say(f"  gateway pid {procs[0].proc.pid} on {procs[0].address}; "
-            f"ideal pid {procs[1].proc.pid} on {procs[1].address}")
+        if opts.tls:
+            server_tls, client_tls = make_pki(tmpdir / "pki", now)
+            tls_args = [
+                "--tls-cert",
+                str(server_tls.cert),
+                "--tls-key",
+                str(server_tls.key),
+                "--tls-ca",
+                str(server_tls.ca),
+            ]
+        else:
+            client_tls, tls_args = None, []
+        procs.append(
+            spawn(
+                "gateway",
+                [
+                    *shlex.split(opts.serve_cmd),
+                    "--data-dir",
+                    str(data_dir),
+                    "--listen",
+                    "127.0.0.1:0",
+                    *(tls_args or ["--insecure"]),
+                ],
+                server_core,
+                tmpdir,
+            )
+        )
+        procs.append(
+            spawn(
+                "ideal",
+                [
+                    sys.executable,
+                    str(ROOT / "bench" / "ideal_server.py"),
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--verify-key",
+                    issuer_key.verify_key.encode().hex(),
+                    "--signing-seed",
+                    reply_seed.hex(),
+                    *tls_args,
+                ],
+                server_core,
+                tmpdir,
+            )
+        )
+        say(
+            f"  gateway pid {procs[0].proc.pid} on {procs[0].address}; "
+            f"ideal pid {procs[1].proc.pid} on {procs[1].address}"
+        )
         if client_core is not None:
             os.sched_setaffinity(0, {client_core})  # before any client thread exists
         bench = Bench(opts, codes, gw_pool, ideal_pool)
         try:
-            asyncio.run(drive(bench, procs[0], procs[1], opts.channels))
+            asyncio.run(drive(bench, procs[0], procs[1], opts.channels, client_tls))
         except KeyboardInterrupt:
             say("interrupted: stopping the servers")
             return 130
         for child in procs:
             if child.proc.poll() is not None:
-                say(f"WARNING: {child.name} exited early with {child.proc.returncode}; "
-                    f"its output:\n{child.log.read_text(errors='replace')[-2000:]}")
+                say(
+                    f"WARNING: {child.name} exited early with {child.proc.returncode}; "
+                    f"its output:\n{child.log.read_text(errors='replace')[-2000:]}"
+                )
         say(f"  generated fresh codes in {bench.generate_seconds:.1f}s between runs")
         summary = report(bench, opts, cores, started, (gw_len, ideal_len))
     print(json.dumps(summary, sort_keys=True), flush=True)

@@ -1,4 +1,4 @@
-"""The benchmark's requests: realistic partner codes for the gateway, IDL1 codes for the ideal server.
+"""The benchmark's requests: realistic partner codes for the gateway, IDL1 codes for the ideal.
 
 Requests are serialised up front (``RecogniseRequest`` bytes) so that the load generator only
 sends bytes and parses replies. Each request carries the reason its reply must have.
