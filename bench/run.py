@@ -1,7 +1,7 @@
 """Benchmark the gateway against an ideal server, unary and streaming, on this machine.
 
-    python bench/run.py            # defaults: about two minutes
-    python bench/run.py --quick    # a smoke run of about forty seconds
+    python bench/run.py            # defaults: about 100 seconds
+    python bench/run.py --quick    # a smoke run of about thirty seconds
 
 Starts ``trustgw serve`` (on a fresh development data directory with the 14 simulated partners)
 and ``bench/ideal_server.py`` as separate processes pinned to one core, drives them from this
