@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -27,6 +28,7 @@ from adapters.base import Colour
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.engine import Conversions, Decision, Recogniser
+from gateway.observability import Metrics, RequestInterceptor
 from gateway.pki import Peer, Role, TlsFiles, UnauthenticatedError, peer_from_auth_context
 from keys.crypto import PrivateKey
 from keys.errors import GatewayError, StoreUnavailableError
@@ -67,6 +69,7 @@ class GatewayConfig:
     refresh_interval: float = 0.5  # seconds between registry change checks
     grace: float = 5.0  # seconds to drain in-flight calls on shutdown
     tls: TlsFiles | None = None  # None: plaintext, for local development only
+    metrics_listen: str | None = None  # HOST:PORT of the Prometheus endpoint, None: off
 
     @property
     def database(self) -> Path:
@@ -100,6 +103,10 @@ class Gateway:
         self._config = config
         self._key_dir_stamp = _stamp(config.key_dir)
         self._refresher: asyncio.Task[None] | None = None
+        self.metrics = Metrics()
+        self.healthy = True
+        self.unhealthy_reason = ""
+        self._metrics_updated = 0.0
 
     def signer(self, role: KeyRole, now: datetime) -> tuple[GatewayKeyInfo, PrivateKey]:
         """The gateway's current signing key for ``role`` (follows rotations without restart)."""
@@ -112,6 +119,8 @@ class Gateway:
         registry = KeyRegistry(store)
         await registry.load()
         gateway = cls(store, registry, key_dir, config)
+        await gateway.check_health()
+        gateway.update_key_metrics()
         gateway.conversions.start()
         gateway._refresher = asyncio.create_task(gateway._refresh_loop(), name="refresh")
         return gateway
@@ -153,6 +162,42 @@ class Gateway:
             self.key_dir = key_dir
             self._key_dir_stamp = stamp
             log.info("gateway keys reloaded: %s", [k.kid for k in key_dir.public_keys()])
+            self._metrics_updated = 0.0
+        await self.check_health()
+        if time.monotonic() - self._metrics_updated > 30:
+            self.update_key_metrics()
+
+    async def check_health(self) -> None:
+        """SERVING needs a reachable store and signing keys valid now."""
+        now = utcnow()
+        reason = ""
+        try:
+            await self.store.ping()
+        except StoreUnavailableError as exc:
+            reason = f"store unreachable: {exc}"
+        if not reason:
+            for role in (KeyRole.ATTEST, KeyRole.ISSUE):
+                try:
+                    self.key_dir.signer(role, now)
+                except GatewayError as exc:
+                    reason = f"no valid {role.value} key: {exc}"
+                    break
+        if bool(reason) == self.healthy:  # a change: say it once
+            if reason:
+                log.error("gateway NOT SERVING: %s", reason)
+            else:
+                log.warning("gateway serving again")
+        self.healthy = not reason
+        self.unhealthy_reason = reason
+
+    def update_key_metrics(self) -> None:
+        now = utcnow()
+        rows = [("gateway", i.role.value, i.kid, i.not_after) for i in self.key_dir.public_keys()]
+        snapshot = self.registry.snapshot
+        rows += [(k.region, "code-signing", k.kid, k.not_after) for k in snapshot.keys()]
+        self.metrics.set_key_expiry(rows, now)
+        self.metrics.registry_version.set(snapshot.version)
+        self._metrics_updated = time.monotonic()
 
 
 def _stamp(key_dir: Path) -> tuple[int, int]:
@@ -266,6 +311,15 @@ class RecognitionService(pb_grpc.RecognitionServiceServicer):
         decision = await self._gateway.recogniser.recognise(
             request.code, utcnow(), request.region_hint
         )
+        metrics = self._gateway.metrics
+        metrics.recognitions.labels(
+            decision.region or "-",
+            decision.mode.value if decision.mode else "-",
+            "recognised" if decision.recognised else "refused",
+            decision.reason,
+        ).inc()
+        if decision.converted is not None:
+            metrics.conversions.labels(decision.region).inc()
         return decision_to_proto(request.request_id, decision)
 
     async def Recognise(
@@ -327,13 +381,54 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
+    watcher: asyncio.Task[None] | None = None
+    metrics_port: int | None = None
+    _metrics_server: Any = None
 
     async def stop(self, grace: float | None) -> None:
+        """Turn health to NOT_SERVING, then drain in-flight calls for up to ``grace`` seconds."""
+        if self.watcher is not None:
+            self.watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.watcher
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
 
 
-async def build_server(gateway: Gateway, listen: str, tls: TlsFiles | None = None) -> RunningServer:
+async def _watch_health(gateway: Gateway, servicer: health.aio.HealthServicer) -> None:
+    serving = True
+    while True:
+        await asyncio.sleep(0.25)
+        if gateway.healthy != serving:
+            serving = gateway.healthy
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if serving
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            await servicer.set("", status)
+            await servicer.set(SERVICE_NAME, status)
+
+
+def _start_metrics(listen: str, gateway: Gateway) -> tuple[Any, int]:
+    from prometheus_client import start_http_server
+
+    host, _, port = listen.rpartition(":")
+    server, _thread = start_http_server(
+        int(port), addr=host or "127.0.0.1", registry=gateway.metrics.registry
+    )
+    return server, server.server_port
+
+
+async def build_server(
+    gateway: Gateway,
+    listen: str,
+    tls: TlsFiles | None = None,
+    metrics_listen: str | None = None,
+) -> RunningServer:
     """Create and start the server on ``listen`` (``host:0`` picks a free port).
 
     With ``tls``, every client must present a certificate issued by ``tls.ca`` (mutual TLS);
@@ -344,7 +439,7 @@ async def build_server(gateway: Gateway, listen: str, tls: TlsFiles | None = Non
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
     ]
-    server = grpc.aio.server(options=options)
+    server = grpc.aio.server(options=options, interceptors=[RequestInterceptor(gateway.metrics)])
     pb_grpc.add_RecognitionServiceServicer_to_server(
         RecognitionService(gateway, tls is not None), server
     )
@@ -369,6 +464,15 @@ async def build_server(gateway: Gateway, listen: str, tls: TlsFiles | None = Non
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer)
+    initial = (
+        health_pb2.HealthCheckResponse.SERVING
+        if gateway.healthy
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    await health_servicer.set("", initial)
+    await health_servicer.set(SERVICE_NAME, initial)
+    running = RunningServer(server, port, health_servicer)
+    running.watcher = asyncio.create_task(_watch_health(gateway, health_servicer))
+    if metrics_listen:
+        running._metrics_server, running.metrics_port = _start_metrics(metrics_listen, gateway)
+    return running

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli._common import EXIT_OK, add_data_dir, add_json, data_dir_type, print_json
+from gateway.observability import configure_logging
 from gateway.pki import TlsFiles
 from keys.errors import ConfigurationError
 from keys.keystore import KeyDirectory, passphrase_from_env
@@ -83,16 +84,21 @@ async def _serve(opts: argparse.Namespace) -> None:
         listen=opts.listen,
         passphrase=passphrase_from_env(),
         tls=None if opts.insecure else server_tls(opts),
+        metrics_listen=opts.metrics_listen,
     )
+    configure_logging(opts.log_level, opts.log_format)
     if config.tls is not None:
         config.tls.read()  # fail now, with a clear message, rather than at the first call
     else:
         log.warning("serving PLAINTEXT without client authentication: local development only")
     gateway = await Gateway.open(config)
-    running = await build_server(gateway, config.listen, config.tls)
+    running = await build_server(gateway, config.listen, config.tls, config.metrics_listen)
     host = config.listen.rsplit(":", 1)[0]
     mode = "plaintext (development)" if config.tls is None else "mutual TLS"
     print(f"trustgw serving on {host}:{running.port} ({mode})", flush=True)
+    if running.metrics_port is not None:
+        metrics_host = (config.metrics_listen or "").rpartition(":")[0]
+        print(f"metrics on http://{metrics_host}:{running.metrics_port}/metrics", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -145,6 +151,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--tls-ca", help="CA that issues client certificates (default DATA_DIR/pki/ca.pem)"
     )
+    p.add_argument("--metrics-listen", help="HOST:PORT for the Prometheus endpoint (default: off)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default="json", choices=["json", "text"])
     p.add_argument(
         "--insecure",
         action="store_true",

@@ -1,0 +1,97 @@
+"""Request ids, metrics and health, as operators and callers see them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+from datetime import UTC, datetime
+
+import grpc
+from conftest import run
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from adapters.regions import REGION_SPECS
+from gateway.api.v1 import recognition_pb2 as pb
+from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
+from gateway.observability import REQUEST_ID, JsonFormatter
+from gateway.server import Gateway, GatewayConfig, build_server
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+REGION = REGION_SPECS[0].code
+
+
+def test_request_id_is_returned_and_metrics_are_scraped(codes, prepared_dir) -> None:
+    data_dir = prepared_dir(NOW)
+
+    async def scenario() -> tuple[str, str, str]:
+        gateway = await Gateway.open(GatewayConfig(data_dir=data_dir))
+        running = await build_server(gateway, "127.0.0.1:0", metrics_listen="127.0.0.1:0")
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                stub = pb_grpc.RecognitionServiceStub(channel)
+                call = stub.Recognise(
+                    pb.RecogniseRequest(code=codes(REGION, NOW)()),
+                    metadata=(("x-request-id", "req-42"),),
+                )
+                await call
+                given = dict(await call.initial_metadata())["x-request-id"]
+                call = stub.Recognise(pb.RecogniseRequest(code="junk"))
+                await call
+                generated = dict(await call.initial_metadata())["x-request-id"]
+            url = f"http://127.0.0.1:{running.metrics_port}/metrics"
+            import asyncio
+
+            body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+            return given, generated, body.decode()
+        finally:
+            await running.stop(0.5)
+            await gateway.close()
+
+    given, generated, metrics = run(scenario())
+    assert given == "req-42"
+    assert len(generated) == 16 and generated != given
+    assert (
+        f'trustgw_recognitions_total{{decision="recognised",mode="show",reason="RECOGNISED",'
+        f'region="{REGION}"}} 1.0' in metrics
+    )
+    assert 'reason="REGION_UNKNOWN"' in metrics
+    assert 'trustgw_rpc_latency_seconds_count{method="Recognise"} 2.0' in metrics
+    assert 'trustgw_key_expiry_days{kid=' in metrics
+    assert "trustgw_registry_version" in metrics
+
+
+def test_health_turns_not_serving_when_the_store_is_unreachable(prepared_dir) -> None:
+    data_dir = prepared_dir(NOW)
+
+    async def scenario() -> tuple[int, int]:
+        import asyncio
+
+        gateway = await Gateway.open(GatewayConfig(data_dir=data_dir, refresh_interval=0.1))
+        running = await build_server(gateway, "127.0.0.1:0")
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                stub = health_pb2_grpc.HealthStub(channel)
+                before = (await stub.Check(health_pb2.HealthCheckRequest())).status
+                await gateway.store.close()  # the database goes away
+                await asyncio.sleep(0.8)
+                after = (await stub.Check(health_pb2.HealthCheckRequest())).status
+                return before, after
+        finally:
+            await running.stop(0.5)
+            await gateway.close()
+
+    before, after = run(scenario())
+    assert before == health_pb2.HealthCheckResponse.SERVING
+    assert after == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_json_log_lines_carry_the_request_id() -> None:
+    token = REQUEST_ID.set("abc123")
+    try:
+        record = logging.LogRecord("trustgw.x", logging.INFO, __file__, 1, "hello %s", ("w",), None)
+        line = json.loads(JsonFormatter().format(record))
+    finally:
+        REQUEST_ID.reset(token)
+    assert line["request_id"] == "abc123"
+    assert line["msg"] == "hello w" and line["level"] == "info" and line["logger"] == "trustgw.x"
