@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
-from adapters.base import MAX_CODE_CHARS, Colour, Pseudonymise, VerifiedCode
+from adapters.base import MAX_CODE_CHARS, Colour, Pseudonymise, RegionAdapter, VerifiedCode
 from adapters.regions import detect
 from gateway import tokens
 from keys.crypto import PrivateKey
@@ -112,6 +112,14 @@ class Conversions:
             self._flusher = None
         await self._flush()
 
+    def cached(self, region: str, source_code_id: str) -> ConversionRecord | None:
+        """The record for this source code if this process already holds it (no I/O)."""
+        key = (region, source_code_id)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+        return hit
+
     async def get_or_create(
         self, region: str, source_code_id: str, make: Callable[[], ConversionRecord]
     ) -> ConversionRecord:
@@ -184,14 +192,30 @@ class Recogniser:
         signers: Signers,
         pseudonymise: Pseudonymise,
         conversions: Conversions,
+        *,
+        verified_cache_size: int = 20_000,
     ) -> None:
         self._snapshot = snapshot
         self._signers = signers
         self._pseudonymise = pseudonymise
         self._conversions = conversions
+        self._verified: OrderedDict[str, VerifiedCode] = OrderedDict()
+        self._verified_version = -1
+        self._verified_size = verified_cache_size
 
     async def recognise(self, code: str, now: datetime, region_hint: str = "") -> Decision:
         """Decide on one code at time ``now``. Never raises for bad input."""
+        result = self.start(code, now, region_hint)
+        return result if isinstance(result, Decision) else await result
+
+    def start(
+        self, code: str, now: datetime, region_hint: str = ""
+    ) -> Decision | Coroutine[Any, Any, Decision]:
+        """Decide without waiting where possible.
+
+        Returns the decision, or, when the decision needs I/O (recording a new conversion), a
+        coroutine that completes it. Lets a stream keep deciding while a conversion commits.
+        """
         try:
             verified, decision = self._check(code, now, region_hint)
         except ForeignDataError as exc:
@@ -200,7 +224,28 @@ class Recogniser:
         if decision is not None:
             return decision
         assert verified is not None
-        return await self._recognised(verified, now)
+        return self._recognised(verified, now)
+
+    def _decode(
+        self, adapter: RegionAdapter, text: str, snapshot: RegistrySnapshot
+    ) -> VerifiedCode:
+        """Decode and verify, remembering codes whose signature already verified.
+
+        The cache is keyed by the exact code text and emptied whenever the registry changes, so
+        a key's revocation applies at once; every time-dependent check still runs per request.
+        """
+        if snapshot.version != self._verified_version:
+            self._verified.clear()
+            self._verified_version = snapshot.version
+        hit = self._verified.get(text)
+        if hit is not None:
+            self._verified.move_to_end(text)
+            return hit
+        verified = adapter.decode(text, snapshot, self._pseudonymise)
+        self._verified[text] = verified
+        if len(self._verified) > self._verified_size:
+            self._verified.popitem(last=False)
+        return verified
 
     def _check(
         self, code: str, now: datetime, region_hint: str
@@ -229,7 +274,7 @@ class Recogniser:
                 f"recognition of region {region.code} ({region.name}) is disabled",
                 region=region.code,
             )
-        verified = adapter.decode(text, snapshot, self._pseudonymise)
+        verified = self._decode(adapter, text, snapshot)
         status = verified.status
         # From here on the fields are trusted: the signature verified with a key of the region.
         if status.issued_at > now + CLOCK_SKEW:
@@ -257,11 +302,32 @@ class Recogniser:
             )
         return verified, None
 
-    async def _recognised(self, verified: VerifiedCode, now: datetime) -> Decision:
+    def _recognised(
+        self, verified: VerifiedCode, now: datetime
+    ) -> Decision | Coroutine[Any, Any, Decision]:
         status = verified.status
-        snapshot = self._snapshot()
-        region = snapshot.region(status.region)
+        region = self._snapshot().region(status.region)
         mode = region.mode if region is not None else verified.spec.mode
+        if mode is not Mode.CONVERT:
+            return self._attest(verified, mode, now, None)
+        record = self._conversions.cached(status.region, status.code_id)
+        if record is not None:
+            return self._attest(verified, mode, now, record)
+        return self._convert_and_attest(verified, mode, now)
+
+    async def _convert_and_attest(
+        self, verified: VerifiedCode, mode: Mode, now: datetime
+    ) -> Decision:
+        status = verified.status
+        record = await self._conversions.get_or_create(
+            status.region, status.code_id, lambda: self._convert(verified, now)
+        )
+        return self._attest(verified, mode, now, record)
+
+    def _attest(
+        self, verified: VerifiedCode, mode: Mode, now: datetime, record: ConversionRecord | None
+    ) -> Decision:
+        status = verified.status
         valid_until = min(status.expires_at, now + ATTESTATION_TTL)
         converted: ConvertedCode | None = None
         claims: dict[str, object] = {
@@ -276,10 +342,7 @@ class Recogniser:
             "iat": to_unix(now),
             "exp": to_unix(valid_until),
         }
-        if mode is Mode.CONVERT:
-            record = await self._conversions.get_or_create(
-                status.region, status.code_id, lambda: self._convert(verified, now)
-            )
+        if record is not None:
             converted = ConvertedCode(
                 record.converted_code,
                 tokens.home_code_kid(record.converted_code),

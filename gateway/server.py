@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +43,7 @@ log = logging.getLogger("trustgw.server")
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_REQUEST_ID_CHARS = 128
+STREAM_WINDOW = 64  # unanswered requests read ahead per stream
 ERROR_DOMAIN = "trustgw.gateway"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RecognitionService"].full_name
 
@@ -306,11 +307,7 @@ class RecognitionService(pb_grpc.RecognitionServiceServicer):
         self._gateway = gateway
         self._tls = tls
 
-    async def _decide(self, request: pb.RecogniseRequest) -> pb.RecogniseResponse:
-        _check_request(request)
-        decision = await self._gateway.recogniser.recognise(
-            request.code, utcnow(), request.region_hint
-        )
+    def _respond(self, request_id: str, decision: Decision) -> pb.RecogniseResponse:
         metrics = self._gateway.metrics
         metrics.recognitions.labels(
             decision.region or "-",
@@ -320,14 +317,40 @@ class RecognitionService(pb_grpc.RecognitionServiceServicer):
         ).inc()
         if decision.converted is not None:
             metrics.conversions.labels(decision.region).inc()
-        return decision_to_proto(request.request_id, decision)
+        return decision_to_proto(request_id, decision)
+
+    async def _finish(
+        self, request_id: str, pending: Coroutine[Any, Any, Decision]
+    ) -> pb.RecogniseResponse:
+        return self._respond(request_id, await pending)
+
+    def _start(
+        self, request: pb.RecogniseRequest
+    ) -> pb.RecogniseResponse | Coroutine[Any, Any, pb.RecogniseResponse]:
+        """The response, or a coroutine when the decision waits for I/O (a new conversion)."""
+        try:
+            _check_request(request)
+        except GatewayError as exc:
+            # In a stream, one bad request is answered in order, not fatal to the stream.
+            return pb.RecogniseResponse(
+                request_id=request.request_id[:MAX_REQUEST_ID_CHARS],
+                recognised=False,
+                reason=exc.reason,
+                message=exc.message,
+            )
+        result = self._gateway.recogniser.start(request.code, utcnow(), request.region_hint)
+        if isinstance(result, Decision):
+            return self._respond(request.request_id, result)
+        return self._finish(request.request_id, result)
 
     async def Recognise(
         self, request: pb.RecogniseRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecogniseResponse:
         async def call() -> pb.RecogniseResponse:
             require(context, self._tls, Role.VERIFIER)
-            return await self._decide(request)
+            _check_request(request)
+            result = self._start(request)
+            return result if isinstance(result, pb.RecogniseResponse) else await result
 
         return await _guard(context, call)
 
@@ -336,21 +359,39 @@ class RecognitionService(pb_grpc.RecognitionServiceServicer):
         request_iterator: AsyncIterator[pb.RecogniseRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.RecogniseResponse]:
+        """Answers every request in order. Requests are read ahead while a decision waits for
+        I/O (a conversion being committed), up to ``STREAM_WINDOW`` unanswered ones."""
         try:
             require(context, self._tls, Role.VERIFIER)
         except GatewayError as exc:
             await context.abort_with_status(_rich_status(exc))
-        async for request in request_iterator:
+        answers: asyncio.Queue[pb.RecogniseResponse | asyncio.Task[pb.RecogniseResponse] | None] = (
+            asyncio.Queue(STREAM_WINDOW)
+        )
+
+        async def read() -> None:
             try:
-                yield await self._decide(request)
-            except GatewayError as exc:
-                # One bad request in a stream is answered in order, not fatal to the stream.
-                yield pb.RecogniseResponse(
-                    request_id=request.request_id[:MAX_REQUEST_ID_CHARS],
-                    recognised=False,
-                    reason=exc.reason,
-                    message=exc.message,
-                )
+                async for request in request_iterator:
+                    result = self._start(request)
+                    if not isinstance(result, pb.RecogniseResponse):
+                        result = asyncio.ensure_future(result)
+                    await answers.put(result)
+            finally:
+                await answers.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (answer := await answers.get()) is not None:
+                if isinstance(answer, asyncio.Task):
+                    answer = await answer
+                yield answer
+            await reader  # re-raises what ended the request stream, if anything did
+        finally:
+            reader.cancel()
+            while not answers.empty():
+                leftover = answers.get_nowait()
+                if isinstance(leftover, asyncio.Task):
+                    leftover.cancel()
 
     async def GetGatewayKeys(
         self, request: pb.GetGatewayKeysRequest, context: grpc.aio.ServicerContext
