@@ -28,7 +28,7 @@ from adapters.base import Colour
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.engine import Conversions, Decision, Recogniser
-from gateway.observability import Metrics, RequestInterceptor
+from gateway.observability import REQUEST_ID, REQUEST_ID_HEADER, Metrics, RequestInterceptor
 from gateway.pki import Peer, Role, TlsFiles, UnauthenticatedError, peer_from_auth_context
 from keys.crypto import PrivateKey
 from keys.errors import GatewayError, StoreUnavailableError
@@ -220,7 +220,20 @@ def _rich_status(error: GatewayError) -> grpc.Status:
     )
     detail = status_pb2.Status(code=code.value[0], message=error.message)
     detail.details.add().Pack(info)
-    return rpc_status.to_status(detail)
+    return _with_request_id(rpc_status.to_status(detail))
+
+
+def _with_request_id(status: grpc.Status) -> grpc.Status:
+    """An error's trailing metadata replaces the call's: keep the request id in it."""
+    trailing = (*status.trailing_metadata, (REQUEST_ID_HEADER, REQUEST_ID.get()))
+    return _Status(status.code, status.details, trailing)
+
+
+@dataclass(frozen=True)
+class _Status(grpc.Status):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
 
 
 _T = TypeVar("_T")
@@ -240,7 +253,7 @@ async def _guard(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable
         detail = status_pb2.Status(
             code=code_pb2.INTERNAL, message=f"internal error (incident {incident})"
         )
-        await context.abort_with_status(rpc_status.to_status(detail))
+        await context.abort_with_status(_with_request_id(rpc_status.to_status(detail)))
     raise AssertionError("unreachable")
 
 

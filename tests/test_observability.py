@@ -8,6 +8,7 @@ import urllib.request
 from datetime import UTC, datetime
 
 import grpc
+import pytest
 from conftest import run
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -35,10 +36,17 @@ def test_request_id_is_returned_and_metrics_are_scraped(codes, prepared_dir) -> 
                     metadata=(("x-request-id", "req-42"),),
                 )
                 await call
-                given = dict(await call.initial_metadata())["x-request-id"]
+                given = dict(await call.trailing_metadata())["x-request-id"]
                 call = stub.Recognise(pb.RecogniseRequest(code="junk"))
                 await call
-                generated = dict(await call.initial_metadata())["x-request-id"]
+                generated = dict(await call.trailing_metadata())["x-request-id"]
+                call = stub.Recognise(
+                    pb.RecogniseRequest(request_id="x" * 200, code="x"),
+                    metadata=(("x-request-id", "req-err"),),
+                )
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await call
+                assert dict(info.value.trailing_metadata())["x-request-id"] == "req-err"
             url = f"http://127.0.0.1:{running.metrics_port}/metrics"
             import asyncio
 
@@ -56,8 +64,9 @@ def test_request_id_is_returned_and_metrics_are_scraped(codes, prepared_dir) -> 
         f'region="{REGION}"}} 1.0' in metrics
     )
     assert 'reason="REGION_UNKNOWN"' in metrics
-    assert 'trustgw_rpc_latency_seconds_count{method="Recognise"} 2.0' in metrics
-    assert 'trustgw_key_expiry_days{kid=' in metrics
+    assert 'trustgw_rpc_latency_seconds_count{method="Recognise"} 3.0' in metrics
+    assert 'trustgw_rpc_errors_total{code="INVALID_ARGUMENT",method="Recognise"} 1.0' in metrics
+    assert "trustgw_key_expiry_days{kid=" in metrics
     assert "trustgw_registry_version" in metrics
 
 
