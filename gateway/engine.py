@@ -277,6 +277,10 @@ class Recogniser:
         verified = self._decode(adapter, text, snapshot)
         status = verified.status
         # From here on the fields are trusted: the signature verified with a key of the region.
+        # Revoked codes and holders (in-memory index, no database access): CODE_REVOKED.
+        snapshot.revocations.check(
+            status.region, status.code_id, status.holder, status.issued_at, now
+        )
         if status.issued_at > now + CLOCK_SKEW:
             raise CodeNotYetValidError(
                 f"the code is issued in the future ({status.issued_at.isoformat()})",

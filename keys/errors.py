@@ -118,6 +118,46 @@ class KeyUsageError(ForeignDataError):
     default_message = "the signer is not allowed to sign this kind of code"
 
 
+class ThresholdNotMetError(ForeignDataError):
+    """A signed statement lacks valid signatures from a threshold of the trusted anchor keys."""
+
+    reason = "THRESHOLD_NOT_MET"
+    grpc_status = "PERMISSION_DENIED"
+    default_message = "the statement is not signed by a threshold of the region's anchor keys"
+
+
+class RegionForbiddenError(ForeignDataError):
+    """A caller wrote, or an anchor signed, for a region that is not its own."""
+
+    reason = "REGION_FORBIDDEN"
+    grpc_status = "PERMISSION_DENIED"
+    default_message = "a partner may only write its own region"
+
+
+class KeySetExpiredError(ForeignDataError):
+    reason = "KEYSET_EXPIRED"
+    default_message = "the key set has expired"
+
+
+class TrustListExpiredError(ForeignDataError):
+    """Freeze protection: a trust list past its expiry is not used."""
+
+    reason = "TRUSTLIST_EXPIRED"
+    default_message = "the trust list has expired"
+
+
+class TrustListRollbackError(ForeignDataError):
+    reason = "TRUSTLIST_ROLLBACK"
+    default_message = "the trust list is older than the one already trusted"
+
+
+class TrustListConflictError(ForeignDataError):
+    """Two different trust lists claim the same version, or a delta does not add up."""
+
+    reason = "TRUSTLIST_CONFLICT"
+    default_message = "the trust list contradicts the one already trusted for that version"
+
+
 # --- registry state ------------------------------------------------------------------------
 
 
@@ -145,6 +185,60 @@ class StoreUnavailableError(RegistryError):
     reason = "STORE_UNAVAILABLE"
     grpc_status = "UNAVAILABLE"
     default_message = "the registry database is not reachable"
+
+
+class RollbackError(RegistryError):
+    """A signed statement's version is older than the registry's (TUF rollback protection)."""
+
+    reason = "VERSION_ROLLBACK"
+    default_message = "the version is older than the current one"
+
+
+class ReplayError(RollbackError):
+    """A different statement with the version already in force."""
+
+    reason = "VERSION_REPLAY"
+    default_message = "a different statement with the current version was already applied"
+
+
+class VersionGapError(RegistryError):
+    reason = "VERSION_GAP"
+    default_message = "the version must be exactly the current version plus one"
+
+
+class AnchorsMissingError(NotFoundError):
+    reason = "ANCHORS_MISSING"
+    default_message = "the region has no trust anchors installed"
+
+
+class KeyIdReusedError(AlreadyExistsError):
+    """A key id already names a different key of the region (now or in the past)."""
+
+    reason = "KEY_ID_REUSED"
+    default_message = "the key id already names a different key of the region"
+
+
+class BatchConflictError(AlreadyExistsError):
+    """A batch id is reused for a different submission."""
+
+    reason = "BATCH_ID_REUSED"
+    default_message = "the batch id was already used for a different batch"
+
+
+class ConcurrentChangeError(RegistryError):
+    """The registry changed between reading and writing; the caller may retry."""
+
+    reason = "CONCURRENT_CHANGE"
+    grpc_status = "ABORTED"
+    default_message = "the registry changed concurrently; retry"
+
+
+class AuditIntegrityError(RegistryError):
+    """The audit log was edited, reordered, truncated or has entries removed."""
+
+    reason = "AUDIT_TAMPERED"
+    grpc_status = "DATA_LOSS"
+    default_message = "the audit log does not verify"
 
 
 # --- configuration -------------------------------------------------------------------------

@@ -1,17 +1,46 @@
-"""Keyed pseudonyms: the only form in which a person's identifier is kept or logged."""
+"""Keyed pseudonyms: the only form in which a person's identifier is kept or logged.
+
+A holder is named in two steps:
+
+1. ``holder_hash(region, id)`` = SHA-256 hex of ``"<region>|<normalised id>"``. Partners compute
+   this themselves to name a holder in a revocation batch, so that no raw ID number crosses the
+   wire. It is an *unkeyed* hash of a guessable identifier, so the gateway never stores it.
+2. the pseudonym = HMAC-SHA256 under the gateway's secret over that hex text. Only this is kept.
+
+Normalised = Unicode NFKC, surrounding white space stripped, upper case.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+import re
 import unicodedata
 
 MAX_IDENTIFIER_CHARS = 128
+PSEUDONYM_PREFIX = "h1-"
+_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+def normalise_identifier(identifier: str) -> str:
+    """NFKC, strip, upper; raises ``ValueError`` if empty or longer than 128 characters."""
+    normalised = unicodedata.normalize("NFKC", identifier).strip().upper()
+    if not normalised or len(normalised) > MAX_IDENTIFIER_CHARS:
+        raise ValueError("a holder identifier has 1 to 128 characters")
+    return normalised
+
+
+def holder_hash(region: str, identifier: str) -> str:
+    """``sha256("<region>|<normalised identifier>")`` as 64 lower-case hex digits.
+
+    What a partner puts in a revocation batch to name a holder. Raises ``ValueError``.
+    """
+    return hashlib.sha256(f"{region}|{normalise_identifier(identifier)}".encode()).hexdigest()
 
 
 class Pseudonymiser:
-    """HMAC-SHA256 under the gateway's secret, over the region and the normalised identifier.
+    """HMAC-SHA256 under the gateway's secret over a holder's :func:`holder_hash`.
 
     The same person (same region, same identifier) always maps to the same pseudonym under one
     secret; without the secret a pseudonym reveals nothing and cannot be checked against a
@@ -24,11 +53,18 @@ class Pseudonymiser:
         self._secret = bytes(secret)
 
     def __call__(self, region: str, identifier: str) -> str:
-        normalised = unicodedata.normalize("NFKC", identifier).strip().upper()
-        if not normalised or len(normalised) > MAX_IDENTIFIER_CHARS:
-            raise ValueError("a holder identifier has 1 to 128 characters")
-        mac = hmac.new(self._secret, f"{region}\x00{normalised}".encode(), hashlib.sha256)
-        return "h1-" + base64.b32encode(mac.digest()[:20]).decode("ascii").lower()
+        """The pseudonym of a raw identifier; raises ``ValueError`` for an unusable one."""
+        return self.from_holder_hash(holder_hash(region, identifier))
+
+    def from_holder_hash(self, hashed: str) -> str:
+        """The pseudonym of a partner-supplied :func:`holder_hash` (64 lower-case hex digits).
+
+        Raises ``ValueError`` if ``hashed`` is not such a hash.
+        """
+        if not isinstance(hashed, str) or _HASH.fullmatch(hashed) is None:
+            raise ValueError("a holder hash is 64 lower-case hex digits")
+        mac = hmac.new(self._secret, hashed.encode("ascii"), hashlib.sha256)
+        return PSEUDONYM_PREFIX + base64.b32encode(mac.digest()[:20]).decode("ascii").lower()
 
     def __repr__(self) -> str:  # never show the secret
         return "Pseudonymiser(<secret>)"

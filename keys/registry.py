@@ -16,7 +16,8 @@ from datetime import datetime
 from types import MappingProxyType
 
 from keys.model import KeyStatus, Region, RegionKey
-from keys.store import Store
+from keys.revocations import EMPTY_INDEX, RevocationIndex
+from keys.store import DEFAULT_ACTOR, Store
 
 log = logging.getLogger("trustgw.keys")
 
@@ -44,6 +45,8 @@ class RegistrySnapshot:
     version: int
     regions: Mapping[str, Region]
     all_keys: tuple[RegionKey, ...] = ()
+    revocations: RevocationIndex = EMPTY_INDEX
+    keyset_versions: Mapping[str, int] = field(default_factory=dict)
     _by_region: Mapping[str, tuple[RegionKey, ...]] = field(init=False, repr=False, compare=False)
     _by_kid: Mapping[tuple[str, str], tuple[RegionKey, ...]] = field(
         init=False, repr=False, compare=False
@@ -61,6 +64,7 @@ class RegistrySnapshot:
             by_region.setdefault(key.region, []).append(key)
             by_kid.setdefault((key.region, key.kid), []).append(key)
         object.__setattr__(self, "regions", regions)
+        object.__setattr__(self, "keyset_versions", MappingProxyType(dict(self.keyset_versions)))
         object.__setattr__(self, "all_keys", ordered)
         object.__setattr__(
             self, "_by_region", MappingProxyType({r: tuple(ks) for r, ks in by_region.items()})
@@ -71,10 +75,18 @@ class RegistrySnapshot:
 
     @classmethod
     def build(
-        cls, version: int, regions: Iterable[Region], keys: Iterable[RegionKey]
+        cls,
+        version: int,
+        regions: Iterable[Region],
+        keys: Iterable[RegionKey],
+        revocations: RevocationIndex = EMPTY_INDEX,
+        keyset_versions: Mapping[str, int] | None = None,
     ) -> RegistrySnapshot:
-        """A snapshot from plain sequences of regions and keys."""
-        return cls(version, {r.code: r for r in regions}, tuple(keys))
+        """A snapshot from plain sequences of regions and keys (and revocations)."""
+        return cls(
+            version, {r.code: r for r in regions}, tuple(keys), revocations,
+            dict(keyset_versions or {}),
+        )
 
     @classmethod
     def empty(cls) -> RegistrySnapshot:
@@ -136,7 +148,13 @@ class KeyRegistry:
 
     async def _load_locked(self) -> RegistrySnapshot:
         data = await self._store.read_registry()
-        snapshot = RegistrySnapshot.build(data.version, data.regions, data.keys)
+        snapshot = RegistrySnapshot.build(
+            data.version,
+            data.regions,
+            data.keys,
+            RevocationIndex(data.code_revocations, data.holder_revocations),
+            dict(data.keyset_versions),
+        )
         previous = self._snapshot
         self._snapshot = snapshot
         if previous is None or previous.version != snapshot.version:
@@ -161,36 +179,50 @@ class KeyRegistry:
             await self._load_locked()
             return True
 
-    async def add_region(self, region: Region) -> None:
+    async def add_region(
+        self, region: Region, *, actor: str = DEFAULT_ACTOR, now: datetime | None = None
+    ) -> None:
         """Add or replace a region, then refresh. Raises
         :class:`keys.errors.StoreUnavailableError`."""
-        await self._store.upsert_region(region)
+        await self._store.upsert_region(region, actor=actor, now=now)
         await self.refresh_if_changed()
 
-    async def add_key(self, key: RegionKey) -> bool:
+    async def add_key(
+        self, key: RegionKey, *, actor: str = DEFAULT_ACTOR, now: datetime | None = None
+    ) -> bool:
         """Add a partner key, then refresh; False if the identical key was already there.
 
         Raises :class:`keys.errors.NotFoundError` (unknown region),
         :class:`keys.errors.AlreadyExistsError` (same kid, other content),
         :class:`keys.errors.StoreUnavailableError`.
         """
-        inserted = await self._store.add_key(key)
+        inserted = await self._store.add_key(key, actor=actor, now=now)
         await self.refresh_if_changed()
         return inserted
 
-    async def revoke_key(self, region: str, kid: str, at: datetime) -> RegionKey:
+    async def revoke_key(
+        self,
+        region: str,
+        kid: str,
+        at: datetime,
+        *,
+        actor: str = DEFAULT_ACTOR,
+        now: datetime | None = None,
+    ) -> RegionKey:
         """Revoke a key from ``at`` on (only ever earlier), then refresh; returns it as stored.
 
         Raises :class:`keys.errors.NotFoundError`, :class:`keys.errors.StoreUnavailableError`.
         """
-        key = await self._store.revoke_key(region, kid, at)
+        key = await self._store.revoke_key(region, kid, at, actor=actor, now=now)
         await self.refresh_if_changed()
         return key
 
-    async def set_region_enabled(self, code: str, enabled: bool) -> None:
+    async def set_region_enabled(
+        self, code: str, enabled: bool, *, actor: str = DEFAULT_ACTOR, now: datetime | None = None
+    ) -> None:
         """Enable or disable a region, then refresh.
 
         Raises :class:`keys.errors.NotFoundError`, :class:`keys.errors.StoreUnavailableError`.
         """
-        await self._store.set_region_enabled(code, enabled)
+        await self._store.set_region_enabled(code, enabled, actor=actor, now=now)
         await self.refresh_if_changed()

@@ -22,6 +22,8 @@ Conventions of this module:
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -33,22 +35,42 @@ from typing import Any, Protocol
 
 import aiosqlite
 
+from keys import audit
+from keys.anchors import AnchorSet
+from keys.audit import AuditEntry, AuditEvent, AuditHead
 from keys.crypto import Algorithm, PublicKey
 from keys.errors import (
     AlreadyExistsError,
+    AuditIntegrityError,
+    BatchConflictError,
+    ConcurrentChangeError,
     ConfigurationError,
     GatewayError,
+    KeyIdReusedError,
     NotFoundError,
     RegistryError,
     StoreUnavailableError,
 )
 from keys.model import ConversionRecord, KeyStatus, Mode, Region, RegionKey
-from keys.timeutil import from_unix, to_unix
+from keys.records import (
+    CodeRevocation,
+    HolderRevocation,
+    InstallResult,
+    KeySetChange,
+    RegionTrust,
+    RevocationBatchChange,
+    SubmissionKind,
+    SubmissionResult,
+    TrustListVersion,
+)
+from keys.signed import canonical_json
+from keys.timeutil import from_unix, to_unix, utcnow
 
 log = logging.getLogger("trustgw.keys")
 
 MAX_LIST_LIMIT = 100_000
 _BUSY_TIMEOUT_SECONDS = 5.0
+DEFAULT_ACTOR = "operator:unknown"
 
 
 @dataclass(frozen=True)
@@ -58,6 +80,9 @@ class RegistryData:
     version: int
     regions: tuple[Region, ...]
     keys: tuple[RegionKey, ...]
+    code_revocations: tuple[CodeRevocation, ...] = ()
+    holder_revocations: tuple[HolderRevocation, ...] = ()
+    keyset_versions: tuple[tuple[str, int], ...] = ()  # (region, current key-set version)
 
 
 class Store(Protocol):
@@ -75,19 +100,25 @@ class Store(Protocol):
         """Raise :class:`StoreUnavailableError` unless the database answers."""
         ...
 
-    async def upsert_region(self, region: Region) -> None:
-        """Insert or replace a region (its keys are kept)."""
+    async def upsert_region(
+        self, region: Region, *, actor: str = DEFAULT_ACTOR, now: datetime | None = None
+    ) -> None:
+        """Insert or replace a region (its keys are kept); audited as ``actor`` at ``now``."""
         ...
 
     async def list_regions(self) -> list[Region]:
         """All regions, ordered by code."""
         ...
 
-    async def set_region_enabled(self, code: str, enabled: bool) -> None:
+    async def set_region_enabled(
+        self, code: str, enabled: bool, *, actor: str = DEFAULT_ACTOR, now: datetime | None = None
+    ) -> None:
         """Enable or disable a region; :class:`NotFoundError` if unknown."""
         ...
 
-    async def add_key(self, key: RegionKey) -> bool:
+    async def add_key(
+        self, key: RegionKey, *, actor: str = DEFAULT_ACTOR, now: datetime | None = None
+    ) -> bool:
         """Insert a key; False when an identical key exists (idempotent retry).
 
         Raises :class:`AlreadyExistsError` if (region, kid) exists with other content and
@@ -95,7 +126,15 @@ class Store(Protocol):
         """
         ...
 
-    async def revoke_key(self, region: str, kid: str, at: datetime) -> RegionKey:
+    async def revoke_key(
+        self,
+        region: str,
+        kid: str,
+        at: datetime,
+        *,
+        actor: str = DEFAULT_ACTOR,
+        now: datetime | None = None,
+    ) -> RegionKey:
         """Revoke a key from ``at`` on; an earlier revocation time is kept.
 
         Raises :class:`NotFoundError` if the key is unknown.
@@ -128,6 +167,94 @@ class Store(Protocol):
         """Conversion records, oldest first, at most ``limit``."""
         ...
 
+
+    # -- trust registry (anchors, key sets, revocations) ------------------------------------
+
+    async def region_trust(self, region: str) -> RegionTrust:
+        """A region, its current anchors, key-set version and keys, from one read."""
+        ...
+
+    async def all_anchors(self) -> dict[str, AnchorSet]:
+        """Every region's current anchors."""
+        ...
+
+    async def find_submission(self, digest: str) -> SubmissionResult | None:
+        """The result of the submission with that digest (flagged duplicate), or None."""
+        ...
+
+    async def install_partner(
+        self, region: Region, anchors: AnchorSet, *, replace: bool, actor: str, now: datetime
+    ) -> InstallResult:
+        """Add a region with its anchors, or update it; identical content changes nothing.
+
+        Raises :class:`AlreadyExistsError` if the region has other anchors and not ``replace``.
+        """
+        ...
+
+    async def apply_keyset(self, change: KeySetChange) -> SubmissionResult:
+        """Replace a region's keys (and anchors) atomically; a known digest returns the earlier
+        result as a duplicate.
+
+        Revocation times of kept or returning keys are preserved. Raises
+        :class:`ConcurrentChangeError` if the version or anchors changed since they were read,
+        :class:`KeyIdReusedError` if a key id names another key (now or before).
+        """
+        ...
+
+    async def apply_key_revocation(
+        self,
+        region: str,
+        kid: str,
+        compromised_at: datetime,
+        *,
+        digest: str,
+        actor: str,
+        now: datetime,
+    ) -> SubmissionResult:
+        """Revoke a key (current or removed) from ``compromised_at`` on, only ever earlier.
+
+        Raises :class:`NotFoundError` if the region never had that key.
+        """
+        ...
+
+    async def apply_revocation_batch(self, change: RevocationBatchChange) -> SubmissionResult:
+        """Record code and holder revocations and revoke matching conversion records.
+
+        Raises :class:`BatchConflictError` if the batch id was used for another submission,
+        :class:`NotFoundError` if the region is unknown.
+        """
+        ...
+
+    async def list_revocations(
+        self, region: str | None = None
+    ) -> tuple[list[CodeRevocation], list[HolderRevocation]]:
+        """Code and holder revocations (holders as pseudonyms)."""
+        ...
+
+    # -- audit --------------------------------------------------------------------------------
+
+    async def read_audit(self, after_seq: int, limit: int) -> tuple[AuditHead, list[AuditEntry]]:
+        """The audit head and up to ``limit`` entries with seq > ``after_seq``, in seq order."""
+        ...
+
+    # -- trust list versions ------------------------------------------------------------------
+
+    async def latest_trustlist(self) -> TrustListVersion | None:
+        """The newest trust-list content version, or None."""
+        ...
+
+    async def get_trustlist(self, version: int) -> TrustListVersion | None:
+        """A kept trust-list content version, or None."""
+        ...
+
+    async def record_trustlist(
+        self, digest: str, content: bytes, *, expected_latest: int, now: datetime
+    ) -> TrustListVersion:
+        """Store ``content`` as version ``expected_latest + 1`` unless it is the latest already.
+
+        Raises :class:`ConcurrentChangeError` if another version was recorded meanwhile.
+        """
+        ...
 
 # --- schema ------------------------------------------------------------------------------------
 
@@ -173,6 +300,97 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                    PRIMARY KEY (region, source_code_id)
                )""",
             "CREATE INDEX conversions_by_created ON conversions (created_at)",
+        ),
+    ),
+    (
+        2,
+        (
+            # Anchor sets of a region, one generation per installation or rotation.
+            """CREATE TABLE anchor_sets (
+                   region TEXT NOT NULL REFERENCES regions (code) ON DELETE RESTRICT,
+                   generation INTEGER NOT NULL CHECK (generation >= 1),
+                   threshold INTEGER NOT NULL CHECK (threshold >= 1),
+                   anchors TEXT NOT NULL,
+                   installed_at INTEGER NOT NULL,
+                   source TEXT NOT NULL,
+                   PRIMARY KEY (region, generation)
+               )""",
+            # Applied key sets, with the exact envelope bytes as received.
+            """CREATE TABLE keysets (
+                   region TEXT NOT NULL REFERENCES regions (code) ON DELETE RESTRICT,
+                   version INTEGER NOT NULL CHECK (version >= 1),
+                   expires INTEGER NOT NULL,
+                   digest TEXT NOT NULL UNIQUE,
+                   envelope BLOB NOT NULL,
+                   applied_at INTEGER NOT NULL,
+                   PRIMARY KEY (region, version)
+               )""",
+            # Keys dropped by a key set: kept so that a key id is never reused for another key
+            # and a revocation survives the key's removal and return.
+            """CREATE TABLE removed_keys (
+                   region TEXT NOT NULL REFERENCES regions (code) ON DELETE RESTRICT,
+                   kid TEXT NOT NULL,
+                   alg TEXT NOT NULL,
+                   spki BLOB NOT NULL,
+                   not_before INTEGER NOT NULL,
+                   not_after INTEGER NOT NULL,
+                   revoked_at INTEGER,
+                   removed_at INTEGER NOT NULL,
+                   PRIMARY KEY (region, kid)
+               )""",
+            """CREATE TABLE code_revocations (
+                   region TEXT NOT NULL REFERENCES regions (code) ON DELETE RESTRICT,
+                   code_hash TEXT NOT NULL CHECK (length(code_hash) = 64),
+                   effective_at INTEGER NOT NULL,
+                   batch_id TEXT NOT NULL,
+                   PRIMARY KEY (region, code_hash)
+               )""",
+            # Holders only as keyed pseudonyms, never as the partner's unkeyed hashes.
+            """CREATE TABLE holder_revocations (
+                   region TEXT NOT NULL REFERENCES regions (code) ON DELETE RESTRICT,
+                   holder TEXT NOT NULL,
+                   effective_at INTEGER NOT NULL,
+                   batch_id TEXT NOT NULL,
+                   PRIMARY KEY (region, holder, effective_at)
+               )""",
+            # Idempotency: one row per accepted submission, keyed by its statement's digest.
+            """CREATE TABLE submissions (
+                   digest TEXT PRIMARY KEY CHECK (length(digest) = 64),
+                   region TEXT NOT NULL,
+                   kind TEXT NOT NULL,
+                   batch_id TEXT,
+                   actor TEXT NOT NULL,
+                   received_at INTEGER NOT NULL,
+                   result TEXT NOT NULL,
+                   UNIQUE (region, kind, batch_id)
+               )""",
+            """CREATE TABLE trustlist_versions (
+                   version INTEGER PRIMARY KEY CHECK (version >= 1),
+                   digest TEXT NOT NULL,
+                   content BLOB NOT NULL,
+                   created_at INTEGER NOT NULL
+               )""",
+            """CREATE TABLE audit_log (
+                   seq INTEGER PRIMARY KEY,
+                   at INTEGER NOT NULL,
+                   actor TEXT NOT NULL,
+                   action TEXT NOT NULL,
+                   region TEXT NOT NULL,
+                   before TEXT,
+                   after TEXT,
+                   prev_hash TEXT NOT NULL,
+                   hash TEXT NOT NULL
+               )""",
+            """CREATE TABLE audit_head (
+                   id INTEGER PRIMARY KEY CHECK (id = 1),
+                   count INTEGER NOT NULL,
+                   hash TEXT NOT NULL
+               )""",
+            "INSERT INTO audit_head (id, count, hash) VALUES (1, 0, '" + "0" * 64 + "')",
+            "ALTER TABLE conversions ADD COLUMN source_hash TEXT",
+            "UPDATE conversions SET source_hash = trustgw_sha256(region || '|' || source_code_id)",
+            "CREATE INDEX conversions_by_source_hash ON conversions (region, source_hash)",
+            "CREATE INDEX conversions_by_holder ON conversions (region, holder)",
         ),
     ),
 )
@@ -253,6 +471,69 @@ def _conversion_row(record: ConversionRecord) -> tuple[Any, ...]:
     )
 
 
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(str(text).encode("utf-8")).hexdigest()
+
+
+def _source_hash(record: ConversionRecord) -> str:
+    """How a revocation names the source code of a conversion (see keys.statements.code_hash)."""
+    return _sha256_text(f"{record.region}|{record.source_code_id}")
+
+
+def _json_text(value: Any) -> str:
+    return canonical_json(value).decode("utf-8")
+
+
+def _region_json(region: Region) -> dict[str, Any]:
+    return {
+        "code": region.code,
+        "name": region.name,
+        "mode": region.mode.value,
+        "max_age": int(region.max_age.total_seconds()),
+        "enabled": region.enabled,
+    }
+
+
+def _key_json(key: RegionKey) -> dict[str, Any]:
+    return {
+        "kid": key.kid,
+        "alg": key.alg.value,
+        "fingerprint": key.public_key.fingerprint(),
+        "not_before": to_unix(key.not_before),
+        "not_after": to_unix(key.not_after),
+        "status": key.status.value,
+        "revoked_at": None if key.revoked_at is None else to_unix(key.revoked_at),
+    }
+
+
+def _anchors_json(anchors: AnchorSet | None) -> dict[str, Any] | None:
+    if anchors is None:
+        return None
+    return {
+        "kids": sorted(anchors.kids),
+        "threshold": anchors.threshold,
+        "fingerprint": anchors.fingerprint(),
+    }
+
+
+_AUDIT_COLUMNS = "seq, at, actor, action, region, before, after, prev_hash, hash"
+
+
+def _audit_from_row(row: Any) -> AuditEntry:
+    seq, at, actor, action, region, before, after, prev_hash, hash_ = row
+    return AuditEntry(
+        seq=int(seq),
+        at=from_unix(at),
+        actor=str(actor),
+        action=str(action),
+        region=str(region),
+        before=None if before is None else json.loads(before),
+        after=None if after is None else json.loads(after),
+        prev_hash=str(prev_hash),
+        hash=str(hash_),
+    )
+
+
 @contextmanager
 def _translated(what: str) -> Iterator[None]:
     """Turn database failures (and stored rows that no longer decode) into StoreUnavailableError.
@@ -271,6 +552,23 @@ def _translated(what: str) -> Iterator[None]:
         # aiosqlite raises ValueError on a closed connection; a stored row that fails validation
         # (unknown enum value, time out of range) lands here too. Arguments are checked earlier.
         raise StoreUnavailableError(f"registry database failed during {what}: {exc}") from exc
+
+
+# The earliest revocation that applies to a conversion: of its source code (any time), or of its
+# holder (a holder revocation applies to codes issued before it takes effect).
+_REVOKE_NEW_CONVERSION = """
+UPDATE conversions SET revoked_at = (
+    SELECT MIN(t) FROM (
+        SELECT effective_at AS t FROM code_revocations
+         WHERE region = conversions.region AND code_hash = conversions.source_hash
+        UNION ALL
+        SELECT effective_at AS t FROM holder_revocations
+         WHERE region = conversions.region AND holder = conversions.holder
+           AND effective_at > conversions.issued_at
+    )
+)
+WHERE region = :region AND source_code_id = :source AND revoked_at IS NULL
+"""
 
 
 # --- SQLite ------------------------------------------------------------------------------------
@@ -315,6 +613,7 @@ class SQLiteStore:
             with _translated("open"):
                 await conn.execute("PRAGMA foreign_keys = ON")
                 await conn.execute("PRAGMA journal_mode = WAL")
+                await conn.create_function("trustgw_sha256", 1, _sha256_text, deterministic=True)
                 await store._migrate()
         except BaseException:
             await store.close()
@@ -410,6 +709,33 @@ class SQLiteStore:
         await conn.execute("UPDATE registry_version SET version = version + 1 WHERE id = 1")
 
     @staticmethod
+    async def _append_audit(conn: aiosqlite.Connection, event: AuditEvent) -> AuditEntry:
+        """Chain ``event`` after the head, in the caller's transaction."""
+        async with conn.execute("SELECT count, hash FROM audit_head WHERE id = 1") as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise StoreUnavailableError("registry database has no audit head row")
+        entry = audit.chain(event, AuditHead(int(row[0]), str(row[1])))
+        await conn.execute(
+            f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+            (
+                entry.seq,
+                to_unix(entry.at),
+                entry.actor,
+                entry.action,
+                entry.region,
+                None if entry.before is None else _json_text(entry.before),
+                None if entry.after is None else _json_text(entry.after),
+                entry.prev_hash,
+                entry.hash,
+            ),
+        )
+        await conn.execute(
+            "UPDATE audit_head SET count = ?, hash = ? WHERE id = 1", (entry.seq, entry.hash)
+        )
+        return entry
+
+    @staticmethod
     async def _region_exists(conn: aiosqlite.Connection, code: str) -> bool:
         async with conn.execute("SELECT 1 FROM regions WHERE code = ?", (code,)) as cur:
             return await cur.fetchone() is not None
@@ -422,10 +748,13 @@ class SQLiteStore:
 
     # -- regions -----------------------------------------------------------------------------
 
-    async def upsert_region(self, region: Region) -> None:
+    async def upsert_region(
+        self, region: Region, *, actor: str = DEFAULT_ACTOR, now: datetime | None = None
+    ) -> None:
         """Insert ``region`` or replace the stored one with the same code; its keys are kept.
 
-        The registry version increases only if something changed. Raises
+        The registry version increases, and the change is audited as ``actor`` at ``now``
+        (default: the clock), only if something changed. Raises
         :class:`StoreUnavailableError`.
         """
         row = (
@@ -436,6 +765,7 @@ class SQLiteStore:
             int(region.enabled),
         )
         async with self._write("upsert_region") as tx:
+            before = await self._region(tx, region.code)
             cur = await tx.execute(
                 "INSERT INTO regions (code, name, mode, max_age_seconds, enabled)"
                 " VALUES (?, ?, ?, ?, ?)"
@@ -447,6 +777,22 @@ class SQLiteStore:
             )
             if cur.rowcount > 0:
                 await self._bump_version(tx)
+                await self._append_audit(
+                    tx,
+                    AuditEvent(
+                        actor, "region.upsert", now or utcnow(), region.code,
+                        None if before is None else _region_json(before), _region_json(region),
+                    ),
+                )
+
+    @classmethod
+    async def _region(cls, conn: aiosqlite.Connection, code: str) -> Region | None:
+        async with conn.execute(
+            "SELECT code, name, mode, max_age_seconds, enabled FROM regions WHERE code = ?",
+            (code,),
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _region_from_row(row)
 
     async def list_regions(self) -> list[Region]:
         """All regions ordered by code. Raises :class:`StoreUnavailableError`."""
@@ -460,8 +806,10 @@ class SQLiteStore:
         ) as cur:
             return [_region_from_row(row) for row in await cur.fetchall()]
 
-    async def set_region_enabled(self, code: str, enabled: bool) -> None:
-        """Enable or disable recognition of a region.
+    async def set_region_enabled(
+        self, code: str, enabled: bool, *, actor: str = DEFAULT_ACTOR, now: datetime | None = None
+    ) -> None:
+        """Enable or disable recognition of a region (audited when it changes).
 
         Raises :class:`NotFoundError` if the region is unknown, :class:`StoreUnavailableError`.
         """
@@ -474,10 +822,19 @@ class SQLiteStore:
             )
             if cur.rowcount > 0:
                 await self._bump_version(tx)
+                await self._append_audit(
+                    tx,
+                    AuditEvent(
+                        actor, "region.enable" if enabled else "region.disable",
+                        now or utcnow(), code, {"enabled": not enabled}, {"enabled": enabled},
+                    ),
+                )
 
     # -- keys --------------------------------------------------------------------------------
 
-    async def add_key(self, key: RegionKey) -> bool:
+    async def add_key(
+        self, key: RegionKey, *, actor: str = DEFAULT_ACTOR, now: datetime | None = None
+    ) -> bool:
         """Insert a partner key; return False if the same key is already stored.
 
         "The same" means the same algorithm, key bytes and validity window (to the second), and a
@@ -518,14 +875,40 @@ class SQLiteStore:
                     region=key.region,
                     kid=key.kid,
                 )
+            if await self._removed_key_conflicts(tx, key):
+                raise KeyIdReusedError(
+                    f"key id {key.kid} of region {key.region} named another key before",
+                    region=key.region,
+                    kid=key.kid,
+                )
             await tx.execute(
                 f"INSERT INTO region_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
                 row,
             )
             await self._bump_version(tx)
+            await self._append_audit(
+                tx, AuditEvent(actor, "key.add", now or utcnow(), key.region, None, _key_json(key))
+            )
             return True
 
-    async def revoke_key(self, region: str, kid: str, at: datetime) -> RegionKey:
+    @staticmethod
+    async def _removed_key_conflicts(conn: aiosqlite.Connection, key: RegionKey) -> bool:
+        async with conn.execute(
+            "SELECT alg, spki FROM removed_keys WHERE region = ? AND kid = ?",
+            (key.region, key.kid),
+        ) as cur:
+            row = await cur.fetchone()
+        return row is not None and (row[0], bytes(row[1])) != (key.alg.value, key.public_key.spki)
+
+    async def revoke_key(
+        self,
+        region: str,
+        kid: str,
+        at: datetime,
+        *,
+        actor: str = DEFAULT_ACTOR,
+        now: datetime | None = None,
+    ) -> RegionKey:
         """Mark a key REVOKED from ``at`` on and return it as stored.
 
         Revocation only moves earlier: if the key was already revoked at an earlier time, that
@@ -534,6 +917,7 @@ class SQLiteStore:
         """
         at_unix = _ts(at)
         async with self._write("revoke_key") as tx:
+            before = await self._key(tx, region, kid)
             cur = await tx.execute(
                 "UPDATE region_keys SET status = 'revoked',"
                 " revoked_at = MIN(COALESCE(revoked_at, :at), :at)"
@@ -549,9 +933,26 @@ class SQLiteStore:
                 row = await cur.fetchone()
             if row is None:
                 raise NotFoundError(f"region {region} has no key {kid}", region=region, kid=kid)
+            key = _key_from_row(row)
             if changed:
                 await self._bump_version(tx)
-            return _key_from_row(row)
+                await self._append_audit(
+                    tx,
+                    AuditEvent(
+                        actor, "key.revoke", now or utcnow(), region,
+                        None if before is None else _key_json(before), _key_json(key),
+                    ),
+                )
+            return key
+
+    @staticmethod
+    async def _key(conn: aiosqlite.Connection, region: str, kid: str) -> RegionKey | None:
+        async with conn.execute(
+            f"SELECT {_KEY_COLUMNS} FROM region_keys WHERE region = ? AND kid = ?",  # noqa: S608
+            (region, kid),
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _key_from_row(row)
 
     async def list_keys(self, region: str | None = None) -> list[RegionKey]:
         """All keys (or ``region``'s), ordered by region, not_before, kid.
@@ -583,7 +984,8 @@ class SQLiteStore:
         return int(row[0])
 
     async def read_registry(self) -> RegistryData:
-        """Version, regions and keys from one read transaction, so they agree with each other.
+        """Version, regions, keys, revocations and key-set versions from one read transaction,
+        so that they agree with each other.
 
         Raises :class:`StoreUnavailableError`.
         """
@@ -594,7 +996,14 @@ class SQLiteStore:
                 raise StoreUnavailableError("registry database has no version row")
             regions = await self._regions(tx)
             keys = await self._keys(tx, None)
-        return RegistryData(int(row[0]), tuple(regions), tuple(keys))
+            codes, holders = await self._revocations(tx, None)
+            async with tx.execute(
+                "SELECT region, MAX(version) FROM keysets GROUP BY region ORDER BY region"
+            ) as cur:
+                versions = tuple((str(r[0]), int(r[1])) for r in await cur.fetchall())
+        return RegistryData(
+            int(row[0]), tuple(regions), tuple(keys), tuple(codes), tuple(holders), versions
+        )
 
     # -- conversions -------------------------------------------------------------------------
 
@@ -631,10 +1040,15 @@ class SQLiteStore:
                     raise NotFoundError(f"region {code} is not registered", region=code)
             try:
                 await tx.executemany(
-                    f"INSERT INTO conversions ({_CONVERSION_COLUMNS})"  # noqa: S608
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    f"INSERT INTO conversions ({_CONVERSION_COLUMNS}, source_hash)"  # noqa: S608
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (region, source_code_id) DO NOTHING",
-                    rows,
+                    [(*row, _source_hash(r)) for row, r in zip(rows, records, strict=True)],
+                )
+                # A conversion made while a revocation was on its way is revoked with its source.
+                await tx.executemany(
+                    _REVOKE_NEW_CONVERSION,
+                    [{"region": r.region, "source": r.source_code_id} for r in records],
                 )
             except sqlite3.IntegrityError as exc:
                 raise AlreadyExistsError(
@@ -659,3 +1073,598 @@ class SQLiteStore:
         async with self._read("list_conversions") as tx:
             async with tx.execute(query, (*params, limit)) as cur:
                 return [_conversion_from_row(row) for row in await cur.fetchall()]
+
+    # -- trust registry ----------------------------------------------------------------------
+
+    async def region_trust(self, region: str) -> RegionTrust:
+        """A region with its anchors, key-set version and keys, from one read transaction.
+
+        Raises :class:`StoreUnavailableError`.
+        """
+        async with self._read("region_trust") as tx:
+            record = await self._region(tx, region)
+            generation, anchors = await self._anchors(tx, region)
+            version = await self._keyset_version(tx, region)
+            keys = await self._keys(tx, region)
+        return RegionTrust(record, anchors, generation, version, tuple(keys))
+
+    async def all_anchors(self) -> dict[str, AnchorSet]:
+        """Every region's current anchor set. Raises :class:`StoreUnavailableError`."""
+        async with self._read("all_anchors") as tx:
+            async with tx.execute(
+                "SELECT a.region, a.anchors, a.threshold FROM anchor_sets a"
+                " WHERE a.generation = (SELECT MAX(generation) FROM anchor_sets"
+                " WHERE region = a.region) ORDER BY a.region"
+            ) as cur:
+                rows = await cur.fetchall()
+            return {str(r[0]): _anchor_set(r[1], r[2]) for r in rows}
+
+    @staticmethod
+    async def _anchors(conn: aiosqlite.Connection, region: str) -> tuple[int, AnchorSet | None]:
+        async with conn.execute(
+            "SELECT generation, anchors, threshold FROM anchor_sets WHERE region = ?"
+            " ORDER BY generation DESC LIMIT 1",
+            (region,),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return 0, None
+        return int(row[0]), _anchor_set(row[1], row[2])
+
+    @staticmethod
+    async def _keyset_version(conn: aiosqlite.Connection, region: str) -> int:
+        async with conn.execute(
+            "SELECT COALESCE(MAX(version), 0) FROM keysets WHERE region = ?", (region,)
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def find_submission(self, digest: str) -> SubmissionResult | None:
+        """The stored result of an accepted submission, flagged as a duplicate, or None.
+
+        Raises :class:`StoreUnavailableError`.
+        """
+        async with self._read("find_submission") as tx:
+            return await self._submission(tx, digest)
+
+    @staticmethod
+    async def _submission(conn: aiosqlite.Connection, digest: str) -> SubmissionResult | None:
+        async with conn.execute(
+            "SELECT result FROM submissions WHERE digest = ?", (digest,)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        try:
+            return SubmissionResult.from_json(json.loads(row[0]), duplicate=True)
+        except (KeyError, TypeError) as exc:
+            raise StoreUnavailableError(f"submission {digest[:16]} is stored damaged") from exc
+
+    @staticmethod
+    async def _record_submission(
+        conn: aiosqlite.Connection, result: SubmissionResult, actor: str
+    ) -> None:
+        await conn.execute(
+            "INSERT INTO submissions (digest, region, kind, batch_id, actor, received_at, result)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                result.digest,
+                result.region,
+                result.kind.value,
+                result.batch_id,
+                actor,
+                _ts(result.accepted_at),
+                _json_text(result.to_json()),
+            ),
+        )
+
+    async def install_partner(
+        self, region: Region, anchors: AnchorSet, *, replace: bool, actor: str, now: datetime
+    ) -> InstallResult:
+        """Add a region with its anchors, or update its name, mode and maximum age.
+
+        Anchors are installed when the region has none; different anchors replace the current
+        ones only with ``replace`` (an operator's break-glass re-keying, audited). The region's
+        enabled flag is kept. Identical content changes nothing (a duplicate).
+
+        Raises :class:`AlreadyExistsError` (other anchors, no ``replace``),
+        :class:`StoreUnavailableError`, ``ValueError`` for a bad actor.
+        """
+        _check_actor(actor)
+        at = _ts(now)
+        async with self._write("install_partner") as tx:
+            before = await self._region(tx, region.code)
+            generation, current = await self._anchors(tx, region.code)
+            stored = region if before is None else replace_fields(region, enabled=before.enabled)
+            region_changed = before is not None and before != stored
+            anchors_changed = current is None or current.to_json() != anchors.to_json()
+            if anchors_changed and current is not None and not replace:
+                raise AlreadyExistsError(
+                    f"region {region.code} already has other anchors: rotate them with a key set "
+                    "signed by the old and the new anchors, or replace them explicitly",
+                    region=region.code,
+                )
+            if before is None or region_changed:
+                await tx.execute(
+                    "INSERT INTO regions (code, name, mode, max_age_seconds, enabled)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (code) DO UPDATE SET"
+                    " name = excluded.name, mode = excluded.mode,"
+                    " max_age_seconds = excluded.max_age_seconds",
+                    (
+                        stored.code,
+                        stored.name,
+                        stored.mode.value,
+                        max(1, int(stored.max_age.total_seconds())),
+                        int(stored.enabled),
+                    ),
+                )
+            if anchors_changed:
+                generation += 1
+                await tx.execute(
+                    "INSERT INTO anchor_sets (region, generation, threshold, anchors,"
+                    " installed_at, source) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        region.code,
+                        generation,
+                        anchors.threshold,
+                        _json_text(anchors.to_json()),
+                        at,
+                        f"partner-file:{actor}",
+                    ),
+                )
+            result = InstallResult(
+                region.code,
+                created=before is None,
+                anchors_changed=anchors_changed,
+                region_changed=region_changed,
+                anchors_generation=generation,
+                fingerprint=anchors.fingerprint(),
+            )
+            if not result.duplicate:
+                await self._bump_version(tx)
+                await self._append_audit(
+                    tx,
+                    AuditEvent(
+                        actor,
+                        "partner.install" if before is None else "partner.update",
+                        now,
+                        region.code,
+                        None
+                        if before is None
+                        else {"region": _region_json(before), "anchors": _anchors_json(current)},
+                        {"region": _region_json(stored), "anchors": _anchors_json(anchors)},
+                    ),
+                )
+            return result
+
+    async def apply_keyset(self, change: KeySetChange) -> SubmissionResult:
+        """Make ``change.keys`` the region's complete key list, in one transaction.
+
+        Keys absent from the new list are *removed* (kept aside in removed_keys: codes they
+        signed stop verifying); keys listed are inserted or get the new validity window, keeping
+        any revocation time they had (also from a previous removal). New anchors, if any, become
+        the region's next anchor generation. A digest already applied returns its first result
+        flagged as a duplicate.
+
+        Raises :class:`ConcurrentChangeError` (version or anchors changed since they were
+        read), :class:`KeyIdReusedError` (a key id names another key, now or before),
+        :class:`NotFoundError` (unknown region), :class:`StoreUnavailableError`.
+        """
+        _check_actor(change.actor)
+        at = _ts(change.at)
+        async with self._write("apply_keyset") as tx:
+            earlier = await self._submission(tx, change.digest)
+            if earlier is not None:
+                return earlier
+            if not await self._region_exists(tx, change.region):
+                raise NotFoundError(
+                    f"region {change.region} is not registered", region=change.region
+                )
+            version = await self._keyset_version(tx, change.region)
+            generation, anchors_before = await self._anchors(tx, change.region)
+            if (version, generation) != (change.expected_version, change.expected_generation):
+                raise ConcurrentChangeError(
+                    f"region {change.region} changed while its key set was verified",
+                    region=change.region,
+                )
+            old_keys = {k.kid: k for k in await self._keys(tx, change.region)}
+            new_kids = {k.kid for k in change.keys}
+            removed = sorted(set(old_keys) - new_kids)
+            for kid in removed:
+                await tx.execute(
+                    "INSERT INTO removed_keys (region, kid, alg, spki, not_before, not_after,"
+                    " revoked_at, removed_at) SELECT region, kid, alg, spki, not_before,"
+                    " not_after, revoked_at, ? FROM region_keys WHERE region = ? AND kid = ?"
+                    " ON CONFLICT (region, kid) DO UPDATE SET not_before = excluded.not_before,"
+                    " not_after = excluded.not_after, revoked_at = excluded.revoked_at,"
+                    " removed_at = excluded.removed_at",
+                    (at, change.region, kid),
+                )
+                await tx.execute(
+                    "DELETE FROM region_keys WHERE region = ? AND kid = ?", (change.region, kid)
+                )
+            for key in change.keys:
+                await self._put_listed_key(tx, key, old_keys.get(key.kid))
+            if change.anchors is not None:
+                await tx.execute(
+                    "INSERT INTO anchor_sets (region, generation, threshold, anchors,"
+                    " installed_at, source) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        change.region,
+                        generation + 1,
+                        change.anchors.threshold,
+                        _json_text(change.anchors.to_json()),
+                        at,
+                        f"keyset:{change.version}",
+                    ),
+                )
+            await tx.execute(
+                "INSERT INTO keysets (region, version, expires, digest, envelope, applied_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (change.region, change.version, _ts(change.expires), change.digest,
+                 change.envelope, at),
+            )
+            new_keys = await self._keys(tx, change.region)
+            result = SubmissionResult(
+                SubmissionKind.KEYSET,
+                change.region,
+                change.digest,
+                change.at,
+                version=change.version,
+                keys_added=tuple(sorted(new_kids - set(old_keys))),
+                keys_removed=tuple(removed),
+                keys_kept=tuple(sorted(new_kids & set(old_keys))),
+                anchors_rotated=change.anchors is not None,
+            )
+            await self._record_submission(tx, result, change.actor)
+            await self._bump_version(tx)
+            await self._append_audit(
+                tx,
+                AuditEvent(
+                    change.actor,
+                    "keyset.apply",
+                    change.at,
+                    change.region,
+                    {
+                        "version": version,
+                        "keys": [_key_json(k) for k in old_keys.values()],
+                        "anchors": _anchors_json(anchors_before),
+                    },
+                    {
+                        "version": change.version,
+                        "digest": change.digest,
+                        "expires": _ts(change.expires),
+                        "keys": [_key_json(k) for k in new_keys],
+                        "anchors": _anchors_json(change.anchors or anchors_before),
+                    },
+                ),
+            )
+            return result
+
+    async def _put_listed_key(
+        self, conn: aiosqlite.Connection, key: RegionKey, current: RegionKey | None
+    ) -> None:
+        """Insert or update one key of a new key set, keeping any earlier revocation."""
+        same = (key.alg.value, key.public_key.spki)
+        revoked_at: int | None = None
+        if current is not None:
+            if (current.alg.value, current.public_key.spki) != same:
+                raise KeyIdReusedError(
+                    f"key id {key.kid} of region {key.region} names another key",
+                    region=key.region,
+                    kid=key.kid,
+                )
+            revoked_at = _opt_ts(current.revoked_at)
+        else:
+            async with conn.execute(
+                "SELECT alg, spki, revoked_at FROM removed_keys WHERE region = ? AND kid = ?",
+                (key.region, key.kid),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is not None:
+                if (row[0], bytes(row[1])) != same:
+                    raise KeyIdReusedError(
+                        f"key id {key.kid} of region {key.region} named another key before",
+                        region=key.region,
+                        kid=key.kid,
+                    )
+                revoked_at = None if row[2] is None else int(row[2])
+                await conn.execute(
+                    "DELETE FROM removed_keys WHERE region = ? AND kid = ?", (key.region, key.kid)
+                )
+        status = KeyStatus.REVOKED if revoked_at is not None else KeyStatus.ACTIVE
+        await conn.execute(
+            f"INSERT INTO region_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+            " ON CONFLICT (region, kid) DO UPDATE SET not_before = excluded.not_before,"
+            " not_after = excluded.not_after, status = excluded.status,"
+            " revoked_at = excluded.revoked_at",
+            (
+                key.region,
+                key.kid,
+                key.alg.value,
+                key.public_key.spki,
+                _ts(key.not_before),
+                _ts(key.not_after),
+                status.value,
+                revoked_at,
+            ),
+        )
+
+    async def apply_key_revocation(
+        self,
+        region: str,
+        kid: str,
+        compromised_at: datetime,
+        *,
+        digest: str,
+        actor: str,
+        now: datetime,
+    ) -> SubmissionResult:
+        """Revoke a key from ``compromised_at`` on; a revocation only ever moves earlier.
+
+        A key removed by a key set is revoked too (should it ever return). A digest already
+        applied returns its first result flagged as a duplicate. Raises :class:`NotFoundError`
+        if the region never had the key, :class:`StoreUnavailableError`.
+        """
+        _check_actor(actor)
+        at = _ts(compromised_at)
+        async with self._write("apply_key_revocation") as tx:
+            earlier = await self._submission(tx, digest)
+            if earlier is not None:
+                return earlier
+            before = await self._key(tx, region, kid)
+            if before is not None:
+                await tx.execute(
+                    "UPDATE region_keys SET status = 'revoked',"
+                    " revoked_at = MIN(COALESCE(revoked_at, :at), :at)"
+                    " WHERE region = :region AND kid = :kid",
+                    {"at": at, "region": region, "kid": kid},
+                )
+                after = await self._key(tx, region, kid)
+                assert after is not None
+                revoked_at = after.revoked_at
+                before_json: dict[str, Any] | None = _key_json(before)
+                after_json: dict[str, Any] | None = _key_json(after)
+            else:
+                cur = await tx.execute(
+                    "UPDATE removed_keys SET revoked_at = MIN(COALESCE(revoked_at, :at), :at)"
+                    " WHERE region = :region AND kid = :kid",
+                    {"at": at, "region": region, "kid": kid},
+                )
+                if cur.rowcount == 0:
+                    raise NotFoundError(
+                        f"region {region} has no key {kid}", region=region, kid=kid
+                    )
+                async with tx.execute(
+                    "SELECT revoked_at FROM removed_keys WHERE region = ? AND kid = ?",
+                    (region, kid),
+                ) as rows:
+                    row = await rows.fetchone()
+                revoked_at = _opt_time(row[0] if row else None)
+                before_json, after_json = {"kid": kid, "removed": True}, {
+                    "kid": kid,
+                    "removed": True,
+                    "revoked_at": _opt_ts(revoked_at),
+                }
+            result = SubmissionResult(
+                SubmissionKind.KEY_REVOCATION, region, digest, now, kid=kid, revoked_at=revoked_at
+            )
+            await self._record_submission(tx, result, actor)
+            changed = before_json != after_json
+            if changed:
+                await self._bump_version(tx)
+            await self._append_audit(
+                tx, AuditEvent(actor, "key.revoke", now, region, before_json, after_json)
+            )
+            return result
+
+    async def apply_revocation_batch(self, change: RevocationBatchChange) -> SubmissionResult:
+        """Record a batch of code and holder revocations; revoke the matching conversions.
+
+        A code revocation keeps the earliest effective time of all batches naming the code; a
+        holder revocation is kept per effective time. Conversion records whose source code, or
+        whose holder (for sources issued before the effective time), is revoked get that time
+        as ``revoked_at`` (only ever earlier). A digest already applied returns its first
+        result flagged as a duplicate.
+
+        Raises :class:`BatchConflictError` if the batch id names another submission,
+        :class:`NotFoundError` for an unknown region, :class:`StoreUnavailableError`.
+        """
+        _check_actor(change.actor)
+        at = _ts(change.effective_at)
+        async with self._write("apply_revocation_batch") as tx:
+            earlier = await self._submission(tx, change.digest)
+            if earlier is not None:
+                return earlier
+            if not await self._region_exists(tx, change.region):
+                raise NotFoundError(
+                    f"region {change.region} is not registered", region=change.region
+                )
+            async with tx.execute(
+                "SELECT digest FROM submissions WHERE region = ? AND kind = ? AND batch_id = ?",
+                (change.region, SubmissionKind.REVOCATIONS.value, change.batch_id),
+            ) as cur:
+                if await cur.fetchone() is not None:
+                    raise BatchConflictError(
+                        f"batch id {change.batch_id} of region {change.region} was already used "
+                        "for a different batch",
+                        region=change.region,
+                        batch_id=change.batch_id,
+                    )
+            await tx.executemany(
+                "INSERT INTO code_revocations (region, code_hash, effective_at, batch_id)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (region, code_hash) DO UPDATE SET"
+                " effective_at = excluded.effective_at, batch_id = excluded.batch_id"
+                " WHERE excluded.effective_at < code_revocations.effective_at",
+                [(change.region, h, at, change.batch_id) for h in change.codes],
+            )
+            await tx.executemany(
+                "INSERT INTO holder_revocations (region, holder, effective_at, batch_id)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(change.region, h, at, change.batch_id) for h in change.holders],
+            )
+            before = tx.total_changes
+            await tx.executemany(
+                "UPDATE conversions SET revoked_at = MIN(COALESCE(revoked_at, :at), :at)"
+                " WHERE region = :region AND source_hash = :hash"
+                " AND (revoked_at IS NULL OR revoked_at > :at)",
+                [{"at": at, "region": change.region, "hash": h} for h in change.codes],
+            )
+            await tx.executemany(
+                "UPDATE conversions SET revoked_at = MIN(COALESCE(revoked_at, :at), :at)"
+                " WHERE region = :region AND holder = :holder AND issued_at < :at"
+                " AND (revoked_at IS NULL OR revoked_at > :at)",
+                [{"at": at, "region": change.region, "holder": h} for h in change.holders],
+            )
+            conversions = tx.total_changes - before
+            result = SubmissionResult(
+                SubmissionKind.REVOCATIONS,
+                change.region,
+                change.digest,
+                change.at,
+                batch_id=change.batch_id,
+                codes=len(change.codes),
+                holders=len(change.holders),
+                conversions_revoked=conversions,
+            )
+            await self._record_submission(tx, result, change.actor)
+            await self._bump_version(tx)
+            # Counts and the batch id only: no code or holder identifiers in the audit trail.
+            await self._append_audit(
+                tx,
+                AuditEvent(
+                    change.actor,
+                    "revocations.apply",
+                    change.at,
+                    change.region,
+                    None,
+                    {
+                        "batch_id": change.batch_id,
+                        "digest": change.digest,
+                        "effective_at": at,
+                        "codes": len(change.codes),
+                        "holders": len(change.holders),
+                        "conversions_revoked": conversions,
+                    },
+                ),
+            )
+            return result
+
+    async def list_revocations(
+        self, region: str | None = None
+    ) -> tuple[list[CodeRevocation], list[HolderRevocation]]:
+        """Code and holder revocations (of ``region``, or all). Raises
+        :class:`StoreUnavailableError`."""
+        async with self._read("list_revocations") as tx:
+            return await self._revocations(tx, region)
+
+    @staticmethod
+    async def _revocations(
+        conn: aiosqlite.Connection, region: str | None
+    ) -> tuple[list[CodeRevocation], list[HolderRevocation]]:
+        where, params = ("", ()) if region is None else (" WHERE region = ?", (region,))
+        async with conn.execute(
+            "SELECT region, code_hash, effective_at FROM code_revocations" + where,  # noqa: S608
+            params,
+        ) as cur:
+            codes = [CodeRevocation(r[0], r[1], from_unix(r[2])) for r in await cur.fetchall()]
+        async with conn.execute(
+            "SELECT region, holder, effective_at FROM holder_revocations" + where,  # noqa: S608
+            params,
+        ) as cur:
+            holders = [HolderRevocation(r[0], r[1], from_unix(r[2])) for r in await cur.fetchall()]
+        return codes, holders
+
+    # -- audit --------------------------------------------------------------------------------
+
+    async def read_audit(self, after_seq: int, limit: int) -> tuple[AuditHead, list[AuditEntry]]:
+        """The audit head and up to ``limit`` entries with seq > ``after_seq``, from one read.
+
+        Raises ``ValueError`` for a bad ``limit``, :class:`StoreUnavailableError`.
+        """
+        if isinstance(limit, bool) or not 1 <= limit <= MAX_LIST_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+        async with self._read("read_audit") as tx:
+            async with tx.execute("SELECT count, hash FROM audit_head WHERE id = 1") as cur:
+                row = await cur.fetchone()
+            if row is None:
+                raise StoreUnavailableError("registry database has no audit head row")
+            async with tx.execute(
+                f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE seq > ?"  # noqa: S608
+                " ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ) as cur:
+                rows = await cur.fetchall()
+        try:
+            entries = [_audit_from_row(r) for r in rows]
+        except (ValueError, TypeError) as exc:
+            # An unreadable row is itself tampering; report it as such, with its position.
+            raise AuditIntegrityError(f"an audit entry is unreadable: {exc}") from None
+        return AuditHead(int(row[0]), str(row[1])), entries
+
+    # -- trust list versions -----------------------------------------------------------------
+
+    async def latest_trustlist(self) -> TrustListVersion | None:
+        """The newest trust-list content version. Raises :class:`StoreUnavailableError`."""
+        async with self._read("latest_trustlist") as tx:
+            return await self._trustlist(tx, None)
+
+    async def get_trustlist(self, version: int) -> TrustListVersion | None:
+        """One trust-list content version. Raises :class:`StoreUnavailableError`."""
+        async with self._read("get_trustlist") as tx:
+            return await self._trustlist(tx, version)
+
+    @staticmethod
+    async def _trustlist(
+        conn: aiosqlite.Connection, version: int | None
+    ) -> TrustListVersion | None:
+        query = "SELECT version, digest, content, created_at FROM trustlist_versions"
+        if version is None:
+            cur_ctx = conn.execute(query + " ORDER BY version DESC LIMIT 1")
+        else:
+            cur_ctx = conn.execute(query + " WHERE version = ?", (version,))
+        async with cur_ctx as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return TrustListVersion(int(row[0]), str(row[1]), bytes(row[2]), from_unix(row[3]))
+
+    async def record_trustlist(
+        self, digest: str, content: bytes, *, expected_latest: int, now: datetime
+    ) -> TrustListVersion:
+        """Record ``content`` as the next version, unless it already is the latest.
+
+        Raises :class:`ConcurrentChangeError` if the latest version is not ``expected_latest``,
+        :class:`StoreUnavailableError`.
+        """
+        at = _ts(now)
+        async with self._write("record_trustlist") as tx:
+            latest = await self._trustlist(tx, None)
+            if latest is not None and latest.digest == digest:
+                return latest
+            current = 0 if latest is None else latest.version
+            if current != expected_latest:
+                raise ConcurrentChangeError("another trust list version was recorded meanwhile")
+            await tx.execute(
+                "INSERT INTO trustlist_versions (version, digest, content, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                (current + 1, digest, content, at),
+            )
+            return TrustListVersion(current + 1, digest, content, from_unix(at))
+
+
+def _anchor_set(text: str, threshold: int) -> AnchorSet:
+    anchors = AnchorSet.from_json(json.loads(text))
+    if anchors.threshold != threshold:
+        raise StoreUnavailableError("an anchor set's threshold column disagrees with its JSON")
+    return anchors
+
+
+def _check_actor(actor: str) -> None:
+    if audit.ACTOR_PATTERN.fullmatch(actor) is None:
+        raise ValueError(f"actor {actor[:40]!r} is not '<kind>:<name>', e.g. 'operator:cli'")
+
+
+def replace_fields(region: Region, *, enabled: bool) -> Region:
+    """``region`` with another enabled flag."""
+    return Region(region.code, region.name, region.mode, region.max_age, enabled)

@@ -19,7 +19,7 @@ from keys.errors import (
     StoreUnavailableError,
 )
 from keys.model import ConversionRecord, KeyStatus, Mode, Region, RegionKey
-from keys.store import SCHEMA_VERSION, SQLiteStore, Store
+from keys.store import MIGRATIONS, SCHEMA_VERSION, SQLiteStore, Store
 
 T = TypeVar("T")
 T0 = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
@@ -357,7 +357,7 @@ def test_schema_is_versioned_and_wal(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT version FROM schema_migrations").fetchall()
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-    assert rows == [(SCHEMA_VERSION,)]
+    assert rows == [(version,) for version, _ in MIGRATIONS]  # each migration ran once
     assert mode == "wal"
 
 
