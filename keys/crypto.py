@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from keys.der import pem_blocks, read_certificate
 from keys.errors import AlgorithmUnsupportedError, MalformedError, SignatureInvalidError
 
 MAX_KEY_BYTES = 16 * 1024
@@ -342,7 +343,7 @@ def load_public_key(
         if len(raw) == 32 and alg in (None, Algorithm.EDDSA):
             key = PublicKey.from_ed25519_raw(raw)
         elif raw.lstrip().startswith(b"-----BEGIN CERTIFICATE"):
-            key = PublicKey.from_crypto(_load_cert(raw, pem=True).public_key(), alg)
+            key = PublicKey.from_crypto(_cert_public_key(raw, pem=True), alg)
         elif raw.lstrip().startswith(b"-----BEGIN"):
             try:
                 loaded = serialization.load_pem_public_key(raw)
@@ -353,11 +354,38 @@ def load_public_key(
             try:
                 loaded = serialization.load_der_public_key(raw)
             except Exception:
-                loaded = _load_cert(raw, pem=False).public_key()
+                loaded = _cert_public_key(raw, pem=False)
             key = PublicKey.from_crypto(loaded, alg)
     if alg is not None and key.alg is not alg:
         raise AlgorithmUnsupportedError(f"the key is for {key.alg}, not {alg}")
     return key
+
+
+def _cert_public_key(raw: bytes, *, pem: bool) -> Any:
+    """A certificate's public key: pyca/cryptography's strict loader first, then, for a real
+    certificate that is not strict DER, the SubjectPublicKeyInfo found by :mod:`keys.der`."""
+    try:
+        cert = _load_cert(raw, pem=pem)
+    except MalformedError:
+        blocks = pem_blocks(raw, "CERTIFICATE") if pem else [raw]
+        if len(blocks) != 1:
+            raise
+        try:
+            spki = read_certificate(blocks[0]).spki
+        except MalformedError:
+            raise MalformedError("not a public key or X.509 certificate") from None
+        return _spki_key(spki)
+    try:
+        return cert.public_key()
+    except Exception:
+        raise AlgorithmUnsupportedError("the certificate's key type is not accepted") from None
+
+
+def _spki_key(spki: bytes) -> Any:
+    try:
+        return serialization.load_der_public_key(spki)
+    except Exception:
+        raise MalformedError("the certificate's public key cannot be loaded") from None
 
 
 def _load_cert(raw: bytes, *, pem: bool) -> x509.Certificate:
