@@ -100,7 +100,10 @@ class CoseCodec:
         :class:`MalformedError` (or :class:`OversizedError`) for anything else.
         """
         data = decode_text(self.text, strip_prefix(text, self.prefix), limit=MAX_CODE_CHARS)
-        inflated = decompress(self.compression, data, limit=self.max_message_bytes)
+        return self.open_message(decompress(self.compression, data, limit=self.max_message_bytes))
+
+    def open_message(self, inflated: bytes) -> Envelope:
+        """The COSE layer of :meth:`open`, for callers that ran the text layers step by step."""
         message = _unwrap(parse_cbor(inflated, limit=self.max_message_bytes))
         protected_bytes, unprotected, payload, signature = message
         if not isinstance(protected_bytes, bytes):

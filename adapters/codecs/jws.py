@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from adapters.base import MAX_CODE_CHARS, MAX_DECOMPRESSED_BYTES, Envelope
+from adapters.base import MAX_CODE_CHARS, MAX_DECOMPRESSED_BYTES, MAX_JSON_DEPTH, Envelope
 from adapters.codecs.encoding import (
     Compression,
     b64url_encode,
@@ -49,6 +49,8 @@ class JwsCodec:
     typ: str | None = None
     require_kid: bool = True
     max_payload_bytes: int = MAX_DECOMPRESSED_BYTES  # claims JSON, after inflating
+    max_code_chars: int = MAX_CODE_CHARS  # the payload's base64url text
+    max_payload_depth: int = MAX_JSON_DEPTH  # claims JSON nesting
 
     family: ClassVar[str] = "jws"
 
@@ -72,7 +74,7 @@ class JwsCodec:
         if not isinstance(header, dict):
             raise MalformedError("the JWS header is not a JSON object")
         alg, kid = self._check_header(header)
-        payload = b64url_strict(payload_b64, limit=MAX_CODE_CHARS)
+        payload = b64url_strict(payload_b64, limit=self.max_code_chars)
         signature = b64url_strict(signature_b64, limit=1024)
         return Envelope(
             kid_hint=kid,
@@ -113,7 +115,7 @@ class JwsCodec:
         """Inflate (bounded, when zip) and parse the verified payload; raises MalformedError."""
         compression = Compression.DEFLATE if self.deflate else Compression.NONE
         data = decompress(compression, payload, limit=self.max_payload_bytes)
-        claims = parse_json(data, limit=self.max_payload_bytes)
+        claims = parse_json(data, limit=self.max_payload_bytes, max_depth=self.max_payload_depth)
         if not isinstance(claims, dict):
             raise MalformedError("the JWS payload is not a JSON object")
         return claims
