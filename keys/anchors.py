@@ -202,9 +202,7 @@ class PartnerFile:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> PartnerFile:
-        require_keys(
-            obj, ("type", "region", "name", "mode", "max_age", "anchors", "threshold")
-        )
+        require_keys(obj, ("type", "region", "name", "mode", "max_age", "anchors", "threshold"))
         if obj["type"] != PARTNER_FILE_TYPE:
             raise MalformedError(f"the partner file's type is not {PARTNER_FILE_TYPE!r}")
         code = get_str(obj, "region", max_chars=6)

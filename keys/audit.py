@@ -103,8 +103,15 @@ def chain(event: AuditEvent, head: AuditHead) -> AuditEntry:
     before = _json_roundtrip(event.before)
     after = _json_roundtrip(event.after)
     draft = AuditEntry(
-        head.count + 1, event.at, event.actor, event.action, event.region,
-        before, after, head.hash, "",
+        head.count + 1,
+        event.at,
+        event.actor,
+        event.action,
+        event.region,
+        before,
+        after,
+        head.hash,
+        "",
     )
     return AuditEntry(**{**draft.__dict__, "hash": draft.compute_hash()})
 

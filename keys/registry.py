@@ -84,7 +84,10 @@ class RegistrySnapshot:
     ) -> RegistrySnapshot:
         """A snapshot from plain sequences of regions and keys (and revocations)."""
         return cls(
-            version, {r.code: r for r in regions}, tuple(keys), revocations,
+            version,
+            {r.code: r for r in regions},
+            tuple(keys),
+            revocations,
             dict(keyset_versions or {}),
         )
 

@@ -136,13 +136,14 @@ class KeySet:
         if len(items) > MAX_KEYSET_KEYS:
             raise OversizedError(f"a key set lists at most {MAX_KEYSET_KEYS} keys")
         keys = [_keyset_key(item) for item in items]
-        anchors = (
-            AnchorSet.from_json(obj["anchors"], "new anchors") if "anchors" in obj else None
-        )
+        anchors = AnchorSet.from_json(obj["anchors"], "new anchors") if "anchors" in obj else None
         try:
             return cls(
-                obj["region"], get_int(obj, "version", minimum=1), _time(obj, "expires"),
-                tuple(keys), anchors,
+                obj["region"],
+                get_int(obj, "version", minimum=1),
+                _time(obj, "expires"),
+                tuple(keys),
+                anchors,
             )
         except ValueError as exc:
             raise MalformedError(f"the key set is not valid: {exc}") from None
@@ -249,8 +250,11 @@ class RevocationBatch:
             raise MalformedError("revocation entries are strings")
         try:
             return cls(
-                obj["region"], get_str(obj, "batch_id", max_chars=64),
-                _time(obj, "effective_at"), tuple(codes), tuple(holders),
+                obj["region"],
+                get_str(obj, "batch_id", max_chars=64),
+                _time(obj, "effective_at"),
+                tuple(codes),
+                tuple(holders),
             )
         except ValueError as exc:
             raise MalformedError(f"the revocation batch is not valid: {exc}") from None

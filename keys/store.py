@@ -167,7 +167,6 @@ class Store(Protocol):
         """Conversion records, oldest first, at most ``limit``."""
         ...
 
-
     # -- trust registry (anchors, key sets, revocations) ------------------------------------
 
     async def region_trust(self, region: str) -> RegionTrust:
@@ -255,6 +254,7 @@ class Store(Protocol):
         Raises :class:`ConcurrentChangeError` if another version was recorded meanwhile.
         """
         ...
+
 
 # --- schema ------------------------------------------------------------------------------------
 
@@ -780,8 +780,12 @@ class SQLiteStore:
                 await self._append_audit(
                     tx,
                     AuditEvent(
-                        actor, "region.upsert", now or utcnow(), region.code,
-                        None if before is None else _region_json(before), _region_json(region),
+                        actor,
+                        "region.upsert",
+                        now or utcnow(),
+                        region.code,
+                        None if before is None else _region_json(before),
+                        _region_json(region),
                     ),
                 )
 
@@ -825,8 +829,12 @@ class SQLiteStore:
                 await self._append_audit(
                     tx,
                     AuditEvent(
-                        actor, "region.enable" if enabled else "region.disable",
-                        now or utcnow(), code, {"enabled": not enabled}, {"enabled": enabled},
+                        actor,
+                        "region.enable" if enabled else "region.disable",
+                        now or utcnow(),
+                        code,
+                        {"enabled": not enabled},
+                        {"enabled": enabled},
                     ),
                 )
 
@@ -939,8 +947,12 @@ class SQLiteStore:
                 await self._append_audit(
                     tx,
                     AuditEvent(
-                        actor, "key.revoke", now or utcnow(), region,
-                        None if before is None else _key_json(before), _key_json(key),
+                        actor,
+                        "key.revoke",
+                        now or utcnow(),
+                        region,
+                        None if before is None else _key_json(before),
+                        _key_json(key),
                     ),
                 )
             return key
@@ -1301,8 +1313,14 @@ class SQLiteStore:
             await tx.execute(
                 "INSERT INTO keysets (region, version, expires, digest, envelope, applied_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (change.region, change.version, _ts(change.expires), change.digest,
-                 change.envelope, at),
+                (
+                    change.region,
+                    change.version,
+                    _ts(change.expires),
+                    change.digest,
+                    change.envelope,
+                    at,
+                ),
             )
             new_keys = await self._keys(tx, change.region)
             result = SubmissionResult(
@@ -1432,20 +1450,21 @@ class SQLiteStore:
                     {"at": at, "region": region, "kid": kid},
                 )
                 if cur.rowcount == 0:
-                    raise NotFoundError(
-                        f"region {region} has no key {kid}", region=region, kid=kid
-                    )
+                    raise NotFoundError(f"region {region} has no key {kid}", region=region, kid=kid)
                 async with tx.execute(
                     "SELECT revoked_at FROM removed_keys WHERE region = ? AND kid = ?",
                     (region, kid),
                 ) as rows:
                     row = await rows.fetchone()
                 revoked_at = _opt_time(row[0] if row else None)
-                before_json, after_json = {"kid": kid, "removed": True}, {
-                    "kid": kid,
-                    "removed": True,
-                    "revoked_at": _opt_ts(revoked_at),
-                }
+                before_json, after_json = (
+                    {"kid": kid, "removed": True},
+                    {
+                        "kid": kid,
+                        "removed": True,
+                        "revoked_at": _opt_ts(revoked_at),
+                    },
+                )
             result = SubmissionResult(
                 SubmissionKind.KEY_REVOCATION, region, digest, now, kid=kid, revoked_at=revoked_at
             )

@@ -105,7 +105,10 @@ class TrustRegistry:
         """
         parsed = PartnerFile.from_bytes(partner_file)
         result = await self._store.install_partner(
-            parsed.region, parsed.anchors, replace=replace_anchors, actor=actor,
+            parsed.region,
+            parsed.anchors,
+            replace=replace_anchors,
+            actor=actor,
             now=ensure_utc(now),
         )
         await self._refresh()

@@ -117,8 +117,10 @@ def test_signatures_cover_the_exact_bytes(tmp_path: Path) -> None:
         return [
             await attempt(h, Envelope.sign(spaced, [anchor(0), anchor(1)]).to_bytes()),
             await attempt(
-                h, Envelope(altered, Envelope.sign(signed, [anchor(0), anchor(1)]).signatures)
-                .to_bytes()
+                h,
+                Envelope(
+                    altered, Envelope.sign(signed, [anchor(0), anchor(1)]).signatures
+                ).to_bytes(),
             ),
         ]
 
@@ -241,7 +243,10 @@ def test_rotating_anchors_needs_old_and_new_thresholds(
 
 def test_after_rotation_only_the_new_anchors_sign(tmp_path: Path) -> None:
     rotate = X.keyset(
-        2, (K1,), expires=EXPIRES, new_anchors=NEW.anchor_set(),
+        2,
+        (K1,),
+        expires=EXPIRES,
+        new_anchors=NEW.anchor_set(),
         signers=[*X.anchors.signers(), *NEW.signers()],
     )
 
@@ -304,7 +309,9 @@ def test_keys_absent_from_the_new_set_are_removed_and_stop_verifying(tmp_path: P
         assert {k.kid for k in h.registry.snapshot.keys(BEIJING)} == {"k1", "k2"}
         result = await h.publish(X, X.keyset(2, (K2, K3), expires=EXPIRES))
         assert (result.keys_added, result.keys_removed, result.keys_kept) == (
-            ("k3",), ("k1",), ("k2",)
+            ("k3",),
+            ("k1",),
+            ("k2",),
         )
         assert h.registry.snapshot.keys_for(BEIJING, "k1") == ()
         assert h.registry.snapshot.keyset_versions[BEIJING] == 2
@@ -332,9 +339,7 @@ def test_a_revoked_key_stays_revoked_through_removal_and_return(tmp_path: Path) 
     async def body(h: Harness) -> None:
         await h.onboard(X)
         await h.publish(X, X.keyset(1, (K1,), expires=EXPIRES))
-        await h.trust.revoke_key(
-            X.key_revocation("k1", compromised), caller_region=BEIJING, now=T0
-        )
+        await h.trust.revoke_key(X.key_revocation("k1", compromised), caller_region=BEIJING, now=T0)
         await h.publish(X, X.keyset(2, (K1, K2), expires=EXPIRES))  # listed again: still revoked
         (k1,) = h.registry.snapshot.keys_for(BEIJING, "k1")
         assert k1.status is KeyStatus.REVOKED and k1.revoked_at == compromised
@@ -376,9 +381,7 @@ def test_a_failed_submission_changes_nothing(tmp_path: Path) -> None:
         pytest.param(
             lambda o: o["keys"][0]["public_key"].update(d="AAAA"), "MALFORMED", id="private-jwk"
         ),
-        pytest.param(
-            lambda o: o["keys"][0].update(kid="has space"), "MALFORMED", id="bad-kid"
-        ),
+        pytest.param(lambda o: o["keys"][0].update(kid="has space"), "MALFORMED", id="bad-kid"),
     ],
 )
 def test_malformed_keysets_are_refused(tmp_path: Path, mutate, expected) -> None:
@@ -404,8 +407,9 @@ def test_malformed_keysets_are_refused(tmp_path: Path, mutate, expected) -> None
         pytest.param(b'{"signed":"e30=","signatures":[]}', id="padded-base64"),
         pytest.param(b'{"signed":"e30","signatures":[{"keyid":"a"}]}', id="signature-no-sig"),
         pytest.param(b'{"signed":"e30","signatures":"a"}', id="signatures-not-list"),
-        pytest.param(b'{"signed":"' + b"A" * (3 * 1024 * 1024) + b'","signatures":[]}',
-                     id="oversized"),
+        pytest.param(
+            b'{"signed":"' + b"A" * (3 * 1024 * 1024) + b'","signatures":[]}', id="oversized"
+        ),
     ],
 )
 def test_malformed_envelopes_are_refused(tmp_path: Path, envelope: bytes) -> None:

@@ -32,14 +32,10 @@ class Harness:
 
     async def onboard(self, *partners: PartnerSigner, now: datetime = T0) -> None:
         for partner in partners:
-            await self.trust.install_partner(
-                partner.partner_file(), actor="operator:test", now=now
-            )
+            await self.trust.install_partner(partner.partner_file(), actor="operator:test", now=now)
 
     async def publish(self, partner: PartnerSigner, envelope: bytes, now: datetime = T0) -> Any:
-        return await self.trust.publish_keyset(
-            envelope, caller_region=partner.region.code, now=now
-        )
+        return await self.trust.publish_keyset(envelope, caller_region=partner.region.code, now=now)
 
 
 @asynccontextmanager
