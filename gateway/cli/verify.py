@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -18,9 +19,10 @@ from typing import Any
 from adapters.credentials import Verdict, check
 from gateway.cli._common import EXIT_OK, EXIT_REJECTED, UsageError, add_json, time_type
 from keys.errors import ForeignDataError
-from keys.timeutil import utcnow
+from keys.timeutil import from_unix, utcnow
 
 MAX_INPUT_BYTES = 1024 * 1024
+_FRACTIONAL_UNIX = re.compile(r"[0-9]{1,12}\.[0-9]{1,9}")
 GATEWAY_FORMATS = ("attestation", "home")
 CREDENTIAL_FORMATS = ("hc1", "shc")
 
@@ -34,6 +36,17 @@ def _format(value: str) -> str:
         f"{value!r} is not one of {', '.join(GATEWAY_FORMATS + CREDENTIAL_FORMATS)} "
         "or a partner region's 6-digit code"
     )
+
+
+def _time(value: str) -> Any:
+    """ISO 8601 (no offset = UTC) or unix seconds, fractional seconds allowed."""
+    text = value.strip()
+    if _FRACTIONAL_UNIX.fullmatch(text):
+        try:
+            return from_unix(float(text))
+        except ValueError:
+            pass
+    return time_type(value)
 
 
 def _read_input(value: str) -> str:
@@ -170,7 +183,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--crl", action="append", help="shc: an issuer revocation list (repeatable)")
     p.add_argument("--kid", help="region: the key id of the --trust key (default: JWK kid)")
-    p.add_argument("--at", type=time_type, help="verification time (default now)")
+    p.add_argument(
+        "--at",
+        type=_time,
+        help="verification time: ISO 8601 (no offset = UTC) or unix seconds (default now)",
+    )
     add_json(p)
     p.add_argument("code", nargs="+", help="the input text, a file, or - for standard input")
     p.set_defaults(func=cmd_verify)
