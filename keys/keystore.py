@@ -8,8 +8,10 @@ Layout (directory mode 0700, every file 0600, created with that mode, never chmo
     pseudonym.key           JSON: the 32-byte pseudonym secret as a Fernet token under a key
                             derived with scrypt from the passphrase and a random salt
 
-Two roles, two keys: ``attest`` signs the gateway's decisions, ``issue`` signs converted
-home-province codes; a checkpoint that trusts one role does not thereby trust the other.
+Three roles, three keys: ``attest`` signs the gateway's decisions, ``issue`` signs converted
+home-province codes, ``trustlist`` signs the trust list (see keys/trustlist.py); a verifier that
+trusts one role does not thereby trust another. A directory created before the ``trustlist``
+role existed gets its trustlist key when it is next opened.
 
 Dev mode stores everything unencrypted, for demos and tests only, and says so loudly in the log.
 """
@@ -24,7 +26,7 @@ import secrets
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,7 @@ class KeyRole(StrEnum):
 
     ATTEST = "attest"  # the gateway's signed recognition decisions
     ISSUE = "issue"  # home-province codes issued by conversion
+    TRUSTLIST = "trustlist"  # the signed trust list of all regions' keys and the gateway's
 
 
 @dataclass(frozen=True)
@@ -217,12 +220,18 @@ class KeyDirectory:
         return cls(path, dev=dev, passphrase=passphrase, entries=entries, pseudonym_secret=secret)
 
     @classmethod
-    def open(cls, path: Path, *, passphrase: bytes | None) -> KeyDirectory:
+    def open(
+        cls, path: Path, *, passphrase: bytes | None, now: datetime | None = None
+    ) -> KeyDirectory:
         """Open an existing key directory and decrypt every key in it.
 
+        A directory without a ``trustlist`` key (created before that role existed) gets one,
+        valid from ``now`` (default: the clock) for 365 days, written like a rotation.
+
         Raises :class:`KeyDirectoryError` if the directory or a file in it is missing, damaged,
-        or accessible to group or others; :class:`PassphraseError` if a passphrase is needed and
-        missing, or does not decrypt the keys.
+        or accessible to group or others, or the missing trustlist key cannot be written;
+        :class:`PassphraseError` if a passphrase is needed and missing, or does not decrypt
+        the keys.
         """
         path = Path(path)
         _check_private(path, directory=True)
@@ -246,9 +255,16 @@ class KeyDirectory:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise KeyDirectoryError(f"{path / MANIFEST} is damaged: {exc!r}") from None
         for role in KeyRole:
-            if not any(e.info.role is role for e in entries):
+            if role is not KeyRole.TRUSTLIST and not any(e.info.role is role for e in entries):
                 raise KeyDirectoryError(f"{path / MANIFEST} lists no {role} key")
-        return cls(path, dev=dev, passphrase=passphrase, entries=entries, pseudonym_secret=secret)
+        directory = cls(
+            path, dev=dev, passphrase=passphrase, entries=entries, pseudonym_secret=secret
+        )
+        if not any(e.info.role is KeyRole.TRUSTLIST for e in entries):
+            start = ensure_utc(now if now is not None else datetime.now(UTC))
+            info = directory.rotate(KeyRole.TRUSTLIST, start)
+            log.info("key directory %s had no trustlist key: created %s", path, info.kid)
+        return directory
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -287,6 +303,23 @@ class KeyDirectory:
             key=lambda e: (e.info.status is KeyStatus.ACTIVE, e.info.not_before, e.info.kid),
         )
         return best.info, best.private
+
+    def signers(self, role: KeyRole, now: datetime) -> list[tuple[GatewayKeyInfo, PrivateKey]]:
+        """Every key of ``role`` valid at ``now`` and not revoked, newest first.
+
+        The trust list is signed by all of them, so that verifiers that know only the previous
+        key keep accepting it across a rotation.
+        """
+        now = ensure_utc(now)
+        usable = [
+            e
+            for e in self._entries
+            if e.info.role is role
+            and e.info.status is not KeyStatus.REVOKED
+            and e.info.valid_at(now)
+        ]
+        usable.sort(key=lambda e: (e.info.not_before, e.info.kid), reverse=True)
+        return [(e.info, e.private) for e in usable]
 
     def public_keys(self) -> list[GatewayKeyInfo]:
         """Every published key (active, announced and retired), by role then not_before."""

@@ -73,7 +73,7 @@ def test_init_with_a_passphrase_encrypts_keys_at_rest(tmp_path, capsys, monkeypa
         assert b"BEGIN PRIVATE KEY" not in path.read_bytes(), path
     assert main(["keys", "list", "--data-dir", str(data_dir), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {r["role"] for r in rows if r["owner"] == "gateway"} == {"attest", "issue"}
+    assert {r["role"] for r in rows if r["owner"] == "gateway"} == {"attest", "issue", "trustlist"}
     monkeypatch.setenv("TRUSTGW_PASSPHRASE", "wrong")
     assert main(["keys", "list", "--data-dir", str(data_dir)]) == 1
     assert "passphrase" in capsys.readouterr().err.lower()

@@ -42,7 +42,7 @@ def test_create_then_open_with_passphrase(key_dir: Path) -> None:
     opened = KeyDirectory.open(key_dir, passphrase=PASS)
     assert opened.dev is False
     infos = opened.public_keys()
-    assert [i.role for i in infos] == [KeyRole.ATTEST, KeyRole.ISSUE]
+    assert [i.role for i in infos] == [KeyRole.ATTEST, KeyRole.ISSUE, KeyRole.TRUSTLIST]
     for info in infos:
         assert info.public_key.alg is Algorithm.EDDSA
         assert info.kid == info.public_key.fingerprint()
@@ -97,7 +97,7 @@ def test_file_modes(key_dir: Path) -> None:
     assert mode(key_dir) == 0o700
     files = list(key_dir.iterdir())
     assert {f.name for f in files} >= {MANIFEST, PSEUDONYM_FILE}
-    assert len(files) == 4  # manifest, pseudonym secret, two keys
+    assert len(files) == 2 + len(KeyRole)  # manifest, pseudonym secret, one key per role
     for file in files:
         assert mode(file) == 0o600, file
 
@@ -166,7 +166,7 @@ def test_create_accepts_an_existing_empty_directory(tmp_path: Path) -> None:
 
 def test_no_pem_on_disk_is_unencrypted_outside_dev_mode(key_dir: Path) -> None:
     pems = list(key_dir.glob("*.pem"))
-    assert len(pems) == 2
+    assert len(pems) == len(KeyRole)
     for pem in pems:
         data = pem.read_bytes()
         assert data.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
