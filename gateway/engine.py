@@ -83,9 +83,11 @@ class Signers(Protocol):
 class Conversions:
     """Converted codes: an in-memory cache in front of the store, written by group commit.
 
-    Converting the same source code twice returns the same record: from the cache, else from
-    the store, else a new record that is committed (batched with concurrent ones) before it is
-    returned. Concurrent requests for the same source share one pending creation.
+    Converting the same source code twice returns the same record: from the cache, else the
+    one the store already holds, else the new one. A cache miss costs no separate read: new
+    records are *claimed* in batches (one transaction stores the missing ones and returns what
+    is stored for each), and a record is handed out only once it is durable. Concurrent
+    requests for the same source share one pending claim.
     """
 
     def __init__(self, store: Store, *, cache_size: int = 100_000, max_batch: int = 256) -> None:
@@ -93,7 +95,7 @@ class Conversions:
         self._cache: OrderedDict[tuple[str, str], ConversionRecord] = OrderedDict()
         self._cache_size = cache_size
         self._pending: dict[tuple[str, str], asyncio.Future[ConversionRecord]] = {}
-        self._queue: list[tuple[ConversionRecord, asyncio.Future[None]]] = []
+        self._queue: list[tuple[ConversionRecord, asyncio.Future[ConversionRecord]]] = []
         self._max_batch = max_batch
         self._flusher: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
@@ -124,43 +126,25 @@ class Conversions:
         self, region: str, source_code_id: str, make: Callable[[], ConversionRecord]
     ) -> ConversionRecord:
         key = (region, source_code_id)
-        hit = self._cache.get(key)
+        hit = self.cached(region, source_code_id)
         if hit is not None:
-            self._cache.move_to_end(key)
             return hit
         pending = self._pending.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[ConversionRecord] = asyncio.get_running_loop().create_future()
-        self._pending[key] = future
-        try:
-            record = await self._store.get_conversion(region, source_code_id)
-            if record is None:
-                record = make()
-                await self._commit(record)
-            self._remember(key, record)
-            future.set_result(record)
-            return record
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters, if any, get it through shield
-            raise
-        finally:
-            del self._pending[key]
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._pending[key] = pending
+            self._queue.append((make(), pending))
+            if self._flusher is None:
+                await self._flush()
+            else:
+                self._wakeup.set()
+        return await asyncio.shield(pending)
 
-    def _remember(self, key: tuple[str, str], record: ConversionRecord) -> None:
+    def _remember(self, record: ConversionRecord) -> None:
+        key = (record.region, record.source_code_id)
         self._cache[key] = record
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-
-    async def _commit(self, record: ConversionRecord) -> None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((record, done))
-        if self._flusher is None:
-            await self._flush()
-        else:
-            self._wakeup.set()
-        await done
 
     async def _flush_loop(self) -> None:
         while True:
@@ -172,15 +156,19 @@ class Conversions:
         while self._queue:
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
             try:
-                await self._store.put_conversions([record for record, _ in batch])
+                stored = await self._store.claim_conversions([record for record, _ in batch])
             except Exception as exc:  # the store's error reaches every waiting request
-                for _, done in batch:
+                for record, done in batch:
+                    self._pending.pop((record.region, record.source_code_id), None)
                     if not done.done():
                         done.set_exception(exc)
+                        done.exception()  # retrieved: each waiter gets it through shield
                 continue
-            for _, done in batch:
+            for (record, done), kept in zip(batch, stored, strict=True):
+                self._remember(kept)
+                self._pending.pop((record.region, record.source_code_id), None)
                 if not done.done():
-                    done.set_result(None)
+                    done.set_result(kept)
 
 
 class Recogniser:

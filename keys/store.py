@@ -27,6 +27,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -155,6 +156,13 @@ class Store(Protocol):
 
     async def get_conversion(self, region: str, source_code_id: str) -> ConversionRecord | None:
         """The conversion of a partner code, or None."""
+        ...
+
+    async def claim_conversions(
+        self, records: Sequence[ConversionRecord]
+    ) -> list[ConversionRecord]:
+        """Store the records whose source code has no conversion yet, in one transaction, and
+        return the stored record for each (an earlier conversion wins)."""
         ...
 
     async def put_conversions(self, records: Sequence[ConversionRecord]) -> None:
@@ -587,6 +595,8 @@ class SQLiteStore:
         self._conn: aiosqlite.Connection | None = conn
         self._path = path
         self._lock = asyncio.Lock()
+        self._writer: sqlite3.Connection | None = None  # claim_conversions' own connection
+        self._writer_pool: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self._path!r})"
@@ -623,6 +633,12 @@ class SQLiteStore:
     async def close(self) -> None:
         """Close the connection. Idempotent; later calls raise :class:`StoreUnavailableError`."""
         conn, self._conn = self._conn, None
+        pool, self._writer_pool = self._writer_pool, None
+        if pool is not None:
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                pool.submit(writer.close).result()
+            pool.shutdown(wait=True)
         if conn is not None:
             try:
                 await conn.close()
@@ -1066,6 +1082,78 @@ class SQLiteStore:
                 raise AlreadyExistsError(
                     f"a converted code id is already used by another conversion: {exc}"
                 ) from exc
+
+    async def claim_conversions(
+        self, records: Sequence[ConversionRecord]
+    ) -> list[ConversionRecord]:
+        """Insert the records whose (region, source_code_id) is not stored yet and return the
+        stored record for each, in order: an earlier conversion of the same source wins.
+
+        One transaction, run in one hop on a dedicated writer thread with its own connection:
+        the gateway calls this for every batch of new conversions, so it must be cheap (see
+        BASELINES.md: an aiosqlite await costs about as much as a whole RPC). Raises
+        :class:`AlreadyExistsError` if a converted code id is taken by another source code,
+        :class:`StoreUnavailableError`.
+        """
+        if not records:
+            return []
+        self._require()
+        if self._path == ":memory:":  # a second connection would see another database
+            await self.put_conversions(records)
+            stored = [await self.get_conversion(r.region, r.source_code_id) for r in records]
+            return [s for s in stored if s is not None]
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer_executor(), self._claim, list(records))
+
+    def _writer_executor(self) -> ThreadPoolExecutor:
+        if self._writer_pool is None:
+            self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="trustgw-writer")
+        return self._writer_pool
+
+    def _claim(self, records: list[ConversionRecord]) -> list[ConversionRecord]:
+        with _translated("claim_conversions"):
+            if self._writer is None:
+                conn = sqlite3.connect(
+                    self._path,
+                    isolation_level=None,
+                    timeout=_BUSY_TIMEOUT_SECONDS,
+                    check_same_thread=False,
+                )
+                conn.execute("PRAGMA foreign_keys = ON")
+                conn.create_function("trustgw_sha256", 1, _sha256_text, deterministic=True)
+                self._writer = conn
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    f"INSERT INTO conversions ({_CONVERSION_COLUMNS}, source_hash)"  # noqa: S608
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (region, source_code_id) DO NOTHING",
+                    [(*_conversion_row(r), _source_hash(r)) for r in records],
+                )
+                conn.executemany(
+                    _REVOKE_NEW_CONVERSION,
+                    [{"region": r.region, "source": r.source_code_id} for r in records],
+                )
+                stored = []
+                for record in records:
+                    row = conn.execute(
+                        f"SELECT {_CONVERSION_COLUMNS} FROM conversions"  # noqa: S608
+                        " WHERE region = ? AND source_code_id = ?",
+                        (record.region, record.source_code_id),
+                    ).fetchone()
+                    stored.append(_conversion_from_row(row))
+                conn.execute("COMMIT")
+            except sqlite3.IntegrityError as exc:
+                conn.execute("ROLLBACK")
+                raise AlreadyExistsError(
+                    f"a conversion could not be stored (unknown region or id reused): {exc}"
+                ) from exc
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return stored
 
     async def list_conversions(
         self, region: str | None = None, limit: int = 1000
