@@ -155,8 +155,8 @@ def test_base45_round_trip(data: bytes) -> None:
 @PROPS
 @given(st.one_of(st.binary(max_size=400), mutated_bytes(zlib.compress(b"x" * 5000))))
 def test_inflate_arbitrary_and_mutated(data: bytes) -> None:
-    for raw in (False, True):
-        only_project_errors(lambda raw=raw: inflate(data, raw=raw, limit=1024))
+    only_project_errors(lambda: inflate(data, raw=False, limit=1024))
+    only_project_errors(lambda: inflate(data, raw=True, limit=1024))
 
 
 def test_inflate_bombs_stop_at_the_limit() -> None:
