@@ -97,6 +97,10 @@ def test_keys_add_list_and_revoke_a_partner_key(tmp_path, capsys, simulator) -> 
         str(key_file),
         "--kid",
         issuer.kid,
+        "--not-before",
+        "2026-01-01T00:00:00",
+        "--not-after",
+        "2027-01-01T00:00:00",
         "--json",
     ]
     assert main(args) == 0
