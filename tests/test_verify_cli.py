@@ -588,3 +588,30 @@ def test_fractional_unix_time(jwks: Path, capsys: pytest.CaptureFixture[str]) ->
     code = shc_card(SHC_KEY, KID_SHC, shc_payload(NOW + 0.5))
     assert shc_run(capsys, jwks, code, at=NOW + 0.25)[1]["reason"] == "CODE_NOT_YET_VALID"
     assert shc_run(capsys, jwks, code, at=NOW + 0.5)[0] == 0
+
+
+def test_hc1_signer_certificate_with_a_key_the_gateway_does_not_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A P-384 signer certificate is a usable trust file; its codes are refused at VERIFY."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    private = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "P-384 TEST DSC")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(7)
+        .not_valid_before(datetime(2021, 1, 1))
+        .not_valid_after(datetime(2022, 1, 1))
+        .sign(private, hashes.SHA256())
+        .public_bytes(serialization.Encoding.DER)
+    )
+    status, result = hc1(capsys, tmp_path, cert, dcc_code(ES_KEY, CLAIMS, kid=kid_of(cert)))
+    assert (status, result["reason"]) == (1, "ALGORITHM_UNSUPPORTED")
+    assert result["detail"].startswith("VERIFY: ")

@@ -37,8 +37,10 @@ from adapters.credentials import step
 from keys.crypto import Algorithm, PublicKey, load_public_key
 from keys.der import pem_blocks, read_certificate
 from keys.errors import (
+    AlgorithmUnsupportedError,
     CodeExpiredError,
     CodeNotYetValidError,
+    ForeignDataError,
     KeyUnknownError,
     KeyUsageError,
     MalformedError,
@@ -74,15 +76,24 @@ class Signer:
     """A trusted document signer: its key, its kid, and the certificate types it may sign."""
 
     kid: str | None  # base64 of 8 bytes; None for a bare public key (matches any kid)
-    key: PublicKey
+    key: PublicKey | None  # None: a certificate whose key the gateway cannot use
     allowed_types: frozenset[str] | None  # None = no key-usage restriction
+    unusable: str = ""  # why ``key`` is None
 
     @classmethod
     def from_certificate(cls, der: bytes) -> Signer:
-        """From a DER certificate, strict DER or not. Raises ``ForeignDataError``."""
-        key = load_public_key(der)
+        """From a DER certificate, strict DER or not. Raises ``ForeignDataError``.
+
+        A certificate whose key is of a kind the gateway does not verify with (RSA under 2048
+        bits, another curve ...) still loads: codes it signed are then refused at VERIFY.
+        """
         kid = base64.b64encode(hashlib.sha256(der).digest()[:8]).decode("ascii")
-        return cls(kid, key, _allowed_types(_extended_key_usage(der)))
+        allowed = _allowed_types(_extended_key_usage(der))
+        try:
+            return cls(kid, load_public_key(der), allowed)
+        except ForeignDataError as exc:
+            read_certificate(der)  # not a certificate at all: raise
+            return cls(kid, None, allowed, f"the signer certificate's key: {exc.message}")
 
 
 @dataclass(frozen=True)
@@ -206,6 +217,8 @@ def verify(
         envelope = CODEC.open_message(message)
     with step("VERIFY"):
         signer = trust.signer_for(envelope.kid_hint)
+        if signer.key is None:
+            raise AlgorithmUnsupportedError(signer.unusable)
         if envelope.alg is not signer.key.alg:
             raise SignatureInvalidError(
                 f"the code declares {envelope.alg}, the signer's key is {signer.key.alg}"
