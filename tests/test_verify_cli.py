@@ -615,3 +615,11 @@ def test_hc1_signer_certificate_with_a_key_the_gateway_does_not_use(
     status, result = hc1(capsys, tmp_path, cert, dcc_code(ES_KEY, CLAIMS, kid=kid_of(cert)))
     assert (status, result["reason"]) == (1, "ALGORITHM_UNSUPPORTED")
     assert result["detail"].startswith("VERIFY: ")
+
+
+def test_shc_file_with_a_byte_order_mark(
+    jwks: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "card.smart-health-card"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"verifiableCredential": [card()]}).encode())
+    assert shc_run(capsys, jwks, str(path))[0] == 0

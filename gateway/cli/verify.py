@@ -52,7 +52,7 @@ def _time(value: str) -> Any:
 def _read_input(value: str) -> str:
     """The text itself, a file holding it, or ``-`` for standard input."""
     if value == "-":
-        return sys.stdin.read(MAX_INPUT_BYTES + 1)
+        return sys.stdin.read(MAX_INPUT_BYTES + 1).lstrip("\ufeff")
     path = Path(value)
     try:
         is_file = len(value) < 4096 and "\n" not in value and path.is_file()
@@ -62,7 +62,7 @@ def _read_input(value: str) -> str:
         return value
     try:
         with path.open("rb") as handle:
-            return handle.read(MAX_INPUT_BYTES + 1).decode("utf-8", errors="replace")
+            return handle.read(MAX_INPUT_BYTES + 1).decode("utf-8-sig", errors="replace")
     except OSError as exc:
         raise UsageError(f"cannot read {value}: {exc.strerror}") from None
 
