@@ -623,3 +623,11 @@ def test_shc_file_with_a_byte_order_mark(
     path = tmp_path / "card.smart-health-card"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"verifiableCredential": [card()]}).encode())
     assert shc_run(capsys, jwks, str(path))[0] == 0
+
+
+def test_shc_chunks_run_together_split_at_each_scheme(
+    jwks: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Chunk files concatenated without line breaks (``cat *.txt``) still read as chunks."""
+    chunks = numeric_chunks(card(), 3)
+    assert shc_run(capsys, jwks, chunks[1] + chunks[0] + chunks[2])[0] == 0

@@ -62,6 +62,7 @@ CODEC = JwsCodec(
 
 _SINGLE = re.compile(r"shc:/([0-9]+)", re.IGNORECASE)
 _CHUNK = re.compile(r"shc:/([0-9]{1,3})/([0-9]{1,3})/([0-9]+)", re.IGNORECASE)
+_SEPARATOR = re.compile(r"\s+|(?=shc:/)", re.IGNORECASE)
 _RID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
@@ -228,7 +229,8 @@ def cards(text: str) -> list[str]:
                     f'a health card file holds "verifiableCredential": 1 to {MAX_CARDS} strings'
                 )
             return list(found)
-        lines = stripped.split()
+        # one chunk per line; chunks run together (files concatenated) split at each "shc:/"
+        lines = [part for part in _SEPARATOR.split(stripped) if part]
         if not lines:
             raise MalformedError("the input is empty")
         if not lines[0][:5].lower() == "shc:/":
