@@ -169,8 +169,10 @@ class PublicKey:
         if self.alg is Algorithm.EDDSA:
             return bytes(self._impl)
         if self.alg is Algorithm.ES256:
-            return self._impl.public_bytes(
-                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+            return bytes(
+                self._impl.public_bytes(
+                    serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+                )
             )
         return self.spki
 
@@ -298,8 +300,10 @@ class PrivateKey:
             if passphrase
             else serialization.NoEncryption()
         )
-        return key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+        return bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+            )
         )
 
     def public_key(self) -> PublicKey:

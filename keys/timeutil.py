@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
-UTC = UTC
+__all__ = ["UTC", "ensure_utc", "from_unix", "parse_time", "to_iso", "to_unix", "utcnow"]
 
 # Unix seconds outside this range are refused: before 2000 or after 2200 no real code exists,
 # and the bound keeps datetime conversions from overflowing on hostile input.
