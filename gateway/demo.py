@@ -42,20 +42,27 @@ class Case:
 def demo_cases(issuer: PartnerIssuer, now: datetime, rng: random.Random) -> list[Case]:
     """The five kinds of code the demo sends for a region."""
     holder_id, name = fake_holder(rng)
-    fresh = {"issued_at": now - timedelta(hours=2), "expires_at": now + timedelta(hours=22)}
-    stale = {"issued_at": now - timedelta(hours=30), "expires_at": now - timedelta(hours=6)}
+    fresh = (now - timedelta(hours=2), now + timedelta(hours=22))
+    stale = (now - timedelta(hours=30), now - timedelta(hours=6))
 
-    def code(colour: Colour, **times: datetime) -> str:
-        return issuer.issue(holder_id=holder_id, holder_name=name, colour=colour, **times)
+    def code(colour: Colour, times: tuple[datetime, datetime], forged: bool = False) -> str:
+        make = issuer.forge if forged else issuer.issue
+        return make(
+            holder_id=holder_id,
+            holder_name=name,
+            colour=colour,
+            issued_at=times[0],
+            expires_at=times[1],
+        )
 
     return [
-        Case("green", code(Colour.GREEN, **fresh), "RECOGNISED"),
-        Case("yellow", code(Colour.YELLOW, **fresh), "NOT_GREEN"),
-        Case("red", code(Colour.RED, **fresh), "NOT_GREEN"),
-        Case("expired", code(Colour.GREEN, **stale), "CODE_EXPIRED"),
+        Case("green", code(Colour.GREEN, fresh), "RECOGNISED"),
+        Case("yellow", code(Colour.YELLOW, fresh), "NOT_GREEN"),
+        Case("red", code(Colour.RED, fresh), "NOT_GREEN"),
+        Case("expired", code(Colour.GREEN, stale), "CODE_EXPIRED"),
         Case(
             "forged",
-            issuer.forge(holder_id=holder_id, holder_name=name, colour=Colour.GREEN, **fresh),
+            code(Colour.GREEN, fresh, forged=True),
             "SIGNATURE_INVALID",
         ),
     ]

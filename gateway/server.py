@@ -386,9 +386,10 @@ class RecognitionService(pb_grpc.RecognitionServiceServicer):
             try:
                 async for request in request_iterator:
                     result = self._start(request)
-                    if not isinstance(result, pb.RecogniseResponse):
-                        result = asyncio.ensure_future(result)
-                    await answers.put(result)
+                    if isinstance(result, pb.RecogniseResponse):
+                        await answers.put(result)
+                    else:
+                        await answers.put(asyncio.ensure_future(result))
             finally:
                 await answers.put(None)
 
