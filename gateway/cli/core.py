@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli._common import EXIT_OK, add_data_dir, add_json, data_dir_type, print_json
+from gateway.cli.config import add_settings_flags, settings_from
 from gateway.observability import configure_logging
-from gateway.pki import TlsFiles
 from keys.errors import ConfigurationError
 from keys.keystore import KeyDirectory, passphrase_from_env
 from keys.timeutil import utcnow
@@ -77,16 +77,11 @@ def cmd_init(opts: argparse.Namespace) -> int:
 
 
 async def _serve(opts: argparse.Namespace) -> None:
-    from gateway.server import Gateway, GatewayConfig, build_server
+    from gateway.server import Gateway, build_server
 
-    config = GatewayConfig(
-        data_dir=opts.data_dir,
-        listen=opts.listen,
-        passphrase=passphrase_from_env(),
-        tls=None if opts.insecure else server_tls(opts),
-        metrics_listen=opts.metrics_listen,
-    )
-    configure_logging(opts.log_level, opts.log_format)
+    settings = settings_from(opts)  # flags > TRUSTGW_* environment > --config file > defaults
+    config = settings.gateway_config(passphrase_from_env())
+    configure_logging(settings.log_level, settings.log_format)
     if config.tls is not None:
         config.tls.read()  # fail now, with a clear message, rather than at the first call
     else:
@@ -113,15 +108,6 @@ async def _serve(opts: argparse.Namespace) -> None:
         await gateway.close()
 
 
-def server_tls(opts: argparse.Namespace) -> TlsFiles:
-    pki = opts.data_dir / "pki"
-    return TlsFiles(
-        cert=Path(opts.tls_cert) if opts.tls_cert else pki / "server.pem",
-        key=Path(opts.tls_key) if opts.tls_key else pki / "server.key",
-        ca=Path(opts.tls_ca) if opts.tls_ca else pki / "ca.pem",
-    )
-
-
 def cmd_serve(opts: argparse.Namespace) -> int:
     asyncio.run(_serve(opts))
     return EXIT_OK
@@ -144,21 +130,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("serve", help="run the gRPC gateway")
-    add_data_dir(p)
-    p.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)")
-    p.add_argument("--tls-cert", help="server certificate (default DATA_DIR/pki/server.pem)")
-    p.add_argument("--tls-key", help="server key (default DATA_DIR/pki/server.key)")
-    p.add_argument(
-        "--tls-ca", help="CA that issues client certificates (default DATA_DIR/pki/ca.pem)"
-    )
-    p.add_argument("--metrics-listen", help="HOST:PORT for the Prometheus endpoint (default: off)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-format", default="json", choices=["json", "text"])
-    p.add_argument(
-        "--insecure",
-        action="store_true",
-        help="serve plaintext without client authentication (local development only)",
-    )
+    add_settings_flags(p)  # --config FILE and one flag per setting (gateway/config.py)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="run a self-contained demonstration with 14 simulated partners")

@@ -1,0 +1,474 @@
+"""The configuration of a gateway process, from a TOML file, the environment and flags.
+
+Every setting has one key path in the file (``retention.recognitions_days``), one environment
+variable derived from it (``TRUSTGW_`` + the path in capitals with ``.`` as ``_``:
+``TRUSTGW_RETENTION_RECOGNITIONS_DAYS``) and one flag (``--retention-recognitions-days``).
+Precedence, highest first: **flags > environment > file > defaults**. The passphrase of the key
+directory is never a setting: it comes only from ``TRUSTGW_PASSPHRASE`` or
+``TRUSTGW_PASSPHRASE_FILE`` (see :func:`keys.keystore.passphrase_from_env`).
+
+:class:`Settings` is a frozen dataclass that validates itself in its constructor and reports every
+problem at once, each with its key path and where the value came from.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from keys.errors import ConfigurationError
+
+ENV_PREFIX = "TRUSTGW_"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("json", "text")
+
+Kind = Literal["path", "address", "bool", "int", "float", "choice"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its key path, type, range and documentation."""
+
+    key: str
+    kind: Kind
+    help: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    optional: bool = False  # may be unset (None)
+
+    @property
+    def attr(self) -> str:
+        """The :class:`Settings` attribute."""
+        return self.key.replace(".", "_")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.attr.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.attr.replace("_", "-")
+
+    def expected(self) -> str:
+        """What a valid value looks like, for error messages."""
+        if self.kind == "path":
+            return "a path (string)"
+        if self.kind == "address":
+            return 'a "HOST:PORT" string with a port from 0 to 65535'
+        if self.kind == "bool":
+            return "a boolean (true or false)"
+        if self.kind == "choice":
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        noun = "an integer" if self.kind == "int" else "a number"
+        return f"{noun} from {_num(self.low)} to {_num(self.high)}"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "data_dir", "path", "the gateway's data directory (keys, trustgw.db, pki)", optional=True
+    ),
+    Option("listen", "address", "HOST:PORT of the gRPC server"),
+    Option("insecure", "bool", "serve plaintext without client authentication (development only)"),
+    Option(
+        "tls.cert", "path", "server certificate (default DATA_DIR/pki/server.pem)", optional=True
+    ),
+    Option(
+        "tls.key", "path", "server private key (default DATA_DIR/pki/server.key)", optional=True
+    ),
+    Option(
+        "tls.ca", "path", "CA of client certificates (default DATA_DIR/pki/ca.pem)", optional=True
+    ),
+    Option(
+        "metrics_listen",
+        "address",
+        "HOST:PORT of the Prometheus endpoint (unset: off)",
+        optional=True,
+    ),
+    Option("log.level", "choice", "log level", choices=LOG_LEVELS),
+    Option("log.format", "choice", "log format", choices=LOG_FORMATS),
+    Option(
+        "refresh_interval",
+        "float",
+        "seconds between checks for registry and key changes",
+        low=0.05,
+        high=3600,
+    ),
+    Option(
+        "grace_period",
+        "float",
+        "seconds to drain in-flight calls on SIGTERM/SIGINT",
+        low=0,
+        high=3600,
+    ),
+    Option(
+        "retention.recognitions_days",
+        "int",
+        "days a recognition log record is kept",
+        low=1,
+        high=3650,
+    ),
+    Option(
+        "retention.conversions_days",
+        "int",
+        "days a conversion record is kept after it expires",
+        low=1,
+        high=3650,
+    ),
+    Option(
+        "trustlist.ttl_hours", "float", "hours a signed trust list stays valid", low=0.1, high=8760
+    ),
+)
+BY_KEY: Mapping[str, Option] = {o.key: o for o in OPTIONS}
+BY_ATTR: Mapping[str, Option] = {o.attr: o for o in OPTIONS}
+_TABLES = {o.key.split(".")[0] for o in OPTIONS if "." in o.key}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the configuration."""
+
+    key: str  # the key path, e.g. "retention.recognitions_days"
+    message: str
+    source: str = ""  # "file x.toml", "env TRUSTGW_...", "flag --...", "" for defaults
+
+    def __str__(self) -> str:
+        where = f" (from {self.source})" if self.source else ""
+        return f"{self.key}: {self.message}{where}"
+
+    def to_json(self) -> dict[str, str]:
+        return {"key": self.key, "message": self.message, "source": self.source}
+
+
+class InvalidConfigError(ConfigurationError):
+    """The configuration has one or more problems; :attr:`problems` lists them all."""
+
+    reason = "CONFIG_INVALID"
+    default_message = "the configuration is not valid"
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(str(p) for p in problems) or self.default_message)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration of one gateway process. Validates itself on construction.
+
+    Raises :class:`InvalidConfigError` listing every invalid value.
+    """
+
+    data_dir: Path | None = None
+    listen: str = "127.0.0.1:50051"
+    insecure: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    metrics_listen: str | None = None
+    log_level: str = "info"
+    log_format: str = "json"
+    refresh_interval: float = 0.5
+    grace_period: float = 5.0
+    retention_recognitions_days: int = 30
+    retention_conversions_days: int = 90
+    trustlist_ttl_hours: float = 24.0
+    # Where each value came from: attribute -> "default", "file F", "env NAME", "flag --name".
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        problems: list[Problem] = []
+        for option in OPTIONS:
+            value = getattr(self, option.attr)
+            source = self.sources.get(option.attr, "")
+            source = "" if source == "default" else source
+            try:
+                normalised = _check(option, value)
+            except ValueError as exc:
+                problems.append(Problem(option.key, str(exc), source))
+                continue
+            object.__setattr__(self, option.attr, normalised)
+        if problems:
+            raise InvalidConfigError(problems)
+        object.__setattr__(
+            self, "sources", {o.attr: self.sources.get(o.attr, "default") for o in OPTIONS}
+        )
+
+    # --- what the server needs ----------------------------------------------------------
+
+    def require_data_dir(self) -> Path:
+        if self.data_dir is None:
+            raise InvalidConfigError(
+                [
+                    Problem(
+                        "data_dir", "required: set it in the file, TRUSTGW_DATA_DIR or --data-dir"
+                    )
+                ]
+            )
+        return self.data_dir
+
+    def tls_files(self) -> Any:
+        """The server's :class:`gateway.pki.TlsFiles`, or ``None`` when ``insecure``."""
+        from gateway.pki import TlsFiles
+
+        if self.insecure:
+            return None
+        pki = self.require_data_dir() / "pki"
+        return TlsFiles(
+            cert=self.tls_cert or pki / "server.pem",
+            key=self.tls_key or pki / "server.key",
+            ca=self.tls_ca or pki / "ca.pem",
+        )
+
+    def gateway_config(self, passphrase: bytes | None) -> Any:
+        """The :class:`gateway.server.GatewayConfig` for these settings."""
+        from gateway.server import GatewayConfig
+
+        return GatewayConfig(
+            data_dir=self.require_data_dir(),
+            listen=self.listen,
+            passphrase=passphrase,
+            refresh_interval=self.refresh_interval,
+            grace=self.grace_period,
+            tls=self.tls_files(),
+            metrics_listen=self.metrics_listen,
+        )
+
+    def effective(self) -> list[dict[str, Any]]:
+        """Every setting with its value and where it came from, in documentation order."""
+        rows = []
+        for option in OPTIONS:
+            value = getattr(self, option.attr)
+            source = self.sources.get(option.attr, "default")
+            if value is None and option.key.startswith("tls.") and not self.insecure:
+                derived = getattr(self.tls_files() if self.data_dir else None, option.key[4:], None)
+                value, source = derived, "default (DATA_DIR/pki)" if derived else source
+            rows.append(
+                {
+                    "key": option.key,
+                    "value": str(value) if isinstance(value, Path) else value,
+                    "source": source,
+                }
+            )
+        return rows
+
+
+def _check(option: Option, value: Any) -> Any:
+    """``value`` normalised for ``option``; ``ValueError`` with the expectation otherwise."""
+    if value is None:
+        if option.optional:
+            return None
+        raise ValueError(f"expected {option.expected()}, got nothing")
+    kind = option.kind
+    if kind == "path":
+        if isinstance(value, str) and value:
+            return Path(value).expanduser()
+        if isinstance(value, Path):
+            return value
+        raise ValueError(f"expected {option.expected()}, got {_describe(value)}")
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"expected {option.expected()}, got {_describe(value)}")
+    if kind == "choice":
+        if isinstance(value, str) and value.lower() in option.choices:
+            return value.lower()
+        raise ValueError(f"expected {option.expected()}, got {_describe(value)}")
+    if kind == "address":
+        if not isinstance(value, str):
+            raise ValueError(f"expected {option.expected()}, got {_describe(value)}")
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"expected {option.expected()}, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected {option.expected()}, got {_describe(value)}")
+    if kind == "int" and not isinstance(value, int):
+        raise ValueError(f"expected {option.expected()}, got {_describe(value)}")
+    low = option.low if option.low is not None else float("-inf")
+    high = option.high if option.high is not None else float("inf")
+    if not low <= value <= high:
+        raise ValueError(f"expected {option.expected()}, got {value!r}")
+    return value if kind == "int" else float(value)
+
+
+def _describe(value: Any) -> str:
+    names = {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        dict: "table",
+        list: "array",
+    }
+    return f"{names.get(type(value), type(value).__name__)} {value!r}"
+
+
+# --- the layers -------------------------------------------------------------------------------
+
+Layer = dict[str, tuple[Any, str]]  # attribute -> (value, source)
+
+
+def read_file(path: Path) -> tuple[Layer, list[Problem]]:
+    """The settings in a TOML file, and every problem found in it (syntax, unknown keys, types).
+
+    Relative paths in the file are relative to the file's directory.
+    """
+    source = f"file {path}"
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        return {}, [Problem("(file)", f"cannot read {path}: {exc.strerror}", source)]
+    except UnicodeDecodeError:
+        return {}, [Problem("(file)", "not UTF-8 text", source)]
+    except tomllib.TOMLDecodeError as exc:
+        return {}, [Problem("(file)", f"not valid TOML: {exc}", source)]
+    layer: Layer = {}
+    problems: list[Problem] = []
+    for key, value in _flatten(raw):
+        option = BY_KEY.get(key)
+        if option is None:
+            if key in _TABLES:
+                problems.append(Problem(key, "expected a table ([" + key + "])", source))
+                continue
+            hint = difflib.get_close_matches(key, list(BY_KEY), n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            problems.append(Problem(key, f"unknown key{suggestion}", source))
+            continue
+        try:
+            value = _check(option, value)
+        except ValueError as exc:
+            problems.append(Problem(key, str(exc), source))
+            continue
+        if option.kind == "path" and not value.is_absolute():
+            value = (path.parent / value).resolve()
+        layer[option.attr] = (value, source)
+    return layer, problems
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for key, value in table.items():
+        path = prefix + key
+        if isinstance(value, dict) and path in _TABLES:
+            items += _flatten(value, path + ".")
+        else:
+            items.append((path, value))
+    return items
+
+
+def _parse_text(option: Option, text: str) -> Any:
+    """A value from its text form (environment variables and flags)."""
+    if option.kind == "bool":
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"expected {option.expected()}, got {text!r}")
+    if option.optional and text == "":
+        return None
+    if option.kind in ("int", "float"):
+        try:
+            return int(text) if option.kind == "int" else float(text)
+        except ValueError:
+            raise ValueError(f"expected {option.expected()}, got {text!r}") from None
+    return text
+
+
+def read_env(environ: Mapping[str, str]) -> tuple[Layer, list[Problem]]:
+    """The settings in ``TRUSTGW_*`` environment variables (others, like the passphrase, are
+    not settings and are left alone)."""
+    layer: Layer = {}
+    problems: list[Problem] = []
+    for option in OPTIONS:
+        if option.env not in environ:
+            continue
+        source = f"env {option.env}"
+        try:
+            value = _check(option, _parse_text(option, environ[option.env]))
+        except ValueError as exc:
+            problems.append(Problem(option.key, str(exc), source))
+            continue
+        if isinstance(value, Path):
+            value = value.resolve()
+        layer[option.attr] = (value, source)
+    return layer, problems
+
+
+def read_flags(flags: Mapping[str, Any]) -> tuple[Layer, list[Problem]]:
+    """The settings given as flags: ``{attribute: value}``, ``None`` meaning not given.
+
+    Values may be text (parsed like environment variables) or already typed.
+    """
+    layer: Layer = {}
+    problems: list[Problem] = []
+    for attr, given in flags.items():
+        option = BY_ATTR.get(attr)
+        if option is None or given is None:
+            continue
+        source = f"flag {option.flag}"
+        try:
+            value = _parse_text(option, given) if isinstance(given, str) else given
+            value = _check(option, value)
+        except ValueError as exc:
+            problems.append(Problem(option.key, str(exc), source))
+            continue
+        if isinstance(value, Path):
+            value = value.resolve()
+        layer[option.attr] = (value, source)
+    return layer, problems
+
+
+def load(
+    file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """The effective settings: flags > environment > file > defaults.
+
+    Raises :class:`InvalidConfigError` listing every problem in every layer.
+    """
+    layers: list[Layer] = []
+    problems: list[Problem] = []
+    if file is not None:
+        layer, found = read_file(file)
+        layers.append(layer)
+        problems += found
+    layer, found = read_env(os.environ if environ is None else environ)
+    layers.append(layer)
+    problems += found
+    layer, found = read_flags(flags or {})
+    layers.append(layer)
+    problems += found
+    if problems:
+        raise InvalidConfigError(problems)
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for layer in layers:  # later layers win
+        for attr, (value, source) in layer.items():
+            merged[attr] = value
+            sources[attr] = source
+    return Settings(**merged, sources=sources)
+
+
+def check_file(path: Path) -> list[Problem]:
+    """Every problem in a configuration file on its own (no environment, no flags)."""
+    layer, problems = read_file(path)
+    if problems:
+        return problems
+    try:
+        Settings(
+            **{a: v for a, (v, _) in layer.items()}, sources={a: s for a, (_, s) in layer.items()}
+        )
+    except InvalidConfigError as exc:
+        return list(exc.problems)
+    return []
