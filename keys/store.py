@@ -26,13 +26,13 @@ import hashlib
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiosqlite
 
@@ -53,6 +53,14 @@ from keys.errors import (
     StoreUnavailableError,
 )
 from keys.model import ConversionRecord, KeyStatus, Mode, Region, RegionKey
+from keys.personal import (
+    PurgeResult,
+    RecognitionEntry,
+    StockBatch,
+    StockBatchResult,
+    StockConversion,
+    StockJob,
+)
 from keys.records import (
     CodeRevocation,
     HolderRevocation,
@@ -72,6 +80,7 @@ log = logging.getLogger("trustgw.keys")
 MAX_LIST_LIMIT = 100_000
 _BUSY_TIMEOUT_SECONDS = 5.0
 DEFAULT_ACTOR = "operator:unknown"
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -263,6 +272,46 @@ class Store(Protocol):
         """
         ...
 
+    # -- personal records: stock conversions, recognition log, retention --------------------
+
+    async def open_stock_job(self, digest: str, source: str, now: datetime) -> StockJob:
+        """The batch job of the file with SHA-256 ``digest``, created if new."""
+        ...
+
+    async def commit_stock_batch(self, batch: StockBatch) -> StockBatchResult:
+        """Store a batch of stock conversions (an earlier conversion of the same certificate
+        wins) and advance the job, in one transaction. Raises :class:`ConcurrentChangeError`
+        if the job is no longer at ``batch.after_row``."""
+        ...
+
+    async def finish_stock_job(self, digest: str, now: datetime) -> StockJob:
+        """Mark a batch job complete."""
+        ...
+
+    async def get_stock_conversion(self, city: str, certificate_id: str) -> StockConversion | None:
+        """The conversion of a city's certificate, or None."""
+        ...
+
+    async def append_recognitions(self, entries: Sequence[RecognitionEntry]) -> None:
+        """Append decided codes to the recognition log, in one transaction."""
+        ...
+
+    async def list_recognitions(self, limit: int = 1000) -> list[RecognitionEntry]:
+        """The recognition log, oldest first (``code_id`` holds the stored code id hash)."""
+        ...
+
+    async def purge(
+        self,
+        *,
+        recognitions_before: datetime | None,
+        conversions_before: datetime | None,
+        dry_run: bool = False,
+    ) -> PurgeResult:
+        """Delete recognition log entries decided before ``recognitions_before`` and conversions
+        (partner and stock) that expired before ``conversions_before``; a partner conversion
+        revoked at or after ``conversions_before`` is kept. None skips a kind."""
+        ...
+
 
 # --- schema ------------------------------------------------------------------------------------
 
@@ -399,6 +448,49 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "UPDATE conversions SET source_hash = trustgw_sha256(region || '|' || source_code_id)",
             "CREATE INDEX conversions_by_source_hash ON conversions (region, source_hash)",
             "CREATE INDEX conversions_by_holder ON conversions (region, holder)",
+        ),
+    ),
+    (
+        3,
+        (
+            # Certificates issued by the home province's cities, converted by trustgw convert-batch.
+            """CREATE TABLE stock_conversions (
+                   city TEXT NOT NULL CHECK (length(city) = 6),
+                   certificate_id TEXT NOT NULL,
+                   holder TEXT NOT NULL,
+                   code_id TEXT NOT NULL UNIQUE,
+                   code TEXT NOT NULL,
+                   colour TEXT NOT NULL CHECK (colour IN ('green', 'yellow', 'red')),
+                   issued_at INTEGER NOT NULL,
+                   expires_at INTEGER NOT NULL,
+                   created_at INTEGER NOT NULL,
+                   PRIMARY KEY (city, certificate_id)
+               )""",
+            "CREATE INDEX stock_conversions_by_expiry ON stock_conversions (expires_at)",
+            # One row per input file (by SHA-256): where a batch conversion stands.
+            """CREATE TABLE stock_jobs (
+                   digest TEXT PRIMARY KEY CHECK (length(digest) = 64),
+                   source TEXT NOT NULL,
+                   committed_rows INTEGER NOT NULL CHECK (committed_rows >= 0),
+                   counts TEXT NOT NULL,
+                   started_at INTEGER NOT NULL,
+                   updated_at INTEGER NOT NULL,
+                   finished_at INTEGER
+               )""",
+            # Decided codes; holders as keyed pseudonyms, codes as sha256(region|code id).
+            """CREATE TABLE recognitions (
+                   at INTEGER NOT NULL,
+                   region TEXT NOT NULL,
+                   mode TEXT NOT NULL,
+                   decision TEXT NOT NULL,
+                   reason TEXT NOT NULL,
+                   holder TEXT NOT NULL,
+                   code_hash TEXT NOT NULL,
+                   kid TEXT NOT NULL,
+                   request_id TEXT NOT NULL
+               )""",
+            "CREATE INDEX recognitions_by_at ON recognitions (at)",
+            "CREATE INDEX conversions_by_expiry ON conversions (expires_at)",
         ),
     ),
 )
@@ -1758,6 +1850,307 @@ class SQLiteStore:
                 (current + 1, digest, content, at),
             )
             return TrustListVersion(current + 1, digest, content, from_unix(at))
+
+    # -- personal records: stock conversions, recognition log, retention --------------------
+    # Written on the writer thread (one hop per batch, like claim_conversions): the batch
+    # conversion and the recognition log must not pay an aiosqlite await per row.
+
+    async def _on_writer(self, what: str, fn: Callable[[sqlite3.Connection], _R]) -> _R:
+        self._require()
+        if self._path == ":memory:":  # a second connection would see another database
+            raise StoreUnavailableError(f"{what} needs a database file, not :memory:")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer_executor(), self._writer_call, what, fn)
+
+    def _writer_call(self, what: str, fn: Callable[[sqlite3.Connection], _R]) -> _R:
+        with _translated(what):
+            if self._writer is None:
+                conn = sqlite3.connect(
+                    self._path,
+                    isolation_level=None,
+                    timeout=_BUSY_TIMEOUT_SECONDS,
+                    check_same_thread=False,
+                )
+                conn.execute("PRAGMA foreign_keys = ON")
+                conn.create_function("trustgw_sha256", 1, _sha256_text, deterministic=True)
+                self._writer = conn
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+    async def open_stock_job(self, digest: str, source: str, now: datetime) -> StockJob:
+        """The batch job of the file whose SHA-256 is ``digest`` (64 hex digits), created at
+        row 0 if new. Raises ``ValueError``, :class:`StoreUnavailableError`."""
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError("a stock job is keyed by a SHA-256 hex digest")
+        at = _ts(now)
+
+        def run(conn: sqlite3.Connection) -> StockJob:
+            conn.execute(
+                "INSERT INTO stock_jobs (digest, source, committed_rows, counts, started_at,"
+                " updated_at) VALUES (?, ?, 0, '{}', ?, ?) ON CONFLICT (digest) DO NOTHING",
+                (digest, source[:200], at, at),
+            )
+            return _stock_job(conn, digest)
+
+        return await self._on_writer("open_stock_job", run)
+
+    async def commit_stock_batch(self, batch: StockBatch) -> StockBatchResult:
+        """Insert the batch's records whose (city, certificate_id) is not stored yet, add its
+        counts (``converted``, ``already_converted``, colours) to the job and move the job to
+        ``batch.last_row``, in one transaction on the writer thread.
+
+        Raises :class:`ConcurrentChangeError` (nothing written) if the job is not at
+        ``batch.after_row``: another run of the same file moved it. :class:`StoreUnavailableError`.
+        """
+        rows = [_stock_row(r) for r in batch.records]
+        at = _ts(batch.at)
+
+        def run(conn: sqlite3.Connection) -> StockBatchResult:
+            job = _stock_job(conn, batch.digest)
+            if job.committed_rows != batch.after_row:
+                raise ConcurrentChangeError(
+                    f"batch job {batch.digest[:12]} is at row {job.committed_rows}, not at "
+                    f"{batch.after_row}: is another conversion of this file running?"
+                )
+            counts = dict(job.counts)
+            for name, value in batch.counts.items():
+                counts[name] = counts.get(name, 0) + value
+            seen: dict[tuple[str, str], str] = {}
+            new: list[tuple[Any, ...]] = []
+            conflicts: list[int] = []
+            for record, row, number in zip(batch.records, rows, batch.rows, strict=True):
+                key = (record.city, record.certificate_id)
+                holder = seen.get(key)
+                if holder is None:
+                    found = conn.execute(
+                        "SELECT holder FROM stock_conversions"
+                        " WHERE city = ? AND certificate_id = ?",
+                        key,
+                    ).fetchone()
+                    if found is None:
+                        seen[key] = record.holder
+                        new.append(row)
+                        counts["converted"] = counts.get("converted", 0) + 1
+                        counts[record.colour] = counts.get(record.colour, 0) + 1
+                        continue
+                    holder = seen[key] = str(found[0])
+                counts["already_converted"] = counts.get("already_converted", 0) + 1
+                if holder != record.holder:
+                    conflicts.append(number)
+                    counts["holder_conflicts"] = counts.get("holder_conflicts", 0) + 1
+            conn.executemany(
+                f"INSERT INTO stock_conversions ({_STOCK_COLUMNS})"  # noqa: S608
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                new,
+            )
+            conn.execute(
+                "UPDATE stock_jobs SET committed_rows = ?, counts = ?, updated_at = ?"
+                " WHERE digest = ?",
+                (batch.last_row, _json_text(counts), at, batch.digest),
+            )
+            return StockBatchResult(counts, tuple(conflicts))
+
+        try:
+            return await self._on_writer("commit_stock_batch", run)
+        except StoreUnavailableError as exc:
+            if isinstance(exc.__cause__, sqlite3.IntegrityError):
+                raise AlreadyExistsError(
+                    f"a stock conversion could not be stored (code id reused): {exc.__cause__}"
+                ) from exc
+            raise
+
+    async def finish_stock_job(self, digest: str, now: datetime) -> StockJob:
+        """Mark the job complete (kept: a complete file is not converted again)."""
+        at = _ts(now)
+
+        def run(conn: sqlite3.Connection) -> StockJob:
+            conn.execute(
+                "UPDATE stock_jobs SET finished_at = COALESCE(finished_at, ?), updated_at = ?"
+                " WHERE digest = ?",
+                (at, at, digest),
+            )
+            return _stock_job(conn, digest)
+
+        return await self._on_writer("finish_stock_job", run)
+
+    async def get_stock_conversion(self, city: str, certificate_id: str) -> StockConversion | None:
+        """The conversion of a city's certificate, or None.
+
+        Raises :class:`StoreUnavailableError`.
+        """
+        async with self._read("get_stock_conversion") as tx:
+            async with tx.execute(
+                f"SELECT {_STOCK_COLUMNS} FROM stock_conversions"  # noqa: S608
+                " WHERE city = ? AND certificate_id = ?",
+                (city, certificate_id),
+            ) as cur:
+                row = await cur.fetchone()
+        return None if row is None else _stock_from_row(row)
+
+    async def count_stock_conversions(self) -> int:
+        """How many stock conversions are stored. Raises :class:`StoreUnavailableError`."""
+        async with self._read("count_stock_conversions") as tx:
+            async with tx.execute("SELECT COUNT(*) FROM stock_conversions") as cur:
+                row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def append_recognitions(self, entries: Sequence[RecognitionEntry]) -> None:
+        """Append ``entries`` to the recognition log in one transaction on the writer thread.
+
+        The code id is kept only as ``sha256(region|code_id)``. Raises
+        :class:`StoreUnavailableError`.
+        """
+        rows = [
+            (
+                _ts(e.at),
+                e.region[:16],
+                e.mode[:16],
+                e.decision[:16],
+                e.reason[:64],
+                e.holder[:64],
+                _sha256_text(f"{e.region}|{e.code_id}") if e.code_id else "",
+                e.kid[:128],
+                e.request_id[:128],
+            )
+            for e in entries
+        ]
+        if not rows:
+            return
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                f"INSERT INTO recognitions ({_RECOGNITION_COLUMNS})"  # noqa: S608
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+        await self._on_writer("append_recognitions", run)
+
+    async def list_recognitions(self, limit: int = 1000) -> list[RecognitionEntry]:
+        """The recognition log, oldest first, at most ``limit``; ``code_id`` holds the stored
+        hash. Raises ``ValueError``, :class:`StoreUnavailableError`."""
+        if isinstance(limit, bool) or not 1 <= limit <= MAX_LIST_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+        async with self._read("list_recognitions") as tx:
+            async with tx.execute(
+                f"SELECT {_RECOGNITION_COLUMNS} FROM recognitions"  # noqa: S608
+                " ORDER BY at, rowid LIMIT ?",
+                (limit,),
+            ) as cur:
+                found = await cur.fetchall()
+        return [
+            RecognitionEntry(from_unix(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8])
+            for r in found
+        ]
+
+    async def purge(
+        self,
+        *,
+        recognitions_before: datetime | None,
+        conversions_before: datetime | None,
+        dry_run: bool = False,
+    ) -> PurgeResult:
+        """Delete what is older than the cut-offs, in one transaction on the writer thread.
+
+        Recognition log entries decided before ``recognitions_before``; partner and stock
+        conversions whose code expired before ``conversions_before``, except partner
+        conversions revoked at or after it (kept while the revocation is recent, counted in
+        ``kept_revoked``). Revocations, keys and the audit trail are never purged. With
+        ``dry_run`` nothing is deleted. Raises :class:`StoreUnavailableError`.
+        """
+        rec_at = None if recognitions_before is None else _ts(recognitions_before)
+        conv_at = None if conversions_before is None else _ts(conversions_before)
+
+        def count(conn: sqlite3.Connection, sql: str, *args: Any) -> int:
+            return int(conn.execute(sql, args).fetchone()[0])
+
+        def run(conn: sqlite3.Connection) -> PurgeResult:
+            recognitions = conversions = stock = kept = 0
+            if rec_at is not None:
+                where = " FROM recognitions WHERE at < ?"
+                recognitions = count(conn, "SELECT COUNT(*)" + where, rec_at)
+                if not dry_run and recognitions:
+                    conn.execute("DELETE" + where, (rec_at,))
+            if conv_at is not None:
+                expired = " FROM conversions WHERE expires_at < ?"
+                kept = count(
+                    conn, "SELECT COUNT(*)" + expired + " AND revoked_at >= ?", conv_at, conv_at
+                )
+                where = expired + " AND (revoked_at IS NULL OR revoked_at < ?)"
+                conversions = count(conn, "SELECT COUNT(*)" + where, conv_at, conv_at)
+                if not dry_run and conversions:
+                    conn.execute("DELETE" + where, (conv_at, conv_at))
+                where = " FROM stock_conversions WHERE expires_at < ?"
+                stock = count(conn, "SELECT COUNT(*)" + where, conv_at)
+                if not dry_run and stock:
+                    conn.execute("DELETE" + where, (conv_at,))
+            cutoffs = {
+                name: value
+                for name, value in (
+                    ("recognitions", recognitions_before),
+                    ("conversions", conversions_before),
+                )
+                if value is not None
+            }
+            return PurgeResult(recognitions, conversions, stock, kept, dry_run, cutoffs)
+
+        return await self._on_writer("purge", run)
+
+
+_STOCK_COLUMNS = (
+    "city, certificate_id, holder, code_id, code, colour, issued_at, expires_at, created_at"
+)
+_RECOGNITION_COLUMNS = "at, region, mode, decision, reason, holder, code_hash, kid, request_id"
+
+
+def _stock_row(record: StockConversion) -> tuple[Any, ...]:
+    return (
+        record.city,
+        record.certificate_id,
+        record.holder,
+        record.code_id,
+        record.code,
+        record.colour,
+        _ts(record.issued_at),
+        _ts(record.expires_at),
+        _ts(record.created_at),
+    )
+
+
+def _stock_from_row(row: Any) -> StockConversion:
+    city, cert, holder, code_id, code, colour, issued, expires, created = row
+    return StockConversion(
+        city, cert, holder, code_id, code, colour,
+        from_unix(issued), from_unix(expires), from_unix(created),
+    )  # fmt: skip
+
+
+def _stock_job(conn: sqlite3.Connection, digest: str) -> StockJob:
+    row = conn.execute(
+        "SELECT digest, source, committed_rows, counts, started_at, updated_at, finished_at"
+        " FROM stock_jobs WHERE digest = ?",
+        (digest,),
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"no batch job {digest[:12]}")
+    digest_, source, committed, counts, started, updated, finished = row
+    return StockJob(
+        digest_,
+        source,
+        int(committed),
+        {str(k): int(v) for k, v in json.loads(counts).items()},
+        from_unix(started),
+        from_unix(updated),
+        _opt_time(finished),
+    )
 
 
 def _anchor_set(text: str, threshold: int) -> AnchorSet:

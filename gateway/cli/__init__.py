@@ -12,13 +12,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from gateway.cli import config, core, keys, pki, verify
+from gateway.cli import config, core, keys, pki, stock, verify
 from gateway.cli._common import EXIT_REJECTED, EXIT_USAGE, UsageError
 from keys.errors import GatewayError
 
 log = logging.getLogger("trustgw.cli")
 
-_AREAS = (core, config, keys, pki, verify)
+_AREAS = (core, config, keys, pki, verify, stock)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,113 @@
+"""Stored records about people, other than partner conversions: converted stock certificates,
+the recognition log, batch jobs, and what a purge removes.
+
+Every record names a person only by a keyed pseudonym (see :mod:`keys.pseudonym`); raw names
+and ID numbers never reach these types. They cross the :class:`keys.store.Store` boundary, so
+they carry no SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from keys.timeutil import ensure_utc
+
+
+@dataclass(frozen=True)
+class StockConversion:
+    """A city's local health certificate converted into a home-province code.
+
+    Keyed by (city, certificate_id): converting the same certificate again keeps this record.
+    """
+
+    city: str
+    certificate_id: str
+    holder: str  # keyed pseudonym
+    code_id: str
+    code: str
+    colour: str
+    issued_at: datetime
+    expires_at: datetime
+    created_at: datetime
+
+    def __post_init__(self) -> None:
+        for name in ("issued_at", "expires_at", "created_at"):
+            object.__setattr__(self, name, ensure_utc(getattr(self, name)))
+
+
+@dataclass(frozen=True)
+class StockJob:
+    """Progress of one batch conversion, keyed by the SHA-256 of the input file."""
+
+    digest: str
+    source: str  # the file's name, for operators
+    committed_rows: int  # every row numbered up to this one is committed
+    counts: Mapping[str, int]
+    started_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StockBatch:
+    """One transaction of a batch conversion: new records, the rows it covers and their counts.
+
+    ``after_row`` is the job's committed row before this batch; the batch is refused (nothing
+    written) unless the job still stands there, so two runs of one file cannot interleave.
+    ``rows`` gives each record's row number in the file.
+    """
+
+    digest: str
+    after_row: int
+    last_row: int
+    records: tuple[StockConversion, ...]
+    rows: tuple[int, ...]
+    counts: Mapping[str, int]  # rows read, rejected by reason, ... (this batch only)
+    at: datetime
+
+    def __post_init__(self) -> None:
+        if len(self.records) != len(self.rows):
+            raise ValueError("a stock batch has one row number per record")
+        if self.last_row < self.after_row:
+            raise ValueError("a stock batch ends at or after where it starts")
+
+
+@dataclass(frozen=True)
+class StockBatchResult:
+    """What a committed batch did: the job's counts after it, and the rows whose certificate was
+    already converted for another holder (the earlier conversion is kept)."""
+
+    counts: Mapping[str, int]
+    conflicts: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class RecognitionEntry:
+    """One decided code, as the recognition log keeps it: no raw identifier.
+
+    ``code_id`` is the partner's code id; the store keeps only ``sha256(region|code_id)``.
+    """
+
+    at: datetime
+    region: str
+    mode: str
+    decision: str  # "recognised" | "refused"
+    reason: str
+    holder: str = ""  # keyed pseudonym, when the code verified
+    code_id: str = ""
+    kid: str = ""
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    """What a purge deleted (or would delete, on a dry run), per kind of record."""
+
+    recognitions: int = 0
+    conversions: int = 0
+    stock_conversions: int = 0
+    kept_revoked: int = 0  # expired conversions kept because of a recent revocation
+    dry_run: bool = False
+    cutoffs: Mapping[str, datetime] = field(default_factory=dict)
