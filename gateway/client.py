@@ -6,9 +6,10 @@ import grpc
 
 from gateway.pki import TlsFiles
 
+# Signed trust lists (received) and revocation batches (sent) reach ~2 MiB.
 CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", 64 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024),
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    ("grpc.max_send_message_length", 4 * 1024 * 1024),
 ]
 
 

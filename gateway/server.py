@@ -28,8 +28,15 @@ from adapters.base import Colour
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.engine import Conversions, Decision, Recogniser
-from gateway.observability import REQUEST_ID, REQUEST_ID_HEADER, Metrics, RequestInterceptor
+from gateway.observability import (
+    REQUEST_ID,
+    REQUEST_ID_HEADER,
+    DrainingHealthServicer,
+    Metrics,
+    RequestInterceptor,
+)
 from gateway.pki import Peer, Role, TlsFiles, UnauthenticatedError, peer_from_auth_context
+from gateway.trustfeed import TrustListFeed
 from keys.crypto import PrivateKey
 from keys.errors import GatewayError, StoreUnavailableError
 from keys.keystore import MANIFEST, GatewayKeyInfo, KeyDirectory, KeyRole
@@ -38,14 +45,25 @@ from keys.pseudonym import Pseudonymiser
 from keys.registry import KeyRegistry
 from keys.store import SQLiteStore
 from keys.timeutil import to_unix, utcnow
+from keys.trustlist import TrustListPublisher
+from keys.trustregistry import TrustRegistry
 
 log = logging.getLogger("trustgw.server")
 
 MAX_MESSAGE_BYTES = 64 * 1024
+# The server's receive limit is the partner service's: revocation batches are envelopes of up
+# to 2 MiB. Recognise stays protected by the engine's own limit (codes of at most 4096 chars).
+MAX_RECEIVE_BYTES = 4 * 1024 * 1024
+MAX_SEND_BYTES = 4 * 1024 * 1024  # a signed trust list is at most ~2 MiB
 MAX_REQUEST_ID_CHARS = 128
 STREAM_WINDOW = 64  # unanswered requests read ahead per stream
 ERROR_DOMAIN = "trustgw.gateway"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RecognitionService"].full_name
+SERVICE_NAMES = (
+    SERVICE_NAME,
+    "gateway.api.v1.PartnerService",
+    "gateway.api.v1.TrustListService",
+)
 
 _COLOURS = {
     None: pb.COLOUR_UNSPECIFIED,
@@ -95,11 +113,16 @@ class Gateway:
         self.registry = registry
         self.key_dir = key_dir
         self.conversions = Conversions(store)
+        pseudonymiser = Pseudonymiser(key_dir.pseudonym_secret())
         self.recogniser = Recogniser(
-            lambda: self.registry.snapshot,
-            self,
-            Pseudonymiser(key_dir.pseudonym_secret()),
-            self.conversions,
+            lambda: self.registry.snapshot, self, pseudonymiser, self.conversions
+        )
+        # Partner writes refresh ``registry`` at once, so this process recognises with them.
+        self.trust = TrustRegistry(store, pseudonymiser, registry)
+        self._trustlist_keys = key_dir  # the keys the trust list publishes (ahead of key_dir)
+        self._trustlist_seen = -1  # the registry version the trust list was last recorded for
+        self.trustlist = TrustListFeed(
+            TrustListPublisher(store, lambda: self.registry.snapshot, lambda: self._trustlist_keys)
         )
         self._config = config
         self._key_dir_stamp = _stamp(config.key_dir)
@@ -122,6 +145,7 @@ class Gateway:
         gateway = cls(store, registry, key_dir, config)
         await gateway.check_health()
         gateway.update_key_metrics()
+        await gateway.publish_trustlist()
         gateway.conversions.start()
         gateway._refresher = asyncio.create_task(gateway._refresh_loop(), name="refresh")
         return gateway
@@ -131,6 +155,7 @@ class Gateway:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
+        await self.trustlist.close()
         await self.conversions.stop()
         await self.store.close()
 
@@ -160,13 +185,35 @@ class Gateway:
             except GatewayError as exc:
                 log.warning("key directory reload failed, keeping the loaded keys: %s", exc)
                 return
+            # A new key appears in the trust list before this gateway signs with it.
+            self._trustlist_keys = key_dir
+            if not await self.publish_trustlist():
+                self._trustlist_keys = self.key_dir
+                return
             self.key_dir = key_dir
             self._key_dir_stamp = stamp
             log.info("gateway keys reloaded: %s", [k.kid for k in key_dir.public_keys()])
             self._metrics_updated = 0.0
+        elif self.registry.snapshot.version != self._trustlist_seen:
+            await self.publish_trustlist()
         await self.check_health()
         if time.monotonic() - self._metrics_updated > 30:
             self.update_key_metrics()
+
+    async def publish_trustlist(self) -> bool:
+        """Record the trust-list version of the current registry and keys; wake its watchers.
+
+        False (and a log line) when the store cannot be reached: the next refresh retries.
+        """
+        seen = self.registry.snapshot.version
+        try:
+            version = await self.trustlist.update(utcnow())
+        except GatewayError as exc:
+            log.warning("trust list not updated: %s", exc)
+            return False
+        self._trustlist_seen = seen
+        self.metrics.trustlist_version.set(version)
+        return True
 
     async def check_health(self) -> None:
         """SERVING needs a reachable store and signing keys valid now."""
@@ -439,6 +486,7 @@ class RunningServer:
     watcher: asyncio.Task[None] | None = None
     metrics_port: int | None = None
     _metrics_server: Any = None
+    trustlist: TrustListFeed | None = None  # closed first, so that watch streams end with OK
 
     async def stop(self, grace: float | None) -> None:
         """Turn health to NOT_SERVING, then drain in-flight calls for up to ``grace`` seconds."""
@@ -447,6 +495,8 @@ class RunningServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.watcher
         await self.health.enter_graceful_shutdown()
+        if self.trustlist is not None:
+            await self.trustlist.close()
         await self.server.stop(grace)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
@@ -464,8 +514,8 @@ async def _watch_health(gateway: Gateway, servicer: health.aio.HealthServicer) -
                 if serving
                 else health_pb2.HealthCheckResponse.NOT_SERVING
             )
-            await servicer.set("", status)
-            await servicer.set(SERVICE_NAME, status)
+            for name in ("", *SERVICE_NAMES):
+                await servicer.set(name, status)
 
 
 def _start_metrics(listen: str, gateway: Gateway) -> tuple[Any, int]:
@@ -490,19 +540,33 @@ async def build_server(
     without, the server speaks plaintext, which is for local development only.
     """
     options = [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+        ("grpc.max_send_message_length", MAX_SEND_BYTES),
         ("grpc.so_reuseport", 0),
+        # Long-lived WatchTrustList streams: ping idle connections, accept clients' pings.
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ]
     server = grpc.aio.server(options=options, interceptors=[RequestInterceptor(gateway.metrics)])
     pb_grpc.add_RecognitionServiceServicer_to_server(
         RecognitionService(gateway, tls is not None), server
     )
-    health_servicer = health.aio.HealthServicer()
+    from gateway.api.v1 import registry_pb2_grpc
+    from gateway.partner_service import PartnerService  # they import this module
+    from gateway.trustlist_service import TrustListService
+
+    registry_pb2_grpc.add_PartnerServiceServicer_to_server(
+        PartnerService(gateway, tls is not None), server
+    )
+    registry_pb2_grpc.add_TrustListServiceServicer_to_server(
+        TrustListService(gateway, tls is not None), server
+    )
+    health_servicer = DrainingHealthServicer()  # Watch streams end when shutdown begins
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
-            SERVICE_NAME,
+            *SERVICE_NAMES,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
@@ -524,9 +588,9 @@ async def build_server(
         if gateway.healthy
         else health_pb2.HealthCheckResponse.NOT_SERVING
     )
-    await health_servicer.set("", initial)
-    await health_servicer.set(SERVICE_NAME, initial)
-    running = RunningServer(server, port, health_servicer)
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, initial)
+    running = RunningServer(server, port, health_servicer, trustlist=gateway.trustlist)
     running.watcher = asyncio.create_task(_watch_health(gateway, health_servicer))
     if metrics_listen:
         running._metrics_server, running.metrics_port = _start_metrics(metrics_listen, gateway)

@@ -128,8 +128,22 @@ def test_invalid_request_carries_error_info(prepared_dir) -> None:
 
 
 def test_oversized_message_is_refused_not_internal(prepared_dir) -> None:
-    error = _rpc_error(prepared_dir(NOW), pb.RecogniseRequest(code="A" * 100_000))
+    # Above the server's receive limit (4 MiB, for the partner service's revocation batches).
+    error = _rpc_error(prepared_dir(NOW), pb.RecogniseRequest(code="A" * (5 * 1024 * 1024)))
     assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_long_code_below_the_message_limit_is_a_decision(prepared_dir) -> None:
+    data_dir = prepared_dir(NOW)
+
+    async def scenario() -> pb.RecogniseResponse:
+        async with serving(data_dir) as (_, port):
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.RecognitionServiceStub(channel)
+                return await stub.Recognise(pb.RecogniseRequest(code="A" * 100_000), timeout=5)
+
+    response = run(scenario())
+    assert (response.recognised, response.reason) == (False, "OVERSIZED")
 
 
 def test_health_reflection_and_gateway_keys(prepared_dir) -> None:

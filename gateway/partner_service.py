@@ -1,0 +1,139 @@
+"""``PartnerService``: partner provincial systems publish key sets and revocations over gRPC.
+
+A thin adapter over :class:`keys.trustregistry.TrustRegistry`: the caller's region comes from
+its mTLS certificate (``trustgw://partner/<region>``) and must be the submission's region, or
+the registry refuses it with ``REGION_FORBIDDEN``. Every refusal goes through the server's one
+error mapping (``gateway.server._guard``) as a status with ``ErrorInfo``.
+
+On a plaintext development server (no TLS, so no certificate) a write is attributed to the
+region its own statement names: the region's anchors' signatures still decide whether it is
+accepted. Never run a plaintext server where partners can reach it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import grpc
+
+from gateway.api.v1 import registry_pb2 as rpb
+from gateway.api.v1 import registry_pb2_grpc as rpb_grpc
+from gateway.pki import Role
+from gateway.server import Gateway, InvalidRequestError, _guard, require
+from keys.errors import OversizedError
+from keys.records import SubmissionKind, SubmissionResult
+from keys.signed import MAX_ENVELOPE_BYTES, Envelope
+from keys.timeutil import to_unix, utcnow
+
+_KINDS = {
+    SubmissionKind.KEYSET: rpb.SUBMISSION_KIND_KEYSET,
+    SubmissionKind.KEY_REVOCATION: rpb.SUBMISSION_KIND_KEY_REVOCATION,
+    SubmissionKind.REVOCATIONS: rpb.SUBMISSION_KIND_REVOCATIONS,
+}
+
+
+@dataclass(frozen=True)
+class _Submission:
+    """One submission's bytes, the region it is attributed to, and the time it is judged at."""
+
+    data: bytes
+    region: str
+    now: datetime
+
+
+def receipt(result: SubmissionResult) -> rpb.SubmissionReceipt:
+    """The wire form of a submission's result."""
+    return rpb.SubmissionReceipt(
+        kind=_KINDS[result.kind],
+        region=result.region,
+        digest=result.digest,
+        accepted_at=to_unix(result.accepted_at),
+        duplicate=result.duplicate,
+        version=result.version or 0,
+        keys_added=list(result.keys_added),
+        keys_removed=list(result.keys_removed),
+        keys_kept=list(result.keys_kept),
+        anchors_rotated=result.anchors_rotated,
+        key_id=result.kid or "",
+        revoked_at=0 if result.revoked_at is None else to_unix(result.revoked_at),
+        batch_id=result.batch_id or "",
+        codes=result.codes,
+        holders=result.holders,
+        conversions_revoked=result.conversions_revoked,
+    )
+
+
+def statement_region(submission: bytes) -> str:
+    """The region a submission's statement names (for the plaintext development server only).
+
+    Raises :class:`keys.errors.MalformedError` / ``OversizedError``; an unparsable statement
+    yields "" and is refused by the registry's own parsing.
+    """
+    envelope = Envelope.from_bytes(submission)
+    try:
+        region = json.loads(envelope.signed).get("region")
+    except (ValueError, AttributeError, RecursionError):
+        return ""
+    return region if isinstance(region, str) else ""
+
+
+class PartnerService(rpb_grpc.PartnerServiceServicer):
+    """Writes of a partner region's own keys and revocations."""
+
+    def __init__(self, gateway: Gateway, tls: bool) -> None:
+        self._gateway = gateway
+        self._tls = tls
+
+    async def _submit(
+        self,
+        request: rpb.SubmissionRequest,
+        context: grpc.aio.ServicerContext,
+        apply: Callable[[_Submission], Awaitable[SubmissionResult]],
+    ) -> rpb.SubmissionReceipt:
+        async def call() -> rpb.SubmissionReceipt:
+            peer = require(context, self._tls, Role.PARTNER)
+            data = request.submission
+            if not data:
+                raise InvalidRequestError("the submission is empty")
+            if len(data) > MAX_ENVELOPE_BYTES:
+                raise OversizedError(f"a submission is at most {MAX_ENVELOPE_BYTES} bytes")
+            region = peer.name if peer is not None else statement_region(data)
+            result = await apply(_Submission(data, region, utcnow()))
+            if not result.duplicate:
+                await self._gateway.publish_trustlist()
+            return receipt(result)
+
+        return await _guard(context, call)
+
+    async def PublishKeySet(
+        self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.SubmissionReceipt:
+        trust = self._gateway.trust
+        return await self._submit(
+            request,
+            context,
+            lambda c: trust.publish_keyset(c.data, caller_region=c.region, now=c.now),
+        )
+
+    async def RevokeKey(
+        self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.SubmissionReceipt:
+        trust = self._gateway.trust
+        return await self._submit(
+            request,
+            context,
+            lambda c: trust.revoke_key(c.data, caller_region=c.region, now=c.now),
+        )
+
+    async def PublishRevocations(
+        self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.SubmissionReceipt:
+        trust = self._gateway.trust
+        return await self._submit(
+            request,
+            context,
+            lambda c: trust.publish_revocations(c.data, caller_region=c.region, now=c.now),
+        )

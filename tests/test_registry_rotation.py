@@ -1,0 +1,155 @@
+"""Rotation under load: a partner rotates its signing key and the gateway its attest and
+trustlist keys while verifiers recognise codes over mTLS: no failed request, no valid code
+refused, every new gateway key in the trust list before it signs anything."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from conftest import run, serving
+from registry_grpc_support import (
+    DAY,
+    NOW,
+    SHOW,
+    client,
+    factory,
+    listed,
+    make_pki,
+    new_issuer,
+    partner_for,
+)
+
+from gateway.api.v1 import registry_pb2 as rpb
+from gateway.cli import main
+from gateway.pki import TlsFiles
+from keys.trustlist import PinnedKey, TrustListVerifier
+
+WORKERS = 8
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> dict[str, TlsFiles]:
+    return make_pki(tmp_path / "pki")
+
+
+def test_partner_and_gateway_key_rotation_under_load_fails_no_request(
+    prepared_dir, pki, simulator, capsys
+) -> None:
+    data_dir = prepared_dir(NOW)
+    partner = partner_for(SHOW)
+    old = simulator.issuer(SHOW.code)
+    new = new_issuer(SHOW, "show-rotated")
+    makers = {old.kid: factory(old, 1), new.kid: factory(new, 2)}
+
+    async def scenario() -> dict[str, Any]:
+        async with serving(data_dir, pki["server"]) as (gateway, port):
+            await gateway.trust.install_partner(
+                partner.partner_file(), actor="operator:test", now=NOW
+            )
+            p, v = client(port, pki["partner"]), client(port, pki["verifier"])
+            await p.publish(partner.keyset(1, [listed(old)], expires=NOW + DAY))
+            start_kids = {i.kid for i in gateway.key_dir.public_keys()}
+            pinned = PinnedKey.of(gateway.key_dir.public_keys())
+            state: dict[str, Any] = {"signing": old.kid, "stop": False}
+            results: dict[str, Any] = {
+                "responses": 0,
+                "errors": [],
+                "refused": [],
+                "attest_kids": set(),
+                "unlisted_when_first_used": [],
+                "lists": [],
+            }
+            in_flight: dict[str, int] = {old.kid: 0, new.kid: 0}
+
+            async def worker() -> None:
+                while not state["stop"]:
+                    kid = state["signing"]
+                    in_flight[kid] += 1
+                    try:
+                        response = await v.recognise(makers[kid]())
+                    except grpc.aio.AioRpcError as exc:
+                        results["errors"].append(f"{exc.code()}: {exc.details()}")
+                        continue
+                    finally:
+                        in_flight[kid] -= 1
+                    results["responses"] += 1
+                    if response.reason != "RECOGNISED":
+                        results["refused"].append((kid, response.reason))
+                    att = response.attestation.key_id
+                    if att not in results["attest_kids"]:
+                        results["attest_kids"].add(att)
+                        latest = await gateway.store.latest_trustlist()
+                        if att.encode() not in latest.content:
+                            results["unlisted_when_first_used"].append(att)
+
+            async def watch() -> None:
+                verifier = TrustListVerifier(pinned)
+                call = v.trustlist.WatchTrustList(rpb.WatchTrustListRequest())
+                async for message in call:
+                    accepted = verifier.verify(message.envelope, NOW)
+                    results["lists"].append((accepted.version, sorted(verifier.trusted_kids)))
+
+            async def rotate_gateway_key(role: str) -> str:
+                args = ["keys", "rotate", "--data-dir", str(data_dir), "--role", role, "--json"]
+                assert await asyncio.to_thread(main, args) == 0
+                return str(json.loads(capsys.readouterr().out)["kid"])
+
+            async def rotate() -> dict[str, str]:
+                await asyncio.sleep(0.3)
+                # Partner: v2 lists the old and the new key, then it signs with the new one ...
+                await p.publish(partner.keyset(2, [listed(old), listed(new)], expires=NOW + DAY))
+                state["signing"] = new.kid
+                while in_flight[old.kid]:
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.2)
+                # ... and v3 drops the old key once nothing it signed is in flight.
+                await p.publish(partner.keyset(3, [listed(new)], expires=NOW + DAY))
+                await asyncio.sleep(0.2)
+                # Gateway: new attest and trustlist keys while the load runs.
+                kids = {role: await rotate_gateway_key(role) for role in ("attest", "trustlist")}
+                deadline = time.monotonic() + 3
+                while kids["attest"] not in results["attest_kids"] and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.3)
+                state["stop"] = True
+                return kids
+
+            watcher = asyncio.create_task(watch())
+            started = time.monotonic()
+            *_, kids = await asyncio.gather(*(worker() for _ in range(WORKERS)), rotate())
+            results["seconds"] = time.monotonic() - started
+            results["kids"] = kids
+            results["start_kids"] = start_kids
+            stale = await v.recognise(makers[old.kid]())
+            results["stale"] = stale.reason
+            await asyncio.sleep(0.3)
+            watcher.cancel()
+            await p.close()
+            await v.close()
+            return results
+
+    results = run(scenario())
+    print(
+        f"\nrotation under load: {results['responses']} requests in {results['seconds']:.1f} s, "
+        f"{len(results['errors'])} failed, {len(results['refused'])} refused, "
+        f"{len(results['lists'])} trust lists pushed"
+    )
+    assert results["errors"] == []
+    assert results["refused"] == []
+    assert results["responses"] > 200
+    # Both attest keys answered, without a gap; the new one was listed before it signed.
+    assert results["kids"]["attest"] in results["attest_kids"]
+    assert len(results["attest_kids"]) == 2
+    assert results["unlisted_when_first_used"] == []
+    # The watcher followed every version, and the trustlist key rotation, from its pinned key.
+    versions = [version for version, _ in results["lists"]]
+    assert versions == sorted(versions) and len(versions) >= 4
+    assert results["kids"]["trustlist"] in results["lists"][-1][1]
+    # After v3 the old partner key is gone.
+    assert results["stale"] == "KEY_UNKNOWN"
