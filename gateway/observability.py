@@ -7,22 +7,26 @@ keyed pseudonyms, and log calls pass ids and reasons, not codes.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health, health_pb2
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 
 class JsonFormatter(logging.Formatter):
@@ -126,17 +130,96 @@ def _request_id(metadata: Iterable[tuple[str, Any]] | None) -> str:
     return uuid.uuid4().hex[:16]
 
 
+class DrainingHealthServicer(health.aio.HealthServicer):
+    """The standard health service, whose ``Watch`` streams end (after reporting NOT_SERVING)
+    when a graceful shutdown begins.
+
+    Clients with gRPC client-side health checking keep a ``Watch`` open on every connection;
+    left open, each one would hold ``server.stop(grace)`` for the whole grace period.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._status: dict[str, int] = {"": health_pb2.HealthCheckResponse.SERVING}
+        self._changed = asyncio.Event()
+        self._shutting_down = False
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def set(self, service: str, status: int) -> None:  # type: ignore[override]
+        await super().set(service, status)  # type: ignore[arg-type]
+        if not self._shutting_down:
+            self._status[service] = status
+            self._wake()
+
+    async def enter_graceful_shutdown(self) -> None:
+        await super().enter_graceful_shutdown()
+        if not self._shutting_down:
+            self._shutting_down = True
+            self._status = dict.fromkeys(self._status, health_pb2.HealthCheckResponse.NOT_SERVING)
+            self._wake()
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
+        last: int | None = None
+        while True:
+            changed = self._changed
+            status = self._status.get(
+                request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+            )
+            if status != last:
+                await context.write(health_pb2.HealthCheckResponse(status=status))
+                last = status
+            if self._shutting_down:
+                return
+            await changed.wait()
+
+
+async def _responses(result: Any) -> AsyncIterator[Any]:
+    """A streaming handler's responses: it is either an async generator, or a coroutine that
+    writes with ``context.write()`` (as the standard health service's ``Watch`` does)."""
+    if inspect.isawaitable(result):
+        await result
+        return
+    async for response in result:
+        yield response
+
+
 class RequestInterceptor(grpc.aio.ServerInterceptor):
     """Gives every call a request id (the caller's ``x-request-id`` or a new one), returns it in
     the response's trailing metadata, and times the call.
 
     The wrapped handlers are built once per method and reused: the per-call work is reading
     the metadata, setting the id and observing the latency.
+
+    It also drains the server (:meth:`drain`): once a shutdown begins, a call the server has not
+    yet started is answered UNAVAILABLE at once (never half-done: the caller retries elsewhere),
+    while calls already started run to completion. The health service is exempt: it answers
+    NOT_SERVING.
     """
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._draining = False
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new calls (UNAVAILABLE) and wait up to ``timeout`` seconds for the calls in
+        flight to finish. True when none is left."""
+        self._draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def intercept_service(
         self,
@@ -149,13 +232,15 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         cached = self._wrapped.get(handler_call_details.method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = self._wrap(handler_call_details.method.rsplit("/", 1)[-1], handler)
+        wrapped = self._wrap(handler_call_details.method, handler)
         self._wrapped[handler_call_details.method] = (handler, wrapped)
         return wrapped
 
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        method = full_method.rsplit("/", 1)[-1]
         histogram = self._metrics.latency.labels(method)
         errors = self._metrics.errors
+        exempt = full_method.startswith(_HEALTH_PREFIX)  # answers NOT_SERVING while draining
 
         def begin(context: grpc.aio.ServicerContext) -> float:
             request_id = _request_id(context.invocation_metadata())
@@ -163,9 +248,24 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             # Trailing metadata costs no extra round of the event loop, unlike initial metadata;
             # error statuses carry the id too (see gateway.server._rich_status).
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+            if not exempt:
+                self._in_flight += 1
+                self._idle.clear()
             return time.perf_counter()
 
+        async def admit(context: grpc.aio.ServicerContext) -> None:
+            if self._draining and not exempt:
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "the gateway is shutting down: retry on another instance",
+                    trailing_metadata=((REQUEST_ID_HEADER, REQUEST_ID.get()),),
+                )
+
         def end(context: grpc.aio.ServicerContext, started: float) -> None:
+            if not exempt:
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self._idle.set()
             histogram.observe(time.perf_counter() - started)
             code = context.code()
             if code is not None and code != grpc.StatusCode.OK:
@@ -178,6 +278,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 started = begin(context)
                 try:
+                    await admit(context)
                     return await inner_uu(request, context)
                 finally:
                     end(context, started)
@@ -193,7 +294,8 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
                 started = begin(context)
                 try:
-                    async for response in inner_ss(requests, context):
+                    await admit(context)
+                    async for response in _responses(inner_ss(requests, context)):
                         yield response
                 finally:
                     end(context, started)
@@ -209,7 +311,8 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 started = begin(context)
                 try:
-                    async for response in inner_us(request, context):
+                    await admit(context)
+                    async for response in _responses(inner_us(request, context)):
                         yield response
                 finally:
                     end(context, started)

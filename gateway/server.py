@@ -486,6 +486,7 @@ class RunningServer:
     watcher: asyncio.Task[None] | None = None
     metrics_port: int | None = None
     _metrics_server: Any = None
+    requests: RequestInterceptor | None = None  # drains: refuses new calls, waits for the rest
     trustlist: TrustListFeed | None = None  # closed first, so that watch streams end with OK
 
     async def stop(self, grace: float | None) -> None:
@@ -497,6 +498,12 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         if self.trustlist is not None:
             await self.trustlist.close()
+        if self.requests is not None and grace:
+            # grpc.aio's stop() cancels calls it has received but not yet started: answer them
+            # UNAVAILABLE ourselves and let the started ones finish, then stop.
+            started = time.monotonic()
+            await self.requests.drain(grace)
+            grace = max(0.0, grace - (time.monotonic() - started))
         await self.server.stop(grace)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
@@ -548,7 +555,8 @@ async def build_server(
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ]
-    server = grpc.aio.server(options=options, interceptors=[RequestInterceptor(gateway.metrics)])
+    requests = RequestInterceptor(gateway.metrics)
+    server = grpc.aio.server(options=options, interceptors=[requests])
     pb_grpc.add_RecognitionServiceServicer_to_server(
         RecognitionService(gateway, tls is not None), server
     )
@@ -590,7 +598,9 @@ async def build_server(
     )
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, initial)
-    running = RunningServer(server, port, health_servicer, trustlist=gateway.trustlist)
+    running = RunningServer(
+        server, port, health_servicer, trustlist=gateway.trustlist, requests=requests
+    )
     running.watcher = asyncio.create_task(_watch_health(gateway, health_servicer))
     if metrics_listen:
         running._metrics_server, running.metrics_port = _start_metrics(metrics_listen, gateway)

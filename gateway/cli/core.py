@@ -86,26 +86,33 @@ async def _serve(opts: argparse.Namespace) -> None:
         config.tls.read()  # fail now, with a clear message, rather than at the first call
     else:
         log.warning("serving PLAINTEXT without client authentication: local development only")
-    gateway = await Gateway.open(config)
-    running = await build_server(gateway, config.listen, config.tls, config.metrics_listen)
-    host = config.listen.rsplit(":", 1)[0]
-    mode = "plaintext (development)" if config.tls is None else "mutual TLS"
-    print(f"trustgw serving on {host}:{running.port} ({mode})", flush=True)
-    if running.metrics_port is not None:
-        metrics_host = (config.metrics_listen or "").rpartition(":")[0]
-        print(f"metrics on http://{metrics_host}:{running.metrics_port}/metrics", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before anything starts: no signal is missed
         loop.add_signal_handler(sig, stop.set)
+    gateway = await Gateway.open(config)
     try:
+        running = await build_server(gateway, config.listen, config.tls, config.metrics_listen)
+        host = config.listen.rsplit(":", 1)[0]
+        mode = "plaintext (development)" if config.tls is None else "mutual TLS"
+        print(f"trustgw serving on {host}:{running.port} ({mode})", flush=True)
+        if running.metrics_port is not None:
+            metrics_host = (config.metrics_listen or "").rpartition(":")[0]
+            print(f"metrics on http://{metrics_host}:{running.metrics_port}/metrics", flush=True)
         await stop.wait()
-        log.info("shutting down: draining for up to %ss", config.grace)
+        log.info("shutting down: NOT_SERVING, draining for up to %ss", config.grace)
         for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal stops at once
-            loop.add_signal_handler(sig, lambda: os._exit(130))
+            loop.add_signal_handler(sig, _exit_now)
         await running.stop(config.grace)
+        log.info("drained; stopped")
     finally:
         await gateway.close()
+
+
+def _exit_now() -> None:
+    log.warning("second signal: stopping at once, without draining")
+    logging.shutdown()
+    os._exit(130)
 
 
 def cmd_serve(opts: argparse.Namespace) -> int:
