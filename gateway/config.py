@@ -112,17 +112,25 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "retention.recognitions_days",
-        "int",
-        "days a recognition log record is kept",
-        low=1,
-        high=3650,
+        "float",
+        "days a recognition log entry is kept",
+        low=0,
+        high=36500,
     ),
     Option(
         "retention.conversions_days",
-        "int",
-        "days a conversion record is kept after it expires",
-        low=1,
-        high=3650,
+        "float",
+        "days a conversion record is kept after its code expired",
+        low=0,
+        high=36500,
+    ),
+    Option("retention.recognition_log", "bool", "keep a (pseudonymous) log of recognitions"),
+    Option(
+        "retention.purge_interval_seconds",
+        "float",
+        "seconds between the server's purges (0: none, run trustgw purge instead)",
+        low=0,
+        high=7 * 86400,
     ),
     Option(
         "trustlist.ttl_hours", "float", "hours a signed trust list stays valid", low=0.1, high=8760
@@ -178,8 +186,10 @@ class Settings:
     log_format: str = "json"
     refresh_interval: float = 0.5
     grace_period: float = 5.0
-    retention_recognitions_days: int = 30
-    retention_conversions_days: int = 90
+    retention_recognitions_days: float = 30.0
+    retention_conversions_days: float = 180.0
+    retention_recognition_log: bool = True
+    retention_purge_interval_seconds: float = 3600.0
     trustlist_ttl_hours: float = 24.0
     # Where each value came from: attribute -> "default", "file F", "env NAME", "flag --name".
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

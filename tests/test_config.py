@@ -32,6 +32,8 @@ format = "text"
 [retention]
 recognitions_days = 14
 conversions_days = 120
+recognition_log = false
+purge_interval_seconds = 600
 
 [trustlist]
 ttl_hours = 12
@@ -61,6 +63,7 @@ def test_a_full_file_is_valid_and_read_exactly(tmp_path: Path) -> None:
     assert (s.log_level, s.log_format) == ("warning", "text")
     assert (s.refresh_interval, s.grace_period) == (1.5, 10.0)
     assert (s.retention_recognitions_days, s.retention_conversions_days) == (14, 120)
+    assert (s.retention_recognition_log, s.retention_purge_interval_seconds) == (False, 600.0)
     assert s.trustlist_ttl_hours == 12.0
     assert s.sources["listen"] == f"file {path}"
 
@@ -107,16 +110,22 @@ def test_relative_paths_in_a_file_are_relative_to_the_file(tmp_path: Path) -> No
         pytest.param('grace_period = "5"', "grace_period", "got string", id="grace-string"),
         pytest.param("refresh_interval = 0", "refresh_interval", "from 0.05", id="refresh-zero"),
         pytest.param(
-            "[retention]\nrecognitions_days = 0",
+            "[retention]\nrecognitions_days = -1",
             "retention.recognitions_days",
-            "an integer from 1 to 3650",
-            id="retention-zero",
+            "a number from 0 to 36500",
+            id="retention-negative",
         ),
         pytest.param(
-            "[retention]\nconversions_days = 1.5",
+            '[retention]\nconversions_days = "1y"',
             "retention.conversions_days",
-            "an integer",
-            id="retention-float",
+            "got string",
+            id="retention-string",
+        ),
+        pytest.param(
+            "[retention]\npurge_interval_seconds = 1e9",
+            "retention.purge_interval_seconds",
+            "from 0 to 604800",
+            id="purge-interval",
         ),
         pytest.param(
             "[trustlist]\nttl_hours = 0", "trustlist.ttl_hours", "from 0.1", id="ttl-zero"
@@ -152,7 +161,7 @@ def test_check_reports_every_problem_at_once(tmp_path: Path) -> None:
         pytest.param({"TRUSTGW_INSECURE": "perhaps"}, "insecure", id="not-a-boolean"),
         pytest.param({"TRUSTGW_LOG_LEVEL": "loud"}, "log.level", id="not-a-choice"),
         pytest.param(
-            {"TRUSTGW_RETENTION_CONVERSIONS_DAYS": "0"},
+            {"TRUSTGW_RETENTION_CONVERSIONS_DAYS": "-1"},
             "retention.conversions_days",
             id="out-of-range",
         ),
@@ -207,7 +216,7 @@ def test_config_check_lists_problems_and_exits_1(tmp_path: Path, capsys) -> None
     path = write(tmp_path, "[retention]\nrecognitions_days = -3\n")
     assert main(["config", "check", str(path)]) == 1
     out = capsys.readouterr().out
-    assert f"{path}: retention.recognitions_days: expected an integer from 1 to 3650, got -3" in out
+    assert f"{path}: retention.recognitions_days: expected a number from 0 to 36500, got -3" in out
 
 
 def test_config_check_json(tmp_path: Path, capsys) -> None:
