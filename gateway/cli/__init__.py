@@ -12,13 +12,25 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from gateway.cli import config, core, keys, pki, stock, verify
+from gateway.cli import (
+    audit,
+    config,
+    core,
+    keys,
+    partner,
+    pki,
+    revocations,
+    stock,
+    trustlist,
+    verify,
+)
 from gateway.cli._common import EXIT_REJECTED, EXIT_USAGE, UsageError
 from keys.errors import GatewayError
 
 log = logging.getLogger("trustgw.cli")
 
 _AREAS = (core, config, keys, pki, verify, stock)
+_REGISTRY_AREAS = (partner, revocations, trustlist, audit)  # the trust registry
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for area in _AREAS:
+    for area in (*_AREAS, *_REGISTRY_AREAS):
         area.register(sub)
     return parser
 

@@ -18,6 +18,7 @@ from gateway.cli._common import (
     print_json,
     time_type,
 )
+from gateway.cli._registry import OPERATOR
 from keys.keystore import KeyDirectory, passphrase_from_env
 from keys.timeutil import to_iso, utcnow
 
@@ -120,7 +121,7 @@ async def _keys_add(opts: argparse.Namespace) -> dict[str, Any]:
     key = RegionKey(opts.region, kid, public_key, not_before, not_after)
     store = await SQLiteStore.open(opts.data_dir / "trustgw.db")
     try:
-        inserted = await KeyRegistry(store).add_key(key)
+        inserted = await KeyRegistry(store).add_key(key, actor=OPERATOR, now=utcnow())
     finally:
         await store.close()
     return {"region": key.region, "kid": kid, "alg": str(key.alg), "inserted": inserted}
@@ -144,7 +145,9 @@ async def _keys_revoke(opts: argparse.Namespace) -> Any:
     try:
         registry = KeyRegistry(store)
         await registry.load()
-        return await registry.revoke_key(opts.region, opts.kid, opts.at or utcnow())
+        return await registry.revoke_key(
+            opts.region, opts.kid, opts.at or utcnow(), actor=OPERATOR, now=utcnow()
+        )
     finally:
         await store.close()
 

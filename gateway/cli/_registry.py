@@ -1,0 +1,32 @@
+"""What the trust-registry commands share: the registry database of a data directory."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from keys.store import SQLiteStore
+
+OPERATOR = "operator:cli"  # the audit actor of every change made with the CLI
+
+
+@asynccontextmanager
+async def open_store(data_dir: Path) -> AsyncIterator[SQLiteStore]:
+    """The data directory's registry database, closed on exit.
+
+    Raises :class:`keys.errors.StoreUnavailableError`.
+    """
+    store = await SQLiteStore.open(data_dir / "trustgw.db")
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def region_arg(value: str) -> str:
+    """An argparse type: a 6-digit region code."""
+    if len(value) != 6 or not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a 6-digit region code")
+    return value

@@ -1,0 +1,160 @@
+"""``trustgw trustlist``: export the signed trust list, verify one offline.
+
+``verify`` exits 0 when the list is accepted, 1 when it is refused (bad signature, expired,
+rolled back, conflicting), 2 on a usage error (unreadable file, no pinned trustlist key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.cli._common import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    UsageError,
+    add_data_dir,
+    add_json,
+    print_json,
+    time_type,
+)
+from gateway.cli._registry import open_store
+from keys.errors import GatewayError
+from keys.keystore import KeyDirectory, passphrase_from_env
+from keys.timeutil import to_iso, utcnow
+from keys.trustlist import MAX_TRUSTLIST_BYTES, PinnedKey, SignedTrustList, TrustListVerifier
+
+MAX_FILE_BYTES = 4 * MAX_TRUSTLIST_BYTES  # an envelope: base64url of the list, and signatures
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+async def _export(opts: argparse.Namespace) -> SignedTrustList:
+    from keys.registry import KeyRegistry
+    from keys.trustlist import TrustListPublisher
+
+    key_dir = KeyDirectory.open(opts.data_dir / "keys", passphrase=passphrase_from_env())
+    async with open_store(opts.data_dir) as store:
+        registry = KeyRegistry(store)
+        await registry.load()
+        publisher = TrustListPublisher(store, lambda: registry.snapshot, lambda: key_dir)
+        now = utcnow()
+        if opts.since > 0:
+            return await publisher.delta(opts.since, now)
+        return await publisher.full(now)
+
+
+def cmd_export(opts: argparse.Namespace) -> int:
+    if opts.since < 0:
+        raise UsageError("--since must not be negative")
+    signed = asyncio.run(_export(opts))
+    Path(opts.out).write_bytes(signed.envelope)
+    result = {
+        "out": str(opts.out),
+        "version": signed.version,
+        "since": signed.since,
+        "issued_at": to_iso(signed.issued_at),
+        "expires": to_iso(signed.expires),
+        "bytes": len(signed.envelope),
+    }
+    if opts.json:
+        print_json(result)
+    else:
+        kind = "full list" if signed.since is None else f"delta since version {signed.since}"
+        print(
+            f"wrote trust list version {signed.version} ({kind}) to {opts.out}, "
+            f"expires {result['expires']}"
+        )
+    return EXIT_OK
+
+
+# --- verify -----------------------------------------------------------------------------------
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise UsageError(f"{path} is larger than {MAX_FILE_BYTES} bytes")
+    return data
+
+
+def _pinned(path: str) -> list[PinnedKey]:
+    """The trustlist keys of a gateway trust file (``trustgw keys export``)."""
+    from gateway.tokens import GatewayTrust
+
+    try:
+        trust = GatewayTrust.from_json(_read(path))
+    except GatewayError as exc:
+        raise UsageError(f"{path} is not a gateway key file: {exc.message}") from None
+    pinned = [PinnedKey(k.kid, k.public_key) for k in trust.keys if k.role == "trustlist"]
+    if not pinned:
+        raise UsageError(f"{path} holds no trustlist key to pin (trustgw keys export)")
+    return pinned
+
+
+def _verify(opts: argparse.Namespace, at: datetime) -> dict[str, Any]:
+    verifier = TrustListVerifier(_pinned(opts.pinned), opts.last_version)
+    data = _read(opts.file)
+    base = _read(opts.base) if opts.base else None
+    try:
+        if base is not None:
+            verifier.verify(base, at)
+        accepted = verifier.verify(data, at)
+    except GatewayError as exc:
+        return {
+            "verdict": "reject",
+            "reason": exc.reason,
+            "detail": exc.message,
+            "version": None,
+        }
+    return {
+        "verdict": "accept",
+        "reason": "TRUSTLIST_VALID",
+        "detail": f"{len(accepted.keys())} keys of {len(accepted.content['regions'])} regions, "
+        f"expires {to_iso(accepted.expires)}",
+        "version": accepted.version,
+        "digest": accepted.digest,
+        "expires": to_iso(accepted.expires),
+        "trusted_kids": sorted(verifier.trusted_kids),
+    }
+
+
+def cmd_verify(opts: argparse.Namespace) -> int:
+    if opts.last_version < 0:
+        raise UsageError("--last-version must not be negative")
+    result = _verify(opts, opts.at or utcnow())
+    if opts.json:
+        print_json(result)
+    elif result["verdict"] == "accept":
+        print(f"ACCEPTED trust list version {result['version']}: {result['detail']}")
+        print(f"  remember version {result['version']} and pass it as --last-version next time")
+    else:
+        print(f"REJECTED {result['reason']}: {result['detail']}")
+    return EXIT_OK if result["verdict"] == "accept" else EXIT_REJECTED
+
+
+def register(sub: Any) -> None:
+    trustlist = sub.add_parser("trustlist", help="the signed trust list: export, verify offline")
+    tsub = trustlist.add_subparsers(dest="trustlist_command", metavar="ACTION", required=True)
+    p = tsub.add_parser("export", help="write the current signed trust list (full or delta)")
+    add_data_dir(p)
+    p.add_argument("--since", type=int, default=0, help="a delta since this version (0: full)")
+    p.add_argument("--out", required=True, help="file to write the signed envelope to")
+    add_json(p)
+    p.set_defaults(func=cmd_export)
+    p = tsub.add_parser("verify", help="verify a trust list offline (exit 0 accept, 1 reject)")
+    p.add_argument("--pinned", required=True, help="the gateway's key file (trustgw keys export)")
+    p.add_argument("--last-version", type=int, default=0, help="the newest version accepted before")
+    p.add_argument("--at", type=time_type, help="verify as of this time (default now)")
+    p.add_argument("--base", help="for a delta: the full list it applies to")
+    add_json(p)
+    p.add_argument("file", help="the signed trust list (envelope JSON)")
+    p.set_defaults(func=cmd_verify)
