@@ -1,0 +1,595 @@
+"""A typed Python client of the gateway, for verifiers and partners: async and blocking.
+
+Results are frozen dataclasses of plain Python types, never protobuf messages::
+
+    from gateway.pki import TlsFiles
+    from gateway.sdk import GatewayClient
+
+    tls = TlsFiles(cert=Path("checkpoint.pem"), key=Path("checkpoint.key"), ca=Path("ca.pem"))
+    with GatewayClient("gateway.example:50051", tls=tls) as client:
+        decision = client.recognise(scanned_text)
+        if decision.recognised: ...
+
+Every call has a deadline (``timeout``, seconds, covering all its attempts). Idempotent calls are
+retried with exponential backoff and full jitter, only when the gateway was UNAVAILABLE (not
+reachable, or shutting down and refusing calls it had not started): such a call was never
+processed. Every call sends an ``x-request-id`` and every result carries the id the gateway
+logged it under. RPC errors raise :class:`GatewayRpcError` with the gateway's stable reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from gateway import tokens
+from gateway.api.v1 import recognition_pb2 as pb
+from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
+from gateway.client import aio_channel
+from gateway.pki import TlsFiles
+from keys.crypto import Algorithm, PublicKey
+from keys.errors import GatewayError
+from keys.timeutil import from_unix
+
+DEFAULT_TIMEOUT = 5.0
+REQUEST_ID_HEADER = "x-request-id"
+_STATUS_DETAILS = "grpc-status-details-bin"
+
+T = TypeVar("T")
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConvertedCode:
+    """A home-province code issued for a partner code (convert-mode regions)."""
+
+    code: str
+    kid: str
+    expires_at: datetime
+    code_id: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The gateway's answer on one code. ``recognised`` is True only for a verified, valid,
+    green code; otherwise ``reason`` says why (see docs/api.md)."""
+
+    request_id: str  # the id echoed for this code (yours, or one the client made)
+    recognised: bool
+    reason: str
+    message: str
+    region: str | None
+    mode: str | None  # "show" | "convert"
+    colour: str | None  # "green" | "yellow" | "red", when the signature verified
+    valid_until: datetime | None
+    attestation: tokens.Attestation | None  # verify offline with gateway.tokens
+    converted: ConvertedCode | None
+    server_request_id: str  # the id in the gateway's logs (x-request-id)
+
+
+@dataclass(frozen=True)
+class SubmissionReceipt:
+    """What an accepted partner submission did (``duplicate``: accepted before, unchanged)."""
+
+    kind: str  # "keyset" | "key_revocation" | "revocations"
+    region: str
+    digest: str
+    accepted_at: datetime
+    duplicate: bool
+    version: int
+    keys_added: tuple[str, ...]
+    keys_removed: tuple[str, ...]
+    keys_kept: tuple[str, ...]
+    anchors_rotated: bool
+    key_id: str
+    revoked_at: datetime | None
+    batch_id: str
+    codes: int
+    holders: int
+    conversions_revoked: int
+    server_request_id: str
+
+
+@dataclass(frozen=True)
+class SignedTrustList:
+    """A signed trust list (or delta) exactly as served: verify ``envelope`` offline with
+    :class:`keys.trustlist.TrustListVerifier`; the other fields are unsigned hints."""
+
+    envelope: bytes
+    version: int
+    expires: datetime
+    since_version: int  # 0: a full list
+    issued_at: datetime
+    server_request_id: str
+
+
+class GatewayRpcError(GatewayError):
+    """A call failed: ``status`` is the gRPC status name, ``reason`` the gateway's stable reason
+    (from the ``google.rpc.ErrorInfo``, else the status name), ``metadata`` its details."""
+
+    reason = "RPC_FAILED"
+    default_message = "the call to the gateway failed"
+
+    def __init__(
+        self,
+        status: str,
+        message: str,
+        reason: str | None = None,
+        request_id: str = "",
+        **metadata: str,
+    ) -> None:
+        super().__init__(message, **metadata)
+        self.status = status
+        self.reason = reason or status  # type: ignore[misc]
+        self.request_id = request_id
+
+    @property
+    def retryable(self) -> bool:
+        return self.status == "UNAVAILABLE"
+
+    @classmethod
+    def from_grpc(cls, exc: grpc.aio.AioRpcError) -> GatewayRpcError:
+        trailing = tuple(exc.trailing_metadata() or ())
+        request_id = next((str(v) for k, v in trailing if k == REQUEST_ID_HEADER), "")
+        reason: str | None = None
+        metadata: dict[str, str] = {}
+        for key, value in trailing:
+            if key == _STATUS_DETAILS and isinstance(value, bytes):
+                status = status_pb2.Status.FromString(value)
+                for detail in status.details:
+                    info = error_details_pb2.ErrorInfo()
+                    if detail.Unpack(info):
+                        reason, metadata = info.reason, dict(info.metadata)
+        code = exc.code()
+        name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+        return cls(name, exc.details() or name, reason, request_id, **metadata)
+
+
+# --- retries ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter: attempt ``n`` (from 1) waits a random time up to
+    ``min(max_backoff, initial_backoff * multiplier ** (n - 1))`` before the next attempt."""
+
+    attempts: int = 4  # total, including the first
+    initial_backoff: float = 0.1
+    max_backoff: float = 2.0
+    multiplier: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        if self.initial_backoff < 0 or self.max_backoff < 0 or self.multiplier < 1:
+            raise ValueError("backoffs must be >= 0 and the multiplier >= 1")
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        cap = min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
+        return rng.uniform(0, cap)
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+# --- the async client -------------------------------------------------------------------------
+
+
+class AsyncGatewayClient:
+    """An asyncio client. Use ``async with`` or call :meth:`close`.
+
+    ``tls`` gives the client certificate, key and the CA of the gateway (mutual TLS); a
+    plaintext channel needs ``insecure=True`` explicitly (local development only).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        tls: TlsFiles | None = None,
+        *,
+        insecure: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy = RetryPolicy(),
+        rng: random.Random | None = None,
+    ) -> None:
+        if tls is None and not insecure:
+            raise ValueError("give tls=TlsFiles(...) or, for local development, insecure=True")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self._channel = aio_channel(target, None if insecure else tls)
+        self._recognition = pb_grpc.RecognitionServiceStub(self._channel)
+        self._timeout = timeout
+        self._retry = retry
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
+        self._registry: Any = None
+
+    async def __aenter__(self) -> AsyncGatewayClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: Callable[..., Any],
+        request: Any,
+        *,
+        timeout: float | None,
+        request_id: str,
+        idempotent: bool = True,
+    ) -> tuple[Any, str]:
+        """``(response, server request id)``; retries UNAVAILABLE within the deadline."""
+        budget = self._timeout if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+        attempts = self._retry.attempts if idempotent else 1
+        metadata = ((REQUEST_ID_HEADER, request_id),)
+        for attempt in range(1, attempts + 1):
+            remaining = deadline - loop.time()
+            call = method(request, timeout=max(remaining, 0.001), metadata=metadata)
+            try:
+                response = await call
+            except grpc.aio.AioRpcError as exc:
+                error = GatewayRpcError.from_grpc(exc)
+                pause = self._retry.backoff(attempt, self._rng)
+                if not error.retryable or attempt == attempts or loop.time() + pause >= deadline:
+                    raise error from None
+                await asyncio.sleep(pause)
+                continue
+            trailing = await call.trailing_metadata()
+            server_id = next(
+                (str(v) for k, v in (trailing or ()) if k == REQUEST_ID_HEADER), request_id
+            )
+            return response, server_id
+        raise AssertionError("unreachable")
+
+    # --- recognition --------------------------------------------------------------------
+
+    async def recognise(
+        self,
+        code: str,
+        *,
+        region_hint: str | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Decision:
+        """The gateway's decision on one scanned code.
+
+        A code that is not recognised is a normal :class:`Decision` (``reason`` says why).
+        Raises :class:`GatewayRpcError` for a malformed request, auth failures, or when the
+        gateway stays unreachable until the deadline. Retried when UNAVAILABLE (idempotent: the
+        same code always yields the same decision and the same converted code).
+        """
+        rid = request_id or new_request_id()
+        request = pb.RecogniseRequest(request_id=rid, code=code, region_hint=region_hint or "")
+        response, server_id = await self._call(
+            self._recognition.Recognise, request, timeout=timeout, request_id=rid
+        )
+        return decision_from_proto(response, server_id)
+
+    async def recognise_many(
+        self, codes: Iterable[str], *, timeout: float | None = None
+    ) -> list[Decision]:
+        """Decisions on many codes over one bidirectional stream, in the order given.
+
+        The deadline covers the whole batch. When the gateway becomes UNAVAILABLE part-way, the
+        codes not yet answered are sent again on a new stream (with backoff); answered ones are
+        kept.
+        """
+        items = [(new_request_id(), code) for code in codes]
+        budget = self._timeout if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+        answers: dict[str, Decision] = {}
+        stream_id = new_request_id()
+        for attempt in range(1, self._retry.attempts + 1):
+            pending = [(rid, code) for rid, code in items if rid not in answers]
+            if not pending:
+                break
+            call = self._recognition.RecogniseStream(
+                (pb.RecogniseRequest(request_id=rid, code=code) for rid, code in pending),
+                timeout=max(deadline - loop.time(), 0.001),
+                metadata=((REQUEST_ID_HEADER, stream_id),),
+            )
+            received: list[pb.RecogniseResponse] = []
+            try:
+                async for response in call:
+                    received.append(response)
+                trailing = await call.trailing_metadata()
+            except grpc.aio.AioRpcError as exc:
+                error = GatewayRpcError.from_grpc(exc)
+                for response in received:
+                    answers[response.request_id] = decision_from_proto(response, error.request_id)
+                pause = self._retry.backoff(attempt, self._rng)
+                if (
+                    not error.retryable
+                    or attempt == self._retry.attempts
+                    or loop.time() + pause >= deadline
+                ):
+                    raise error from None
+                await asyncio.sleep(pause)
+                continue
+            server_id = next(
+                (str(v) for k, v in (trailing or ()) if k == REQUEST_ID_HEADER), stream_id
+            )
+            for response in received:
+                answers[response.request_id] = decision_from_proto(response, server_id)
+        return [answers[rid] for rid, _ in items]
+
+    async def gateway_keys(self, *, timeout: float | None = None) -> tokens.GatewayTrust:
+        """The gateway's public keys, ready for :func:`gateway.tokens.verify_attestation` and
+        :func:`gateway.tokens.verify_home_code`."""
+        response, _ = await self._call(
+            self._recognition.GetGatewayKeys,
+            pb.GetGatewayKeysRequest(),
+            timeout=timeout,
+            request_id=new_request_id(),
+        )
+        return trust_from_proto(response)
+
+    # --- trust registry (gateway/api/v1/registry.proto, docs/trust-registry.md) ----------
+
+    def _registry_stubs(self) -> tuple[Any, Any, Any]:
+        if self._registry is None:
+            from gateway.api.v1 import registry_pb2 as rpb
+            from gateway.api.v1 import registry_pb2_grpc as rpb_grpc
+
+            self._registry = (
+                rpb,
+                rpb_grpc.PartnerServiceStub(self._channel),
+                rpb_grpc.TrustListServiceStub(self._channel),
+            )
+        return self._registry  # type: ignore[no-any-return]
+
+    async def _submit(
+        self, rpc: str, submission: bytes, timeout: float | None
+    ) -> SubmissionReceipt:
+        rpb, partner, _ = self._registry_stubs()
+        response, server_id = await self._call(
+            getattr(partner, rpc),
+            rpb.SubmissionRequest(submission=submission),
+            timeout=timeout,
+            request_id=new_request_id(),
+        )
+        return receipt_from_proto(response, server_id)
+
+    async def publish_key_set(
+        self, submission: bytes, *, timeout: float | None = None
+    ) -> SubmissionReceipt:
+        """Apply a signed key set (the envelope's exact bytes). Idempotent: a retry of an
+        accepted submission returns the first receipt with ``duplicate=True``."""
+        return await self._submit("PublishKeySet", submission, timeout)
+
+    async def revoke_key(
+        self, submission: bytes, *, timeout: float | None = None
+    ) -> SubmissionReceipt:
+        """Revoke one of the partner's keys from a compromise time (signed statement bytes)."""
+        return await self._submit("RevokeKey", submission, timeout)
+
+    async def publish_revocations(
+        self, submission: bytes, *, timeout: float | None = None
+    ) -> SubmissionReceipt:
+        """Revoke codes and holders of the partner's region (a signed batch's bytes)."""
+        return await self._submit("PublishRevocations", submission, timeout)
+
+    async def trust_list(
+        self, since_version: int = 0, *, timeout: float | None = None
+    ) -> SignedTrustList:
+        """The current signed trust list: a delta since ``since_version`` when possible."""
+        rpb, _, trustlist = self._registry_stubs()
+        response, server_id = await self._call(
+            trustlist.GetTrustList,
+            rpb.GetTrustListRequest(since_version=since_version),
+            timeout=timeout,
+            request_id=new_request_id(),
+        )
+        return trust_list_from_proto(response, server_id)
+
+
+# --- the blocking client ----------------------------------------------------------------------
+
+
+class GatewayClient:
+    """The blocking client: the same calls as :class:`AsyncGatewayClient`, on a private event
+    loop. Not for use from inside a running event loop (use the async client there)."""
+
+    def __init__(
+        self,
+        target: str,
+        tls: TlsFiles | None = None,
+        *,
+        insecure: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy = RetryPolicy(),
+    ) -> None:
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._client = self._loop.run_until_complete(
+                _make(target, tls, insecure=insecure, timeout=timeout, retry=retry)
+            )
+        except BaseException:
+            self._loop.close()
+            raise
+
+    def _run(self, call: Awaitable[T]) -> T:
+        return self._loop.run_until_complete(call)
+
+    def __enter__(self) -> GatewayClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if not self._loop.is_closed():
+            self._run(self._client.close())
+            self._loop.close()
+
+    def recognise(
+        self,
+        code: str,
+        *,
+        region_hint: str | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Decision:
+        """See :meth:`AsyncGatewayClient.recognise`."""
+        return self._run(
+            self._client.recognise(
+                code, region_hint=region_hint, request_id=request_id, timeout=timeout
+            )
+        )
+
+    def recognise_many(
+        self, codes: Iterable[str], *, timeout: float | None = None
+    ) -> list[Decision]:
+        """See :meth:`AsyncGatewayClient.recognise_many`."""
+        return self._run(self._client.recognise_many(codes, timeout=timeout))
+
+    def gateway_keys(self, *, timeout: float | None = None) -> tokens.GatewayTrust:
+        """See :meth:`AsyncGatewayClient.gateway_keys`."""
+        return self._run(self._client.gateway_keys(timeout=timeout))
+
+    def publish_key_set(
+        self, submission: bytes, *, timeout: float | None = None
+    ) -> SubmissionReceipt:
+        return self._run(self._client.publish_key_set(submission, timeout=timeout))
+
+    def revoke_key(self, submission: bytes, *, timeout: float | None = None) -> SubmissionReceipt:
+        return self._run(self._client.revoke_key(submission, timeout=timeout))
+
+    def publish_revocations(
+        self, submission: bytes, *, timeout: float | None = None
+    ) -> SubmissionReceipt:
+        return self._run(self._client.publish_revocations(submission, timeout=timeout))
+
+    def trust_list(
+        self, since_version: int = 0, *, timeout: float | None = None
+    ) -> SignedTrustList:
+        return self._run(self._client.trust_list(since_version, timeout=timeout))
+
+
+async def _make(target: str, tls: TlsFiles | None, **kwargs: Any) -> AsyncGatewayClient:
+    return AsyncGatewayClient(target, tls, **kwargs)  # the channel binds to the running loop
+
+
+# --- protobuf to plain types (the generated code stays here) ---------------------------------
+
+_MODES = {pb.MODE_SHOW: "show", pb.MODE_CONVERT: "convert"}
+_COLOURS = {pb.COLOUR_GREEN: "green", pb.COLOUR_YELLOW: "yellow", pb.COLOUR_RED: "red"}
+_KINDS = {1: "keyset", 2: "key_revocation", 3: "revocations"}
+
+
+def decision_from_proto(response: pb.RecogniseResponse, server_request_id: str) -> Decision:
+    attestation = None
+    if response.HasField("attestation"):
+        att = response.attestation
+        attestation = tokens.Attestation(att.payload, att.key_id, att.alg, att.signature)
+    converted = None
+    if response.HasField("converted"):
+        conv = response.converted
+        converted = ConvertedCode(conv.code, conv.key_id, from_unix(conv.expires_at), conv.code_id)
+    return Decision(
+        request_id=response.request_id,
+        recognised=response.recognised,
+        reason=response.reason,
+        message=response.message,
+        region=response.region or None,
+        mode=_MODES.get(response.mode),
+        colour=_COLOURS.get(response.colour),
+        valid_until=from_unix(response.valid_until) if response.valid_until else None,
+        attestation=attestation,
+        converted=converted,
+        server_request_id=server_request_id,
+    )
+
+
+def trust_from_proto(keys: pb.GatewayKeys) -> tokens.GatewayTrust:
+    return tokens.GatewayTrust(
+        keys.region,
+        tuple(
+            tokens.TrustedKey(
+                k.key_id,
+                k.role,
+                PublicKey.from_spki(k.public_key, Algorithm(k.alg)),
+                from_unix(k.not_before),
+                from_unix(k.not_after),
+            )
+            for k in keys.keys
+        ),
+    )
+
+
+def receipt_from_proto(r: Any, server_request_id: str) -> SubmissionReceipt:
+    return SubmissionReceipt(
+        kind=_KINDS.get(r.kind, "unspecified"),
+        region=r.region,
+        digest=r.digest,
+        accepted_at=from_unix(r.accepted_at),
+        duplicate=r.duplicate,
+        version=r.version,
+        keys_added=tuple(r.keys_added),
+        keys_removed=tuple(r.keys_removed),
+        keys_kept=tuple(r.keys_kept),
+        anchors_rotated=r.anchors_rotated,
+        key_id=r.key_id,
+        revoked_at=from_unix(r.revoked_at) if r.revoked_at else None,
+        batch_id=r.batch_id,
+        codes=r.codes,
+        holders=r.holders,
+        conversions_revoked=r.conversions_revoked,
+        server_request_id=server_request_id,
+    )
+
+
+def trust_list_from_proto(r: Any, server_request_id: str) -> SignedTrustList:
+    return SignedTrustList(
+        envelope=r.envelope,
+        version=r.version,
+        expires=from_unix(r.expires),
+        since_version=r.since_version,
+        issued_at=from_unix(r.issued_at),
+        server_request_id=server_request_id,
+    )
+
+
+__all__: Sequence[str] = (
+    "AsyncGatewayClient",
+    "ConvertedCode",
+    "Decision",
+    "GatewayClient",
+    "GatewayRpcError",
+    "RetryPolicy",
+    "SignedTrustList",
+    "SubmissionReceipt",
+)

@@ -1,0 +1,320 @@
+"""The client SDK against a real server on a free port: plain results, errors with reasons,
+request ids, retries only where safe, mutual TLS, async and blocking."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from conftest import run, serving
+
+from adapters.base import Colour
+from adapters.regions import REGION_SPECS
+from gateway import tokens
+from gateway.pki import DevCA, TlsFiles
+from gateway.sdk import (
+    AsyncGatewayClient,
+    Decision,
+    GatewayClient,
+    GatewayRpcError,
+    RetryPolicy,
+)
+from keys.model import Mode
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+CONVERT = next(s.code for s in REGION_SPECS if s.mode is Mode.CONVERT)
+SHOW = next(s.code for s in REGION_SPECS if s.mode is Mode.SHOW)
+FAST = RetryPolicy(attempts=4, initial_backoff=0.01, max_backoff=0.05)
+
+
+def test_recognise_returns_plain_data_that_verifies_offline(codes, prepared_dir) -> None:
+    data_dir = prepared_dir(NOW)
+    code = codes(CONVERT, NOW)()
+
+    async def scenario() -> tuple[Decision, Decision, tokens.GatewayTrust]:
+        async with serving(data_dir) as (_, port):
+            async with AsyncGatewayClient(f"127.0.0.1:{port}", insecure=True) as client:
+                first = await client.recognise(code, request_id="chk-1.a", timeout=5)
+                again = await client.recognise(code)
+                return first, again, await client.gateway_keys()
+
+    first, again, trust = run(scenario())
+    assert first.recognised and first.reason == "RECOGNISED"
+    assert (first.region, first.mode, first.colour) == (CONVERT, "convert", "green")
+    assert first.request_id == first.server_request_id == "chk-1.a"
+    assert len(again.request_id) == 16 and again.server_request_id == again.request_id
+    assert first.valid_until is not None and first.valid_until.tzinfo is not None
+    assert first.attestation is not None and first.converted is not None
+    claims = tokens.verify_attestation(first.attestation, trust, datetime.now(UTC))
+    assert claims["region"] == CONVERT
+    home = tokens.verify_home_code(first.converted.code, trust, datetime.now(UTC))
+    assert home["id"] == first.converted.code_id
+    assert again.converted == first.converted  # idempotent: the same code, the same conversion
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        pytest.param("yellow", "NOT_GREEN", id="not-green"),
+        pytest.param("forged", "SIGNATURE_INVALID", id="forged"),
+        pytest.param("garbage", "REGION_UNKNOWN", id="unknown-region"),
+    ],
+)
+def test_a_refusal_is_a_decision_not_an_exception(codes, prepared_dir, kind, reason) -> None:
+    data_dir = prepared_dir(NOW)
+    make = codes(SHOW, NOW)
+    code = {
+        "yellow": lambda: make(Colour.YELLOW),
+        "forged": lambda: make(forged=True),
+        "garbage": lambda: "HELLO-WORLD",
+    }[kind]()
+
+    async def scenario() -> Decision:
+        async with serving(data_dir) as (_, port):
+            async with AsyncGatewayClient(f"127.0.0.1:{port}", insecure=True) as client:
+                return await client.recognise(code)
+
+    decision = run(scenario())
+    assert not decision.recognised
+    assert decision.reason == reason
+    assert decision.attestation is None and decision.converted is None
+
+
+def test_invalid_request_raises_with_the_gateways_reason(prepared_dir) -> None:
+    data_dir = prepared_dir(NOW)
+
+    async def scenario() -> GatewayRpcError:
+        async with serving(data_dir) as (_, port):
+            async with AsyncGatewayClient(f"127.0.0.1:{port}", insecure=True) as client:
+                with pytest.raises(GatewayRpcError) as info:
+                    await client.recognise("x", region_hint="abc", request_id="bad-hint")
+                return info.value
+
+    error = run(scenario())
+    assert error.status == "INVALID_ARGUMENT"
+    assert error.reason == "INVALID_REQUEST"
+    assert error.request_id == "bad-hint"
+    assert not error.retryable
+
+
+def test_recognise_many_answers_in_order(codes, prepared_dir) -> None:
+    data_dir = prepared_dir(NOW)
+    show, convert = codes(SHOW, NOW), codes(CONVERT, NOW)
+    batch = [convert(), show(Colour.RED), show(), "junk", convert()] * 10
+
+    async def scenario() -> list[Decision]:
+        async with serving(data_dir) as (_, port):
+            async with AsyncGatewayClient(f"127.0.0.1:{port}", insecure=True) as client:
+                return await client.recognise_many(batch, timeout=20)
+
+    decisions = run(scenario())
+    assert [d.reason for d in decisions] == [
+        "RECOGNISED", "NOT_GREEN", "RECOGNISED", "REGION_UNKNOWN", "RECOGNISED"
+    ] * 10  # fmt: skip
+    assert len({d.request_id for d in decisions}) == len(batch)
+    assert len({d.server_request_id for d in decisions}) == 1  # one stream
+
+
+def test_the_blocking_client(codes, prepared_dir) -> None:
+    data_dir = prepared_dir(NOW)
+    code = codes(SHOW, NOW)()
+
+    async def scenario() -> tuple[Decision, list[Decision], int]:
+        async with serving(data_dir) as (_, port):
+
+            def blocking() -> tuple[Decision, list[Decision], int]:
+                with GatewayClient(f"127.0.0.1:{port}", insecure=True) as client:
+                    one = client.recognise(code)
+                    many = client.recognise_many([code, code])
+                    return one, many, len(client.gateway_keys().keys)
+
+            return await asyncio.to_thread(blocking)
+
+    one, many, keys = run(scenario())
+    assert one.recognised and [d.reason for d in many] == ["RECOGNISED", "RECOGNISED"]
+    assert keys >= 2
+
+
+def test_the_trust_list_is_served_signed(prepared_dir) -> None:
+    data_dir = prepared_dir(NOW)
+
+    async def scenario() -> Any:
+        async with serving(data_dir) as (_, port):
+            async with AsyncGatewayClient(f"127.0.0.1:{port}", insecure=True) as client:
+                return await client.trust_list()
+
+    signed = run(scenario())
+    assert signed.version >= 1 and signed.since_version == 0
+    assert signed.envelope.startswith(b"{") and signed.expires > signed.issued_at
+
+
+# --- mutual TLS ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> dict[str, TlsFiles]:
+    ca = DevCA.create(tmp_path / "pki", NOW)
+    files = {"server": TlsFiles(*ca.issue("server", server=True, now=NOW), ca.cert_path)}
+    for name, uri in [
+        ("verifier", "trustgw://verifier/c1"),
+        ("partner", f"trustgw://partner/{SHOW}"),
+    ]:
+        files[name] = TlsFiles(*ca.issue(name, uri=uri, now=NOW), ca.cert_path)
+    return files
+
+
+def test_mutual_tls_roles(codes, prepared_dir, pki) -> None:
+    data_dir = prepared_dir(NOW)
+    code = codes(SHOW, NOW)()
+
+    async def scenario() -> tuple[Decision, GatewayRpcError, int]:
+        async with serving(data_dir, pki["server"]) as (_, port):
+            target = f"localhost:{port}"
+            async with AsyncGatewayClient(target, pki["verifier"]) as verifier:
+                decision = await verifier.recognise(code)
+            async with AsyncGatewayClient(target, pki["partner"]) as partner:
+                with pytest.raises(GatewayRpcError) as info:
+                    await partner.recognise(code)
+                keys = len((await partner.gateway_keys()).keys)
+            return decision, info.value, keys
+
+    decision, denied, keys = run(scenario())
+    assert decision.recognised
+    assert (denied.status, denied.reason) == ("PERMISSION_DENIED", "PERMISSION_DENIED")
+    assert keys >= 2
+
+
+def test_plaintext_must_be_asked_for() -> None:
+    with pytest.raises(ValueError, match="insecure=True"):
+        AsyncGatewayClient("127.0.0.1:1")
+
+
+# --- retries ------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unavailable_is_retried_until_the_gateway_comes_up(codes, prepared_dir) -> None:
+    from gateway.server import Gateway, GatewayConfig, build_server
+
+    data_dir = prepared_dir(NOW)
+    code = codes(SHOW, NOW)()
+    port = _free_port()
+    policy = RetryPolicy(attempts=30, initial_backoff=0.05, max_backoff=0.2)
+
+    async def scenario() -> Decision:
+        async def start_late() -> tuple[Any, Any]:
+            await asyncio.sleep(0.5)
+            gateway = await Gateway.open(GatewayConfig(data_dir=data_dir))
+            return gateway, await build_server(gateway, f"127.0.0.1:{port}")
+
+        async with AsyncGatewayClient(f"127.0.0.1:{port}", insecure=True, retry=policy) as client:
+            starting = asyncio.create_task(start_late())
+            decision = await client.recognise(code, timeout=30)
+            gateway, running = await starting
+            await running.stop(0.5)
+            await gateway.close()
+            return decision
+
+    assert run(scenario()).recognised
+
+
+def test_the_deadline_bounds_all_attempts() -> None:
+    port = _free_port()  # nothing listens
+
+    async def scenario() -> GatewayRpcError:
+        policy = RetryPolicy(attempts=1000, initial_backoff=0.01, max_backoff=0.02)
+        async with AsyncGatewayClient(f"127.0.0.1:{port}", insecure=True, retry=policy) as c:
+            with pytest.raises(GatewayRpcError) as info:
+                await c.recognise("x", timeout=0.5)
+            return info.value
+
+    error = run(scenario())
+    assert error.status in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+
+
+class _FakeCall:
+    def __init__(self, outcome: Any) -> None:
+        self._outcome = outcome
+
+    def __await__(self) -> Any:
+        async def result() -> Any:
+            if isinstance(self._outcome, Exception):
+                raise self._outcome
+            return self._outcome
+
+        return result().__await__()
+
+    async def trailing_metadata(self) -> Any:
+        return grpc.aio.Metadata(("x-request-id", "srv-1"))
+
+
+def _error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details="x")
+
+
+@pytest.mark.parametrize(
+    ("status", "idempotent", "attempts"),
+    [
+        pytest.param(grpc.StatusCode.UNAVAILABLE, True, 4, id="unavailable-retried"),
+        pytest.param(grpc.StatusCode.UNAVAILABLE, False, 1, id="not-idempotent-not-retried"),
+        pytest.param(grpc.StatusCode.DEADLINE_EXCEEDED, True, 1, id="deadline-not-retried"),
+        pytest.param(grpc.StatusCode.INVALID_ARGUMENT, True, 1, id="invalid-not-retried"),
+        pytest.param(grpc.StatusCode.INTERNAL, True, 1, id="internal-not-retried"),
+        pytest.param(grpc.StatusCode.CANCELLED, True, 1, id="cancelled-not-retried"),
+    ],
+)
+def test_which_failures_are_retried(status, idempotent, attempts) -> None:
+    calls: list[float | None] = []
+
+    def method(request: Any, timeout: float | None = None, metadata: Any = None) -> _FakeCall:
+        calls.append(timeout)
+        return _FakeCall(_error(status))
+
+    async def scenario() -> None:
+        client = AsyncGatewayClient("127.0.0.1:1", insecure=True, retry=FAST, rng=random.Random(1))
+        try:
+            with pytest.raises(GatewayRpcError) as info:
+                await client._call(method, None, timeout=5, request_id="r", idempotent=idempotent)
+            assert info.value.status == status.name
+        finally:
+            await client.close()
+
+    run(scenario())
+    assert len(calls) == attempts
+    assert all(t is not None and 0 < t <= 5 for t in calls)  # each attempt has a deadline
+
+
+def test_a_retry_that_succeeds_returns_the_servers_request_id() -> None:
+    outcomes: list[Any] = [_error(grpc.StatusCode.UNAVAILABLE)] * 2 + ["answer"]
+
+    def method(request: Any, timeout: float | None = None, metadata: Any = None) -> _FakeCall:
+        assert metadata == (("x-request-id", "mine"),)  # the same id on every attempt
+        return _FakeCall(outcomes.pop(0))
+
+    async def scenario() -> tuple[Any, str]:
+        async with AsyncGatewayClient("127.0.0.1:1", insecure=True, retry=FAST) as client:
+            return await client._call(method, None, timeout=5, request_id="mine")
+
+    assert run(scenario()) == ("answer", "srv-1")
+
+
+def test_backoff_is_exponential_with_full_jitter() -> None:
+    policy = RetryPolicy(attempts=6, initial_backoff=0.1, max_backoff=0.5, multiplier=2)
+    rng = random.Random(3)
+    for attempt, cap in [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.5), (5, 0.5)]:
+        pauses = [policy.backoff(attempt, rng) for _ in range(200)]
+        assert all(0 <= p <= cap for p in pauses)
+        assert max(pauses) > cap * 0.8  # spread over the whole range
+    with pytest.raises(ValueError):
+        RetryPolicy(attempts=0)
