@@ -67,10 +67,9 @@ class TrustListService(rpb_grpc.TrustListServiceServicer):
         except GatewayError as exc:
             await context.abort_with_status(_rich_status(exc))
         held = request.since_version
-        resend = feed.resend.total_seconds()
         while not feed.closed:
             if feed.version == held:
-                if await feed.wait(held, resend):
+                if await feed.wait(held, feed.resend.total_seconds()):
                     continue  # a new version, or the feed closed
                 since = 0  # nothing changed for a while: the same version, freshly signed
             else:

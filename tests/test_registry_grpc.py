@@ -338,3 +338,78 @@ def test_a_plaintext_dev_server_takes_the_region_from_the_submission(
     refused, accepted = run(scenario())
     assert refused == (grpc.StatusCode.PERMISSION_DENIED, "REGION_FORBIDDEN")
     assert (accepted.region, accepted.version) == (SHOW.code, 1)
+
+
+def test_watch_follows_cli_changes_and_re_sends_while_idle(prepared_dir, pki, capsys) -> None:
+    from gateway.cli import main
+
+    data_dir = prepared_dir(NOW)
+
+    async def scenario() -> tuple[list[Any], float, int]:
+        async with serving(data_dir, pki["server"]) as (gateway, port):
+            start = gateway.trustlist.version
+            c = client(port, pki["verifier"])
+            call = c.trustlist.WatchTrustList(rpb.WatchTrustListRequest(since_version=0))
+            received: list[Any] = []
+            arrived = asyncio.Event()
+
+            async def read() -> None:
+                async for message in call:
+                    received.append(message)
+                    arrived.set()
+
+            reader = asyncio.create_task(read())
+            await asyncio.wait_for(arrived.wait(), 5)  # the current list, first
+            arrived.clear()
+            # An operator disables a region with the CLI: another process, same database.
+            args = ["partner", "disable", SHOW.code, "--data-dir", str(data_dir)]
+            changed = asyncio.get_running_loop().time()
+            assert await asyncio.to_thread(main, args) == 0
+            await asyncio.wait_for(arrived.wait(), 5)
+            latency = asyncio.get_running_loop().time() - changed
+            call.cancel()
+            reader.cancel()
+            # Idle: the same version is re-sent, freshly signed, before it could expire.
+            gateway.trustlist.resend = timedelta(seconds=0.2)
+            held = received[-1].version
+            idle = c.trustlist.WatchTrustList(rpb.WatchTrustListRequest(since_version=held))
+            received.append(await asyncio.wait_for(idle.read(), 5))
+            idle.cancel()
+            await c.close()
+            return received, latency, start
+
+    received, latency, start = run(scenario())
+    capsys.readouterr()
+    first, disabled, resent = received[:3]
+    assert (first.since_version, first.version) == (0, start)
+    assert (disabled.since_version, disabled.version) == (start, start + 1)
+    assert latency < 1.5  # the refresh loop notices the CLI's change (refresh every 0.1 s here)
+    assert (resent.since_version, resent.version) == (0, disabled.version)
+
+
+def test_reflection_and_health_list_the_registry_services(prepared_dir) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    data_dir = prepared_dir(NOW)
+    names = ("gateway.api.v1.PartnerService", "gateway.api.v1.TrustListService")
+
+    async def scenario() -> tuple[set[str], list[int]]:
+        async with serving(data_dir) as (_, port):
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                    iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+                )
+                listed = {
+                    s.name async for answer in stream for s in answer.list_services_response.service
+                }
+                health = health_pb2_grpc.HealthStub(channel)
+                statuses = [
+                    (await health.Check(health_pb2.HealthCheckRequest(service=n))).status
+                    for n in names
+                ]
+                return listed, statuses
+
+    listed, statuses = run(scenario())
+    assert set(names) <= listed
+    assert statuses == [1, 1]  # SERVING
