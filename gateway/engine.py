@@ -69,6 +69,8 @@ class Decision:
     converted: ConvertedCode | None = None
     valid_until: datetime | None = None
     kid: str = ""  # the partner key that verified the code, for logs and metrics
+    holder: str = ""  # keyed pseudonym, once the code verified (recognition log)
+    code_id: str = ""  # the partner's code id, once the code verified (recognition log)
 
     @classmethod
     def refused(cls, error: GatewayError, **fields: object) -> Decision:
@@ -291,6 +293,8 @@ class Recogniser:
                 mode=region.mode,
                 colour=status.colour,
                 kid=verified.key.kid,
+                holder=status.holder,
+                code_id=status.code_id,
             )
         return verified, None
 
@@ -355,6 +359,8 @@ class Recogniser:
             converted=converted,
             valid_until=valid_until,
             kid=verified.key.kid,
+            holder=status.holder,
+            code_id=status.code_id,
         )
 
     def _convert(self, verified: VerifiedCode, now: datetime) -> ConversionRecord:

@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,11 +36,14 @@ from gateway.observability import (
     RequestInterceptor,
 )
 from gateway.pki import Peer, Role, TlsFiles, UnauthenticatedError, peer_from_auth_context
+from gateway.reclog import RecognitionLog
+from gateway.retention import PeriodicPurge, RetentionPolicy
 from gateway.trustfeed import TrustListFeed
 from keys.crypto import PrivateKey
 from keys.errors import GatewayError, StoreUnavailableError
 from keys.keystore import MANIFEST, GatewayKeyInfo, KeyDirectory, KeyRole
 from keys.model import HOME_REGION, Mode
+from keys.personal import RecognitionEntry
 from keys.pseudonym import Pseudonymiser
 from keys.registry import KeyRegistry
 from keys.store import SQLiteStore
@@ -89,6 +92,7 @@ class GatewayConfig:
     grace: float = 5.0  # seconds to drain in-flight calls on shutdown
     tls: TlsFiles | None = None  # None: plaintext, for local development only
     metrics_listen: str | None = None  # HOST:PORT of the Prometheus endpoint, None: off
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # docs/retention.md
 
     @property
     def database(self) -> Path:
@@ -113,6 +117,8 @@ class Gateway:
         self.registry = registry
         self.key_dir = key_dir
         self.conversions = Conversions(store)
+        self.reclog = RecognitionLog(store) if config.retention.recognition_log else None
+        self.purger = PeriodicPurge(store, config.retention)
         pseudonymiser = Pseudonymiser(key_dir.pseudonym_secret())
         self.recogniser = Recogniser(
             lambda: self.registry.snapshot, self, pseudonymiser, self.conversions
@@ -147,6 +153,9 @@ class Gateway:
         gateway.update_key_metrics()
         await gateway.publish_trustlist()
         gateway.conversions.start()
+        if gateway.reclog is not None:
+            gateway.reclog.start()
+        gateway.purger.start()
         gateway._refresher = asyncio.create_task(gateway._refresh_loop(), name="refresh")
         return gateway
 
@@ -156,6 +165,9 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
         await self.trustlist.close()
+        await self.purger.stop()
+        if self.reclog is not None:
+            await self.reclog.stop()
         await self.conversions.stop()
         await self.store.close()
 
@@ -377,6 +389,21 @@ class RecognitionService(pb_grpc.RecognitionServiceServicer):
         ).inc()
         if decision.converted is not None:
             metrics.conversions.labels(decision.region).inc()
+        reclog = self._gateway.reclog
+        if reclog is not None:  # queued in memory; written in batches off the request path
+            reclog.record(
+                RecognitionEntry(
+                    utcnow(),
+                    decision.region,
+                    decision.mode.value if decision.mode else "",
+                    "recognised" if decision.recognised else "refused",
+                    decision.reason,
+                    decision.holder,
+                    decision.code_id,
+                    decision.kid,
+                    request_id,
+                )
+            )
         return decision_to_proto(request_id, decision)
 
     async def _finish(

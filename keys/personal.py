@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from keys.timeutil import ensure_utc
 
@@ -83,11 +84,11 @@ class StockBatchResult:
     conflicts: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
-class RecognitionEntry:
+class RecognitionEntry(NamedTuple):
     """One decided code, as the recognition log keeps it: no raw identifier.
 
     ``code_id`` is the partner's code id; the store keeps only ``sha256(region|code_id)``.
+    A named tuple: one is made per request, so it must be cheap to build.
     """
 
     at: datetime

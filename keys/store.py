@@ -2010,7 +2010,7 @@ class SQLiteStore:
         """
         rows = [
             (
-                _ts(e.at),
+                int(e.at.timestamp()),
                 e.region[:16],
                 e.mode[:16],
                 e.decision[:16],
@@ -2026,11 +2026,17 @@ class SQLiteStore:
             return
 
         def run(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                f"INSERT INTO recognitions ({_RECOGNITION_COLUMNS})"  # noqa: S608
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            # One statement per chunk of rows, not executemany: sqlite3 releases the GIL on
+            # every step, and under load each re-acquisition waits for the event loop's
+            # switch interval, which would keep the writer thread (and the conversions queued
+            # behind it) busy for seconds.
+            for start in range(0, len(rows), _ROWS_PER_INSERT):
+                chunk = rows[start : start + _ROWS_PER_INSERT]
+                conn.execute(
+                    f"INSERT INTO recognitions ({_RECOGNITION_COLUMNS}) VALUES "  # noqa: S608
+                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
+                    [value for row in chunk for value in row],
+                )
 
         await self._on_writer("append_recognitions", run)
 
@@ -2109,6 +2115,7 @@ _STOCK_COLUMNS = (
     "city, certificate_id, holder, code_id, code, colour, issued_at, expires_at, created_at"
 )
 _RECOGNITION_COLUMNS = "at, region, mode, decision, reason, holder, code_hash, kid, request_id"
+_ROWS_PER_INSERT = 500  # 9 parameters each, well below SQLite's 32766
 
 
 def _stock_row(record: StockConversion) -> tuple[Any, ...]:

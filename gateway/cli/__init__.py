@@ -19,6 +19,7 @@ from gateway.cli import (
     keys,
     partner,
     pki,
+    purge,
     revocations,
     stock,
     trustlist,
@@ -29,7 +30,7 @@ from keys.errors import GatewayError
 
 log = logging.getLogger("trustgw.cli")
 
-_AREAS = (core, config, keys, pki, verify, stock)
+_AREAS = (core, config, keys, pki, verify, stock, purge)
 _REGISTRY_AREAS = (partner, revocations, trustlist, audit)  # the trust registry
 
 

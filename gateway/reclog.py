@@ -1,0 +1,101 @@
+"""The recognition log: every decided code, off the request path.
+
+A request only appends an entry to an in-memory list (no I/O, no await); a background task hands
+the list to the store every ``interval`` seconds, or as soon as ``max_batch`` entries wait, and the
+store writes each batch in one transaction on its writer thread (one hop per batch, like
+conversions; batches stay small because a conversion's commit waits for the batch ahead of it).
+Entries carry no raw identifier: the holder's keyed pseudonym, and the partner's code id which
+the store keeps only as ``sha256(region|code_id)``.
+
+Entries still waiting when the process dies are lost (at most ``interval`` seconds' worth): the
+log is for tracing and statistics, not a durability guarantee. When the store is unreachable the
+entries wait, up to ``max_pending``; beyond that the oldest are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from keys.errors import GatewayError
+from keys.personal import RecognitionEntry
+
+log = logging.getLogger("trustgw.reclog")
+
+
+class RecognitionStore(Protocol):
+    async def append_recognitions(self, entries: Sequence[RecognitionEntry]) -> None: ...
+
+
+class RecognitionLog:
+    """Batches recognition entries to the store. ``record`` is safe to call on the event loop."""
+
+    def __init__(
+        self,
+        store: RecognitionStore,
+        *,
+        interval: float = 0.25,
+        max_batch: int = 500,
+        max_pending: int = 200_000,
+    ) -> None:
+        self._store = store
+        self._interval = interval
+        self._max_batch = max_batch
+        self._max_pending = max_pending
+        self._entries: list[RecognitionEntry] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.written = 0
+        self.dropped = 0
+
+    def record(self, entry: RecognitionEntry) -> None:
+        """Queue one entry (no I/O)."""
+        entries = self._entries
+        entries.append(entry)
+        if len(entries) == self._max_batch:
+            self._wakeup.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="recognition-log")
+
+    async def stop(self) -> None:
+        """Stop the background task and write what is waiting."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write every waiting entry, in batches of ``max_batch``."""
+        while self._entries:
+            batch = self._entries[: self._max_batch]
+            del self._entries[: self._max_batch]
+            try:
+                await self._store.append_recognitions(batch)
+            except GatewayError as exc:
+                self._entries[:0] = batch  # keep them for the next try, within bounds
+                excess = len(self._entries) - self._max_pending
+                if excess > 0:
+                    del self._entries[:excess]
+                    self.dropped += excess
+                log.warning(
+                    "recognition log write failed (%s waiting): %s", len(self._entries), exc
+                )
+                return
+            self.written += len(batch)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), self._interval)
+            except TimeoutError:
+                pass
+            self._wakeup.clear()
+            await self.flush()

@@ -1,0 +1,124 @@
+"""Retention: personal records are kept no longer than needed (docs/retention.md).
+
+The recognition log keeps entries for ``recognitions_days``; partner and stock conversions are
+deleted ``conversions_days`` after their code expired. :func:`purge` does it once (``trustgw
+purge``); :class:`PeriodicPurge` does it in a running server every ``interval_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from keys.errors import GatewayError
+from keys.personal import PurgeResult
+from keys.timeutil import ensure_utc, utcnow
+
+log = logging.getLogger("trustgw.retention")
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How long personal records are kept, and how the server keeps to it.
+
+    ``None`` for a number of days keeps that kind of record forever. ``recognition_log`` turns
+    the recognition log off altogether; ``interval_seconds`` is the period of the server's purge
+    (0: no periodic purge, run ``trustgw purge`` from cron instead).
+    """
+
+    recognitions_days: float | None = 30.0
+    conversions_days: float | None = 180.0
+    interval_seconds: float = 3600.0
+    recognition_log: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("recognitions_days", "conversions_days"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not 0 <= value <= 36500):
+                raise ValueError(f"{name} must be between 0 and 36500 days, or None (keep)")
+        if not 0 <= self.interval_seconds <= 7 * 86400:
+            raise ValueError("interval_seconds must be between 0 (off) and 604800")
+
+    def cutoffs(self, now: datetime) -> tuple[datetime | None, datetime | None]:
+        """(recognitions decided before, conversions expired before) at ``now``."""
+        now = ensure_utc(now)
+
+        def before(days: float | None) -> datetime | None:
+            return None if days is None else now - timedelta(days=days)
+
+        return before(self.recognitions_days), before(self.conversions_days)
+
+
+class PurgeStore(Protocol):
+    async def purge(
+        self,
+        *,
+        recognitions_before: datetime | None,
+        conversions_before: datetime | None,
+        dry_run: bool = False,
+    ) -> PurgeResult: ...
+
+
+async def purge(
+    store: PurgeStore, policy: RetentionPolicy, now: datetime, *, dry_run: bool = False
+) -> PurgeResult:
+    """Delete (or count, with ``dry_run``) what ``policy`` no longer keeps at ``now``.
+
+    Raises :class:`keys.errors.StoreUnavailableError`.
+    """
+    recognitions, conversions = policy.cutoffs(now)
+    return await store.purge(
+        recognitions_before=recognitions, conversions_before=conversions, dry_run=dry_run
+    )
+
+
+class PeriodicPurge:
+    """The server's purge task: once shortly after start, then every ``interval_seconds``."""
+
+    def __init__(self, store: PurgeStore, policy: RetentionPolicy, *, first_delay: float = 5.0):
+        self._store = store
+        self._policy = policy
+        self._first_delay = first_delay
+        self._task: asyncio.Task[None] | None = None
+        self.last: PurgeResult | None = None
+
+    def start(self) -> None:
+        if self._task is None and self._policy.interval_seconds > 0:
+            self._task = asyncio.create_task(self._loop(), name="retention-purge")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    async def run_once(self, now: datetime | None = None) -> PurgeResult | None:
+        """One purge; a failure is logged and the next period tries again."""
+        try:
+            result = await purge(self._store, self._policy, now or utcnow())
+        except GatewayError as exc:
+            log.warning(
+                "retention purge failed, retrying in %ss: %s", self._policy.interval_seconds, exc
+            )
+            return None
+        self.last = result
+        if result.recognitions or result.conversions or result.stock_conversions:
+            log.info(
+                "retention purge: %s recognitions, %s conversions, %s stock conversions deleted",
+                result.recognitions,
+                result.conversions,
+                result.stock_conversions,
+            )
+        return result
+
+    async def _loop(self) -> None:
+        await asyncio.sleep(self._first_delay)
+        while True:
+            await self.run_once()
+            await asyncio.sleep(self._policy.interval_seconds)

@@ -1,0 +1,179 @@
+"""No personal identifier is stored or logged: the demo and a batch conversion with known people.
+
+Known names and ID numbers go into the simulated partners' codes (the demo) and into a stock
+file (convert-batch, with good and bad rows); with every logger at DEBUG, none of them, nor their
+unkeyed SHA-256 (alone or as a partner's ``holder_hash``), may appear in any file of the data
+directories (database with its -wal/-shm, key directory, PKI), the error report, the logs or the
+output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import itertools
+import logging
+import random
+from pathlib import Path
+
+import pytest
+
+from adapters.fields import id_check_digit
+from adapters.regions import REGION_SPECS
+from bench.stock import sample_rows, write_csv
+from gateway import demo
+from gateway.cli import main
+from keys.model import HOME_REGION
+from keys.pseudonym import holder_hash
+from keys.timeutil import utcnow
+
+
+def _id(first17: str) -> str:
+    return first17 + id_check_digit(first17)
+
+
+KNOWN = [
+    ("张三", _id("11010119900307123")),
+    ("李四", _id("31010419851224567")),
+    ("王五", _id("44030519780615234")),
+    ("赵六", _id("37010219920101345")),
+    ("钱七", _id("37020319881111456")),
+    ("孙八", _id("51010720000229567")),
+    ("周九", _id("33010619700707678")),
+    ("吴十", _id("12010319650505789")),
+    ("郑十一", _id("13010219991231890")),
+    ("冯十二", _id("23010319830303901")),
+    ("陈十三", _id("50010319950909012")),
+    ("欧阳十四", _id("65010219600101123")),
+    ("Zhang San", _id("11010119900307987")),
+]
+assert KNOWN[0] == ("张三", "110101199003071233")
+
+
+def _needles() -> dict[str, bytes]:
+    """Every form in which a known person must not appear."""
+    needles: dict[str, bytes] = {}
+    regions = [HOME_REGION, *(s.code for s in REGION_SPECS)]
+    for name, id_number in KNOWN:
+        needles[f"name {name}"] = name.encode()
+        needles[f"id {id_number}"] = id_number.encode()
+        for what, value in (("name", name), ("id", id_number)):
+            digest = hashlib.sha256(value.encode()).hexdigest()
+            needles[f"sha256({what} {value})"] = digest.encode()
+            needles[f"SHA256({what} {value})"] = digest.upper().encode()
+        for region in regions:
+            needles[f"holder_hash({region}, {id_number})"] = holder_hash(region, id_number).encode()
+    return needles
+
+
+def _found(data: bytes, needles: dict[str, bytes]) -> list[str]:
+    return [label for label, needle in needles.items() if needle in data]
+
+
+def _scan_tree(root: Path, needles: dict[str, bytes]) -> dict[str, list[str]]:
+    hits: dict[str, list[str]] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            found = _found(path.read_bytes(), needles)
+            if found:
+                hits[str(path.relative_to(root))] = found
+    return hits
+
+
+@pytest.fixture
+def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG)
+    for name in ("trustgw", "trustgw.keys", "trustgw.engine", "trustgw.server", "aiosqlite"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    return caplog
+
+
+def test_no_personal_identifier_is_stored_or_logged(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    debug_logs: pytest.LogCaptureFixture,
+) -> None:
+    people = itertools.cycle(KNOWN)
+
+    def known_holder(rng: random.Random) -> tuple[str, str]:
+        name, id_number = next(people)
+        return id_number, name
+
+    # The demo: every region's green, yellow, red, expired and forged codes carry known people.
+    monkeypatch.setattr(demo, "fake_holder", known_holder)
+    demo_dir = tmp_path / "demo"
+    demo_out = io.StringIO()
+    assert asyncio.run(demo.run_demo(demo_out, keep=demo_dir)) == 0
+    # The demo ends with the keys' logger at ERROR; the batch conversion logs at DEBUG again.
+    logging.getLogger("trustgw.keys").setLevel(logging.DEBUG)
+
+    # A batch conversion into the demo's data directory: known people in good and bad rows.
+    now = utcnow()
+    rows = list(sample_rows(40, now, seed=3))
+    for i, (name, id_number) in enumerate(KNOWN):
+        rows[i] = {**rows[i], "name": name, "id_number": id_number}
+    name, id_number = KNOWN[0]
+    bad = [
+        {**rows[20], "certificate_id": "BAD-1", "name": name, "id_number": id_number,
+         "status": "purple"},
+        {**rows[21], "certificate_id": "BAD-2", "name": name, "id_number": id_number[:17]},
+        {**rows[22], "certificate_id": id_number, "name": name, "id_number": id_number},
+        {**rows[23], "certificate_id": "BAD-4", "name": name, "id_number": id_number,
+         "city": id_number[:6]},
+        {**rows[24], "certificate_id": "BAD-5", "name": name * 40, "id_number": id_number},
+        {**rows[0], "id_number": KNOWN[1][1]},  # the same certificate for another holder
+    ]  # fmt: skip
+    stock = tmp_path / "stock.csv"
+    write_csv(stock, iter(rows + bad))
+    report = tmp_path / "errors.jsonl"
+    assert main(["-v", "convert-batch", str(stock), "--data-dir", str(demo_dir),
+                 "--report", str(report)]) == 0  # fmt: skip
+    assert main(["-v", "convert-batch", str(stock), "--data-dir", str(demo_dir), "--json"]) == 0
+    assert main(["-v", "purge", "--data-dir", str(demo_dir), "--dry-run"]) == 0
+    out, err = capfd.readouterr()
+    assert "converted" in out and report.read_text().count("\n") == 6
+
+    # The demo and the conversion did store people: as pseudonyms.
+    import sqlite3
+
+    with sqlite3.connect(demo_dir / "trustgw.db") as conn:
+        logged = conn.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT holder) FROM recognitions"
+        ).fetchone()
+        stored = conn.execute("SELECT COUNT(*) FROM stock_conversions").fetchone()[0]
+    assert logged[0] == 70 and logged[1] > 5
+    assert stored == 40
+
+    needles = _needles()
+    hits = _scan_tree(demo_dir, needles)
+    assert (demo_dir / "trustgw.db").is_file() and (demo_dir / "keys").is_dir()
+    for label, data in (
+        ("error report", report.read_bytes()),
+        ("logs", debug_logs.text.encode()),
+        ("log record arguments", repr([r.args for r in debug_logs.records]).encode()),
+        ("demo output", demo_out.getvalue().encode()),
+        ("stdout", out.encode()),
+        ("stderr", err.encode()),
+    ):
+        found = _found(data, needles)
+        if found:
+            hits[label] = found
+    assert hits == {}
+    assert debug_logs.records, "logging was captured"
+
+
+def test_the_needles_would_be_found(tmp_path: Path) -> None:
+    """The scan itself works: a planted name, ID number and holder hash are each reported."""
+    name, id_number = KNOWN[0]
+    (tmp_path / "a-wal").write_bytes(b"xx" + name.encode() + b"yy")
+    (tmp_path / "b").write_text(holder_hash("110000", id_number))
+    (tmp_path / "c").write_text(f"...{id_number}...")
+    hits = _scan_tree(tmp_path, _needles())
+    assert hits == {
+        "a-wal": [f"name {name}"],
+        "b": [f"holder_hash(110000, {id_number})"],
+        "c": [f"id {id_number}"],
+    }
+    assert _found(hashlib.sha256(name.encode()).hexdigest().encode(), _needles())
