@@ -25,9 +25,13 @@ from registry_grpc_support import (
     partner_for,
 )
 
+from gateway.api.v1 import recognition_pb2 as pb
+from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.api.v1 import registry_pb2 as rpb
+from gateway.api.v1 import registry_pb2_grpc as rpb_grpc
 from gateway.cli import main
 from gateway.pki import TlsFiles
+from keys.signed import Envelope
 from keys.trustlist import PinnedKey, TrustListVerifier
 
 WORKERS = 8
@@ -153,3 +157,33 @@ def test_partner_and_gateway_key_rotation_under_load_fails_no_request(
     assert results["kids"]["trustlist"] in results["lists"][-1][1]
     # After v3 the old partner key is gone.
     assert results["stale"] == "KEY_UNKNOWN"
+
+
+def test_an_announced_gateway_key_is_listed_at_once_and_signs_only_from_activate_at(
+    prepared_dir, codes, capsys
+) -> None:
+    data_dir = prepared_dir(NOW)
+    make = codes(SHOW.code, NOW)
+
+    async def scenario() -> tuple[str, dict[str, Any], str, str]:
+        async with serving(data_dir) as (gateway, port):
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.RecognitionServiceStub(channel)
+                before = await stub.Recognise(pb.RecogniseRequest(code=make()), timeout=5)
+                watch = rpb_grpc.TrustListServiceStub(channel).WatchTrustList(
+                    rpb.WatchTrustListRequest(since_version=gateway.trustlist.version)
+                )
+                args = ["keys", "rotate", "--data-dir", str(data_dir), "--role", "attest"]
+                assert await asyncio.to_thread(main, [*args, "--activate-in", "1h", "--json"]) == 0
+                kid = str(json.loads(capsys.readouterr().out)["kid"])
+                pushed = await asyncio.wait_for(watch.read(), 5)
+                watch.cancel()
+                body = json.loads(Envelope.from_bytes(pushed.envelope).signed)
+                entry = next(k for k in body["upserted"] if k["kid"] == kid)
+                after = await stub.Recognise(pb.RecogniseRequest(code=make()), timeout=5)
+                return kid, entry, before.attestation.key_id, after.attestation.key_id
+
+    kid, entry, before, after = run(scenario())
+    assert (entry["role"], entry["owner"]) == ("attest", "370000")
+    assert entry["not_before"] >= int(NOW.timestamp()) + 3600 - 60  # announced, not yet valid
+    assert after == before != kid  # the previous key signs until the new one's activate_at
