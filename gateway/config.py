@@ -18,6 +18,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -240,6 +241,7 @@ class Settings:
 
     def gateway_config(self, passphrase: bytes | None) -> Any:
         """The :class:`gateway.server.GatewayConfig` for these settings."""
+        from gateway.retention import RetentionPolicy
         from gateway.server import GatewayConfig
 
         return GatewayConfig(
@@ -250,6 +252,13 @@ class Settings:
             grace=self.grace_period,
             tls=self.tls_files(),
             metrics_listen=self.metrics_listen,
+            retention=RetentionPolicy(
+                recognitions_days=self.retention_recognitions_days,
+                conversions_days=self.retention_conversions_days,
+                interval_seconds=self.retention_purge_interval_seconds,
+                recognition_log=self.retention_recognition_log,
+            ),
+            trustlist_ttl=timedelta(hours=self.trustlist_ttl_hours),
         )
 
     def effective(self) -> list[dict[str, Any]]:

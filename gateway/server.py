@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +38,7 @@ from gateway.observability import (
 from gateway.pki import Peer, Role, TlsFiles, UnauthenticatedError, peer_from_auth_context
 from gateway.reclog import RecognitionLog
 from gateway.retention import PeriodicPurge, RetentionPolicy
+from gateway.trustfeed import DEFAULT_RESEND as TRUSTLIST_RESEND
 from gateway.trustfeed import TrustListFeed
 from keys.crypto import PrivateKey
 from keys.errors import GatewayError, StoreUnavailableError
@@ -48,6 +49,7 @@ from keys.pseudonym import Pseudonymiser
 from keys.registry import KeyRegistry
 from keys.store import SQLiteStore
 from keys.timeutil import to_unix, utcnow
+from keys.trustlist import DEFAULT_TTL as TRUSTLIST_TTL
 from keys.trustlist import TrustListPublisher
 from keys.trustregistry import TrustRegistry
 
@@ -93,6 +95,7 @@ class GatewayConfig:
     tls: TlsFiles | None = None  # None: plaintext, for local development only
     metrics_listen: str | None = None  # HOST:PORT of the Prometheus endpoint, None: off
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # docs/retention.md
+    trustlist_ttl: timedelta = TRUSTLIST_TTL  # how long a signed trust list stays valid
 
     @property
     def database(self) -> Path:
@@ -128,7 +131,14 @@ class Gateway:
         self._trustlist_keys = key_dir  # the keys the trust list publishes (ahead of key_dir)
         self._trustlist_seen = -1  # the registry version the trust list was last recorded for
         self.trustlist = TrustListFeed(
-            TrustListPublisher(store, lambda: self.registry.snapshot, lambda: self._trustlist_keys)
+            TrustListPublisher(
+                store,
+                lambda: self.registry.snapshot,
+                lambda: self._trustlist_keys,
+                ttl=config.trustlist_ttl,
+            ),
+            # Idle watchers get the list again well before the one they hold expires.
+            resend=min(TRUSTLIST_RESEND, config.trustlist_ttl / 4),
         )
         self._config = config
         self._key_dir_stamp = _stamp(config.key_dir)

@@ -260,3 +260,51 @@ def test_config_show_refuses_an_invalid_configuration(tmp_path: Path, capsys) ->
     path = write(tmp_path, "grace_period = -1\n")
     assert main(["config", "show", "--config", str(path)]) == 1
     assert "CONFIG_INVALID" in capsys.readouterr().err
+
+
+def test_the_gateway_config_carries_every_setting(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    env = {
+        "TRUSTGW_DATA_DIR": str(tmp_path),
+        "TRUSTGW_GRACE_PERIOD": "12",
+        "TRUSTGW_RETENTION_RECOGNITIONS_DAYS": "7",
+        "TRUSTGW_RETENTION_CONVERSIONS_DAYS": "60",
+        "TRUSTGW_RETENTION_RECOGNITION_LOG": "false",
+        "TRUSTGW_RETENTION_PURGE_INTERVAL_SECONDS": "0",
+        "TRUSTGW_TRUSTLIST_TTL_HOURS": "2",
+        "TRUSTGW_METRICS_LISTEN": "127.0.0.1:0",
+    }
+    gc = load(None, environ=env).gateway_config(passphrase=b"pw")
+    assert gc.data_dir == tmp_path.resolve() and gc.passphrase == b"pw"
+    assert (gc.grace, gc.refresh_interval, gc.metrics_listen) == (12.0, 0.5, "127.0.0.1:0")
+    assert gc.tls.cert == tmp_path.resolve() / "pki" / "server.pem"
+    assert gc.retention.recognitions_days == 7 and gc.retention.conversions_days == 60
+    assert gc.retention.recognition_log is False and gc.retention.interval_seconds == 0
+    assert gc.trustlist_ttl == timedelta(hours=2)
+
+
+def test_the_trust_list_lifetime_reaches_the_server(prepared_dir) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from conftest import run
+
+    from gateway.sdk import AsyncGatewayClient
+    from gateway.server import Gateway, build_server
+
+    data_dir = prepared_dir(datetime.now(UTC).replace(microsecond=0))
+    settings = load(None, environ={}, flags={"data_dir": str(data_dir), "insecure": True,
+                                             "trustlist_ttl_hours": "2"})  # fmt: skip
+
+    async def scenario() -> timedelta:
+        gateway = await Gateway.open(settings.gateway_config(None))
+        running = await build_server(gateway, "127.0.0.1:0")
+        try:
+            async with AsyncGatewayClient(f"127.0.0.1:{running.port}", insecure=True) as c:
+                signed = await c.trust_list()
+            return signed.expires - signed.issued_at
+        finally:
+            await running.stop(0.5)
+            await gateway.close()
+
+    assert run(scenario()) == timedelta(hours=2)
