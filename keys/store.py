@@ -1923,34 +1923,31 @@ class SQLiteStore:
             counts = dict(job.counts)
             for name, value in batch.counts.items():
                 counts[name] = counts.get(name, 0) + value
-            seen: dict[tuple[str, str], str] = {}
+            # Few statements, not one per row: sqlite3 releases the GIL on every step, and
+            # each re-acquisition waits for the busy main thread (see append_recognitions).
+            seen = _stored_holders(conn, [(r.city, r.certificate_id) for r in batch.records])
             new: list[tuple[Any, ...]] = []
             conflicts: list[int] = []
             for record, row, number in zip(batch.records, rows, batch.rows, strict=True):
                 key = (record.city, record.certificate_id)
                 holder = seen.get(key)
                 if holder is None:
-                    found = conn.execute(
-                        "SELECT holder FROM stock_conversions"
-                        " WHERE city = ? AND certificate_id = ?",
-                        key,
-                    ).fetchone()
-                    if found is None:
-                        seen[key] = record.holder
-                        new.append(row)
-                        counts["converted"] = counts.get("converted", 0) + 1
-                        counts[record.colour] = counts.get(record.colour, 0) + 1
-                        continue
-                    holder = seen[key] = str(found[0])
+                    seen[key] = record.holder
+                    new.append(row)
+                    counts["converted"] = counts.get("converted", 0) + 1
+                    counts[record.colour] = counts.get(record.colour, 0) + 1
+                    continue
                 counts["already_converted"] = counts.get("already_converted", 0) + 1
                 if holder != record.holder:
                     conflicts.append(number)
                     counts["holder_conflicts"] = counts.get("holder_conflicts", 0) + 1
-            conn.executemany(
-                f"INSERT INTO stock_conversions ({_STOCK_COLUMNS})"  # noqa: S608
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                new,
-            )
+            for start in range(0, len(new), _ROWS_PER_INSERT):
+                chunk = new[start : start + _ROWS_PER_INSERT]
+                conn.execute(
+                    f"INSERT INTO stock_conversions ({_STOCK_COLUMNS}) VALUES "  # noqa: S608
+                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
+                    [value for row in chunk for value in row],
+                )
             conn.execute(
                 "UPDATE stock_jobs SET committed_rows = ?, counts = ?, updated_at = ?"
                 " WHERE digest = ?",
@@ -2138,6 +2135,22 @@ def _stock_from_row(row: Any) -> StockConversion:
         city, cert, holder, code_id, code, colour,
         from_unix(issued), from_unix(expires), from_unix(created),
     )  # fmt: skip
+
+
+def _stored_holders(
+    conn: sqlite3.Connection, keys: list[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    """The stored holder of each (city, certificate_id) already converted."""
+    found: dict[tuple[str, str], str] = {}
+    for start in range(0, len(keys), _ROWS_PER_INSERT):
+        chunk = keys[start : start + _ROWS_PER_INSERT]
+        rows = conn.execute(
+            "SELECT city, certificate_id, holder FROM stock_conversions"  # noqa: S608
+            " WHERE (city, certificate_id) IN (VALUES " + ", ".join(["(?, ?)"] * len(chunk)) + ")",
+            [value for key in chunk for value in key],
+        ).fetchall()
+        found.update(((str(city), str(cert)), str(holder)) for city, cert, holder in rows)
+    return found
 
 
 def _stock_job(conn: sqlite3.Connection, digest: str) -> StockJob:
