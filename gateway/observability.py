@@ -140,7 +140,7 @@ class DrainingHealthServicer(health.aio.HealthServicer):
 
     def __init__(self) -> None:
         super().__init__()
-        self._status: dict[str, int] = {"": health_pb2.HealthCheckResponse.SERVING}
+        self._status: dict[str, Any] = {"": health_pb2.HealthCheckResponse.SERVING}
         self._changed = asyncio.Event()
         self._shutting_down = False
 
@@ -148,8 +148,8 @@ class DrainingHealthServicer(health.aio.HealthServicer):
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def set(self, service: str, status: int) -> None:  # type: ignore[override]
-        await super().set(service, status)  # type: ignore[arg-type]
+    async def set(self, service: str, status: Any) -> None:
+        await super().set(service, status)
         if not self._shutting_down:
             self._status[service] = status
             self._wake()

@@ -308,3 +308,15 @@ def test_the_trust_list_lifetime_reaches_the_server(prepared_dir) -> None:
             await gateway.close()
 
     assert run(scenario()) == timedelta(hours=2)
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        pytest.param(w, id=" ".join(w))
+        for w in (["config"], ["config", "check"], ["config", "show"])
+    ],
+)
+def test_config_commands_have_help(words, capsys) -> None:
+    assert main([*words, "--help"]) == 0
+    assert "usage: trustgw config" in capsys.readouterr().out
