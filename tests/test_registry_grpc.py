@@ -413,3 +413,18 @@ def test_reflection_and_health_list_the_registry_services(prepared_dir) -> None:
     listed, statuses = run(scenario())
     assert set(names) <= listed
     assert statuses == [1, 1]  # SERVING
+
+
+def test_a_full_size_revocation_batch_fits_the_receive_limit(world) -> None:
+    partner = partner_for(SHOW)
+    batch = partner.revocations(
+        "big-1", NOW - DAY, code_ids=[f"code-{n:05d}" for n in range(10_000)]
+    )
+    assert len(batch) > 800 * 1024  # far above the 64 KiB a Recognise request needs
+
+    async def body(gateway, c: dict[str, Client]) -> rpb.SubmissionReceipt:
+        request = rpb.SubmissionRequest(submission=batch)
+        return await c["partner"].partner.PublishRevocations(request, timeout=30)
+
+    receipt = world(body, (partner,))
+    assert (receipt.batch_id, receipt.codes, receipt.duplicate) == ("big-1", 10_000, False)
