@@ -453,3 +453,46 @@ def test_the_sample_file_has_the_documented_columns(tmp_path: Path) -> None:
     doc = (Path(__file__).parent.parent / "docs" / "stock-conversion.md").read_text()
     for column in COLUMNS:
         assert f"`{column}`" in doc
+
+
+def test_a_killed_conversion_resumes_and_converts_every_row_once(
+    data_dir: Path, tmp_path: Path, capsys: Any
+) -> None:
+    """SIGKILL in the middle of the file (no clean-up at all), then the same command again."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "certs.csv"
+    rows = 20_000
+    write_csv(path, sample_rows(rows, NOW, seed=5))
+    root = Path(__file__).resolve().parent.parent
+    argv = [sys.executable, "-m", "gateway.cli", "convert-batch", str(path), "--data-dir",
+            str(data_dir), "--quiet", "--batch-size", "50", "--at", to_iso(NOW)]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=root, stdout=subprocess.DEVNULL)  # noqa: S603
+    committed = 0
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with sqlite3.connect(data_dir / "trustgw.db", timeout=5) as conn:
+                    found = conn.execute("SELECT committed_rows FROM stock_jobs").fetchone()
+            except sqlite3.Error:
+                found = None
+            if found and found[0] >= 1000:
+                committed = int(found[0])
+                break
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert 0 < committed < rows, "the conversion was killed half way"
+    summary = _convert(data_dir, path, capsys=capsys)
+    assert summary["resumed_from_row"] >= committed
+    assert summary["rows_read"] == rows
+    assert (summary["converted"], summary["already_converted"]) == (rows, 0)
+    assert len(_codes(data_dir)) == rows
