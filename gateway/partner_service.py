@@ -13,9 +13,9 @@ accepted. Never run a plaintext server where partners can reach it.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable
 from datetime import datetime
+from typing import Protocol
 
 import grpc
 
@@ -35,13 +35,12 @@ _KINDS = {
 }
 
 
-@dataclass(frozen=True)
-class _Submission:
-    """One submission's bytes, the region it is attributed to, and the time it is judged at."""
+class _Apply(Protocol):
+    """A :class:`keys.trustregistry.TrustRegistry` submission method."""
 
-    data: bytes
-    region: str
-    now: datetime
+    def __call__(
+        self, submission: bytes, *, caller_region: str, now: datetime, actor: str | None = None
+    ) -> Awaitable[SubmissionResult]: ...
 
 
 def receipt(result: SubmissionResult) -> rpb.SubmissionReceipt:
@@ -91,7 +90,7 @@ class PartnerService(rpb_grpc.PartnerServiceServicer):
         self,
         request: rpb.SubmissionRequest,
         context: grpc.aio.ServicerContext,
-        apply: Callable[[_Submission], Awaitable[SubmissionResult]],
+        apply: _Apply,
     ) -> rpb.SubmissionReceipt:
         async def call() -> rpb.SubmissionReceipt:
             peer = require(context, self._tls, Role.PARTNER)
@@ -101,7 +100,7 @@ class PartnerService(rpb_grpc.PartnerServiceServicer):
             if len(data) > MAX_ENVELOPE_BYTES:
                 raise OversizedError(f"a submission is at most {MAX_ENVELOPE_BYTES} bytes")
             region = peer.name if peer is not None else statement_region(data)
-            result = await apply(_Submission(data, region, utcnow()))
+            result = await apply(data, caller_region=region, now=utcnow())
             if not result.duplicate:
                 await self._gateway.publish_trustlist()
             return receipt(result)
@@ -111,29 +110,14 @@ class PartnerService(rpb_grpc.PartnerServiceServicer):
     async def PublishKeySet(
         self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext
     ) -> rpb.SubmissionReceipt:
-        trust = self._gateway.trust
-        return await self._submit(
-            request,
-            context,
-            lambda c: trust.publish_keyset(c.data, caller_region=c.region, now=c.now),
-        )
+        return await self._submit(request, context, self._gateway.trust.publish_keyset)
 
     async def RevokeKey(
         self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext
     ) -> rpb.SubmissionReceipt:
-        trust = self._gateway.trust
-        return await self._submit(
-            request,
-            context,
-            lambda c: trust.revoke_key(c.data, caller_region=c.region, now=c.now),
-        )
+        return await self._submit(request, context, self._gateway.trust.revoke_key)
 
     async def PublishRevocations(
         self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext
     ) -> rpb.SubmissionReceipt:
-        trust = self._gateway.trust
-        return await self._submit(
-            request,
-            context,
-            lambda c: trust.publish_revocations(c.data, caller_region=c.region, now=c.now),
-        )
+        return await self._submit(request, context, self._gateway.trust.publish_revocations)
