@@ -16,9 +16,11 @@ import itertools
 import logging
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from adapters.base import Colour
 from adapters.fields import id_check_digit
 from adapters.regions import REGION_SPECS
 from bench.stock import sample_rows, write_csv
@@ -177,3 +179,59 @@ def test_the_needles_would_be_found(tmp_path: Path) -> None:
         "c": [f"id {id_number}"],
     }
     assert _found(hashlib.sha256(name.encode()).hexdigest().encode(), _needles())
+
+
+def test_nothing_personal_in_a_live_database_and_its_wal(
+    codes: Any,
+    prepared_dir: Any,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    debug_logs: pytest.LogCaptureFixture,
+) -> None:
+    """While the gateway serves (its -wal and -shm files in use) and a batch conversion runs
+    beside it, the data directory holds the people only as pseudonyms."""
+    import sqlite3
+
+    import grpc
+    from conftest import serving
+
+    from gateway.api.v1 import recognition_pb2 as pb
+    from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
+
+    now = utcnow()
+    data_dir = prepared_dir(now)
+    regions = [s.code for s in REGION_SPECS]
+    stock = tmp_path / "stock.csv"
+    rows = list(sample_rows(len(KNOWN), now, seed=9))
+    people = zip(rows, KNOWN, strict=True)
+    write_csv(stock, iter({**r, "name": n, "id_number": i} for r, (n, i) in people))
+    needles = _needles()
+
+    async def scenario() -> dict[str, list[str]]:
+        async with serving(data_dir) as (_, port):
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.RecognitionServiceStub(channel)
+                for n, (name, id_number) in enumerate(KNOWN):
+                    factory = codes(regions[n % len(regions)], now)
+                    for colour in (Colour.GREEN, Colour.RED):
+                        code = factory(colour, holder=(id_number, name))
+                        await stub.Recognise(pb.RecogniseRequest(code=code), timeout=5)
+            args = ["-v", "convert-batch", str(stock), "--data-dir", str(data_dir), "-q"]
+            assert await asyncio.to_thread(main, args) == 0
+            await asyncio.sleep(0.6)  # the recognition log's batches are written
+            assert (data_dir / "trustgw.db-wal").is_file()
+            with sqlite3.connect(data_dir / "trustgw.db") as conn:
+                assert conn.execute("SELECT COUNT(*) FROM recognitions").fetchone()[0] == 26
+                assert conn.execute("SELECT COUNT(*) FROM stock_conversions").fetchone()[0] == 13
+            return _scan_tree(data_dir, needles)
+
+    hits = asyncio.run(scenario())
+    out, err = capfd.readouterr()
+    for label, data in (
+        ("logs", debug_logs.text.encode()),
+        ("stdout", out.encode()),
+        ("stderr", err.encode()),
+    ):
+        if found := _found(data, needles):
+            hits[label] = found
+    assert hits == {}
