@@ -1,11 +1,12 @@
 """The recognition log: every decided code, off the request path.
 
 A request only appends an entry to an in-memory list (no I/O, no await); a background task hands
-the list to the store every ``interval`` seconds, or as soon as ``max_batch`` entries wait, and the
-store writes each batch in one transaction on its writer thread (one hop per batch, like
-conversions; batches stay small because a conversion's commit waits for the batch ahead of it).
-Entries carry no raw identifier: the holder's keyed pseudonym, and the partner's code id which
-the store keeps only as ``sha256(region|code_id)``.
+everything waiting to the store every ``interval`` seconds (sooner once ``max_batch`` entries
+wait), and the store writes it in one transaction on its writer thread: one hop and one WAL sync
+per interval, not per entry nor per few hundred, because a conversion's commit shares that
+thread and waits for the transaction ahead of it. Entries carry no raw identifier: the holder's
+keyed pseudonym, and the partner's code id which the store keeps only as
+``sha256(region|code_id)``.
 
 Entries still waiting when the process dies are lost (at most ``interval`` seconds' worth): the
 log is for tracing and statistics, not a durability guarantee. When the store is unreachable the
@@ -37,7 +38,7 @@ class RecognitionLog:
         store: RecognitionStore,
         *,
         interval: float = 0.25,
-        max_batch: int = 500,
+        max_batch: int = 10_000,
         max_pending: int = 200_000,
     ) -> None:
         self._store = store
