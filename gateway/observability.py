@@ -203,6 +203,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         self._metrics = metrics
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
         self._in_flight = 0
+        self._seen = 0  # calls begun (not counting health checks)
         self._idle = asyncio.Event()
         self._idle.set()
         self._draining = False
@@ -211,15 +212,28 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
     def in_flight(self) -> int:
         return self._in_flight
 
-    async def drain(self, timeout: float) -> bool:
-        """Refuse new calls (UNAVAILABLE) and wait up to ``timeout`` seconds for the calls in
-        flight to finish. True when none is left."""
+    async def drain(self, timeout: float, quiet: float = 0.1) -> bool:
+        """Refuse new calls (UNAVAILABLE) and wait up to ``timeout`` seconds until no call is
+        in flight and none has arrived for ``quiet`` seconds. True when that happened.
+
+        The quiet period matters: grpc.aio's stop() cancels calls that reach it after the drain
+        (CANCELLED: the caller cannot know they were never run), so the drain lasts while
+        callers are still trying, and they all get a clean UNAVAILABLE.
+        """
         self._draining = True
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                await asyncio.wait_for(self._idle.wait(), max(deadline - loop.time(), 0))
+            except TimeoutError:
+                return False
+            seen = self._seen
+            await asyncio.sleep(max(min(quiet, deadline - loop.time()), 0))
+            if self._seen == seen and self._in_flight == 0:
+                return True
+            if loop.time() >= deadline:
+                return self._in_flight == 0
 
     async def intercept_service(
         self,
@@ -249,6 +263,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             # error statuses carry the id too (see gateway.server._rich_status).
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
             if not exempt:
+                self._seen += 1
                 self._in_flight += 1
                 self._idle.clear()
             return time.perf_counter()

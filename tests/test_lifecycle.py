@@ -217,3 +217,57 @@ def test_a_second_signal_stops_at_once(codes, prepared_dir) -> None:
             assert elapsed < 20
 
     asyncio.run(scenario())
+
+
+def test_the_drain_in_process_health_new_calls_and_open_streams(codes, prepared_dir) -> None:
+    """During the drain: Check answers NOT_SERVING, Watch streams end, a new call is refused
+    UNAVAILABLE with its request id, and an open stream is served until it half-closes."""
+    from gateway.server import Gateway, GatewayConfig, build_server
+
+    data_dir = prepared_dir(NOW)
+    make = codes(SHOW, NOW)
+
+    async def scenario() -> None:
+        gateway = await Gateway.open(GatewayConfig(data_dir=data_dir))
+        running = await build_server(gateway, "127.0.0.1:0")
+        target = f"127.0.0.1:{running.port}"
+        try:
+            async with grpc.aio.insecure_channel(target) as channel:
+                stub = pb_grpc.RecognitionServiceStub(channel)
+                health = health_pb2_grpc.HealthStub(channel)
+                watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+                assert (await watch.read()).status == SERVING
+                stream = stub.RecogniseStream(timeout=60)
+                await stream.write(pb.RecogniseRequest(request_id="before", code=make()))
+                assert (await stream.read()).request_id == "before"
+
+                started = time.monotonic()
+                stopping = asyncio.create_task(running.stop(60))
+                assert (await watch.read()).status == NOT_SERVING
+                assert await watch.read() is grpc.aio.EOF  # ended, not holding the drain
+                assert await watch.code() is grpc.StatusCode.OK
+                check = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+                assert check.status == NOT_SERVING
+
+                refused = stub.Recognise(
+                    pb.RecogniseRequest(code=make()), metadata=(("x-request-id", "late-1"),)
+                )
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await refused
+                assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+                assert "shutting down" in (info.value.details() or "")
+                assert ("x-request-id", "late-1") in tuple(info.value.trailing_metadata() or ())
+
+                await stream.write(pb.RecogniseRequest(request_id="during", code=make()))
+                answer = await stream.read()
+                assert (answer.request_id, answer.reason) == ("during", "RECOGNISED")
+                assert not stopping.done()  # the open stream holds the drain
+                await stream.done_writing()
+                assert await stream.read() is grpc.aio.EOF
+                await asyncio.wait_for(stopping, 30)
+                assert time.monotonic() - started < 30  # generous: far less than the grace
+        finally:
+            await running.stop(0)
+            await gateway.close()
+
+    asyncio.run(scenario())
