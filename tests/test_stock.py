@@ -455,11 +455,12 @@ def test_the_sample_file_has_the_documented_columns(tmp_path: Path) -> None:
         assert f"`{column}`" in doc
 
 
+@pytest.mark.parametrize("signame", ["SIGKILL", "SIGINT"])
 def test_a_killed_conversion_resumes_and_converts_every_row_once(
-    data_dir: Path, tmp_path: Path, capsys: Any
+    data_dir: Path, tmp_path: Path, capsys: Any, signame: str
 ) -> None:
-    """SIGKILL in the middle of the file (no clean-up at all), then the same command again."""
-    import os
+    """SIGKILL (no clean-up at all) or Ctrl-C in the middle of the file, then the same command
+    again."""
     import signal
     import sqlite3
     import subprocess
@@ -472,7 +473,13 @@ def test_a_killed_conversion_resumes_and_converts_every_row_once(
     root = Path(__file__).resolve().parent.parent
     argv = [sys.executable, "-m", "gateway.cli", "convert-batch", str(path), "--data-dir",
             str(data_dir), "--quiet", "--batch-size", "50", "--at", to_iso(NOW)]  # fmt: skip
-    proc = subprocess.Popen(argv, cwd=root, stdout=subprocess.DEVNULL)  # noqa: S603
+    proc = subprocess.Popen(  # noqa: S603
+        argv,
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     committed = 0
     try:
         deadline = time.monotonic() + 60
@@ -488,9 +495,12 @@ def test_a_killed_conversion_resumes_and_converts_every_row_once(
             time.sleep(0.01)
     finally:
         if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+            proc.send_signal(getattr(signal, signame))
+        _, err = proc.communicate()
     assert 0 < committed < rows, "the conversion was killed half way"
+    if signame == "SIGINT":
+        assert proc.returncode == 130
+        assert b"run the same command again to resume" in err
     summary = _convert(data_dir, path, capsys=capsys)
     assert summary["resumed_from_row"] >= committed
     assert summary["rows_read"] == rows
