@@ -318,3 +318,69 @@ def test_backoff_is_exponential_with_full_jitter() -> None:
         assert max(pauses) > cap * 0.8  # spread over the whole range
     with pytest.raises(ValueError):
         RetryPolicy(attempts=0)
+
+
+class _FakeStream:
+    """A RecogniseStream call that answers the first ``answer`` requests, then fails."""
+
+    def __init__(self, requests: Any, answer: int, error: grpc.aio.AioRpcError | None) -> None:
+        self._requests = list(requests)
+        self._answer = answer
+        self._error = error
+
+    async def _responses(self) -> Any:
+        from gateway.api.v1 import recognition_pb2 as pb
+
+        for request in self._requests[: self._answer]:
+            yield pb.RecogniseResponse(
+                request_id=request.request_id, recognised=True, reason=request.code
+            )
+        if self._error is not None:
+            raise self._error
+
+    def __aiter__(self) -> Any:
+        return self._responses()
+
+    async def trailing_metadata(self) -> Any:
+        return grpc.aio.Metadata(("x-request-id", "stream-srv"))
+
+
+def test_recognise_many_resends_only_the_unanswered_codes_after_unavailable() -> None:
+    sent: list[list[str]] = []
+    plan = [(2, _error(grpc.StatusCode.UNAVAILABLE)), (10, None)]
+
+    class Stub:
+        def RecogniseStream(self, requests: Any, timeout: float, metadata: Any) -> _FakeStream:
+            requests = list(requests)
+            sent.append([r.code for r in requests])
+            answer, error = plan.pop(0)
+            return _FakeStream(requests, answer, error)
+
+    async def scenario() -> list[Decision]:
+        async with AsyncGatewayClient("127.0.0.1:1", insecure=True, retry=FAST) as client:
+            client._recognition = Stub()  # type: ignore[assignment]
+            return await client.recognise_many([f"C{i}" for i in range(5)], timeout=5)
+
+    decisions = run(scenario())
+    assert sent == [["C0", "C1", "C2", "C3", "C4"], ["C2", "C3", "C4"]]
+    assert [d.reason for d in decisions] == ["C0", "C1", "C2", "C3", "C4"]  # in order
+    assert decisions[-1].server_request_id == "stream-srv"
+
+
+def test_recognise_many_does_not_retry_other_failures() -> None:
+    calls = []
+
+    class Stub:
+        def RecogniseStream(self, requests: Any, timeout: float, metadata: Any) -> _FakeStream:
+            calls.append(1)
+            return _FakeStream(requests, 1, _error(grpc.StatusCode.PERMISSION_DENIED))
+
+    async def scenario() -> None:
+        async with AsyncGatewayClient("127.0.0.1:1", insecure=True, retry=FAST) as client:
+            client._recognition = Stub()  # type: ignore[assignment]
+            with pytest.raises(GatewayRpcError) as info:
+                await client.recognise_many(["a", "b"])
+            assert info.value.status == "PERMISSION_DENIED"
+
+    run(scenario())
+    assert calls == [1]
