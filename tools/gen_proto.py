@@ -9,8 +9,8 @@ The .proto paths mirror the Python package (proto/gateway/api/v1/x.proto -> gate
 from __future__ import annotations
 
 import argparse
-import os
 import filecmp
+import os
 import shutil
 import sys
 import tempfile
