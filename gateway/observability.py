@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import json
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from datetime import datetime
@@ -25,6 +26,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
 REQUEST_ID_HEADER = "x-request-id"
+# Generated ids: a random per-process prefix and a counter (unique without a urandom call each).
+_ID_PREFIX = secrets.token_hex(4)
+_ID_COUNTER = itertools.count(1)
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
@@ -127,7 +131,7 @@ def _request_id(metadata: Iterable[tuple[str, Any]] | None) -> str:
     for key, value in metadata or ():
         if key == REQUEST_ID_HEADER and isinstance(value, str) and _REQUEST_ID_OK.match(value):
             return value
-    return uuid.uuid4().hex[:16]
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFF:08x}"
 
 
 class DrainingHealthServicer(health.aio.HealthServicer):
