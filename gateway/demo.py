@@ -8,9 +8,11 @@ published keys. Exits 0 when every decision is the expected one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import tempfile
+import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -121,6 +123,28 @@ def _offline_check(
     return "attestation ok"
 
 
+def _scrape(port: int | None) -> list[str]:
+    """Recognitions by decision and reason, and conversions, as the metrics endpoint shows them."""
+    if port is None:
+        return []
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("trustgw_recognitions_total{"):
+            labels = dict(
+                part.split("=", 1)
+                for part in line[line.index("{") + 1 : line.index("}")].split(",")
+            )
+            decision, reason = labels["decision"], labels["reason"]
+            key = f"trustgw_recognitions_total{{decision={decision},reason={reason}}}"
+            totals[key] = totals.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+        elif line.startswith("trustgw_conversions_total{"):
+            key = "trustgw_conversions_total (all regions)"
+            totals[key] = totals.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return [f"{name} {value:g}" for name, value in sorted(totals.items())]
+
+
 def make_pki(directory: Path, now: datetime) -> tuple[TlsFiles, TlsFiles]:
     """A development CA, the server's certificate and a checkpoint's verifier certificate."""
     ca = DevCA.create(directory, now)
@@ -151,7 +175,9 @@ async def run_demo(out: TextIO, keep: Path | None = None) -> int:
         await prepare(data_dir, simulator, now)
         server_tls, client_tls = make_pki(data_dir / "pki", now)
         gateway = await Gateway.open(GatewayConfig(data_dir=data_dir, tls=server_tls))
-        running = await build_server(gateway, "127.0.0.1:0", server_tls)
+        running = await build_server(
+            gateway, "127.0.0.1:0", server_tls, metrics_listen="127.0.0.1:0"
+        )
         print(
             f"gateway listening on 127.0.0.1:{running.port} over mutual TLS (the checkpoint "
             "presents a verifier certificate); 14 partner regions onboarded\n",
@@ -185,6 +211,7 @@ async def run_demo(out: TextIO, keep: Path | None = None) -> int:
                                 "" if ok else f"  <-- expected {case.expect}",
                             )
                         )
+            metrics = await asyncio.to_thread(_scrape, running.metrics_port)
         finally:
             await running.stop(1.0)
             await gateway.close()
@@ -204,6 +231,9 @@ async def run_demo(out: TextIO, keep: Path | None = None) -> int:
     for row in rows:
         line = "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)).rstrip()
         print(line + row[-1], file=out)
+    print("\nPrometheus counters scraped from the gateway's metrics endpoint:", file=out)
+    for line in metrics:
+        print(f"  {line}", file=out)
     total = len(rows)
     print(f"\n{total - failures} of {total} decisions as expected", file=out)
     return 0 if failures == 0 else 1

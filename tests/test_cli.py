@@ -220,6 +220,10 @@ def test_demo_runs_end_to_end_and_every_decision_is_as_expected(capsys) -> None:
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "70 of 70 decisions as expected" in out
+    # The counters, as scraped from the gateway's own metrics endpoint during the demo.
+    assert 'trustgw_recognitions_total{decision="recognised",reason="RECOGNISED"} 14' in out
+    assert 'trustgw_recognitions_total{decision="refused",reason="NOT_GREEN"} 28' in out
+    assert "trustgw_conversions_total (all regions) 7" in out
     for reason in ("RECOGNISED", "NOT_GREEN", "CODE_EXPIRED", "SIGNATURE_INVALID"):
         assert reason in out
 
