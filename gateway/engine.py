@@ -324,7 +324,10 @@ class Recogniser:
         self, verified: VerifiedCode, mode: Mode, now: datetime, record: ConversionRecord | None
     ) -> Decision:
         status = verified.status
-        valid_until = min(status.expires_at, now + ATTESTATION_TTL)
+        info, key = self._signers.signer(KeyRole.ATTEST, now)
+        # Never longer than the code, a day, or the signing key's own validity (a retired key
+        # leaves the trust list after its not_after).
+        valid_until = min(status.expires_at, now + ATTESTATION_TTL, info.not_after)
         converted: ConvertedCode | None = None
         claims: dict[str, object] = {
             "region": status.region,
@@ -346,7 +349,6 @@ class Recogniser:
                 record.expires_at,
             )
             claims["converted_code_id"] = record.converted_code_id
-        info, key = self._signers.signer(KeyRole.ATTEST, now)
         attestation = tokens.sign_attestation(claims, info.kid, key)
         return Decision(
             True,

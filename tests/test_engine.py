@@ -281,3 +281,34 @@ def test_truncated_and_mangled_codes_are_refused_with_a_reason(region, codes, pr
             "REGION_UNKNOWN",
             "ALGORITHM_UNSUPPORTED",
         }, decision
+
+
+def test_attestation_never_outlives_its_signing_key(codes, prepared_dir) -> None:
+    """A key about to retire signs decisions valid only until its own end."""
+    import dataclasses
+
+    data_dir = prepared_dir(NOW)
+    key_end = NOW + timedelta(minutes=10)
+
+    class EndingSoon:
+        def __init__(self, keys: KeyDirectory) -> None:
+            self._keys = keys
+
+        def signer(self, role, now):
+            info, key = self._keys.signer(role, now)
+            return dataclasses.replace(info, not_after=key_end), key
+
+    async def scenario() -> Decision:
+        async with Engine(data_dir) as engine:
+            recogniser = Recogniser(
+                lambda: engine.registry.snapshot,
+                EndingSoon(engine.keys),
+                Pseudonymiser(engine.keys.pseudonym_secret()),
+                engine.conversions,
+            )
+            return await recogniser.recognise(codes(REGION_SPECS[0].code, NOW)(), NOW)
+
+    decision = run(scenario())
+    assert decision.recognised and decision.valid_until == key_end
+    assert decision.attestation is not None
+    assert json.loads(decision.attestation.payload)["exp"] == int(key_end.timestamp())
