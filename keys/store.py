@@ -28,7 +28,7 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -775,28 +775,20 @@ class SQLiteStore:
             raise StoreUnavailableError(f"registry database {self._path} is closed")
         return self._conn
 
-    @asynccontextmanager
-    async def _write(self, what: str) -> AsyncIterator[aiosqlite.Connection]:
+    def _write(self, what: str) -> AbstractAsyncContextManager[aiosqlite.Connection]:
         """One write transaction: committed if the body finishes, rolled back otherwise."""
-        async with self._lock:
-            conn = self._require()
-            with _translated(what):
-                await conn.execute("BEGIN IMMEDIATE")
-            try:
-                with _translated(what):
-                    yield conn
-                    await conn.execute("COMMIT")
-            except BaseException:
-                await self._rollback(conn)
-                raise
+        return self._transaction(what, "BEGIN IMMEDIATE")
+
+    def _read(self, what: str) -> AbstractAsyncContextManager[aiosqlite.Connection]:
+        """One read transaction (a consistent view of the database)."""
+        return self._transaction(what, "BEGIN")
 
     @asynccontextmanager
-    async def _read(self, what: str) -> AsyncIterator[aiosqlite.Connection]:
-        """One read transaction (a consistent view of the database)."""
+    async def _transaction(self, what: str, begin: str) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
             conn = self._require()
             with _translated(what):
-                await conn.execute("BEGIN")
+                await conn.execute(begin)
             try:
                 with _translated(what):
                     yield conn
