@@ -671,6 +671,34 @@ WHERE region = :region AND source_code_id = :source AND revoked_at IS NULL
 """
 
 
+def _claim(conn: sqlite3.Connection, records: Sequence[ConversionRecord]) -> list[ConversionRecord]:
+    """claim_conversions' transaction body, on the writer thread's connection."""
+    try:
+        conn.executemany(
+            f"INSERT INTO conversions ({_CONVERSION_COLUMNS}, source_hash)"  # noqa: S608
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (region, source_code_id) DO NOTHING",
+            [(*_conversion_row(r), _source_hash(r)) for r in records],
+        )
+    except sqlite3.IntegrityError as exc:
+        raise AlreadyExistsError(
+            f"a conversion could not be stored (unknown region or id reused): {exc}"
+        ) from exc
+    conn.executemany(
+        _REVOKE_NEW_CONVERSION,
+        [{"region": r.region, "source": r.source_code_id} for r in records],
+    )
+    stored = []
+    for record in records:
+        row = conn.execute(
+            f"SELECT {_CONVERSION_COLUMNS} FROM conversions"  # noqa: S608
+            " WHERE region = ? AND source_code_id = ?",
+            (record.region, record.source_code_id),
+        ).fetchone()
+        stored.append(_conversion_from_row(row))
+    return stored
+
+
 # --- SQLite ------------------------------------------------------------------------------------
 
 
@@ -1186,58 +1214,12 @@ class SQLiteStore:
             await self.put_conversions(records)
             stored = [await self.get_conversion(r.region, r.source_code_id) for r in records]
             return [s for s in stored if s is not None]
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer_executor(), self._claim, list(records))
+        return await self._on_writer("claim_conversions", lambda conn: _claim(conn, records))
 
     def _writer_executor(self) -> ThreadPoolExecutor:
         if self._writer_pool is None:
             self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="trustgw-writer")
         return self._writer_pool
-
-    def _claim(self, records: list[ConversionRecord]) -> list[ConversionRecord]:
-        with _translated("claim_conversions"):
-            if self._writer is None:
-                conn = sqlite3.connect(
-                    self._path,
-                    isolation_level=None,
-                    timeout=_BUSY_TIMEOUT_SECONDS,
-                    check_same_thread=False,
-                )
-                conn.execute("PRAGMA foreign_keys = ON")
-                conn.create_function("trustgw_sha256", 1, _sha256_text, deterministic=True)
-                self._writer = conn
-            conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    f"INSERT INTO conversions ({_CONVERSION_COLUMNS}, source_hash)"  # noqa: S608
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (region, source_code_id) DO NOTHING",
-                    [(*_conversion_row(r), _source_hash(r)) for r in records],
-                )
-                conn.executemany(
-                    _REVOKE_NEW_CONVERSION,
-                    [{"region": r.region, "source": r.source_code_id} for r in records],
-                )
-                stored = []
-                for record in records:
-                    row = conn.execute(
-                        f"SELECT {_CONVERSION_COLUMNS} FROM conversions"  # noqa: S608
-                        " WHERE region = ? AND source_code_id = ?",
-                        (record.region, record.source_code_id),
-                    ).fetchone()
-                    stored.append(_conversion_from_row(row))
-                conn.execute("COMMIT")
-            except sqlite3.IntegrityError as exc:
-                conn.execute("ROLLBACK")
-                raise AlreadyExistsError(
-                    f"a conversion could not be stored (unknown region or id reused): {exc}"
-                ) from exc
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return stored
 
     async def list_conversions(
         self, region: str | None = None, limit: int = 1000
