@@ -307,37 +307,30 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        if handler.stream_stream is not None:
-            inner_ss = handler.stream_stream
 
-            async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        def streaming(inner: Callable[..., Any]) -> Callable[..., Any]:
+            # The same wrapper serves stream-stream and unary-stream: only the first argument
+            # (a request iterator or a request) differs, and it is passed through.
+            async def wrapper(first: Any, context: grpc.aio.ServicerContext) -> Any:
                 started = begin(context)
                 try:
                     await admit(context)
-                    async for response in _responses(inner_ss(requests, context)):
+                    async for response in _responses(inner(first, context)):
                         yield response
                 finally:
                     end(context, started)
 
+            return wrapper
+
+        if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                stream_stream,
+                streaming(handler.stream_stream),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
-            inner_us = handler.unary_stream
-
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started = begin(context)
-                try:
-                    await admit(context)
-                    async for response in _responses(inner_us(request, context)):
-                        yield response
-                finally:
-                    end(context, started)
-
             return grpc.unary_stream_rpc_method_handler(
-                unary_stream,
+                streaming(handler.unary_stream),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
