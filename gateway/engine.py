@@ -94,10 +94,10 @@ class Conversions:
 
     def __init__(self, store: Store, *, cache_size: int = 100_000, max_batch: int = 256) -> None:
         self._store = store
-        self._cache: OrderedDict[tuple[str, str], ConversionRecord] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], ConvertedCode] = OrderedDict()
         self._cache_size = cache_size
-        self._pending: dict[tuple[str, str], asyncio.Future[ConversionRecord]] = {}
-        self._queue: list[tuple[ConversionRecord, asyncio.Future[ConversionRecord]]] = []
+        self._pending: dict[tuple[str, str], asyncio.Future[ConvertedCode]] = {}
+        self._queue: list[tuple[ConversionRecord, asyncio.Future[ConvertedCode]]] = []
         self._max_batch = max_batch
         self._flusher: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
@@ -116,8 +116,8 @@ class Conversions:
             self._flusher = None
         await self._flush()
 
-    def cached(self, region: str, source_code_id: str) -> ConversionRecord | None:
-        """The record for this source code if this process already holds it (no I/O)."""
+    def cached(self, region: str, source_code_id: str) -> ConvertedCode | None:
+        """The converted code for this source code if this process holds it (no I/O)."""
         key = (region, source_code_id)
         hit = self._cache.get(key)
         if hit is not None:
@@ -126,7 +126,7 @@ class Conversions:
 
     async def get_or_create(
         self, region: str, source_code_id: str, make: Callable[[], ConversionRecord]
-    ) -> ConversionRecord:
+    ) -> ConvertedCode:
         key = (region, source_code_id)
         hit = self.cached(region, source_code_id)
         if hit is not None:
@@ -142,11 +142,18 @@ class Conversions:
                 self._wakeup.set()
         return await asyncio.shield(pending)
 
-    def _remember(self, record: ConversionRecord) -> None:
-        key = (record.region, record.source_code_id)
-        self._cache[key] = record
+    def _remember(self, record: ConversionRecord) -> ConvertedCode:
+        """Cache the stored record in the form a decision hands out, built once."""
+        converted = ConvertedCode(
+            record.converted_code,
+            tokens.home_code_kid(record.converted_code),
+            record.converted_code_id,
+            record.expires_at,
+        )
+        self._cache[(record.region, record.source_code_id)] = converted
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
+        return converted
 
     async def _flush_loop(self) -> None:
         while True:
@@ -167,10 +174,10 @@ class Conversions:
                         done.exception()  # retrieved: each waiter gets it through shield
                 continue
             for (record, done), kept in zip(batch, stored, strict=True):
-                self._remember(kept)
+                converted = self._remember(kept)
                 self._pending.pop((record.region, record.source_code_id), None)
                 if not done.done():
-                    done.set_result(kept)
+                    done.set_result(converted)
 
 
 class Recogniser:
@@ -306,29 +313,28 @@ class Recogniser:
         mode = region.mode if region is not None else verified.spec.mode
         if mode is not Mode.CONVERT:
             return self._attest(verified, mode, now, None)
-        record = self._conversions.cached(status.region, status.code_id)
-        if record is not None:
-            return self._attest(verified, mode, now, record)
+        converted = self._conversions.cached(status.region, status.code_id)
+        if converted is not None:
+            return self._attest(verified, mode, now, converted)
         return self._convert_and_attest(verified, mode, now)
 
     async def _convert_and_attest(
         self, verified: VerifiedCode, mode: Mode, now: datetime
     ) -> Decision:
         status = verified.status
-        record = await self._conversions.get_or_create(
+        converted = await self._conversions.get_or_create(
             status.region, status.code_id, lambda: self._convert(verified, now)
         )
-        return self._attest(verified, mode, now, record)
+        return self._attest(verified, mode, now, converted)
 
     def _attest(
-        self, verified: VerifiedCode, mode: Mode, now: datetime, record: ConversionRecord | None
+        self, verified: VerifiedCode, mode: Mode, now: datetime, converted: ConvertedCode | None
     ) -> Decision:
         status = verified.status
         info, key = self._signers.signer(KeyRole.ATTEST, now)
         # Never longer than the code, a day, or the signing key's own validity (a retired key
         # leaves the trust list after its not_after).
         valid_until = min(status.expires_at, now + ATTESTATION_TTL, info.not_after)
-        converted: ConvertedCode | None = None
         claims: dict[str, object] = {
             "region": status.region,
             "mode": mode.value,
@@ -341,14 +347,8 @@ class Recogniser:
             "iat": to_unix(now),
             "exp": to_unix(valid_until),
         }
-        if record is not None:
-            converted = ConvertedCode(
-                record.converted_code,
-                tokens.home_code_kid(record.converted_code),
-                record.converted_code_id,
-                record.expires_at,
-            )
-            claims["converted_code_id"] = record.converted_code_id
+        if converted is not None:
+            claims["converted_code_id"] = converted.code_id
         attestation = tokens.sign_attestation(claims, info.kid, key)
         return Decision(
             True,
