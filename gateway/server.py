@@ -55,7 +55,6 @@ from keys.trustregistry import TrustRegistry
 
 log = logging.getLogger("trustgw.server")
 
-MAX_MESSAGE_BYTES = 64 * 1024
 # The server's receive limit is the partner service's: revocation batches are envelopes of up
 # to 2 MiB. Recognise stays protected by the engine's own limit (codes of at most 4096 chars).
 MAX_RECEIVE_BYTES = 4 * 1024 * 1024
@@ -424,21 +423,27 @@ class RecognitionService(pb_grpc.RecognitionServiceServicer):
     def _start(
         self, request: pb.RecogniseRequest
     ) -> pb.RecogniseResponse | Coroutine[Any, Any, pb.RecogniseResponse]:
-        """The response, or a coroutine when the decision waits for I/O (a new conversion)."""
+        """The response to a checked request, or a coroutine when the decision waits for I/O
+        (a new conversion)."""
+        result = self._gateway.recogniser.start(request.code, utcnow(), request.region_hint)
+        if isinstance(result, Decision):
+            return self._respond(request.request_id, result)
+        return self._finish(request.request_id, result)
+
+    def _start_in_stream(
+        self, request: pb.RecogniseRequest
+    ) -> pb.RecogniseResponse | Coroutine[Any, Any, pb.RecogniseResponse]:
+        """As :meth:`_start`; a bad request is answered in order, not fatal to the stream."""
         try:
             _check_request(request)
         except GatewayError as exc:
-            # In a stream, one bad request is answered in order, not fatal to the stream.
             return pb.RecogniseResponse(
                 request_id=request.request_id[:MAX_REQUEST_ID_CHARS],
                 recognised=False,
                 reason=exc.reason,
                 message=exc.message,
             )
-        result = self._gateway.recogniser.start(request.code, utcnow(), request.region_hint)
-        if isinstance(result, Decision):
-            return self._respond(request.request_id, result)
-        return self._finish(request.request_id, result)
+        return self._start(request)
 
     async def Recognise(
         self, request: pb.RecogniseRequest, context: grpc.aio.ServicerContext
@@ -469,7 +474,7 @@ class RecognitionService(pb_grpc.RecognitionServiceServicer):
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    result = self._start(request)
+                    result = self._start_in_stream(request)
                     if isinstance(result, pb.RecogniseResponse):
                         await answers.put(result)
                     else:
