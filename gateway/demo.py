@@ -25,13 +25,13 @@ from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.client import aio_channel
 from gateway.pki import DevCA, TlsFiles
+from gateway.sdk import trust_from_proto
 from gateway.server import Gateway, GatewayConfig, build_server
-from keys.crypto import Algorithm, PublicKey
 from keys.keystore import KeyDirectory
 from keys.model import Region
 from keys.registry import KeyRegistry
 from keys.store import SQLiteStore
-from keys.timeutil import from_unix, utcnow
+from keys.timeutil import utcnow
 
 
 @dataclass(frozen=True)
@@ -89,22 +89,6 @@ async def prepare(data_dir: Path, simulator: PartnerSimulator, now: datetime) ->
 def _envelope(issuer: PartnerIssuer) -> str:
     family = getattr(issuer.spec.codec, "family", "?")
     return f"{family}/{issuer.spec.signing_alg}"
-
-
-def _trust(keys: pb.GatewayKeys) -> tokens.GatewayTrust:
-    return tokens.GatewayTrust(
-        keys.region,
-        tuple(
-            tokens.TrustedKey(
-                k.key_id,
-                k.role,
-                PublicKey.from_spki(k.public_key, Algorithm(k.alg)),
-                from_unix(k.not_before),
-                from_unix(k.not_after),
-            )
-            for k in keys.keys
-        ),
-    )
 
 
 def _offline_check(
@@ -188,7 +172,7 @@ async def run_demo(out: TextIO, keep: Path | None = None) -> int:
         try:
             async with aio_channel(f"localhost:{running.port}", client_tls) as channel:
                 stub = pb_grpc.RecognitionServiceStub(channel)
-                trust = _trust(await stub.GetGatewayKeys(pb.GetGatewayKeysRequest()))
+                trust = trust_from_proto(await stub.GetGatewayKeys(pb.GetGatewayKeysRequest()))
                 for issuer in sorted(simulator.issuers(), key=lambda i: i.spec.code):
                     for n, case in enumerate(demo_cases(issuer, now, rng)):
                         request_id = f"{issuer.spec.code}-{n}"
