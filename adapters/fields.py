@@ -150,20 +150,15 @@ class CodeIdForm(StrEnum):
 
 
 def derived_code_id(claims: Mapping[Any, Any]) -> str:
-    """A stable id for a region whose codes carry none: a hash of the verified claims.
+    """A stable id for a region whose codes carry none (docs/partners.md section 1.6).
 
-    Hashing the claims rather than the signature keeps the id stable when the same claims are
-    signed again (ECDSA signatures are randomised and malleable).
+    ``d-`` and the first 32 hex digits of SHA-256 over the RFC 8949 core deterministic CBOR
+    encoding of the whole claims value as decoded from the signed payload (JSON objects as text-
+    keyed maps, JSON numbers with a fraction or exponent as floats). Hashing the claims rather than
+    the signature keeps the id stable when the same claims are signed again (ECDSA signatures are
+    randomised and malleable). Raises :class:`MalformedError` for text that is not Unicode.
     """
-    return "d-" + hashlib.sha256(dump_cbor(_plain(claims))).hexdigest()[:32]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+    return "d-" + hashlib.sha256(dump_cbor(claims)).hexdigest()[:32]
 
 
 # --- the convention ---------------------------------------------------------------------------

@@ -12,6 +12,8 @@ import io
 import json
 import math
 import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -295,6 +297,25 @@ def _refuse_tag(*_: Any) -> Any:
     raise MalformedError("a CBOR tag with built-in semantics is not accepted")
 
 
+@dataclass(frozen=True)
+class DateTag:
+    """A CBOR tag 0 (RFC 3339 date-time text) or 1 (epoch seconds) as found, not yet trusted.
+
+    Only :func:`parse_cbor` with ``date_tags=True`` produces these (the EU DCC verifier, which
+    accepts them where the DCC schema holds a date-time); every other caller refuses the tags.
+    """
+
+    tag: int
+    value: Any
+
+
+def _date_tag(tag: int) -> Any:
+    def keep(value: Any, *_: Any) -> DateTag:
+        return DateTag(tag, value)
+
+    return keep
+
+
 # cbor2 gives these tags built-in meanings (dates, bignums, regular expressions, MIME, shared
 # references ...). None is needed by a health code and some are attack surface, so each is refused;
 # every other tag decodes to a plain ``cbor2.CBORTag`` for the caller to judge.
@@ -324,26 +345,58 @@ _BUILTIN_TAGS = (
     55799,
 )
 _SEMANTIC_DECODERS = {tag: _refuse_tag for tag in _BUILTIN_TAGS}
+_DATE_TAG_DECODERS = {**_SEMANTIC_DECODERS, 0: _date_tag(0), 1: _date_tag(1)}
+CBOR2_FLOOR = "6.1.5"
+
+
+def _check_cbor2() -> None:
+    """Fail at import, loudly, when the installed cbor2 cannot decode as strictly as needed.
+
+    cbor2 before 6.1 has no ``max_depth``, ``allow_duplicate_keys`` or ``semantic_decoders``
+    (without this check every CBOR input would be refused, one by one, as malformed); before
+    6.1.5 it returns a stray break code (``ff``) as a value instead of refusing it.
+    """
+    try:
+        decoder = cbor2.CBORDecoder(
+            io.BytesIO(b"\xff"), max_depth=1, allow_duplicate_keys=False, semantic_decoders={}
+        )
+    except TypeError as exc:
+        raise ImportError(f"trustgw needs cbor2 >= {CBOR2_FLOOR}: {exc}") from exc
+    try:
+        decoder.decode()
+    except cbor2.CBORDecodeError:
+        return
+    raise ImportError(f"trustgw needs cbor2 >= {CBOR2_FLOOR}: this one accepts a stray break code")
+
+
+_check_cbor2()
 
 
 def parse_cbor(
-    data: bytes, *, limit: int = MAX_DECOMPRESSED_BYTES, max_depth: int = MAX_CBOR_DEPTH
+    data: bytes,
+    *,
+    limit: int = MAX_DECOMPRESSED_BYTES,
+    max_depth: int = MAX_CBOR_DEPTH,
+    date_tags: bool = False,
 ) -> Any:
     """Decode exactly one CBOR item of at most ``limit`` bytes and ``max_depth`` levels.
 
     Duplicate map keys, trailing bytes and tags with built-in semantics are refused; any cbor2
-    failure becomes :class:`MalformedError`.
+    failure becomes :class:`MalformedError`. With ``date_tags`` tags 0 and 1 come back as
+    :class:`DateTag` values for the caller to accept where it expects a date-time, or refuse.
     """
     if len(data) > limit:
         raise OversizedError(f"the CBOR data exceeds {limit} bytes")
     stream = io.BytesIO(data)
+    # Built outside the try: a decoder that cannot be built is a programming error, not bad input.
+    decoder = cbor2.CBORDecoder(
+        stream,
+        max_depth=max_depth,
+        allow_duplicate_keys=False,
+        semantic_decoders=_DATE_TAG_DECODERS if date_tags else _SEMANTIC_DECODERS,
+    )
     try:
-        value = cbor2.CBORDecoder(
-            stream,
-            max_depth=max_depth,
-            allow_duplicate_keys=False,
-            semantic_decoders=_SEMANTIC_DECODERS,
-        ).decode()
+        value = decoder.decode()
     except RecursionError:
         raise OversizedError("the CBOR data is nested too deeply") from None
     except (cbor2.CBORError, ValueError, TypeError, OverflowError, MemoryError) as exc:
@@ -357,14 +410,70 @@ def parse_cbor(
     return value
 
 
+def _head(major: int, argument: int) -> bytes:
+    """An item's initial byte and argument, in the shortest form (RFC 8949 section 4.2.1)."""
+    if argument < 24:
+        return bytes((major << 5 | argument,))
+    for info, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if argument < 1 << (8 * size):
+            return bytes((major << 5 | info,)) + argument.to_bytes(size, "big")
+    raise ValueError("a CBOR argument exceeds 64 bits")
+
+
+def _encode(value: Any, out: bytearray) -> None:
+    if isinstance(value, str):
+        try:
+            data = value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MalformedError("a text string is not valid Unicode (a lone surrogate)") from None
+        out += _head(3, len(data)) + data
+    elif isinstance(value, (bytes, bytearray)):
+        out += _head(2, len(value)) + value
+    elif isinstance(value, Mapping):
+        entries = sorted(((dump_cbor(k), v) for k, v in value.items()), key=lambda e: e[0])
+        out += _head(5, len(entries))
+        for key, item in entries:
+            out += key
+            _encode(item, out)
+    elif isinstance(value, (list, tuple)):
+        out += _head(4, len(value))
+        for item in value:
+            _encode(item, out)
+    elif isinstance(value, cbor2.CBORTag):
+        out += _head(6, value.tag)
+        _encode(value.value, out)
+    elif (
+        value is None
+        or value is cbor2.undefined
+        or isinstance(value, (bool, int, float, cbor2.CBORSimpleValue))
+    ):
+        # Integers (bignums, tag 2/3, beyond 64 bits), floats in the shortest of half, single
+        # or double precision that keeps the value, and simple values: cbor2 writes these
+        # deterministically; only its map key order (RFC 7049 length-first) is not RFC 8949's.
+        out += cbor2.dumps(value, canonical=True)
+    else:
+        raise TypeError(f"a {type(value).__name__} has no CBOR encoding here")
+
+
 def dump_cbor(value: Any) -> bytes:
-    """Canonical (RFC 8949 core deterministic) CBOR encoding."""
-    return cbor2.dumps(value, canonical=True)
+    """The core deterministic encoding of RFC 8949 section 4.2.1.
+
+    Shortest heads, definite lengths, floats in their shortest exact form, and map entries
+    sorted by the bytewise lexicographic order of their encoded keys. (``cbor2``'s own
+    ``canonical=True`` sorts keys length-first, as RFC 7049 did: it puts -1 (``20``) before
+    24 (``1818``), RFC 8949 the other way round; docs/partners.md section 1.6.) Raises
+    :class:`MalformedError` for text that is not valid Unicode.
+    """
+    out = bytearray()
+    _encode(value, out)
+    return bytes(out)
 
 
 __all__ = [
     "B45_ALPHABET",
+    "CBOR2_FLOOR",
     "Compression",
+    "DateTag",
     "TextEncoding",
     "b45decode",
     "b45encode",

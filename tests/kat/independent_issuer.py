@@ -68,8 +68,21 @@ def compact_json(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+def _cbor_head(major: int, n: int) -> bytes:
+    if n < 24:
+        return bytes([major << 5 | n])
+    size = 1 if n < 1 << 8 else 2 if n < 1 << 16 else 4 if n < 1 << 32 else 8
+    return bytes([major << 5 | {1: 24, 2: 25, 4: 26, 8: 27}[size]]) + n.to_bytes(size, "big")
+
+
 def det_cbor(value: Any) -> bytes:
-    return cbor2.dumps(value, canonical=True)
+    """§1.2 / §1.6: RFC 8949 §4.2.1, map keys in the bytewise order of their encodings."""
+    if isinstance(value, dict):
+        entries = sorted((det_cbor(k), det_cbor(v)) for k, v in value.items())
+        return _cbor_head(5, len(entries)) + b"".join(k + v for k, v in entries)
+    if isinstance(value, list):
+        return _cbor_head(4, len(value)) + b"".join(det_cbor(v) for v in value)
+    return cbor2.dumps(value, canonical=True)  # one scalar: shortest form
 
 
 # --- §1.3 keys --------------------------------------------------------------------------------
