@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tomllib
 import zlib
+from pathlib import Path
 
 import cbor2
 import pytest
@@ -10,8 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.base import MAX_DECOMPRESSED_BYTES
+from adapters.codecs import encoding
 from adapters.codecs.encoding import (
+    CBOR2_FLOOR,
     Compression,
+    DateTag,
     TextEncoding,
     b45decode,
     b45encode,
@@ -281,6 +286,64 @@ def test_cbor_within_limits_parses_and_keeps_unknown_tags_inert() -> None:
     assert parse_cbor(dump_cbor(_nested(15))) == _nested(15)
     tagged = parse_cbor(dump_cbor(cbor2.CBORTag(18, [b"", {}, b"", b""])))
     assert isinstance(tagged, cbor2.CBORTag) and tagged.tag == 18
+
+
+def test_cbor_date_tags_come_back_only_when_asked_for() -> None:
+    """Tags 0 and 1 are refused by default; with ``date_tags`` they come back untrusted."""
+    data = dump_cbor({"sc": cbor2.CBORTag(0, "2021-06-01T10:00:00Z"), "x": cbor2.CBORTag(1, 5)})
+    with pytest.raises(MalformedError):
+        parse_cbor(data)
+    assert parse_cbor(data, date_tags=True) == {
+        "sc": DateTag(0, "2021-06-01T10:00:00Z"),
+        "x": DateTag(1, 5),
+    }
+    with pytest.raises(MalformedError):  # the other built-in tags stay refused
+        parse_cbor(dump_cbor(cbor2.CBORTag(1004, "2021-06-01")), date_tags=True)
+
+
+class _OldCbor2Decoder:
+    """What cbor2 before 6.1 does with the decoder options the gateway passes."""
+
+    def __init__(self, *_: object, **__: object) -> None:
+        raise TypeError("'max_depth' is an invalid keyword argument for this function")
+
+
+def test_a_decoder_that_cannot_be_built_is_not_reported_as_malformed_input(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HOUSE "errors at the edges": the try guards the decode call, not the construction."""
+    monkeypatch.setattr(encoding.cbor2, "CBORDecoder", _OldCbor2Decoder)
+    with pytest.raises(TypeError, match="max_depth"):
+        parse_cbor(dump_cbor({1: 1}))
+
+
+def test_an_old_cbor2_fails_at_import_naming_the_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(encoding.cbor2, "CBORDecoder", _OldCbor2Decoder)
+    with pytest.raises(ImportError, match=r"cbor2 >= 6\.1"):
+        encoding._check_cbor2()
+
+
+class _LenientCbor2Decoder:
+    """What cbor2 before 6.1.5 does with a stray break code: it returns it as a value."""
+
+    def __init__(self, *_: object, **__: object) -> None:
+        pass
+
+    def decode(self) -> object:
+        return object()
+
+
+def test_a_cbor2_that_accepts_a_stray_break_fails_at_import(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(encoding.cbor2, "CBORDecoder", _LenientCbor2Decoder)
+    with pytest.raises(ImportError, match="stray break"):
+        encoding._check_cbor2()
+
+
+def test_the_cbor2_floor_in_pyproject_is_the_one_the_decoder_needs() -> None:
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert f"cbor2>={CBOR2_FLOOR}" in pyproject["project"]["dependencies"]
 
 
 @given(st.binary(max_size=200))
