@@ -10,7 +10,8 @@ Steps, named as the EU conformance suite names them (a failure's message starts 
 ``VERIFY``    the kid names a trusted signer certificate (kid = first 8 bytes of SHA-256 over its
               DER) and the signature verifies with its key (ES256 raw r||s, PS256 salt 32);
 ``DECODE``    the signed payload is a CWT claims map with ``iat`` (6), ``exp`` (4) and the health
-              certificate ``-260 -> {1: {...}}``;
+              certificate ``-260 -> {1: {...}}``; CBOR date tags 0 and 1 only where the DCC
+              schema holds a date-time (a test's ``sc`` and ``dr``), shown as RFC 3339 text;
 ``EXPIRATIONCHECK`` ``iat <= now <= exp``, both ends inclusive;
 ``KEYUSAGE``  when the signer certificate names DCC extended-key-usage OIDs
               (1.3.6.1.4.1.1847.2021.1.{1 test, 2 vaccination, 3 recovery}, or the same with
@@ -24,15 +25,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import cbor2
 from cryptography import x509
 
 from adapters.codecs.cose import CoseCodec, CoseTag, KidForm
-from adapters.codecs.encoding import b45decode, inflate, strip_prefix
+from adapters.codecs.encoding import DateTag, b45decode, inflate, parse_cbor, strip_prefix
 from adapters.credentials import step
 from keys.crypto import Algorithm, PublicKey, load_public_key
 from keys.der import pem_blocks, read_certificate
@@ -57,6 +61,16 @@ MAX_TRUST_BYTES = 256 * 1024
 
 CWT_ISS, CWT_EXP, CWT_IAT, CWT_HCERT = 1, 4, 6, -260
 HCERT_EU_DCC = 1
+
+# Where the DCC schema holds a date-time ("format": "date-time"): a test entry's sample collection
+# time ``sc`` and, in schemas 1.0 to 1.2, its result time ``dr``. Every other time in the schema is
+# a date (dob, v.dt, r.fr, r.df, r.du) and the CWT's own times are untagged NumericDates.
+DCC_DATE_TIME_MEMBERS = frozenset({"sc", "dr"})
+MAX_DATE_TIME_CHARS = 40
+_RFC3339_DATE_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+_LAST_EPOCH_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 # Certificate type in the payload -> the extended-key-usage arc that allows it.
 _TYPE_ARC = {"t": 1, "v": 2, "r": 3}
@@ -183,6 +197,94 @@ def _numeric_date(claims: Mapping[Any, Any], label: int, name: str) -> float:
     return float(value)
 
 
+def _dcc_claims(payload: bytes) -> Mapping[Any, Any]:
+    """The verified CWT claims, with date tags resolved where the DCC schema allows them."""
+    claims = parse_cbor(payload, limit=MAX_MESSAGE_BYTES, date_tags=True)
+    if not isinstance(claims, Mapping):
+        raise MalformedError("the CWT claims are not a CBOR map")
+    resolved: Mapping[Any, Any] = _resolve_dates(claims, ())
+    return resolved
+
+
+def _is_date_time_member(path: tuple[Any, ...]) -> bool:
+    """``-260 -> 1 -> "t" -> i -> "sc" | "dr"``: a test entry's date-time."""
+    return (
+        len(path) == 5
+        and type(path[0]) is int
+        and path[0] == CWT_HCERT
+        and type(path[1]) is int
+        and path[1] == HCERT_EU_DCC
+        and path[2] == "t"
+        and type(path[3]) is int
+        and path[4] in DCC_DATE_TIME_MEMBERS
+    )
+
+
+def _where(path: tuple[Any, ...]) -> str:
+    return ".".join(str(step) for step in path)[:80] or "the top level"
+
+
+def _resolve_dates(value: Any, path: tuple[Any, ...]) -> Any:
+    if isinstance(value, DateTag):
+        if not _is_date_time_member(path):
+            raise MalformedError(
+                f"CBOR tag {value.tag} at {_where(path)} is not accepted: date tags are "
+                "accepted only on a test's sc and dr (-260.1.t.N)"
+            )
+        return _date_time_text(value, path)
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            _no_date_tags(key, path)
+            out[key] = _resolve_dates(item, (*path, key))
+        return out
+    if isinstance(value, list):
+        return [_resolve_dates(item, (*path, index)) for index, item in enumerate(value)]
+    if isinstance(value, tuple):  # an array as a map key: never a date-time
+        _no_date_tags(value, path)
+    if isinstance(value, cbor2.CBORTag):
+        return cbor2.CBORTag(value.tag, _resolve_dates(value.value, (*path, f"tag{value.tag}")))
+    return value
+
+
+def _no_date_tags(key: Any, path: tuple[Any, ...]) -> None:
+    if isinstance(key, DateTag):
+        raise MalformedError(f"CBOR tag {key.tag} as a map key at {_where(path)} is not accepted")
+    if isinstance(key, (tuple, Mapping)):
+        for item in key.items() if isinstance(key, Mapping) else key:
+            _no_date_tags(item, path)
+
+
+def _date_time_text(tagged: DateTag, path: tuple[Any, ...]) -> str:
+    """RFC 8949 §3.4.1 / §3.4.2: the tag's content, as RFC 3339 text.
+
+    Tag 0 must hold an RFC 3339 date-time with an offset (kept as written); tag 1 an integer or
+    finite float of epoch seconds (written as UTC, ``Z``).
+    """
+    where = _where(path)
+    value = tagged.value
+    if tagged.tag == 0:
+        if (
+            type(value) is not str
+            or len(value) > MAX_DATE_TIME_CHARS
+            or not _RFC3339_DATE_TIME.fullmatch(value)
+        ):
+            raise MalformedError(f"CBOR tag 0 at {where} does not hold an RFC 3339 date-time")
+        try:
+            datetime.fromisoformat(value.upper())
+        except ValueError:
+            raise MalformedError(f"CBOR tag 0 at {where} holds no valid date-time") from None
+        return value
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0 <= value <= _LAST_EPOCH_SECOND
+    ):
+        raise MalformedError(f"CBOR tag 1 at {where} does not hold epoch seconds (1970-9999)")
+    return datetime.fromtimestamp(value, UTC).isoformat().replace("+00:00", "Z")
+
+
 def code_of(text: str) -> str:
     """The code in ``text``: the text itself, without surrounding line breaks, or the ``PREFIX``
     of a conformance-suite case file."""
@@ -226,7 +328,7 @@ def verify(
         signer.key.verify(envelope.signing_input, envelope.signature)
     # From here on the payload is signed by a trusted signer.
     with step("DECODE"):
-        claims = CODEC.claims(envelope.payload)
+        claims = _dcc_claims(envelope.payload)
         iat = _numeric_date(claims, CWT_IAT, "iat (6)")
         exp = _numeric_date(claims, CWT_EXP, "exp (4)")
         hcert = claims.get(CWT_HCERT)
