@@ -13,6 +13,8 @@ claims parsed and trusted.
 
 from __future__ import annotations
 
+import logging
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,6 +32,8 @@ from keys.errors import (
 )
 from keys.model import KeyLookup, Mode, RegionKey
 from keys.timeutil import ensure_utc
+
+log = logging.getLogger("trustgw.adapters")
 
 # Hard limit on a code's text as scanned, before any decoding.
 MAX_CODE_CHARS = 4096
@@ -180,6 +184,7 @@ class RegionAdapter:
                 "the code is nested too deeply or too large", region=self.region
             ) from None
         except Exception as exc:  # a codec bug must never surface as INTERNAL
+            log_decoder_bug(exc, f"region {self.region}")
             raise MalformedError(
                 f"the code could not be decoded ({type(exc).__name__})", region=self.region
             ) from None
@@ -217,6 +222,18 @@ class RegionAdapter:
         raise failure
 
 
+def log_decoder_bug(exc: BaseException, where: str) -> None:
+    """Log an unexpected exception from a decoder before it is reported as malformed input.
+
+    Bad input raises the project's own errors; anything else is a bug (or a library that does not
+    behave as the code expects), and must be told apart from a partner sending junk. Only the
+    exception's type and the source line are logged, never its message: it may quote the input.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    at = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+    log.error("decoder bug in %s: %s at %s (reported as MALFORMED)", where, type(exc).__name__, at)
+
+
 def bounded(data: bytes, limit: int, what: str) -> bytes:
     """Return ``data`` unless it is longer than ``limit``; then raise :class:`OversizedError`."""
     if len(data) > limit:
@@ -238,4 +255,5 @@ __all__ = [
     "RegionSpec",
     "VerifiedCode",
     "bounded",
+    "log_decoder_bug",
 ]

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.base import log_decoder_bug
 from keys.errors import ForeignDataError, GatewayError, MalformedError, OversizedError
 
 MAX_JSON_SAFE_DEPTH = 64
@@ -47,7 +48,8 @@ def step(name: str) -> Iterator[None]:
     """Run one verification step; any failure becomes a project error whose message names it.
 
     The project's own errors keep their class (and so their reason); anything else a decoder
-    might raise becomes :class:`MalformedError`, so a verdict never depends on an internal bug.
+    might raise is logged as a bug and becomes :class:`MalformedError`, so a verdict never
+    depends on an internal bug.
     """
     try:
         yield
@@ -59,6 +61,7 @@ def step(name: str) -> Iterator[None]:
     except (RecursionError, MemoryError):
         raise OversizedError(f"{name}: the input is nested too deeply or too large") from None
     except Exception as exc:
+        log_decoder_bug(exc, f"step {name}")
         raise MalformedError(
             f"{name}: the input could not be decoded ({type(exc).__name__})"
         ) from None

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -36,7 +35,14 @@ import cbor2
 from cryptography import x509
 
 from adapters.codecs.cose import CoseCodec, CoseTag, KidForm
-from adapters.codecs.encoding import DateTag, b45decode, inflate, parse_cbor, strip_prefix
+from adapters.codecs.encoding import (
+    DateTag,
+    b45decode,
+    inflate,
+    parse_cbor,
+    parse_json,
+    strip_prefix,
+)
 from adapters.credentials import step
 from keys.crypto import Algorithm, PublicKey, load_public_key
 from keys.der import pem_blocks, read_certificate
@@ -127,7 +133,7 @@ class DccTrust:
             raise ValueError(f"the trust file exceeds {MAX_TRUST_BYTES} bytes")
         try:
             return cls(_load_signers(data))
-        except Exception as exc:  # any failure to read a trust file is a usage error
+        except (ForeignDataError, ValueError) as exc:  # a file that holds no signer: usage error
             raise ValueError(f"not a signer certificate or public key ({exc})") from None
 
     def signer_for(self, kid: str | None) -> Signer:
@@ -145,8 +151,12 @@ class DccTrust:
 def _load_signers(data: bytes) -> tuple[Signer, ...]:
     stripped = data.strip()
     if stripped.startswith(b"{"):
-        case = json.loads(stripped)
-        der = base64.b64decode(case["TESTCTX"]["CERTIFICATE"], validate=True)
+        case = parse_json(stripped, limit=MAX_TRUST_BYTES)
+        context = case.get("TESTCTX") if isinstance(case, dict) else None
+        certificate = context.get("CERTIFICATE") if isinstance(context, dict) else None
+        if not isinstance(certificate, str):
+            raise ValueError("a JSON trust file is a conformance case with TESTCTX.CERTIFICATE")
+        der = base64.b64decode(certificate, validate=True)
         return (Signer.from_certificate(der),)
     if b"-----BEGIN CERTIFICATE-----" in stripped:
         blocks = pem_blocks(stripped, "CERTIFICATE")
@@ -172,7 +182,7 @@ def _extended_key_usage(der: bytes) -> tuple[str, ...] | None:
         return tuple(oid.dotted_string for oid in usage)
     except x509.ExtensionNotFound:
         return None
-    except Exception:  # not strict DER: cryptography refuses it or one of its extensions
+    except ValueError:  # not strict DER: cryptography refuses it or one of its extensions
         return read_certificate(der).extended_key_usage
 
 
@@ -291,8 +301,8 @@ def code_of(text: str) -> str:
     stripped = text.strip("\r\n\t").lstrip(" ")
     if stripped.startswith("{") and len(stripped) <= 4 * MAX_TRUST_BYTES:
         try:
-            case = json.loads(stripped)
-        except ValueError:
+            case = parse_json(stripped.encode("utf-8", "surrogatepass"), limit=4 * MAX_TRUST_BYTES)
+        except ForeignDataError:
             return stripped
         if isinstance(case, dict) and isinstance(case.get("PREFIX"), str):
             return str(case["PREFIX"])

@@ -70,9 +70,7 @@ class PartnerKeys:
             raise ValueError(f"the key file exceeds {MAX_TRUST_BYTES} bytes")
         try:
             found = _load(data)
-        except ValueError:
-            raise
-        except Exception as exc:
+        except ForeignDataError as exc:
             raise ValueError(f"not a public key, certificate, JWK or JWKS ({exc})") from None
         if not found:
             raise ValueError("the key file holds no public key")

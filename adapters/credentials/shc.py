@@ -107,7 +107,7 @@ class IssuerKeys:
                         {name: jwk[name] for name in ("kty", "crv", "x", "y")}
                     )
                     continue
-                except Exception as exc:
+                except ForeignDataError as exc:
                     why = f"not a usable P-256 key ({exc})"
             set_aside[kid] = why
         if not keys and not set_aside:
