@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help install test demo bench proto proto-check lint ci
+.PHONY: help install test lowest demo bench proto proto-check lint ci
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -12,6 +12,9 @@ install: ## create .venv and install the project with its test extras
 
 test: ## run the test suite (the Quick start command)
 	$(PY) -m pytest -q
+
+lowest: ## codec, adapter, credential and conformance tests with every dependency at its floor
+	bash .ci/lowest-versions
 
 demo: ## run the end-to-end demo
 	$(VENV)/bin/trustgw demo
