@@ -129,14 +129,21 @@ def _crl(path: str) -> Any:
 
 
 def _gateway_output(fmt: str, text: str, trust: bytes, path: str, at: Any) -> Verdict:
+    from adapters.credentials import step
     from gateway import tokens
+    from gateway.cli import _signed_input
 
     gateway_trust = _loaded(lambda: tokens.GatewayTrust.from_json(trust), path)
 
     def verify(_: dict[Any, Any]) -> Mapping[str, Any]:
+        # The input forms of docs/verifying.md: our JSON, proto3 JSON, text format, wrapped.
         if fmt == "attestation":
-            return tokens.verify_attestation(tokens.Attestation.from_json(text), gateway_trust, at)
-        return tokens.verify_home_code(text.strip(), gateway_trust, at)
+            with step("INPUT"):
+                attestation = _signed_input.read_attestation(text)
+            return tokens.verify_attestation(attestation, gateway_trust, at)
+        with step("INPUT"):
+            code = _signed_input.read_home_code(text)
+        return tokens.verify_home_code(code, gateway_trust, at)
 
     return check(verify, "signature and validity verified")
 

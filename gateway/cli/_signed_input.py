@@ -1,0 +1,213 @@
+"""The input forms of ``trustgw verify --format attestation|home`` (docs/verifying.md).
+
+An attestation may be given as
+
+* the gateway's own JSON, ``Attestation.to_json()``: byte fields in base64url without padding;
+* the proto3 JSON of an ``Attestation`` or of a whole ``RecogniseResponse`` (``attestation``
+  member), as grpcurl and ``google.protobuf.json_format`` print it: field names in lowerCamelCase
+  (``keyId``) or as in the .proto (``key_id``), byte fields in standard base64 with padding;
+* protobuf text format of either message, as ``protoc --decode`` and ``grpcurl -format text``
+  print it.
+
+A home-province code may be given as its ``SD1:`` text, or inside a ``ConvertedCode`` or a
+``RecogniseResponse`` (``converted`` member) in the same forms. Strict: at most 64 KiB, the one
+strict JSON parser (duplicate members refused), members of the message only, each field spelled
+once, one canonical spelling of each byte string; every refusal is ``MALFORMED`` (``OVERSIZED``)
+with a message that names the member.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import text_format
+from google.protobuf.descriptor import Descriptor
+from google.protobuf.message import Message
+
+from adapters.codecs.encoding import b64url_strict, parse_json
+from gateway.api.v1 import recognition_pb2 as pb
+from gateway.tokens import HOME_CODE_PREFIX, MAX_TOKEN_BYTES, Attestation
+from keys.errors import MalformedError, OversizedError
+
+MAX_SIGNED_INPUT_BYTES = 64 * 1024
+_BYTES_CHARS = 4 * MAX_TOKEN_BYTES  # a byte field's text, either alphabet
+
+
+def read_attestation(text: str) -> Attestation:
+    """The attestation in ``text``, in any of the module's forms; nothing is verified yet.
+
+    Raises :class:`MalformedError` or :class:`OversizedError`.
+    """
+    stripped = _bounded(text)
+    if not stripped.startswith(("{", "[")):
+        message = _text_format(stripped, (pb.RecogniseResponse, pb.Attestation), "attestation")
+        if isinstance(message, pb.RecogniseResponse):
+            if not message.HasField("attestation"):
+                raise MalformedError(_absent("attestation", message.reason, message.message))
+            message = message.attestation
+        assert isinstance(message, pb.Attestation)
+        return Attestation(message.payload, message.key_id, message.alg, message.signature)
+    obj = _json_object(stripped, "the input")
+    if "attestation" in obj:
+        _fields(obj, pb.RecogniseResponse.DESCRIPTOR, "RecogniseResponse")
+        obj = _json_object_member(obj, "attestation")
+    elif _is_response(obj):
+        response = _fields(obj, pb.RecogniseResponse.DESCRIPTOR, "RecogniseResponse")
+        raise MalformedError(
+            _absent("attestation", response.get("reason"), response.get("message"))
+        )
+    fields = _fields(obj, pb.Attestation.DESCRIPTOR, "attestation")
+    return Attestation(
+        payload=_bytes(_required(fields, "payload", "attestation"), "attestation payload"),
+        kid=_text(_required(fields, "key_id", "attestation"), "attestation key_id"),
+        alg=_text(_required(fields, "alg", "attestation"), "attestation alg"),
+        signature=_bytes(_required(fields, "signature", "attestation"), "attestation signature"),
+    )
+
+
+def read_home_code(text: str) -> str:
+    """The ``SD1:`` code in ``text``: the code itself, or inside a ConvertedCode or response.
+
+    Raises :class:`MalformedError` or :class:`OversizedError`.
+    """
+    stripped = _bounded(text)
+    if stripped.startswith(HOME_CODE_PREFIX):
+        return stripped
+    if not stripped.startswith(("{", "[")):
+        message = _text_format(stripped, (pb.RecogniseResponse, pb.ConvertedCode), "home code")
+        if isinstance(message, pb.RecogniseResponse):
+            if not message.HasField("converted"):
+                raise MalformedError(_absent("converted code", message.reason, message.message))
+            message = message.converted
+        assert isinstance(message, pb.ConvertedCode)
+        return _text(message.code or None, "converted code")
+    obj = _json_object(stripped, "the input")
+    if "converted" in obj:
+        _fields(obj, pb.RecogniseResponse.DESCRIPTOR, "RecogniseResponse")
+        obj = _json_object_member(obj, "converted")
+    elif _is_response(obj):
+        response = _fields(obj, pb.RecogniseResponse.DESCRIPTOR, "RecogniseResponse")
+        raise MalformedError(
+            _absent("converted code", response.get("reason"), response.get("message"))
+        )
+    fields = _fields(obj, pb.ConvertedCode.DESCRIPTOR, "ConvertedCode")
+    return _text(_required(fields, "code", "ConvertedCode"), "converted code")
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _bounded(text: str) -> str:
+    stripped = text.strip().lstrip("\ufeff")
+    if len(stripped.encode("utf-8", "surrogatepass")) > MAX_SIGNED_INPUT_BYTES:
+        raise OversizedError(f"the input is larger than {MAX_SIGNED_INPUT_BYTES} bytes")
+    return stripped
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    value = parse_json(text.encode("utf-8", "surrogatepass"), limit=MAX_SIGNED_INPUT_BYTES)
+    if not isinstance(value, dict):
+        raise MalformedError(f"{what} is not a JSON object")
+    return value
+
+
+def _json_object_member(obj: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = obj[name]
+    if not isinstance(value, dict):
+        raise MalformedError(f"the RecogniseResponse member {name!r} is not a JSON object")
+    return value
+
+
+def _is_response(obj: Mapping[str, Any]) -> bool:
+    """A RecogniseResponse without the member asked for (a refusal, or a show-mode answer)."""
+    names = _names(pb.RecogniseResponse.DESCRIPTOR)
+    return any(name in names for name in obj) and not any(
+        name in _names(pb.Attestation.DESCRIPTOR) or name in _names(pb.ConvertedCode.DESCRIPTOR)
+        for name in obj
+    )
+
+
+def _names(descriptor: Descriptor) -> dict[str, str]:
+    """Both JSON spellings of each field (proto name, lowerCamelCase) -> the proto name."""
+    names: dict[str, str] = {}
+    for field in descriptor.fields:
+        names[field.name] = field.name
+        names[field.json_name] = field.name
+    return names
+
+
+def _fields(obj: Mapping[str, Any], descriptor: Descriptor, what: str) -> dict[str, Any]:
+    """``obj``'s members by proto field name; unknown members and double spellings refused."""
+    names = _names(descriptor)
+    fields: dict[str, Any] = {}
+    for member, value in obj.items():
+        field = names.get(member)
+        if field is None:
+            raise MalformedError(f"{member[:40]!r} is not a member of a {what}")
+        if field in fields:
+            raise MalformedError(f"the {what} spells its member {field!r} twice")
+        fields[field] = value
+    return fields
+
+
+def _required(fields: Mapping[str, Any], name: str, what: str) -> Any:
+    if name not in fields:
+        raise MalformedError(f"the {what} lacks {name!r}")
+    return fields[name]
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise MalformedError(f"the {what} is not a non-empty string")
+    return value
+
+
+def _bytes(value: Any, what: str) -> bytes:
+    """Standard base64 with ``=`` padding (RFC 4648 §4, as proto3 JSON writes bytes) or base64url
+    without padding (§5, as ``Attestation.to_json`` does), each in its canonical spelling."""
+    if not isinstance(value, str):
+        raise MalformedError(f"the {what} is not a base64 string")
+    if len(value) > _BYTES_CHARS:
+        raise OversizedError(f"the {what} is longer than {_BYTES_CHARS} characters")
+    if not any(char in value for char in "+/="):
+        try:
+            return b64url_strict(value, limit=_BYTES_CHARS)
+        except MalformedError as exc:
+            raise MalformedError(f"the {what} is not base64: {exc.message}") from None
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedError(
+            f"the {what} is neither padded standard base64 nor unpadded base64url"
+        ) from None
+    if base64.b64encode(data).decode("ascii") != value:
+        raise MalformedError(f"the {what} is not in canonical padded standard base64")
+    return data
+
+
+def _text_format(text: str, kinds: tuple[type[Message], ...], what: str) -> Message:
+    """The first of ``kinds`` that ``text`` parses as (protobuf text format, strict)."""
+    errors = []
+    for kind in kinds:
+        message = kind()
+        try:
+            text_format.Parse(text, message)
+        except text_format.ParseError as exc:
+            errors.append(f"{kind.DESCRIPTOR.name}: {str(exc)[:80]}")
+            continue
+        return message
+    raise MalformedError(
+        f"the {what} is neither JSON, nor protobuf text format ({'; '.join(errors)})"
+    )
+
+
+def _absent(what: str, reason: Any, message: Any) -> str:
+    because = f" (reason {reason})" if isinstance(reason, str) and reason else ""
+    said = f": {message[:120]}" if isinstance(message, str) and message else ""
+    return f"the RecogniseResponse carries no {what}{because}{said}"
+
+
+__all__ = ["MAX_SIGNED_INPUT_BYTES", "read_attestation", "read_home_code"]
