@@ -189,11 +189,11 @@ def test_every_documented_attestation_form_verifies(
         ),
         pytest.param(
             json.dumps(_attestation_only(key_id="fb6a3ead78ad8591")),
-            "MALFORMED", "spells its member 'key_id' twice", id="key_id-and-keyId",
+            "MALFORMED", "an Attestation spells its member 'key_id' twice", id="key_id-and-keyId",
         ),
         pytest.param(
             json.dumps(_attestation_only(extra="x")),
-            "MALFORMED", "'extra' is not a member of a attestation", id="unknown-member",
+            "MALFORMED", "'extra' is not a member of an Attestation", id="unknown-member",
         ),
         pytest.param(
             json.dumps({**json.loads(RECORDED_GRPCURL_REPLY), "verdict": "ok"}),

@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from google.protobuf import text_format
 from google.protobuf.descriptor import Descriptor
@@ -41,25 +41,7 @@ def read_attestation(text: str) -> Attestation:
 
     Raises :class:`MalformedError` or :class:`OversizedError`.
     """
-    stripped = _bounded(text)
-    if not stripped.startswith(("{", "[")):
-        message = _text_format(stripped, (pb.RecogniseResponse, pb.Attestation), "attestation")
-        if isinstance(message, pb.RecogniseResponse):
-            if not message.HasField("attestation"):
-                raise MalformedError(_absent("attestation", message.reason, message.message))
-            message = message.attestation
-        assert isinstance(message, pb.Attestation)
-        return Attestation(message.payload, message.key_id, message.alg, message.signature)
-    obj = _json_object(stripped, "the input")
-    if "attestation" in obj:
-        _fields(obj, pb.RecogniseResponse.DESCRIPTOR, "RecogniseResponse")
-        obj = _json_object_member(obj, "attestation")
-    elif _is_response(obj):
-        response = _fields(obj, pb.RecogniseResponse.DESCRIPTOR, "RecogniseResponse")
-        raise MalformedError(
-            _absent("attestation", response.get("reason"), response.get("message"))
-        )
-    fields = _fields(obj, pb.Attestation.DESCRIPTOR, "attestation")
+    fields = _unwrapped(_bounded(text), "attestation", pb.Attestation, "an Attestation")
     return Attestation(
         payload=_bytes(_required(fields, "payload", "attestation"), "attestation payload"),
         kid=_text(_required(fields, "key_id", "attestation"), "attestation key_id"),
@@ -76,28 +58,36 @@ def read_home_code(text: str) -> str:
     stripped = _bounded(text)
     if stripped.startswith(HOME_CODE_PREFIX):
         return stripped
-    if not stripped.startswith(("{", "[")):
-        message = _text_format(stripped, (pb.RecogniseResponse, pb.ConvertedCode), "home code")
-        if isinstance(message, pb.RecogniseResponse):
-            if not message.HasField("converted"):
-                raise MalformedError(_absent("converted code", message.reason, message.message))
-            message = message.converted
-        assert isinstance(message, pb.ConvertedCode)
-        return _text(message.code or None, "converted code")
-    obj = _json_object(stripped, "the input")
-    if "converted" in obj:
-        _fields(obj, pb.RecogniseResponse.DESCRIPTOR, "RecogniseResponse")
-        obj = _json_object_member(obj, "converted")
-    elif _is_response(obj):
-        response = _fields(obj, pb.RecogniseResponse.DESCRIPTOR, "RecogniseResponse")
-        raise MalformedError(
-            _absent("converted code", response.get("reason"), response.get("message"))
-        )
-    fields = _fields(obj, pb.ConvertedCode.DESCRIPTOR, "ConvertedCode")
+    fields = _unwrapped(stripped, "converted", pb.ConvertedCode, "a ConvertedCode")
     return _text(_required(fields, "code", "ConvertedCode"), "converted code")
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _unwrapped(
+    text: str,
+    member: Literal["attestation", "converted"],
+    kind: type[pb.Attestation] | type[pb.ConvertedCode],
+    what: str,
+) -> dict[str, Any]:
+    """The fields (by proto name) of the ``kind`` message in ``text``: the message itself, or
+    the ``member`` of a RecogniseResponse; as JSON (either spelling) or text format."""
+    if not text.startswith(("{", "[")):
+        message = _text_format(text, (pb.RecogniseResponse, kind), what)
+        if isinstance(message, pb.RecogniseResponse):
+            if not message.HasField(member):
+                raise MalformedError(_absent(member, message.reason, message.message))
+            message = getattr(message, member)
+        return {field.name: value for field, value in message.ListFields()}
+    obj = _json_object(text, "the input")
+    if member in obj:
+        _fields(obj, pb.RecogniseResponse.DESCRIPTOR, "a RecogniseResponse")
+        obj = _json_object_member(obj, member)
+    elif _is_response(obj):
+        response = _fields(obj, pb.RecogniseResponse.DESCRIPTOR, "a RecogniseResponse")
+        raise MalformedError(_absent(member, response.get("reason"), response.get("message")))
+    return _fields(obj, kind.DESCRIPTOR, what)
 
 
 def _bounded(text: str) -> str:
@@ -146,9 +136,9 @@ def _fields(obj: Mapping[str, Any], descriptor: Descriptor, what: str) -> dict[s
     for member, value in obj.items():
         field = names.get(member)
         if field is None:
-            raise MalformedError(f"{member[:40]!r} is not a member of a {what}")
+            raise MalformedError(f"{member[:40]!r} is not a member of {what}")
         if field in fields:
-            raise MalformedError(f"the {what} spells its member {field!r} twice")
+            raise MalformedError(f"{what} spells its member {field!r} twice")
         fields[field] = value
     return fields
 
@@ -168,6 +158,8 @@ def _text(value: Any, what: str) -> str:
 def _bytes(value: Any, what: str) -> bytes:
     """Standard base64 with ``=`` padding (RFC 4648 §4, as proto3 JSON writes bytes) or base64url
     without padding (§5, as ``Attestation.to_json`` does), each in its canonical spelling."""
+    if isinstance(value, bytes):  # from text format: the bytes themselves
+        return value
     if not isinstance(value, str):
         raise MalformedError(f"the {what} is not a base64 string")
     if len(value) > _BYTES_CHARS:
@@ -204,7 +196,8 @@ def _text_format(text: str, kinds: tuple[type[Message], ...], what: str) -> Mess
     )
 
 
-def _absent(what: str, reason: Any, message: Any) -> str:
+def _absent(member: str, reason: Any, message: Any) -> str:
+    what = "converted code" if member == "converted" else member
     because = f" (reason {reason})" if isinstance(reason, str) and reason else ""
     said = f": {message[:120]}" if isinstance(message, str) and message else ""
     return f"the RecogniseResponse carries no {what}{because}{said}"
