@@ -10,7 +10,6 @@ from typing import Protocol
 
 from keys.crypto import Algorithm, PublicKey
 from keys.errors import KeyAlgorithmMismatchError, KeyNotValidError, KeyRevokedError
-from keys.keyid import require_kid
 from keys.timeutil import ensure_utc
 
 HOME_REGION = "370000"
@@ -48,7 +47,12 @@ class Region:
 
 @dataclass(frozen=True)
 class RegionKey:
-    """A partner region's code-signing key and its validity."""
+    """A partner region's code-signing key and its validity.
+
+    The key id is not re-checked here: every path that takes one checks it with the one rule
+    (:mod:`keys.keyid`) first, and a key stored before that rule must still load (its id can
+    never match a code's, which is checked before any lookup).
+    """
 
     region: str
     kid: str
@@ -63,7 +67,6 @@ class RegionKey:
         object.__setattr__(self, "not_after", ensure_utc(self.not_after))
         if self.revoked_at is not None:
             object.__setattr__(self, "revoked_at", ensure_utc(self.revoked_at))
-        require_kid(self.kid)
         if self.not_after <= self.not_before:
             raise ValueError("not_after must be later than not_before")
 

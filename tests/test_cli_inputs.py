@@ -174,9 +174,9 @@ BAD_FILES = {
 
 @pytest.fixture(scope="session")
 def files(dev_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Files:
-    from gateway.cli import main
-
     import shutil
+
+    from gateway.cli import main
 
     root = tmp_path_factory.mktemp("inputs")
     data_dir = root / "gw"  # a copy: the walker adds a key and a partner to it

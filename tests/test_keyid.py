@@ -112,8 +112,6 @@ def _public() -> Any:
 def test_records_refuse_a_bad_key_id(kid: str) -> None:
     public = _public()
     with pytest.raises(ValueError):
-        RegionKey("110000", kid, public, NOW, NOW + DAY)
-    with pytest.raises(ValueError):
         KeySetKey(kid, public, NOW, NOW + DAY)
     with pytest.raises(ValueError):
         KeyRevocation("110000", kid, NOW)
@@ -364,3 +362,23 @@ def test_partner_list_does_not_cut_a_region_name(
     assert ran.status == 0, ran.err
     out = trustgw(capsys, "partner", "list", "--data-dir", str(own_data_dir)).out
     assert obj["name"] in out
+
+
+def test_a_key_stored_before_the_rule_still_loads_and_is_listed(
+    own_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing already stored is lost: an old ``keys add`` could store 'K 1'; the registry still
+    reads (the gateway starts, the trust list is signed) and lists it; no code can name it."""
+    import sqlite3
+
+    data = str(own_data_dir)
+    ran = trustgw(capsys, "keys", "add", "--data-dir", data, "--region", "110000",
+                  "--public-key", str(_jwk_file(tmp_path)), "--kid", "K1")  # fmt: skip
+    assert ran.status == 0, ran.err
+    with sqlite3.connect(own_data_dir / "trustgw.db") as db:
+        db.execute("UPDATE region_keys SET kid = 'K 1' WHERE kid = 'K1'")
+    listed = trustgw(capsys, "keys", "list", "--data-dir", data, "--json")
+    assert listed.status == 0, listed.err
+    assert [r["kid"] for r in listed.json() if r["owner"] == "110000"] == ["K 1"]
+    out = str(tmp_path / "tl.json")
+    assert trustgw(capsys, "trustlist", "export", "--data-dir", data, "--out", out).status == 0
