@@ -590,3 +590,15 @@ def test_a_real_process_prints_exactly_one_line(
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)  # noqa: S603
     assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
     assert done.stderr.startswith("trustgw: MALFORMED: --kid: key id ")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [pytest.param([], id="no-command"), pytest.param(["nope"], id="unknown-command"),
+     pytest.param(["-v", "keys"], id="no-action"), pytest.param(["--nope"], id="unknown-option")],
+)  # fmt: skip
+def test_the_top_level_usage_errors_are_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    ran = trustgw(capsys, *argv)
+    assert assert_one_line_refusal(ran, caplog) == "USAGE" and ran.status == 2
