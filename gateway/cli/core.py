@@ -101,7 +101,15 @@ async def _serve(opts: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     gateway = await Gateway.open(config)
     try:
-        running = await build_server(gateway, config.listen, config.tls, config.metrics_listen)
+        try:
+            running = await build_server(gateway, config.listen, config.tls, config.metrics_listen)
+        except RuntimeError as exc:  # grpc's "Failed to bind to address ..."
+            if "bind" not in str(exc):
+                raise
+            where = " and ".join(filter(None, (config.listen, config.metrics_listen)))
+            raise ConfigurationError(
+                f"cannot listen on {where}: an address is in use or not this machine's"
+            ) from None
         host = config.listen.rsplit(":", 1)[0]
         mode = "plaintext (development)" if config.tls is None else "mutual TLS"
         print(f"trustgw serving on {host}:{running.port} ({mode})", flush=True)
