@@ -85,6 +85,11 @@ class Envelope:
 class Codec(Protocol):
     """A signature envelope family, with its per-region details bound in."""
 
+    @property
+    def algs(self) -> frozenset[Algorithm]:
+        """The signature algorithms this codec verifies (any other is ``ALGORITHM_UNSUPPORTED``)."""
+        ...
+
     def open(self, text: str) -> Envelope:
         """Parse the envelope. Raises :class:`MalformedError` (or a subclass)."""
         ...

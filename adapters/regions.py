@@ -313,6 +313,13 @@ def detect(text: str) -> RegionAdapter:
     raise RegionUnknownError("the code does not start with any partner region's prefix")
 
 
+# What each region's codes may be signed with: a code-signing key of any other algorithm could
+# never verify one of them, so the registry refuses it (keys.model.check_key_algorithm).
+REGION_ALGORITHMS: Mapping[str, frozenset[Algorithm]] = MappingProxyType(
+    {spec.code: spec.codec.algs for spec in REGION_SPECS}
+)
+
+
 def spec_for(region: str) -> RegionSpec:
     """The spec of ``region``; raises :class:`ValueError` for a code that is not a partner."""
     try:
@@ -321,4 +328,4 @@ def spec_for(region: str) -> RegionSpec:
         raise ValueError(f"{region!r} is not a partner region") from None
 
 
-__all__ = ["ADAPTERS", "REGION_SPECS", "detect", "spec_for"]
+__all__ = ["ADAPTERS", "REGION_ALGORITHMS", "REGION_SPECS", "detect", "spec_for"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,12 @@ from typing import Any, Literal
 from keys.errors import ConfigurationError
 
 ENV_PREFIX = "TRUSTGW_"
+MAX_PATH_CHARS = 4096
+# HOST:PORT: a DNS name, IPv4 or [IPv6] address (ASCII), and a port in ASCII digits.
+_HOST = re.compile(r"[A-Za-z0-9.\-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]|\*")
+_PORT = re.compile(r"[0-9]{1,5}")
+_INT = re.compile(r"-?[0-9]{1,18}")
+_NUMBER = re.compile(r"-?(?:[0-9]{1,18}(?:\.[0-9]{0,9})?|\.[0-9]{1,9})(?:[eE][-+]?[0-9]{1,3})?")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "text")
 
@@ -288,11 +295,10 @@ def _check(option: Option, value: Any) -> Any:
         raise ValueError(f"expected {option.expected()}, got nothing")
     kind = option.kind
     if kind == "path":
-        if isinstance(value, str) and value:
-            return Path(value).expanduser()
-        if isinstance(value, Path):
-            return value
-        raise ValueError(f"expected {option.expected()}, got {_describe(value)}")
+        text = str(value) if isinstance(value, (str, Path)) else ""
+        if text and len(text) <= MAX_PATH_CHARS and text.isprintable():
+            return Path(text).expanduser()
+        raise ValueError(f"expected {option.expected()}, got {_describe(value)[:80]}")
     if kind == "bool":
         if isinstance(value, bool):
             return value
@@ -305,8 +311,13 @@ def _check(option: Option, value: Any) -> Any:
         if not isinstance(value, str):
             raise ValueError(f"expected {option.expected()}, got {_describe(value)}")
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or int(port) > 65535:
-            raise ValueError(f"expected {option.expected()}, got {value!r}")
+        if (
+            not sep
+            or _HOST.fullmatch(host) is None
+            or _PORT.fullmatch(port) is None
+            or int(port) > 65535
+        ):
+            raise ValueError(f"expected {option.expected()}, got {value[:80]!r}")
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"expected {option.expected()}, got {_describe(value)}")
@@ -396,10 +407,10 @@ def _parse_text(option: Option, text: str) -> Any:
     if option.optional and text == "":
         return None
     if option.kind in ("int", "float"):
-        try:
-            return int(text) if option.kind == "int" else float(text)
-        except ValueError:
-            raise ValueError(f"expected {option.expected()}, got {text!r}") from None
+        pattern = _INT if option.kind == "int" else _NUMBER
+        if pattern.fullmatch(text.strip()) is None:
+            raise ValueError(f"expected {option.expected()}, got {text[:80]!r}")
+        return int(text) if option.kind == "int" else float(text)
     return text
 
 
@@ -435,6 +446,9 @@ def read_flags(flags: Mapping[str, Any]) -> tuple[Layer, list[Problem]]:
         if option is None or given is None:
             continue
         source = f"flag {option.flag}"
+        if isinstance(given, str) and not given.strip():
+            problems.append(Problem(option.key, "an empty value (leave the flag out)", source))
+            continue
         try:
             value = _parse_text(option, given) if isinstance(given, str) else given
             value = _check(option, value)

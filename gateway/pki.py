@@ -233,9 +233,26 @@ class TlsFiles:
     ca: Path
 
     def read(self) -> tuple[bytes, bytes, bytes]:
+        """The three files' PEM bytes, each checked to hold what it should.
+
+        Raises :class:`keys.errors.ConfigurationError` naming the file that is unreadable or is
+        not a PEM certificate (chain) / unencrypted PEM private key.
+        """
         try:
-            return self.cert.read_bytes(), self.key.read_bytes(), self.ca.read_bytes()
+            cert, key, ca = self.cert.read_bytes(), self.key.read_bytes(), self.ca.read_bytes()
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot read TLS file {exc.filename}: {exc.strerror}"
             ) from None
+        for path, data in ((self.cert, cert), (self.ca, ca)):
+            try:
+                x509.load_pem_x509_certificates(data)
+            except ValueError:
+                raise ConfigurationError(f"TLS file {path} is not a PEM certificate") from None
+        try:
+            serialization.load_pem_private_key(key, None)
+        except (ValueError, TypeError):
+            raise ConfigurationError(
+                f"TLS file {self.key} is not an unencrypted PEM private key"
+            ) from None
+        return cert, key, ca

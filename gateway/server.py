@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from adapters.base import Colour
+from adapters.regions import REGION_ALGORITHMS
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.engine import Conversions, Decision, Recogniser
@@ -126,7 +127,7 @@ class Gateway:
             lambda: self.registry.snapshot, self, pseudonymiser, self.conversions
         )
         # Partner writes refresh ``registry`` at once, so this process recognises with them.
-        self.trust = TrustRegistry(store, pseudonymiser, registry)
+        self.trust = TrustRegistry(store, pseudonymiser, registry, REGION_ALGORITHMS)
         self._trustlist_keys = key_dir  # the keys the trust list publishes (ahead of key_dir)
         self._trustlist_seen = -1  # the registry version the trust list was last recorded for
         self.trustlist = TrustListFeed(

@@ -36,12 +36,12 @@ from adapters.base import Colour
 from adapters.fields import CHINA_STANDARD_TIME, valid_id_number
 from gateway import tokens
 from keys.crypto import PrivateKey
-from keys.errors import GatewayError
+from keys.errors import GatewayError, TimeInvalidError, TimeOffsetRequiredError
 from keys.keystore import GatewayKeyInfo, KeyRole
 from keys.model import HOME_REGION
 from keys.personal import StockBatch, StockBatchResult, StockConversion, StockJob
 from keys.pseudonym import Pseudonymiser
-from keys.timeutil import ensure_utc, parse_time, to_unix
+from keys.timeutil import TIME_FORMS, ensure_utc, parse_time, to_unix
 
 FORMATS = ("csv", "jsonl")
 BATCH_SIZE = 500
@@ -165,10 +165,12 @@ def _time(raw: Mapping[str, Any], column: str) -> datetime | None:
         return None
     try:
         return parse_time(text)
-    except ValueError:
+    except TimeOffsetRequiredError:
         raise RowError(
-            "BAD_TIME", f"{column}: not ISO 8601 (no offset = UTC) or unix seconds", column
+            "BAD_TIME", f"{column}: a time without a UTC offset; use {TIME_FORMS}", column
         ) from None
+    except TimeInvalidError:
+        raise RowError("BAD_TIME", f"{column}: not a time; use {TIME_FORMS}", column) from None
 
 
 def _flag(raw: Mapping[str, Any], column: str) -> bool:

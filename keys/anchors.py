@@ -9,7 +9,6 @@ anchors (TUF's root rotation).
 from __future__ import annotations
 
 import json
-import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -25,21 +24,14 @@ from keys.errors import (
     SignatureInvalidError,
     ThresholdNotMetError,
 )
+from keys.keyid import check_kid, require_kid
 from keys.model import Mode, Region
 from keys.signed import Signature, canonical_json, digest, get_int, get_str, require_keys
 
 PARTNER_FILE_TYPE = "trustgw/partner/v1"
 MAX_ANCHORS = 16
 MAX_PARTNER_FILE_BYTES = 64 * 1024
-KID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 ANCHOR_ALGORITHMS = frozenset({Algorithm.EDDSA, Algorithm.ES256})
-
-
-def check_kid(kid: object, what: str = "key id") -> str:
-    """A key id: 1 to 64 of ``A-Z a-z 0-9 . _ : -``; raises :class:`MalformedError`."""
-    if not isinstance(kid, str) or KID_PATTERN.fullmatch(kid) is None:
-        raise MalformedError(f"{what} {str(kid)[:70]!r} is not 1 to 64 of A-Z a-z 0-9 . _ : -")
-    return kid
 
 
 def load_jwk(obj: object, what: str) -> PublicKey:
@@ -63,8 +55,7 @@ class Anchor:
     public_key: PublicKey
 
     def __post_init__(self) -> None:
-        if KID_PATTERN.fullmatch(self.kid) is None:
-            raise ValueError(f"anchor key id {self.kid[:70]!r} is not 1 to 64 of A-Za-z0-9._:-")
+        require_kid(self.kid, "anchor key id")
 
     def to_json(self) -> dict[str, Any]:
         return {"kid": self.kid, "public_key": self.public_key.to_jwk()}

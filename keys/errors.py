@@ -4,7 +4,7 @@ Every error the gateway raises on purpose derives from :class:`GatewayError`. Ea
 its own stable machine-readable ``reason``, the name of the gRPC status it maps to (as a string, so
 that this module imports no grpc), and the sentence an operator reads.
 
-Three families:
+Three families, and the operator's own input:
 
 * :class:`ForeignDataError`: a foreign code (or other partner input) is bad. When it happens while
   recognising a code it becomes a *decision* ("not recognised, because ..."), not an RPC error.
@@ -12,6 +12,8 @@ Three families:
   duplicate key, rollback ...).
 * :class:`ConfigurationError`: the gateway itself is not set up correctly (missing passphrase,
   unreadable key directory ...).
+* :class:`InputError`: a value an operator typed or handed over is not acceptable (a time
+  without an offset ...).
 """
 
 from __future__ import annotations
@@ -71,6 +73,17 @@ class RegionDisabledError(ForeignDataError):
 class AlgorithmUnsupportedError(ForeignDataError):
     reason = "ALGORITHM_UNSUPPORTED"
     default_message = "the signature algorithm is not accepted"
+
+
+class KeyAlgorithmMismatchError(AlgorithmUnsupportedError):
+    """A code-signing key whose algorithm its region's code format does not verify.
+
+    Refused when the key is registered (``keys add``, key sets): every code it signed would be
+    refused as ``ALGORITHM_UNSUPPORTED``.
+    """
+
+    reason = "KEY_ALGORITHM_MISMATCH"
+    default_message = "the key's algorithm is not one the region's codes are signed with"
 
 
 class KeyUnknownError(ForeignDataError):
@@ -156,6 +169,31 @@ class TrustListConflictError(ForeignDataError):
 
     reason = "TRUSTLIST_CONFLICT"
     default_message = "the trust list contradicts the one already trusted for that version"
+
+
+# --- operator input ------------------------------------------------------------------------
+
+
+class InputError(GatewayError):
+    """A value an operator gave (a command-line option, a file) is not acceptable."""
+
+    reason = "INPUT_INVALID"
+    grpc_status = "INVALID_ARGUMENT"
+    default_message = "the value is not acceptable"
+
+
+class TimeInvalidError(InputError):
+    """Not a time in one of the accepted forms (see :func:`keys.timeutil.parse_time`)."""
+
+    reason = "TIME_INVALID"
+    default_message = "not a time in an accepted form"
+
+
+class TimeOffsetRequiredError(TimeInvalidError):
+    """An ISO 8601 time without a UTC offset: ambiguous (UTC? China Standard Time?)."""
+
+    reason = "TIME_OFFSET_REQUIRED"
+    default_message = "an ISO 8601 time needs a UTC offset (Z or +08:00)"
 
 
 # --- registry state ------------------------------------------------------------------------

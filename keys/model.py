@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
 from keys.crypto import Algorithm, PublicKey
-from keys.errors import KeyNotValidError, KeyRevokedError
+from keys.errors import KeyAlgorithmMismatchError, KeyNotValidError, KeyRevokedError
 from keys.timeutil import ensure_utc
 
 HOME_REGION = "370000"
@@ -46,7 +47,12 @@ class Region:
 
 @dataclass(frozen=True)
 class RegionKey:
-    """A partner region's code-signing key and its validity."""
+    """A partner region's code-signing key and its validity.
+
+    The key id is not re-checked here: every path that takes one checks it with the one rule
+    (:mod:`keys.keyid`) first, and a key stored before that rule must still load (its id can
+    never match a code's, which is checked before any lookup).
+    """
 
     region: str
     kid: str
@@ -61,8 +67,6 @@ class RegionKey:
         object.__setattr__(self, "not_after", ensure_utc(self.not_after))
         if self.revoked_at is not None:
             object.__setattr__(self, "revoked_at", ensure_utc(self.revoked_at))
-        if not self.kid or len(self.kid) > 128:
-            raise ValueError("a key id has 1 to 128 characters")
         if self.not_after <= self.not_before:
             raise ValueError("not_after must be later than not_before")
 
@@ -87,6 +91,35 @@ class RegionKey:
                 region=self.region,
                 kid=self.kid,
             )
+
+
+# For each region the gateway reads codes of, the algorithms its codes are signed with. The
+# registry cannot know them (they are the adapters' business): the gateway passes
+# ``adapters.regions.REGION_ALGORITHMS`` down.
+RegionAlgorithms = Mapping[str, frozenset[Algorithm]]
+
+
+def check_key_algorithm(
+    region: str, kid: str, alg: Algorithm, algorithms: RegionAlgorithms | None
+) -> None:
+    """Refuse a code-signing key whose algorithm the region's codes are never signed with.
+
+    Such a key could never verify a code (each would be refused ``ALGORITHM_UNSUPPORTED``), so
+    it is refused when registered, in ``keys add`` and in key sets alike. A region ``algorithms``
+    does not list (no code format known), or ``algorithms=None``, is not checked.
+    Raises :class:`keys.errors.KeyAlgorithmMismatchError`.
+    """
+    accepted = None if algorithms is None else algorithms.get(region)
+    if accepted is None or alg in accepted:
+        return
+    names = " or ".join(sorted(str(a) for a in accepted))
+    raise KeyAlgorithmMismatchError(
+        f"key {kid} of region {region} is {alg}, but the region's codes are signed with "
+        f"{names}: it could never verify one",
+        region=region,
+        kid=kid,
+        alg=str(alg),
+    )
 
 
 class KeyLookup(Protocol):

@@ -23,11 +23,11 @@ from typing import Any, NoReturn
 
 from keys.crypto import PrivateKey, b64url_decode, b64url_encode
 from keys.errors import MalformedError, OversizedError
+from keys.keyid import check_kid, require_kid
 
 MAX_ENVELOPE_BYTES = 2 * 1024 * 1024
 MAX_SIGNED_BYTES = 1536 * 1024
 MAX_SIGNATURES = 32
-MAX_KEYID_CHARS = 64
 MAX_JSON_INT = 2**53 - 1
 
 
@@ -101,8 +101,7 @@ class Signature:
     sig: bytes
 
     def __post_init__(self) -> None:
-        if not self.keyid or len(self.keyid) > MAX_KEYID_CHARS:
-            raise ValueError(f"a key id has 1 to {MAX_KEYID_CHARS} characters")
+        require_kid(self.keyid, "a signature's key id")
 
 
 @dataclass(frozen=True)
@@ -164,8 +163,7 @@ class Envelope:
             keyid, sig = item["keyid"], item["sig"]
             if not isinstance(keyid, str) or not isinstance(sig, str):
                 raise MalformedError("'keyid' and 'sig' are strings")
-            if not keyid or len(keyid) > MAX_KEYID_CHARS:
-                raise MalformedError(f"a key id has 1 to {MAX_KEYID_CHARS} characters")
+            check_kid(keyid, "a signature's key id")
             signatures.append(Signature(keyid, b64url_decode(sig, limit=2048)))
         return cls(signed, tuple(signatures))
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from keys.anchors import AnchorSet, check_kid, load_jwk
+from keys.anchors import AnchorSet, load_jwk
 from keys.crypto import Algorithm, PublicKey
 from keys.errors import MalformedError, OversizedError
+from keys.keyid import check_kid, require_kid
 from keys.signed import canonical_json, get_int, get_str, parse_canonical, require_keys
 from keys.timeutil import ensure_utc, from_unix, to_unix
 
@@ -65,6 +66,7 @@ class KeySetKey:
     not_after: datetime
 
     def __post_init__(self) -> None:
+        require_kid(self.kid)
         object.__setattr__(self, "not_before", ensure_utc(self.not_before))
         object.__setattr__(self, "not_after", ensure_utc(self.not_after))
         if self.not_after <= self.not_before:
@@ -173,6 +175,7 @@ class KeyRevocation:
     compromised_at: datetime
 
     def __post_init__(self) -> None:
+        require_kid(self.kid)
         object.__setattr__(self, "compromised_at", ensure_utc(self.compromised_at))
 
     def to_json(self) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from keys.errors import (
     ThresholdNotMetError,
     VersionGapError,
 )
-from keys.model import RegionKey
+from keys.model import RegionAlgorithms, RegionKey, check_key_algorithm
 from keys.pseudonym import Pseudonymiser
 from keys.records import (
     InstallResult,
@@ -66,6 +66,8 @@ class TrustRegistry:
 
     ``registry``, when given, is refreshed after each accepted change so that this process
     recognises with the new state at once (other replicas pick it up on their next refresh).
+    ``algorithms``, when given, says what each region's codes are signed with: a key set listing
+    a key of another algorithm is refused (``KEY_ALGORITHM_MISMATCH``).
     """
 
     def __init__(
@@ -73,10 +75,12 @@ class TrustRegistry:
         store: Store,
         pseudonymiser: Pseudonymiser,
         registry: KeyRegistry | None = None,
+        algorithms: RegionAlgorithms | None = None,
     ) -> None:
         self._store = store
         self._pseudonymise = pseudonymiser
         self._registry = registry
+        self._algorithms = algorithms
 
     async def _refresh(self) -> None:
         if self._registry is not None:
@@ -131,6 +135,7 @@ class TrustRegistry:
         :class:`RegionUnknownError`, :class:`AnchorsMissingError`, :class:`ThresholdNotMetError`,
         :class:`RollbackError` (``VERSION_ROLLBACK``), :class:`ReplayError`
         (``VERSION_REPLAY``), :class:`VersionGapError`, :class:`KeySetExpiredError`,
+        :class:`keys.errors.KeyAlgorithmMismatchError`,
         :class:`keys.errors.KeyIdReusedError`, :class:`ConcurrentChangeError` (still racing
         after retries), :class:`keys.errors.StoreUnavailableError`.
         """
@@ -155,6 +160,8 @@ class TrustRegistry:
                     f"{to_iso(keyset.expires)}",
                     region=keyset.region,
                 )
+            for k in keyset.keys:
+                check_key_algorithm(keyset.region, k.kid, k.public_key.alg, self._algorithms)
             change = KeySetChange(
                 region=keyset.region,
                 version=keyset.version,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -98,3 +98,32 @@ async def serving(data_dir: Path, tls: Any = None) -> AsyncIterator[tuple[Any, i
     finally:
         await running.stop(0.5)
         await gateway.close()
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dev_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A data directory made by ``trustgw init --dev`` once per session.
+
+    Tests only try changes the CLI must refuse on it; anything else uses ``own_data_dir``.
+    """
+    from gateway.cli import main
+
+    data_dir = tmp_path_factory.mktemp("cli") / "gw"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("TRUSTGW_PASSPHRASE", raising=False)
+        patch.delenv("TRUSTGW_PASSPHRASE_FILE", raising=False)
+        assert main(["init", "--data-dir", str(data_dir), "--dev", "--json"]) == 0
+    yield data_dir
+
+
+@pytest.fixture
+def own_data_dir(dev_data_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the session's development data directory, free to change."""
+    import shutil
+
+    copy = tmp_path / "own-gw"
+    shutil.copytree(dev_data_dir, copy)
+    return copy

@@ -102,9 +102,9 @@ def test_keys_add_list_and_revoke_a_partner_key(tmp_path, capsys, simulator) -> 
         "--kid",
         issuer.kid,
         "--not-before",
-        "2026-01-01T00:00:00",
+        "2026-01-01T00:00:00Z",
         "--not-after",
-        "2027-01-01T00:00:00",
+        "2027-01-01T00:00:00Z",
         "--json",
     ]
     assert main(args) == 0
@@ -123,7 +123,7 @@ def test_keys_add_list_and_revoke_a_partner_key(tmp_path, capsys, simulator) -> 
                 "--kid",
                 issuer.kid,
                 "--at",
-                "2026-01-01T00:00:00",
+                "2026-01-01T08:00:00+08:00",  # China Standard Time: 00:00 UTC
             ]
         )
         == 0

@@ -21,7 +21,6 @@ from adapters.codecs.encoding import (
     b45decode,
     b45encode,
     b64url_strict,
-    check_kid,
     decode_text,
     decompress,
     deflate,
@@ -33,6 +32,7 @@ from adapters.codecs.encoding import (
     strip_prefix,
 )
 from keys.errors import ForeignDataError, MalformedError, OversizedError
+from keys.keyid import check_kid
 
 # --- base45 -----------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,13 @@ SHC = ROOT / "shc"
 # decoding a QR image): the gateway accepts them, as docs/conformance.md records.
 EITHER_WAY = {"reject-only-if-schema-checked": 0, "reject-only-if-image-input": 0}
 EXIT = {"accept": 0, "accept-partial": 0, "reject": 1}
+
+
+def utc_clock(text: str) -> str:
+    """A case's VALIDATIONCLOCK for ``--at``: the cases define a time without an offset as UTC
+    (shared/conformance/README.md); ``trustgw verify`` wants every offset written out."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
 def verify(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
@@ -95,8 +103,8 @@ def test_dcc_case(case: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFi
     cert = tmp_path / "signer.der"
     cert.write_bytes(base64.b64decode(data["TESTCTX"]["CERTIFICATE"]))
     code, result = verify(
-        capsys, "--format", "hc1", "--trust", str(cert), "--at", case["validation_clock"],
-        data["PREFIX"],
+        capsys, "--format", "hc1", "--trust", str(cert),
+        "--at", utc_clock(case["validation_clock"]), data["PREFIX"],
     )  # fmt: skip
     expected = EXIT.get(case["verdict"], EITHER_WAY.get(case["verdict"]))
     assert code == expected, f"{case['description']}: {result['reason']}: {result['detail']}"
@@ -159,7 +167,7 @@ def test_dcc_trust_as_pem_and_code_from_stdin(
     )
     monkeypatch.setattr("sys.stdin", io.StringIO(data["PREFIX"] + "\n"))
     code, result = verify(
-        capsys, "--format", "hc1", "--trust", str(pem), "--at", "2021-05-21T12:26:07", "-"
+        capsys, "--format", "hc1", "--trust", str(pem), "--at", "2021-05-21T12:26:07Z", "-"
     )
     assert code == 0, result
     assert result["claims"]["1"] == "SE"
@@ -220,3 +228,9 @@ def test_shc_missing_chunk_and_foreign_jwks(
         str(SHC / "spec-examples/example-00-d-jws.txt"),
     )  # fmt: skip
     assert (code, result["reason"]) == (1, "KEY_UNKNOWN")
+
+
+def test_the_harness_reads_a_clock_without_an_offset_as_utc() -> None:
+    """Not operator input: the vectors' own convention, written out for ``--at``."""
+    assert utc_clock("2021-05-03T18:00:00") == "2021-05-03T18:00:00+00:00"
+    assert utc_clock("2021-05-21T12:26:07.390079Z") == "2021-05-21T12:26:07.390079+00:00"

@@ -332,4 +332,5 @@ def test_keys_add_and_revoke_are_audited_as_the_operator(cli, tmp_path, simulato
 def test_partner_list_reports_an_unusable_data_directory(tmp_path, capsys) -> None:
     cli = Cli(tmp_path / "missing" / "data", capsys)
     status, _, err = cli("partner", "list")
-    assert status == 1 and err.startswith("trustgw: STORE_UNAVAILABLE")
+    assert status == 2 and err.startswith("trustgw: USAGE: partner list: argument --data-dir: ")
+    assert "not a gateway data directory" in err and err.count("\n") == 1

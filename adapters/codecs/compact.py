@@ -19,18 +19,17 @@ from adapters.base import MAX_CODE_CHARS, MAX_DECOMPRESSED_BYTES, Envelope
 from adapters.codecs.encoding import (
     Compression,
     TextEncoding,
-    check_kid,
     compress,
     decode_text,
     decompress,
     dump_json,
     encode_text,
-    issuer_kid,
     parse_json,
     strip_prefix,
 )
 from keys.crypto import Algorithm, PrivateKey
 from keys.errors import MalformedError
+from keys.keyid import check_kid, require_kid
 
 VERSION = 0x01
 SIGNATURE_BYTES = 64
@@ -126,6 +125,7 @@ class CompactCodec:
     payload: PayloadForm
 
     family: ClassVar[str] = "compact"
+    algs: ClassVar[frozenset[Algorithm]] = frozenset({Algorithm.EDDSA})
 
     def open(self, text: str) -> Envelope:
         """Split the code into kid, signed bytes, payload and signature; trusts nothing yet.
@@ -141,7 +141,7 @@ class CompactCodec:
         if blob[1] == 0 or kid_end >= len(blob) - SIGNATURE_BYTES:
             raise MalformedError("the key id length is out of range")
         try:
-            kid = check_kid(blob[2:kid_end].decode("ascii"))
+            kid = check_kid(blob[2:kid_end].decode("ascii"), "the key id", echo=False)
         except UnicodeDecodeError:
             raise MalformedError("the key id is not ASCII") from None
         signed = blob[:-SIGNATURE_BYTES]
@@ -161,7 +161,7 @@ class CompactCodec:
         """Write a code (issuer side); raises ``ValueError`` for a non-Ed25519 key or bad kid."""
         if key.alg is not Algorithm.EDDSA:
             raise ValueError("the compact envelope is signed with Ed25519 only")
-        kid_bytes = issuer_kid(kid).encode("ascii")
+        kid_bytes = require_kid(kid).encode("ascii")
         signed = (
             bytes((VERSION, len(kid_bytes)))
             + kid_bytes

@@ -24,18 +24,17 @@ from adapters.base import MAX_CODE_CHARS, MAX_DECOMPRESSED_BYTES, Envelope
 from adapters.codecs.encoding import (
     Compression,
     TextEncoding,
-    check_kid,
     compress,
     decode_text,
     decompress,
     dump_cbor,
     encode_text,
-    issuer_kid,
     parse_cbor,
     strip_prefix,
 )
 from keys.crypto import Algorithm, PrivateKey
 from keys.errors import AlgorithmUnsupportedError, MalformedError
+from keys.keyid import check_kid, require_kid
 
 TAG_SIGN1 = 18
 TAG_CWT = 61
@@ -145,16 +144,19 @@ class CoseCodec:
         return alg
 
     def _kid_text(self, kid: Any) -> str:
+        """The key id text of a label-4 byte string, under the one key-id rule."""
         if not isinstance(kid, bytes) or not 0 < len(kid) <= MAX_KID_BYTES:
             raise MalformedError("the COSE kid is not a byte string of 1 to 128 bytes")
         if self.kid_form is KidForm.BASE64:
-            return base64.b64encode(kid).decode("ascii")
-        if self.kid_form is KidForm.HEX:
-            return kid.hex()
-        try:
-            return check_kid(kid.decode("ascii"))
-        except UnicodeDecodeError:
-            raise MalformedError("the COSE kid is not ASCII text") from None
+            text = base64.b64encode(kid).decode("ascii")
+        elif self.kid_form is KidForm.HEX:
+            text = kid.hex()
+        else:
+            try:
+                text = kid.decode("ascii")
+            except UnicodeDecodeError:
+                raise MalformedError("the COSE kid is not ASCII text") from None
+        return check_kid(text, "the COSE kid", echo=False)
 
     def claims(self, payload: bytes) -> Mapping[Any, Any]:
         """Parse the verified CWT claims map (bounded); raises :class:`MalformedError`."""
@@ -174,7 +176,7 @@ class CoseCodec:
                 raise ValueError("the key id is not base64") from None
         if self.kid_form is KidForm.HEX:
             return bytes.fromhex(kid)
-        return issuer_kid(kid).encode("ascii")
+        return require_kid(kid).encode("ascii")
 
     def seal(self, claims: Mapping[Any, Any], key: PrivateKey, kid: str) -> str:
         """Write a code (issuer side); raises ``ValueError`` for a key or kid it cannot use."""

@@ -134,29 +134,6 @@ def strip_prefix(text: str, prefix: str) -> str:
     return text[len(prefix) :]
 
 
-MAX_KID_CHARS = 128
-
-
-def check_kid(kid: str) -> str:
-    """A key id from a code: 1 to 128 printable ASCII characters without spaces."""
-    if (
-        not 0 < len(kid) <= MAX_KID_CHARS
-        or not kid.isascii()
-        or not kid.isprintable()
-        or " " in kid
-    ):
-        raise MalformedError("the key id is not 1 to 128 printable ASCII characters")
-    return kid
-
-
-def issuer_kid(kid: str) -> str:
-    """The issuer side of :func:`check_kid`: a bad key id is a bad argument (``ValueError``)."""
-    try:
-        return check_kid(kid)
-    except MalformedError as exc:
-        raise ValueError(str(exc)) from None
-
-
 # --- compression ------------------------------------------------------------------------------
 
 
@@ -480,7 +457,6 @@ __all__ = [
     "b64url_decode",
     "b64url_encode",
     "b64url_strict",
-    "check_kid",
     "compress",
     "decode_text",
     "decompress",
@@ -489,7 +465,6 @@ __all__ = [
     "dump_json",
     "encode_text",
     "inflate",
-    "issuer_kid",
     "parse_cbor",
     "parse_json",
     "strip_prefix",

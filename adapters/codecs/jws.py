@@ -21,16 +21,16 @@ from adapters.codecs.encoding import (
     Compression,
     b64url_encode,
     b64url_strict,
-    check_kid,
     compress,
     decompress,
     dump_json,
-    issuer_kid,
     parse_json,
     strip_prefix,
 )
 from keys.crypto import Algorithm, PrivateKey
 from keys.errors import AlgorithmUnsupportedError, MalformedError
+from keys.keyid import check_kid
+from keys.keyid import require_kid as issuer_kid
 
 MAX_HEADER_BYTES = 1024
 MAX_HEADER_DEPTH = 4
@@ -109,7 +109,7 @@ class JwsCodec:
             return alg, None
         if not isinstance(kid, str):
             raise MalformedError("the JWS kid is not a string")
-        return alg, check_kid(kid)
+        return alg, check_kid(kid, "the JWS kid", echo=False)
 
     def claims(self, payload: bytes) -> Mapping[str, Any]:
         """Inflate (bounded, when zip) and parse the verified payload; raises MalformedError."""

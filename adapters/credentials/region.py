@@ -30,6 +30,7 @@ from keys.errors import (
     KeyUnknownError,
     SignatureInvalidError,
 )
+from keys.keyid import require_kid
 from keys.model import RegionKey
 from keys.pseudonym import Pseudonymiser
 from keys.timeutil import ensure_utc, from_unix, to_iso, to_unix
@@ -115,6 +116,8 @@ def _jwk(jwk: Any) -> tuple[str | None, PublicKey]:
         raise ValueError("the key file holds private key material")
     kid = jwk.get("kid")
     public = {name: jwk[name] for name in ("kty", "crv", "x", "y") if name in jwk}
+    if kid is not None and kid != "":
+        require_kid(kid, "the JWK's kid")  # the one key-id rule (keys.keyid)
     return (kid if isinstance(kid, str) and kid else None, load_public_key(public))
 
 

@@ -26,7 +26,7 @@ async def open_store(data_dir: Path) -> AsyncIterator[SQLiteStore]:
 
 
 def region_arg(value: str) -> str:
-    """An argparse type: a 6-digit region code."""
-    if len(value) != 6 or not value.isdigit():
-        raise argparse.ArgumentTypeError(f"{value!r} is not a 6-digit region code")
+    """An argparse type: a 6-digit region code (ASCII digits)."""
+    if len(value) != 6 or not value.isascii() or not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value[:40]!r} is not a 6-digit region code")
     return value

@@ -12,13 +12,20 @@ import asyncio
 import re
 from typing import Any
 
-from gateway.cli._common import EXIT_OK, EXIT_REJECTED, add_data_dir, add_json, print_json
+from gateway.cli._common import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    add_data_dir,
+    add_json,
+    int_type,
+    print_json,
+)
 from gateway.cli._registry import open_store
 from keys.audit import AuditHead, verify_store
 from keys.errors import AuditIntegrityError
 from keys.timeutil import to_iso
 
-_HEAD = re.compile(r"(\d{1,12}):([0-9a-f]{64})")
+_HEAD = re.compile(r"([0-9]{1,12}):([0-9a-f]{64})")
 
 
 def _head_arg(value: str) -> AuditHead:
@@ -28,14 +35,7 @@ def _head_arg(value: str) -> AuditHead:
     return AuditHead(int(match.group(1)), match.group(2))
 
 
-def _limit_arg(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if not 1 <= number <= 1000:
-        raise argparse.ArgumentTypeError("--limit is between 1 and 1000")
-    return number
+_limit_arg = int_type(1, 1000)
 
 
 # --- show -------------------------------------------------------------------------------------
@@ -104,7 +104,12 @@ def register(sub: Any) -> None:
     asub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     p = asub.add_parser("show", help="list audit entries")
     add_data_dir(p)
-    p.add_argument("--after", type=int, default=0, help="entries after this sequence number")
+    p.add_argument(
+        "--after",
+        type=int_type(0, 2**53 - 1),
+        default=0,
+        help="entries after this sequence number",
+    )
     p.add_argument("--limit", type=_limit_arg, default=100, help="at most this many (1-1000)")
     add_json(p)
     p.set_defaults(func=cmd_show)

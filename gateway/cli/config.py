@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 from typing import Any
 
 from gateway import config
-from gateway.cli._common import EXIT_OK, EXIT_REJECTED, add_json, print_json
+from gateway.cli._common import EXIT_OK, EXIT_REJECTED, add_json, path_type, print_json
 
 _METAVARS = {"path": "PATH", "address": "HOST:PORT", "int": "N", "float": "X", "choice": None}
 
@@ -20,7 +19,7 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` and one flag per setting (absent flags leave lower layers in force)."""
     parser.add_argument(
         "--config",
-        type=Path,
+        type=path_type,
         metavar="FILE",
         help="TOML configuration file (flags > TRUSTGW_* env > file)",
     )
@@ -102,7 +101,7 @@ def register(sub: Any) -> None:
     area = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
 
     q = area.add_parser("check", help="validate a TOML configuration file (exit 0 valid, 1 not)")
-    q.add_argument("file", type=Path, help="the TOML file")
+    q.add_argument("file", type=path_type, help="the TOML file")
     add_json(q)
     q.set_defaults(func=cmd_check)
 

@@ -11,7 +11,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.cli._common import EXIT_OK, add_data_dir, add_json, data_dir_type, print_json
+from gateway.cli._common import (
+    EXIT_OK,
+    UsageError,
+    add_data_dir,
+    add_json,
+    path_type,
+    print_json,
+)
 from gateway.cli.config import add_settings_flags, settings_from
 from gateway.observability import configure_logging
 from keys.errors import ConfigurationError
@@ -30,6 +37,8 @@ async def _init(data_dir: Path, dev: bool, now: Any) -> dict[str, Any]:
     from keys.store import SQLiteStore
 
     passphrase = passphrase_from_env()
+    if data_dir.exists() and not data_dir.is_dir():
+        raise UsageError(f"--data-dir {data_dir} exists and is not a directory")
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     key_dir = data_dir / "keys"
@@ -92,7 +101,15 @@ async def _serve(opts: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     gateway = await Gateway.open(config)
     try:
-        running = await build_server(gateway, config.listen, config.tls, config.metrics_listen)
+        try:
+            running = await build_server(gateway, config.listen, config.tls, config.metrics_listen)
+        except RuntimeError as exc:  # grpc's "Failed to bind to address ..."
+            if "bind" not in str(exc):
+                raise
+            where = " and ".join(filter(None, (config.listen, config.metrics_listen)))
+            raise ConfigurationError(
+                f"cannot listen on {where}: an address is in use or not this machine's"
+            ) from None
         host = config.listen.rsplit(":", 1)[0]
         mode = "plaintext (development)" if config.tls is None else "mutual TLS"
         print(f"trustgw serving on {host}:{running.port} ({mode})", flush=True)
@@ -123,15 +140,28 @@ def cmd_serve(opts: argparse.Namespace) -> int:
 # --- demo -------------------------------------------------------------------------------------
 
 
-def cmd_demo(opts: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
+def _demo_dir(keep: Path) -> Path:
+    """``--keep``: a directory that does not exist yet (its parent does) or is empty."""
+    path = keep.resolve()
+    if path.is_dir():
+        if any(path.iterdir()):
+            raise UsageError(f"--keep {path} is not empty")
+        return path
+    if path.exists() or not path.parent.is_dir():
+        raise UsageError(f"--keep {path} is not a new or empty directory")
+    return path
 
-    return asyncio.run(run_demo(out=sys.stdout, keep=opts.keep))
+
+def cmd_demo(opts: argparse.Namespace) -> int:
+    from gateway import demo
+
+    keep = None if opts.keep is None else _demo_dir(opts.keep)
+    return asyncio.run(demo.run_demo(out=sys.stdout, keep=keep))
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("init", help="create keys, database and the 14 partner regions")
-    add_data_dir(p)
+    add_data_dir(p, existing=False)
     p.add_argument("--dev", action="store_true", help="development mode: keys NOT encrypted")
     add_json(p)
     p.set_defaults(func=cmd_init)
@@ -141,5 +171,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="run a self-contained demonstration with 14 simulated partners")
-    p.add_argument("--keep", type=data_dir_type, help="keep the demo's data directory here")
+    p.add_argument(
+        "--keep", type=path_type, help="keep the demo's data directory here (new or empty)"
+    )
     p.set_defaults(func=cmd_demo)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -15,12 +16,18 @@ from gateway.cli._common import (
     UsageError,
     add_data_dir,
     add_json,
+    kid_type,
+    path_type,
     print_json,
+    print_table,
+    read_input,
     time_type,
 )
-from gateway.cli._registry import OPERATOR
+from gateway.cli._registry import OPERATOR, region_arg
 from keys.keystore import KeyDirectory, passphrase_from_env
 from keys.timeutil import to_iso, utcnow
+
+MAX_KEY_FILE_BYTES = 64 * 1024
 
 # --- keys -------------------------------------------------------------------------------------
 
@@ -65,15 +72,8 @@ def cmd_keys_list(opts: argparse.Namespace) -> int:
     if opts.json:
         print_json(rows)
         return EXIT_OK
-    header = (
-        f"{'owner':8} {'role':13} {'kid':18} {'alg':6} {'not_before':20} {'not_after':20} status"
-    )
-    print(header)
-    for row in rows:
-        print(
-            f"{row['owner']:8} {row['role']:13} {row['kid'][:18]:18} {row['alg']:6} "
-            f"{row['not_before']:20} {row['not_after']:20} {row['status']}"
-        )
+    columns = ("owner", "role", "kid", "alg", "not_before", "not_after", "status")
+    print_table(columns, [[row[c] for c in columns] for row in rows])  # kids are never cut
     return EXIT_OK
 
 
@@ -102,22 +102,26 @@ def cmd_keys_export(opts: argparse.Namespace) -> int:
 
 
 async def _keys_add(opts: argparse.Namespace) -> dict[str, Any]:
+    from adapters.regions import REGION_ALGORITHMS
     from keys.crypto import load_public_key
-    from keys.model import RegionKey
+    from keys.model import RegionKey, check_key_algorithm
     from keys.registry import KeyRegistry
     from keys.store import SQLiteStore
 
-    raw = Path(opts.public_key).read_bytes()
+    raw = read_input(opts.public_key, "public key file", MAX_KEY_FILE_BYTES)
     material: Any = raw
     if raw.lstrip().startswith(b"{"):
         try:
             material = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise UsageError(f"{opts.public_key} is not valid JSON") from None
     public_key = load_public_key(material)
     kid = opts.kid or public_key.fingerprint()
     not_before = opts.not_before or utcnow()
     not_after = opts.not_after or not_before + timedelta(days=365)
+    check_key_algorithm(opts.region, kid, public_key.alg, REGION_ALGORITHMS)
+    if not_after <= not_before:
+        raise UsageError(f"--not-after {to_iso(not_after)} is not after {to_iso(not_before)}")
     key = RegionKey(opts.region, kid, public_key, not_before, not_after)
     store = await SQLiteStore.open(opts.data_dir / "trustgw.db")
     try:
@@ -158,21 +162,26 @@ def cmd_keys_revoke(opts: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_DURATION = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,6})?)([smhd]?)")
+
+
 def _duration(value: str) -> timedelta:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    try:
-        if value[-1:] in units:
-            return timedelta(seconds=float(value[:-1]) * units[value[-1]])
-        return timedelta(seconds=float(value))
-    except ValueError:
+    """A duration like 90s, 15m, 1h, 2d (ASCII digits, at most 100 years)."""
+    units = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    match = _DURATION.fullmatch(value.strip())
+    seconds = float(match.group(1)) * units[match.group(2)] if match else -1.0
+    if not 0 <= seconds <= 100 * 365 * 86400:
         raise argparse.ArgumentTypeError(
-            f"{value!r} is not a duration like 90s, 15m, 1h, 2d"
-        ) from None
+            f"{value[:40]!r} is not a duration like 90s, 15m, 1h, 2d (at most 100 years)"
+        )
+    return timedelta(seconds=seconds)
 
 
 def cmd_keys_rotate(opts: argparse.Namespace) -> int:
     from keys.keystore import KeyRole
 
+    if opts.validity <= timedelta(0):
+        raise UsageError("--validity must be longer than 0")
     now = utcnow()
     key_dir = KeyDirectory.open(opts.data_dir / "keys", passphrase=passphrase_from_env())
     info = key_dir.rotate(
@@ -203,21 +212,31 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_keys_list)
     p = ksub.add_parser("export", help="write the gateway's public keys (trust file for verifiers)")
     add_data_dir(p)
-    p.add_argument("--out", help="file to write (default: standard output)")
+    p.add_argument("--out", type=path_type, help="file to write (default: standard output)")
     p.set_defaults(func=cmd_keys_export)
     p = ksub.add_parser("add", help="register a partner region's code-signing key")
     add_data_dir(p)
-    p.add_argument("--region", required=True, help="6-digit region code")
-    p.add_argument("--public-key", required=True, help="PEM, DER, JWK (JSON) or certificate file")
-    p.add_argument("--kid", help="key id as the partner's codes name it (default: fingerprint)")
+    p.add_argument("--region", required=True, type=region_arg, help="6-digit region code")
+    p.add_argument(
+        "--public-key",
+        required=True,
+        type=path_type,
+        help="PEM, DER, JWK (JSON) or certificate file",
+    )
+    p.add_argument(
+        "--kid",
+        type=kid_type,
+        help="key id as the partner's codes name it: 1 to 128 printable ASCII characters, "
+        "no space (default: fingerprint)",
+    )
     p.add_argument("--not-before", type=time_type, help="start of validity (default now)")
     p.add_argument("--not-after", type=time_type, help="end of validity (default +1 year)")
     add_json(p)
     p.set_defaults(func=cmd_keys_add)
     p = ksub.add_parser("revoke", help="revoke a partner's key from a compromise time")
     add_data_dir(p)
-    p.add_argument("--region", required=True)
-    p.add_argument("--kid", required=True)
+    p.add_argument("--region", required=True, type=region_arg)
+    p.add_argument("--kid", required=True, type=kid_type)
     p.add_argument("--at", type=time_type, help="compromise time (default now)")
     p.set_defaults(func=cmd_keys_revoke)
     from keys.keystore import KeyRole

@@ -6,7 +6,15 @@ import argparse
 import asyncio
 from typing import Any
 
-from gateway.cli._common import EXIT_OK, UsageError, add_data_dir, add_json, print_json
+from gateway.cli._common import (
+    EXIT_OK,
+    UsageError,
+    add_data_dir,
+    add_json,
+    path_type,
+    print_json,
+    print_table,
+)
 from gateway.cli._registry import OPERATOR, open_store, region_arg
 from keys.anchors import PartnerFile
 from keys.errors import AnchorsMissingError, NotFoundError
@@ -16,7 +24,7 @@ from keys.timeutil import to_iso, utcnow
 MAX_FILE_BYTES = 64 * 1024
 
 
-def _read_file(path: str) -> bytes:
+def _read_file(path: Any) -> bytes:
     try:
         with open(path, "rb") as handle:
             return handle.read(MAX_FILE_BYTES + 1)
@@ -107,14 +115,19 @@ def cmd_list(opts: argparse.Namespace) -> int:
     if opts.json:
         print_json(rows)
         return EXIT_OK
-    print(f"{'region':6}  {'name':16} {'mode':7} {'enabled':7} {'anchors':7} {'keyset':6} keys")
-    for row in rows:
-        anchors = f"{row['threshold']}/{row['anchors']}" if row["anchors"] else "-"
-        print(
-            f"{row['region']:6}  {row['name'][:16]:16} {row['mode']:7} "
-            f"{'yes' if row['enabled'] else 'NO':7} {anchors:7} {row['keyset_version']:<6} "
-            f"{row['keys']}"
-        )
+    table = [
+        [
+            row["region"],
+            row["name"],
+            row["mode"],
+            "yes" if row["enabled"] else "NO",
+            f"{row['threshold']}/{row['anchors']}" if row["anchors"] else "-",
+            row["keyset_version"],
+            row["keys"],
+        ]
+        for row in rows
+    ]
+    print_table(("region", "name", "mode", "enabled", "anchors", "keyset", "keys"), table)
     return EXIT_OK
 
 
@@ -228,7 +241,12 @@ def register(sub: Any) -> None:
     psub = partner.add_subparsers(dest="partner_command", metavar="ACTION", required=True)
     p = psub.add_parser("add", help="onboard or update a region from its partner file")
     add_data_dir(p)
-    p.add_argument("--file", required=True, help="the partner file (JSON, handed over out of band)")
+    p.add_argument(
+        "--file",
+        required=True,
+        type=path_type,
+        help="the partner file (JSON, handed over out of band)",
+    )
     p.add_argument(
         "--replace-anchors",
         action="store_true",

@@ -3,11 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
-from gateway.cli._common import EXIT_OK, UsageError, add_data_dir, add_json, print_json
+from gateway.cli._common import (
+    EXIT_OK,
+    UsageError,
+    add_data_dir,
+    add_json,
+    int_type,
+    print_json,
+)
 from gateway.pki import DevCA, Peer, Role
 from keys.timeutil import utcnow
+
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.:-]{0,251}[A-Za-z0-9])?")
+
+
+def host_type(value: str) -> str:
+    """A DNS name or IP address for the server certificate (ASCII: an IDN in its xn-- form)."""
+    if _HOST.fullmatch(value) is None:
+        raise argparse.ArgumentTypeError(
+            f"{value[:60]!r} is not a DNS name or IP address (ASCII letters, digits, . : -)"
+        )
+    return value
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def name_type(value: str) -> str:
+    """A certificate's name: 1 to 64 of ``A-Z a-z 0-9 . _ -`` (it names a URI and a file)."""
+    if _NAME.fullmatch(value) is None:
+        raise argparse.ArgumentTypeError(
+            f"{value[:60]!r} is not 1 to 64 of A-Z a-z 0-9 . _ - (starting with a letter or digit)"
+        )
+    return value
 
 
 def cmd_pki_init(opts: argparse.Namespace) -> int:
@@ -44,9 +75,10 @@ def register(sub: Any) -> None:
     pki = sub.add_parser("pki", help="development CA and certificates for mutual TLS")
     psub = pki.add_subparsers(dest="pki_command", metavar="ACTION", required=True)
     p = psub.add_parser("init", help="create a CA and a server certificate in DATA_DIR/pki")
-    add_data_dir(p)
+    add_data_dir(p, existing=False)
     p.add_argument(
         "--host",
+        type=host_type,
         action="append",
         default=None,
         help="a DNS name or IP the server certificate names (repeatable; default localhost, "
@@ -57,9 +89,16 @@ def register(sub: Any) -> None:
     p = psub.add_parser(
         "issue", help="issue a client certificate for a partner, verifier or operator"
     )
-    add_data_dir(p)
+    add_data_dir(p, existing=False)
     p.add_argument("--role", required=True, choices=[r.value for r in Role])
-    p.add_argument("--name", required=True, help="the region code (partner) or a name")
-    p.add_argument("--days", type=int, default=90, help="validity in days (default %(default)s)")
+    p.add_argument(
+        "--name", required=True, type=name_type, help="the region code (partner) or a name"
+    )
+    p.add_argument(
+        "--days",
+        type=int_type(1, 3650),
+        default=90,
+        help="validity in days, 1 to 3650 (default %(default)s)",
+    )
     add_json(p)
     p.set_defaults(func=cmd_pki_issue)

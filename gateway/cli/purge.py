@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 from typing import Any
 
 from gateway.cli._common import EXIT_OK, UsageError, add_data_dir, add_json, print_json, time_type
@@ -67,10 +68,9 @@ def cmd_purge(opts: argparse.Namespace) -> int:
 def _days(value: str) -> float | None:
     if value.lower() in ("keep", "forever", "none"):
         return None
-    try:
-        days = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of days or 'keep'") from None
+    if re.fullmatch(r"[0-9]{1,5}(?:\.[0-9]{1,6})?", value.strip()) is None:
+        raise argparse.ArgumentTypeError(f"{value[:40]!r} is not a number of days or 'keep'")
+    days = float(value)
     if not 0 <= days <= 36500:
         raise argparse.ArgumentTypeError("days must be between 0 and 36500")
     return days

@@ -15,9 +15,13 @@ from gateway.cli._common import (
     UsageError,
     add_data_dir,
     add_json,
+    float_type,
+    int_type,
+    path_type,
     print_json,
     time_type,
 )
+from gateway.cli._registry import region_arg
 from keys.keystore import KeyDirectory, passphrase_from_env
 from keys.timeutil import utcnow
 
@@ -28,13 +32,13 @@ async def _convert(opts: argparse.Namespace) -> int:
     from keys.store import SQLiteStore
 
     path: Path = opts.file
+    if not path.is_file():
+        raise UsageError(f"{path} is not a file")
     try:
         fmt = detect_format(path, opts.format)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     assert fmt in FORMATS
-    if not path.is_file():
-        raise UsageError(f"{path} is not a file")
     now = opts.at or utcnow()
     keys = KeyDirectory.open(opts.data_dir / "keys", passphrase=passphrase_from_env())
     store = await SQLiteStore.open(opts.data_dir / "trustgw.db")
@@ -91,20 +95,24 @@ def register(sub: Any) -> None:
         "home-province codes under the provincial rules. Idempotent and resumable: run the "
         "same command again after an interruption. See docs/stock-conversion.md.",
     )
-    p.add_argument("file", type=Path, help="CSV (.csv) or JSON Lines (.jsonl) file")
+    p.add_argument("file", type=path_type, help="CSV (.csv) or JSON Lines (.jsonl) file")
     add_data_dir(p)
     p.add_argument("--format", choices=("csv", "jsonl"), help="default: from the file extension")
     p.add_argument(
-        "--report", type=Path, help="append bad rows here (JSON Lines: row, reason, message)"
+        "--report", type=path_type, help="append bad rows here (JSON Lines: row, reason, message)"
     )
-    p.add_argument("--city", help="the issuing city (37xxxx): fills and checks the city column")
+    p.add_argument(
+        "--city",
+        type=region_arg,
+        help="the issuing city (37xxxx): fills and checks the city column",
+    )
     p.add_argument(
         "--validity-days",
-        type=float,
+        type=float_type(0.001, 3650),
         default=7.0,
         help="validity of a converted code, at most (default %(default)s)",
     )
-    p.add_argument("--batch-size", type=int, default=500, help=argparse.SUPPRESS)
+    p.add_argument("--batch-size", type=int_type(1, 100_000), default=500, help=argparse.SUPPRESS)
     p.add_argument("--at", type=time_type, help="decide as of this time (default: now)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     add_json(p)

@@ -18,6 +18,8 @@ from gateway.cli._common import (
     UsageError,
     add_data_dir,
     add_json,
+    int_type,
+    path_type,
     print_json,
     time_type,
 )
@@ -28,6 +30,7 @@ from keys.timeutil import to_iso, utcnow
 from keys.trustlist import MAX_TRUSTLIST_BYTES, PinnedKey, SignedTrustList, TrustListVerifier
 
 MAX_FILE_BYTES = 4 * MAX_TRUSTLIST_BYTES  # an envelope: base64url of the list, and signatures
+MAX_VERSION = 2**53 - 1  # versions are JSON integers
 
 
 # --- export -----------------------------------------------------------------------------------
@@ -75,7 +78,7 @@ def cmd_export(opts: argparse.Namespace) -> int:
 # --- verify -----------------------------------------------------------------------------------
 
 
-def _read(path: str) -> bytes:
+def _read(path: Any) -> bytes:
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_FILE_BYTES + 1)
@@ -86,7 +89,7 @@ def _read(path: str) -> bytes:
     return data
 
 
-def _pinned(path: str) -> list[PinnedKey]:
+def _pinned(path: Any) -> list[PinnedKey]:
     """The trustlist keys of a gateway trust file (``trustgw keys export``)."""
     from gateway.tokens import GatewayTrust
 
@@ -146,15 +149,32 @@ def register(sub: Any) -> None:
     tsub = trustlist.add_subparsers(dest="trustlist_command", metavar="ACTION", required=True)
     p = tsub.add_parser("export", help="write the current signed trust list (full or delta)")
     add_data_dir(p)
-    p.add_argument("--since", type=int, default=0, help="a delta since this version (0: full)")
-    p.add_argument("--out", required=True, help="file to write the signed envelope to")
+    p.add_argument(
+        "--since",
+        type=int_type(0, MAX_VERSION),
+        default=0,
+        help="a delta since this version (0: full)",
+    )
+    p.add_argument(
+        "--out", required=True, type=path_type, help="file to write the signed envelope to"
+    )
     add_json(p)
     p.set_defaults(func=cmd_export)
     p = tsub.add_parser("verify", help="verify a trust list offline (exit 0 accept, 1 reject)")
-    p.add_argument("--pinned", required=True, help="the gateway's key file (trustgw keys export)")
-    p.add_argument("--last-version", type=int, default=0, help="the newest version accepted before")
+    p.add_argument(
+        "--pinned",
+        required=True,
+        type=path_type,
+        help="the gateway's key file (trustgw keys export)",
+    )
+    p.add_argument(
+        "--last-version",
+        type=int_type(0, MAX_VERSION),
+        default=0,
+        help="the newest version accepted before",
+    )
     p.add_argument("--at", type=time_type, help="verify as of this time (default now)")
-    p.add_argument("--base", help="for a delta: the full list it applies to")
+    p.add_argument("--base", type=path_type, help="for a delta: the full list it applies to")
     add_json(p)
-    p.add_argument("file", help="the signed trust list (envelope JSON)")
+    p.add_argument("file", type=path_type, help="the signed trust list (envelope JSON)")
     p.set_defaults(func=cmd_verify)

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from adapters.credentials import Verdict, check
-from gateway.cli._common import EXIT_OK, EXIT_REJECTED, UsageError, add_json, time_type
+from gateway.cli._common import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    UsageError,
+    add_json,
+    kid_type,
+    path_type,
+    time_type,
+)
 from keys.errors import ForeignDataError
 from keys.timeutil import from_unix, utcnow
 
@@ -39,7 +47,7 @@ def _format(value: str) -> str:
 
 
 def _time(value: str) -> Any:
-    """ISO 8601 (no offset = UTC) or unix seconds, fractional seconds allowed."""
+    """ISO 8601 with a UTC offset, or unix seconds (fractional seconds allowed here)."""
     text = value.strip()
     if _FRACTIONAL_UNIX.fullmatch(text):
         try:
@@ -183,17 +191,26 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--trust",
         required=True,
+        type=path_type,
         help=(
             "hc1: signer certificate(s), PEM/DER; shc: the issuer's JWKS; region: the partner's "
             "public key (PEM/DER/certificate/JWK/JWKS); attestation/home: trustgw keys export"
         ),
     )
-    p.add_argument("--crl", action="append", help="shc: an issuer revocation list (repeatable)")
-    p.add_argument("--kid", help="region: the key id of the --trust key (default: JWK kid)")
+    p.add_argument(
+        "--crl",
+        action="append",
+        type=path_type,
+        help="shc: an issuer revocation list (repeatable)",
+    )
+    p.add_argument(
+        "--kid", type=kid_type, help="region: the key id of the --trust key (default: JWK kid)"
+    )
     p.add_argument(
         "--at",
         type=_time,
-        help="verification time: ISO 8601 (no offset = UTC) or unix seconds (default now)",
+        help="verification time: ISO 8601 with a UTC offset (2021-05-03T18:00:00Z, "
+        "2026-03-11T16:00:00+08:00) or unix seconds (default now)",
     )
     add_json(p)
     p.add_argument("code", nargs="+", help="the input text, a file, or - for standard input")

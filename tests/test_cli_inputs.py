@@ -1,0 +1,604 @@
+"""Every command-line input error is one line ``trustgw: REASON: message`` and a non-zero exit.
+
+The test walks the argparse tree of :func:`gateway.cli.build_parser`: every subcommand, every
+option and positional. Each is given malformed values chosen by the kind of value it takes
+(derived from its argparse ``type``/``choices``/``nargs``): too long, empty, the wrong type,
+non-ASCII, control characters, missing / directory / empty / malformed files. A new subcommand or
+option is covered as soon as it exists; one whose kind the walker cannot tell gets the values
+that no option may accept (empty, 5000 characters, control characters). Runs are in process
+through ``main([...])`` against a data directory made once with ``trustgw init --dev``.
+
+Pins README.md "Running a gateway" and docs/trust-registry.md §13: "Errors print one line
+``trustgw: REASON: message``".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_support import Ran, trustgw
+
+from gateway import config as gateway_config
+from gateway.cli import _common, _registry, build_parser
+from gateway.cli import audit as cli_audit
+from gateway.cli import keys as cli_keys
+from gateway.cli import pki as cli_pki
+from gateway.cli import purge as cli_purge
+from gateway.cli import verify as cli_verify
+from keys.crypto import Algorithm, PrivateKey
+from keys.partner import PartnerSigner
+
+
+class Reached(Exception):
+    """Raised in place of serving / running the demo: the command accepted its arguments."""
+
+
+# --- the parser tree ------------------------------------------------------------------------
+
+
+def _leaves(
+    parser: argparse.ArgumentParser, words: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield words, parser
+        return
+    for action in subs:
+        for name, child in action.choices.items():
+            yield from _leaves(child, (*words, name))
+
+
+LEAVES = dict(_leaves(build_parser()))
+
+
+def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [
+        a
+        for a in parser._actions
+        if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))
+        and a.dest != "verbose"
+    ]
+
+
+def _flag(action: argparse.Action) -> str | None:
+    long = [s for s in action.option_strings if s.startswith("--")]
+    return (long or action.option_strings or [None])[0]
+
+
+# --- what kind of value each option takes ---------------------------------------------------
+
+TYPE_KINDS: dict[Any, str] = {
+    _common.time_type: "time",
+    cli_verify._time: "time",
+    _common.kid_type: "kid",
+    _registry.region_arg: "region",
+    _common.existing_data_dir_type: "data_dir",
+    _common.data_dir_type: "new_dir",
+    _common.path_type: "path",
+    cli_keys._duration: "duration",
+    cli_purge._days: "days",
+    cli_audit._head_arg: "head",
+    cli_audit._limit_arg: "integer",
+    cli_verify._format: "format",
+    cli_pki.host_type: "host",
+    cli_pki.name_type: "name",
+}
+# Where a path is written rather than read.
+OUTPUTS = {"out", "report", "keep"}
+# Inputs whose content is what the command judges: bad content is its answer (a verdict or a
+# report on stdout), not an input error; a file that cannot be read still is one.
+SUBJECTS = {
+    (("verify",), "code"),
+    (("trustlist", "verify"), "file"),
+    (("trustlist", "verify"), "base"),
+    (("config", "check"), "file"),
+    (("convert-batch",), "file"),
+}
+
+
+def kind_of(words: tuple[str, ...], action: argparse.Action) -> str:
+    if action.nargs == 0:
+        return "flag"
+    if (words, action.dest) in SUBJECTS:
+        return "subject"
+    if action.choices is not None:
+        return "choice"
+    if action.type in TYPE_KINDS:
+        kind = TYPE_KINDS[action.type]
+        if kind == "path":
+            return "output" if action.dest in OUTPUTS else "input"
+        return kind
+    name = getattr(action.type, "__name__", None)
+    if name in ("integer", "number", "text"):
+        return name
+    if action.type is None and action.dest in gateway_config.BY_ATTR:
+        return "setting-" + gateway_config.BY_ATTR[action.dest].kind
+    return "unknown"
+
+
+def test_every_option_takes_a_checked_kind_of_value() -> None:
+    """New options use the shared argument types of gateway/cli/_common.py (or choices)."""
+    unknown = [
+        (" ".join(words), _flag(a) or a.dest)
+        for words, parser in LEAVES.items()
+        for a in _options(parser)
+        if kind_of(words, a) == "unknown"
+    ]
+    assert unknown == []
+
+
+# --- files and values -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Files:
+    """Inputs for the runs, made once per session."""
+
+    root: Path
+    data_dir: Path
+    jwk: Path
+    partner_file: Path
+    trust: Path  # trustgw keys export
+    trustlist: Path  # trustgw trustlist export
+    toml: Path
+    csv: Path
+
+    def bad(self, name: str) -> Path:
+        return self.root / "bad" / name
+
+
+BAD_FILES = {
+    "missing": None,
+    "directory": "dir/",
+    "empty": b"",
+    "bad-json": b'{"kty": "OKP", ',
+    "json-array": b"[1, 2]",
+    "bad-pem": b"-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n",
+    "binary": bytes(range(256)) * 4,
+    "big": b"{" + b" " * (5 * 1024 * 1024) + b"}",
+    "nul-json": b'{"a": "\x00"}',
+    "broken-link": "link",
+    "under-a-file": "under",
+    "a-file": b"x",
+    "nonempty-directory": "full/",
+}
+
+
+@pytest.fixture(scope="session")
+def files(dev_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Files:
+    import shutil
+
+    from gateway.cli import main
+
+    root = tmp_path_factory.mktemp("inputs")
+    data_dir = root / "gw"  # a copy: the walker adds a key and a partner to it
+    shutil.copytree(dev_data_dir, data_dir)
+    bad = root / "bad"
+    bad.mkdir()
+    for name, content in BAD_FILES.items():
+        path = bad / name
+        if content == "dir/":
+            path.mkdir()
+        elif content == "full/":
+            path.mkdir()
+            (path / "something").write_bytes(b"x")
+        elif content == "link":
+            path.symlink_to(root / "nowhere")
+        elif content == "under":
+            (bad / "afile").write_bytes(b"x")
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+    jwk = root / "key.jwk"
+    jwk.write_text(json.dumps(PrivateKey.generate(Algorithm.EDDSA).public_key().to_jwk()))
+    partner_file = root / "partner.json"
+    partner_file.write_bytes(PartnerSigner.generate("110000").partner_file())
+    trust = root / "trust.json"
+    assert main(["keys", "export", "--data-dir", str(data_dir), "--out", str(trust)]) == 0
+    trustlist = root / "trustlist.json"
+    argv = ["trustlist", "export", "--data-dir", str(data_dir), "--out", str(trustlist)]
+    assert main(argv) == 0
+    toml = root / "gw.toml"
+    toml.write_text(f'data_dir = "{data_dir}"\nlisten = "127.0.0.1:0"\n')
+    csv = root / "stock.csv"
+    csv.write_text("city,certificate_id,id_number,name,status,resident_since\n")
+    argv = ["keys", "add", "--data-dir", str(data_dir), "--region", "110000",
+            "--public-key", str(jwk), "--kid", "K1"]  # fmt: skip
+    assert main(argv) == 0
+    argv = ["partner", "add", "--data-dir", str(data_dir), "--file", str(partner_file)]
+    assert main(argv) == 0
+    return Files(root, data_dir, jwk, partner_file, trust, trustlist, toml, csv)
+
+
+def _bad_path(files: Files, name: str) -> str:
+    if name == "under-a-file":
+        return str(files.bad("afile") / "x.json")
+    return str(files.bad(name))
+
+
+LONG = "x" * 5000
+CONTROL = "a\x1b[31mb"
+# Values no option may accept, whatever it takes.
+UNIVERSAL = [("empty", ""), ("5000-chars", LONG), ("control", CONTROL), ("newline", "a\nb")]
+VALUES: dict[str, list[tuple[str, str]]] = {
+    "time": [
+        ("no-offset", "2026-01-01T00:00:00"),
+        ("date-only", "2026-01-01"),
+        ("words", "tomorrow"),
+        ("fullwidth-digits", "\uff12\uff10\uff12\uff16-01-01T00:00:00Z"),
+        ("out-of-range", "99999999999"),
+        ("negative", "-1"),
+        ("trailing-control", "2026-01-01T00:00:00Z\x07"),
+    ],
+    "kid": [("space", "K 1"), ("non-ascii", "ключ"), ("129-chars", "k" * 129), ("tab", "a\tb")],
+    "region": [
+        ("five-digits", "11000"),
+        ("seven-digits", "1100000"),
+        ("letters", "abcdef"),
+        ("arabic-digits", "\u0661\u0661\u0660\u0660\u0660\u0660"),
+        ("fullwidth-digits", "\uff11\uff11\uff10\uff10\uff10\uff10"),
+    ],
+    "integer": [
+        ("word", "many"),
+        ("fraction", "1.5"),
+        ("negative", "-1"),
+        ("huge", "9" * 30),
+        ("arabic-digit", "\u0663"),
+        ("exponent", "1e3"),
+    ],
+    "number": [
+        ("word", "many"),
+        ("nan", "nan"),
+        ("inf", "inf"),
+        ("negative", "-1"),
+        ("huge", "1e999"),
+        ("arabic-digit", "\u0663"),
+    ],
+    "duration": [
+        ("word", "soon"),
+        ("negative", "-1h"),
+        ("nan", "nanh"),
+        ("overflow", "1e999d"),
+        ("huge", "99999999999d"),
+        ("arabic-digit", "\u0663h"),
+    ],
+    "days": [("word", "many"), ("negative", "-1"), ("nan", "nan"), ("too-many", "36501")],
+    "head": [("word", "head"), ("short-hash", "1:abc"), ("non-ascii", "\uff11:" + "a" * 64)],
+    "format": [
+        ("word", "nope"),
+        ("arabic-digits", "\u0661\u0661\u0660\u0660\u0660\u0660"),
+        ("five-digits", "11000"),
+    ],
+    "choice": [("word", "nope"), ("fullwidth", "\uff4a\uff53\uff4f\uff4e")],
+    "host": [
+        ("space", "a b"), ("non-ascii", "检查站.cn"), ("slash", "a/b"), ("254-chars", "a" * 254)
+    ],
+    "name": [("space", "a b"), ("non-ascii", "检查站"), ("slash", "a/b"), ("65-chars", "a" * 65)],
+    "text": [("301-chars", "x" * 301), ("bidi-override", "ab\u202ecd")],
+    "setting-address": [("no-port", "localhost"), ("bad-port", "127.0.0.1:99999")],
+    "setting-float": [("word", "many"), ("nan", "nan"), ("negative", "-1"), ("huge", "1e999")],
+    "setting-path": [],
+}
+FILE_VALUES = {
+    "input": [
+        "missing", "directory", "empty", "bad-json", "json-array", "bad-pem", "binary", "big",
+        "broken-link", "under-a-file",
+    ],
+    "subject": ["missing", "directory", "broken-link", "under-a-file"],
+    "output": ["directory", "under-a-file"],
+    "data_dir": ["missing", "empty", "under-a-file"],
+    "new_dir": ["a-file", "under-a-file"],
+    "setting-path": ["missing", "directory", "bad-pem"],
+}  # fmt: skip
+# Where an option's files mean something else than its kind's (a valid value is not tried).
+FILE_VALUES_FOR = {
+    (("demo",), "keep"): ["a-file", "nonempty-directory", "under-a-file"],
+    (("serve",), "config"): ["missing", "directory", "bad-json", "binary", "under-a-file"],
+    (("config", "show"), "config"): ["missing", "directory", "bad-json", "binary", "under-a-file"],
+    # config show shows the paths it is given; only serve uses them.
+    (("config", "show"), "data_dir"): [],
+    (("config", "show"), "tls_cert"): [],
+    (("config", "show"), "tls_key"): [],
+    (("config", "show"), "tls_ca"): [],
+}
+# What the baseline adds to the required options for the command to run.
+EXTRA: dict[tuple[str, ...], list[str]] = {
+    ("init",): ["--dev"],
+    ("serve",): ["--listen", "127.0.0.1:0"],
+}
+
+
+def _valid(words: tuple[str, ...], dest: str, files: Files, tmp: Path) -> str:
+    """A value that the command accepts for this option (the other options' baseline)."""
+    if dest == "data_dir":
+        return str(tmp / "new-gw") if words in (("init",), ("pki", "init")) else str(files.data_dir)
+    table: dict[str, str] = {
+        "region": "110000",
+        "public_key": str(files.jwk),
+        "kid": "K1",
+        "role": {"keys": "attest", "pki": "verifier"}.get(words[0], ""),
+        "name": "checkpoint-1",
+        "format": "110000",
+        "trust": str(files.jwk),
+        "code": "BJ1:x",
+        "pinned": str(files.trust),
+        "out": str(tmp / "out.json"),
+        "config": str(files.toml),
+    }
+    if words == ("partner", "add") and dest == "file":
+        return str(files.partner_file)
+    if words == ("trustlist", "verify") and dest == "file":
+        return str(files.trustlist)
+    if words == ("config", "check") and dest == "file":
+        return str(files.toml)
+    if words == ("convert-batch",) and dest == "file":
+        return str(files.csv)
+    return table[dest]
+
+
+def baseline(words: tuple[str, ...], files: Files, tmp: Path) -> list[str]:
+    """The shortest command line that runs: required options and positionals only."""
+    parser = LEAVES[words]
+    argv = [*words, *EXTRA.get(words, [])]
+    positionals = []
+    for action in _options(parser):
+        flag = _flag(action)
+        if flag is None:
+            positionals.append(_valid(words, action.dest, files, tmp))
+        elif action.required or (words == ("serve",) and action.dest == "data_dir"):
+            argv += [flag, _valid(words, action.dest, files, tmp)]
+    return [*argv, *positionals]
+
+
+def with_value(
+    words: tuple[str, ...], action: argparse.Action, value: str, files: Files, tmp: Path
+) -> list[str]:
+    """The baseline with ``action`` given ``value`` (replacing the baseline's own value)."""
+    parser = LEAVES[words]
+    argv = [*words, *EXTRA.get(words, [])]
+    positionals = []
+    for other in _options(parser):
+        flag = _flag(other)
+        if other is action:
+            if flag is None:
+                positionals.append(value)
+            else:
+                argv.append(f"{flag}={value}")
+        elif flag is None:
+            positionals.append(_valid(words, other.dest, files, tmp))
+        elif other.required or (words == ("serve",) and other.dest == "data_dir"):
+            argv += [flag, _valid(words, other.dest, files, tmp)]
+    return [*argv, "--", *positionals] if positionals else argv
+
+
+def cases() -> list[Any]:
+    params = []
+    for words, parser in LEAVES.items():
+        command = " ".join(words)
+        for action in _options(parser):
+            kind = kind_of(words, action)
+            name = _flag(action) or action.dest
+            if kind == "flag":
+                params.append(pytest.param(words, action.dest, "value", "x",
+                                           id=f"{command} {name}=x"))  # fmt: skip
+                continue
+            values = UNIVERSAL
+            if kind in ("input", "output", "subject", "data_dir", "new_dir"):
+                values = [("empty", ""), ("5000-chars", LONG), ("control", CONTROL)]
+            for label, value in [*values, *VALUES.get(kind, [])]:
+                params.append(
+                    pytest.param(words, action.dest, label, value, id=f"{command} {name} {label}")
+                )
+            for label in FILE_VALUES_FOR.get((words, action.dest), FILE_VALUES.get(kind, [])):
+                params.append(
+                    pytest.param(words, action.dest, label, None, id=f"{command} {name} {label}")
+                )
+    return params
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def contained(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Never really serve or run the demo; keep the test process's logging as it is; write any
+    relative file name into the test's own directory."""
+    import gateway.cli.core
+    import gateway.demo
+    import gateway.server
+
+    async def reached(*_: Any, **__: Any) -> Any:
+        raise Reached("the command accepted its arguments")
+
+    monkeypatch.setattr(gateway.server.Gateway, "open", reached)
+    monkeypatch.setattr(gateway.demo, "run_demo", reached)
+    monkeypatch.setattr(gateway.cli.core, "configure_logging", lambda *_: None)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRUSTGW_PASSPHRASE", raising=False)
+    monkeypatch.delenv("TRUSTGW_PASSPHRASE_FILE", raising=False)
+    for option in gateway_config.OPTIONS:
+        monkeypatch.delenv(option.env, raising=False)
+
+
+def assert_one_line_refusal(ran: Ran, caplog: pytest.LogCaptureFixture) -> str:
+    """Exit non-zero, stderr exactly one line ``trustgw: REASON: message``, no traceback."""
+    assert ran.status != 0, f"accepted (exit 0): {ran.out[:200]!r}"
+    assert "Traceback" not in ran.err + ran.out
+    assert ran.reason is not None, f"stderr is not one 'trustgw: REASON: message' line: {ran.err!r}"
+    assert ran.reason != "INTERNAL", ran.err
+    logged = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not logged, [r.getMessage() for r in logged]
+    return ran.reason
+
+
+def assert_judged(ran: Ran, caplog: pytest.LogCaptureFixture) -> None:
+    """A subject input: a one-line refusal, or the command's own verdict/report on stdout."""
+    if ran.err.strip():
+        assert_one_line_refusal(ran, caplog)
+        return
+    assert "Traceback" not in ran.out
+    assert ran.out.strip(), "neither an error line nor an answer"
+
+
+@pytest.mark.usefixtures("contained")
+@pytest.mark.parametrize(("words", "dest", "label", "value"), cases())
+def test_a_malformed_value_is_refused_in_one_line(
+    words: tuple[str, ...],
+    dest: str,
+    label: str,
+    value: str | None,
+    files: Files,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    action = next(a for a in _options(LEAVES[words]) if a.dest == dest)
+    kind = kind_of(words, action)
+    if value is None:
+        value = _bad_path(files, label)
+    argv = with_value(words, action, value, files, tmp_path)
+    ran = trustgw(capsys, *argv)
+    if kind == "subject":
+        assert_judged(ran, caplog)
+    else:
+        assert_one_line_refusal(ran, caplog)
+
+
+# --- the command line's own errors ----------------------------------------------------------
+
+COMMANDS = [pytest.param(words, id=" ".join(words)) for words in LEAVES]
+
+
+@pytest.mark.usefixtures("contained")
+@pytest.mark.parametrize("words", COMMANDS)
+def test_usage_errors_are_one_line_usage(
+    words: tuple[str, ...],
+    files: Files,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An unknown option, a missing required option or positional: ``USAGE``, exit 2."""
+    argv = baseline(words, files, tmp_path)
+    broken = [[*argv, "--no-such-option"], [*words[:-1], f"{words[-1]}x"]]
+    parser = LEAVES[words]
+    for action in _options(parser):
+        if action.required or _flag(action) is None:
+            dropped = baseline(words, files, tmp_path)
+            value = _valid(words, action.dest, files, tmp_path)
+            flag = _flag(action)
+            index = dropped.index(value)
+            del dropped[index - (1 if flag else 0) : index + 1]
+            broken.append(dropped)
+    for command in broken:
+        ran = trustgw(capsys, *command)
+        assert assert_one_line_refusal(ran, caplog) == "USAGE", command
+        assert ran.status == 2, command
+
+
+@pytest.mark.parametrize("words", [pytest.param((), id="trustgw"), *COMMANDS])
+def test_every_command_has_help(words: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    ran = trustgw(capsys, *words, "--help")
+    assert ran.status == 0 and ran.out.startswith("usage: trustgw") and not ran.err
+
+
+def test_the_top_level_help_says_how_errors_look(capsys: pytest.CaptureFixture[str]) -> None:
+    out = trustgw(capsys, "--help").out
+    assert "trustgw: REASON: message" in out and "TIME_OFFSET_REQUIRED" in out
+
+
+def test_the_walker_covers_every_subcommand() -> None:
+    assert len(LEAVES) >= 26
+    assert ("keys", "add") in LEAVES and ("serve",) in LEAVES and ("verify",) in LEAVES
+
+
+@pytest.mark.usefixtures("contained")
+@pytest.mark.parametrize("words", COMMANDS)
+def test_every_baseline_runs(
+    words: tuple[str, ...],
+    files: Files,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The walker's baseline is a working command line, so each refusal above is the value's."""
+    import shutil
+
+    own = tmp_path / "own"
+    shutil.copytree(files.data_dir, own)
+    argv = [own.as_posix() if a == str(files.data_dir) else a
+            for a in baseline(words, files, tmp_path)]  # fmt: skip
+    if words == ("init",):
+        argv = baseline(words, files, tmp_path)
+    try:
+        ran = trustgw(capsys, *argv)
+    except Reached:
+        return
+    if ran.err.startswith("trustgw: INTERNAL: unexpected Reached"):
+        return
+    if words in {("verify",), ("trustlist", "verify"), ("config", "check")}:
+        assert ran.status in (0, 1) and ran.out.strip(), ran.err
+        return
+    assert ran.status == 0, ran.err
+
+
+def _ids(params: list[Any]) -> list[str]:
+    return [p.id for p in params]
+
+
+def test_the_walker_feeds_every_kind_of_malformed_value() -> None:
+    ids = _ids(cases())
+    for expected in (
+        "keys add --kid 129-chars",
+        "keys add --not-before no-offset",
+        "keys add --public-key directory",
+        "keys add --public-key bad-pem",
+        "keys revoke --at no-offset",
+        "verify --at no-offset",
+        "partner add --file missing",
+        "serve --listen no-port",
+        "trustlist export --since arabic-digit",
+    ):
+        assert expected in ids
+
+
+
+def test_a_real_process_prints_exactly_one_line(
+    files: Files, tmp_path: Path
+) -> None:
+    """Outside the test's logging capture: the dev-mode warning is held back on an error."""
+    import subprocess
+    import sys
+
+    out = str(tmp_path / "no" / "such" / "x")
+    argv = [sys.executable, "-m", "gateway.cli", "trustlist", "export",
+            "--data-dir", str(files.data_dir), "--out", out]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRUSTGW_")}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)  # noqa: S603
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("trustgw: IO_ERROR: ")
+    assert "-v shows 1 log line" in done.stderr
+    argv = [sys.executable, "-m", "gateway.cli", "keys", "add", "--data-dir", str(files.data_dir),
+            "--region", "110000", "--public-key", str(files.jwk), "--kid", "k" * 129]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)  # noqa: S603
+    assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
+    assert done.stderr.startswith("trustgw: MALFORMED: --kid: key id ")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [pytest.param([], id="no-command"), pytest.param(["nope"], id="unknown-command"),
+     pytest.param(["-v", "keys"], id="no-action"), pytest.param(["--nope"], id="unknown-option")],
+)  # fmt: skip
+def test_the_top_level_usage_errors_are_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    ran = trustgw(capsys, *argv)
+    assert assert_one_line_refusal(ran, caplog) == "USAGE" and ran.status == 2
