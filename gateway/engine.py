@@ -273,37 +273,53 @@ class Recogniser:
             )
         verified = self._decode(adapter, text, snapshot)
         status = verified.status
-        # From here on the fields are trusted: the signature verified with a key of the region.
-        # Revoked codes and holders (in-memory index, no database access): CODE_REVOKED.
-        snapshot.revocations.check(
-            status.region, status.code_id, status.holder, status.issued_at, now
-        )
-        if status.issued_at > now + CLOCK_SKEW:
-            raise CodeNotYetValidError(
-                f"the code is issued in the future ({status.issued_at.isoformat()})",
-                region=region.code,
-            )
-        if now > status.expires_at:
-            raise CodeExpiredError(
-                f"the code expired at {status.expires_at.isoformat()}", region=region.code
-            )
-        if now - status.issued_at > region.max_age:
-            raise CodeTooOldError(
-                f"the code was issued more than {region.max_age} ago", region=region.code
-            )
+        # From here on the fields are trusted: the signature verified with a key of the region
+        # that was valid and not revoked when the code was issued. Every refusal from here on
+        # carries the code's colour, mode and region (docs/api.md, "Decisions").
+        verified_fields: dict[str, Any] = {
+            "region": region.code,
+            "mode": region.mode,
+            "colour": status.colour,
+            "kid": verified.key.kid,
+            "holder": status.holder,
+            "code_id": status.code_id,
+        }
+        try:
+            self._check_verified(verified, snapshot, region.max_age, now)
+        except ForeignDataError as exc:
+            return None, Decision.refused(exc, **verified_fields)
         if status.colour is not Colour.GREEN:
             return None, Decision(
                 False,
                 NOT_GREEN,
                 f"the code is {status.colour.value}: only green is recognised",
-                region=region.code,
-                mode=region.mode,
-                colour=status.colour,
-                kid=verified.key.kid,
-                holder=status.holder,
-                code_id=status.code_id,
+                **verified_fields,
             )
         return verified, None
+
+    @staticmethod
+    def _check_verified(
+        verified: VerifiedCode, snapshot: RegistrySnapshot, max_age: timedelta, now: datetime
+    ) -> None:
+        """Revocation, then time: raises CODE_REVOKED, CODE_NOT_YET_VALID, CODE_EXPIRED or
+        CODE_TOO_OLD for a code whose signature verified."""
+        status = verified.status
+        region = status.region
+        # Revoked codes and holders (in-memory index, no database access): CODE_REVOKED.
+        snapshot.revocations.check(
+            region, status.code_id, status.holder, status.issued_at, now
+        )
+        if status.issued_at > now + CLOCK_SKEW:
+            raise CodeNotYetValidError(
+                f"the code is issued in the future ({status.issued_at.isoformat()})",
+                region=region,
+            )
+        if now > status.expires_at:
+            raise CodeExpiredError(
+                f"the code expired at {status.expires_at.isoformat()}", region=region
+            )
+        if now - status.issued_at > max_age:
+            raise CodeTooOldError(f"the code was issued more than {max_age} ago", region=region)
 
     def _recognised(
         self, verified: VerifiedCode, now: datetime
