@@ -19,7 +19,7 @@ from gateway.cli._common import (
     time_type,
 )
 from gateway.cli._registry import OPERATOR
-from keys.keystore import KeyDirectory, passphrase_from_env
+from keys.keystore import DEFAULT_ACTIVATION_DELAY, KeyDirectory, passphrase_from_env
 from keys.timeutil import to_iso, utcnow
 
 # --- keys -------------------------------------------------------------------------------------
@@ -228,9 +228,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--activate-in",
         type=_duration,
-        default=timedelta(0),
-        help="publish now, sign from this much later (e.g. 1h) so verifiers fetch it first "
-        "(default: at once)",
+        default=DEFAULT_ACTIVATION_DELAY,
+        help="publish now, sign from this much later so that replicas and verifiers have it "
+        "first (default 5m; 0 only in an emergency: signs once this host's watchers have it)",
     )
     p.add_argument("--validity", type=_duration, default=timedelta(days=365), help="(default 365d)")
     add_json(p)
