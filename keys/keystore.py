@@ -357,7 +357,7 @@ class KeyDirectory:
         once (it appears in :meth:`public_keys`). The role's previous ACTIVE keys become
         RETIRED: they keep signing until the new key is valid and stay published until their
         ``not_after``, so that what they signed can still be verified. The role's keys whose
-        ``not_after`` has passed are dropped (with their files).
+        ``not_after`` is before ``now`` are dropped (with their files).
         The manifest is replaced atomically.
 
         Raises ``ValueError`` if ``activate_at`` is before ``now`` or ``validity`` is not
@@ -378,7 +378,8 @@ class KeyDirectory:
         kept: list[_Entry] = []
         dropped: list[_Entry] = []
         for entry in self._entries:
-            if entry.info.role is role and entry.info.not_after <= now:
+            # Published through its not_after (what it signed may be valid until then).
+            if entry.info.role is role and entry.info.not_after < now:
                 dropped.append(entry)
             elif entry.info.role is role and entry.info.status is KeyStatus.ACTIVE:
                 kept.append(replace(entry, info=replace(entry.info, status=KeyStatus.RETIRED)))

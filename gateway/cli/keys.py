@@ -78,16 +78,9 @@ def cmd_keys_list(opts: argparse.Namespace) -> int:
 
 
 def _trust_from_key_dir(key_dir: KeyDirectory) -> Any:
-    from gateway.tokens import GatewayTrust, TrustedKey
-    from keys.model import HOME_REGION
+    from gateway.tokens import GatewayTrust
 
-    return GatewayTrust(
-        HOME_REGION,
-        tuple(
-            TrustedKey(i.kid, i.role.value, i.public_key, i.not_before, i.not_after)
-            for i in key_dir.public_keys()
-        ),
-    )
+    return GatewayTrust.from_key_infos(key_dir.public_keys())
 
 
 def cmd_keys_export(opts: argparse.Namespace) -> int:
