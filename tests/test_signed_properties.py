@@ -18,13 +18,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from signed_support import KINDS, LIMITS, ROLES, sign, verify
 
 from gateway import tokens
 from keys.errors import ConfigurationError, GatewayError, KeyRevokedError
-from keys.keystore import GatewayKeyInfo, KeyDirectory, KeyRole
+from keys.keystore import DEFAULT_ACTIVATION_DELAY, GatewayKeyInfo, KeyDirectory, KeyRole
 from keys.registry import RegistrySnapshot
 from keys.signed import Envelope
 from keys.timeutil import to_unix
@@ -41,14 +42,14 @@ from keys.trustlist import (
 # TRUSTGW_PROPERTY_EXAMPLES=2000 for a deeper run; the default keeps the suite fast. No deadline:
 # each example writes a key directory, and the machine may be loaded.
 PROPS = settings(
-    max_examples=int(os.environ.get("TRUSTGW_PROPERTY_EXAMPLES", "40")),
+    max_examples=int(os.environ.get("TRUSTGW_PROPERTY_EXAMPLES", "60")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
     derandomize="TRUSTGW_PROPERTY_EXAMPLES" not in os.environ,
 )
 
 T0 = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
-SPAN = 4 * 86_400  # seconds covered by a timeline
+SPAN = 3 * 86_400  # seconds covered by a timeline
 SECOND = timedelta(seconds=1)
 
 seconds = st.integers(min_value=0, max_value=SPAN)
@@ -69,16 +70,28 @@ class Rotation:
 
 
 @st.composite
-def timelines(draw: Any, roles: list[KeyRole]) -> tuple[timedelta, list[Rotation]]:
-    """The first keys' validity and a rotation plan; some rotations fall right at the first
-    keys' not_after (a second before, at, after), where pruning and hand-over happen."""
+def timelines(draw: Any, roles: list[KeyRole]) -> tuple[timedelta, list[Rotation], list[int]]:
+    """The first keys' validity, a rotation plan and signing instants. Some rotations fall right
+    at the first keys' not_after (a second before, at, after), where pruning and hand-over
+    happen; some signing instants fall right at a rotated key's activation and at that end."""
     validity = draw(validities)
     end = int(validity.total_seconds())
     at = st.one_of(seconds, st.sampled_from([end - 1, end, end + 1]))
-    plan = draw(
-        st.lists(st.builds(Rotation, at, st.sampled_from(roles), leads, validities), max_size=6)
+    plan = sorted(
+        draw(
+            st.lists(st.builds(Rotation, at, st.sampled_from(roles), leads, validities), max_size=6)
+        ),
+        key=lambda r: r.at,
     )
-    return validity, sorted(plan, key=lambda r: r.at)
+    boundaries = [end - 1, end]
+    for rotation in plan:
+        lead = DEFAULT_ACTIVATION_DELAY if rotation.lead is None else rotation.lead
+        start = rotation.at + int(lead.total_seconds())
+        boundaries += [start - 1, start]
+    signing = draw(
+        st.lists(st.one_of(seconds, st.sampled_from(boundaries)), min_size=1, max_size=5)
+    )
+    return validity, plan, [t for t in signing if 0 <= t <= SPAN]
 
 
 class Timeline:
@@ -132,20 +145,19 @@ def instants(extra: list[int], iat: int, exp: int) -> list[datetime]:
     return sorted(datetime.fromtimestamp(t, UTC) for t in points if t >= to_unix(T0))
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @PROPS
 @given(
-    kind=st.sampled_from(KINDS),
-    timeline_plan=timelines([KeyRole.ATTEST, KeyRole.ISSUE, KeyRole.TRUSTLIST]),
-    signing=st.lists(seconds, min_size=1, max_size=4),
+    timeline_plan=st.data(),
     checks=st.lists(st.integers(min_value=0, max_value=SPAN + 86_400), max_size=6),
 )
 def test_tokens_verify_exactly_within_their_stated_validity(
-    kind: str,
-    timeline_plan: tuple[timedelta, list[Rotation]],
-    signing: list[int],
-    checks: list[int],
+    kind: str, timeline_plan: st.DataObject, checks: list[int]
 ) -> None:
-    validity, plan = timeline_plan
+    # Mostly rotations of the role that signs this kind; the others must not disturb it.
+    others = [r for r in KeyRole if r is not ROLES[kind]]
+    roles = [ROLES[kind], ROLES[kind], ROLES[kind], *others]
+    validity, plan, signing = timeline_plan.draw(timelines(roles))
     with tempfile.TemporaryDirectory() as tmp:
         timeline = Timeline(Path(tmp) / "keys", validity, plan)
         outputs: list[tuple[datetime, Any, int, int, GatewayKeyInfo]] = []
@@ -162,6 +174,8 @@ def test_tokens_verify_exactly_within_their_stated_validity(
             assert exp == min(to_unix(at + LIMITS[kind]), to_unix(signer.not_after))
             outputs.append((at, output, iat, exp, signer))
         timeline.advance(T0 + timedelta(seconds=SPAN))
+        event(f"{len(outputs)} outputs, {len(timeline.times) - 1} rotations")
+        event(f"signed by a rotated key: {any(o[4].kid != outputs[0][4].kid for o in outputs)}")
         extra = [to_unix(T0) + c for c in checks]
         for signed_at, output, iat, exp, signer in outputs:
             for at in instants(extra, iat, exp):
@@ -199,16 +213,14 @@ def list_body(infos: list[GatewayKeyInfo]) -> dict[str, Any]:
 @given(
     timeline_plan=timelines([KeyRole.TRUSTLIST]),
     ttl=st.integers(min_value=600, max_value=86_400).map(lambda s: timedelta(seconds=s)),
-    signing=st.lists(seconds, min_size=1, max_size=4),
     checks=st.lists(st.integers(min_value=0, max_value=SPAN + 86_400), max_size=6),
 )
 def test_trust_lists_verify_exactly_within_their_stated_validity(
-    timeline_plan: tuple[timedelta, list[Rotation]],
+    timeline_plan: tuple[timedelta, list[Rotation], list[int]],
     ttl: timedelta,
-    signing: list[int],
     checks: list[int],
 ) -> None:
-    validity, plan = timeline_plan
+    validity, plan, signing = timeline_plan
     with tempfile.TemporaryDirectory() as tmp:
         timeline = Timeline(Path(tmp) / "keys", validity, plan)
         lists = []
@@ -230,6 +242,7 @@ def test_trust_lists_verify_exactly_within_their_stated_validity(
             assert signers == {i.kid for i in valid_now if i.not_after >= signed.expires}
             lists.append(signed)
         timeline.advance(T0 + timedelta(seconds=SPAN))
+        event(f"{len(lists)} lists, {len(timeline.times) - 1} rotations")
         extra = [to_unix(T0) + c for c in checks]
         for signed in lists:
             issued, expires = to_unix(signed.issued_at), to_unix(signed.expires)
