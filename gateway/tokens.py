@@ -244,11 +244,14 @@ def validity(now: datetime, key: GatewayKeyInfo, *limits: datetime) -> tuple[int
     window would be empty.
     """
     now = ensure_utc(now)
-    if not key.valid_at(now):
+    if not key.not_before <= now < key.not_after:
         raise ValueError(f"gateway key {key.kid} does not sign at {now.isoformat()}")
-    iat = to_unix(now)
-    exp = to_unix(min((ensure_utc(t) for t in limits), default=key.not_after))
-    exp = min(exp, to_unix(key.not_after))
+    end = key.not_after
+    for limit in limits:
+        limit = ensure_utc(limit)
+        if limit < end:
+            end = limit
+    iat, exp = int(now.timestamp()), int(end.timestamp())
     if exp < iat:
         raise ValueError("the validity would end before the output is signed")
     return iat, exp
