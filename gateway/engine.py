@@ -273,37 +273,53 @@ class Recogniser:
             )
         verified = self._decode(adapter, text, snapshot)
         status = verified.status
-        # From here on the fields are trusted: the signature verified with a key of the region.
-        # Revoked codes and holders (in-memory index, no database access): CODE_REVOKED.
-        snapshot.revocations.check(
-            status.region, status.code_id, status.holder, status.issued_at, now
-        )
-        if status.issued_at > now + CLOCK_SKEW:
-            raise CodeNotYetValidError(
-                f"the code is issued in the future ({status.issued_at.isoformat()})",
-                region=region.code,
-            )
-        if now > status.expires_at:
-            raise CodeExpiredError(
-                f"the code expired at {status.expires_at.isoformat()}", region=region.code
-            )
-        if now - status.issued_at > region.max_age:
-            raise CodeTooOldError(
-                f"the code was issued more than {region.max_age} ago", region=region.code
-            )
+        # From here on the fields are trusted: the signature verified with a key of the region
+        # that was valid and not revoked when the code was issued. Every refusal from here on
+        # carries the code's colour, mode and region (docs/api.md, "Decisions").
+        verified_fields: dict[str, Any] = {
+            "region": region.code,
+            "mode": region.mode,
+            "colour": status.colour,
+            "kid": verified.key.kid,
+            "holder": status.holder,
+            "code_id": status.code_id,
+        }
+        try:
+            self._check_verified(verified, snapshot, region.max_age, now)
+        except ForeignDataError as exc:
+            return None, Decision.refused(exc, **verified_fields)
         if status.colour is not Colour.GREEN:
             return None, Decision(
                 False,
                 NOT_GREEN,
                 f"the code is {status.colour.value}: only green is recognised",
-                region=region.code,
-                mode=region.mode,
-                colour=status.colour,
-                kid=verified.key.kid,
-                holder=status.holder,
-                code_id=status.code_id,
+                **verified_fields,
             )
         return verified, None
+
+    @staticmethod
+    def _check_verified(
+        verified: VerifiedCode, snapshot: RegistrySnapshot, max_age: timedelta, now: datetime
+    ) -> None:
+        """Revocation, then time: raises CODE_REVOKED, CODE_NOT_YET_VALID, CODE_EXPIRED or
+        CODE_TOO_OLD for a code whose signature verified."""
+        status = verified.status
+        region = status.region
+        # Revoked codes and holders (in-memory index, no database access): CODE_REVOKED.
+        snapshot.revocations.check(
+            region, status.code_id, status.holder, status.issued_at, now
+        )
+        if status.issued_at > now + CLOCK_SKEW:
+            raise CodeNotYetValidError(
+                f"the code is issued in the future ({status.issued_at.isoformat()})",
+                region=region,
+            )
+        if now > status.expires_at:
+            raise CodeExpiredError(
+                f"the code expired at {status.expires_at.isoformat()}", region=region
+            )
+        if now - status.issued_at > max_age:
+            raise CodeTooOldError(f"the code was issued more than {max_age} ago", region=region)
 
     def _recognised(
         self, verified: VerifiedCode, now: datetime
@@ -332,9 +348,6 @@ class Recogniser:
     ) -> Decision:
         status = verified.status
         info, key = self._signers.signer(KeyRole.ATTEST, now)
-        # Never longer than the code, a day, or the signing key's own validity (a retired key
-        # leaves the trust list after its not_after).
-        valid_until = min(status.expires_at, now + ATTESTATION_TTL, info.not_after)
         claims: dict[str, object] = {
             "region": status.region,
             "mode": mode.value,
@@ -344,12 +357,14 @@ class Recogniser:
             "code_kid": status.kid,
             "code_iat": to_unix(status.issued_at),
             "code_exp": to_unix(status.expires_at),
-            "iat": to_unix(now),
-            "exp": to_unix(valid_until),
         }
         if converted is not None:
             claims["converted_code_id"] = converted.code_id
-        attestation = tokens.sign_attestation(claims, info.kid, key)
+        # Signed now; never longer than the code, a day, or the signing key's own validity (a
+        # retired key leaves the trust list after its not_after): tokens.validity.
+        attestation, valid_until = tokens.attest(
+            info, key, now, claims, until=min(status.expires_at, now + ATTESTATION_TTL)
+        )
         return Decision(
             True,
             RECOGNISED,
@@ -368,24 +383,27 @@ class Recogniser:
     def _convert(self, verified: VerifiedCode, now: datetime) -> ConversionRecord:
         """Issue the home-province code for a verified green partner code.
 
-        Its validity is the source code's own window, never longer, so that converting the
-        same source again (even on another replica with the same key) yields the same bytes.
+        It is signed now (``iat``: the gateway's signing time, within the issuing key's
+        validity) and says when its source was issued (``src_iat``); it never outlives the
+        source code (``exp``). Converting the same source again yields this same code because
+        the store keeps the first record and every later caller gets that one
+        (:meth:`Conversions.get_or_create`), not because signing is repeatable.
         """
         status = verified.status
         info, key = self._signers.signer(KeyRole.ISSUE, now)
         code_id = tokens.home_code_id(status.region, status.code_id)
-        expires_at = min(status.expires_at, info.not_after)
-        code = tokens.sign_home_code(
+        code, expires_at = tokens.issue_home_code(
+            info,
+            key,
+            now,
             {
                 "id": code_id,
                 "holder": status.holder,
                 "colour": status.colour.value,
-                "iat": to_unix(status.issued_at),
-                "exp": to_unix(expires_at),
+                "src_iat": to_unix(status.issued_at),
                 "src": {"region": status.region, "code_id": status.code_id},
             },
-            info.kid,
-            key,
+            until=status.expires_at,
         )
         return ConversionRecord(
             region=status.region,

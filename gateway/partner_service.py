@@ -3,7 +3,9 @@
 A thin adapter over :class:`keys.trustregistry.TrustRegistry`: the caller's region comes from
 its mTLS certificate (``trustgw://partner/<region>``) and must be the submission's region, or
 the registry refuses it with ``REGION_FORBIDDEN``. Every refusal goes through the server's one
-error mapping (``gateway.server._guard``) as a status with ``ErrorInfo``.
+error mapping (``gateway.server._guard``) as a status with ``ErrorInfo``. Every receipt is
+signed by the gateway's attest key (:func:`gateway.tokens.sign_receipt`), so a partner can keep
+proof of what the gateway accepted and check it offline (:func:`gateway.tokens.verify_receipt`).
 
 On a plaintext development server (no TLS, so no certificate) a write is attributed to the
 region its own statement names: the region's anchors' signatures still decide whether it is
@@ -19,11 +21,14 @@ from typing import Protocol
 
 import grpc
 
+from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import registry_pb2 as rpb
 from gateway.api.v1 import registry_pb2_grpc as rpb_grpc
 from gateway.pki import Role
 from gateway.server import Gateway, InvalidRequestError, _guard, require
+from gateway.tokens import Attestation, sign_receipt
 from keys.errors import OversizedError
+from keys.keystore import KeyRole
 from keys.records import SubmissionKind, SubmissionResult
 from keys.signed import MAX_ENVELOPE_BYTES, Envelope
 from keys.timeutil import to_unix, utcnow
@@ -43,8 +48,9 @@ class _Apply(Protocol):
     ) -> Awaitable[SubmissionResult]: ...
 
 
-def receipt(result: SubmissionResult) -> rpb.SubmissionReceipt:
-    """The wire form of a submission's result."""
+def receipt(result: SubmissionResult, signed: Attestation) -> rpb.SubmissionReceipt:
+    """The wire form of a submission's result, with its signed form ``signed``
+    (:func:`gateway.tokens.sign_receipt`)."""
     return rpb.SubmissionReceipt(
         kind=_KINDS[result.kind],
         region=result.region,
@@ -62,6 +68,9 @@ def receipt(result: SubmissionResult) -> rpb.SubmissionReceipt:
         codes=result.codes,
         holders=result.holders,
         conversions_revoked=result.conversions_revoked,
+        attestation=pb.Attestation(
+            payload=signed.payload, key_id=signed.kid, alg=signed.alg, signature=signed.signature
+        ),
     )
 
 
@@ -100,10 +109,12 @@ class PartnerService(rpb_grpc.PartnerServiceServicer):
             if len(data) > MAX_ENVELOPE_BYTES:
                 raise OversizedError(f"a submission is at most {MAX_ENVELOPE_BYTES} bytes")
             region = peer.name if peer is not None else statement_region(data)
-            result = await apply(data, caller_region=region, now=utcnow())
+            now = utcnow()
+            result = await apply(data, caller_region=region, now=now)
             if not result.duplicate:
                 await self._gateway.publish_trustlist()
-            return receipt(result)
+            info, key = self._gateway.signer(KeyRole.ATTEST, now)
+            return receipt(result, sign_receipt(info, key, now, result))
 
         return await _guard(context, call)
 

@@ -99,6 +99,9 @@ class SubmissionReceipt:
     holders: int
     conversions_revoked: int
     server_request_id: str
+    # The receipt signed by the gateway: keep it as proof, verify it offline with
+    # gateway.tokens.verify_receipt (the fields above are an unsigned copy).
+    attestation: tokens.Attestation | None = None
 
 
 @dataclass(frozen=True)
@@ -544,6 +547,7 @@ def trust_from_proto(keys: pb.GatewayKeys) -> tokens.GatewayTrust:
                 PublicKey.from_spki(k.public_key, Algorithm(k.alg)),
                 from_unix(k.not_before),
                 from_unix(k.not_after),
+                k.status or "active",
             )
             for k in keys.keys
         ),
@@ -569,6 +573,16 @@ def receipt_from_proto(r: Any, server_request_id: str) -> SubmissionReceipt:
         holders=r.holders,
         conversions_revoked=r.conversions_revoked,
         server_request_id=server_request_id,
+        attestation=(
+            tokens.Attestation(
+                r.attestation.payload,
+                r.attestation.key_id,
+                r.attestation.alg,
+                r.attestation.signature,
+            )
+            if r.HasField("attestation")
+            else None
+        ),
     )
 
 

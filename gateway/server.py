@@ -39,6 +39,7 @@ from gateway.observability import (
 from gateway.pki import Peer, Role, TlsFiles, UnauthenticatedError, peer_from_auth_context
 from gateway.reclog import RecognitionLog
 from gateway.retention import PeriodicPurge, RetentionPolicy
+from gateway.trustfeed import DEFAULT_PUSH_TIMEOUT as TRUSTLIST_PUSH_TIMEOUT
 from gateway.trustfeed import DEFAULT_RESEND as TRUSTLIST_RESEND
 from gateway.trustfeed import TrustListFeed
 from keys.crypto import PrivateKey
@@ -129,6 +130,7 @@ class Gateway:
         # Partner writes refresh ``registry`` at once, so this process recognises with them.
         self.trust = TrustRegistry(store, pseudonymiser, registry, REGION_ALGORITHMS)
         self._trustlist_keys = key_dir  # the keys the trust list publishes (ahead of key_dir)
+        self._push_timeout = TRUSTLIST_PUSH_TIMEOUT
         self._trustlist_seen = -1  # the registry version the trust list was last recorded for
         self.trustlist = TrustListFeed(
             TrustListPublisher(
@@ -151,6 +153,11 @@ class Gateway:
     def signer(self, role: KeyRole, now: datetime) -> tuple[GatewayKeyInfo, PrivateKey]:
         """The gateway's current signing key for ``role`` (follows rotations without restart)."""
         return self.key_dir.signer(role, now)
+
+    def published_keys(self) -> list[GatewayKeyInfo]:
+        """The gateway keys published now (trust list, ``GetGatewayKeys``): during a reload a
+        new key is published before it may sign."""
+        return self._trustlist_keys.public_keys()
 
     @classmethod
     async def open(cls, config: GatewayConfig) -> Gateway:
@@ -207,11 +214,21 @@ class Gateway:
             except GatewayError as exc:
                 log.warning("key directory reload failed, keeping the loaded keys: %s", exc)
                 return
-            # A new key appears in the trust list before this gateway signs with it.
+            # A new key signs only once the trust list carrying it is recorded and every
+            # watcher of this process has been sent it (docs/verifying.md, "Keys and rotation").
             self._trustlist_keys = key_dir
             if not await self.publish_trustlist():
                 self._trustlist_keys = self.key_dir
                 return
+            behind = await self.trustlist.pushed(self.trustlist.version, self._push_timeout)
+            if behind:
+                log.warning(
+                    "%d trust-list watcher(s) did not take version %d within %s; "
+                    "signing with the reloaded keys anyway",
+                    behind,
+                    self.trustlist.version,
+                    self._push_timeout,
+                )
             self.key_dir = key_dir
             self._key_dir_stamp = stamp
             log.info("gateway keys reloaded: %s", [k.kid for k in key_dir.public_keys()])
@@ -514,7 +531,7 @@ class RecognitionService(pb_grpc.RecognitionServiceServicer):
                         not_after=to_unix(info.not_after),
                         status=info.status.value,
                     )
-                    for info in self._gateway.key_dir.public_keys()
+                    for info in self._gateway.published_keys()
                 ],
             )
 

@@ -1,43 +1,68 @@
-"""What the gateway signs: decision attestations and converted home-province codes.
+"""What the gateway signs: decision attestations, converted home-province codes, receipts.
 
-Both formats live here, signer and verifier side by side, so that they cannot drift apart. The
+Every format lives here, signer and verifier side by side, so that they cannot drift apart. The
 verifier side needs only the gateway's public keys (a trust file, see :class:`GatewayTrust`) and
 no network: a checkpoint can keep a decision and check it later, offline.
 
-Attestation: ``payload`` is canonical JSON (UTF-8, sorted keys, no spaces); the signature is
-Ed25519 over exactly those bytes. Verifiers check the bytes they received, then parse them.
+Attestation and receipt: ``payload`` is canonical JSON (UTF-8, sorted keys, no spaces); the
+signature is Ed25519 over exactly those bytes. Verifiers check the bytes they received, then
+parse them.
 
 Home-province code: ``SD1:`` + base64url(payload) + ``.`` + base64url(signature), the payload
 being canonical JSON that names its key id; the signature covers the base64url payload text as
 it stands in the code (the bytes before the ``.``), so nothing is re-serialised to verify.
+
+One validity rule for all three (docs/verifying.md, "When a signed output is valid"): ``iat``
+is when the gateway signed, ``exp`` the last second it holds; the signing key must have been
+valid at ``iat`` (``not_before <= iat < not_after``), ``exp`` is never later than the key's
+``not_after``, and the output is valid at *t* exactly when ``iat <= t <= exp``. The signing
+side builds ``iat``/``exp`` in one place (:func:`validity`), so it cannot state a window the
+verifying side refuses.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from keys.crypto import Algorithm, PrivateKey, PublicKey, b64url_decode, b64url_encode
+from keys.crypto import (
+    Algorithm,
+    PrivateKey,
+    PublicKey,
+    b64url_decode,
+    b64url_encode,
+    load_public_key,
+)
 from keys.errors import (
     CodeExpiredError,
     CodeNotYetValidError,
+    GatewayError,
     KeyNotValidError,
+    KeyRevokedError,
     KeyUnknownError,
     MalformedError,
     OversizedError,
 )
 from keys.model import HOME_REGION
+from keys.records import SubmissionResult
 from keys.timeutil import ensure_utc, from_unix, to_unix
+
+if TYPE_CHECKING:
+    from keys.keystore import GatewayKeyInfo
+    from keys.trustlist import TrustList
 
 ATTESTATION_TYPE = "trustgw/attestation/v1"
 HOME_CODE_TYPE = "trustgw/home-code/v1"
+RECEIPT_TYPE = "trustgw/receipt/v1"
 HOME_CODE_PREFIX = "SD1:"
 MAX_TOKEN_BYTES = 4096
 MAX_TRUST_FILE_BYTES = 256 * 1024
+REVOKED = "revoked"  # the one key status that matters to a verifier
+KEY_STATUSES = frozenset({"active", "retired", REVOKED})
 
 
 def canonical_json(obj: Mapping[str, Any]) -> bytes:
@@ -61,11 +86,22 @@ def _parse_json_object(data: bytes, what: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class TrustedKey:
+    """One of the gateway's public keys, as a verifier holds it.
+
+    The key signs in ``[not_before, not_after)``; ``status`` is ``active``, ``retired`` (a
+    successor signs; what it signed stays valid) or ``revoked`` (nothing it signed is valid).
+    """
+
     kid: str
-    role: str  # "attest" | "issue"
+    role: str  # "attest" | "issue" | "trustlist"
     public_key: PublicKey
     not_before: datetime
     not_after: datetime
+    status: str = "active"
+
+    def __post_init__(self) -> None:
+        if self.status not in KEY_STATUSES:
+            raise ValueError(f"unknown key status {self.status[:16]!r}")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,7 +111,27 @@ class TrustedKey:
             "public_key": b64url_encode(self.public_key.spki),
             "not_before": to_unix(self.not_before),
             "not_after": to_unix(self.not_after),
+            "status": self.status,
         }
+
+    def check_signed(self, iat: datetime, exp: datetime) -> None:
+        """Refuse an output this key signed at ``iat`` and that states validity until ``exp``.
+
+        Raises :class:`KeyRevokedError` if the key is revoked, :class:`KeyNotValidError` unless
+        ``not_before <= iat < not_after`` and ``exp <= not_after``.
+        """
+        if self.status == REVOKED:
+            raise KeyRevokedError(f"gateway key {self.kid} is revoked", kid=self.kid)
+        if not self.not_before <= iat < self.not_after:
+            raise KeyNotValidError(
+                f"gateway key {self.kid} was not valid at signing time {iat.isoformat()}",
+                kid=self.kid,
+            )
+        if exp > self.not_after:
+            raise KeyNotValidError(
+                f"the validity stated ({exp.isoformat()}) outlasts gateway key {self.kid}",
+                kid=self.kid,
+            )
 
 
 @dataclass(frozen=True)
@@ -85,23 +141,30 @@ class GatewayTrust:
     region: str
     keys: tuple[TrustedKey, ...]
 
-    def key(self, kid: str, role: str, signed_at: datetime) -> TrustedKey:
-        """The key ``kid`` of ``role``, which must have been valid at ``signed_at``."""
+    def find(self, kid: str, role: str) -> TrustedKey:
+        """The key ``kid`` of ``role``; raises :class:`KeyUnknownError`."""
         for key in self.keys:
             if key.kid == kid and key.role == role:
-                if not key.not_before <= signed_at <= key.not_after:
-                    raise KeyNotValidError(
-                        f"gateway key {kid} was not valid at signing time", kid=kid
-                    )
                 return key
-        raise KeyUnknownError(f"no trusted gateway {role} key {kid!r}", kid=kid)
+        raise KeyUnknownError(f"no trusted gateway {role} key {kid[:40]!r}", kid=kid[:40])
+
+    def key(self, kid: str, role: str, signed_at: datetime) -> TrustedKey:
+        """The key ``kid`` of ``role``, which must have been valid (and not revoked) at
+        ``signed_at``. Raises :class:`KeyUnknownError`, :class:`KeyNotValidError`,
+        :class:`KeyRevokedError`."""
+        key = self.find(kid, role)
+        key.check_signed(signed_at, signed_at)
+        return key
 
     def to_json(self) -> dict[str, Any]:
         return {"region": self.region, "keys": [k.to_json() for k in self.keys]}
 
     @classmethod
     def from_json(cls, data: bytes | str | Mapping[str, Any]) -> GatewayTrust:
-        """Parse a trust file; raises :class:`MalformedError`."""
+        """Parse a trust file (``trustgw keys export``); raises :class:`MalformedError`.
+
+        ``status`` is optional (files written before it existed): absent means ``active``.
+        """
         if isinstance(data, (bytes, str)):
             raw = data.encode() if isinstance(data, str) else data
             if len(raw) > MAX_TRUST_FILE_BYTES:
@@ -122,19 +185,108 @@ class GatewayTrust:
                     ),
                     not_before=from_unix(int(k["not_before"])),
                     not_after=from_unix(int(k["not_after"])),
+                    status=str(k.get("status", "active")),
                 )
                 for k in obj["keys"]
             )
             return cls(region=str(obj.get("region", HOME_REGION)), keys=keys)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise MalformedError(f"the trust file is not valid: {exc}") from None
 
+    @classmethod
+    def from_key_infos(cls, infos: Iterable[GatewayKeyInfo]) -> GatewayTrust:
+        """The trust a verifier gets from the gateway's published keys (``keys export``)."""
+        return cls(
+            HOME_REGION,
+            tuple(
+                TrustedKey(
+                    i.kid, i.role.value, i.public_key, i.not_before, i.not_after, i.status.value
+                )
+                for i in infos
+            ),
+        )
 
-# --- attestations ----------------------------------------------------------------------------
+    @classmethod
+    def from_trustlist(cls, trust_list: TrustList) -> GatewayTrust:
+        """The gateway's keys as a verified trust list publishes them (owner ``370000``).
+
+        Raises :class:`MalformedError` for a key entry that does not load.
+        """
+        keys = []
+        try:
+            for entry in trust_list.keys(HOME_REGION):
+                keys.append(
+                    TrustedKey(
+                        str(entry["kid"]),
+                        str(entry["role"]),
+                        load_public_key(entry["public_key"]),
+                        from_unix(entry["not_before"]),
+                        from_unix(entry["not_after"]),
+                        str(entry["status"]),
+                    )
+                )
+        except GatewayError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedError(f"the trust list's gateway keys are not valid: {exc}") from None
+        return cls(HOME_REGION, tuple(keys))
+
+
+# --- the validity every signed output states ---------------------------------------------------
+
+
+def validity(now: datetime, key: GatewayKeyInfo, *limits: datetime) -> tuple[int, int]:
+    """``(iat, exp)`` in unix seconds for an output ``key`` signs at ``now``.
+
+    ``iat`` is ``now`` (whole seconds, rounded down); ``exp`` the earliest of ``limits`` and
+    the key's ``not_after``, rounded down. Raises ``ValueError`` (a programming error: the
+    key directory hands out only keys valid now) if ``key`` does not sign at ``now``, or the
+    window would be empty.
+    """
+    now = ensure_utc(now)
+    if not key.not_before <= now < key.not_after:
+        raise ValueError(f"gateway key {key.kid} does not sign at {now.isoformat()}")
+    end = key.not_after
+    for limit in limits:
+        limit = ensure_utc(limit)
+        if limit < end:
+            end = limit
+    iat, exp = int(now.timestamp()), int(end.timestamp())
+    if exp < iat:
+        raise ValueError("the validity would end before the output is signed")
+    return iat, exp
+
+
+def _times(claims: Mapping[str, Any], what: str) -> tuple[datetime, datetime]:
+    iat, exp = claims.get("iat"), claims.get("exp")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (iat, exp)):
+        raise MalformedError(f"the {what} lacks whole-second iat/exp times")
+    try:
+        start, end = from_unix(iat), from_unix(exp)  # type: ignore[arg-type]
+    except ValueError:
+        raise MalformedError(f"the {what}'s iat/exp are out of range") from None
+    if end < start:
+        raise MalformedError(f"the {what} expires before it is issued")
+    return start, end
+
+
+def _check_valid(claims: Mapping[str, Any], key: TrustedKey, now: datetime, what: str) -> None:
+    """The one validity rule: key valid at ``iat``, ``exp`` within it, ``iat <= now <= exp``."""
+    iat, exp = _times(claims, what)
+    key.check_signed(iat, exp)
+    if now < iat:
+        raise CodeNotYetValidError(f"the {what} is not valid before {iat.isoformat()}")
+    if now > exp:
+        raise CodeExpiredError(f"the {what} expired at {exp.isoformat()}")
+
+
+# --- attestations and receipts -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Attestation:
+    """A payload signed by the gateway's ``attest`` key: a decision, or a receipt."""
+
     payload: bytes
     kid: str
     alg: str
@@ -163,31 +315,98 @@ class Attestation:
 
 
 def sign_attestation(claims: Mapping[str, Any], kid: str, key: PrivateKey) -> Attestation:
-    """Sign a decision. ``claims`` must hold at least ``iat`` and ``exp`` (unix seconds)."""
+    """Sign a decision as given. ``claims`` must hold at least ``iat`` and ``exp`` (unix
+    seconds); :func:`attest` builds them by the validity rule."""
     payload = canonical_json({"typ": ATTESTATION_TYPE, "iss": HOME_REGION, **claims})
     return Attestation(payload, kid, str(key.alg), key.sign(payload))
 
 
-def verify_attestation(att: Attestation, trust: GatewayTrust, now: datetime) -> dict[str, Any]:
-    """Verify an attestation offline and return its claims.
+def attest(
+    info: GatewayKeyInfo,
+    key: PrivateKey,
+    now: datetime,
+    claims: Mapping[str, Any],
+    *,
+    until: datetime,
+) -> tuple[Attestation, datetime]:
+    """Sign a decision taken at ``now``; returns the attestation and its ``exp``.
 
-    Raises :class:`KeyUnknownError`, :class:`SignatureInvalidError`, :class:`CodeExpiredError`
-    or :class:`MalformedError`.
+    ``iat`` = ``now``, ``exp`` = the earlier of ``until`` and the key's ``not_after``. Raises
+    ``ValueError`` as :func:`validity`.
     """
-    now = ensure_utc(now)
-    # The signature first, over the exact bytes; the signing time comes from the payload, so
-    # try the key as named and only trust the payload's times once the signature holds.
-    candidates = [k for k in trust.keys if k.kid == att.kid and k.role == "attest"]
-    if not candidates:
-        raise KeyUnknownError(f"no trusted gateway attest key {att.kid!r}", kid=att.kid)
-    if att.alg != str(candidates[0].public_key.alg):
-        raise MalformedError(f"attestation algorithm {att.alg[:16]!r} does not match key {att.kid}")
-    candidates[0].public_key.verify(att.payload, att.signature)
-    claims = _parse_json_object(att.payload, "attestation payload")
-    if claims.get("typ") != ATTESTATION_TYPE:
-        raise MalformedError("the payload is not a trustgw attestation")
-    _check_window(claims, now, "attestation")
-    trust.key(att.kid, "attest", from_unix(claims["iat"]))
+    iat, exp = validity(now, info, until)
+    return sign_attestation({**claims, "iat": iat, "exp": exp}, info.kid, key), from_unix(exp)
+
+
+def _verify_payload(
+    att: Attestation, trust: GatewayTrust, typ: str, what: str
+) -> tuple[TrustedKey, dict[str, Any]]:
+    # The signature first, over the exact bytes; only then are the payload's fields trusted.
+    key = trust.find(att.kid, "attest")
+    if att.alg != str(key.public_key.alg):
+        raise MalformedError(f"{what} algorithm {att.alg[:16]!r} does not match key {att.kid}")
+    key.public_key.verify(att.payload, att.signature)
+    claims = _parse_json_object(att.payload, f"{what} payload")
+    if claims.get("typ") != typ:
+        raise MalformedError(f"the payload is not a trustgw {what}")
+    return key, claims
+
+
+def verify_attestation(att: Attestation, trust: GatewayTrust, now: datetime) -> dict[str, Any]:
+    """Verify an attestation offline at ``now`` and return its claims.
+
+    Raises :class:`KeyUnknownError`, :class:`SignatureInvalidError`, :class:`KeyNotValidError`,
+    :class:`KeyRevokedError`, :class:`CodeNotYetValidError`, :class:`CodeExpiredError` or
+    :class:`MalformedError`.
+    """
+    key, claims = _verify_payload(att, trust, ATTESTATION_TYPE, "attestation")
+    _check_valid(claims, key, ensure_utc(now), "attestation")
+    return claims
+
+
+def receipt_claims(result: SubmissionResult) -> dict[str, Any]:
+    """What a receipt asserts about a submission: the ``SubmissionReceipt`` fields, same names."""
+    return {
+        "kind": result.kind.value,
+        "region": result.region,
+        "digest": result.digest,
+        "accepted_at": to_unix(result.accepted_at),
+        "duplicate": result.duplicate,
+        "version": result.version or 0,
+        "keys_added": list(result.keys_added),
+        "keys_removed": list(result.keys_removed),
+        "keys_kept": list(result.keys_kept),
+        "anchors_rotated": result.anchors_rotated,
+        "key_id": result.kid or "",
+        "revoked_at": 0 if result.revoked_at is None else to_unix(result.revoked_at),
+        "batch_id": result.batch_id or "",
+        "codes": result.codes,
+        "holders": result.holders,
+        "conversions_revoked": result.conversions_revoked,
+    }
+
+
+def sign_receipt(
+    info: GatewayKeyInfo, key: PrivateKey, now: datetime, result: SubmissionResult
+) -> Attestation:
+    """Sign the receipt of a partner submission at ``now`` with an ``attest`` key.
+
+    ``iat`` = ``now``; ``exp`` = the key's ``not_after``: the receipt is proof for as long as
+    its key is published. Raises ``ValueError`` as :func:`validity`.
+    """
+    iat, exp = validity(now, info)
+    claims = {"typ": RECEIPT_TYPE, "iss": HOME_REGION, **receipt_claims(result)}
+    payload = canonical_json({**claims, "iat": iat, "exp": exp})
+    return Attestation(payload, info.kid, str(key.alg), key.sign(payload))
+
+
+def verify_receipt(att: Attestation, trust: GatewayTrust, now: datetime) -> dict[str, Any]:
+    """Verify a submission receipt offline at ``now`` and return its claims.
+
+    Raises as :func:`verify_attestation`.
+    """
+    key, claims = _verify_payload(att, trust, RECEIPT_TYPE, "receipt")
+    _check_valid(claims, key, ensure_utc(now), "receipt")
     return claims
 
 
@@ -201,11 +420,30 @@ def home_code_id(region: str, source_code_id: str) -> str:
 
 
 def sign_home_code(claims: Mapping[str, Any], kid: str, key: PrivateKey) -> str:
-    """Issue a home-province code. ``claims`` holds id, holder, colour, iat, exp and src."""
+    """Sign a home-province code as given. ``claims`` holds id, holder, colour, iat, exp and
+    src; :func:`issue_home_code` builds ``iat``/``exp`` by the validity rule."""
     payload = canonical_json({"typ": HOME_CODE_TYPE, "iss": HOME_REGION, "kid": kid, **claims})
     body = b64url_encode(payload)
     signature = key.sign(body.encode("ascii"))
     return f"{HOME_CODE_PREFIX}{body}.{b64url_encode(signature)}"
+
+
+def issue_home_code(
+    info: GatewayKeyInfo,
+    key: PrivateKey,
+    now: datetime,
+    claims: Mapping[str, Any],
+    *,
+    until: datetime,
+) -> tuple[str, datetime]:
+    """Issue a home-province code at ``now``; returns the code and its ``exp``.
+
+    ``iat`` = ``now`` (the gateway's signing time, not the source code's: that is ``src_iat``
+    in ``claims``); ``exp`` = the earlier of ``until`` and the key's ``not_after``. Raises
+    ``ValueError`` as :func:`validity`.
+    """
+    iat, exp = validity(now, info, until)
+    return sign_home_code({**claims, "iat": iat, "exp": exp}, info.kid, key), from_unix(exp)
 
 
 def home_code_kid(code: str) -> str:
@@ -215,10 +453,11 @@ def home_code_kid(code: str) -> str:
 
 
 def verify_home_code(code: str, trust: GatewayTrust, now: datetime) -> dict[str, Any]:
-    """Verify a converted home-province code offline and return its claims.
+    """Verify a converted home-province code offline at ``now`` and return its claims.
 
-    Raises :class:`MalformedError`, :class:`KeyUnknownError`, :class:`SignatureInvalidError` or
-    :class:`CodeExpiredError`.
+    Raises :class:`MalformedError`, :class:`OversizedError`, :class:`KeyUnknownError`,
+    :class:`SignatureInvalidError`, :class:`KeyNotValidError`, :class:`KeyRevokedError`,
+    :class:`CodeNotYetValidError` or :class:`CodeExpiredError`.
     """
     now = ensure_utc(now)
     code = code.strip()
@@ -232,28 +471,10 @@ def verify_home_code(code: str, trust: GatewayTrust, now: datetime) -> dict[str,
     payload = b64url_decode(body)
     signature = b64url_decode(sig_text)
     # The key id sits inside the payload; it is only a hint until the signature verifies.
-    hint = _parse_json_object(payload, "home code payload").get("kid")
-    candidates = [k for k in trust.keys if k.kid == hint and k.role == "issue"]
-    if not candidates:
-        raise KeyUnknownError(
-            f"no trusted gateway issue key {str(hint)[:40]!r}", kid=str(hint)[:40]
-        )
-    candidates[0].public_key.verify(body.encode("ascii"), signature)
+    key = trust.find(str(_parse_json_object(payload, "home code payload").get("kid")), "issue")
+    key.public_key.verify(body.encode("ascii"), signature)
     claims = _parse_json_object(payload, "home code payload")
     if claims.get("typ") != HOME_CODE_TYPE:
         raise MalformedError("the payload is not a trustgw home-province code")
-    _check_window(claims, now, "code")
-    trust.key(str(hint), "issue", from_unix(claims["iat"]))
+    _check_valid(claims, key, now, "code")
     return claims
-
-
-def _check_window(claims: Mapping[str, Any], now: datetime, what: str) -> None:
-    try:
-        iat = from_unix(claims["iat"])
-        exp = from_unix(claims["exp"])
-    except (KeyError, ValueError):
-        raise MalformedError(f"the {what} lacks valid iat/exp times") from None
-    if now < iat:
-        raise CodeNotYetValidError(f"the {what} is not valid before {iat.isoformat()}")
-    if now > exp:
-        raise CodeExpiredError(f"the {what} expired at {exp.isoformat()}")

@@ -67,16 +67,24 @@ class TrustListService(rpb_grpc.TrustListServiceServicer):
         except GatewayError as exc:
             await context.abort_with_status(_rich_status(exc))
         held = request.since_version
-        while not feed.closed:
-            if feed.version == held:
-                if await feed.wait(held, feed.resend.total_seconds()):
-                    continue  # a new version, or the feed closed
-                since = 0  # nothing changed for a while: the same version, freshly signed
-            else:
-                since = held
-            try:
-                signed = await feed.signed(since, utcnow())
-            except GatewayError as exc:
-                await context.abort_with_status(_rich_status(exc))
-            held = signed.version
-            yield trustlist_to_proto(signed)
+        with feed.watching(held) as watch:
+            resend = feed.resend.total_seconds()
+            while not feed.closed:
+                if feed.version == held:
+                    if await feed.wait(held, resend):
+                        continue  # a new version, or the feed closed
+                    since = 0  # nothing changed for a while: the same version, freshly signed
+                else:
+                    since = held
+                try:
+                    signed = await feed.signed(since, utcnow())
+                except GatewayError as exc:
+                    await context.abort_with_status(_rich_status(exc))
+                held = signed.version
+                # Re-send well before the list held expires (its lifetime can be cut short by a
+                # trustlist key's not_after), at most every feed.resend.
+                lifetime = (signed.expires - signed.issued_at).total_seconds()
+                resend = min(feed.resend.total_seconds(), max(1.0, lifetime / 2))
+                yield trustlist_to_proto(signed)
+                # Resumed only once the message has been written: this client has the list.
+                watch.delivered(held)

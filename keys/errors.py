@@ -159,6 +159,13 @@ class TrustListExpiredError(ForeignDataError):
     default_message = "the trust list has expired"
 
 
+class TrustListNotYetValidError(ForeignDataError):
+    """A trust list checked before the moment it says it was signed."""
+
+    reason = "TRUSTLIST_NOT_YET_VALID"
+    default_message = "the trust list is not valid yet (check the verifier's clock)"
+
+
 class TrustListRollbackError(ForeignDataError):
     reason = "TRUSTLIST_ROLLBACK"
     default_message = "the trust list is older than the one already trusted"

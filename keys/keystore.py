@@ -57,6 +57,13 @@ SCRYPT_R = 8
 SCRYPT_P = 1
 _MAX_FILE_BYTES = 1024 * 1024
 
+# A rotation's new key signs this long after it is published, unless told otherwise: long
+# enough for every replica to reload the key directory (one refresh interval, 0.5 s by default,
+# or a copy to another host) and to record and push the trust list that carries the key, and for
+# a watcher whose connection dropped to reconnect (gRPC backs off up to 120 s between attempts)
+# and fetch that list. See docs/operations.md, "Rotating keys".
+DEFAULT_ACTIVATION_DELAY = timedelta(minutes=5)
+
 # Names of environment variables, not secrets.
 ENV_PASSPHRASE = "TRUSTGW_PASSPHRASE"  # noqa: S105
 ENV_PASSPHRASE_FILE = "TRUSTGW_PASSPHRASE_FILE"  # noqa: S105
@@ -262,7 +269,8 @@ class KeyDirectory:
         )
         if not any(e.info.role is KeyRole.TRUSTLIST for e in entries):
             start = ensure_utc(now if now is not None else datetime.now(UTC))
-            info = directory.rotate(KeyRole.TRUSTLIST, start)
+            # No trustlist key existed, so no verifier can be waiting for this one: at once.
+            info = directory.rotate(KeyRole.TRUSTLIST, start, activate_at=start)
             log.info("key directory %s had no trustlist key: created %s", path, info.kid)
         return directory
 
@@ -341,20 +349,24 @@ class KeyDirectory:
         activate_at: datetime | None = None,
         validity: timedelta = timedelta(days=365),
     ) -> GatewayKeyInfo:
-        """Add a new key for ``role`` that signs from ``activate_at`` (default: ``now``) on.
+        """Add a new key for ``role`` that signs from ``activate_at`` on.
 
-        The new key is published at once (it appears in :meth:`public_keys`), so partners can
-        fetch it before it is used. The role's previous ACTIVE keys become RETIRED: they keep
-        signing until the new key is valid and stay published until their ``not_after``, so that
-        what they signed can still be verified. The role's keys whose ``not_after`` has passed are
-        dropped (with their files).
+        ``activate_at`` defaults to ``now`` + :data:`DEFAULT_ACTIVATION_DELAY`, so that every
+        replica and every trust-list watcher has the key before anything carries its signature;
+        ``activate_at=now`` is for an emergency (a compromised key). The new key is published at
+        once (it appears in :meth:`public_keys`). The role's previous ACTIVE keys become
+        RETIRED: they keep signing until the new key is valid and stay published until their
+        ``not_after``, so that what they signed can still be verified. The role's keys whose
+        ``not_after`` is before ``now`` are dropped (with their files).
         The manifest is replaced atomically.
 
         Raises ``ValueError`` if ``activate_at`` is before ``now`` or ``validity`` is not
         positive, :class:`KeyDirectoryError` if the directory cannot be written.
         """
         now = ensure_utc(now).replace(microsecond=0)
-        start = now if activate_at is None else ensure_utc(activate_at).replace(microsecond=0)
+        if activate_at is None:
+            activate_at = now + DEFAULT_ACTIVATION_DELAY
+        start = ensure_utc(activate_at).replace(microsecond=0)
         if start < now:
             raise ValueError("activate_at must not be in the past")
         if validity <= timedelta(0):
@@ -366,7 +378,8 @@ class KeyDirectory:
         kept: list[_Entry] = []
         dropped: list[_Entry] = []
         for entry in self._entries:
-            if entry.info.role is role and entry.info.not_after <= now:
+            # Published through its not_after (what it signed may be valid until then).
+            if entry.info.role is role and entry.info.not_after < now:
                 dropped.append(entry)
             elif entry.info.role is role and entry.info.status is KeyStatus.ACTIVE:
                 kept.append(replace(entry, info=replace(entry.info, status=KeyStatus.RETIRED)))

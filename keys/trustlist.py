@@ -9,12 +9,19 @@ Client side: :class:`TrustListVerifier` refuses an older version (``TRUSTLIST_RO
 expired list (``TRUSTLIST_EXPIRED``), a bad signature (``SIGNATURE_INVALID``), and a list or
 delta that contradicts the one it holds (``TRUSTLIST_CONFLICT``).
 
+Validity (docs/trust-registry.md §9): a list signed at ``issued_at`` is valid at *t* exactly
+when ``issued_at <= t < expires``. ``expires`` is ``issued_at`` + the lifetime (24 h), cut to
+the latest ``not_after`` of the trustlist keys valid at ``issued_at``; the list is signed by
+every trustlist key valid at ``issued_at`` whose ``not_after`` is not before ``expires``, so
+each signature is by a key valid over the list's whole validity (:func:`signing_plan`).
+
 Trustlist key rotation rule (verifier side): a list is accepted when at least one of its
-signatures verifies with a key the verifier already trusts. It trusts the pinned keys it
-started with, and after each accepted list exactly the ``trustlist`` keys that list publishes.
-The gateway announces a new trustlist key in the list before signing with it, and signs with
-every trustlist key valid at the time, so a verifier follows a rotation whether it saw the
-announcement (the new key was in the previous list) or not (the old key signs as well).
+signatures verifies with a key the verifier already trusts and, where the verifier knows that
+key's validity, ``not_before <= issued_at`` and ``expires <= not_after``. It trusts the pinned
+keys it started with, and after each accepted list exactly the ``trustlist`` keys that list
+publishes. The gateway announces a new trustlist key in the list before signing with it, and
+signs with every trustlist key valid at the time, so a verifier follows a rotation whether it
+saw the announcement (the new key was in the previous list) or not (the old key signs as well).
 """
 
 from __future__ import annotations
@@ -34,10 +41,11 @@ from keys.errors import (
     SignatureInvalidError,
     TrustListConflictError,
     TrustListExpiredError,
+    TrustListNotYetValidError,
     TrustListRollbackError,
 )
 from keys.keystore import GatewayKeyInfo, KeyRole
-from keys.model import HOME_REGION
+from keys.model import HOME_REGION, KeyStatus
 from keys.records import TrustListVersion
 from keys.registry import RegistrySnapshot
 from keys.signed import Envelope, canonical_json, get_int, require_keys
@@ -229,8 +237,7 @@ class TrustListPublisher:
         if (
             cached is not None
             and cached.version == current.version
-            and now < cached.issued_at + self._ttl / 2
-            and now >= cached.issued_at
+            and cached.issued_at <= now < cached.issued_at + (cached.expires - cached.issued_at) / 2
         ):
             return cached
         content = json.loads(current.content)
@@ -279,16 +286,43 @@ class TrustListPublisher:
     def _sign(
         self, body: dict[str, Any], version: int, since: int | None, now: datetime
     ) -> SignedTrustList:
-        issued = now.replace(microsecond=0)
-        expires = issued + self._ttl
-        body = {**body, "issued_at": to_unix(issued), "expires": to_unix(expires)}
-        signers = self._keys().signers(KeyRole.TRUSTLIST, issued)
-        if not signers:
-            raise ConfigurationError(
-                "the gateway has no valid trustlist key: trustgw keys rotate --role trustlist"
-            )
-        envelope = Envelope.sign(canonical_json(body), [(i.kid, k) for i, k in signers])
-        return SignedTrustList(version, since, issued, expires, envelope.to_bytes())
+        return sign_trustlist(body, version, since, self._keys(), now, self._ttl)
+
+
+def sign_trustlist(
+    body: Mapping[str, Any],
+    version: int,
+    since: int | None,
+    keys: TrustListKeys,
+    now: datetime,
+    ttl: timedelta,
+) -> SignedTrustList:
+    """Sign a list or delta ``body`` at ``now`` (whole seconds) by :func:`signing_plan`.
+
+    Raises :class:`ConfigurationError` when no trustlist key is valid at ``now``.
+    """
+    issued = ensure_utc(now).replace(microsecond=0)
+    signers, expires = signing_plan(keys.signers(KeyRole.TRUSTLIST, issued), issued, ttl)
+    signed = {**body, "issued_at": to_unix(issued), "expires": to_unix(expires)}
+    envelope = Envelope.sign(canonical_json(signed), [(i.kid, k) for i, k in signers])
+    return SignedTrustList(version, since, issued, expires, envelope.to_bytes())
+
+
+def signing_plan(
+    valid: Sequence[tuple[GatewayKeyInfo, PrivateKey]], issued: datetime, ttl: timedelta
+) -> tuple[list[tuple[GatewayKeyInfo, PrivateKey]], datetime]:
+    """Who signs a list issued at ``issued`` (whole seconds), and until when it is valid.
+
+    ``valid`` are the trustlist keys valid at ``issued``. ``expires`` is ``issued + ttl``, cut
+    to the latest ``not_after`` among them; the signers are those whose ``not_after`` is not
+    before ``expires``. Raises :class:`ConfigurationError` when there is no valid key.
+    """
+    if not valid:
+        raise ConfigurationError(
+            "the gateway has no valid trustlist key: trustgw keys rotate --role trustlist"
+        )
+    expires = min(issued + ttl, max(info.not_after for info, _ in valid))
+    return [(i, k) for i, k in valid if i.not_after >= expires], expires
 
 
 # --- verifying (client side) -----------------------------------------------------------------
@@ -296,15 +330,31 @@ class TrustListPublisher:
 
 @dataclass(frozen=True)
 class PinnedKey:
-    """A trustlist key a verifier trusts from the start (e.g. from the gateway's key file)."""
+    """A trustlist key a verifier trusts (from the gateway's key file, or a trust list).
+
+    ``not_before``/``not_after``, when known, bound the lists the key may sign: one issued at or
+    after ``not_before`` and expiring no later than ``not_after``. ``None``: no bound known.
+    """
 
     kid: str
     public_key: PublicKey
+    not_before: datetime | None = None
+    not_after: datetime | None = None
 
     @classmethod
     def of(cls, infos: Iterable[GatewayKeyInfo]) -> list[PinnedKey]:
-        """The trustlist-role keys among the gateway's published keys."""
-        return [cls(i.kid, i.public_key) for i in infos if i.role is KeyRole.TRUSTLIST]
+        """The trustlist-role keys among the gateway's published keys (not revoked)."""
+        return [
+            cls(i.kid, i.public_key, i.not_before, i.not_after)
+            for i in infos
+            if i.role is KeyRole.TRUSTLIST and i.status is not KeyStatus.REVOKED
+        ]
+
+    def may_sign(self, issued_at: datetime, expires: datetime) -> bool:
+        """True if this key may sign a list valid from ``issued_at`` until ``expires``."""
+        if self.not_before is not None and issued_at < self.not_before:
+            return False
+        return self.not_after is None or expires <= self.not_after
 
 
 @dataclass(frozen=True)
@@ -344,7 +394,7 @@ class TrustListVerifier:
         last_seen_version: int = 0,
         current: TrustList | None = None,
     ) -> None:
-        self._trusted = {p.kid: p.public_key for p in pinned}
+        self._trusted = {p.kid: p for p in pinned}
         if not self._trusted:
             raise ValueError("a trust list verifier needs at least one pinned trustlist key")
         self._version = max(last_seen_version, current.version if current else 0)
@@ -366,8 +416,10 @@ class TrustListVerifier:
     def verify(self, data: bytes, now: datetime) -> TrustList:
         """Verify a full list or a delta and make it current.
 
-        Raises :class:`keys.errors.SignatureInvalidError` (no signature by a trusted trustlist
-        key), :class:`keys.errors.MalformedError`, :class:`TrustListExpiredError`,
+        Valid at ``now`` means ``issued_at <= now < expires``. Raises
+        :class:`keys.errors.SignatureInvalidError` (no signature by a trusted trustlist key that
+        may sign this validity), :class:`keys.errors.MalformedError`,
+        :class:`TrustListNotYetValidError`, :class:`TrustListExpiredError`,
         :class:`TrustListRollbackError`, :class:`TrustListConflictError`.
         """
         now = ensure_utc(now)
@@ -379,23 +431,31 @@ class TrustListVerifier:
             require_keys(
                 body, ("type", "version", "issued_at", "expires", "content_digest", "content")
             )
-            content = body["content"]
-            if not isinstance(content, dict):
-                raise MalformedError("the trust list's content is not an object")
         elif kind == TRUSTLIST_DELTA_TYPE:
             require_keys(
                 body,
                 ("type", "version", "since", "issued_at", "expires", "content_digest",
                  "regions", "upserted", "removed"),
             )  # fmt: skip
-            content = self._apply(body)
         else:
             raise MalformedError(f"not a trust list: type {str(kind)[:40]!r}")
         version = get_int(body, "version", minimum=1)
         issued_at = from_unix(get_int(body, "issued_at"))
         expires = from_unix(get_int(body, "expires"))
+        # Only signatures by keys valid over the list's whole validity count.
+        self._check_signature(envelope, issued_at, expires)
+        if now < issued_at:
+            raise TrustListNotYetValidError(
+                f"trust list version {version} is not valid before {issued_at}"
+            )
         if expires <= now:
             raise TrustListExpiredError(f"trust list version {version} expired at {expires}")
+        if kind == TRUSTLIST_TYPE:
+            content = body["content"]
+            if not isinstance(content, dict):
+                raise MalformedError("the trust list's content is not an object")
+        else:
+            content = self._apply(body)
         if version < self._version:
             raise TrustListRollbackError(
                 f"trust list version {version} is older than version {self._version}, "
@@ -417,13 +477,22 @@ class TrustListVerifier:
         self._accept(accepted)
         return accepted
 
-    def _check_signature(self, envelope: Envelope) -> None:
+    def _check_signature(
+        self,
+        envelope: Envelope,
+        issued_at: datetime | None = None,
+        expires: datetime | None = None,
+    ) -> None:
+        """At least one signature by a trusted key (that may sign this validity, once known)."""
         for signature in envelope.signatures:
             key = self._trusted.get(signature.keyid)
             if key is None:
                 continue
+            if issued_at is not None and expires is not None:
+                if not key.may_sign(issued_at, expires):
+                    continue
             try:
-                key.verify(envelope.signed, signature.sig)
+                key.public_key.verify(envelope.signed, signature.sig)
             except SignatureInvalidError:
                 continue
             return
@@ -447,13 +516,18 @@ class TrustListVerifier:
             raise MalformedError(f"the delta is not valid: {exc}") from None
 
     def _accept(self, accepted: TrustList) -> None:
-        rotated: dict[str, PublicKey] = {}
+        rotated: dict[str, PinnedKey] = {}
         try:
             for entry in accepted.keys(HOME_REGION, KeyRole.TRUSTLIST.value):
                 if entry["status"] == "revoked" or to_unix(accepted.issued_at) > entry["not_after"]:
                     continue
-                rotated[str(entry["kid"])] = accepted.public_key(entry)
-        except (KeyError, TypeError) as exc:
+                rotated[str(entry["kid"])] = PinnedKey(
+                    str(entry["kid"]),
+                    accepted.public_key(entry),
+                    from_unix(entry["not_before"]),
+                    from_unix(entry["not_after"]),
+                )
+        except (KeyError, TypeError, ValueError) as exc:
             raise MalformedError(f"the trust list's key entries are not valid: {exc}") from None
         if rotated:
             self._trusted = rotated

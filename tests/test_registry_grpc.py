@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -254,7 +254,10 @@ def test_trust_list_fetch_delta_verify_and_rollback(world, simulator) -> None:
     assert negative == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
 
     verifier = TrustListVerifier(pinned)
-    held = verifier.verify(first.envelope, NOW)
+    # Checked when the last of them was signed (the server signs with its own clock): each is
+    # valid from its issued_at (docs/trust-registry.md §9).
+    at = datetime.fromtimestamp(max(first.issued_at, delta.issued_at, full.issued_at), UTC)
+    held = verifier.verify(first.envelope, at)
     assert any(k["kid"] == old.kid for k in held.keys(SHOW.code))
     import json
 
@@ -262,11 +265,11 @@ def test_trust_list_fetch_delta_verify_and_rollback(world, simulator) -> None:
 
     body = json.loads(Envelope.from_bytes(delta.envelope).signed)
     assert {"owner": SHOW.code, "kid": old.kid} in body["removed"]
-    after = verifier.verify(delta.envelope, NOW)
+    after = verifier.verify(delta.envelope, at)
     assert [k["kid"] for k in after.keys(SHOW.code)] == ["show-2026-b"]
-    assert verifier.verify(full.envelope, NOW).digest == after.digest
+    assert verifier.verify(full.envelope, at).digest == after.digest
     with pytest.raises(GatewayError) as info:
-        verifier.verify(first.envelope, NOW)  # a rolled-back list
+        verifier.verify(first.envelope, at)  # a rolled-back list
     assert info.value.reason == "TRUSTLIST_ROLLBACK"
 
 

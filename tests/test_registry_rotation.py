@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +97,15 @@ def test_partner_and_gateway_key_rotation_under_load_fails_no_request(
                 verifier = TrustListVerifier(pinned)
                 call = v.trustlist.WatchTrustList(rpb.WatchTrustListRequest())
                 async for message in call:
-                    accepted = verifier.verify(message.envelope, NOW)
+                    # at the time it says it was signed (the server's clock)
+                    at = datetime.fromtimestamp(message.issued_at, UTC)
+                    accepted = verifier.verify(message.envelope, at)
                     results["lists"].append((accepted.version, sorted(verifier.trusted_kids)))
 
             async def rotate_gateway_key(role: str) -> str:
-                args = ["keys", "rotate", "--data-dir", str(data_dir), "--role", role, "--json"]
+                # --activate-in 0: signs as soon as this gateway's watchers have the key
+                args = ["keys", "rotate", "--data-dir", str(data_dir), "--role", role, "--json",
+                        "--activate-in", "0"]  # fmt: skip
                 assert await asyncio.to_thread(main, args) == 0
                 return str(json.loads(capsys.readouterr().out)["kid"])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime
 
 import grpc
@@ -47,16 +48,22 @@ def test_rotating_attest_and_issue_keys_under_load_fails_no_request(
                     await asyncio.sleep(0.2)
                     new = {}
                     for role in ("attest", "issue"):
+                        # --activate-in 0: signs once this gateway's watchers have the key
                         args = ["keys", "rotate", "--data-dir", str(data_dir), "--role", role,
-                                "--json"]
+                                "--json", "--activate-in", "0"]
                         assert await asyncio.to_thread(main, args) == 0
                         new[role] = json.loads(capsys.readouterr().out)["kid"]
                     return new
 
                 *_, new = await asyncio.gather(*(worker() for _ in range(8)), rotate())
-                # Within one second the running server signs with the new keys.
-                await asyncio.sleep(1.0)
-                late = await stub.Recognise(pb.RecogniseRequest(code=make()), timeout=10)
+                # Within a few refresh intervals the running server signs with the new keys.
+                deadline = time.monotonic() + 10
+                while True:
+                    late = await stub.Recognise(pb.RecogniseRequest(code=make()), timeout=10)
+                    kids = (late.attestation.key_id, late.converted.key_id)
+                    if kids == (new["attest"], new["issue"]) or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.05)
                 responses.append(late)
                 return responses, errors, new
 

@@ -207,3 +207,15 @@ def test_trust_file_round_trip(trust) -> None:
 def test_bad_trust_files_are_refused(text) -> None:
     with pytest.raises(MalformedError):
         tokens.GatewayTrust.from_json(text)
+
+
+def test_a_trust_file_key_status_is_one_of_three(trust) -> None:
+    """docs/verifying.md, "The trust file": ``status`` absent means active; an unknown one is
+    refused (a revoked key: tests/test_signed_outputs.py)."""
+    document = trust.to_json()
+    for key in document["keys"]:
+        del key["status"]
+    assert tokens.GatewayTrust.from_json(json.dumps(document)) == trust
+    document["keys"][0]["status"] = "compromised"
+    with pytest.raises(MalformedError):
+        tokens.GatewayTrust.from_json(json.dumps(document))

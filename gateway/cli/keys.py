@@ -24,7 +24,7 @@ from gateway.cli._common import (
     time_type,
 )
 from gateway.cli._registry import OPERATOR, region_arg
-from keys.keystore import KeyDirectory, passphrase_from_env
+from keys.keystore import DEFAULT_ACTIVATION_DELAY, KeyDirectory, passphrase_from_env
 from keys.timeutil import to_iso, utcnow
 
 MAX_KEY_FILE_BYTES = 64 * 1024
@@ -78,16 +78,9 @@ def cmd_keys_list(opts: argparse.Namespace) -> int:
 
 
 def _trust_from_key_dir(key_dir: KeyDirectory) -> Any:
-    from gateway.tokens import GatewayTrust, TrustedKey
-    from keys.model import HOME_REGION
+    from gateway.tokens import GatewayTrust
 
-    return GatewayTrust(
-        HOME_REGION,
-        tuple(
-            TrustedKey(i.kid, i.role.value, i.public_key, i.not_before, i.not_after)
-            for i in key_dir.public_keys()
-        ),
-    )
+    return GatewayTrust.from_key_infos(key_dir.public_keys())
 
 
 def cmd_keys_export(opts: argparse.Namespace) -> int:
@@ -247,9 +240,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--activate-in",
         type=_duration,
-        default=timedelta(0),
-        help="publish now, sign from this much later (e.g. 1h) so verifiers fetch it first "
-        "(default: at once)",
+        default=DEFAULT_ACTIVATION_DELAY,
+        help="publish now, sign from this much later so that replicas and verifiers have it "
+        "first (default 5m; 0 only in an emergency: signs once this host's watchers have it)",
     )
     p.add_argument("--validity", type=_duration, default=timedelta(days=365), help="(default 365d)")
     add_json(p)

@@ -186,7 +186,10 @@ class RecogniseResponse(_message.Message):
     """The partner region's 6-digit code, when it could be detected."""
     mode: Global___Mode.ValueType
     colour: Global___Colour.ValueType
-    """The code's colour, when its signature verified."""
+    """The code's colour, whenever the code verified (its signature, with a key of its region valid
+    and not revoked when it was issued), recognised or not: also with CODE_EXPIRED,
+    CODE_TOO_OLD, CODE_NOT_YET_VALID, CODE_REVOKED and NOT_GREEN. Unset before that.
+    """
     valid_until: _builtins.int
     """Unix seconds: until when the decision holds (never later than the code's expiry)."""
     @_builtins.property

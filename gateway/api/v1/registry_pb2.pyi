@@ -18,6 +18,7 @@ partners, verifiers and operators.
 """
 
 from collections import abc as _abc
+from gateway.api.v1 import recognition_pb2 as _recognition_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -78,7 +79,8 @@ Global___SubmissionRequest: _TypeAlias = SubmissionRequest  # noqa: Y015
 @_typing.final
 class SubmissionReceipt(_message.Message):
     """What an accepted submission did (mirrors keys.records.SubmissionResult). Fields that do not
-    apply to the kind are left at their default.
+    apply to the kind are left at their default. The same facts, signed by the gateway, are in
+    `attestation`: keep that as proof of what the gateway accepted.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -99,6 +101,7 @@ class SubmissionReceipt(_message.Message):
     CODES_FIELD_NUMBER: _builtins.int
     HOLDERS_FIELD_NUMBER: _builtins.int
     CONVERSIONS_REVOKED_FIELD_NUMBER: _builtins.int
+    ATTESTATION_FIELD_NUMBER: _builtins.int
     kind: Global___SubmissionKind.ValueType
     region: _builtins.str
     """The 6-digit region the submission was for."""
@@ -134,6 +137,15 @@ class SubmissionReceipt(_message.Message):
     def keys_removed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def keys_kept(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def attestation(self) -> _recognition_pb2.Attestation:
+        """The receipt signed by the gateway's attest key: `payload` is the canonical JSON of a
+        `trustgw/receipt/v1` statement holding the fields above under the same names (`kind` as
+        "keyset", "key-revocation" or "revocations"), `iat` (when the gateway signed it) and `exp`
+        (the signing key's not_after). Verify it offline with gateway.tokens.verify_receipt
+        (docs/trust-registry.md §12); the fields above are an unsigned copy.
+        """
+
     def __init__(
         self,
         *,
@@ -153,10 +165,11 @@ class SubmissionReceipt(_message.Message):
         codes: _builtins.int = ...,
         holders: _builtins.int = ...,
         conversions_revoked: _builtins.int = ...,
+        attestation: _recognition_pb2.Attestation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attestation", b"attestation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at", "anchors_rotated", b"anchors_rotated", "batch_id", b"batch_id", "codes", b"codes", "conversions_revoked", b"conversions_revoked", "digest", b"digest", "duplicate", b"duplicate", "holders", b"holders", "key_id", b"key_id", "keys_added", b"keys_added", "keys_kept", b"keys_kept", "keys_removed", b"keys_removed", "kind", b"kind", "region", b"region", "revoked_at", b"revoked_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_at", b"accepted_at", "anchors_rotated", b"anchors_rotated", "attestation", b"attestation", "batch_id", b"batch_id", "codes", b"codes", "conversions_revoked", b"conversions_revoked", "digest", b"digest", "duplicate", b"duplicate", "holders", b"holders", "key_id", b"key_id", "keys_added", b"keys_added", "keys_kept", b"keys_kept", "keys_removed", b"keys_removed", "kind", b"kind", "region", b"region", "revoked_at", b"revoked_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
