@@ -342,7 +342,9 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                 started = begin(context)
                 try:
                     await admit(context)
-                    return await inner_uu(request, context)
+                    call = inner_uu(request, context)
+                    del request  # an error's traceback keeps this frame: not the request too
+                    return await call
                 finally:
                     end(context, started)
 

@@ -133,10 +133,16 @@ async def fail(
     if isinstance(exc, GatewayError):
         if isinstance(exc, InvalidRequestError):
             note_bad_request(metrics, method, exc)
-        await context.abort_with_status(rich_status(exc))
-    incident = uuid.uuid4().hex[:12]
-    log.error("unexpected error in %s, incident %s", method, incident, exc_info=exc)
-    await context.abort_with_status(internal_status(incident))
+        status = rich_status(exc)
+    else:
+        incident = uuid.uuid4().hex[:12]
+        log.error("unexpected error in %s, incident %s", method, incident, exc_info=exc)
+        status = internal_status(incident)
+    # The abort's exception refers to this one, and grpc keeps it with the call's state in a
+    # reference cycle: without its traceback it does not keep the handler's frames (and the
+    # request bytes in them) alive until the garbage collector runs.
+    exc.__traceback__ = None
+    await context.abort_with_status(status)
     raise AssertionError("unreachable")  # abort_with_status raises
 
 
@@ -232,13 +238,19 @@ def _handler(
     if not descriptor.client_streaming:
 
         async def unary_unary(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+            request: Message | None = None
             try:
                 if check_role:
                     require(context, tls, *roles)  # type: ignore[misc]
-                return await impl(decode(request_type, raw, limit), context)
+                request = decode(request_type, raw, limit)
+                raw = b""  # from here on, the decoded request is all this call keeps
+                return await impl(request, context)
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as exc:
+                # The abort's traceback keeps this frame until the garbage collector runs (a
+                # cycle through grpc's call state): keep it small.
+                raw, request = b"", None
                 await fail(context, name, metrics, exc)
 
         async def unary_stream(raw: bytes, context: grpc.aio.ServicerContext) -> Any:

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from adapters.base import Colour
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.engine import Conversions, Decision, Recogniser
+from gateway.memory import MemoryReleaser
 from gateway.observability import DrainingHealthServicer, Metrics, RequestInterceptor
 from gateway.pki import Role, TlsFiles
 from gateway.reclog import RecognitionLog
@@ -451,6 +452,7 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     watcher: asyncio.Task[None] | None = None
+    releaser: asyncio.Task[None] | None = None  # gives freed memory back (gateway.memory)
     metrics_port: int | None = None
     _metrics_server: Any = None
     requests: RequestInterceptor | None = None  # drains: refuses new calls, waits for the rest
@@ -458,10 +460,11 @@ class RunningServer:
 
     async def stop(self, grace: float | None) -> None:
         """Turn health to NOT_SERVING, then drain in-flight calls for up to ``grace`` seconds."""
-        if self.watcher is not None:
-            self.watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.watcher
+        for task in (self.watcher, self.releaser):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.health.enter_graceful_shutdown()
         if self.trustlist is not None:
             await self.trustlist.close()
@@ -568,6 +571,7 @@ async def build_server(
         server, port, health_servicer, trustlist=gateway.trustlist, requests=requests
     )
     running.watcher = asyncio.create_task(_watch_health(gateway, health_servicer))
+    running.releaser = asyncio.create_task(MemoryReleaser().run(), name="release-memory")
     if metrics_listen:
         running._metrics_server, running.metrics_port = _start_metrics(metrics_listen, gateway)
     return running
