@@ -204,15 +204,10 @@ DRAIN_MESSAGES = 1024
 DRAIN_BYTES = 8 * 1024 * 1024
 
 
-async def drain_requests(
-    context: grpc.aio.ServicerContext,
-    *,
-    seconds: float = DRAIN_SECONDS,
-    messages: int = DRAIN_MESSAGES,
-    max_bytes: int = DRAIN_BYTES,
-) -> None:
+async def drain_requests(context: grpc.aio.ServicerContext[Any, Any]) -> None:
     """Read and drop what the caller is still writing on a stream about to be refused, until it
-    half-closes (or a bound is reached), so that the refusal's own status reaches it.
+    half-closes or a bound is reached (``DRAIN_SECONDS``, ``DRAIN_MESSAGES``, ``DRAIN_BYTES``),
+    so that the refusal's own status reaches it.
 
     A server that ends a call while the client is still writing resets the stream after its
     trailers; a grpc.aio client whose write then fails replaces the status it had received with
@@ -221,8 +216,8 @@ async def drain_requests(
     """
     received = total = 0
     with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            while received < messages and total <= max_bytes:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while received < DRAIN_MESSAGES and total <= DRAIN_BYTES:
                 message = await context.read()
                 if message is grpc.aio.EOF:
                     return

@@ -127,7 +127,7 @@ def note_bad_request(metrics: Metrics, method: str, error: InvalidRequestError) 
 
 
 async def fail(
-    context: grpc.aio.ServicerContext, method: str, metrics: Metrics, exc: Exception
+    context: grpc.aio.ServicerContext[Any, Any], method: str, metrics: Metrics, exc: Exception
 ) -> NoReturn:
     """End the call for ``exc``: a project error with its own status, anything else INTERNAL."""
     if isinstance(exc, GatewayError):
@@ -149,17 +149,17 @@ async def fail(
 # --- callers ----------------------------------------------------------------------------------
 
 
-def caller(context: grpc.aio.ServicerContext, tls: bool) -> Peer | None:
+def caller(context: grpc.aio.ServicerContext[Any, Any], tls: bool) -> Peer | None:
     """The authenticated caller; ``None`` on a plaintext (development) server."""
     if not tls:
         return None
     auth = context.auth_context()
     if not auth:
         raise UnauthenticatedError()
-    return peer_from_auth_context(auth)
+    return peer_from_auth_context({key: list(values) for key, values in auth.items()})
 
 
-def require(context: grpc.aio.ServicerContext, tls: bool, *roles: Role) -> Peer | None:
+def require(context: grpc.aio.ServicerContext[Any, Any], tls: bool, *roles: Role) -> Peer | None:
     """The caller, who must hold one of ``roles`` (any caller on a plaintext server)."""
     peer = caller(context, tls)
     if peer is not None:
@@ -229,19 +229,19 @@ def add_service(
 
 def _handler(
     descriptor: Any, impl: Callable[..., Any], rule: Method, tls: bool, metrics: Metrics
-) -> grpc.RpcMethodHandler:
+) -> grpc.RpcMethodHandler[Any, Any]:
     request_type = GetMessageClass(descriptor.input_type)
     serialize = GetMessageClass(descriptor.output_type).SerializeToString
-    name, limit, roles = descriptor.name, rule.max_request_bytes, rule.roles
-    check_role = tls and roles is not None
+    name, limit = descriptor.name, rule.max_request_bytes
+    check_role, roles = tls and rule.roles is not None, rule.roles or ()
 
     if not descriptor.client_streaming:
 
-        async def unary_unary(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        async def unary_unary(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             request: Message | None = None
             try:
                 if check_role:
-                    require(context, tls, *roles)  # type: ignore[misc]
+                    require(context, tls, *roles)
                 request = decode(request_type, raw, limit)
                 raw = b""  # from here on, the decoded request is all this call keeps
                 return await impl(request, context)
@@ -253,10 +253,10 @@ def _handler(
                 raw, request = b"", None
                 await fail(context, name, metrics, exc)
 
-        async def unary_stream(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        async def unary_stream(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 if check_role:
-                    require(context, tls, *roles)  # type: ignore[misc]
+                    require(context, tls, *roles)
                 request = decode(request_type, raw, limit)
                 async for response in stream_responses(impl(request, context)):
                     yield response
@@ -276,7 +276,7 @@ def _handler(
     async def stream_stream(requests: AsyncIterator[bytes], context: Any) -> Any:
         if check_role:
             try:
-                require(context, tls, *roles)  # type: ignore[misc]
+                require(context, tls, *roles)
             except GatewayError as exc:
                 # Read what the caller is still writing before answering (grpc/grpc#36066).
                 await drain_requests(context)

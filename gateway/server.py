@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -538,7 +538,7 @@ async def build_server(
 
     health_servicer = DrainingHealthServicer()  # Watch streams end when shutdown begins
     names = (*SERVICE_NAMES, _HEALTH.full_name, _REFLECTION.full_name)
-    services: list[tuple[Any, object, dict[str, Method | None]]] = [
+    services: list[tuple[Any, object, Mapping[str, Method | None]]] = [
         (RecognitionService.service, RecognitionService(gateway), RecognitionService.methods),
         (PartnerService.service, PartnerService(gateway, tls is not None), PartnerService.methods),
         (TrustListService.service, TrustListService(gateway), TrustListService.methods),

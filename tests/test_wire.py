@@ -1,6 +1,7 @@
 """Requests as bytes on the wire: bytes that are not protobuf, messages over a method's limit, and
 streams refused while the caller is still writing. Against a real server on a free port, over
-mutual TLS where roles matter. docs/api.md, "RPC errors", "Limits" and "Refused streams"."""
+mutual TLS where roles matter. docs/api.md, "The order of checks on every call", "RPC errors",
+"Limits" and "Refused streams"."""
 
 from __future__ import annotations
 
@@ -149,7 +150,8 @@ async def call_raw(
 
 
 def test_bytes_that_are_not_protobuf_are_invalid_argument_on_every_method(world) -> None:
-    """docs/api.md, RPC errors: REQUEST_MALFORMED, with ErrorInfo and the request id."""
+    """docs/api.md, RPC errors and The order of checks on every call: REQUEST_MALFORMED, with
+    ErrorInfo and the request id, on every method (health's included)."""
 
     async def body(gateway, channels, running) -> list[tuple[str, bytes, Any]]:
         results = []
@@ -172,7 +174,8 @@ def test_bytes_that_are_not_protobuf_are_invalid_argument_on_every_method(world)
 
 
 def test_a_caller_without_the_role_is_refused_before_its_bytes_are_decoded(world) -> None:
-    """docs/api.md, RPC errors: the role is checked before anything the caller sent is read."""
+    """docs/api.md, The order of checks on every call: the role comes before the size and the
+    decoding; the ErrorInfo names the request id."""
 
     async def body(gateway, channels, running) -> list[tuple[str, str, Any]]:
         cases = [
@@ -185,7 +188,11 @@ def test_a_caller_without_the_role_is_refused_before_its_bytes_are_decoded(world
             (WATCH, "no-role"),
             (KEYS, "no-role"),
         ]
-        return [(m, who, await call_raw(channels[who], m, NOT_UTF8)) for m, who in cases]
+        results = [(m, who, await call_raw(channels[who], m, NOT_UTF8)) for m, who in cases]
+        # ... and before its size: a message over the limit is still a refusal of the caller.
+        over = b"\xff" * (MAX_RECOGNISE_REQUEST_BYTES + 1)
+        results.append((RECOGNISE, "partner", await call_raw(channels["partner"], RECOGNISE, over)))
+        return results
 
     for method, who, result in world(body):
         assert isinstance(result, grpc.aio.AioRpcError), (method, who)
@@ -195,12 +202,14 @@ def test_a_caller_without_the_role_is_refused_before_its_bytes_are_decoded(world
             else (grpc.StatusCode.PERMISSION_DENIED)
         )
         assert result.code() is expected, (method, who, result.code(), result.details())
-        assert error_info(result).reason == expected.name
+        info = error_info(result)
+        assert info.reason == expected.name
+        assert info.metadata["request_id"] == dict(result.trailing_metadata())["x-request-id"]
 
 
 def test_a_malformed_request_is_one_warning_without_traceback_and_a_count(world, caplog) -> None:
-    """docs/api.md, RPC errors: a warning in the log, trustgw_bad_requests_total, and the RPC in
-    trustgw_rpc_errors_total."""
+    """docs/api.md, The order of checks on every call: one warning in the log (no traceback),
+    trustgw_bad_requests_total, and the RPC in trustgw_rpc_errors_total."""
     caplog.set_level(logging.INFO)
 
     async def body(gateway, channels, running) -> tuple[Any, float | None, float | None]:
@@ -366,19 +375,28 @@ def test_messages_over_a_methods_limit_are_resource_exhausted_with_a_reason(worl
     over = pb.RecogniseRequest(code="A" * MAX_RECOGNISE_REQUEST_BYTES).SerializeToString()
     long_code = pb.RecogniseRequest(code="A" * 5000).SerializeToString()
     over_small = b"\x08\x01" * (MAX_SMALL_REQUEST_BYTES // 2 + 1)
+    junk = b"\xff" * (MAX_RECOGNISE_REQUEST_BYTES + 1)  # too large and malformed: size first
     largest = rpb.SubmissionRequest(submission=b"x" * MAX_ENVELOPE_BYTES).SerializeToString()
 
     async def body(gateway, channels, running) -> list[Any]:
         return [
             await call_raw(channels["verifier"], RECOGNISE, over),
+            await call_raw(channels["verifier"], RECOGNISE, junk),
+            await call_raw(channels["no-role"], HEALTH, over_small),
             await call_raw(channels["verifier"], RECOGNISE, long_code),
             await call_raw(channels["partner"], GET_LIST, over_small),
             await call_raw(channels["partner"], PUBLISH, largest),
             await call_raw(channels["partner"], PUBLISH, b"\x00" * (MAX_RECEIVE_BYTES + 1)),
         ]
 
-    over_limit, long_decision, small, submission, beyond = world(body)
-    for error, limit in ((over_limit, MAX_RECOGNISE_REQUEST_BYTES), (small, 4096)):
+    over_limit, junk_over, health, long_decision, small, submission, beyond = world(body)
+    recognise_limit = MAX_RECOGNISE_REQUEST_BYTES
+    for error, limit in (
+        (over_limit, recognise_limit),
+        (junk_over, recognise_limit),
+        (health, 4096),
+        (small, 4096),
+    ):
         assert isinstance(error, grpc.aio.AioRpcError)
         assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         info = error_info(error)
@@ -464,3 +482,47 @@ def test_streams_refused_during_a_drain_get_unavailable_every_time(world) -> Non
         return seen
 
     assert world(body) == {"UNAVAILABLE": 100}
+
+
+def test_a_refused_caller_that_never_half_closes_still_gets_its_status(world, monkeypatch) -> None:
+    """docs/api.md, Refused streams: the gateway reads a refused stream for a bounded time only
+    (here shortened to 0.2 s): a caller that writes and then waits is answered anyway."""
+    from gateway import observability
+
+    monkeypatch.setattr(observability, "DRAIN_SECONDS", 0.2)
+    one = pb.RecogniseRequest(request_id="r0", code="x").SerializeToString()
+
+    async def body(gateway, channels, running) -> grpc.StatusCode:
+        call = channels["partner"].stream_stream(STREAM)(timeout=10)
+        await call.write(one)  # and no half-close
+        return await call.code()
+
+    assert world(body) is grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_freed_memory_is_trimmed_only_above_the_slack_with_back_off() -> None:
+    """docs/api.md, Limits: the C heap is trimmed when the resident set is more than 32 MB above
+    its size at start; a trim that cannot bring it down is retried later, not every second."""
+    from gateway.memory import MemoryReleaser
+
+    resident = [100]
+    trims: list[int] = []
+
+    def trim() -> None:
+        trims.append(resident[0])
+        resident[0] = max(100, resident[0] - freeable[0])
+
+    freeable = [0]
+    releaser = MemoryReleaser(slack=32, resident=lambda: resident[0], trim=trim, max_backoff=8)
+    resident[0] = 132
+    assert not releaser.due(0.0)  # within the slack
+    resident[0], freeable[0] = 400, 300  # a burst, freed but kept by the allocator
+    assert releaser.due(1.0)
+    releaser.release(1.0)
+    assert (trims, resident[0], releaser.due(2.0)) == ([400], 100, False)
+    resident[0], freeable[0] = 300, 0  # memory in use: trimming does not help
+    releaser.release(3.0)
+    assert not releaser.due(3.5) and releaser.due(4.0)  # back-off of 1 s
+    releaser.release(4.0)
+    assert not releaser.due(5.9) and releaser.due(6.0)  # then 2 s
+    assert MemoryReleaser(resident=lambda: None, trim=trim).due(100.0) is False
