@@ -8,6 +8,7 @@ keyed pseudonyms, and log calls pass ids and reasons, not codes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import itertools
 import json
@@ -102,6 +103,13 @@ class Metrics:
             ["method", "code"],
             registry=self.registry,
         )
+        self.bad_requests = Counter(
+            "trustgw_bad_requests",
+            "Requests refused before any decision (malformed bytes, over the method's size "
+            "limit, invalid fields), in unary calls and inside streams.",
+            ["method", "reason"],
+            registry=self.registry,
+        )
         self.key_expiry_days = Gauge(
             "trustgw_key_expiry_days",
             "Days until a key the gateway holds or trusts stops being valid.",
@@ -180,7 +188,7 @@ class DrainingHealthServicer(health.aio.HealthServicer):
             await changed.wait()
 
 
-async def _responses(result: Any) -> AsyncIterator[Any]:
+async def stream_responses(result: Any) -> AsyncIterator[Any]:
     """A streaming handler's responses: it is either an async generator, or a coroutine that
     writes with ``context.write()`` (as the standard health service's ``Watch`` does)."""
     if inspect.isawaitable(result):
@@ -188,6 +196,33 @@ async def _responses(result: Any) -> AsyncIterator[Any]:
         return
     async for response in result:
         yield response
+
+
+# A refused caller's stream is read for at most this long / this many messages / bytes.
+DRAIN_SECONDS = 2.0
+DRAIN_MESSAGES = 1024
+DRAIN_BYTES = 8 * 1024 * 1024
+
+
+async def drain_requests(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """Read and drop what the caller is still writing on a stream about to be refused, until it
+    half-closes or a bound is reached (``DRAIN_SECONDS``, ``DRAIN_MESSAGES``, ``DRAIN_BYTES``),
+    so that the refusal's own status reaches it.
+
+    A server that ends a call while the client is still writing resets the stream after its
+    trailers; a grpc.aio client whose write then fails replaces the status it had received with
+    ``INTERNAL: Internal error from Core`` (grpc/grpc#36066). Only for streams from which
+    nothing has been read yet (call it before the handler reads, never alongside a reader).
+    """
+    received = total = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while received < DRAIN_MESSAGES and total <= DRAIN_BYTES:
+                message = await context.read()
+                if message is grpc.aio.EOF:
+                    return
+                received += 1
+                total += len(message) if isinstance(message, bytes) else 0
 
 
 class RequestInterceptor(grpc.aio.ServerInterceptor):
@@ -264,7 +299,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             request_id = _request_id(context.invocation_metadata())
             REQUEST_ID.set(request_id)
             # Trailing metadata costs no extra round of the event loop, unlike initial metadata;
-            # error statuses carry the id too (see gateway.server._rich_status).
+            # error statuses carry the id too (see gateway.rpc.rich_status).
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
             if not exempt:
                 self._seen += 1
@@ -272,8 +307,12 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                 self._idle.clear()
             return time.perf_counter()
 
+        reads_stream = handler.request_streaming
+
         async def admit(context: grpc.aio.ServicerContext) -> None:
             if self._draining and not exempt:
+                if reads_stream:  # nothing read yet: let the caller finish writing first
+                    await drain_requests(context)
                 await context.abort(
                     grpc.StatusCode.UNAVAILABLE,
                     "the gateway is shutting down: retry on another instance",
@@ -298,7 +337,9 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                 started = begin(context)
                 try:
                     await admit(context)
-                    return await inner_uu(request, context)
+                    call = inner_uu(request, context)
+                    del request  # an error's traceback keeps this frame: not the request too
+                    return await call
                 finally:
                     end(context, started)
 
@@ -315,7 +356,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                 started = begin(context)
                 try:
                     await admit(context)
-                    async for response in _responses(inner(first, context)):
+                    async for response in stream_responses(inner(first, context)):
                         yield response
                 finally:
                     end(context, started)

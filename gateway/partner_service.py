@@ -2,10 +2,11 @@
 
 A thin adapter over :class:`keys.trustregistry.TrustRegistry`: the caller's region comes from
 its mTLS certificate (``trustgw://partner/<region>``) and must be the submission's region, or
-the registry refuses it with ``REGION_FORBIDDEN``. Every refusal goes through the server's one
-error mapping (``gateway.server._guard``) as a status with ``ErrorInfo``. Every receipt is
-signed by the gateway's attest key (:func:`gateway.tokens.sign_receipt`), so a partner can keep
-proof of what the gateway accepted and check it offline (:func:`gateway.tokens.verify_receipt`).
+the registry refuses it with ``REGION_FORBIDDEN``. The role and the request's size are checked
+before it is decoded, and every refusal becomes a status with ``ErrorInfo``, in
+``gateway.rpc``. Every receipt is signed by the gateway's attest key
+(:func:`gateway.tokens.sign_receipt`), so a partner can keep proof of what the gateway accepted
+and check it offline (:func:`gateway.tokens.verify_receipt`).
 
 On a plaintext development server (no TLS, so no certificate) a write is attributed to the
 region its own statement names: the region's anchors' signatures still decide whether it is
@@ -17,17 +18,17 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable
 from datetime import datetime
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import grpc
 
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import registry_pb2 as rpb
-from gateway.api.v1 import registry_pb2_grpc as rpb_grpc
 from gateway.pki import Role
-from gateway.server import Gateway, InvalidRequestError, _guard, require
+from gateway.rpc import MAX_SUBMISSION_REQUEST_BYTES, Method, caller
+from gateway.server import Gateway
 from gateway.tokens import Attestation, sign_receipt
-from keys.errors import OversizedError
+from keys.errors import InvalidRequestError, OversizedError
 from keys.keystore import KeyRole
 from keys.records import SubmissionKind, SubmissionResult
 from keys.signed import MAX_ENVELOPE_BYTES, Envelope
@@ -88,8 +89,14 @@ def statement_region(submission: bytes) -> str:
     return region if isinstance(region, str) else ""
 
 
-class PartnerService(rpb_grpc.PartnerServiceServicer):
+class PartnerService:
     """Writes of a partner region's own keys and revocations."""
+
+    service = rpb.DESCRIPTOR.services_by_name["PartnerService"]
+    methods: ClassVar[dict[str, Method]] = dict.fromkeys(
+        ("PublishKeySet", "RevokeKey", "PublishRevocations"),
+        Method((Role.PARTNER,), MAX_SUBMISSION_REQUEST_BYTES),
+    )
 
     def __init__(self, gateway: Gateway, tls: bool) -> None:
         self._gateway = gateway
@@ -101,22 +108,19 @@ class PartnerService(rpb_grpc.PartnerServiceServicer):
         context: grpc.aio.ServicerContext,
         apply: _Apply,
     ) -> rpb.SubmissionReceipt:
-        async def call() -> rpb.SubmissionReceipt:
-            peer = require(context, self._tls, Role.PARTNER)
-            data = request.submission
-            if not data:
-                raise InvalidRequestError("the submission is empty")
-            if len(data) > MAX_ENVELOPE_BYTES:
-                raise OversizedError(f"a submission is at most {MAX_ENVELOPE_BYTES} bytes")
-            region = peer.name if peer is not None else statement_region(data)
-            now = utcnow()
-            result = await apply(data, caller_region=region, now=now)
-            if not result.duplicate:
-                await self._gateway.publish_trustlist()
-            info, key = self._gateway.signer(KeyRole.ATTEST, now)
-            return receipt(result, sign_receipt(info, key, now, result))
-
-        return await _guard(context, call)
+        peer = caller(context, self._tls)  # a partner: its role was checked before decoding
+        data = request.submission
+        if not data:
+            raise InvalidRequestError("the submission is empty")
+        if len(data) > MAX_ENVELOPE_BYTES:
+            raise OversizedError(f"a submission is at most {MAX_ENVELOPE_BYTES} bytes")
+        region = peer.name if peer is not None else statement_region(data)
+        now = utcnow()
+        result = await apply(data, caller_region=region, now=now)
+        if not result.duplicate:
+            await self._gateway.publish_trustlist()
+        info, key = self._gateway.signer(KeyRole.ATTEST, now)
+        return receipt(result, sign_receipt(info, key, now, result))
 
     async def PublishKeySet(
         self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext

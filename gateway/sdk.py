@@ -154,6 +154,9 @@ class GatewayRpcError(GatewayError):
                     info = error_details_pb2.ErrorInfo()
                     if detail.Unpack(info):
                         reason, metadata = info.reason, dict(info.metadata)
+        # The gateway also names the request id in the ErrorInfo; the trailer is the same id.
+        request_id = request_id or metadata.get("request_id", "")
+        metadata.pop("request_id", None)
         code = exc.code()
         name = code.name if isinstance(code, grpc.StatusCode) else str(code)
         return cls(name, exc.details() or name, reason, request_id, **metadata)

@@ -11,39 +11,39 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar
 
 import grpc
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from grpc_status import rpc_status
+from grpc_health.v1 import health, health_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from adapters.base import Colour
 from adapters.regions import REGION_ALGORITHMS
 from gateway.api.v1 import recognition_pb2 as pb
-from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.engine import Conversions, Decision, Recogniser
-from gateway.observability import (
-    REQUEST_ID,
-    REQUEST_ID_HEADER,
-    DrainingHealthServicer,
-    Metrics,
-    RequestInterceptor,
-)
-from gateway.pki import Peer, Role, TlsFiles, UnauthenticatedError, peer_from_auth_context
+from gateway.memory import MemoryReleaser
+from gateway.observability import DrainingHealthServicer, Metrics, RequestInterceptor
+from gateway.pki import Role, TlsFiles
 from gateway.reclog import RecognitionLog
 from gateway.retention import PeriodicPurge, RetentionPolicy
+from gateway.rpc import (
+    MAX_RECEIVE_BYTES,
+    MAX_RECOGNISE_REQUEST_BYTES,
+    MAX_SMALL_REQUEST_BYTES,
+    Method,
+    add_service,
+    decode,
+    note_bad_request,
+)
 from gateway.trustfeed import DEFAULT_PUSH_TIMEOUT as TRUSTLIST_PUSH_TIMEOUT
 from gateway.trustfeed import DEFAULT_RESEND as TRUSTLIST_RESEND
 from gateway.trustfeed import TrustListFeed
 from keys.crypto import PrivateKey
-from keys.errors import GatewayError, StoreUnavailableError
+from keys.errors import GatewayError, InvalidRequestError, StoreUnavailableError
 from keys.keystore import MANIFEST, GatewayKeyInfo, KeyDirectory, KeyRole
 from keys.model import HOME_REGION, Mode
 from keys.personal import RecognitionEntry
@@ -57,13 +57,10 @@ from keys.trustregistry import TrustRegistry
 
 log = logging.getLogger("trustgw.server")
 
-# The server's receive limit is the partner service's: revocation batches are envelopes of up
-# to 2 MiB. Recognise stays protected by the engine's own limit (codes of at most 4096 chars).
-MAX_RECEIVE_BYTES = 4 * 1024 * 1024
+# Received messages: per method, and server-wide the largest legitimate one (gateway.rpc).
 MAX_SEND_BYTES = 4 * 1024 * 1024  # a signed trust list is at most ~2 MiB
 MAX_REQUEST_ID_CHARS = 128
 STREAM_WINDOW = 64  # unanswered requests read ahead per stream
-ERROR_DOMAIN = "trustgw.gateway"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RecognitionService"].full_name
 SERVICE_NAMES = (
     SERVICE_NAME,
@@ -78,12 +75,6 @@ _COLOURS = {
     Colour.RED: pb.COLOUR_RED,
 }
 _MODES = {None: pb.MODE_UNSPECIFIED, Mode.SHOW: pb.MODE_SHOW, Mode.CONVERT: pb.MODE_CONVERT}
-
-
-class InvalidRequestError(GatewayError):
-    reason = "INVALID_REQUEST"
-    grpc_status = "INVALID_ARGUMENT"
-    default_message = "the request is not valid"
 
 
 @dataclass(frozen=True)
@@ -296,53 +287,6 @@ def _stamp(key_dir: Path) -> tuple[int, int]:
     return (st.st_mtime_ns, st.st_ino)
 
 
-# --- error mapping: one place -----------------------------------------------------------------
-
-
-def _rich_status(error: GatewayError) -> grpc.Status:
-    code = getattr(grpc.StatusCode, error.grpc_status, grpc.StatusCode.FAILED_PRECONDITION)
-    info = error_details_pb2.ErrorInfo(
-        reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
-    )
-    detail = status_pb2.Status(code=code.value[0], message=error.message)
-    detail.details.add().Pack(info)
-    return _with_request_id(rpc_status.to_status(detail))
-
-
-def _with_request_id(status: grpc.Status) -> grpc.Status:
-    """An error's trailing metadata replaces the call's: keep the request id in it."""
-    trailing = (*status.trailing_metadata, (REQUEST_ID_HEADER, REQUEST_ID.get()))
-    return _Status(status.code, status.details, trailing)
-
-
-@dataclass(frozen=True)
-class _Status(grpc.Status):
-    code: grpc.StatusCode
-    details: str
-    trailing_metadata: tuple[tuple[str, str | bytes], ...]
-
-
-_T = TypeVar("_T")
-
-
-async def _guard(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[_T]]) -> _T:
-    """Run a handler; project errors become their status, anything else a generic INTERNAL."""
-    try:
-        return await call()
-    except GatewayError as exc:
-        await context.abort_with_status(_rich_status(exc))
-    except (asyncio.CancelledError, grpc.aio.AbortError):
-        raise
-    except Exception:
-        incident = uuid.uuid4().hex[:12]
-        log.exception("unexpected error, incident %s", incident)
-        detail = status_pb2.Status(
-            code=code_pb2.INTERNAL, message=f"internal error (incident {incident})"
-        )
-        await context.abort_with_status(_with_request_id(rpc_status.to_status(detail)))
-    raise AssertionError("unreachable")
-
-
 def _check_request(request: pb.RecogniseRequest) -> None:
     if len(request.request_id) > MAX_REQUEST_ID_CHARS:
         raise InvalidRequestError(f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters")
@@ -382,29 +326,20 @@ def decision_to_proto(request_id: str, decision: Decision) -> pb.RecogniseRespon
     return response
 
 
-def caller(context: grpc.aio.ServicerContext, tls: bool) -> Peer | None:
-    """The authenticated caller; ``None`` on a plaintext (development) server."""
-    if not tls:
-        return None
-    auth = context.auth_context()
-    if not auth:
-        raise UnauthenticatedError()
-    return peer_from_auth_context(auth)
-
-
-def require(context: grpc.aio.ServicerContext, tls: bool, *roles: Role) -> Peer | None:
-    peer = caller(context, tls)
-    if peer is not None:
-        peer.require(*roles)
-    return peer
-
-
-class RecognitionService(pb_grpc.RecognitionServiceServicer):
+class RecognitionService:
     """For local verifiers: recognise codes, fetch the gateway's keys."""
 
-    def __init__(self, gateway: Gateway, tls: bool) -> None:
+    service = pb.DESCRIPTOR.services_by_name["RecognitionService"]
+    methods: ClassVar[dict[str, Method]] = {
+        "Recognise": Method((Role.VERIFIER,), MAX_RECOGNISE_REQUEST_BYTES),
+        "RecogniseStream": Method((Role.VERIFIER,), MAX_RECOGNISE_REQUEST_BYTES, raw_stream=True),
+        "GetGatewayKeys": Method(
+            (Role.VERIFIER, Role.PARTNER, Role.OPERATOR), MAX_SMALL_REQUEST_BYTES
+        ),
+    }
+
+    def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
-        self._tls = tls
 
     def _respond(self, request_id: str, decision: Decision) -> pb.RecogniseResponse:
         metrics = self._gateway.metrics
@@ -449,14 +384,19 @@ class RecognitionService(pb_grpc.RecognitionServiceServicer):
         return self._finish(request.request_id, result)
 
     def _start_in_stream(
-        self, request: pb.RecogniseRequest
+        self, raw: bytes
     ) -> pb.RecogniseResponse | Coroutine[Any, Any, pb.RecogniseResponse]:
-        """As :meth:`_start`; a bad request is answered in order, not fatal to the stream."""
+        """As :meth:`_start` for one message of a stream; a bad request (not a message, too
+        large, invalid fields) is answered in its place, not fatal to the stream."""
+        request_id = ""
         try:
+            request = decode(pb.RecogniseRequest, raw, MAX_RECOGNISE_REQUEST_BYTES)
+            request_id = request.request_id
             _check_request(request)
-        except GatewayError as exc:
+        except InvalidRequestError as exc:
+            note_bad_request(self._gateway.metrics, "RecogniseStream", exc)
             return pb.RecogniseResponse(
-                request_id=request.request_id[:MAX_REQUEST_ID_CHARS],
+                request_id=request_id[:MAX_REQUEST_ID_CHARS],
                 recognised=False,
                 reason=exc.reason,
                 message=exc.message,
@@ -466,33 +406,23 @@ class RecognitionService(pb_grpc.RecognitionServiceServicer):
     async def Recognise(
         self, request: pb.RecogniseRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecogniseResponse:
-        async def call() -> pb.RecogniseResponse:
-            require(context, self._tls, Role.VERIFIER)
-            _check_request(request)
-            result = self._start(request)
-            return result if isinstance(result, pb.RecogniseResponse) else await result
-
-        return await _guard(context, call)
+        _check_request(request)
+        result = self._start(request)
+        return result if isinstance(result, pb.RecogniseResponse) else await result
 
     async def RecogniseStream(
-        self,
-        request_iterator: AsyncIterator[pb.RecogniseRequest],
-        context: grpc.aio.ServicerContext,
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.RecogniseResponse]:
         """Answers every request in order. Requests are read ahead while a decision waits for
         I/O (a conversion being committed), up to ``STREAM_WINDOW`` unanswered ones."""
-        try:
-            require(context, self._tls, Role.VERIFIER)
-        except GatewayError as exc:
-            await context.abort_with_status(_rich_status(exc))
         answers: asyncio.Queue[pb.RecogniseResponse | asyncio.Task[pb.RecogniseResponse] | None] = (
             asyncio.Queue(STREAM_WINDOW)
         )
 
         async def read() -> None:
             try:
-                async for request in request_iterator:
-                    result = self._start_in_stream(request)
+                async for raw in requests:
+                    result = self._start_in_stream(raw)
                     if isinstance(result, pb.RecogniseResponse):
                         await answers.put(result)
                     else:
@@ -517,25 +447,21 @@ class RecognitionService(pb_grpc.RecognitionServiceServicer):
     async def GetGatewayKeys(
         self, request: pb.GetGatewayKeysRequest, context: grpc.aio.ServicerContext
     ) -> pb.GatewayKeys:
-        async def call() -> pb.GatewayKeys:
-            require(context, self._tls, Role.VERIFIER, Role.PARTNER, Role.OPERATOR)
-            return pb.GatewayKeys(
-                region=HOME_REGION,
-                keys=[
-                    pb.GatewayKey(
-                        key_id=info.kid,
-                        role=info.role.value,
-                        alg=str(info.public_key.alg),
-                        public_key=info.public_key.spki,
-                        not_before=to_unix(info.not_before),
-                        not_after=to_unix(info.not_after),
-                        status=info.status.value,
-                    )
-                    for info in self._gateway.published_keys()
-                ],
-            )
-
-        return await _guard(context, call)
+        return pb.GatewayKeys(
+            region=HOME_REGION,
+            keys=[
+                pb.GatewayKey(
+                    key_id=info.kid,
+                    role=info.role.value,
+                    alg=str(info.public_key.alg),
+                    public_key=info.public_key.spki,
+                    not_before=to_unix(info.not_before),
+                    not_after=to_unix(info.not_after),
+                    status=info.status.value,
+                )
+                for info in self._gateway.published_keys()
+            ],
+        )
 
 
 @dataclass
@@ -544,6 +470,7 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     watcher: asyncio.Task[None] | None = None
+    releaser: asyncio.Task[None] | None = None  # gives freed memory back (gateway.memory)
     metrics_port: int | None = None
     _metrics_server: Any = None
     requests: RequestInterceptor | None = None  # drains: refuses new calls, waits for the rest
@@ -551,10 +478,11 @@ class RunningServer:
 
     async def stop(self, grace: float | None) -> None:
         """Turn health to NOT_SERVING, then drain in-flight calls for up to ``grace`` seconds."""
-        if self.watcher is not None:
-            self.watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.watcher
+        for task in (self.watcher, self.releaser):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.health.enter_graceful_shutdown()
         if self.trustlist is not None:
             await self.trustlist.close()
@@ -583,6 +511,12 @@ async def _watch_health(gateway: Gateway, servicer: health.aio.HealthServicer) -
             )
             for name in ("", *SERVICE_NAMES):
                 await servicer.set(name, status)
+
+
+# The library's services: any caller that passed the TLS handshake, small requests.
+_HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"]
+_REFLECTION = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
+_OPEN = Method(None, MAX_SMALL_REQUEST_BYTES)
 
 
 def _start_metrics(listen: str, gateway: Gateway) -> tuple[Any, int]:
@@ -617,29 +551,22 @@ async def build_server(
     ]
     requests = RequestInterceptor(gateway.metrics)
     server = grpc.aio.server(options=options, interceptors=[requests])
-    pb_grpc.add_RecognitionServiceServicer_to_server(
-        RecognitionService(gateway, tls is not None), server
-    )
-    from gateway.api.v1 import registry_pb2_grpc
     from gateway.partner_service import PartnerService  # they import this module
     from gateway.trustlist_service import TrustListService
 
-    registry_pb2_grpc.add_PartnerServiceServicer_to_server(
-        PartnerService(gateway, tls is not None), server
-    )
-    registry_pb2_grpc.add_TrustListServiceServicer_to_server(
-        TrustListService(gateway, tls is not None), server
-    )
     health_servicer = DrainingHealthServicer()  # Watch streams end when shutdown begins
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            *SERVICE_NAMES,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
+    names = (*SERVICE_NAMES, _HEALTH.full_name, _REFLECTION.full_name)
+    services: list[tuple[Any, object, Mapping[str, Method | None]]] = [
+        (RecognitionService.service, RecognitionService(gateway), RecognitionService.methods),
+        (PartnerService.service, PartnerService(gateway, tls is not None), PartnerService.methods),
+        (TrustListService.service, TrustListService(gateway), TrustListService.methods),
+        (_HEALTH, health_servicer, {"Check": _OPEN, "Watch": _OPEN, "List": None}),
+        (_REFLECTION, reflection.aio.ReflectionServicer(names), {"ServerReflectionInfo": _OPEN}),
+    ]
+    for service, servicer, methods in services:
+        add_service(
+            server, service, servicer, methods, tls=tls is not None, metrics=gateway.metrics
+        )
     if tls is None:
         port = server.add_insecure_port(listen)
     else:
@@ -662,6 +589,7 @@ async def build_server(
         server, port, health_servicer, trustlist=gateway.trustlist, requests=requests
     )
     running.watcher = asyncio.create_task(_watch_health(gateway, health_servicer))
+    running.releaser = asyncio.create_task(MemoryReleaser().run(), name="release-memory")
     if metrics_listen:
         running._metrics_server, running.metrics_port = _start_metrics(metrics_listen, gateway)
     return running

@@ -10,14 +10,15 @@ that a subscriber's copy never expires, and it ends with OK when the server stop
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import ClassVar
 
 import grpc
 
 from gateway.api.v1 import registry_pb2 as rpb
-from gateway.api.v1 import registry_pb2_grpc as rpb_grpc
 from gateway.pki import Role
-from gateway.server import Gateway, InvalidRequestError, _guard, _rich_status, require
-from keys.errors import GatewayError
+from gateway.rpc import MAX_SMALL_REQUEST_BYTES, Method
+from gateway.server import Gateway
+from keys.errors import InvalidRequestError
 from keys.timeutil import to_unix, utcnow
 from keys.trustlist import SignedTrustList
 
@@ -39,33 +40,29 @@ def _check_since(since: int) -> None:
         raise InvalidRequestError("since_version must not be negative")
 
 
-class TrustListService(rpb_grpc.TrustListServiceServicer):
+class TrustListService:
     """Reads of the signed trust list."""
 
-    def __init__(self, gateway: Gateway, tls: bool) -> None:
+    service = rpb.DESCRIPTOR.services_by_name["TrustListService"]
+    methods: ClassVar[dict[str, Method]] = dict.fromkeys(
+        ("GetTrustList", "WatchTrustList"), Method(READERS, MAX_SMALL_REQUEST_BYTES)
+    )
+
+    def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
-        self._tls = tls
 
     async def GetTrustList(
         self, request: rpb.GetTrustListRequest, context: grpc.aio.ServicerContext
     ) -> rpb.TrustListResponse:
-        async def call() -> rpb.TrustListResponse:
-            require(context, self._tls, *READERS)
-            _check_since(request.since_version)
-            feed = self._gateway.trustlist
-            return trustlist_to_proto(await feed.signed(request.since_version, utcnow()))
-
-        return await _guard(context, call)
+        _check_since(request.since_version)
+        feed = self._gateway.trustlist
+        return trustlist_to_proto(await feed.signed(request.since_version, utcnow()))
 
     async def WatchTrustList(
         self, request: rpb.WatchTrustListRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[rpb.TrustListResponse]:
         feed = self._gateway.trustlist
-        try:
-            require(context, self._tls, *READERS)
-            _check_since(request.since_version)
-        except GatewayError as exc:
-            await context.abort_with_status(_rich_status(exc))
+        _check_since(request.since_version)
         held = request.since_version
         with feed.watching(held) as watch:
             resend = feed.resend.total_seconds()
@@ -76,10 +73,8 @@ class TrustListService(rpb_grpc.TrustListServiceServicer):
                     since = 0  # nothing changed for a while: the same version, freshly signed
                 else:
                     since = held
-                try:
-                    signed = await feed.signed(since, utcnow())
-                except GatewayError as exc:
-                    await context.abort_with_status(_rich_status(exc))
+                # An error ends the stream with its status (gateway.rpc).
+                signed = await feed.signed(since, utcnow())
                 held = signed.version
                 # Re-send well before the list held expires (its lifetime can be cut short by a
                 # trustlist key's not_after), at most every feed.resend.

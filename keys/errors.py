@@ -203,6 +203,36 @@ class TimeOffsetRequiredError(TimeInvalidError):
     default_message = "an ISO 8601 time needs a UTC offset (Z or +08:00)"
 
 
+# --- bad requests --------------------------------------------------------------------------
+
+
+class InvalidRequestError(GatewayError):
+    """The request itself (not a code or statement it carries) is unacceptable.
+
+    Refused before any decision: an RPC error in unary calls, an answer in its place inside a
+    stream (docs/api.md, "RPC errors").
+    """
+
+    reason = "INVALID_REQUEST"
+    grpc_status = "INVALID_ARGUMENT"
+    default_message = "the request is not valid"
+
+
+class RequestMalformedError(InvalidRequestError):
+    """The request's bytes are not a protobuf message of the method's request type."""
+
+    reason = "REQUEST_MALFORMED"
+    default_message = "the request is not a valid protobuf message of the method's request type"
+
+
+class RequestTooLargeError(InvalidRequestError):
+    """The request's bytes exceed the method's size limit (checked before any decoding)."""
+
+    reason = "REQUEST_TOO_LARGE"
+    grpc_status = "RESOURCE_EXHAUSTED"
+    default_message = "the request is larger than the method accepts"
+
+
 # --- registry state ------------------------------------------------------------------------
 
 

@@ -128,19 +128,20 @@ def test_invalid_request_carries_error_info(prepared_dir) -> None:
 
 
 def test_oversized_message_is_refused_not_internal(prepared_dir) -> None:
-    # Above the server's receive limit (4 MiB, for the partner service's revocation batches).
+    # Above the server's receive limit (2 MiB and a few bytes, for partner revocation batches).
     error = _rpc_error(prepared_dir(NOW), pb.RecogniseRequest(code="A" * (5 * 1024 * 1024)))
     assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def test_a_long_code_below_the_message_limit_is_a_decision(prepared_dir) -> None:
+    # Over 4096 characters, under Recognise's message limit (32 KiB): docs/api.md, Limits.
     data_dir = prepared_dir(NOW)
 
     async def scenario() -> pb.RecogniseResponse:
         async with serving(data_dir) as (_, port):
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = pb_grpc.RecognitionServiceStub(channel)
-                return await stub.Recognise(pb.RecogniseRequest(code="A" * 100_000), timeout=5)
+                return await stub.Recognise(pb.RecogniseRequest(code="A" * 30_000), timeout=5)
 
     response = run(scenario())
     assert (response.recognised, response.reason) == (False, "OVERSIZED")

@@ -1,0 +1,528 @@
+"""Requests as bytes on the wire: bytes that are not protobuf, messages over a method's limit, and
+streams refused while the caller is still writing. Against a real server on a free port, over
+mutual TLS where roles matter. docs/api.md, "The order of checks on every call", "RPC errors",
+"Limits" and "Refused streams"."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+from conftest import run
+from google.rpc import error_details_pb2
+from grpc_reflection.v1alpha import reflection_pb2
+from grpc_status import rpc_status
+
+from adapters.regions import REGION_SPECS
+from gateway.api.v1 import recognition_pb2 as pb
+from gateway.api.v1 import registry_pb2 as rpb
+from gateway.partner_service import PartnerService
+from gateway.pki import DevCA, TlsFiles
+from gateway.rpc import (
+    MAX_RECEIVE_BYTES,
+    MAX_RECOGNISE_REQUEST_BYTES,
+    MAX_SMALL_REQUEST_BYTES,
+    MAX_SUBMISSION_REQUEST_BYTES,
+    decode,
+)
+from gateway.server import Gateway, GatewayConfig, RecognitionService, build_server
+from gateway.trustlist_service import TrustListService
+from keys.errors import RequestMalformedError, RequestTooLargeError
+from keys.signed import MAX_ENVELOPE_BYTES
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+REGION = REGION_SPECS[0].code
+T = TypeVar("T")
+
+RECOGNISE = "/gateway.api.v1.RecognitionService/Recognise"
+STREAM = "/gateway.api.v1.RecognitionService/RecogniseStream"
+KEYS = "/gateway.api.v1.RecognitionService/GetGatewayKeys"
+PUBLISH = "/gateway.api.v1.PartnerService/PublishKeySet"
+REVOKE = "/gateway.api.v1.PartnerService/RevokeKey"
+REVOCATIONS = "/gateway.api.v1.PartnerService/PublishRevocations"
+GET_LIST = "/gateway.api.v1.TrustListService/GetTrustList"
+WATCH = "/gateway.api.v1.TrustListService/WatchTrustList"
+HEALTH = "/grpc.health.v1.Health/Check"
+HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
+REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+
+NOT_UTF8 = bytes.fromhex("1202fffe")  # field 2 (Recognise's code): a string that is not UTF-8
+TRUNCATED = bytes.fromhex("0a0561")  # a length-delimited field of 5 bytes holding 1
+BAD_TAG = bytes.fromhex("ffffffffffffffffffff01")  # a field tag that is not a varint
+# Bytes no message of any of the methods below decodes.
+JUNK = (TRUNCATED, BAD_TAG, bytes.fromhex("0c"))
+
+# Every unary-response method of the port, the certificate that may call it, and bytes that
+# its request type cannot decode.
+UNARY = [
+    (RECOGNISE, "verifier", (NOT_UTF8, *JUNK)),
+    (KEYS, "verifier", JUNK),
+    (PUBLISH, "partner", JUNK),
+    (REVOKE, "partner", JUNK),
+    (REVOCATIONS, "partner", JUNK),
+    (GET_LIST, "operator", JUNK),
+    (WATCH, "verifier", JUNK),
+    (HEALTH, "no-role", (bytes.fromhex("0a02fffe"), *JUNK)),
+    (HEALTH_WATCH, "no-role", JUNK),
+]
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> dict[str, TlsFiles]:
+    ca = DevCA.create(tmp_path / "pki", NOW)
+    files = {"server": TlsFiles(*ca.issue("server", server=True, now=NOW), ca.cert_path)}
+    for name, uri in [
+        ("verifier", "trustgw://verifier/checkpoint-7"),
+        ("operator", "trustgw://operator/ops"),
+        ("partner", f"trustgw://partner/{REGION}"),
+        ("no-role", None),
+    ]:
+        files[name] = TlsFiles(*ca.issue(name, uri=uri, now=NOW), ca.cert_path)
+    return files
+
+
+Body = Callable[[Any, dict[str, grpc.aio.Channel], Any], Awaitable[T]]
+
+
+@pytest.fixture
+def world(prepared_dir, pki):
+    """``world(body)``: run ``body(gateway, channels, running)`` against a real mTLS gateway,
+    with one channel per certificate (raw bytes in and out: no serialiser on either side)."""
+    data_dir = prepared_dir(NOW)
+
+    def go(body: Body[T]) -> T:
+        async def scenario() -> T:
+            gateway = await Gateway.open(
+                GatewayConfig(data_dir=data_dir, refresh_interval=0.1, tls=pki["server"])
+            )
+            running = await build_server(gateway, "127.0.0.1:0", pki["server"])
+            port = running.port
+            try:
+                channels = {}
+                for name in ("verifier", "operator", "partner", "no-role"):
+                    cert, key, ca = pki[name].read()
+                    creds = grpc.ssl_channel_credentials(ca, key, cert)
+                    options = [("grpc.max_send_message_length", 8 * 1024 * 1024)]
+                    channels[name] = grpc.aio.secure_channel(f"localhost:{port}", creds, options)
+                try:
+                    return await body(gateway, channels, running)
+                finally:
+                    for channel in channels.values():
+                        await channel.close()
+            finally:
+                await running.stop(0.5)
+                await gateway.close()
+
+        return run(scenario())
+
+    return go
+
+
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    status = rpc_status.from_call(error)
+    assert status is not None, f"{error.code()} without google.rpc.Status: {error.details()}"
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    return info
+
+
+async def call_raw(
+    channel: grpc.aio.Channel, method: str, data: bytes, **kwargs: Any
+) -> list[bytes] | grpc.aio.AioRpcError:
+    """Call ``method`` with ``data`` as it is: its responses (raw), or the error."""
+    try:
+        if method in (WATCH, HEALTH_WATCH):
+            call = channel.unary_stream(method)(data, timeout=10, **kwargs)
+            return [await call.read()]  # the first response is enough (watches go on)
+        return [await channel.unary_unary(method)(data, timeout=10, **kwargs)]
+    except grpc.aio.AioRpcError as exc:
+        return exc
+
+
+# --- bytes that are not protobuf: docs/api.md "RPC errors" -----------------------------------
+
+
+def test_bytes_that_are_not_protobuf_are_invalid_argument_on_every_method(world) -> None:
+    """docs/api.md, RPC errors and The order of checks on every call: REQUEST_MALFORMED, with
+    ErrorInfo and the request id, on every method (health's included)."""
+
+    async def body(gateway, channels, running) -> list[tuple[str, bytes, Any]]:
+        results = []
+        for method, who, bad in UNARY:
+            for data in bad:
+                meta = (("x-request-id", "bad-bytes-1"),)
+                results.append(
+                    (method, data, await call_raw(channels[who], method, data, metadata=meta))
+                )
+        return results
+
+    for method, data, result in world(body):
+        assert isinstance(result, grpc.aio.AioRpcError), (method, data.hex(), result)
+        assert result.code() is grpc.StatusCode.INVALID_ARGUMENT, (method, data.hex())
+        info = error_info(result)
+        assert (info.reason, info.domain) == ("REQUEST_MALFORMED", "trustgw.gateway")
+        assert info.metadata["request_id"] == "bad-bytes-1"
+        assert dict(result.trailing_metadata())["x-request-id"] == "bad-bytes-1"
+        assert "DecodeError" not in result.details() and "Unexpected" not in result.details()
+
+
+def test_a_caller_without_the_role_is_refused_before_its_bytes_are_decoded(world) -> None:
+    """docs/api.md, The order of checks on every call: the role comes before the size and the
+    decoding; the ErrorInfo names the request id."""
+
+    async def body(gateway, channels, running) -> list[tuple[str, str, Any]]:
+        cases = [
+            (RECOGNISE, "partner"),
+            (RECOGNISE, "operator"),
+            (RECOGNISE, "no-role"),
+            (PUBLISH, "verifier"),
+            (REVOCATIONS, "no-role"),
+            (GET_LIST, "no-role"),
+            (WATCH, "no-role"),
+            (KEYS, "no-role"),
+        ]
+        results = [(m, who, await call_raw(channels[who], m, NOT_UTF8)) for m, who in cases]
+        # ... and before its size: a message over the limit is still a refusal of the caller.
+        over = b"\xff" * (MAX_RECOGNISE_REQUEST_BYTES + 1)
+        results.append((RECOGNISE, "partner", await call_raw(channels["partner"], RECOGNISE, over)))
+        return results
+
+    for method, who, result in world(body):
+        assert isinstance(result, grpc.aio.AioRpcError), (method, who)
+        expected = (
+            grpc.StatusCode.UNAUTHENTICATED
+            if who == "no-role"
+            else (grpc.StatusCode.PERMISSION_DENIED)
+        )
+        assert result.code() is expected, (method, who, result.code(), result.details())
+        info = error_info(result)
+        assert info.reason == expected.name
+        assert info.metadata["request_id"] == dict(result.trailing_metadata())["x-request-id"]
+
+
+def test_a_malformed_request_is_one_warning_without_traceback_and_a_count(world, caplog) -> None:
+    """docs/api.md, The order of checks on every call: one warning in the log (no traceback),
+    trustgw_bad_requests_total, and the RPC in trustgw_rpc_errors_total."""
+    caplog.set_level(logging.INFO)
+
+    async def body(gateway, channels, running) -> tuple[Any, float | None, float | None]:
+        result = await call_raw(channels["verifier"], RECOGNISE, NOT_UTF8)
+        registry = gateway.metrics.registry
+        bad = registry.get_sample_value(
+            "trustgw_bad_requests_total", {"method": "Recognise", "reason": "REQUEST_MALFORMED"}
+        )
+        errors = registry.get_sample_value(
+            "trustgw_rpc_errors_total", {"method": "Recognise", "code": "INVALID_ARGUMENT"}
+        )
+        return result, bad, errors
+
+    result, bad, errors = world(body)
+    assert isinstance(result, grpc.aio.AioRpcError)
+    assert (bad, errors) == (1.0, 1.0)
+    refused = [r for r in caplog.records if "REQUEST_MALFORMED" in r.getMessage()]
+    assert [(r.levelno, r.exc_info) for r in refused] == [(logging.WARNING, None)]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_bad_messages_in_a_stream_are_answered_in_order_and_the_stream_goes_on(
+    world, codes
+) -> None:
+    """docs/api.md, RecogniseStream: a message that is not protobuf, or too large, is answered
+    in its place (reason REQUEST_MALFORMED, REQUEST_TOO_LARGE) and counted."""
+    code = codes(REGION, NOW)()
+    good = [pb.RecogniseRequest(request_id=f"r{n}", code=code).SerializeToString() for n in (0, 1)]
+    too_large = pb.RecogniseRequest(code="A" * MAX_RECOGNISE_REQUEST_BYTES).SerializeToString()
+    sent = [good[0], NOT_UTF8, TRUNCATED, too_large, good[1]]
+
+    async def body(gateway, channels, running) -> tuple[list[pb.RecogniseResponse], dict[str, Any]]:
+        call = channels["verifier"].stream_stream(STREAM)(iter(sent), timeout=10)
+        responses = [pb.RecogniseResponse.FromString(raw) async for raw in call]
+        registry = gateway.metrics.registry
+        counts = {
+            reason: registry.get_sample_value(
+                "trustgw_bad_requests_total", {"method": "RecogniseStream", "reason": reason}
+            )
+            for reason in ("REQUEST_MALFORMED", "REQUEST_TOO_LARGE")
+        }
+        return responses, {"code": await call.code(), **counts}
+
+    responses, seen = world(body)
+    assert [(r.request_id, r.reason) for r in responses] == [
+        ("r0", "RECOGNISED"),
+        ("", "REQUEST_MALFORMED"),
+        ("", "REQUEST_MALFORMED"),
+        ("", "REQUEST_TOO_LARGE"),
+        ("r1", "RECOGNISED"),
+    ]
+    assert all(r.message for r in responses)
+    assert seen == {
+        "code": grpc.StatusCode.OK,
+        "REQUEST_MALFORMED": 2.0,
+        "REQUEST_TOO_LARGE": 1.0,
+    }
+
+
+def test_a_malformed_reflection_request_is_invalid_argument(world) -> None:
+    """docs/api.md, RPC errors: the library's services too (reflection, health above)."""
+    listing = reflection_pb2.ServerReflectionRequest(list_services="").SerializeToString()
+
+    async def body(gateway, channels, running) -> tuple[list[bytes], Any]:
+        call = channels["no-role"].stream_stream(REFLECTION)(iter([listing]), timeout=10)
+        good = [raw async for raw in call]
+        bad = channels["no-role"].stream_stream(REFLECTION)(iter([BAD_TAG]), timeout=10)
+        try:
+            return good, [raw async for raw in bad]
+        except grpc.aio.AioRpcError as exc:
+            return good, exc
+
+    good, bad = world(body)
+    names = reflection_pb2.ServerReflectionResponse.FromString(good[0]).list_services_response
+    assert "gateway.api.v1.RecognitionService" in {s.name for s in names.service}
+    assert isinstance(bad, grpc.aio.AioRpcError)
+    assert bad.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(bad).reason == "REQUEST_MALFORMED"
+
+
+def test_random_bytes_never_get_unknown_or_internal(world) -> None:
+    """docs/api.md, RPC errors: whatever the bytes, a stable status (seeded, 150 per method)."""
+    rng = random.Random(8_12)
+    allowed = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT}
+    samples = [rng.randbytes(rng.randrange(1, 64)) for _ in range(150)]
+
+    async def body(gateway, channels, running) -> Counter[tuple[str, str]]:
+        seen: Counter[tuple[str, str]] = Counter()
+        for method, who in [
+            (RECOGNISE, "verifier"),
+            (PUBLISH, "partner"),
+            (GET_LIST, "partner"),
+            (HEALTH, "no-role"),
+        ]:
+            for data in samples:
+                result = await call_raw(channels[who], method, data)
+                code = (
+                    result.code()
+                    if isinstance(result, grpc.aio.AioRpcError)
+                    else (grpc.StatusCode.OK)
+                )
+                seen[(method, code.name)] += 1
+                assert code in allowed or (
+                    method == PUBLISH
+                    and code is not (grpc.StatusCode.UNKNOWN)
+                    and code is not grpc.StatusCode.INTERNAL
+                ), (method, data.hex(), code)
+        return seen
+
+    seen = world(body)
+    assert not [k for k in seen if k[1] in ("UNKNOWN", "INTERNAL")]
+    assert seen[(RECOGNISE, "INVALID_ARGUMENT")] > 0
+
+
+# --- per-method limits: docs/api.md "Limits" -------------------------------------------------
+
+
+def test_each_method_reads_requests_up_to_its_own_limit() -> None:
+    """docs/api.md, Limits: recognition 32 KiB, partner submissions 2 MiB + framing, the rest
+    4 KiB; the server-wide gRPC limit is the largest of them."""
+    limits = {
+        name: rule.max_request_bytes
+        for servicer in (RecognitionService, PartnerService, TrustListService)
+        for name, rule in servicer.methods.items()
+    }
+    assert limits == {
+        "Recognise": MAX_RECOGNISE_REQUEST_BYTES,
+        "RecogniseStream": MAX_RECOGNISE_REQUEST_BYTES,
+        "GetGatewayKeys": MAX_SMALL_REQUEST_BYTES,
+        "PublishKeySet": MAX_SUBMISSION_REQUEST_BYTES,
+        "RevokeKey": MAX_SUBMISSION_REQUEST_BYTES,
+        "PublishRevocations": MAX_SUBMISSION_REQUEST_BYTES,
+        "GetTrustList": MAX_SMALL_REQUEST_BYTES,
+        "WatchTrustList": MAX_SMALL_REQUEST_BYTES,
+    }
+    assert (MAX_RECOGNISE_REQUEST_BYTES, MAX_SMALL_REQUEST_BYTES) == (32 * 1024, 4 * 1024)
+    assert MAX_RECEIVE_BYTES == max(limits.values()) == MAX_SUBMISSION_REQUEST_BYTES
+    # The largest legitimate messages fit: a 4096-character code of 4-byte characters with a
+    # 128-character request id and a hint; a submission of the largest envelope.
+    largest = pb.RecogniseRequest(
+        request_id="\U0001d538" * 128, code="\U0001d538" * 4096, region_hint="110000"
+    )
+    assert largest.ByteSize() < MAX_RECOGNISE_REQUEST_BYTES
+    submission = rpb.SubmissionRequest(submission=b"x" * MAX_ENVELOPE_BYTES)
+    assert submission.ByteSize() <= MAX_SUBMISSION_REQUEST_BYTES
+
+
+def test_the_size_is_checked_before_the_bytes_are_parsed() -> None:
+    """docs/api.md, Limits: one byte over the limit is REQUEST_TOO_LARGE, even if malformed."""
+    at_limit = pb.RecogniseRequest(code="A" * (MAX_RECOGNISE_REQUEST_BYTES - 4))
+    assert at_limit.ByteSize() == MAX_RECOGNISE_REQUEST_BYTES
+    assert decode(pb.RecogniseRequest, at_limit.SerializeToString(), MAX_RECOGNISE_REQUEST_BYTES)
+    with pytest.raises(RequestTooLargeError):
+        decode(pb.RecogniseRequest, b"\xff" * (MAX_RECOGNISE_REQUEST_BYTES + 1), 32 * 1024)
+    with pytest.raises(RequestMalformedError):
+        decode(pb.RecogniseRequest, b"\xff" * MAX_RECOGNISE_REQUEST_BYTES, 32 * 1024)
+
+
+def test_messages_over_a_methods_limit_are_resource_exhausted_with_a_reason(world) -> None:
+    """docs/api.md, Limits: REQUEST_TOO_LARGE (RESOURCE_EXHAUSTED, metadata ``limit``) over a
+    method's limit; a code under it but over 4096 characters stays an OVERSIZED decision; the
+    largest legitimate submission passes the wire limit (and is judged as a submission)."""
+    over = pb.RecogniseRequest(code="A" * MAX_RECOGNISE_REQUEST_BYTES).SerializeToString()
+    long_code = pb.RecogniseRequest(code="A" * 5000).SerializeToString()
+    over_small = b"\x08\x01" * (MAX_SMALL_REQUEST_BYTES // 2 + 1)
+    junk = b"\xff" * (MAX_RECOGNISE_REQUEST_BYTES + 1)  # too large and malformed: size first
+    largest = rpb.SubmissionRequest(submission=b"x" * MAX_ENVELOPE_BYTES).SerializeToString()
+
+    async def body(gateway, channels, running) -> list[Any]:
+        return [
+            await call_raw(channels["verifier"], RECOGNISE, over),
+            await call_raw(channels["verifier"], RECOGNISE, junk),
+            await call_raw(channels["no-role"], HEALTH, over_small),
+            await call_raw(channels["verifier"], RECOGNISE, long_code),
+            await call_raw(channels["partner"], GET_LIST, over_small),
+            await call_raw(channels["partner"], PUBLISH, largest),
+            await call_raw(channels["partner"], PUBLISH, b"\x00" * (MAX_RECEIVE_BYTES + 1)),
+        ]
+
+    over_limit, junk_over, health, long_decision, small, submission, beyond = world(body)
+    recognise_limit = MAX_RECOGNISE_REQUEST_BYTES
+    for error, limit in (
+        (over_limit, recognise_limit),
+        (junk_over, recognise_limit),
+        (health, 4096),
+        (small, 4096),
+    ):
+        assert isinstance(error, grpc.aio.AioRpcError)
+        assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        info = error_info(error)
+        assert (info.reason, info.metadata["limit"]) == ("REQUEST_TOO_LARGE", str(limit))
+    decision = pb.RecogniseResponse.FromString(long_decision[0])
+    assert (decision.recognised, decision.reason) == (False, "OVERSIZED")
+    assert isinstance(submission, grpc.aio.AioRpcError)
+    assert submission.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(submission).reason == "MALFORMED"  # the envelope, not the message size
+    # Above the server-wide limit gRPC itself refuses, before any handler.
+    assert isinstance(beyond, grpc.aio.AioRpcError)
+    assert beyond.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+# --- refused streams: docs/api.md "Refused streams" --------------------------------------------
+
+
+def test_a_refused_stream_gets_its_own_status_every_time(world) -> None:
+    """docs/api.md, Refused streams: 300 RecogniseStreams refused while the caller is still
+    writing; every status is the refusal's own (never INTERNAL)."""
+    messages = [
+        pb.RecogniseRequest(request_id=f"r{n}", code="x" * 200).SerializeToString()
+        for n in range(20)
+    ]
+
+    async def body(gateway, channels, running) -> Counter[str]:
+        seen: Counter[str] = Counter()
+        for n in range(300):
+            who = ("partner", "operator", "no-role")[n % 3]
+            call = channels[who].stream_stream(STREAM)(iter(messages), timeout=10)
+            try:
+                async for _ in call:
+                    seen[f"{who}:answered"] += 1
+            except grpc.aio.AioRpcError as exc:
+                seen[f"{who}:{exc.code().name}"] += 1
+        return seen
+
+    assert world(body) == {
+        "partner:PERMISSION_DENIED": 100,
+        "operator:PERMISSION_DENIED": 100,
+        "no-role:UNAUTHENTICATED": 100,
+    }
+
+
+def test_a_refused_watch_gets_its_own_status_every_time(world) -> None:
+    """docs/api.md, Refused streams: WatchTrustList refusals (no role, a negative version)."""
+    negative = rpb.WatchTrustListRequest(since_version=-1).SerializeToString()
+
+    async def body(gateway, channels, running) -> Counter[str]:
+        seen: Counter[str] = Counter()
+        for n in range(200):
+            who = ("no-role", "verifier")[n % 2]
+            result = await call_raw(channels[who], WATCH, negative)
+            seen[f"{who}:{getattr(result, 'code', lambda: 'OK')().name}"] += 1
+        return seen
+
+    assert world(body) == {"no-role:UNAUTHENTICATED": 100, "verifier:INVALID_ARGUMENT": 100}
+
+
+def test_streams_refused_during_a_drain_get_unavailable_every_time(world) -> None:
+    """docs/api.md, Refused streams, and "Shutdown, as seen by a client": a stream that reaches
+    a draining gateway is UNAVAILABLE (safe to retry elsewhere), never INTERNAL."""
+    import asyncio
+
+    messages = [
+        pb.RecogniseRequest(request_id=f"r{n}", code="x" * 200).SerializeToString()
+        for n in range(20)
+    ]
+
+    async def body(gateway, channels, running) -> Counter[str]:
+        seen: Counter[str] = Counter()
+        drain = asyncio.ensure_future(running.requests.drain(60))
+        try:
+            for _ in range(100):
+                call = channels["verifier"].stream_stream(STREAM)(iter(messages), timeout=10)
+                try:
+                    async for _ in call:
+                        seen["answered"] += 1
+                except grpc.aio.AioRpcError as exc:
+                    seen[exc.code().name] += 1
+        finally:
+            drain.cancel()
+        return seen
+
+    assert world(body) == {"UNAVAILABLE": 100}
+
+
+def test_a_refused_caller_that_never_half_closes_still_gets_its_status(world, monkeypatch) -> None:
+    """docs/api.md, Refused streams: the gateway reads a refused stream for a bounded time only
+    (here shortened to 0.2 s): a caller that writes and then waits is answered anyway."""
+    from gateway import observability
+
+    monkeypatch.setattr(observability, "DRAIN_SECONDS", 0.2)
+    one = pb.RecogniseRequest(request_id="r0", code="x").SerializeToString()
+
+    async def body(gateway, channels, running) -> grpc.StatusCode:
+        call = channels["partner"].stream_stream(STREAM)(timeout=10)
+        await call.write(one)  # and no half-close
+        return await call.code()
+
+    assert world(body) is grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_freed_memory_is_trimmed_only_above_the_slack_with_back_off() -> None:
+    """docs/api.md, Limits: the C heap is trimmed when the resident set is more than 32 MB above
+    its size at start; a trim that cannot bring it down is retried later, not every second."""
+    from gateway.memory import MemoryReleaser
+
+    resident = [100]
+    trims: list[int] = []
+
+    def trim() -> None:
+        trims.append(resident[0])
+        resident[0] = max(100, resident[0] - freeable[0])
+
+    freeable = [0]
+    releaser = MemoryReleaser(slack=32, resident=lambda: resident[0], trim=trim, max_backoff=8)
+    resident[0] = 132
+    assert not releaser.due(0.0)  # within the slack
+    resident[0], freeable[0] = 400, 300  # a burst, freed but kept by the allocator
+    assert releaser.due(1.0)
+    releaser.release(1.0)
+    assert (trims, resident[0], releaser.due(2.0)) == ([400], 100, False)
+    resident[0], freeable[0] = 300, 0  # memory in use: trimming does not help
+    releaser.release(3.0)
+    assert not releaser.due(3.5) and releaser.due(4.0)  # back-off of 1 s
+    releaser.release(4.0)
+    assert not releaser.due(5.9) and releaser.due(6.0)  # then 2 s
+    assert MemoryReleaser(resident=lambda: None, trim=trim).due(100.0) is False
