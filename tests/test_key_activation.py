@@ -78,7 +78,7 @@ def test_a_reloaded_key_signs_only_after_every_watcher_took_the_list_carrying_it
             watcher.take(await gateway.trustlist.signed(0, utcnow()))  # the full list first
             received = asyncio.Event()
             release = asyncio.Event()
-            stream = TrustListService(gateway, tls=False).WatchTrustList(
+            stream = TrustListService(gateway).WatchTrustList(
                 rpb.WatchTrustListRequest(since_version=gateway.trustlist.version), _Context()
             )
 
