@@ -90,6 +90,7 @@ TYPE_KINDS: dict[Any, str] = {
     cli_verify._format: "format",
     cli_pki.host_type: "host",
     cli_pki.name_type: "name",
+    cli_pki.ip_type: "ip",
 }
 # Where a path is written rather than read.
 OUTPUTS = {"out", "report", "keep"}
@@ -281,6 +282,7 @@ VALUES: dict[str, list[tuple[str, str]]] = {
         ("space", "a b"), ("non-ascii", "检查站.cn"), ("slash", "a/b"), ("254-chars", "a" * 254)
     ],
     "name": [("space", "a b"), ("non-ascii", "检查站"), ("slash", "a/b"), ("65-chars", "a" * 65)],
+    "ip": [("name", "gw.internal"), ("five-octets", "1.2.3.4.5"), ("fullwidth", "\uff11.2.3.4")],
     "text": [("301-chars", "x" * 301), ("bidi-override", "ab\u202ecd")],
     "setting-address": [("no-port", "localhost"), ("bad-port", "127.0.0.1:99999")],
     "setting-float": [("word", "many"), ("nan", "nan"), ("negative", "-1"), ("huge", "1e999")],
@@ -312,6 +314,7 @@ FILE_VALUES_FOR = {
 EXTRA: dict[tuple[str, ...], list[str]] = {
     ("init",): ["--dev"],
     ("serve",): ["--listen", "127.0.0.1:0"],
+    ("pki", "issue"): ["--name", "checkpoint-1"],  # --name is required for client roles
 }
 
 
@@ -340,6 +343,10 @@ def _valid(words: tuple[str, ...], dest: str, files: Files, tmp: Path) -> str:
         return str(files.toml)
     if words == ("convert-batch",) and dest == "file":
         return str(files.csv)
+    if words == ("pki", "renew") and dest == "certificate":
+        return "server"
+    if words == ("pki", "show") and dest == "certificate":
+        return str(files.data_dir / "pki" / "server.pem")
     return table[dest]
 
 
