@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import re
 import secrets
 import sys
 from datetime import timedelta
@@ -22,15 +21,14 @@ from typing import Any
 
 from adapters.base import Colour
 from adapters.fields import valid_id_number
-from adapters.regions import ADAPTERS, REGION_ALGORITHMS, detect, spec_for
+from adapters.regions import ADAPTERS, REGION_ALGORITHMS, spec_for
 from adapters.simulator import fake_holder
 from gateway import partner_kit
+from gateway.cli import _partner_rpc
 from gateway.cli._common import (
     EXIT_OK,
-    EXIT_REJECTED,
     UsageError,
     add_json,
-    float_type,
     int_type,
     kid_type,
     path_type,
@@ -64,20 +62,6 @@ MAX_LIST_FILE_BYTES = 4 * 1024 * 1024
 DEFAULT_KEY_VALIDITY = timedelta(days=365)
 DEFAULT_KEYSET_EXPIRY = timedelta(days=7)
 DEFAULT_CODE_VALIDITY = timedelta(days=1)
-DEFAULT_TIMEOUT = 10.0
-_ADDRESS = re.compile(
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])"
-)
-
-
-def address_type(value: str) -> str:
-    """HOST:PORT of a gateway: a DNS name, IPv4 or [IPv6] address, and a port 1 to 65535."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not _ADDRESS.fullmatch(host) or not port.isascii() or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"{value[:60]!r} is not HOST:PORT")
-    if not 1 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"{value[:60]!r}: the port is 1 to 65535")
-    return value
 
 
 # --- shared -----------------------------------------------------------------------------------
@@ -337,7 +321,10 @@ def _lines(path: Path, what: str) -> list[str]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise UsageError(f"the {what} {path} is not UTF-8 text") from None
-    return [s for s in (line.strip() for line in text.splitlines()) if s and not s.startswith("#")]
+    entries = [s for s in (line.strip() for line in text.splitlines()) if s and s[0] != "#"]
+    if not entries:
+        raise UsageError(f"the {what} {path} holds no entry (one a line)")
+    return entries
 
 
 def cmd_revocations(opts: argparse.Namespace) -> int:
@@ -366,7 +353,7 @@ def cmd_revocations(opts: argparse.Namespace) -> int:
     return _signed(opts, batch)
 
 
-# --- verify-statement, publish ------------------------------------------------------------------
+# --- verify-statement ------------------------------------------------------------------
 
 
 def cmd_verify_statement(opts: argparse.Namespace) -> int:
@@ -398,84 +385,7 @@ def cmd_verify_statement(opts: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _client(opts: argparse.Namespace) -> Any:
-    """A blocking SDK client with the caller's certificate (the one place that connects)."""
-    from gateway.pki import TlsFiles
-    from gateway.sdk import GatewayClient
-
-    tls = TlsFiles(opts.cert, opts.key, opts.ca)
-    tls.read()  # each file checked, with its name in the message
-    return GatewayClient(opts.gateway, tls, timeout=opts.timeout)
-
-
-def cmd_publish(opts: argparse.Namespace) -> int:
-    data = _envelope(opts.statement)
-    envelope = Envelope.from_bytes(data)
-    kind = partner_kit.statement_kind(envelope)
-    with _client(opts) as client:
-        call = {
-            "keyset": client.publish_key_set,
-            "key_revocation": client.revoke_key,
-            "revocations": client.publish_revocations,
-        }[kind]
-        receipt = call(data)
-    result = {
-        "kind": receipt.kind,
-        "region": receipt.region,
-        "digest": receipt.digest,
-        "accepted_at": to_iso(receipt.accepted_at),
-        "duplicate": receipt.duplicate,
-        "request_id": receipt.server_request_id,
-    }
-    if kind == "keyset":
-        result.update(
-            version=receipt.version,
-            keys_added=list(receipt.keys_added),
-            keys_removed=list(receipt.keys_removed),
-            keys_kept=list(receipt.keys_kept),
-            anchors_rotated=receipt.anchors_rotated,
-        )
-    elif kind == "key_revocation":
-        result.update(
-            kid=receipt.key_id, revoked_at=receipt.revoked_at and to_iso(receipt.revoked_at)
-        )
-    else:
-        result.update(
-            batch_id=receipt.batch_id,
-            codes=receipt.codes,
-            holders=receipt.holders,
-            conversions_revoked=receipt.conversions_revoked,
-        )
-    if opts.json:
-        print_json(result)
-        return EXIT_OK
-    again = " (a duplicate: accepted before, nothing changed)" if receipt.duplicate else ""
-    print(
-        f"accepted {kind} of region {receipt.region}{again}, request id {receipt.server_request_id}"
-    )
-    if kind == "keyset":
-        changes = [
-            f"{what} {', '.join(kids) or '-'}"
-            for what, kids in (
-                ("added", receipt.keys_added),
-                ("kept", receipt.keys_kept),
-                ("removed", receipt.keys_removed),
-            )
-        ]
-        rotated = "; anchors rotated" if receipt.anchors_rotated else ""
-        print(f"  version {receipt.version}: {'; '.join(changes)}{rotated}")
-    elif kind == "key_revocation":
-        print(f"  {receipt.key_id} revoked from {result['revoked_at']}")
-    else:
-        print(
-            f"  batch {receipt.batch_id}: {receipt.codes} code(s), {receipt.holders} holder(s), "
-            f"{receipt.conversions_revoked} converted code(s) revoked with them"
-        )
-    print(f"  digest {receipt.digest}, accepted at {result['accepted_at']}")
-    return EXIT_OK
-
-
-# --- test codes, recognise ---------------------------------------------------------------------
+# --- test codes ---------------------------------------------------------------------
 
 
 def cmd_code(opts: argparse.Namespace) -> int:
@@ -509,39 +419,6 @@ def cmd_code(opts: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_recognise(opts: argparse.Namespace) -> int:
-    text = read_input(opts.code_file, "code file", 4 * 4096).decode("utf-8-sig", "replace").strip()
-    if not text:
-        raise UsageError(f"the code file {opts.code_file} is empty")
-    detect(text)  # REGION_UNKNOWN here, rather than a round trip for a file that holds no code
-    with _client(opts) as client:
-        decision = client.recognise(text)
-    result = {
-        "recognised": decision.recognised,
-        "reason": decision.reason,
-        "message": decision.message,
-        "region": decision.region,
-        "mode": decision.mode,
-        "colour": decision.colour,
-        "valid_until": decision.valid_until and to_iso(decision.valid_until),
-        "attestation": decision.attestation and decision.attestation.to_json(),
-        "converted": decision.converted and decision.converted.code,
-        "request_id": decision.server_request_id,
-    }
-    if opts.json:
-        print_json(result)
-    else:
-        print(f"{decision.reason}: {decision.message}")
-        print(
-            f"  region {decision.region or '-'}, mode {decision.mode or '-'}, colour "
-            f"{decision.colour or '-'}, valid until {result['valid_until'] or '-'}"
-        )
-        if decision.converted is not None:
-            print(f"  home-province code {decision.converted.code}")
-        print(f"  request id {decision.server_request_id}")
-    return EXIT_OK if decision.recognised else EXIT_REJECTED
-
-
 # --- the parser ----------------------------------------------------------------------------------
 
 
@@ -556,22 +433,6 @@ def _sign_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--out", required=True, type=path_type, help="where to write the signed statement"
-    )
-    add_json(p)
-
-
-def _rpc_options(p: argparse.ArgumentParser, role: str) -> None:
-    p.add_argument("--gateway", required=True, type=address_type, metavar="HOST:PORT")
-    p.add_argument("--cert", required=True, type=path_type, help=f"the {role} certificate (PEM)")
-    p.add_argument("--key", required=True, type=path_type, help="its private key (PEM)")
-    p.add_argument(
-        "--ca", required=True, type=path_type, help="the CA of the gateway's certificate"
-    )
-    p.add_argument(
-        "--timeout",
-        type=float_type(0.1, 600),
-        default=DEFAULT_TIMEOUT,
-        help="seconds (default %(default)s)",
     )
     add_json(p)
 
@@ -697,13 +558,6 @@ def register(sub: Any) -> None:
     p.add_argument("statement", type=path_type, metavar="STATEMENT", help="the signed file")
     p.set_defaults(func=cmd_verify_statement)
 
-    p = tsub.add_parser(
-        "publish", help="send a signed statement to a gateway (partner certificate)"
-    )
-    _rpc_options(p, "partner")
-    p.add_argument("statement", type=path_type, metavar="STATEMENT", help="the signed file")
-    p.set_defaults(func=cmd_publish)
-
     p = tsub.add_parser("code", help="make a test code of a region, signed with a signing key file")
     p.add_argument("--signing-key", required=True, type=path_type, metavar="SIGNING.key")
     p.add_argument("--colour", choices=[c.value for c in Colour], default=Colour.GREEN.value)
@@ -719,7 +573,4 @@ def register(sub: Any) -> None:
     add_json(p)
     p.set_defaults(func=cmd_code)
 
-    p = tsub.add_parser("recognise", help="ask a gateway about a code (verifier certificate)")
-    _rpc_options(p, "verifier")
-    p.add_argument("code_file", type=path_type, metavar="CODE_FILE", help="a file holding the code")
-    p.set_defaults(func=cmd_recognise)
+    _partner_rpc.register(tsub)
