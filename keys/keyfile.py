@@ -190,7 +190,7 @@ def read_public_jwk(data: bytes, what: str) -> tuple[str, PublicKey]:
         raise MalformedError(f"{what} is not a JWK (not JSON)") from None
     if not isinstance(obj, dict):
         raise MalformedError(f"{what} is not a JWK object")
-    if "d" in obj:
+    if "d" in obj or obj.get("type") == KEY_FILE_TYPE:
         raise MalformedError(f"{what} holds private key material: give the public .jwk file")
     if "kid" not in obj:
         raise MalformedError(f"{what} names no kid (make keys with trustgw partner-tools keygen)")
