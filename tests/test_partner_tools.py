@@ -49,14 +49,32 @@ def ok(capsys: pytest.CaptureFixture[str], *argv: str) -> Ran:
 
 def anchors(capsys: pytest.CaptureFixture[str], region: str = "110000", n: int = 3) -> list[str]:
     kids = [f"{region}-a{i}" for i in range(1, n + 1)]
-    ok(capsys, "keygen", "--region", region, "--role", "anchor",
-       *[w for k in kids for w in ("--kid", k)], "--out-dir", "bj")  # fmt: skip
+    ok(
+        capsys,
+        "keygen",
+        "--region",
+        region,
+        "--role",
+        "anchor",
+        *[w for k in kids for w in ("--kid", k)],
+        "--out-dir",
+        "bj",
+    )
     return kids
 
 
 def partner_file(capsys: pytest.CaptureFixture[str], kids: list[str], k: int, out: str) -> Ran:
-    return ok(capsys, "partner-file", "--region", kids[0][:6], "--threshold", str(k),
-              *[w for kid in kids for w in ("--anchor", f"bj/{kid}.jwk")], "--out", out)  # fmt: skip
+    return ok(
+        capsys,
+        "partner-file",
+        "--region",
+        kids[0][:6],
+        "--threshold",
+        str(k),
+        *[w for kid in kids for w in ("--anchor", f"bj/{kid}.jwk")],
+        "--out",
+        out,
+    )
 
 
 def sign_args(*kids: str) -> list[str]:
@@ -69,8 +87,19 @@ def sign_args(*kids: str) -> list[str]:
 def test_keygen_writes_an_encrypted_private_file_0600_and_public_jwk_and_pem(
     kit: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ran = ok(capsys, "keygen", "--region", "120000", "--role", "signing", "--kid", "tj-1",
-             "--out-dir", "tj", "--json")  # fmt: skip
+    ran = ok(
+        capsys,
+        "keygen",
+        "--region",
+        "120000",
+        "--role",
+        "signing",
+        "--kid",
+        "tj-1",
+        "--out-dir",
+        "tj",
+        "--json",
+    )
     [made] = ran.json()
     assert made["alg"] == "ES256" and made["encrypted"] is True  # Tianjin's codes are ES256
     private = kit / "tj" / "tj-1.key"
@@ -88,16 +117,40 @@ def test_keys_get_the_algorithm_the_regions_codes_are_signed_with(
     spec: Any, kit: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for role in ("anchor", "signing"):
-        ran = ok(capsys, "keygen", "--region", spec.code, "--role", role, "--kid", role,
-                 "--out-dir", "k", "--dev", "--json")  # fmt: skip
+        ran = ok(
+            capsys,
+            "keygen",
+            "--region",
+            spec.code,
+            "--role",
+            role,
+            "--kid",
+            role,
+            "--out-dir",
+            "k",
+            "--dev",
+            "--json",
+        )
         assert {ran.json()[0]["alg"]} <= {a.value for a in REGION_ALGORITHMS[spec.code]}
 
 
 def test_a_signing_key_of_another_algorithm_is_refused(
     kit: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ran = tools(capsys, "keygen", "--region", "120000", "--role", "signing", "--kid", "x",
-                "--alg", "EdDSA", "--out-dir", "k")  # fmt: skip
+    ran = tools(
+        capsys,
+        "keygen",
+        "--region",
+        "120000",
+        "--role",
+        "signing",
+        "--kid",
+        "x",
+        "--alg",
+        "EdDSA",
+        "--out-dir",
+        "k",
+    )
     assert one_line_error(ran) == "KEY_ALGORITHM_MISMATCH"
     assert not (kit / "k").exists()
 
@@ -120,8 +173,20 @@ def test_a_key_file_is_never_overwritten_and_nothing_is_written_on_refusal(
 ) -> None:
     anchors(capsys, n=1)
     before = (kit / "bj" / "110000-a1.key").read_bytes()
-    ran = tools(capsys, "keygen", "--region", "110000", "--role", "anchor", "--kid", "new",
-                "--kid", "110000-a1", "--out-dir", "bj")  # fmt: skip
+    ran = tools(
+        capsys,
+        "keygen",
+        "--region",
+        "110000",
+        "--role",
+        "anchor",
+        "--kid",
+        "new",
+        "--kid",
+        "110000-a1",
+        "--out-dir",
+        "bj",
+    )
     assert one_line_error(ran) == "ALREADY_EXISTS"
     assert (kit / "bj" / "110000-a1.key").read_bytes() == before
     assert not (kit / "bj" / "new.key").exists()
@@ -135,8 +200,19 @@ def test_a_wrong_passphrase_is_one_line_passphrase(
     monkeypatch.setenv("TRUSTGW_PASSPHRASE", "wrong")
     ran = tools(capsys, "code", "--signing-key", "bj/s.key")
     assert one_line_error(ran) == "PASSPHRASE" and "bj/s.key" in ran.err
-    ran = tools(capsys, "revoke-key", "--region", "110000", "--kid", "s", "--compromised-at",
-                "2026-01-01T00:00:00Z", *sign_args(*kids), "--out", "r.json")  # fmt: skip
+    ran = tools(
+        capsys,
+        "revoke-key",
+        "--region",
+        "110000",
+        "--kid",
+        "s",
+        "--compromised-at",
+        "2026-01-01T00:00:00Z",
+        *sign_args(*kids),
+        "--out",
+        "r.json",
+    )
     assert one_line_error(ran) == "PASSPHRASE" and not (kit / "r.json").exists()
 
 
@@ -169,8 +245,18 @@ def test_unusable_anchors_make_no_partner_file(
     kit: Path, capsys: pytest.CaptureFixture[str], anchor_file: str, threshold: str, reason: str
 ) -> None:
     anchors(capsys, n=1)
-    ran = tools(capsys, "partner-file", "--region", "110000", "--anchor", anchor_file,
-                "--threshold", threshold, "--out", "p.json")  # fmt: skip
+    ran = tools(
+        capsys,
+        "partner-file",
+        "--region",
+        "110000",
+        "--anchor",
+        anchor_file,
+        "--threshold",
+        threshold,
+        "--out",
+        "p.json",
+    )
     assert one_line_error(ran) == reason and not (kit / "p.json").exists()
 
 
@@ -182,8 +268,20 @@ def beijing(kit: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
     """Three anchors (2 of 3), a partner file bj.json and a signing key bj/s1."""
     kids = anchors(capsys)
     partner_file(capsys, kids, 2, "bj.json")
-    ok(capsys, "keygen", "--region", "110000", "--role", "signing", "--kid", "s1",
-       "--kid", "s2", "--out-dir", "bj")  # fmt: skip
+    ok(
+        capsys,
+        "keygen",
+        "--region",
+        "110000",
+        "--role",
+        "signing",
+        "--kid",
+        "s1",
+        "--kid",
+        "s2",
+        "--out-dir",
+        "bj",
+    )
     return kids
 
 
@@ -194,17 +292,50 @@ def check(capsys: pytest.CaptureFixture[str], statement: str, *extra: str) -> Ra
 def test_key_sets_go_from_version_1_to_the_previous_ones_n_plus_1(
     kit: Path, capsys: pytest.CaptureFixture[str], beijing: list[str]
 ) -> None:
-    ok(capsys, "keyset", "--region", "110000", "--version", "1", "--key", "bj/s1.jwk",
-       "--not-before", "2026-03-01T00:00:00+08:00", "--not-after", "2027-03-01T00:00:00+08:00",
-       *sign_args(*beijing[:2]), "--out", "ks1.json")  # fmt: skip
+    ok(
+        capsys,
+        "keyset",
+        "--region",
+        "110000",
+        "--version",
+        "1",
+        "--key",
+        "bj/s1.jwk",
+        "--not-before",
+        "2026-03-01T00:00:00+08:00",
+        "--not-after",
+        "2027-03-01T00:00:00+08:00",
+        *sign_args(*beijing[:2]),
+        "--out",
+        "ks1.json",
+    )
     first = KeySet.from_signed(Envelope.from_bytes((kit / "ks1.json").read_bytes()).signed)
     assert first.version == 1 and [k.kid for k in first.keys] == ["s1"]
     assert first.keys[0].not_before.isoformat() == "2026-02-28T16:00:00+00:00"
-    ran = ok(capsys, "keyset", "--previous", "ks1.json", "--key", "bj/s2.jwk",
-             *sign_args(*beijing[1:]), "--out", "ks2.json", "--json")  # fmt: skip
+    ran = ok(
+        capsys,
+        "keyset",
+        "--previous",
+        "ks1.json",
+        "--key",
+        "bj/s2.jwk",
+        *sign_args(*beijing[1:]),
+        "--out",
+        "ks2.json",
+        "--json",
+    )
     assert ran.json()["version"] == 2 and [k["kid"] for k in ran.json()["keys"]] == ["s1", "s2"]
-    ok(capsys, "keyset", "--previous", "ks2.json", "--drop", "s1", *sign_args(*beijing[:2]),
-       "--out", "ks3.json")  # fmt: skip
+    ok(
+        capsys,
+        "keyset",
+        "--previous",
+        "ks2.json",
+        "--drop",
+        "s1",
+        *sign_args(*beijing[:2]),
+        "--out",
+        "ks3.json",
+    )
     third = KeySet.from_signed(Envelope.from_bytes((kit / "ks3.json").read_bytes()).signed)
     assert third.version == 3 and [k.kid for k in third.keys] == ["s2"]
     second = KeySet.from_signed(Envelope.from_bytes((kit / "ks2.json").read_bytes()).signed)
@@ -217,24 +348,46 @@ def test_key_sets_go_from_version_1_to_the_previous_ones_n_plus_1(
     ("argv", "needle"),
     [
         pytest.param(["--region", "110000"], "--version", id="neither-version-nor-previous"),
-        pytest.param(["--region", "110000", "--version", "1", "--previous", "ks1.json"],
-                     "--version", id="both"),
-        pytest.param(["--previous", "ks1.json", "--key", "bj/s1.jwk"], "listed already",
-                     id="a-kid-twice"),
-        pytest.param(["--previous", "ks1.json", "--drop", "s2"], "does not list", id="drop-unknown"),
-        pytest.param(["--previous", "ks1.json", "--region", "120000"], "region",
-                     id="other-region"),
-        pytest.param(["--region", "110000", "--version", "1", "--not-after", "2027-01-01T00:00:00Z"],
-                     "--key", id="validity-without-a-key"),
-        pytest.param(["--region", "110000", "--version", "1", "--expires", "2020-01-01T00:00:00Z"],
-                     "future", id="expired-already"),
+        pytest.param(
+            ["--region", "110000", "--version", "1", "--previous", "ks1.json"],
+            "--version",
+            id="both",
+        ),
+        pytest.param(
+            ["--previous", "ks1.json", "--key", "bj/s1.jwk"], "listed already", id="a-kid-twice"
+        ),
+        pytest.param(
+            ["--previous", "ks1.json", "--drop", "s2"], "does not list", id="drop-unknown"
+        ),
+        pytest.param(["--previous", "ks1.json", "--region", "120000"], "region", id="other-region"),
+        pytest.param(
+            ["--region", "110000", "--version", "1", "--not-after", "2027-01-01T00:00:00Z"],
+            "--key",
+            id="validity-without-a-key",
+        ),
+        pytest.param(
+            ["--region", "110000", "--version", "1", "--expires", "2020-01-01T00:00:00Z"],
+            "future",
+            id="expired-already",
+        ),
     ],
-)  # fmt: skip
+)
 def test_key_set_requests_that_cannot_be_right_are_usage_errors(
     kit: Path, capsys: pytest.CaptureFixture[str], beijing: list[str], argv: list[str], needle: str
 ) -> None:
-    ok(capsys, "keyset", "--region", "110000", "--version", "1", "--key", "bj/s1.jwk",
-       *sign_args(*beijing[:2]), "--out", "ks1.json")  # fmt: skip
+    ok(
+        capsys,
+        "keyset",
+        "--region",
+        "110000",
+        "--version",
+        "1",
+        "--key",
+        "bj/s1.jwk",
+        *sign_args(*beijing[:2]),
+        "--out",
+        "ks1.json",
+    )
     ran = tools(capsys, "keyset", *argv, *sign_args(*beijing[:2]), "--out", "x.json")
     assert one_line_error(ran) == "USAGE" and needle in ran.err and not (kit / "x.json").exists()
 
@@ -247,11 +400,25 @@ def test_key_set_requests_that_cannot_be_right_are_usage_errors(
     ],
 )
 def test_the_offline_check_needs_a_threshold_of_distinct_anchors(
-    kit: Path, capsys: pytest.CaptureFixture[str], beijing: list[str], signers: list[int],
+    kit: Path,
+    capsys: pytest.CaptureFixture[str],
+    beijing: list[str],
+    signers: list[int],
     reason: str,
-) -> None:  # fmt: skip
-    ran = tools(capsys, "revoke-key", "--region", "110000", "--kid", "s1", "--compromised-at",
-                "1773216000", *sign_args(*[beijing[i] for i in signers]), "--out", "r.json")  # fmt: skip
+) -> None:
+    ran = tools(
+        capsys,
+        "revoke-key",
+        "--region",
+        "110000",
+        "--kid",
+        "s1",
+        "--compromised-at",
+        "1773216000",
+        *sign_args(*[beijing[i] for i in signers]),
+        "--out",
+        "r.json",
+    )
     if ran.status != 0:
         assert one_line_error(ran) == reason
         return
@@ -261,8 +428,21 @@ def test_the_offline_check_needs_a_threshold_of_distinct_anchors(
 def test_a_statement_is_checked_against_its_own_regions_anchors_and_expiry(
     kit: Path, capsys: pytest.CaptureFixture[str], beijing: list[str]
 ) -> None:
-    ok(capsys, "keyset", "--region", "110000", "--version", "1", "--key", "bj/s1.jwk",
-       "--expires", "2030-01-01T00:00:00Z", *sign_args(*beijing[:2]), "--out", "ks.json")  # fmt: skip
+    ok(
+        capsys,
+        "keyset",
+        "--region",
+        "110000",
+        "--version",
+        "1",
+        "--key",
+        "bj/s1.jwk",
+        "--expires",
+        "2030-01-01T00:00:00Z",
+        *sign_args(*beijing[:2]),
+        "--out",
+        "ks.json",
+    )
     checked = ok(capsys, "verify-statement", "--partner-file", "bj.json", "--json", "ks.json")
     assert checked.json()["signers"] == beijing[:2] and checked.json()["threshold"] == 2
     late = check(capsys, "ks.json", "--at", "2030-01-01T00:00:01Z")
@@ -275,20 +455,63 @@ def test_a_statement_is_checked_against_its_own_regions_anchors_and_expiry(
     envelope["signatures"] = envelope["signatures"][:1] * 2  # one anchor's signature twice
     (kit / "twice.json").write_text(json.dumps(envelope))
     assert one_line_error(check(capsys, "twice.json")) == "THRESHOLD_NOT_MET"
-    ran = tools(capsys, "keyset", "--region", "110000", "--version", "1",
-                "--sign", "bj/s1.key", "--out", "x.json")  # fmt: skip
+    ran = tools(
+        capsys,
+        "keyset",
+        "--region",
+        "110000",
+        "--version",
+        "1",
+        "--sign",
+        "bj/s1.key",
+        "--out",
+        "x.json",
+    )
     assert one_line_error(ran) == "MALFORMED" and "code-signing key" in ran.err
 
 
 def test_an_anchor_rotation_needs_old_and_new_anchors(
     kit: Path, capsys: pytest.CaptureFixture[str], beijing: list[str]
 ) -> None:
-    ok(capsys, "keygen", "--region", "110000", "--role", "anchor", "--kid", "n1", "--kid", "n2",
-       "--out-dir", "bj")  # fmt: skip
-    ok(capsys, "partner-file", "--region", "110000", "--threshold", "2", "--anchor", "bj/n1.jwk",
-       "--anchor", "bj/n2.jwk", "--out", "bj-new.json")  # fmt: skip
-    argv = ["keyset", "--region", "110000", "--version", "2", "--key", "bj/s1.jwk",
-            "--new-anchors", "bj-new.json"]  # fmt: skip
+    ok(
+        capsys,
+        "keygen",
+        "--region",
+        "110000",
+        "--role",
+        "anchor",
+        "--kid",
+        "n1",
+        "--kid",
+        "n2",
+        "--out-dir",
+        "bj",
+    )
+    ok(
+        capsys,
+        "partner-file",
+        "--region",
+        "110000",
+        "--threshold",
+        "2",
+        "--anchor",
+        "bj/n1.jwk",
+        "--anchor",
+        "bj/n2.jwk",
+        "--out",
+        "bj-new.json",
+    )
+    argv = [
+        "keyset",
+        "--region",
+        "110000",
+        "--version",
+        "2",
+        "--key",
+        "bj/s1.jwk",
+        "--new-anchors",
+        "bj-new.json",
+    ]
     ok(capsys, *argv, *sign_args(*beijing[:2]), "--out", "old-only.json")
     assert one_line_error(check(capsys, "old-only.json")) == "THRESHOLD_NOT_MET"
     ok(capsys, *argv, *sign_args(*beijing[:2], "n1", "n2"), "--out", "both.json")
@@ -301,9 +524,24 @@ def test_a_revocation_batch_hashes_holder_ids_and_never_writes_them(
 ) -> None:
     (kit / "holders.txt").write_text(f"# revoked holders\n{HOLDER_ID}\n\n{HOLDER_ID.lower()}\n")
     (kit / "codes.txt").write_text("c0ffee02\n")
-    ran = ok(capsys, "revocations", "--region", "110000", "--batch-id", "2026-03-11-0001",
-             "--code-id", "c0ffee01", "--code-ids", "codes.txt", "--holder-ids", "holders.txt",
-             *sign_args(*beijing[:2]), "--out", "rev.json", "--json")  # fmt: skip
+    ran = ok(
+        capsys,
+        "revocations",
+        "--region",
+        "110000",
+        "--batch-id",
+        "2026-03-11-0001",
+        "--code-id",
+        "c0ffee01",
+        "--code-ids",
+        "codes.txt",
+        "--holder-ids",
+        "holders.txt",
+        *sign_args(*beijing[:2]),
+        "--out",
+        "rev.json",
+        "--json",
+    )
     assert (ran.json()["codes"], ran.json()["holders"]) == (2, 1)  # the ID number normalised
     envelope = Envelope.from_bytes((kit / "rev.json").read_bytes())
     batch = RevocationBatch.from_signed(envelope.signed)
@@ -312,8 +550,19 @@ def test_a_revocation_batch_hashes_holder_ids_and_never_writes_them(
     assert HOLDER_ID not in written and HOLDER_ID.lower() not in written
     assert check(capsys, "rev.json").status == 0
     (kit / "bad.txt").write_text(f"{HOLDER_ID}\n{HOLDER_ID[:-1]}\n")
-    ran = tools(capsys, "revocations", "--region", "110000", "--batch-id", "b",
-                "--holder-ids", "bad.txt", *sign_args(*beijing[:2]), "--out", "x.json")  # fmt: skip
+    ran = tools(
+        capsys,
+        "revocations",
+        "--region",
+        "110000",
+        "--batch-id",
+        "b",
+        "--holder-ids",
+        "bad.txt",
+        *sign_args(*beijing[:2]),
+        "--out",
+        "x.json",
+    )
     assert one_line_error(ran) == "USAGE" and "entry 2 of bad.txt" in ran.err
     assert HOLDER_ID[:-1] not in ran.err
 
@@ -326,17 +575,53 @@ def test_a_revocation_batch_hashes_holder_ids_and_never_writes_them(
 def test_a_test_code_of_every_region_verifies_offline_with_its_colour_and_times(
     spec: Any, colour: str, kit: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ok(capsys, "keygen", "--region", spec.code, "--role", "signing", "--kid", "t1",
-       "--out-dir", "k", "--dev")  # fmt: skip
-    made = ok(capsys, "code", "--signing-key", "k/t1.key", "--colour", colour,
-              "--issued-at", "2026-03-11T16:00:00+08:00", "--expires-at", "2026-03-12T16:00:00+08:00",
-              "--out", "code.txt", "--json").json()  # fmt: skip
+    ok(
+        capsys,
+        "keygen",
+        "--region",
+        spec.code,
+        "--role",
+        "signing",
+        "--kid",
+        "t1",
+        "--out-dir",
+        "k",
+        "--dev",
+    )
+    made = ok(
+        capsys,
+        "code",
+        "--signing-key",
+        "k/t1.key",
+        "--colour",
+        colour,
+        "--issued-at",
+        "2026-03-11T16:00:00+08:00",
+        "--expires-at",
+        "2026-03-12T16:00:00+08:00",
+        "--out",
+        "code.txt",
+        "--json",
+    ).json()
     assert (made["region"], made["colour"], made["kid"]) == (spec.code, colour, "t1")
-    assert (made["issued_at"], made["expires_at"]) == ("2026-03-11T08:00:00Z", "2026-03-12T08:00:00Z")
+    assert (made["issued_at"], made["expires_at"]) == (
+        "2026-03-11T08:00:00Z",
+        "2026-03-12T08:00:00Z",
+    )
     assert made["code_hash"] == code_hash(spec.code, made["code_id"])
     assert (kit / "code.txt").read_text() == made["code"] + "\n"
-    ran = trustgw(capsys, "verify", "--format", spec.code, "--trust", "k/t1.jwk",
-                  "--at", "2026-03-11T18:00:00+08:00", "--json", "code.txt")  # fmt: skip
+    ran = trustgw(
+        capsys,
+        "verify",
+        "--format",
+        spec.code,
+        "--trust",
+        "k/t1.jwk",
+        "--at",
+        "2026-03-11T18:00:00+08:00",
+        "--json",
+        "code.txt",
+    )
     verdict = ran.json()
     assert verdict["verdict"] == "accept", verdict
     claims = verdict["claims"]
@@ -348,8 +633,19 @@ def test_a_test_code_names_no_holder_outside_the_code(
 ) -> None:
     ok(capsys, "keygen", "--region", "310000", "--role", "signing", "--kid", "sh", "--out-dir", "k")
     for extra in (["--json"], ["--out", "c.txt"], []):
-        ran = ok(capsys, "code", "--signing-key", "k/sh.key", "--holder-id", HOLDER_ID,
-                 "--holder-name", HOLDER_NAME, "--code-id", "c1", *extra)  # fmt: skip
+        ran = ok(
+            capsys,
+            "code",
+            "--signing-key",
+            "k/sh.key",
+            "--holder-id",
+            HOLDER_ID,
+            "--holder-name",
+            HOLDER_NAME,
+            "--code-id",
+            "c1",
+            *extra,
+        )
         printed = ran.err + (ran.out.replace(ran.json()["code"], "") if extra == ["--json"] else "")
         if extra == ["--out", "c.txt"]:
             printed += ran.out
@@ -369,8 +665,19 @@ def test_a_test_code_names_no_holder_outside_the_code(
 def test_a_code_id_the_region_cannot_carry_is_refused(
     kit: Path, capsys: pytest.CaptureFixture[str], region: str, code_id: str, needle: str
 ) -> None:
-    ok(capsys, "keygen", "--region", region, "--role", "signing", "--kid", "k1", "--out-dir", "k",
-       "--dev")  # fmt: skip
+    ok(
+        capsys,
+        "keygen",
+        "--region",
+        region,
+        "--role",
+        "signing",
+        "--kid",
+        "k1",
+        "--out-dir",
+        "k",
+        "--dev",
+    )
     ran = tools(capsys, "code", "--signing-key", "k/k1.key", "--code-id", code_id)
     assert one_line_error(ran) == "MALFORMED" and needle in ran.err
 
@@ -393,10 +700,31 @@ def test_an_unreachable_gateway_is_one_line_unavailable(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     pki = dev_data_dir / "pki"
-    tls = ["--gateway", f"127.0.0.1:{port}", "--cert", str(pki / "server.pem"),
-           "--key", str(pki / "server.key"), "--ca", str(pki / "ca.pem"), "--timeout", "1"]  # fmt: skip
-    ok(capsys, "revoke-key", "--region", "110000", "--kid", "s1", "--compromised-at",
-       "1773216000", *sign_args(*beijing[:2]), "--out", "r.json")  # fmt: skip
+    tls = [
+        "--gateway",
+        f"127.0.0.1:{port}",
+        "--cert",
+        str(pki / "server.pem"),
+        "--key",
+        str(pki / "server.key"),
+        "--ca",
+        str(pki / "ca.pem"),
+        "--timeout",
+        "1",
+    ]
+    ok(
+        capsys,
+        "revoke-key",
+        "--region",
+        "110000",
+        "--kid",
+        "s1",
+        "--compromised-at",
+        "1773216000",
+        *sign_args(*beijing[:2]),
+        "--out",
+        "r.json",
+    )
     ok(capsys, "code", "--signing-key", "bj/s1.key", "--out", "c.txt")
     for argv in (["publish", *tls, "r.json"], ["recognise", *tls, "c.txt"]):
         ran = tools(capsys, *argv)

@@ -152,8 +152,24 @@ def test_renew_keeps_names_and_role_and_a_renewed_ca_still_verifies_what_it_issu
 ) -> None:
     pki = pki_dir / "pki"
     d = str(pki_dir)
-    assert trustgw(capsys, "pki", "issue", "--data-dir", d, "--role", "server",
-                   "--host", "gw.internal", "--ip", "10.0.0.7", "--days", "10").status == 0
+    assert (
+        trustgw(
+            capsys,
+            "pki",
+            "issue",
+            "--data-dir",
+            d,
+            "--role",
+            "server",
+            "--host",
+            "gw.internal",
+            "--ip",
+            "10.0.0.7",
+            "--days",
+            "10",
+        ).status
+        == 0
+    )
     assert trustgw(capsys, "pki", "issue", "--data-dir", d, "--role", "partner",
                    "--name", "110000").status == 0  # fmt: skip
     before = {n: _cert(pki / f"{n}.pem") for n in ("server", "partner-110000", "ca")}
