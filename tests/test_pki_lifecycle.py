@@ -213,6 +213,7 @@ def test_list_and_show_print_role_names_serial_and_days_left(
     assert [c["name"] for c in retired] == ["verifier-cp-1"]
     table = trustgw(capsys, "pki", "list", "--data-dir", d).out
     assert server["serial"] in table and "trustgw://verifier/cp-1" in table
+    assert server["fingerprint_sha256"] in table
     shown = trustgw(capsys, "pki", "show", "--data-dir", d, "server", "--json").json()
     assert shown == {**server, "path": shown["path"]}
     copy = tmp_path / "elsewhere.pem"

@@ -260,12 +260,15 @@ def cmd_pki_list(opts: argparse.Namespace) -> int:
             c.subject,
             _names(c),
             c.serial,
+            c.fingerprint,
             to_iso(c.not_after),
             c.days_left(now) if now < c.not_after else "EXPIRED",
         ]
         for c in certs
     ]
-    print_table(("name", "role", "subject", "names", "serial", "not_after", "days_left"), rows)
+    print_table(
+        ("name", "role", "subject", "names", "serial", "sha256", "not_after", "days_left"), rows
+    )
     return EXIT_OK
 
 
