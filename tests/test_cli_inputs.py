@@ -94,7 +94,7 @@ TYPE_KINDS: dict[Any, str] = {
     _partner_rpc.address_type: "address",
 }
 # Where a path is written rather than read.
-OUTPUTS = {"out", "report", "keep", "out_dir"}
+OUTPUTS = {"out", "report", "keep", "out_dir", "receipt_out"}
 # Inputs whose content is what the command judges: bad content is its answer (a verdict or a
 # report on stdout), not an input error; a file that cannot be read still is one.
 SUBJECTS = {

@@ -26,6 +26,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway import tokens
+from gateway.sdk import SubmissionReceipt
+from keys.timeutil import utcnow
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "onboarding.md"
 PORT = "50051"
@@ -166,6 +170,23 @@ def test_the_onboarding_walkthrough_runs_as_written(
     assert region["anchors_generation"] == 2
     assert [k["kid"] for k in region["signing_keys"]] == ["bj-2027-06"]
     assert (region["revoked_codes"], region["revoked_holders"]) == (1, 0)
+    # --receipt-out kept the gateway's signed receipt of key set 1, verifiable offline.
+    receipt = cwd / "bj" / "receipt-keyset-1.json"
+    if "attestation" in SubmissionReceipt.__dataclass_fields__:  # a gateway that signs receipts
+        exported = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "keys", "export", "--data-dir", "gw",
+             "--out", "trust.json"],
+            cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert exported.returncode == 0, exported.stderr
+        trust = tokens.GatewayTrust.from_json((cwd / "trust.json").read_bytes())
+        signed = tokens.Attestation.from_json(receipt.read_bytes())
+        verify = tokens.verify_receipt  # type: ignore[attr-defined,unused-ignore]
+        claims = verify(signed, trust, utcnow())
+        assert (claims["kind"], claims["region"], claims["version"]) == ("keyset", "110000", 1)
+        assert claims["keys_added"] == ["bj-2026-12"]
+    else:  # nothing signed, nothing written
+        assert not receipt.exists()
     # The private keys the walkthrough made are encrypted, 0600; the passphrases never leave.
     for key in (cwd / "bj").glob("*.key"):
         assert key.stat().st_mode & 0o077 == 0

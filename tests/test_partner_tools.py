@@ -693,7 +693,7 @@ def test_a_code_is_signed_with_a_signing_key_not_an_anchor(
 # --- calling a gateway ------------------------------------------------------------------------
 
 
-def test_an_unreachable_gateway_is_one_line_unavailable(
+def test_an_unreachable_gateway_is_one_line_unavailable_and_a_receipt_file_is_never_overwritten(
     kit: Path, capsys: pytest.CaptureFixture[str], dev_data_dir: Path, beijing: list[str]
 ) -> None:
     with socket.socket() as probe:  # a port that nothing listens on
@@ -731,3 +731,11 @@ def test_an_unreachable_gateway_is_one_line_unavailable(
         assert one_line_error(ran) in ("UNAVAILABLE", "DEADLINE_EXCEEDED") and ran.status == 1
     (kit / "junk.txt").write_text("not a code\n")
     assert one_line_error(tools(capsys, "recognise", *tls, "junk.txt")) == "REGION_UNKNOWN"
+    # A receipt file is never overwritten: refused before anything is sent (the gateway above is
+    # unreachable, so reaching it would have been UNAVAILABLE).
+    (kit / "receipt.json").write_text("kept proof\n")
+    ran = tools(capsys, "publish", *tls, "--receipt-out", "receipt.json", "r.json")
+    assert one_line_error(ran) == "ALREADY_EXISTS" and "never overwritten" in ran.err
+    assert (kit / "receipt.json").read_text() == "kept proof\n"
+    ran = tools(capsys, "publish", *tls, "--receipt-out", "no-dir/receipt.json", "r.json")
+    assert one_line_error(ran) == "USAGE" and ran.status == 2

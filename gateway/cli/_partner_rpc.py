@@ -8,7 +8,10 @@ the gateway's receipt; ``recognise`` asks about a code with a verifier certifica
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 from adapters.regions import detect
@@ -24,6 +27,7 @@ from gateway.cli._common import (
     read_input,
 )
 from gateway.pki import TlsFiles
+from keys.errors import AlreadyExistsError
 from keys.signed import MAX_ENVELOPE_BYTES, Envelope
 from keys.timeutil import to_iso
 
@@ -63,6 +67,13 @@ def cmd_publish(opts: argparse.Namespace) -> int:
     data = read_input(opts.statement, "statement file", MAX_ENVELOPE_BYTES)
     envelope = Envelope.from_bytes(data)
     kind = partner_kit.statement_kind(envelope)
+    if opts.receipt_out is not None:  # refuse before sending, not after the gateway applied it
+        if os.path.lexists(opts.receipt_out):
+            raise AlreadyExistsError(
+                f"{opts.receipt_out} exists: a receipt file is never overwritten"
+            )
+        if not opts.receipt_out.parent.is_dir():
+            raise UsageError(f"--receipt-out {opts.receipt_out}: no such directory to write in")
     tls = _tls(opts)
     with _client(opts, tls) as client:
         call = {
@@ -98,6 +109,12 @@ def cmd_publish(opts: argparse.Namespace) -> int:
             holders=receipt.holders,
             conversions_revoked=receipt.conversions_revoked,
         )
+    # The receipt signed by the gateway's attest key (trustgw/receipt/v1, docs/verifying.md
+    # "Submission receipts"): the partner's proof; the fields above are an unsigned copy.
+    signed = getattr(receipt, "attestation", None)
+    result["signed_receipt"] = None if signed is None else signed.to_json()
+    if opts.receipt_out is not None and signed is not None:
+        _write_new(opts.receipt_out, (json.dumps(signed.to_json(), indent=2) + "\n").encode())
     if opts.json:
         print_json(result)
         return EXIT_OK
@@ -124,7 +141,22 @@ def cmd_publish(opts: argparse.Namespace) -> int:
             f"{receipt.conversions_revoked} converted code(s) revoked with them"
         )
     print(f"  digest {receipt.digest}, accepted at {result['accepted_at']}")
+    if signed is None:
+        print("  the gateway sent no signed receipt")
+    else:
+        kept = f", kept in {opts.receipt_out}" if opts.receipt_out is not None else ""
+        print(f"  signed receipt (attest key {signed.kid}, {signed.alg}){kept}:")
+        print(f"  {json.dumps(signed.to_json(), separators=(',', ':'))}")
     return EXIT_OK
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write a new file (a receipt is proof: an existing file is never overwritten)."""
+    try:
+        with open(path, "xb") as handle:
+            handle.write(data)
+    except FileExistsError:
+        raise AlreadyExistsError(f"{path} exists: a receipt file is never overwritten") from None
 
 
 def cmd_recognise(opts: argparse.Namespace) -> int:
@@ -187,6 +219,12 @@ def register(tsub: Any) -> None:
         "publish", help="send a signed statement to a gateway (partner certificate)"
     )
     _rpc_options(p, "partner")
+    p.add_argument(
+        "--receipt-out",
+        type=path_type,
+        metavar="FILE",
+        help="keep the signed receipt here (a new file; verify it with gateway.tokens)",
+    )
     p.add_argument("statement", type=path_type, metavar="STATEMENT", help="the signed file")
     p.set_defaults(func=cmd_publish)
 

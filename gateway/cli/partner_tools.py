@@ -267,7 +267,7 @@ def cmd_partner_file(opts: argparse.Namespace) -> int:
 def cmd_keyset(opts: argparse.Namespace) -> int:
     if (opts.version is None) == (opts.previous is None):
         raise UsageError("give --version N (the first key set: 1) or --previous FILE (n+1)")
-    now = utcnow()
+    now = utcnow().replace(microsecond=0)  # what the statement can state (unix seconds)
     keys: list[KeySetKey] = []
     region, version = opts.region, opts.version
     if opts.previous is not None:
