@@ -176,7 +176,8 @@ def test_the_onboarding_walkthrough_runs_as_written(
         exported = subprocess.run(
             [sys.executable, "-m", "gateway.cli", "keys", "export", "--data-dir", "gw",
              "--out", "trust.json"],
-            cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+            cwd=cwd, env={**env, "TRUSTGW_PASSPHRASE_FILE": "gw-passphrase"},  # the operator's
+            capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert exported.returncode == 0, exported.stderr
         trust = tokens.GatewayTrust.from_json((cwd / "trust.json").read_bytes())
