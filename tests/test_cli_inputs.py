@@ -27,7 +27,7 @@ import pytest
 from cli_support import Ran, trustgw
 
 from gateway import config as gateway_config
-from gateway.cli import _common, _registry, build_parser
+from gateway.cli import _common, _partner_rpc, _registry, build_parser
 from gateway.cli import audit as cli_audit
 from gateway.cli import keys as cli_keys
 from gateway.cli import pki as cli_pki
@@ -90,9 +90,11 @@ TYPE_KINDS: dict[Any, str] = {
     cli_verify._format: "format",
     cli_pki.host_type: "host",
     cli_pki.name_type: "name",
+    cli_pki.ip_type: "ip",
+    _partner_rpc.address_type: "address",
 }
 # Where a path is written rather than read.
-OUTPUTS = {"out", "report", "keep"}
+OUTPUTS = {"out", "report", "keep", "out_dir", "receipt_out"}
 # Inputs whose content is what the command judges: bad content is its answer (a verdict or a
 # report on stdout), not an input error; a file that cannot be read still is one.
 SUBJECTS = {
@@ -214,6 +216,19 @@ def files(dev_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Files
     assert main(argv) == 0
     argv = ["partner", "add", "--data-dir", str(data_dir), "--file", str(partner_file)]
     assert main(argv) == 0
+    tools = root / "tools"  # a partner's development kit, made with partner-tools itself
+    pt = ["partner-tools"]
+    assert main([*pt, "keygen", "--region", "110000", "--role", "anchor", "--kid", "a1",
+                 "--out-dir", str(tools), "--dev"]) == 0
+    assert main([*pt, "keygen", "--region", "110000", "--role", "signing", "--kid", "s1",
+                 "--out-dir", str(tools), "--dev"]) == 0
+    assert main([*pt, "partner-file", "--region", "110000", "--anchor", str(tools / "a1.jwk"),
+                 "--threshold", "1", "--out", str(tools / "partner.json")]) == 0
+    assert main([*pt, "keyset", "--region", "110000", "--version", "1", "--key",
+                 str(tools / "s1.jwk"), "--sign", str(tools / "a1.key"),
+                 "--out", str(tools / "keyset-1.json")]) == 0
+    assert main([*pt, "code", "--signing-key", str(tools / "s1.key"),
+                 "--out", str(tools / "code.txt")]) == 0  # fmt: skip
     return Files(root, data_dir, jwk, partner_file, trust, trustlist, toml, csv)
 
 
@@ -281,6 +296,9 @@ VALUES: dict[str, list[tuple[str, str]]] = {
         ("space", "a b"), ("non-ascii", "检查站.cn"), ("slash", "a/b"), ("254-chars", "a" * 254)
     ],
     "name": [("space", "a b"), ("non-ascii", "检查站"), ("slash", "a/b"), ("65-chars", "a" * 65)],
+    "address": [("no-port", "localhost"), ("bad-port", "localhost:99999"), ("port-0", "a:0"),
+                ("non-ascii", "检查站:50051"), ("fullwidth-port", "a:\uff15")],
+    "ip": [("name", "gw.internal"), ("five-octets", "1.2.3.4.5"), ("fullwidth", "\uff11.2.3.4")],
     "text": [("301-chars", "x" * 301), ("bidi-override", "ab\u202ecd")],
     "setting-address": [("no-port", "localhost"), ("bad-port", "127.0.0.1:99999")],
     "setting-float": [("word", "many"), ("nan", "nan"), ("negative", "-1"), ("huge", "1e999")],
@@ -307,11 +325,21 @@ FILE_VALUES_FOR = {
     (("config", "show"), "tls_cert"): [],
     (("config", "show"), "tls_key"): [],
     (("config", "show"), "tls_ca"): [],
+    # keygen's --out-dir is a directory to write into (made when missing).
+    (("partner-tools", "keygen"), "out_dir"): ["a-file", "under-a-file"],
+    # A code id is any printable text, so any line of text is one: only unusable files fail.
+    (("partner-tools", "revocations"), "code_ids"): [
+        "missing", "directory", "empty", "binary", "big", "broken-link", "under-a-file",
+    ],
 }
 # What the baseline adds to the required options for the command to run.
 EXTRA: dict[tuple[str, ...], list[str]] = {
     ("init",): ["--dev"],
     ("serve",): ["--listen", "127.0.0.1:0"],
+    ("pki", "issue"): ["--name", "checkpoint-1"],  # --name is required for client roles
+    ("partner-tools", "keygen"): ["--dev"],
+    ("partner-tools", "keyset"): ["--region", "110000", "--version", "1"],
+    ("partner-tools", "revocations"): ["--code-id", "c0ffee01"],
 }
 
 
@@ -340,6 +368,32 @@ def _valid(words: tuple[str, ...], dest: str, files: Files, tmp: Path) -> str:
         return str(files.toml)
     if words == ("convert-batch",) and dest == "file":
         return str(files.csv)
+    if words[0] == "partner-tools":
+        tools = files.root / "tools"
+        pki = files.data_dir / "pki"
+        value = {
+            "role": "anchor",
+            "out_dir": str(tmp / "made-keys"),
+            "anchor": str(tools / "a1.jwk"),
+            "threshold": "1",
+            "sign": str(tools / "a1.key"),
+            "compromised_at": "2026-01-01T00:00:00Z",
+            "batch_id": "b-1",
+            "partner_file": str(tools / "partner.json"),
+            "statement": str(tools / "keyset-1.json"),
+            "signing_key": str(tools / "s1.key"),
+            "gateway": "localhost:50051",
+            "cert": str(pki / "server.pem"),
+            "key": str(pki / "server.key"),
+            "ca": str(pki / "ca.pem"),
+            "code_file": str(tools / "code.txt"),
+        }.get(dest)
+        if value is not None:
+            return value
+    if words == ("pki", "renew") and dest == "certificate":
+        return "server"
+    if words == ("pki", "show") and dest == "certificate":
+        return str(files.data_dir / "pki" / "server.pem")
     return table[dest]
 
 
@@ -419,6 +473,11 @@ def contained(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
     monkeypatch.setattr(gateway.server.Gateway, "open", reached)
     monkeypatch.setattr(gateway.demo, "run_demo", reached)
+
+    def connect(*_: Any, **__: Any) -> Any:
+        raise Reached("the command accepted its arguments")
+
+    monkeypatch.setattr(_partner_rpc, "_client", connect)
     monkeypatch.setattr(gateway.cli.core, "configure_logging", lambda *_: None)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TRUSTGW_PASSPHRASE", raising=False)

@@ -28,6 +28,7 @@ from gateway.cli import (
     core,
     keys,
     partner,
+    partner_tools,
     pki,
     purge,
     revocations,
@@ -41,7 +42,7 @@ from keys.errors import GatewayError
 log = logging.getLogger("trustgw.cli")
 
 _AREAS = (core, config, keys, pki, verify, stock, purge)
-_REGISTRY_AREAS = (partner, revocations, trustlist, audit)  # the trust registry
+_REGISTRY_AREAS = (partner, revocations, trustlist, audit, partner_tools)  # the trust registry
 _ERRORS_HELP = (
     "Errors print one line 'trustgw: REASON: message' on stderr: exit 2 for a command line or "
     "input file that cannot be used (reason USAGE, or the value's own reason such as MALFORMED "
