@@ -37,6 +37,7 @@ from adapters.fields import CHINA_STANDARD_TIME, valid_id_number
 from gateway import tokens
 from keys.crypto import PrivateKey
 from keys.errors import GatewayError, TimeInvalidError, TimeOffsetRequiredError
+from keys.jsonutil import loads_strict
 from keys.keystore import GatewayKeyInfo, KeyRole
 from keys.model import HOME_REGION
 from keys.personal import StockBatch, StockBatchResult, StockConversion, StockJob
@@ -368,9 +369,9 @@ def read_rows(
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except (ValueError, RecursionError):
-                yield number, RowError("MALFORMED_ROW", "not a JSON object")
+                obj = loads_strict(line, max_bytes=MAX_LINE_BYTES, max_depth=4)
+            except GatewayError as exc:
+                yield number, RowError("MALFORMED_ROW", f"not a JSON object ({exc})")
                 continue
             if not isinstance(obj, dict):
                 yield number, RowError("MALFORMED_ROW", "not a JSON object")

@@ -37,7 +37,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise MalformedError(f"member {key[:32]!r} appears twice")
+            raise MalformedError(f"a JSON object repeats a member name ({key[:32]!r})")
         result[key] = value
     return result
 

@@ -18,8 +18,9 @@ from typing import Any
 from keys.anchors import AnchorSet, load_jwk
 from keys.crypto import Algorithm, PublicKey
 from keys.errors import MalformedError, OversizedError
+from keys.jsonutil import canonical_json
 from keys.keyid import check_kid, require_kid
-from keys.signed import canonical_json, get_int, get_str, parse_canonical, require_keys
+from keys.signed import get_int, get_str, parse_canonical, require_keys
 from keys.timeutil import ensure_utc, from_unix, to_unix
 
 KEYSET_TYPE = "trustgw/keyset/v1"
