@@ -26,7 +26,8 @@ from keys.errors import (
 from keys.jsonutil import canonical_json, loads_strict
 from keys.keyid import check_kid, require_kid
 from keys.model import Mode, Region
-from keys.signed import Signature, digest, get_int, get_str, require_keys
+from keys.regioncode import check_region_code
+from keys.signed import Signature, digest, get_int, require_keys
 
 PARTNER_FILE_TYPE = "trustgw/partner/v1"
 MAX_ANCHORS = 16
@@ -191,7 +192,7 @@ class PartnerFile:
         require_keys(obj, ("type", "region", "name", "mode", "max_age", "anchors", "threshold"))
         if obj["type"] != PARTNER_FILE_TYPE:
             raise MalformedError(f"the partner file's type is not {PARTNER_FILE_TYPE!r}")
-        code = get_str(obj, "region", max_chars=6)
+        code = check_region_code(obj["region"], "the partner file's region")
         name = obj["name"]
         if (
             not isinstance(name, str)

@@ -33,6 +33,7 @@ from keys.errors import (
 )
 from keys.jsonutil import loads_strict
 from keys.keyid import check_kid
+from keys.regioncode import is_region_code
 from keys.signed import get_str, require_keys
 
 log = logging.getLogger("trustgw.keys")
@@ -61,7 +62,7 @@ class PartnerKeyFile:
 
     def __post_init__(self) -> None:
         check_kid(self.kid)
-        if len(self.region) != 6 or not self.region.isascii() or not self.region.isdigit():
+        if not is_region_code(self.region):
             raise ValueError("a region is a 6-digit code")
         if self.role is KeyFileRole.ANCHOR and self.private.alg not in ANCHOR_ALGORITHMS:
             raise ValueError(f"an anchor key is EdDSA or ES256, not {self.private.alg}")

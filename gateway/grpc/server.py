@@ -48,6 +48,7 @@ from keys.keystore import MANIFEST, GatewayKeyInfo, KeyDirectory, KeyRole
 from keys.model import HOME_REGION, Mode
 from keys.personal import RecognitionEntry
 from keys.pseudonym import Pseudonymiser
+from keys.regioncode import is_region_code
 from keys.registry import KeyRegistry
 from keys.store import SQLiteStore
 from keys.timeutil import to_unix, utcnow
@@ -290,7 +291,7 @@ def _stamp(key_dir: Path) -> tuple[int, int]:
 def _check_request(request: pb.RecogniseRequest) -> None:
     if len(request.request_id) > MAX_REQUEST_ID_CHARS:
         raise InvalidRequestError(f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters")
-    if request.region_hint and (len(request.region_hint) != 6 or not request.region_hint.isdigit()):
+    if request.region_hint and not is_region_code(request.region_hint):
         raise InvalidRequestError("region_hint must be a 6-digit division code")
 
 

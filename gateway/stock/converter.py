@@ -69,7 +69,7 @@ OPTIONAL = (
 COLUMNS = REQUIRED + OPTIONAL
 CASES = ("none", "confirmed", "suspected", "positive", "close_contact", "high_risk_contact")
 
-_CITY = re.compile(r"37\d{4}")
+_CITY = re.compile(r"37[0-9]{4}")  # ASCII digits: \d takes any script's
 _CERTIFICATE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _STATUS = {
     "green": Colour.GREEN,
