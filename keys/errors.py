@@ -18,6 +18,7 @@ Three families, and the operator's own input:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 
@@ -203,6 +204,29 @@ class TimeOffsetRequiredError(TimeInvalidError):
     default_message = "an ISO 8601 time needs a UTC offset (Z or +08:00)"
 
 
+class UsageError(GatewayError):
+    """The command line or an input file is unusable (the CLI exits with status 2)."""
+
+    reason = "USAGE"
+    default_message = "invalid usage"
+
+
+class RowError(InputError):
+    """One row of a stock-conversion file cannot be converted (docs/stock-conversion.md).
+
+    ``reason`` is the row's own reason (``BAD_DATE``, ``MISSING_FIELD``, ...), ``column`` the
+    column at fault, if one is. The message never quotes the row's values.
+    """
+
+    reason = "ROW_INVALID"
+    default_message = "the row cannot be converted"
+
+    def __init__(self, reason: str, message: str, column: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason  # type: ignore[misc]
+        self.column = column
+
+
 # --- bad requests --------------------------------------------------------------------------
 
 
@@ -231,6 +255,58 @@ class RequestTooLargeError(InvalidRequestError):
     reason = "REQUEST_TOO_LARGE"
     grpc_status = "RESOURCE_EXHAUSTED"
     default_message = "the request is larger than the method accepts"
+
+
+# --- who may call --------------------------------------------------------------------------
+
+
+class PermissionDeniedError(GatewayError):
+    """The caller's certificate names a role (or region) that may not make this call."""
+
+    reason = "PERMISSION_DENIED"
+    grpc_status = "PERMISSION_DENIED"
+    default_message = "the caller's certificate does not allow this call"
+
+
+class UnauthenticatedError(GatewayError):
+    """The call carries no client certificate the gateway recognises."""
+
+    reason = "UNAUTHENTICATED"
+    grpc_status = "UNAUTHENTICATED"
+    default_message = "the call carries no client certificate the gateway recognises"
+
+
+# --- calls made by the client SDK ----------------------------------------------------------
+
+
+class GatewayRpcError(GatewayError):
+    """A call to the gateway failed (raised by the client SDK, :mod:`gateway.sdk`).
+
+    ``status`` is the gRPC status name, ``reason`` the gateway's stable reason (from the
+    ``google.rpc.ErrorInfo``, else the status name), ``request_id`` the call's id, ``metadata``
+    the ErrorInfo's details.
+    """
+
+    reason = "RPC_FAILED"
+    default_message = "the call to the gateway failed"
+
+    def __init__(
+        self,
+        status: str,
+        message: str,
+        reason: str | None = None,
+        request_id: str = "",
+        **metadata: str,
+    ) -> None:
+        super().__init__(message, **metadata)
+        self.status = status
+        self.reason = reason or status  # type: ignore[misc]
+        self.request_id = request_id
+
+    @property
+    def retryable(self) -> bool:
+        """Whether retrying can help: only ``UNAVAILABLE`` means "not processed, retry"."""
+        return self.status == "UNAVAILABLE"
 
 
 # --- registry state ------------------------------------------------------------------------
@@ -338,3 +414,15 @@ class PassphraseError(ConfigurationError):
 class KeyDirectoryError(ConfigurationError):
     reason = "KEY_DIRECTORY"
     default_message = "the key directory is missing, unreadable or has unsafe permissions"
+
+
+class InvalidConfigError(ConfigurationError):
+    """The configuration has one or more problems; :attr:`problems` lists them all (each one
+    printable: ``gateway.runtime.settings.Problem``)."""
+
+    reason = "CONFIG_INVALID"
+    default_message = "the configuration is not valid"
+
+    def __init__(self, problems: Sequence[object]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(str(p) for p in problems) or self.default_message)

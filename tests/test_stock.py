@@ -24,12 +24,11 @@ from gateway.stock.converter import (
     COLUMNS,
     Certificate,
     Progress,
-    RowError,
     StockConverter,
     decide,
     parse_row,
 )
-from keys.errors import ConcurrentChangeError
+from keys.errors import ConcurrentChangeError, RowError
 from keys.keystore import KeyDirectory
 from keys.personal import StockBatch
 from keys.pseudonym import Pseudonymiser

@@ -13,7 +13,6 @@ from typing import Any
 
 from gateway.cli._common import (
     EXIT_OK,
-    UsageError,
     add_data_dir,
     add_json,
     kid_type,
@@ -24,7 +23,7 @@ from gateway.cli._common import (
     time_type,
 )
 from gateway.cli._registry import OPERATOR, region_arg
-from keys.errors import GatewayError
+from keys.errors import GatewayError, UsageError
 from keys.jsonutil import loads_strict
 from keys.keystore import DEFAULT_ACTIVATION_DELAY, KeyDirectory, passphrase_from_env
 from keys.timeutil import to_iso, utcnow

@@ -12,7 +12,6 @@ from typing import Any
 from gateway.cli._common import (
     EXIT_OK,
     EXIT_REJECTED,
-    UsageError,
     add_data_dir,
     add_json,
     float_type,
@@ -22,6 +21,7 @@ from gateway.cli._common import (
     time_type,
 )
 from gateway.cli._registry import region_arg
+from keys.errors import UsageError
 from keys.keystore import KeyDirectory, passphrase_from_env
 from keys.timeutil import utcnow
 

@@ -15,7 +15,6 @@ from typing import Any
 from gateway.cli._common import (
     EXIT_OK,
     EXIT_REJECTED,
-    UsageError,
     add_data_dir,
     add_json,
     int_type,
@@ -24,7 +23,7 @@ from gateway.cli._common import (
     time_type,
 )
 from gateway.cli._registry import open_store
-from keys.errors import GatewayError
+from keys.errors import GatewayError, UsageError
 from keys.keystore import KeyDirectory, passphrase_from_env
 from keys.timeutil import to_iso, utcnow
 from keys.trustlist import MAX_TRUSTLIST_BYTES, PinnedKey, SignedTrustList, TrustListVerifier

@@ -39,12 +39,13 @@ from gateway.observability import (
     drain_requests,
     stream_responses,
 )
-from gateway.pki import Peer, Role, UnauthenticatedError, peer_from_auth_context
+from gateway.pki import Peer, Role, peer_from_auth_context
 from keys.errors import (
     GatewayError,
     InvalidRequestError,
     RequestMalformedError,
     RequestTooLargeError,
+    UnauthenticatedError,
 )
 from keys.signed import MAX_ENVELOPE_BYTES
 

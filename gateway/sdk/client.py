@@ -37,7 +37,7 @@ from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.pki import TlsFiles
 from gateway.sdk.channel import aio_channel
 from keys.crypto import Algorithm, PublicKey
-from keys.errors import GatewayError
+from keys.errors import GatewayRpcError
 from keys.timeutil import from_unix
 
 DEFAULT_TIMEOUT = 5.0
@@ -117,49 +117,26 @@ class SignedTrustList:
     server_request_id: str
 
 
-class GatewayRpcError(GatewayError):
-    """A call failed: ``status`` is the gRPC status name, ``reason`` the gateway's stable reason
-    (from the ``google.rpc.ErrorInfo``, else the status name), ``metadata`` its details."""
-
-    reason = "RPC_FAILED"
-    default_message = "the call to the gateway failed"
-
-    def __init__(
-        self,
-        status: str,
-        message: str,
-        reason: str | None = None,
-        request_id: str = "",
-        **metadata: str,
-    ) -> None:
-        super().__init__(message, **metadata)
-        self.status = status
-        self.reason = reason or status  # type: ignore[misc]
-        self.request_id = request_id
-
-    @property
-    def retryable(self) -> bool:
-        return self.status == "UNAVAILABLE"
-
-    @classmethod
-    def from_grpc(cls, exc: grpc.aio.AioRpcError) -> GatewayRpcError:
-        trailing = tuple(exc.trailing_metadata() or ())
-        request_id = next((str(v) for k, v in trailing if k == REQUEST_ID_HEADER), "")
-        reason: str | None = None
-        metadata: dict[str, str] = {}
-        for key, value in trailing:
-            if key == _STATUS_DETAILS and isinstance(value, bytes):
-                status = status_pb2.Status.FromString(value)
-                for detail in status.details:
-                    info = error_details_pb2.ErrorInfo()
-                    if detail.Unpack(info):
-                        reason, metadata = info.reason, dict(info.metadata)
-        # The gateway also names the request id in the ErrorInfo; the trailer is the same id.
-        request_id = request_id or metadata.get("request_id", "")
-        metadata.pop("request_id", None)
-        code = exc.code()
-        name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-        return cls(name, exc.details() or name, reason, request_id, **metadata)
+def error_from_grpc(exc: grpc.aio.AioRpcError) -> GatewayRpcError:
+    """The :class:`~keys.errors.GatewayRpcError` for a failed call: its status, the gateway's
+    reason and details from the ``google.rpc.ErrorInfo``, and the request id."""
+    trailing = tuple(exc.trailing_metadata() or ())
+    request_id = next((str(v) for k, v in trailing if k == REQUEST_ID_HEADER), "")
+    reason: str | None = None
+    metadata: dict[str, str] = {}
+    for key, value in trailing:
+        if key == _STATUS_DETAILS and isinstance(value, bytes):
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    reason, metadata = info.reason, dict(info.metadata)
+    # The gateway also names the request id in the ErrorInfo; the trailer is the same id.
+    request_id = request_id or metadata.get("request_id", "")
+    metadata.pop("request_id", None)
+    code = exc.code()
+    name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+    return GatewayRpcError(name, exc.details() or name, reason, request_id, **metadata)
 
 
 # --- retries ----------------------------------------------------------------------------------
@@ -261,7 +238,7 @@ class AsyncGatewayClient:
             try:
                 response = await call
             except grpc.aio.AioRpcError as exc:
-                error = GatewayRpcError.from_grpc(exc)
+                error = error_from_grpc(exc)
                 pause = self._retry.backoff(attempt, self._rng)
                 if not error.retryable or attempt == attempts or loop.time() + pause >= deadline:
                     raise error from None
@@ -328,7 +305,7 @@ class AsyncGatewayClient:
                     received.append(response)
                 trailing = await call.trailing_metadata()
             except grpc.aio.AioRpcError as exc:
-                error = GatewayRpcError.from_grpc(exc)
+                error = error_from_grpc(exc)
                 for response in received:
                     answers[response.request_id] = decision_from_proto(response, error.request_id)
                 pause = self._retry.backoff(attempt, self._rng)

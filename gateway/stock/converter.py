@@ -36,7 +36,7 @@ from adapters.base import Colour
 from adapters.fields import CHINA_STANDARD_TIME, valid_id_number
 from gateway import tokens
 from keys.crypto import PrivateKey
-from keys.errors import GatewayError, TimeInvalidError, TimeOffsetRequiredError
+from keys.errors import GatewayError, RowError, TimeInvalidError, TimeOffsetRequiredError
 from keys.jsonutil import loads_strict
 from keys.keystore import GatewayKeyInfo, KeyRole
 from keys.model import HOME_REGION
@@ -88,16 +88,6 @@ _RANK = {Colour.GREEN: 0, Colour.YELLOW: 1, Colour.RED: 2}
 
 
 # --- rows --------------------------------------------------------------------------------------
-
-
-class RowError(Exception):
-    """A row that cannot be converted. The message never quotes the row's values."""
-
-    def __init__(self, reason: str, message: str, column: str = "") -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.column = column
 
 
 @dataclass(frozen=True)
