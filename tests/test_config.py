@@ -289,7 +289,8 @@ def test_the_trust_list_lifetime_reaches_the_server(prepared_dir) -> None:
 
     from conftest import run
 
-    from gateway.grpc.server import Gateway, build_server
+    from gateway.grpc.server import build_server
+    from gateway.runtime.gateway import Gateway
     from gateway.sdk import AsyncGatewayClient
 
     data_dir = prepared_dir(datetime.now(UTC).replace(microsecond=0))

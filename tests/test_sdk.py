@@ -205,7 +205,9 @@ def _free_port() -> int:
 
 
 def test_unavailable_is_retried_until_the_gateway_comes_up(codes, prepared_dir) -> None:
-    from gateway.grpc.server import Gateway, GatewayConfig, build_server
+    from gateway.grpc.server import build_server
+    from gateway.runtime.config import GatewayConfig
+    from gateway.runtime.gateway import Gateway
 
     data_dir = prepared_dir(NOW)
     code = codes(SHOW, NOW)()

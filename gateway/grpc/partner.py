@@ -24,9 +24,10 @@ import grpc
 
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import registry_pb2 as rpb
-from gateway.grpc.methods import MAX_SUBMISSION_REQUEST_BYTES, Method, caller
-from gateway.grpc.server import Gateway
+from gateway.grpc.auth import caller
+from gateway.grpc.methods import MAX_SUBMISSION_REQUEST_BYTES, Method
 from gateway.pki import Role
+from gateway.runtime.gateway import Gateway
 from gateway.tokens import Attestation, sign_receipt
 from keys.errors import InvalidRequestError, OversizedError
 from keys.keystore import KeyRole
