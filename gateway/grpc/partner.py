@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable
 from datetime import datetime
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import grpc
 
@@ -106,7 +106,7 @@ class PartnerService:
     async def _submit(
         self,
         request: rpb.SubmissionRequest,
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[Any, Any],
         apply: _Apply,
     ) -> rpb.SubmissionReceipt:
         peer = caller(context, self._tls)  # a partner: its role was checked before decoding
@@ -124,16 +124,16 @@ class PartnerService:
         return receipt(result, sign_receipt(info, key, now, result))
 
     async def PublishKeySet(
-        self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext
+        self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpb.SubmissionReceipt:
         return await self._submit(request, context, self._gateway.trust.publish_keyset)
 
     async def RevokeKey(
-        self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext
+        self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpb.SubmissionReceipt:
         return await self._submit(request, context, self._gateway.trust.revoke_key)
 
     async def PublishRevocations(
-        self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext
+        self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpb.SubmissionReceipt:
         return await self._submit(request, context, self._gateway.trust.publish_revocations)
