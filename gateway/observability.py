@@ -299,7 +299,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             request_id = _request_id(context.invocation_metadata())
             REQUEST_ID.set(request_id)
             # Trailing metadata costs no extra round of the event loop, unlike initial metadata;
-            # error statuses carry the id too (see gateway.rpc.rich_status).
+            # error statuses carry the id too (see gateway.grpc.methods.rich_status).
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
             if not exempt:
                 self._seen += 1

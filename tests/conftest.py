@@ -89,7 +89,7 @@ def prepared_dir(tmp_path: Path, simulator: PartnerSimulator) -> Callable[[datet
 @asynccontextmanager
 async def serving(data_dir: Path, tls: Any = None) -> AsyncIterator[tuple[Any, int]]:
     """A real gateway on a free loopback port: yields (gateway, port). Plaintext unless ``tls``."""
-    from gateway.server import Gateway, GatewayConfig, build_server
+    from gateway.grpc.server import Gateway, GatewayConfig, build_server
 
     gateway = await Gateway.open(GatewayConfig(data_dir=data_dir, refresh_interval=0.1, tls=tls))
     running = await build_server(gateway, "127.0.0.1:0", tls)

@@ -25,8 +25,8 @@ from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.api.v1 import registry_pb2 as rpb
 from gateway.api.v1 import registry_pb2_grpc as rpb_grpc
 from gateway.cli import main
-from gateway.server import Gateway, GatewayConfig
-from gateway.trustlist_service import TrustListService
+from gateway.grpc.server import Gateway, GatewayConfig
+from gateway.grpc.trustlist import TrustListService
 from keys.keystore import DEFAULT_ACTIVATION_DELAY, KeyDirectory, KeyRole
 from keys.model import HOME_REGION, Mode
 from keys.timeutil import utcnow

@@ -225,7 +225,7 @@ def test_a_second_signal_stops_at_once(codes, prepared_dir) -> None:
 def test_the_drain_in_process_health_new_calls_and_open_streams(codes, prepared_dir) -> None:
     """During the drain: Check answers NOT_SERVING, Watch streams end, a new call is refused
     UNAVAILABLE with its request id, and an open stream is served until it half-closes."""
-    from gateway.server import Gateway, GatewayConfig, build_server
+    from gateway.grpc.server import Gateway, GatewayConfig, build_server
 
     data_dir = prepared_dir(NOW)
     make = codes(SHOW, NOW)

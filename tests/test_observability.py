@@ -15,8 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
+from gateway.grpc.server import Gateway, GatewayConfig, build_server
 from gateway.observability import REQUEST_ID, JsonFormatter
-from gateway.server import Gateway, GatewayConfig, build_server
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 REGION = REGION_SPECS[0].code

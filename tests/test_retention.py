@@ -20,8 +20,8 @@ from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.cli import main
-from gateway.reclog import RecognitionLog
-from gateway.retention import PeriodicPurge, RetentionPolicy, purge
+from gateway.runtime.reclog import RecognitionLog
+from gateway.runtime.retention import PeriodicPurge, RetentionPolicy, purge
 from keys.errors import StoreUnavailableError
 from keys.model import ConversionRecord, Mode, Region
 from keys.personal import RecognitionEntry, StockBatch, StockConversion
@@ -248,7 +248,7 @@ def test_the_server_logs_every_decision_without_raw_identifiers(
 
 
 def test_the_recognition_log_can_be_turned_off(codes: Any, prepared_dir: Any) -> None:
-    from gateway.server import Gateway, GatewayConfig
+    from gateway.grpc.server import Gateway, GatewayConfig
 
     data_dir = prepared_dir(utcnow())
 

@@ -207,7 +207,7 @@ def _free_port() -> int:
 
 
 def test_unavailable_is_retried_until_the_gateway_comes_up(codes, prepared_dir) -> None:
-    from gateway.server import Gateway, GatewayConfig, build_server
+    from gateway.grpc.server import Gateway, GatewayConfig, build_server
 
     data_dir = prepared_dir(NOW)
     code = codes(SHOW, NOW)()

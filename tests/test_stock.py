@@ -20,7 +20,7 @@ from adapters.base import Colour
 from bench.stock import sample_rows, write_csv
 from gateway import tokens
 from gateway.cli import main
-from gateway.stock import (
+from gateway.stock.converter import (
     COLUMNS,
     Certificate,
     Progress,

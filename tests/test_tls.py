@@ -15,8 +15,8 @@ from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.cli import main
-from gateway.client import aio_channel
 from gateway.pki import DevCA, Peer, PermissionDeniedError, Role, TlsFiles
+from gateway.sdk.channel import aio_channel
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 REGION = REGION_SPECS[0].code

@@ -23,17 +23,17 @@ from grpc_status import rpc_status
 from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import registry_pb2 as rpb
-from gateway.partner_service import PartnerService
-from gateway.pki import DevCA, TlsFiles
-from gateway.rpc import (
+from gateway.grpc.methods import (
     MAX_RECEIVE_BYTES,
     MAX_RECOGNISE_REQUEST_BYTES,
     MAX_SMALL_REQUEST_BYTES,
     MAX_SUBMISSION_REQUEST_BYTES,
     decode,
 )
-from gateway.server import Gateway, GatewayConfig, RecognitionService, build_server
-from gateway.trustlist_service import TrustListService
+from gateway.grpc.partner import PartnerService
+from gateway.grpc.server import Gateway, GatewayConfig, RecognitionService, build_server
+from gateway.grpc.trustlist import TrustListService
+from gateway.pki import DevCA, TlsFiles
 from keys.errors import RequestMalformedError, RequestTooLargeError
 from keys.signed import MAX_ENVELOPE_BYTES
 
@@ -503,7 +503,7 @@ def test_a_refused_caller_that_never_half_closes_still_gets_its_status(world, mo
 def test_freed_memory_is_trimmed_only_above_the_slack_with_back_off() -> None:
     """docs/api.md, Limits: the C heap is trimmed when the resident set is more than 32 MB above
     its size at start; a trim that cannot bring it down is retried later, not every second."""
-    from gateway.memory import MemoryReleaser
+    from gateway.runtime.memory import MemoryReleaser
 
     resident = [100]
     trims: list[int] = []

@@ -27,7 +27,7 @@ from keys.timeutil import utcnow
 
 
 async def _convert(opts: argparse.Namespace) -> int:
-    from gateway.stock import FORMATS, StockConverter, detect_format, stderr_is_tty
+    from gateway.stock.converter import FORMATS, StockConverter, detect_format, stderr_is_tty
     from keys.pseudonym import Pseudonymiser
     from keys.store import SQLiteStore
 

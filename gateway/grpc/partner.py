@@ -4,7 +4,7 @@ A thin adapter over :class:`keys.trustregistry.TrustRegistry`: the caller's regi
 its mTLS certificate (``trustgw://partner/<region>``) and must be the submission's region, or
 the registry refuses it with ``REGION_FORBIDDEN``. The role and the request's size are checked
 before it is decoded, and every refusal becomes a status with ``ErrorInfo``, in
-``gateway.rpc``. Every receipt is signed by the gateway's attest key
+``gateway.grpc.methods``. Every receipt is signed by the gateway's attest key
 (:func:`gateway.tokens.sign_receipt`), so a partner can keep proof of what the gateway accepted
 and check it offline (:func:`gateway.tokens.verify_receipt`).
 
@@ -24,9 +24,9 @@ import grpc
 
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import registry_pb2 as rpb
+from gateway.grpc.methods import MAX_SUBMISSION_REQUEST_BYTES, Method, caller
+from gateway.grpc.server import Gateway
 from gateway.pki import Role
-from gateway.rpc import MAX_SUBMISSION_REQUEST_BYTES, Method, caller
-from gateway.server import Gateway
 from gateway.tokens import Attestation, sign_receipt
 from keys.errors import InvalidRequestError, OversizedError
 from keys.keystore import KeyRole

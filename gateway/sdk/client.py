@@ -34,8 +34,8 @@ from google.rpc import error_details_pb2, status_pb2
 from gateway import tokens
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
-from gateway.client import aio_channel
 from gateway.pki import TlsFiles
+from gateway.sdk.channel import aio_channel
 from keys.crypto import Algorithm, PublicKey
 from keys.errors import GatewayError
 from keys.timeutil import from_unix

@@ -25,12 +25,7 @@ from adapters.base import Colour
 from adapters.regions import REGION_ALGORITHMS
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.engine import Conversions, Decision, Recogniser
-from gateway.memory import MemoryReleaser
-from gateway.observability import DrainingHealthServicer, Metrics, RequestInterceptor
-from gateway.pki import Role, TlsFiles
-from gateway.reclog import RecognitionLog
-from gateway.retention import PeriodicPurge, RetentionPolicy
-from gateway.rpc import (
+from gateway.grpc.methods import (
     MAX_RECEIVE_BYTES,
     MAX_RECOGNISE_REQUEST_BYTES,
     MAX_SMALL_REQUEST_BYTES,
@@ -39,9 +34,14 @@ from gateway.rpc import (
     decode,
     note_bad_request,
 )
-from gateway.trustfeed import DEFAULT_PUSH_TIMEOUT as TRUSTLIST_PUSH_TIMEOUT
-from gateway.trustfeed import DEFAULT_RESEND as TRUSTLIST_RESEND
-from gateway.trustfeed import TrustListFeed
+from gateway.observability import DrainingHealthServicer, Metrics, RequestInterceptor
+from gateway.pki import Role, TlsFiles
+from gateway.runtime.memory import MemoryReleaser
+from gateway.runtime.reclog import RecognitionLog
+from gateway.runtime.retention import PeriodicPurge, RetentionPolicy
+from gateway.runtime.trustfeed import DEFAULT_PUSH_TIMEOUT as TRUSTLIST_PUSH_TIMEOUT
+from gateway.runtime.trustfeed import DEFAULT_RESEND as TRUSTLIST_RESEND
+from gateway.runtime.trustfeed import TrustListFeed
 from keys.crypto import PrivateKey
 from keys.errors import GatewayError, InvalidRequestError, StoreUnavailableError
 from keys.keystore import MANIFEST, GatewayKeyInfo, KeyDirectory, KeyRole
@@ -57,7 +57,7 @@ from keys.trustregistry import TrustRegistry
 
 log = logging.getLogger("trustgw.server")
 
-# Received messages: per method, and server-wide the largest legitimate one (gateway.rpc).
+# Received messages: per method, and server-wide the largest legitimate one (gateway.grpc.methods).
 MAX_SEND_BYTES = 4 * 1024 * 1024  # a signed trust list is at most ~2 MiB
 MAX_REQUEST_ID_CHARS = 128
 STREAM_WINDOW = 64  # unanswered requests read ahead per stream
@@ -470,7 +470,7 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     watcher: asyncio.Task[None] | None = None
-    releaser: asyncio.Task[None] | None = None  # gives freed memory back (gateway.memory)
+    releaser: asyncio.Task[None] | None = None  # gives freed memory back (gateway.runtime.memory)
     metrics_port: int | None = None
     _metrics_server: Any = None
     requests: RequestInterceptor | None = None  # drains: refuses new calls, waits for the rest
@@ -551,8 +551,8 @@ async def build_server(
     ]
     requests = RequestInterceptor(gateway.metrics)
     server = grpc.aio.server(options=options, interceptors=[requests])
-    from gateway.partner_service import PartnerService  # they import this module
-    from gateway.trustlist_service import TrustListService
+    from gateway.grpc.partner import PartnerService  # they import this module
+    from gateway.grpc.trustlist import TrustListService
 
     health_servicer = DrainingHealthServicer()  # Watch streams end when shutdown begins
     names = (*SERVICE_NAMES, _HEALTH.full_name, _REFLECTION.full_name)
