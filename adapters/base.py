@@ -72,7 +72,7 @@ class CanonicalStatus:
 
 
 @dataclass(frozen=True)
-class Envelope:
+class CodeEnvelope:
     """What a codec extracts from a code *before* anything in it is trusted."""
 
     kid_hint: str | None
@@ -90,7 +90,7 @@ class Codec(Protocol):
         """The signature algorithms this codec verifies (any other is ``ALGORITHM_UNSUPPORTED``)."""
         ...
 
-    def open(self, text: str) -> Envelope:
+    def open(self, text: str) -> CodeEnvelope:
         """Parse the envelope. Raises :class:`MalformedError` (or a subclass)."""
         ...
 
@@ -195,7 +195,7 @@ class RegionAdapter:
             ) from None
         return VerifiedCode(status, key, self.spec)
 
-    def _verify(self, envelope: Envelope, keys: KeyLookup) -> RegionKey:
+    def _verify(self, envelope: CodeEnvelope, keys: KeyLookup) -> RegionKey:
         candidates = keys.keys_for(self.region, envelope.kid_hint)
         if not candidates:
             raise KeyUnknownError(
@@ -250,9 +250,9 @@ __all__ = [
     "MAX_CODE_CHARS",
     "MAX_DECOMPRESSED_BYTES",
     "CanonicalStatus",
+    "CodeEnvelope",
     "Codec",
     "Colour",
-    "Envelope",
     "FieldConvention",
     "MalformedError",
     "Pseudonymise",

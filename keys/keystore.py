@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
@@ -141,6 +141,16 @@ def passphrase_from_env(environ: Mapping[str, str] = os.environ) -> bytes | None
     if not data:
         raise PassphraseError(f"the passphrase file {file_name} is empty")
     return data
+
+
+class Signers(Protocol):
+    """What signs the gateway's outputs (the engine's, the stock converter's): the key of
+    ``role`` that signs at ``now`` and its public description. :class:`KeyDirectory` is one."""
+
+    def signer(self, role: KeyRole, now: datetime) -> tuple[GatewayKeyInfo, PrivateKey]:
+        """The private key of ``role`` that signs at ``now``; raises
+        :class:`ConfigurationError` when there is none."""
+        ...
 
 
 class KeyDirectory:

@@ -172,7 +172,7 @@ class TrustListKeys(Protocol):
 
 
 @dataclass(frozen=True)
-class SignedTrustList:
+class PublishedTrustList:
     """A signed full list or delta, as served: ``envelope`` is what goes on the wire."""
 
     version: int
@@ -204,7 +204,7 @@ class TrustListPublisher:
         self._snapshot = snapshot
         self._keys = keys
         self._ttl = ttl
-        self._cached: SignedTrustList | None = None
+        self._cached: PublishedTrustList | None = None
 
     async def current(self, now: datetime) -> TrustListVersion:
         """The version of the current content, recording a new one if the content changed.
@@ -229,7 +229,7 @@ class TrustListPublisher:
                 continue
         raise ConcurrentChangeError("trust list versions kept changing; retry")
 
-    async def full(self, now: datetime) -> SignedTrustList:
+    async def full(self, now: datetime) -> PublishedTrustList:
         """The current trust list, signed. Raises :class:`keys.errors.StoreUnavailableError`,
         :class:`keys.errors.ConfigurationError` (no valid trustlist key)."""
         now = ensure_utc(now)
@@ -256,7 +256,7 @@ class TrustListPublisher:
         self._cached = signed
         return signed
 
-    async def delta(self, since: int, now: datetime) -> SignedTrustList:
+    async def delta(self, since: int, now: datetime) -> PublishedTrustList:
         """Changes since version ``since``, signed; the full list if ``since`` is unknown (0,
         never recorded, or newer than the current version).
 
@@ -286,7 +286,7 @@ class TrustListPublisher:
 
     def _sign(
         self, body: dict[str, Any], version: int, since: int | None, now: datetime
-    ) -> SignedTrustList:
+    ) -> PublishedTrustList:
         return sign_trustlist(body, version, since, self._keys(), now, self._ttl)
 
 
@@ -297,7 +297,7 @@ def sign_trustlist(
     keys: TrustListKeys,
     now: datetime,
     ttl: timedelta,
-) -> SignedTrustList:
+) -> PublishedTrustList:
     """Sign a list or delta ``body`` at ``now`` (whole seconds) by :func:`signing_plan`.
 
     Raises :class:`ConfigurationError` when no trustlist key is valid at ``now``.
@@ -306,7 +306,7 @@ def sign_trustlist(
     signers, expires = signing_plan(keys.signers(KeyRole.TRUSTLIST, issued), issued, ttl)
     signed = {**body, "issued_at": to_unix(issued), "expires": to_unix(expires)}
     envelope = Envelope.sign(canonical_json(signed), [(i.kid, k) for i, k in signers])
-    return SignedTrustList(version, since, issued, expires, envelope.to_bytes())
+    return PublishedTrustList(version, since, issued, expires, envelope.to_bytes())
 
 
 def signing_plan(

@@ -21,7 +21,7 @@ from keys.signed import Envelope
 from keys.trustlist import (
     TRUSTLIST_DELTA_TYPE,
     PinnedKey,
-    SignedTrustList,
+    PublishedTrustList,
     TrustListPublisher,
     TrustListVerifier,
 )
@@ -167,7 +167,7 @@ def test_a_delta_lists_changes_and_removed_keys_and_adds_up_to_the_full_list(
     ],
 )
 def test_delta_falls_back_to_the_full_list(tmp_path: Path, since: int, kind: str) -> None:
-    async def body(g: Gateway) -> SignedTrustList:
+    async def body(g: Gateway) -> PublishedTrustList:
         await g.publisher.full(T0)
         await setup(g)
         return await g.publisher.delta(since, T0)

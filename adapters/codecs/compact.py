@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from adapters.base import MAX_CODE_CHARS, MAX_DECOMPRESSED_BYTES, Envelope
+from adapters.base import MAX_CODE_CHARS, MAX_DECOMPRESSED_BYTES, CodeEnvelope
 from adapters.codecs.encoding import (
     Compression,
     TextEncoding,
@@ -127,7 +127,7 @@ class CompactCodec:
     family: ClassVar[str] = "compact"
     algs: ClassVar[frozenset[Algorithm]] = frozenset({Algorithm.EDDSA})
 
-    def open(self, text: str) -> Envelope:
+    def open(self, text: str) -> CodeEnvelope:
         """Split the code into kid, signed bytes, payload and signature; trusts nothing yet.
 
         Raises :class:`MalformedError` (:class:`OversizedError` past a size limit).
@@ -145,7 +145,7 @@ class CompactCodec:
         except UnicodeDecodeError:
             raise MalformedError("the key id is not ASCII") from None
         signed = blob[:-SIGNATURE_BYTES]
-        return Envelope(
+        return CodeEnvelope(
             kid_hint=kid,
             alg=Algorithm.EDDSA,
             signing_input=signed,

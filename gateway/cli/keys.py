@@ -22,7 +22,7 @@ from gateway.cli._common import (
     read_input,
     time_type,
 )
-from gateway.cli._registry import OPERATOR, region_arg
+from gateway.cli._store import OPERATOR, region_arg
 from keys.errors import GatewayError, UsageError
 from keys.jsonutil import loads_strict
 from keys.keystore import DEFAULT_ACTIVATION_DELAY, KeyDirectory, passphrase_from_env

@@ -14,7 +14,7 @@ from gateway.cli._common import (
     print_json,
     print_table,
 )
-from gateway.cli._registry import OPERATOR, open_store, region_arg
+from gateway.cli._store import OPERATOR, open_store, region_arg
 from keys.anchors import PartnerFile
 from keys.errors import AnchorsMissingError, NotFoundError, UsageError
 from keys.records import RegionTrust

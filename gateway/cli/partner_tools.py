@@ -36,7 +36,7 @@ from gateway.cli._common import (
     text_type,
     time_type,
 )
-from gateway.cli._registry import region_arg
+from gateway.cli._store import region_arg
 from gateway.cli.keys import _duration as duration_type
 from keys.anchors import ANCHOR_ALGORITHMS, Anchor, AnchorSet, PartnerFile
 from keys.crypto import Algorithm, PrivateKey

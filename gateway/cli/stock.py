@@ -20,7 +20,7 @@ from gateway.cli._common import (
     print_json,
     time_type,
 )
-from gateway.cli._registry import region_arg
+from gateway.cli._store import region_arg
 from keys.errors import UsageError
 from keys.keystore import KeyDirectory, passphrase_from_env
 from keys.timeutil import utcnow

@@ -22,11 +22,11 @@ from gateway.cli._common import (
     print_json,
     time_type,
 )
-from gateway.cli._registry import open_store
+from gateway.cli._store import open_store
 from keys.errors import GatewayError, UsageError
 from keys.keystore import KeyDirectory, passphrase_from_env
 from keys.timeutil import to_iso, utcnow
-from keys.trustlist import MAX_TRUSTLIST_BYTES, PinnedKey, SignedTrustList, TrustListVerifier
+from keys.trustlist import MAX_TRUSTLIST_BYTES, PinnedKey, PublishedTrustList, TrustListVerifier
 
 MAX_FILE_BYTES = 4 * MAX_TRUSTLIST_BYTES  # an envelope: base64url of the list, and signatures
 MAX_VERSION = 2**53 - 1  # versions are JSON integers
@@ -35,7 +35,7 @@ MAX_VERSION = 2**53 - 1  # versions are JSON integers
 # --- export -----------------------------------------------------------------------------------
 
 
-async def _export(opts: argparse.Namespace) -> SignedTrustList:
+async def _export(opts: argparse.Namespace) -> PublishedTrustList:
     from keys.registry import KeyRegistry
     from keys.trustlist import TrustListPublisher
 

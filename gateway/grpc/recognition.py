@@ -12,7 +12,7 @@ import grpc
 
 from adapters.base import Colour
 from gateway.api.v1 import recognition_pb2 as pb
-from gateway.engine import Decision
+from gateway.engine import Recognition
 from gateway.grpc.errors import note_bad_request
 from gateway.grpc.methods import (
     MAX_RECOGNISE_REQUEST_BYTES,
@@ -48,7 +48,7 @@ def _check_request(request: pb.RecogniseRequest) -> None:
         raise InvalidRequestError("region_hint must be a 6-digit division code")
 
 
-def decision_to_proto(request_id: str, decision: Decision) -> pb.RecogniseResponse:
+def decision_to_proto(request_id: str, decision: Recognition) -> pb.RecogniseResponse:
     response = pb.RecogniseResponse(
         request_id=request_id,
         recognised=decision.recognised,
@@ -95,7 +95,7 @@ class RecognitionService:
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
 
-    def _respond(self, request_id: str, decision: Decision) -> pb.RecogniseResponse:
+    def _respond(self, request_id: str, decision: Recognition) -> pb.RecogniseResponse:
         metrics = self._gateway.metrics
         metrics.recognitions.labels(
             decision.region or "-",
@@ -123,7 +123,7 @@ class RecognitionService:
         return decision_to_proto(request_id, decision)
 
     async def _finish(
-        self, request_id: str, pending: Coroutine[Any, Any, Decision]
+        self, request_id: str, pending: Coroutine[Any, Any, Recognition]
     ) -> pb.RecogniseResponse:
         return self._respond(request_id, await pending)
 
@@ -133,7 +133,7 @@ class RecognitionService:
         """The response to a checked request, or a coroutine when the decision waits for I/O
         (a new conversion)."""
         result = self._gateway.recogniser.start(request.code, utcnow(), request.region_hint)
-        if isinstance(result, Decision):
+        if isinstance(result, Recognition):
             return self._respond(request.request_id, result)
         return self._finish(request.request_id, result)
 

@@ -18,7 +18,7 @@ import contextlib
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from keys.trustlist import SignedTrustList, TrustListPublisher
+from keys.trustlist import PublishedTrustList, TrustListPublisher
 
 DEFAULT_RESEND = timedelta(hours=6)  # an idle watch re-sends the list this often (TTL 24 h)
 # How long a new gateway key waits for the watchers of this process to take the list that
@@ -78,7 +78,7 @@ class TrustListFeed:
                     self._changed.notify_all()
             return version
 
-    async def signed(self, since: int, now: datetime) -> SignedTrustList:
+    async def signed(self, since: int, now: datetime) -> PublishedTrustList:
         """The signed list: a delta since ``since`` when that version is known, else full.
 
         Raises :class:`keys.errors.StoreUnavailableError`, :class:`keys.errors.ConfigurationError`

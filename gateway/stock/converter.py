@@ -40,9 +40,8 @@ from gateway.stock.rows import (
     read_rows,
 )
 from gateway.stock.rules import decide
-from keys.crypto import PrivateKey
 from keys.errors import GatewayError, RowError
-from keys.keystore import GatewayKeyInfo, KeyRole
+from keys.keystore import KeyRole, Signers
 from keys.model import HOME_REGION
 from keys.personal import StockBatch, StockBatchResult, StockConversion, StockJob
 from keys.pseudonym import Pseudonymiser
@@ -56,10 +55,6 @@ class StockStore(Protocol):
     async def open_stock_job(self, digest: str, source: str, now: datetime) -> StockJob: ...
     async def commit_stock_batch(self, batch: StockBatch) -> StockBatchResult: ...
     async def finish_stock_job(self, digest: str, now: datetime) -> StockJob: ...
-
-
-class Signers(Protocol):
-    def signer(self, role: KeyRole, now: datetime) -> tuple[GatewayKeyInfo, PrivateKey]: ...
 
 
 @dataclass
