@@ -19,6 +19,7 @@ from typing import Any
 from adapters.base import MAX_CODE_CHARS, Colour, Pseudonymise, RegionAdapter, VerifiedCode
 from adapters.regions import detect
 from gateway import tokens
+from gateway.claims import AttestationClaims, HomeCodeClaims, PartnerSource
 from keys.errors import (
     CodeExpiredError,
     CodeNotYetValidError,
@@ -347,18 +348,17 @@ class Recogniser:
     ) -> Recognition:
         status = verified.status
         info, key = self._signers.signer(KeyRole.ATTEST, now)
-        claims: dict[str, object] = {
-            "region": status.region,
-            "mode": mode.value,
-            "holder": status.holder,
-            "colour": status.colour.value,
-            "code_id": status.code_id,
-            "code_kid": status.kid,
-            "code_iat": to_unix(status.issued_at),
-            "code_exp": to_unix(status.expires_at),
-        }
-        if converted is not None:
-            claims["converted_code_id"] = converted.code_id
+        claims = AttestationClaims(
+            region=status.region,
+            mode=mode.value,
+            holder=status.holder,
+            colour=status.colour.value,
+            code_id=status.code_id,
+            code_kid=status.kid,
+            code_iat=to_unix(status.issued_at),
+            code_exp=to_unix(status.expires_at),
+            converted_code_id=None if converted is None else converted.code_id,
+        )
         # Signed now; never longer than the code, a day, or the signing key's own validity (a
         # retired key leaves the trust list after its not_after): tokens.validity.
         attestation, valid_until = tokens.attest(
@@ -395,13 +395,13 @@ class Recogniser:
             info,
             key,
             now,
-            {
-                "id": code_id,
-                "holder": status.holder,
-                "colour": status.colour.value,
-                "src_iat": to_unix(status.issued_at),
-                "src": {"region": status.region, "code_id": status.code_id},
-            },
+            HomeCodeClaims(
+                id=code_id,
+                holder=status.holder,
+                colour=status.colour.value,
+                src=PartnerSource(status.region, status.code_id),
+                src_iat=to_unix(status.issued_at),
+            ),
             until=status.expires_at,
         )
         return ConversionRecord(

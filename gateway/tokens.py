@@ -28,6 +28,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from gateway.claims import (
+    ATTESTATION_TYPE,
+    HOME_CODE_TYPE,
+    RECEIPT_TYPE,
+    AttestationClaims,
+    HomeCodeClaims,
+    ReceiptClaims,
+)
 from keys.crypto import (
     Algorithm,
     PrivateKey,
@@ -55,9 +63,6 @@ if TYPE_CHECKING:
     from keys.keystore import GatewayKeyInfo
     from keys.trustlist import TrustList
 
-ATTESTATION_TYPE = "trustgw/attestation/v1"
-HOME_CODE_TYPE = "trustgw/home-code/v1"
-RECEIPT_TYPE = "trustgw/receipt/v1"
 HOME_CODE_PREFIX = "SD1:"
 MAX_TOKEN_BYTES = 4096
 MAX_TRUST_FILE_BYTES = 256 * 1024
@@ -302,10 +307,10 @@ class Attestation:
             raise MalformedError(f"the attestation lacks {exc.args[0]!r}") from None
 
 
-def sign_attestation(claims: Mapping[str, Any], kid: str, key: PrivateKey) -> Attestation:
-    """Sign a decision as given. ``claims`` must hold at least ``iat`` and ``exp`` (unix
-    seconds); :func:`attest` builds them by the validity rule."""
-    payload = canonical_json({"typ": ATTESTATION_TYPE, "iss": HOME_REGION, **claims})
+def sign_attestation(claims: AttestationClaims, kid: str, key: PrivateKey) -> Attestation:
+    """Sign a decision as given, its window included (:func:`attest` states the window by the
+    validity rule). Raises ``ValueError`` for claims without a window."""
+    payload = canonical_json(claims.to_json())
     return Attestation(payload, kid, str(key.alg), key.sign(payload))
 
 
@@ -313,7 +318,7 @@ def attest(
     info: GatewayKeyInfo,
     key: PrivateKey,
     now: datetime,
-    claims: Mapping[str, Any],
+    claims: AttestationClaims,
     *,
     until: datetime,
 ) -> tuple[Attestation, datetime]:
@@ -323,7 +328,7 @@ def attest(
     ``ValueError`` as :func:`validity`.
     """
     iat, exp = validity(now, info, until)
-    return sign_attestation({**claims, "iat": iat, "exp": exp}, info.kid, key), from_unix(exp)
+    return sign_attestation(claims.with_validity(iat, exp), info.kid, key), from_unix(exp)
 
 
 def _verify_payload(
@@ -348,30 +353,9 @@ def verify_attestation(att: Attestation, trust: GatewayTrust, now: datetime) -> 
     :class:`MalformedError`.
     """
     key, claims = _verify_payload(att, trust, ATTESTATION_TYPE, "attestation")
+    AttestationClaims.from_json(claims)
     _check_valid(claims, key, ensure_utc(now), "attestation")
     return claims
-
-
-def receipt_claims(result: SubmissionResult) -> dict[str, Any]:
-    """What a receipt asserts about a submission: the ``SubmissionReceipt`` fields, same names."""
-    return {
-        "kind": result.kind.value,
-        "region": result.region,
-        "digest": result.digest,
-        "accepted_at": to_unix(result.accepted_at),
-        "duplicate": result.duplicate,
-        "version": result.version or 0,
-        "keys_added": list(result.keys_added),
-        "keys_removed": list(result.keys_removed),
-        "keys_kept": list(result.keys_kept),
-        "anchors_rotated": result.anchors_rotated,
-        "key_id": result.kid or "",
-        "revoked_at": 0 if result.revoked_at is None else to_unix(result.revoked_at),
-        "batch_id": result.batch_id or "",
-        "codes": result.codes,
-        "holders": result.holders,
-        "conversions_revoked": result.conversions_revoked,
-    }
 
 
 def sign_receipt(
@@ -383,8 +367,7 @@ def sign_receipt(
     its key is published. Raises ``ValueError`` as :func:`validity`.
     """
     iat, exp = validity(now, info)
-    claims = {"typ": RECEIPT_TYPE, "iss": HOME_REGION, **receipt_claims(result)}
-    payload = canonical_json({**claims, "iat": iat, "exp": exp})
+    payload = canonical_json(ReceiptClaims.of(result).with_validity(iat, exp).to_json())
     return Attestation(payload, info.kid, str(key.alg), key.sign(payload))
 
 
@@ -394,6 +377,7 @@ def verify_receipt(att: Attestation, trust: GatewayTrust, now: datetime) -> dict
     Raises as :func:`verify_attestation`.
     """
     key, claims = _verify_payload(att, trust, RECEIPT_TYPE, "receipt")
+    ReceiptClaims.from_json(claims)
     _check_valid(claims, key, ensure_utc(now), "receipt")
     return claims
 
@@ -407,10 +391,11 @@ def home_code_id(region: str, source_code_id: str) -> str:
     return "SD" + digest[:30]
 
 
-def sign_home_code(claims: Mapping[str, Any], kid: str, key: PrivateKey) -> str:
-    """Sign a home-province code as given. ``claims`` holds id, holder, colour, iat, exp and
-    src; :func:`issue_home_code` builds ``iat``/``exp`` by the validity rule."""
-    payload = canonical_json({"typ": HOME_CODE_TYPE, "iss": HOME_REGION, "kid": kid, **claims})
+def sign_home_code(claims: HomeCodeClaims, key: PrivateKey) -> str:
+    """Sign a home-province code as given: its key id and window included
+    (:func:`issue_home_code` states them by the validity rule). Raises ``ValueError`` for
+    claims without them."""
+    payload = canonical_json(claims.to_json())
     body = b64url_encode(payload)
     signature = key.sign(body.encode("ascii"))
     return f"{HOME_CODE_PREFIX}{body}.{b64url_encode(signature)}"
@@ -420,7 +405,7 @@ def issue_home_code(
     info: GatewayKeyInfo,
     key: PrivateKey,
     now: datetime,
-    claims: Mapping[str, Any],
+    claims: HomeCodeClaims,
     *,
     until: datetime,
 ) -> tuple[str, datetime]:
@@ -431,7 +416,7 @@ def issue_home_code(
     ``ValueError`` as :func:`validity`.
     """
     iat, exp = validity(now, info, until)
-    return sign_home_code({**claims, "iat": iat, "exp": exp}, info.kid, key), from_unix(exp)
+    return sign_home_code(claims.signed_by(info.kid, iat, exp), key), from_unix(exp)
 
 
 def home_code_kid(code: str) -> str:
@@ -464,5 +449,6 @@ def verify_home_code(code: str, trust: GatewayTrust, now: datetime) -> dict[str,
     claims = _parse_json_object(payload, "home code payload")
     if claims.get("typ") != HOME_CODE_TYPE:
         raise MalformedError("the payload is not a trustgw home-province code")
+    HomeCodeClaims.from_json(claims)
     _check_valid(claims, key, now, "code")
     return claims

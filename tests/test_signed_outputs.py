@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from signed_support import KINDS, LIMITS, ROLES, engine, fresh_data_dir, sign, verify
+from signed_support import (
+    ATTESTATION,
+    HOME,
+    KINDS,
+    LIMITS,
+    ROLES,
+    engine,
+    fresh_data_dir,
+    sign,
+    verify,
+)
 from support.aio import run
 
 from adapters.regions import REGION_SPECS
@@ -281,11 +291,12 @@ def test_a_window_the_signing_rule_never_states_is_refused(
         tmp_path / "keys", dev=True, passphrase=None, now=T0, validity=VALIDITY
     )
     info, key = keys.signer(ROLES[kind], T0)
-    claims = {"colour": "green", "iat": to_unix(T0 + iat), "exp": to_unix(T0 + exp)}
+    window = {"iat": to_unix(T0 + iat), "exp": to_unix(T0 + exp)}
     if kind == "attestation":
+        claims = dataclasses.replace(ATTESTATION, **window)
         output: Any = tokens.sign_attestation(claims, info.kid, key)
     else:
-        output = tokens.sign_home_code({**claims, "id": "SDx", "src": {}}, info.kid, key)
+        output = tokens.sign_home_code(dataclasses.replace(HOME, kid=info.kid, **window), key)
     at = T0 + max(iat, timedelta(0))
     assert reason(lambda: verify(kind, output, trust_of(keys), at)) == expected
 

@@ -29,6 +29,7 @@ from typing import Any, Protocol, TextIO
 
 from adapters.base import Colour
 from gateway import tokens
+from gateway.claims import HomeCodeClaims, StockSource
 from gateway.stock.progress import Progress
 from gateway.stock.rows import (
     _CITY,
@@ -170,17 +171,14 @@ class StockConverter:
             expires = min(expires, cert.expires_at)
         colour, rules = decide(cert, now)
         code_id = tokens.home_code_id(cert.city, cert.certificate_id)
+        claims = HomeCodeClaims(
+            id=code_id,
+            holder=cert.holder,
+            colour=colour.value,
+            src=StockSource(cert.city, cert.certificate_id),
+        )
         code = tokens.sign_home_code(
-            {
-                "id": code_id,
-                "holder": cert.holder,
-                "colour": colour.value,
-                "iat": to_unix(now),
-                "exp": to_unix(expires),
-                "src": {"city": cert.city, "certificate_id": cert.certificate_id},
-            },
-            self._info.kid,
-            self._key,
+            claims.signed_by(self._info.kid, to_unix(now), to_unix(expires)), self._key
         )
         record = StockConversion(
             city=cert.city,
