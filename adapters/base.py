@@ -49,6 +49,8 @@ Pseudonymise = Callable[[str, str], str]
 
 
 class Colour(StrEnum):
+    """The health-code colour, as the gateway spells it whatever a region writes."""
+
     GREEN = "green"
     YELLOW = "yellow"
     RED = "red"
@@ -157,13 +159,16 @@ class RegionAdapter:
 
     @property
     def region(self) -> str:
+        """The region's 6-digit code."""
         return self.spec.code
 
     @property
     def mode(self) -> Mode:
+        """Whether the region's codes are shown (attested) or converted to home codes."""
         return self.spec.mode
 
     def matches(self, text: str) -> bool:
+        """Whether ``text`` starts with this region's prefix (the code is this region's, if any)."""
         return text.startswith(self.spec.prefix)
 
     def decode(self, text: str, keys: KeyLookup, pseudonymise: Pseudonymise) -> VerifiedCode:

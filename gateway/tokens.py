@@ -101,6 +101,7 @@ class TrustedKey:
             raise ValueError(f"unknown key status {self.status[:16]!r}")
 
     def to_json(self) -> dict[str, Any]:
+        """The key's entry in a trust file (``trustgw keys export``)."""
         return {
             "kid": self.kid,
             "role": self.role,
@@ -154,6 +155,7 @@ class GatewayTrust:
         return key
 
     def to_json(self) -> dict[str, Any]:
+        """The trust file's members: the region and every key."""
         return {"region": self.region, "keys": [k.to_json() for k in self.keys]}
 
     @classmethod
@@ -286,6 +288,9 @@ class Attestation:
     signature: bytes
 
     def to_json(self) -> dict[str, str]:
+        """The attestation as ``Attestation.to_json`` JSON: byte fields in base64url without
+        padding.
+        """
         return {
             "payload": b64url_encode(self.payload),
             "key_id": self.kid,
@@ -295,6 +300,11 @@ class Attestation:
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Attestation:
+        """Read :meth:`to_json` output (nothing is verified here: :func:`verify_attestation`).
+
+        Raises :class:`MalformedError` (not JSON, a member missing, bad base64url),
+        :class:`OversizedError`.
+        """
         obj = _parse_json_object(data.encode() if isinstance(data, str) else data, "attestation")
         try:
             return cls(

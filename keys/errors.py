@@ -50,6 +50,10 @@ class ForeignDataError(GatewayError):
 
 
 class MalformedError(ForeignDataError):
+    """The input could not be decoded: not the format, a bad encoding, a member missing, unknown or
+    of the wrong type.
+    """
+
     reason = "MALFORMED"
     default_message = "the code could not be decoded"
 
@@ -62,16 +66,24 @@ class OversizedError(MalformedError):
 
 
 class RegionUnknownError(ForeignDataError):
+    """The code's prefix names no partner region (or the region named is not one)."""
+
     reason = "REGION_UNKNOWN"
     default_message = "the code does not belong to any partner region"
 
 
 class RegionDisabledError(ForeignDataError):
+    """The code's region is known but its recognition is switched off by the operator."""
+
     reason = "REGION_DISABLED"
     default_message = "recognition of this partner region is disabled"
 
 
 class AlgorithmUnsupportedError(ForeignDataError):
+    """A signature or key algorithm the gateway does not accept (``none``, HS256, an unknown curve
+    ...).
+    """
+
     reason = "ALGORITHM_UNSUPPORTED"
     default_message = "the signature algorithm is not accepted"
 
@@ -88,46 +100,64 @@ class KeyAlgorithmMismatchError(AlgorithmUnsupportedError):
 
 
 class KeyUnknownError(ForeignDataError):
+    """No key of the code's region has the key id (or none verifies the code, when it names none)."""
+
     reason = "KEY_UNKNOWN"
     default_message = "the code was signed with a key the gateway does not know for that region"
 
 
 class KeyRevokedError(ForeignDataError):
+    """The key that signed was revoked at or before the time the code was issued."""
+
     reason = "KEY_REVOKED"
     default_message = "the code was signed with a key revoked before the code was issued"
 
 
 class KeyNotValidError(ForeignDataError):
+    """The signing key was outside its validity window when the code (or output) was issued."""
+
     reason = "KEY_NOT_VALID"
     default_message = "the signing key was not valid when the code was issued"
 
 
 class SignatureInvalidError(ForeignDataError):
+    """The signature does not verify over the signed bytes with the key named."""
+
     reason = "SIGNATURE_INVALID"
     default_message = "the signature does not verify"
 
 
 class CodeExpiredError(ForeignDataError):
+    """The code (or a signed output) is past its expiry at the time it is checked."""
+
     reason = "CODE_EXPIRED"
     default_message = "the code has expired"
 
 
 class CodeTooOldError(ForeignDataError):
+    """The code was issued longer ago than its region's maximum age allows."""
+
     reason = "CODE_TOO_OLD"
     default_message = "the code is older than the region's maximum age"
 
 
 class CodeNotYetValidError(ForeignDataError):
+    """The code (or a signed output) states an issue time after the time it is checked."""
+
     reason = "CODE_NOT_YET_VALID"
     default_message = "the code is issued in the future"
 
 
 class CodeRevokedError(ForeignDataError):
+    """The code, or its holder, is on a revocation batch effective before the check."""
+
     reason = "CODE_REVOKED"
     default_message = "the code, or its holder, has been revoked"
 
 
 class KeyUsageError(ForeignDataError):
+    """The signer's certificate or key does not allow signing this kind of code (EU DCC key usage)."""
+
     reason = "KEY_USAGE"
     default_message = "the signer is not allowed to sign this kind of code"
 
@@ -149,6 +179,8 @@ class RegionForbiddenError(ForeignDataError):
 
 
 class KeySetExpiredError(ForeignDataError):
+    """A key set past its ``expires`` time: it is not applied."""
+
     reason = "KEYSET_EXPIRED"
     default_message = "the key set has expired"
 
@@ -168,6 +200,10 @@ class TrustListNotYetValidError(ForeignDataError):
 
 
 class TrustListRollbackError(ForeignDataError):
+    """A trust list with a lower version than the one the verifier already trusts (rollback
+    protection).
+    """
+
     reason = "TRUSTLIST_ROLLBACK"
     default_message = "the trust list is older than the one already trusted"
 
@@ -321,18 +357,24 @@ class RegistryError(GatewayError):
 
 
 class NotFoundError(RegistryError):
+    """The registry has no such region, key, version or entry."""
+
     reason = "NOT_FOUND"
     grpc_status = "NOT_FOUND"
     default_message = "no such entry in the registry"
 
 
 class AlreadyExistsError(RegistryError):
+    """An entry with the same identity but different content is already in the registry."""
+
     reason = "ALREADY_EXISTS"
     grpc_status = "ALREADY_EXISTS"
     default_message = "the entry already exists with different content"
 
 
 class StoreUnavailableError(RegistryError):
+    """The database could not be reached or locked: not processed, the caller may retry."""
+
     reason = "STORE_UNAVAILABLE"
     grpc_status = "UNAVAILABLE"
     default_message = "the registry database is not reachable"
@@ -353,11 +395,15 @@ class ReplayError(RollbackError):
 
 
 class VersionGapError(RegistryError):
+    """A key set's version is not exactly the current version plus one."""
+
     reason = "VERSION_GAP"
     default_message = "the version must be exactly the current version plus one"
 
 
 class AnchorsMissingError(NotFoundError):
+    """A statement for a region whose trust anchors were never installed (``trustgw partner add``)."""
+
     reason = "ANCHORS_MISSING"
     default_message = "the region has no trust anchors installed"
 
@@ -404,6 +450,8 @@ class ConfigurationError(GatewayError):
 
 
 class PassphraseError(ConfigurationError):
+    """No passphrase for the key directory, or one that does not decrypt its keys."""
+
     reason = "PASSPHRASE"
     default_message = (
         "no usable passphrase for the key directory: set TRUSTGW_PASSPHRASE or "
@@ -412,6 +460,8 @@ class PassphraseError(ConfigurationError):
 
 
 class KeyDirectoryError(ConfigurationError):
+    """The key directory is missing, unreadable, malformed or has unsafe permissions."""
+
     reason = "KEY_DIRECTORY"
     default_message = "the key directory is missing, unreadable or has unsafe permissions"
 

@@ -166,9 +166,13 @@ def apply_delta(
 class TrustListKeys(Protocol):
     """What the publisher needs from the gateway's key directory."""
 
-    def public_keys(self) -> list[GatewayKeyInfo]: ...
+    def public_keys(self) -> list[GatewayKeyInfo]:
+        """Every published gateway key (the list's own ``370000`` entries)."""
+        ...
 
-    def signers(self, role: KeyRole, now: datetime) -> list[tuple[GatewayKeyInfo, PrivateKey]]: ...
+    def signers(self, role: KeyRole, now: datetime) -> list[tuple[GatewayKeyInfo, PrivateKey]]:
+        """Every key of ``role`` valid at ``now`` (a list is signed by each that outlasts it)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -408,10 +412,14 @@ class TrustListVerifier:
 
     @property
     def current(self) -> TrustList | None:
+        """The trust list accepted last, or None before the first :meth:`verify`."""
         return self._current
 
     @property
     def trusted_kids(self) -> frozenset[str]:
+        """The ids of the trustlist keys the verifier trusts now (pinned, then as the accepted lists
+        publish them).
+        """
         return frozenset(self._trusted)
 
     def verify(self, data: bytes, now: datetime) -> TrustList:

@@ -38,9 +38,13 @@ SIGNATURE_BYTES = 64
 class PayloadForm(Protocol):
     """How a compact envelope's payload bytes spell the claims."""
 
-    def parse(self, data: bytes) -> Mapping[str, Any]: ...
+    def parse(self, data: bytes) -> Mapping[str, Any]:
+        """The claims of a payload; raises :class:`MalformedError` (or a subclass)."""
+        ...
 
-    def dump(self, claims: Mapping[str, Any]) -> bytes: ...
+    def dump(self, claims: Mapping[str, Any]) -> bytes:
+        """The payload of ``claims`` (the issuer's side of :meth:`parse`)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -48,12 +52,16 @@ class JsonPayload:
     """A UTF-8 JSON object."""
 
     def parse(self, data: bytes) -> Mapping[str, Any]:
+        """The claims of a JSON object payload; raises :class:`MalformedError`,
+        :class:`OversizedError`.
+        """
         claims = parse_json(data)
         if not isinstance(claims, dict):
             raise MalformedError("the claims are not a JSON object")
         return claims
 
     def dump(self, claims: Mapping[str, Any]) -> bytes:
+        """Compact UTF-8 JSON of ``claims`` (the reference issuer's form)."""
         return dump_json(dict(claims))
 
 
@@ -80,6 +88,9 @@ class DelimitedPayload:
             raise ValueError("integer fields must be among the fields")
 
     def parse(self, data: bytes) -> Mapping[str, Any]:
+        """The named values of one delimited line; raises :class:`MalformedError` for a wrong number
+        of fields, a non-integer in an integer field, or text that is not UTF-8.
+        """
         if len(data) > MAX_DECOMPRESSED_BYTES:
             raise MalformedError("the payload is too long")
         try:
@@ -105,6 +116,9 @@ class DelimitedPayload:
         return claims
 
     def dump(self, claims: Mapping[str, Any]) -> bytes:
+        """The values of ``fields`` joined by the separator; raises ``ValueError`` when a value
+        holds the separator or a newline.
+        """
         values = []
         for name in self.fields:
             value = claims[name]

@@ -96,6 +96,7 @@ class RetryPolicy:
             raise ValueError("backoffs must be >= 0 and the multiplier >= 1")
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
+        """The wait before the next attempt after attempt ``attempt`` (from 1), drawn from ``rng``."""
         cap = min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
         return rng.uniform(0, cap)
 
@@ -104,6 +105,7 @@ NO_RETRY = RetryPolicy(attempts=1)
 
 
 def new_request_id() -> str:
+    """A fresh request id: 16 random hex digits."""
     return uuid.uuid4().hex[:16]
 
 
@@ -150,6 +152,7 @@ class AsyncGatewayClient:
         await self.close()
 
     async def close(self) -> None:
+        """Close the channel; calls in flight fail."""
         await self._channel.close()
 
     # --- plumbing -----------------------------------------------------------------------
@@ -371,6 +374,7 @@ class GatewayClient:
         self.close()
 
     def close(self) -> None:
+        """Close the channel and the client's event loop."""
         if not self._loop.is_closed():
             self._run(self._client.close())
             self._loop.close()
@@ -403,19 +407,23 @@ class GatewayClient:
     def publish_key_set(
         self, submission: bytes, *, timeout: float | None = None
     ) -> SubmissionReceipt:
+        """Blocking :meth:`AsyncGatewayClient.publish_key_set`; raises :class:`GatewayRpcError`."""
         return self._run(self._client.publish_key_set(submission, timeout=timeout))
 
     def revoke_key(self, submission: bytes, *, timeout: float | None = None) -> SubmissionReceipt:
+        """Blocking :meth:`AsyncGatewayClient.revoke_key`; raises :class:`GatewayRpcError`."""
         return self._run(self._client.revoke_key(submission, timeout=timeout))
 
     def publish_revocations(
         self, submission: bytes, *, timeout: float | None = None
     ) -> SubmissionReceipt:
+        """Blocking :meth:`AsyncGatewayClient.publish_revocations`; raises :class:`GatewayRpcError`."""
         return self._run(self._client.publish_revocations(submission, timeout=timeout))
 
     def trust_list(
         self, since_version: int = 0, *, timeout: float | None = None
     ) -> SignedTrustList:
+        """Blocking :meth:`AsyncGatewayClient.trust_list`; raises :class:`GatewayRpcError`."""
         return self._run(self._client.trust_list(since_version, timeout=timeout))
 
 
