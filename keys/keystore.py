@@ -41,6 +41,7 @@ from keys.errors import (
     MalformedError,
     PassphraseError,
 )
+from keys.jsonutil import loads_strict
 from keys.model import KeyStatus
 from keys.timeutil import ensure_utc, parse_time, to_iso
 
@@ -596,8 +597,8 @@ def _read_private(path: Path) -> bytes:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        document = json.loads(_read_private(path))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        document = loads_strict(_read_private(path), max_bytes=_MAX_FILE_BYTES, max_depth=16)
+    except MalformedError as exc:
         raise KeyDirectoryError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise KeyDirectoryError(f"{path} does not hold a JSON object")
