@@ -100,7 +100,7 @@ class KeyAlgorithmMismatchError(AlgorithmUnsupportedError):
 
 
 class KeyUnknownError(ForeignDataError):
-    """No key of the code's region has the key id (or none verifies the code, when it names none)."""
+    """No key of the code's region has the key id (or, when it names none, none verifies it)."""
 
     reason = "KEY_UNKNOWN"
     default_message = "the code was signed with a key the gateway does not know for that region"
@@ -156,7 +156,7 @@ class CodeRevokedError(ForeignDataError):
 
 
 class KeyUsageError(ForeignDataError):
-    """The signer's certificate or key does not allow signing this kind of code (EU DCC key usage)."""
+    """The signer's certificate or key may not sign this kind of code (EU DCC key usage)."""
 
     reason = "KEY_USAGE"
     default_message = "the signer is not allowed to sign this kind of code"
@@ -402,7 +402,7 @@ class VersionGapError(RegistryError):
 
 
 class AnchorsMissingError(NotFoundError):
-    """A statement for a region whose trust anchors were never installed (``trustgw partner add``)."""
+    """A statement for a region whose anchors were never installed (``trustgw partner add``)."""
 
     reason = "ANCHORS_MISSING"
     default_message = "the region has no trust anchors installed"

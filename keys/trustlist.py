@@ -49,12 +49,15 @@ from keys.keystore import GatewayKeyInfo, KeyRole
 from keys.model import HOME_REGION, KeyStatus
 from keys.records import TrustListVersion
 from keys.registry import RegistrySnapshot
-from keys.signed import Envelope, get_int, require_keys
+from keys.signed import Envelope
 from keys.store import Store
 from keys.timeutil import ensure_utc, from_unix, to_unix
+from keys.trustclaims import (
+    TrustListClaims,
+    TrustListDeltaClaims,
+    trustlist_claims_from_json,
+)
 
-TRUSTLIST_TYPE = "trustgw/trustlist/v1"
-TRUSTLIST_DELTA_TYPE = "trustgw/trustlist-delta/v1"
 DEFAULT_TTL = timedelta(hours=24)
 MAX_TRUSTLIST_BYTES = 1536 * 1024
 CODE_ROLE = "code"  # the role of a partner region's code-signing key in the list
@@ -246,17 +249,7 @@ class TrustListPublisher:
         ):
             return cached
         content = json.loads(current.content)
-        signed = self._sign(
-            {
-                "type": TRUSTLIST_TYPE,
-                "version": current.version,
-                "content_digest": current.digest,
-                "content": content,
-            },
-            current.version,
-            None,
-            now,
-        )
+        signed = self._sign(TrustListClaims(current.version, current.digest, content), now)
         self._cached = signed
         return signed
 
@@ -273,44 +266,34 @@ class TrustListPublisher:
             return await self.full(now)
         old, new = json.loads(base.content), json.loads(current.content)
         upserted, removed = diff(old, new)
-        return self._sign(
-            {
-                "type": TRUSTLIST_DELTA_TYPE,
-                "version": current.version,
-                "since": since,
-                "content_digest": current.digest,
-                "regions": new["regions"],
-                "upserted": upserted,
-                "removed": removed,
-            },
-            current.version,
-            since,
-            now,
+        claims = TrustListDeltaClaims(
+            current.version, since, current.digest, new["regions"], upserted, removed
         )
+        return self._sign(claims, now)
 
     def _sign(
-        self, body: dict[str, Any], version: int, since: int | None, now: datetime
+        self, claims: TrustListClaims | TrustListDeltaClaims, now: datetime
     ) -> PublishedTrustList:
-        return sign_trustlist(body, version, since, self._keys(), now, self._ttl)
+        return sign_trustlist(claims, self._keys(), now, self._ttl)
 
 
 def sign_trustlist(
-    body: Mapping[str, Any],
-    version: int,
-    since: int | None,
+    claims: TrustListClaims | TrustListDeltaClaims,
     keys: TrustListKeys,
     now: datetime,
     ttl: timedelta,
 ) -> PublishedTrustList:
-    """Sign a list or delta ``body`` at ``now`` (whole seconds) by :func:`signing_plan`.
+    """Sign a list or delta at ``now`` (whole seconds) by :func:`signing_plan`, which states
+    its ``issued_at`` and ``expires``.
 
     Raises :class:`ConfigurationError` when no trustlist key is valid at ``now``.
     """
     issued = ensure_utc(now).replace(microsecond=0)
     signers, expires = signing_plan(keys.signers(KeyRole.TRUSTLIST, issued), issued, ttl)
-    signed = {**body, "issued_at": to_unix(issued), "expires": to_unix(expires)}
+    signed = claims.with_validity(to_unix(issued), to_unix(expires)).to_json()
     envelope = Envelope.sign(canonical_json(signed), [(i.kid, k) for i, k in signers])
-    return PublishedTrustList(version, since, issued, expires, envelope.to_bytes())
+    since = claims.since if isinstance(claims, TrustListDeltaClaims) else None
+    return PublishedTrustList(claims.version, since, issued, expires, envelope.to_bytes())
 
 
 def signing_plan(
@@ -434,23 +417,10 @@ class TrustListVerifier:
         now = ensure_utc(now)
         envelope = Envelope.from_bytes(data)
         self._check_signature(envelope)
-        body = _parse(envelope.signed)
-        kind = body.get("type")
-        if kind == TRUSTLIST_TYPE:
-            require_keys(
-                body, ("type", "version", "issued_at", "expires", "content_digest", "content")
-            )
-        elif kind == TRUSTLIST_DELTA_TYPE:
-            require_keys(
-                body,
-                ("type", "version", "since", "issued_at", "expires", "content_digest",
-                 "regions", "upserted", "removed"),
-            )  # fmt: skip
-        else:
-            raise MalformedError(f"not a trust list: type {str(kind)[:40]!r}")
-        version = get_int(body, "version", minimum=1)
-        issued_at = from_unix(get_int(body, "issued_at"))
-        expires = from_unix(get_int(body, "expires"))
+        claims = trustlist_claims_from_json(_parse(envelope.signed))
+        version = claims.version
+        issued_at = from_unix(claims.issued_at)
+        expires = from_unix(claims.expires)
         # Only signatures by keys valid over the list's whole validity count.
         self._check_signature(envelope, issued_at, expires)
         if now < issued_at:
@@ -459,12 +429,10 @@ class TrustListVerifier:
             )
         if expires <= now:
             raise TrustListExpiredError(f"trust list version {version} expired at {expires}")
-        if kind == TRUSTLIST_TYPE:
-            content = body["content"]
-            if not isinstance(content, dict):
-                raise MalformedError("the trust list's content is not an object")
+        if isinstance(claims, TrustListClaims):
+            content = dict(claims.content)
         else:
-            content = self._apply(body)
+            content = self._apply(claims)
         if version < self._version:
             raise TrustListRollbackError(
                 f"trust list version {version} is older than version {self._version}, "
@@ -473,7 +441,7 @@ class TrustListVerifier:
                 current=str(self._version),
             )
         digest = content_digest(content)
-        if digest != body["content_digest"]:
+        if digest != claims.content_digest:
             raise TrustListConflictError(
                 f"trust list version {version} does not hash to its content digest"
             )
@@ -507,8 +475,8 @@ class TrustListVerifier:
             return
         raise SignatureInvalidError("the trust list is not signed by a trusted trustlist key")
 
-    def _apply(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        since = get_int(body, "since", minimum=1)
+    def _apply(self, delta: TrustListDeltaClaims) -> dict[str, Any]:
+        since = delta.since
         held = self._current
         if held is None or held.version != since:
             raise TrustListConflictError(
@@ -516,11 +484,8 @@ class TrustListVerifier:
                 f"{'none' if held is None else held.version}: fetch the full list",
                 since=str(since),
             )
-        regions, upserted, removed = body["regions"], body["upserted"], body["removed"]
-        if not all(isinstance(v, list) for v in (regions, upserted, removed)):
-            raise MalformedError("a delta's regions, upserted and removed are lists")
         try:
-            return apply_delta(held.content, regions, upserted, removed)
+            return apply_delta(held.content, delta.regions, delta.upserted, delta.removed)
         except (KeyError, TypeError) as exc:
             raise MalformedError(f"the delta is not valid: {exc}") from None
 

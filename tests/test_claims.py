@@ -190,3 +190,29 @@ def test_the_verifier_reads_the_payload_with_the_typed_claims() -> None:
         tokens.verify_home_code(code, trust, NOW)
     good = tokens.sign_attestation(ATTESTATION, kid, key)
     assert tokens.verify_attestation(good, trust, NOW) == ATTESTATION.to_json()
+
+
+# --- trust lists (keys/trustclaims.py) ----------------------------------------------------------
+
+
+def test_trust_list_claims_round_trip_and_refuse_what_is_not_the_format() -> None:
+    from keys.trustclaims import (
+        TrustListClaims,
+        TrustListDeltaClaims,
+        trustlist_claims_from_json,
+    )
+
+    full = TrustListClaims(2, "ab" * 32, {"regions": [], "keys": []}).with_validity(T, T + 600)
+    delta = TrustListDeltaClaims(3, 2, "cd" * 32, [], [], []).with_validity(T, T + 600)
+    for claims in (full, delta):
+        assert trustlist_claims_from_json(claims.to_json()) == claims
+    with pytest.raises(MalformedError, match="unknown member"):
+        trustlist_claims_from_json({**full.to_json(), "extra": 1})
+    with pytest.raises(MalformedError, match="not an object"):
+        trustlist_claims_from_json({**full.to_json(), "content": []})
+    with pytest.raises(MalformedError, match="are lists"):
+        trustlist_claims_from_json({**delta.to_json(), "removed": {}})
+    with pytest.raises(MalformedError, match="not a trust list"):
+        trustlist_claims_from_json({**full.to_json(), "type": "trustgw/receipt/v1"})
+    with pytest.raises(ValueError):
+        TrustListClaims(2, "ab" * 32, {}).to_json()  # no window stated: never signed

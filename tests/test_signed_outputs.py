@@ -36,6 +36,7 @@ from keys.keystore import DEFAULT_ACTIVATION_DELAY, KeyDirectory, KeyRole
 from keys.model import Mode
 from keys.registry import RegistrySnapshot
 from keys.timeutil import to_iso, to_unix
+from keys.trustclaims import TrustListClaims
 from keys.trustlist import (
     PinnedKey,
     TrustListVerifier,
@@ -306,13 +307,8 @@ def test_a_window_the_signing_rule_never_states_is_refused(
 
 def signed_list(keys: KeyDirectory, at: datetime, ttl: timedelta = DAY) -> Any:
     content = build_content(RegistrySnapshot(1, {}), keys.public_keys())
-    body = {
-        "type": "trustgw/trustlist/v1",
-        "version": 1,
-        "content_digest": content_digest(content),
-        "content": content,
-    }
-    return sign_trustlist(body, 1, None, keys, at, ttl)
+    claims = TrustListClaims(1, content_digest(content), content)
+    return sign_trustlist(claims, keys, at, ttl)
 
 
 def list_reason(data: bytes, pinned: list[PinnedKey], at: datetime) -> str:

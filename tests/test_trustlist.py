@@ -18,8 +18,8 @@ from keys.errors import GatewayError
 from keys.keystore import MANIFEST, KeyDirectory, KeyRole
 from keys.partner import PartnerSigner
 from keys.signed import Envelope
+from keys.trustclaims import TRUSTLIST_DELTA_TYPE
 from keys.trustlist import (
-    TRUSTLIST_DELTA_TYPE,
     PinnedKey,
     PublishedTrustList,
     TrustListPublisher,

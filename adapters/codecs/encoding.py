@@ -142,7 +142,7 @@ def strip_prefix(text: str, prefix: str) -> str:
 
 
 class Compression(StrEnum):
-    """How a region compresses its payload: not at all, zlib (RFC 1950) or raw DEFLATE (RFC 1951)."""
+    """How a region compresses its payload: not, zlib (RFC 1950) or raw DEFLATE (RFC 1951)."""
 
     NONE = "none"
     ZLIB = "zlib"  # RFC 1950: 2-byte header, DEFLATE, Adler-32

@@ -96,7 +96,7 @@ class RetryPolicy:
             raise ValueError("backoffs must be >= 0 and the multiplier >= 1")
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
-        """The wait before the next attempt after attempt ``attempt`` (from 1), drawn from ``rng``."""
+        """The wait after attempt number ``attempt`` (from 1), drawn at random from ``rng``."""
         cap = min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
         return rng.uniform(0, cap)
 
@@ -417,7 +417,8 @@ class GatewayClient:
     def publish_revocations(
         self, submission: bytes, *, timeout: float | None = None
     ) -> SubmissionReceipt:
-        """Blocking :meth:`AsyncGatewayClient.publish_revocations`; raises :class:`GatewayRpcError`."""
+        """Blocking :meth:`AsyncGatewayClient.publish_revocations`; raises
+        :class:`GatewayRpcError`."""
         return self._run(self._client.publish_revocations(submission, timeout=timeout))
 
     def trust_list(
