@@ -38,7 +38,7 @@ MAX_VERSION = 2**53 - 1  # versions are JSON integers
 
 async def _export(opts: argparse.Namespace) -> SignedTrustList:
     from keys.registry import KeyRegistry
-    from keys.trustlist import TrustListPublisher
+    from keys.trustpublisher import TrustListPublisher
 
     key_dir = KeyDirectory.open(opts.data_dir / "keys", passphrase=passphrase_from_env())
     async with open_store(opts.data_dir) as store:

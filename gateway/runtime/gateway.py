@@ -30,7 +30,7 @@ from keys.pseudonym import Pseudonymiser
 from keys.registry import KeyRegistry
 from keys.store import SQLiteStore
 from keys.timeutil import utcnow
-from keys.trustlist import TrustListPublisher
+from keys.trustpublisher import TrustListPublisher
 from keys.trustregistry import TrustRegistry
 
 log = logging.getLogger("trustgw.server")
