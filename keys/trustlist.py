@@ -28,7 +28,6 @@ saw the announcement (the new key was in the previous list) or not (the old key 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -44,9 +43,10 @@ from keys.errors import (
     TrustListNotYetValidError,
     TrustListRollbackError,
 )
+from keys.jsonutil import canonical_json, loads_strict
 from keys.keystore import GatewayKeyInfo, KeyRole
 from keys.model import HOME_REGION, KeyStatus
-from keys.signed import Envelope, canonical_json, get_int, require_keys
+from keys.signed import Envelope, get_int, require_keys
 from keys.timeutil import ensure_utc, from_unix, to_unix
 
 TRUSTLIST_TYPE = "trustgw/trustlist/v1"
@@ -361,12 +361,7 @@ class TrustListVerifier:
 
 
 def _parse(data: bytes) -> dict[str, Any]:
-    if len(data) > MAX_TRUSTLIST_BYTES:
-        raise MalformedError("the trust list is too large")
-    try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError):
-        raise MalformedError("the trust list is not JSON") from None
+    obj = loads_strict(data, max_bytes=MAX_TRUSTLIST_BYTES, max_depth=32, what="trust list")
     if not isinstance(obj, dict):
         raise MalformedError("the trust list is not a JSON object")
     return obj

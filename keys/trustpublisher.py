@@ -17,11 +17,11 @@ from keys.crypto import PublicKey
 from keys.errors import (
     ConcurrentChangeError,
 )
+from keys.jsonutil import canonical_json
 from keys.keystore import GatewayKeyInfo
 from keys.model import HOME_REGION
 from keys.records import TrustListVersion
 from keys.registry import RegistrySnapshot
-from keys.signed import canonical_json
 from keys.store import Store
 from keys.timeutil import ensure_utc, to_unix
 from keys.trustlist import (

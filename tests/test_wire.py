@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
-from conftest import run
 from google.rpc import error_details_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 from grpc_status import rpc_status
+from support.aio import run
 
 from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb

@@ -175,7 +175,9 @@ def _handler(
             unary_stream, request_deserializer=None, response_serializer=serialize
         )
 
-    async def stream_stream(requests: AsyncIterator[bytes], context: Any) -> Any:
+    async def stream_stream(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
         if check_role:
             try:
                 require(context, tls, *roles)
