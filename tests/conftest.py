@@ -11,12 +11,26 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import conformance_support
 import pytest
 
 from adapters.base import Colour
 from adapters.simulator import PartnerIssuer, PartnerSimulator, fake_holder
 
 T = TypeVar("T")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{conformance_support.MARKER}(reason): needs shared conformance vectors that are absent "
+        f"(skipped, or failed with {conformance_support.REQUIRE_ENV}=1)",
+    )
+    conformance_support.required()  # a misspelt switch is a usage error before anything runs
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    conformance_support.check(item)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
