@@ -2,7 +2,7 @@
 
 The vectors live in ``shared/conformance`` beside the clone (or ``$TRUSTGW_CONFORMANCE_DIR``) and
 are never copied into the repository; where they are absent the tests skip, or fail with
-``TRUSTGW_REQUIRE_CONFORMANCE=1`` as in CI (``conformance_support``). ``accept`` and
+``TRUSTGW_REQUIRE_CONFORMANCE=1`` as in CI (``support.conformance``). ``accept`` and
 ``accept-partial`` must accept, ``reject`` must reject; the either-way verdicts must go the way
 docs/conformance.md records.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conformance_support import ROOT, absent, needs
+from support.conformance import ROOT, absent, needs
 
 from adapters.credentials import shc
 from gateway.cli import main

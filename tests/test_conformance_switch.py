@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conformance_support import DIR_ENV, REQUIRE_ENV
+from support.conformance import DIR_ENV, REQUIRE_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 FILES = ("tests/test_conformance.py", "tests/test_codecs_envelopes.py")

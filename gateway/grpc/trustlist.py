@@ -16,8 +16,8 @@ import grpc
 
 from gateway.api.v1 import registry_pb2 as rpb
 from gateway.grpc.methods import MAX_SMALL_REQUEST_BYTES, Method
-from gateway.grpc.server import Gateway
 from gateway.pki import Role
+from gateway.runtime.gateway import Gateway
 from keys.errors import InvalidRequestError
 from keys.timeutil import to_unix, utcnow
 from keys.trustlist import SignedTrustList

@@ -27,7 +27,7 @@ def conformance_dir() -> Path:
     env = os.environ.get(DIR_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "conformance"
+    return Path(__file__).resolve().parents[3] / "shared" / "conformance"
 
 
 ROOT = conformance_dir()
