@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import urllib.request
-from datetime import UTC, datetime
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support.aio import run
+from support.clock import REAL_NOW
 from support.wait import eventually
 
 from adapters.regions import REGION_SPECS
@@ -19,7 +19,7 @@ from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.grpc.server import Gateway, GatewayConfig, build_server
 from gateway.observability import REQUEST_ID, JsonFormatter
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = REAL_NOW  # a serving gateway reads the real clock
 REGION = REGION_SPECS[0].code
 
 
