@@ -290,7 +290,8 @@ def test_the_trust_list_lifetime_reaches_the_server(prepared_dir) -> None:
     from support.aio import run
     from support.clock import REAL_NOW
 
-    from gateway.grpc.server import Gateway, build_server
+    from gateway.grpc.server import build_server
+    from gateway.runtime.gateway import Gateway
     from gateway.sdk import AsyncGatewayClient
 
     data_dir = prepared_dir(REAL_NOW)  # a serving gateway reads the real clock

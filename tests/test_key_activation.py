@@ -27,8 +27,9 @@ from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.api.v1 import registry_pb2 as rpb
 from gateway.api.v1 import registry_pb2_grpc as rpb_grpc
 from gateway.cli import main
-from gateway.grpc.server import Gateway, GatewayConfig
 from gateway.grpc.trustlist import TrustListService
+from gateway.runtime.config import GatewayConfig
+from gateway.runtime.gateway import Gateway
 from keys.keystore import DEFAULT_ACTIVATION_DELAY, KeyDirectory, KeyRole
 from keys.model import HOME_REGION, Mode
 from keys.timeutil import utcnow

@@ -16,13 +16,16 @@ from support.wait import eventually
 from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
-from gateway.grpc.server import Gateway, GatewayConfig, build_server
+from gateway.grpc.server import build_server
 from gateway.observability import REQUEST_ID, JsonFormatter
+from gateway.runtime.config import GatewayConfig
+from gateway.runtime.gateway import Gateway
 
 NOW = REAL_NOW  # a serving gateway reads the real clock
 REGION = REGION_SPECS[0].code
 
 
+@pytest.mark.doc('api.md "Metadata"')
 def test_request_id_is_returned_and_metrics_are_scraped(codes, prepared_dir) -> None:
     data_dir = prepared_dir(NOW)
 
@@ -71,6 +74,7 @@ def test_request_id_is_returned_and_metrics_are_scraped(codes, prepared_dir) -> 
     assert "trustgw_registry_version" in metrics
 
 
+@pytest.mark.doc('api.md "Health"')
 def test_health_turns_not_serving_when_the_store_is_unreachable(prepared_dir) -> None:
     data_dir = prepared_dir(NOW)
 

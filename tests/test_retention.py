@@ -249,7 +249,8 @@ def test_the_server_logs_every_decision_without_raw_identifiers(
 
 
 def test_the_recognition_log_can_be_turned_off(codes: Any, prepared_dir: Any) -> None:
-    from gateway.grpc.server import Gateway, GatewayConfig
+    from gateway.runtime.config import GatewayConfig
+    from gateway.runtime.gateway import Gateway
 
     data_dir = prepared_dir(REAL_NOW)  # Gateway.open checks its keys at the real time
 

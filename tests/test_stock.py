@@ -21,15 +21,10 @@ from adapters.base import Colour
 from bench.stock import sample_rows, write_csv
 from gateway import tokens
 from gateway.cli import main
-from gateway.stock.converter import (
-    COLUMNS,
-    Certificate,
-    Progress,
-    RowError,
-    StockConverter,
-    decide,
-    parse_row,
-)
+from gateway.stock.converter import StockConverter
+from gateway.stock.progress import Progress
+from gateway.stock.rows import COLUMNS, Certificate, RowError, parse_row
+from gateway.stock.rules import decide
 from keys.errors import ConcurrentChangeError
 from keys.keystore import KeyDirectory
 from keys.personal import StockBatch

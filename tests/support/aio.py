@@ -22,7 +22,9 @@ async def serving(data_dir: Path, tls: Any = None) -> AsyncIterator[tuple[Any, i
 
     Opens sockets: a test using it is in the integration tier (``pytest.mark.integration``).
     """
-    from gateway.grpc.server import Gateway, GatewayConfig, build_server
+    from gateway.grpc.server import build_server
+    from gateway.runtime.config import GatewayConfig
+    from gateway.runtime.gateway import Gateway
 
     gateway = await Gateway.open(GatewayConfig(data_dir=data_dir, refresh_interval=0.1, tls=tls))
     running = await build_server(gateway, "127.0.0.1:0", tls)
