@@ -27,6 +27,9 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("support/wait.py", "time.monotonic"): "the deadline of a blocking wait",
     ("support/wait.py", "loop.time"): "the deadline of an async wait",
     ("support/clock.py", "datetime.now"): "REAL_NOW: the suite's one reading of the real clock",
+    ("independent/doc_issuer.py", "datetime.now"): (
+        "written from the docs alone (it shares no code with the suite), for a real `trustgw serve`"
+    ),
     ("test_key_activation.py", "utcnow"): (
         "`keys rotate` takes no --at: the test brackets the command's own reading of the clock"
     ),
