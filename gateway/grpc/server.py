@@ -290,7 +290,8 @@ def _stamp(key_dir: Path) -> tuple[int, int]:
 def _check_request(request: pb.RecogniseRequest) -> None:
     if len(request.request_id) > MAX_REQUEST_ID_CHARS:
         raise InvalidRequestError(f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters")
-    if request.region_hint and (len(request.region_hint) != 6 or not request.region_hint.isdigit()):
+    hint = request.region_hint  # ASCII digits only: str.isdigit() takes full-width digits too
+    if hint and (len(hint) != 6 or not hint.isascii() or not hint.isdigit()):
         raise InvalidRequestError("region_hint must be a 6-digit division code")
 
 
