@@ -157,3 +157,21 @@ def verify_home_code(trust: TrustFile, code: str, t: int) -> dict[str, Any]:
 def home_code_id(region: str, source_code_id: str) -> str:
     """`SD` + the first 30 hex digits of SHA-256 over `370000|<region>|<source code id>`."""
     return "SD" + hashlib.sha256(f"370000|{region}|{source_code_id}".encode()).hexdigest()[:30]
+
+
+def verify_receipt(
+    trust: TrustFile, payload: bytes, key_id: str, alg: str, signature: bytes, t: int
+) -> dict[str, Any]:
+    """ "Submission receipts": the attestation form, an `attest` key, typ trustgw/receipt/v1."""
+    if alg != "EdDSA":
+        raise Refused("SIGNATURE_INVALID", f"alg {alg}")
+    try:
+        claims = json.loads(payload)
+    except ValueError as exc:
+        raise Refused("MALFORMED") from exc
+    trust.check("attest", key_id, payload, signature, claims, t)
+    if canonical(claims) != payload:
+        raise Refused("MALFORMED", "payload is not canonical JSON")
+    if claims.get("typ") != "trustgw/receipt/v1" or claims.get("iss") != "370000":
+        raise Refused("MALFORMED", "typ/iss")
+    return claims
