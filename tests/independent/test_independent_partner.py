@@ -44,6 +44,7 @@ pytestmark = [
         "trust-registry.md §11",
         "trust-registry.md §12",
         "partners.md §1.6",
+        'api.md "Decisions"',
         'verifying.md "Submission receipts"',
     ),
 ]
@@ -145,7 +146,12 @@ def refusal(method: Any, signed: bytes, signers: list[SigningKey]) -> tuple[str,
 
 
 def decide(world: World, code: str) -> str:
-    return world.verifier.Recognise(pb.RecogniseRequest(code=code), timeout=30).reason
+    """The decision's reason; its colour as api.md "Decisions" says (set once the code verified:
+    its signature, by a key of its region valid and not revoked when it was issued)."""
+    reply = world.verifier.Recognise(pb.RecogniseRequest(code=code), timeout=30)
+    verified = reply.reason in ("RECOGNISED", "NOT_GREEN", "CODE_REVOKED", "CODE_EXPIRED")
+    assert reply.colour == (pb.COLOUR_GREEN if verified else pb.COLOUR_UNSPECIFIED), reply
+    return reply.reason
 
 
 def test_a_partner_manages_its_region_from_the_page_alone(world: World, tmp_path: Path) -> None:
