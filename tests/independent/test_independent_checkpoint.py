@@ -28,7 +28,14 @@ from typing import Any
 
 import grpc
 import pytest
-from doc_checkpoint import Refused, TrustFile, home_code_id, verify_attestation, verify_home_code
+from doc_checkpoint import (
+    Refused,
+    TrustFile,
+    home_code_id,
+    verify_attestation,
+    verify_home_code,
+    verify_trust_list,
+)
 from doc_issuer import (
     REGIONS,
     Forger,
@@ -44,6 +51,8 @@ from google.protobuf import json_format
 
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
+from gateway.api.v1 import registry_pb2 as rpb
+from gateway.api.v1 import registry_pb2_grpc as rpb_grpc
 
 pytestmark = [
     pytest.mark.slow,
@@ -78,6 +87,7 @@ pytestmark = [
         'verifying.md "Keys and rotation"',
         'verifying.md "Command"',
         'verifying.md "Input forms"',
+        "trust-registry.md §9",
         'api.md "Recognise"',
         'api.md "RecogniseStream"',
         'api.md "GetGatewayKeys"',
@@ -581,6 +591,29 @@ def test_outputs_signed_across_issue_and_attest_rotations_under_load_verify_offl
     after = gateway.trust_file("after.json")
     checked = verify_all_offline(after, outputs, cli_sample=4)
     assert checked >= len(outputs.responses)
+
+    # trust-registry.md §9: the list signed now carries both generations of keys, and the
+    # partners' keys the operator added; verified with the trustlist key of the trust file
+    async def fetch() -> bytes:
+        async with gateway.channel() as channel:
+            stub = rpb_grpc.TrustListServiceStub(channel)
+            reply = await stub.GetTrustList(rpb.GetTrustListRequest(since_version=0), timeout=10)
+            return reply.envelope
+
+    envelope = asyncio.run(fetch())
+    trust_after = TrustFile.from_json(after.read_bytes())
+    statement = verify_trust_list(trust_after, envelope, int(now_utc().timestamp()))
+    listed = {(k["owner"], k["role"], k["kid"]) for k in statement["content"]["keys"]}
+    for kid in kids:
+        assert ("370000", "attest", kid) in listed
+    for kid in issue_kids:
+        assert ("370000", "issue", kid) in listed
+    for code, partner in gateway.partners.items():
+        assert (code, "code", partner.key.kid) in listed
+    with pytest.raises(Refused) as late:
+        verify_trust_list(trust_after, envelope, statement["expires"])
+    assert late.value.reason == "TRUSTLIST_EXPIRED"
+
     # what the old keys signed verifies with the trust file from before the rotations
     old = [o for o in outputs.responses if o[2].attestation.key_id == old_attest]
     assert old
