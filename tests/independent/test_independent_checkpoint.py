@@ -621,21 +621,3 @@ def test_outputs_signed_across_issue_and_attest_rotations_under_load_verify_offl
         a = reply.attestation
         iat = json.loads(a.payload)["iat"]
         verify_attestation(before, a.payload, a.key_id, a.alg, a.signature, iat)
-
-
-@pytest.mark.parametrize("module", ["doc_issuer.py", "doc_checkpoint.py"])
-def test_the_issuer_and_the_checkpoint_import_nothing_from_the_project(module: str) -> None:
-    """Written from the pages alone: the standard library and ``cryptography`` only."""
-    import ast
-
-    tree = ast.parse((Path(__file__).with_name(module)).read_text(encoding="utf-8"))
-    imported = {
-        name.split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import | ast.ImportFrom)
-        for name in (
-            [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-        )
-    }
-    allowed = {"__future__", "cryptography", *sys.stdlib_module_names}
-    assert imported <= allowed, imported - allowed
