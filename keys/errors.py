@@ -19,7 +19,7 @@ Three families, and the operator's own input:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class GatewayError(Exception):
@@ -473,6 +473,6 @@ class InvalidConfigError(ConfigurationError):
     reason = "CONFIG_INVALID"
     default_message = "the configuration is not valid"
 
-    def __init__(self, problems: Sequence[object]) -> None:
-        self.problems = tuple(problems)
+    def __init__(self, problems: Sequence[Any]) -> None:
+        self.problems: tuple[Any, ...] = tuple(problems)
         super().__init__("; ".join(str(p) for p in problems) or self.default_message)

@@ -19,12 +19,8 @@ from keys.keystore import MANIFEST, KeyDirectory, KeyRole
 from keys.partner import PartnerSigner
 from keys.signed import Envelope
 from keys.trustclaims import TRUSTLIST_DELTA_TYPE
-from keys.trustlist import (
-    PinnedKey,
-    PublishedTrustList,
-    TrustListPublisher,
-    TrustListVerifier,
-)
+from keys.trustlist import PinnedKey, PublishedTrustList, TrustListVerifier
+from keys.trustpublisher import TrustListPublisher
 
 X = PartnerSigner.generate("110000")
 Y = PartnerSigner.generate("120000")
