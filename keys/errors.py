@@ -233,6 +233,14 @@ class RequestTooLargeError(InvalidRequestError):
     default_message = "the request is larger than the method accepts"
 
 
+class MethodUnknownError(InvalidRequestError):
+    """The call names a method (service and method path) that the gateway does not serve."""
+
+    reason = "METHOD_UNKNOWN"
+    grpc_status = "UNIMPLEMENTED"
+    default_message = "the gateway serves no such method"
+
+
 # --- registry state ------------------------------------------------------------------------
 
 

@@ -28,7 +28,7 @@ from google.protobuf.message_factory import GetMessageClass
 
 from gateway.grpc.auth import require
 from gateway.grpc.errors import fail
-from gateway.grpc.interceptors import drain_requests, stream_responses
+from gateway.grpc.interceptors import RequestStream, stream_responses
 from gateway.observability import Metrics
 from gateway.pki import Role
 from keys.errors import (
@@ -111,7 +111,8 @@ def add_service(
 ) -> None:
     """Serve every method of ``service`` with ``servicer``'s async method of the same name
     (called as a generated servicer's are: ``(request, context)``) under its ``Method`` rule;
-    a method whose rule is ``None`` is not served (gRPC answers ``UNIMPLEMENTED``).
+    a method whose rule is ``None`` is not served (``UNIMPLEMENTED``, reason METHOD_UNKNOWN,
+    from :class:`gateway.grpc.interceptors.RequestInterceptor`).
 
     Raises ``ValueError`` unless ``methods`` names exactly the service's methods.
     """
@@ -178,20 +179,24 @@ def _handler(
     async def stream_stream(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> Any:
+        # Read through ``stream`` (not gRPC's iterator): it knows whether the caller is still
+        # writing, and a call ended while it is gets INTERNAL at a grpc.aio client instead of
+        # its own status (grpc/grpc#36066): so every failure first reads out the rest.
+        stream = RequestStream(context)
         if check_role:
             try:
                 require(context, tls, *roles)
             except GatewayError as exc:
-                # Read what the caller is still writing before answering (grpc/grpc#36066).
-                await drain_requests(context)
+                await stream.drain()
                 await fail(context, name, metrics, exc)
-        given = requests if rule.raw_stream else _decoded(requests, request_type, limit)
+        given = stream if rule.raw_stream else _decoded(stream, request_type, limit)
         try:
             async for response in stream_responses(impl(given, context)):
                 yield response
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:
+            await stream.drain()  # nothing reads it any more: the handler has ended
             await fail(context, name, metrics, exc)
 
     if descriptor.server_streaming:
