@@ -13,8 +13,8 @@ import grpc
 from adapters.base import Colour
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.engine import Decision
-from gateway.grpc.errors import note_bad_request
 from gateway.grpc import interceptors
+from gateway.grpc.errors import note_bad_request
 from gateway.grpc.methods import (
     MAX_RECOGNISE_REQUEST_BYTES,
     MAX_SMALL_REQUEST_BYTES,
