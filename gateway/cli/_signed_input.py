@@ -25,7 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from google.protobuf import text_format
 from google.protobuf.descriptor import Descriptor
@@ -116,7 +116,10 @@ def _attestation(fields: Mapping[str, Any], what: str) -> Attestation:
 
 
 def _unwrapped(
-    text: str, container: type[Message], member: str, kind: type[Message]
+    text: str,
+    container: type[pb.RecogniseResponse] | type[rpb.SubmissionReceipt],
+    member: Literal["attestation", "converted"],
+    kind: type[pb.Attestation] | type[pb.ConvertedCode],
 ) -> dict[str, Any]:
     """The fields (by proto name) of the ``kind`` message in ``text``: the message itself, or
     the ``member`` of a ``container`` message; as JSON (either spelling) or text format."""
@@ -124,11 +127,12 @@ def _unwrapped(
     what = f"{'an' if inner[0] in 'AEIOU' else 'a'} {inner}"
     if not text.startswith(("{", "[")):
         message = _text_format(text, (container, kind), what)
-        if isinstance(message, container):
-            if not message.HasField(member):
-                raise MalformedError(_absent(outer, member, message))
-            message = getattr(message, member)
-        return {field.name: value for field, value in message.ListFields()}
+        fields = {field.name: value for field, value in message.ListFields()}
+        if not isinstance(message, container):
+            return fields
+        if member not in fields:  # a message member is listed only when set
+            raise MalformedError(_absent(outer, member, fields))
+        return {field.name: value for field, value in fields[member].ListFields()}
     obj = _json_object(text, "the input")
     if member in obj:
         _fields(obj, container.DESCRIPTOR, f"a {outer}")
@@ -245,10 +249,8 @@ def _text_format(text: str, kinds: tuple[type[Message], ...], what: str) -> Mess
     )
 
 
-def _absent(outer: str, member: str, fields: Message | Mapping[str, Any]) -> str:
-    """Why a ``outer`` message is refused: it lacks ``member`` (a response names its reason)."""
-    if isinstance(fields, Message):
-        fields = {field.name: value for field, value in fields.ListFields()}
+def _absent(outer: str, member: str, fields: Mapping[str, Any]) -> str:
+    """Why an ``outer`` message is refused: it lacks ``member`` (a response names its reason)."""
     what = "converted code" if member == "converted" else member
     reason, message = fields.get("reason"), fields.get("message")
     because = f" (reason {reason})" if isinstance(reason, str) and reason else ""
