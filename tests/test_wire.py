@@ -35,6 +35,7 @@ from gateway.grpc.partner import PartnerService
 from gateway.grpc.recognition import RecognitionService
 from gateway.grpc.server import build_server
 from gateway.grpc.trustlist import TrustListService
+from gateway.limits import REQUEST_LIMITS
 from gateway.pki import DevCA, TlsFiles
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.gateway import Gateway
@@ -339,6 +340,12 @@ def test_each_method_reads_requests_up_to_its_own_limit() -> None:
         for servicer in (RecognitionService, PartnerService, TrustListService)
         for name, rule in servicer.methods.items()
     }
+    # The same table as the SDK's (it refuses a larger request before sending it).
+    assert {
+        f"/{servicer.service.full_name}/{name}": rule.max_request_bytes
+        for servicer in (RecognitionService, PartnerService, TrustListService)
+        for name, rule in servicer.methods.items()
+    } == dict(REQUEST_LIMITS)
     assert limits == {
         "Recognise": MAX_RECOGNISE_REQUEST_BYTES,
         "RecogniseStream": MAX_RECOGNISE_REQUEST_BYTES,

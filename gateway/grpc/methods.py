@@ -29,6 +29,13 @@ from google.protobuf.message_factory import GetMessageClass
 from gateway.grpc.auth import require
 from gateway.grpc.errors import fail
 from gateway.grpc.interceptors import RequestStream, stream_responses
+from gateway.limits import (  # the one table of limits, shared with the SDK
+    MAX_RECEIVE_BYTES,
+    MAX_RECOGNISE_REQUEST_BYTES,
+    MAX_SMALL_REQUEST_BYTES,
+    MAX_SUBMISSION_REQUEST_BYTES,
+    too_large,
+)
 from gateway.observability import Metrics
 from gateway.pki import Role
 from keys.errors import (
@@ -36,19 +43,16 @@ from keys.errors import (
     RequestMalformedError,
     RequestTooLargeError,
 )
-from keys.signed import MAX_ENVELOPE_BYTES
 
-KIB = 1024
-# A RecogniseRequest holds a code of at most 4096 characters (4 bytes each at most in UTF-8),
-# a request id of at most 128 and a 6-digit hint: under 17 KiB; the limit leaves room.
-MAX_RECOGNISE_REQUEST_BYTES = 32 * KIB
-# A partner submission is an envelope of at most 2 MiB, plus its field's tag and length.
-MAX_SUBMISSION_REQUEST_BYTES = MAX_ENVELOPE_BYTES + 64
-# Requests with a few scalar fields (GetGatewayKeys, GetTrustList, health, reflection).
-MAX_SMALL_REQUEST_BYTES = 4 * KIB
-# The server-wide gRPC receive limit: the largest legitimate message. Above it gRPC itself
-# answers RESOURCE_EXHAUSTED (without ErrorInfo) and ends the call.
-MAX_RECEIVE_BYTES = MAX_SUBMISSION_REQUEST_BYTES
+__all__ = [
+    "MAX_RECEIVE_BYTES",
+    "MAX_RECOGNISE_REQUEST_BYTES",
+    "MAX_SMALL_REQUEST_BYTES",
+    "MAX_SUBMISSION_REQUEST_BYTES",
+    "Method",
+    "add_service",
+    "decode",
+]
 
 _M = TypeVar("_M", bound=Message)
 
@@ -78,10 +82,7 @@ def decode(request_type: type[_M], raw: bytes, max_bytes: int) -> _M:
     Raises :class:`keys.errors.RequestTooLargeError` or :class:`~keys.errors.RequestMalformedError`.
     """
     if len(raw) > max_bytes:
-        raise RequestTooLargeError(
-            f"the request is {len(raw)} bytes; this method accepts at most {max_bytes}",
-            limit=str(max_bytes),
-        )
+        raise RequestTooLargeError(too_large(len(raw), max_bytes), limit=str(max_bytes))
     try:
         return request_type.FromString(raw)
     except DecodeError:
