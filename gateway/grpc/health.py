@@ -53,13 +53,16 @@ class DrainingHealthServicer(health.aio.HealthServicer):
         last: int | None = None
         while True:
             changed = self._changed
+            # Read before the write below awaits: a shutdown that begins during the write is
+            # seen on the next turn (``changed`` is set), and its NOT_SERVING is sent first.
+            shutting_down = self._shutting_down
             status = self._status.get(
                 request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
             )
             if status != last:
                 await context.write(health_pb2.HealthCheckResponse(status=status))
                 last = status
-            if self._shutting_down:
+            if shutting_down:
                 return
             await changed.wait()
 
