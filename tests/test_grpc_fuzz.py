@@ -22,11 +22,11 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.clock import REAL_NOW
 
 from bench.fuzz_memory import BY_PATH, METHODS, PARTNER_REGION, Method, World, call, serving
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import registry_pb2 as rpb
-from keys.timeutil import utcnow
 
 pytestmark = [
     pytest.mark.slow,
@@ -61,7 +61,7 @@ DECISIONS = documented_decision_reasons()
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with serving(tmp_path_factory.mktemp("fuzz"), utcnow()) as running:
+    with serving(tmp_path_factory.mktemp("fuzz"), REAL_NOW) as running:  # a real server's clock
         yield running
         # still serving after everything the tests sent
         check = BY_PATH["/grpc.health.v1.Health/Check"]
