@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -279,3 +280,38 @@ def test_periodic_purge_runs_and_survives_a_failure(tmp_path: Path) -> None:
 
     # The clock's now is long after T0: everything filled in is past its retention.
     assert run(scenario()) == (2, 2)
+
+
+class SlowStore:
+    """A store whose first write waits until it is released."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.batches: list[list[RecognitionEntry]] = []
+
+    async def append_recognitions(self, entries: Sequence[RecognitionEntry]) -> None:
+        await self.release.wait()
+        self.batches.append(list(entries))
+
+
+def test_a_flush_waits_for_the_batch_already_being_written() -> None:
+    """flush() returns only once everything recorded before it is written, also a batch the
+    background task had taken and was still writing (tests and shutdown rely on it)."""
+
+    async def scenario() -> tuple[SlowStore, bool]:
+        store = SlowStore()
+        reclog = RecognitionLog(store)
+        reclog.record(_entry(T0, 1))
+        background = asyncio.create_task(reclog.flush())  # as the background task would
+        await asyncio.sleep(0)  # it has taken the entry and waits for the store
+        caller = asyncio.create_task(reclog.flush())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        returned_early = caller.done()
+        store.release.set()
+        await asyncio.gather(background, caller)
+        return store, returned_early
+
+    store, returned_early = run(scenario())
+    assert not returned_early
+    assert [[e.holder for e in b] for b in store.batches] == [["h1-1"]]

@@ -76,7 +76,6 @@ class Gateway:
         self._refresher = Background("refresh")
         self.metrics = Metrics()
         self.healthy = True
-        self.unhealthy_reason = ""
         self._metrics_updated = 0.0
 
     def signer(self, role: KeyRole, now: datetime) -> tuple[GatewayKeyInfo, PrivateKey]:
@@ -201,7 +200,6 @@ class Gateway:
             else:
                 log.warning("gateway serving again")
         self.healthy = not reason
-        self.unhealthy_reason = reason
 
     def update_key_metrics(self) -> None:
         now = utcnow()

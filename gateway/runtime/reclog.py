@@ -48,6 +48,7 @@ class RecognitionLog:
         self._max_pending = max_pending
         self._entries: list[RecognitionEntry] = []
         self._wakeup = asyncio.Event()
+        self._flushing = asyncio.Lock()  # one flush at a time: the background's or a caller's
         self._task = Background("recognition-log")
         self.written = 0
         self.dropped = 0
@@ -68,7 +69,13 @@ class RecognitionLog:
         await self.flush()
 
     async def flush(self) -> None:
-        """Write every waiting entry, in batches of ``max_batch``."""
+        """Write every waiting entry, in batches of ``max_batch``: when it returns, every entry
+        recorded before the call is written (or kept, when the store is unreachable), including
+        a batch the background task was writing."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         while self._entries:
             batch = self._entries[: self._max_batch]
             del self._entries[: self._max_batch]

@@ -140,9 +140,6 @@ class RetryPolicy:
         return rng.uniform(0, cap)
 
 
-NO_RETRY = RetryPolicy(attempts=1)
-
-
 def new_request_id() -> str:
     return uuid.uuid4().hex[:16]
 
