@@ -53,6 +53,7 @@ from keys.errors import (
     RegistryError,
     StoreUnavailableError,
 )
+from keys.jsonutil import canonical_json
 from keys.model import ConversionRecord, KeyStatus, Mode, Region, RegionKey
 from keys.personal import (
     PurgeResult,
@@ -73,7 +74,6 @@ from keys.records import (
     SubmissionResult,
     TrustListVersion,
 )
-from keys.signed import canonical_json
 from keys.timeutil import from_unix, to_unix, utcnow
 
 log = logging.getLogger("trustgw.keys")

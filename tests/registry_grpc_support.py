@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from conftest import CodeFactory
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from support.codes import CodeFactory
 
 from adapters.base import RegionSpec
 from adapters.regions import REGION_SPECS

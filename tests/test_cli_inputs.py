@@ -466,12 +466,12 @@ def contained(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     relative file name into the test's own directory."""
     import gateway.cli.core
     import gateway.demo
-    import gateway.grpc.server
+    import gateway.runtime.gateway
 
     async def reached(*_: Any, **__: Any) -> Any:
         raise Reached("the command accepted its arguments")
 
-    monkeypatch.setattr(gateway.grpc.server.Gateway, "open", reached)
+    monkeypatch.setattr(gateway.runtime.gateway.Gateway, "open", reached)
     monkeypatch.setattr(gateway.demo, "run_demo", reached)
 
     def connect(*_: Any, **__: Any) -> Any:

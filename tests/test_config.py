@@ -287,9 +287,10 @@ def test_the_gateway_config_carries_every_setting(tmp_path: Path) -> None:
 def test_the_trust_list_lifetime_reaches_the_server(prepared_dir) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from conftest import run
+    from support.aio import run
 
-    from gateway.grpc.server import Gateway, build_server
+    from gateway.grpc.server import build_server
+    from gateway.runtime.gateway import Gateway
     from gateway.sdk import AsyncGatewayClient
 
     data_dir = prepared_dir(datetime.now(UTC).replace(microsecond=0))

@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import run, serving
+from support.aio import run, serving
 
 from adapters.base import Colour
 from adapters.fields import id_check_digit

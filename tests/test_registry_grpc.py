@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
-from conftest import run, serving
 from registry_grpc_support import (
     DAY,
     NOW,
@@ -25,6 +24,8 @@ from registry_grpc_support import (
     new_issuer,
     partner_for,
 )
+from support.aio import run, serving
+from support.wait import eventually
 
 from adapters.simulator import PartnerSimulator
 from gateway.api.v1 import registry_pb2 as rpb
@@ -76,6 +77,7 @@ async def failure(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str]:
     raise AssertionError(f"the call succeeded: {result}")
 
 
+@pytest.mark.doc("trust-registry.md §12")
 def test_a_published_key_set_takes_effect_at_once(world, simulator) -> None:
     partner = partner_for(SHOW)
     old = simulator.issuer(SHOW.code)
@@ -148,6 +150,7 @@ def test_a_retried_submission_is_acknowledged_as_a_duplicate(world, simulator) -
     )
 
 
+@pytest.mark.doc("trust-registry.md §8", "trust-registry.md §12")
 @pytest.mark.parametrize(
     ("caller", "signer", "expected"),
     [
@@ -169,6 +172,7 @@ def test_only_a_partner_of_the_region_may_write(world, simulator, caller, signer
     assert world(body, (show, other)) == (grpc.StatusCode.PERMISSION_DENIED, expected)
 
 
+@pytest.mark.doc("trust-registry.md §11", "trust-registry.md §12")
 def test_bad_submissions_are_invalid_argument_never_internal(world) -> None:
     partner = partner_for(SHOW)
 
@@ -226,6 +230,7 @@ def test_revoked_codes_holders_and_keys_are_refused_right_away(world, simulator)
     assert late == "KEY_REVOKED"
 
 
+@pytest.mark.doc("trust-registry.md §12")
 def test_trust_list_fetch_delta_verify_and_rollback(world, simulator) -> None:
     partner = partner_for(SHOW)
     old = simulator.issuer(SHOW.code)
@@ -273,6 +278,7 @@ def test_trust_list_fetch_delta_verify_and_rollback(world, simulator) -> None:
     assert info.value.reason == "TRUSTLIST_ROLLBACK"
 
 
+@pytest.mark.doc("trust-registry.md §12")
 def test_watch_pushes_each_new_version_and_ends_on_shutdown(prepared_dir, pki, simulator) -> None:
     partner = partner_for(SHOW)
     data_dir = prepared_dir(NOW)
@@ -294,13 +300,11 @@ def test_watch_pushes_each_new_version_and_ends_on_shutdown(prepared_dir, pki, s
                     received.append(message)
 
             reader = asyncio.create_task(read())
-            await asyncio.sleep(0.2)
+            await eventually(lambda: gateway.trustlist.watchers == 1, what="the watch is open")
             assert received == []  # nothing newer than what the watcher holds
             await p.publish(partner.keyset(1, [listed(issuer)], expires=NOW + DAY))
-            for _ in range(50):
-                if received:
-                    break
-                await asyncio.sleep(0.05)
+            # The first message pushed is the new version (checked below), not the held one.
+            await eventually(lambda: received, what="the new version is pushed")
             pushed = list(received)
         # The server stopped: the stream ended by itself, with OK.
         await asyncio.wait_for(reader, 5)
@@ -315,6 +319,7 @@ def test_watch_pushes_each_new_version_and_ends_on_shutdown(prepared_dir, pki, s
     assert code is grpc.StatusCode.OK
 
 
+@pytest.mark.doc("trust-registry.md §12")
 def test_a_plaintext_dev_server_takes_the_region_from_the_submission(
     prepared_dir, simulator
 ) -> None:
@@ -390,6 +395,7 @@ def test_watch_follows_cli_changes_and_re_sends_while_idle(prepared_dir, pki, ca
     assert (resent.since_version, resent.version) == (0, disabled.version)
 
 
+@pytest.mark.doc('api.md "The gRPC API"', 'trust-registry.md §12')
 def test_reflection_and_health_list_the_registry_services(prepared_dir) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc

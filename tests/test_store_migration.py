@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import run
+from support.aio import run
 
 import keys.store as store_module
 from keys.errors import ConfigurationError

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import run, serving
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from support.aio import run, serving
 
 from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb

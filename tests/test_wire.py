@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
-from conftest import run
 from google.rpc import error_details_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 from grpc_status import rpc_status
+from support.aio import run
 
 from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb
@@ -31,9 +31,12 @@ from gateway.grpc.methods import (
     decode,
 )
 from gateway.grpc.partner import PartnerService
-from gateway.grpc.server import Gateway, GatewayConfig, RecognitionService, build_server
+from gateway.grpc.recognition import RecognitionService
+from gateway.grpc.server import build_server
 from gateway.grpc.trustlist import TrustListService
 from gateway.pki import DevCA, TlsFiles
+from gateway.runtime.config import GatewayConfig
+from gateway.runtime.gateway import Gateway
 from keys.errors import RequestMalformedError, RequestTooLargeError
 from keys.signed import MAX_ENVELOPE_BYTES
 
@@ -487,9 +490,9 @@ def test_streams_refused_during_a_drain_get_unavailable_every_time(world) -> Non
 def test_a_refused_caller_that_never_half_closes_still_gets_its_status(world, monkeypatch) -> None:
     """docs/api.md, Refused streams: the gateway reads a refused stream for a bounded time only
     (here shortened to 0.2 s): a caller that writes and then waits is answered anyway."""
-    from gateway import observability
+    from gateway.grpc import interceptors
 
-    monkeypatch.setattr(observability, "DRAIN_SECONDS", 0.2)
+    monkeypatch.setattr(interceptors, "DRAIN_SECONDS", 0.2)
     one = pb.RecogniseRequest(request_id="r0", code="x").SerializeToString()
 
     async def body(gateway, channels, running) -> grpc.StatusCode:

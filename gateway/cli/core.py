@@ -86,7 +86,8 @@ def cmd_init(opts: argparse.Namespace) -> int:
 
 
 async def _serve(opts: argparse.Namespace) -> None:
-    from gateway.grpc.server import Gateway, build_server
+    from gateway.grpc.server import build_server
+    from gateway.runtime.gateway import Gateway
 
     settings = settings_from(opts)  # flags > TRUSTGW_* environment > --config file > defaults
     config = settings.gateway_config(passphrase_from_env())

@@ -15,23 +15,24 @@ accepted. Never run a plaintext server where partners can reach it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable
 from datetime import datetime
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import grpc
 
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import registry_pb2 as rpb
-from gateway.grpc.methods import MAX_SUBMISSION_REQUEST_BYTES, Method, caller
-from gateway.grpc.server import Gateway
+from gateway.grpc.auth import caller
+from gateway.grpc.methods import MAX_SUBMISSION_REQUEST_BYTES, Method
 from gateway.pki import Role
+from gateway.runtime.gateway import Gateway
 from gateway.tokens import Attestation, sign_receipt
-from keys.errors import InvalidRequestError, OversizedError
+from keys.errors import GatewayError, InvalidRequestError, OversizedError
+from keys.jsonutil import loads_strict
 from keys.keystore import KeyRole
 from keys.records import SubmissionKind, SubmissionResult
-from keys.signed import MAX_ENVELOPE_BYTES, Envelope
+from keys.signed import MAX_ENVELOPE_BYTES, MAX_SIGNED_BYTES, Envelope
 from keys.timeutil import to_unix, utcnow
 
 _KINDS = {
@@ -83,8 +84,10 @@ def statement_region(submission: bytes) -> str:
     """
     envelope = Envelope.from_bytes(submission)
     try:
-        region = json.loads(envelope.signed).get("region")
-    except (ValueError, AttributeError, RecursionError):
+        region = loads_strict(envelope.signed, max_bytes=MAX_SIGNED_BYTES, max_depth=32).get(
+            "region"
+        )
+    except (GatewayError, AttributeError):
         return ""
     return region if isinstance(region, str) else ""
 
@@ -105,7 +108,7 @@ class PartnerService:
     async def _submit(
         self,
         request: rpb.SubmissionRequest,
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[Any, Any],
         apply: _Apply,
     ) -> rpb.SubmissionReceipt:
         peer = caller(context, self._tls)  # a partner: its role was checked before decoding
@@ -123,16 +126,16 @@ class PartnerService:
         return receipt(result, sign_receipt(info, key, now, result))
 
     async def PublishKeySet(
-        self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext
+        self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpb.SubmissionReceipt:
         return await self._submit(request, context, self._gateway.trust.publish_keyset)
 
     async def RevokeKey(
-        self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext
+        self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpb.SubmissionReceipt:
         return await self._submit(request, context, self._gateway.trust.revoke_key)
 
     async def PublishRevocations(
-        self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext
+        self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpb.SubmissionReceipt:
         return await self._submit(request, context, self._gateway.trust.publish_revocations)

@@ -10,14 +10,14 @@ that a subscriber's copy never expires, and it ends with OK when the server stop
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import grpc
 
 from gateway.api.v1 import registry_pb2 as rpb
 from gateway.grpc.methods import MAX_SMALL_REQUEST_BYTES, Method
-from gateway.grpc.server import Gateway
 from gateway.pki import Role
+from gateway.runtime.gateway import Gateway
 from keys.errors import InvalidRequestError
 from keys.timeutil import to_unix, utcnow
 from keys.trustlist import SignedTrustList
@@ -52,14 +52,14 @@ class TrustListService:
         self._gateway = gateway
 
     async def GetTrustList(
-        self, request: rpb.GetTrustListRequest, context: grpc.aio.ServicerContext
+        self, request: rpb.GetTrustListRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpb.TrustListResponse:
         _check_since(request.since_version)
         feed = self._gateway.trustlist
         return trustlist_to_proto(await feed.signed(request.since_version, utcnow()))
 
     async def WatchTrustList(
-        self, request: rpb.WatchTrustListRequest, context: grpc.aio.ServicerContext
+        self, request: rpb.WatchTrustListRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[rpb.TrustListResponse]:
         feed = self._gateway.trustlist
         _check_since(request.since_version)

@@ -248,7 +248,7 @@ class Settings:
 
     def gateway_config(self, passphrase: bytes | None) -> Any:
         """The :class:`gateway.grpc.server.GatewayConfig` for these settings."""
-        from gateway.grpc.server import GatewayConfig
+        from gateway.runtime.config import GatewayConfig
         from gateway.runtime.retention import RetentionPolicy
 
         return GatewayConfig(

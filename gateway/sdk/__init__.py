@@ -7,15 +7,17 @@ side (``gateway.runtime``, ``gateway.grpc``, the store): tests/test_layering.py 
 
 from gateway.sdk.client import (
     AsyncGatewayClient,
-    ConvertedCode,
-    Decision,
     GatewayClient,
     GatewayRpcError,
     RetryPolicy,
+    new_request_id,
+)
+from gateway.sdk.results import (
+    ConvertedCode,
+    Decision,
     SignedTrustList,
     SubmissionReceipt,
     decision_from_proto,
-    new_request_id,
     receipt_from_proto,
     trust_from_proto,
     trust_list_from_proto,
