@@ -165,6 +165,15 @@ class Store(Protocol):
         """All keys, or one region's keys."""
         ...
 
+    async def set_key_window(
+        self, current: RegionKey, updated: RegionKey, *, actor: str, now: datetime
+    ) -> RegionKey:
+        """Give ``current`` the validity window of ``updated``; audited.
+
+        Raises :class:`ConcurrentChangeError` unless the key is still stored as ``current``.
+        """
+        ...
+
     async def registry_version(self) -> int:
         """A counter that increases with every change to regions or keys."""
         ...
@@ -1183,6 +1192,47 @@ class SQLiteStore:
                     ),
                 )
             return key
+
+    async def set_key_window(
+        self, current: RegionKey, updated: RegionKey, *, actor: str, now: datetime
+    ) -> RegionKey:
+        """Store ``updated``'s window for the key ``current`` (same region, kid and key bytes),
+        as planned by :func:`keys.keywindow.plan_key_window`; audited as ``key.update``.
+
+        Raises :class:`ConcurrentChangeError` (nothing written) unless the key is still stored
+        exactly as ``current``, ``ValueError`` for another key or a bad actor,
+        :class:`StoreUnavailableError`.
+        """
+        _check_actor(actor)
+        same = (current.region, current.kid, current.alg, current.public_key.spki)
+        if (updated.region, updated.kid, updated.alg, updated.public_key.spki) != same:
+            raise ValueError("set_key_window changes only the window of one key")
+        window = (_ts(updated.not_before), _ts(updated.not_after))
+        async with self._write("set_key_window") as tx:
+            stored = await self._key(tx, current.region, current.kid)
+            if stored != current:
+                raise ConcurrentChangeError(
+                    f"key {current.kid} of region {current.region} changed meanwhile",
+                    region=current.region,
+                    kid=current.kid,
+                )
+            if window == (_ts(current.not_before), _ts(current.not_after)):
+                return current
+            await tx.execute(
+                "UPDATE region_keys SET not_before = ?, not_after = ?"
+                " WHERE region = ? AND kid = ?",
+                (*window, current.region, current.kid),
+            )
+            after = await self._key(tx, current.region, current.kid)
+            assert after is not None
+            await self._bump_version(tx)
+            await self._append_audit(
+                tx,
+                AuditEvent(
+                    actor, "key.update", now, current.region, _key_json(current), _key_json(after)
+                ),
+            )
+            return after
 
     @staticmethod
     async def _key(conn: aiosqlite.Connection, region: str, kid: str) -> RegionKey | None:
