@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from cli_support import one_line_error, trustgw
 from support.aio import run
+from support.clock import REAL_NOW
 
 from adapters.simulator import PartnerSimulator
 from keys.crypto import Algorithm, PrivateKey
@@ -25,7 +26,7 @@ from keys.keywindow import default_not_before, plan_key_window
 from keys.model import KeyStatus, Mode, Region, RegionKey
 from keys.records import RegionTrust
 from keys.store import SQLiteStore
-from keys.timeutil import parse_time, to_iso, utcnow
+from keys.timeutil import parse_time, to_iso
 
 NOW = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -156,19 +157,24 @@ def _listed(capsys: pytest.CaptureFixture[str], data_dir: Path, kid: str) -> dic
     return row
 
 
+def _added_at(capsys: pytest.CaptureFixture[str], data_dir: Path, kid: str) -> datetime:
+    """When ``keys add`` added ``kid``: the time of its audit entry (the command's own now)."""
+    shown = trustgw(capsys, "audit", "show", "--data-dir", str(data_dir), "--json")
+    (entry,) = [e for e in json.loads(shown.out)["entries"] if e["action"] == "key.add"
+                and e["after"]["kid"] == kid]  # fmt: skip
+    return parse_time(str(entry["time"]))
+
+
 def test_keys_add_starts_a_key_at_now_minus_the_maximum_code_age(
     own_data_dir: Path, partner: tuple[Path, str, object], capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, kid, issuer = partner
-    before = utcnow().replace(microsecond=0)
     ran = trustgw(capsys, "keys", "add", "--data-dir", str(own_data_dir), "--region", "110000",
                   "--public-key", str(path), "--kid", kid, "--json")  # fmt: skip
-    after = utcnow()
     assert ran.status == 0, ran.err
     added = json.loads(ran.out)
     max_age = issuer.spec.max_age  # type: ignore[attr-defined]
-    start = parse_time(added["not_before"])
-    assert before - max_age <= start <= after - max_age
+    assert parse_time(added["not_before"]) == _added_at(capsys, own_data_dir, kid) - max_age
     assert _listed(capsys, own_data_dir, kid)["not_before"] == added["not_before"]
     # a plain retry is a no-op, not ALREADY_EXISTS (the clock moved, the key did not)
     again = trustgw(capsys, "keys", "add", "--data-dir", str(own_data_dir), "--region",
@@ -183,7 +189,7 @@ def test_a_code_issued_minutes_before_keys_add_is_recognised(
     from gateway.runtime.gateway import Gateway, GatewayConfig
 
     path, kid, issuer = partner
-    now = utcnow().replace(microsecond=0)
+    now = REAL_NOW
     code = issuer.issue(  # type: ignore[attr-defined]
         holder_id="11010119900307123X", holder_name="x", colour=Colour.GREEN,
         issued_at=now - timedelta(minutes=10), expires_at=now + 12 * H,
@@ -191,11 +197,13 @@ def test_a_code_issued_minutes_before_keys_add_is_recognised(
     ran = trustgw(capsys, "keys", "add", "--data-dir", str(own_data_dir), "--region", "110000",
                   "--public-key", str(path), "--kid", kid)  # fmt: skip
     assert ran.status == 0, ran.err
+    added_at = _added_at(capsys, own_data_dir, kid)  # the command's own "now"
+    assert now - timedelta(minutes=10) < added_at  # the code predates the key
 
     async def decide() -> str:
         gateway = await Gateway.open(GatewayConfig(data_dir=own_data_dir))
         try:
-            return (await gateway.recogniser.recognise(code, now)).reason
+            return (await gateway.recogniser.recognise(code, added_at)).reason
         finally:
             await gateway.close()
 
@@ -206,7 +214,7 @@ def test_keys_update_corrects_a_window_and_the_audit_trail_says_so(
     own_data_dir: Path, partner: tuple[Path, str, object], capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, kid, _ = partner
-    start = utcnow().replace(microsecond=0)
+    start = REAL_NOW
     data = str(own_data_dir)
     ran = trustgw(capsys, "keys", "add", "--data-dir", data, "--region", "110000",
                   "--public-key", str(path), "--kid", kid,
@@ -266,5 +274,5 @@ def test_keys_update_refuses_a_revoked_key(
     assert trustgw(capsys, "keys", "revoke", "--data-dir", data, "--region", "110000",
                    "--kid", kid).status == 0  # fmt: skip
     ran = trustgw(capsys, "keys", "update", "--data-dir", data, "--region", "110000",
-                  "--kid", kid, "--not-before", to_iso(utcnow()))  # fmt: skip
+                  "--kid", kid, "--not-before", to_iso(REAL_NOW))  # fmt: skip
     assert one_line_error(ran) == "KEY_WINDOW_REFUSED" and "revoked" in ran.err

@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 import pytest
 from support.aio import run, serving
+from support.clock import REAL_NOW
 
 from adapters.base import Colour
 from adapters.fields import id_check_digit
@@ -34,7 +35,6 @@ from gateway.cli import main
 from keys.model import HOME_REGION, Mode
 from keys.partner import PartnerSigner
 from keys.pseudonym import code_hash
-from keys.timeutil import utcnow
 
 # Regions whose codes carry a text code id (the others derive one from the claims).
 ID_REGIONS = [s for s in REGION_SPECS if s.fields.code_id is not None]
@@ -94,7 +94,7 @@ def test_code_ids_that_are_id_numbers_are_kept_only_keyed(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    now = utcnow().replace(microsecond=0)
+    now = REAL_NOW
     data_dir = prepared_dir(now)
     ids = _ids(2 * len(ID_REGIONS) + 4, seed=1)
     holders = _ids(len(ID_REGIONS), seed=2)

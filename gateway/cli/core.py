@@ -21,6 +21,7 @@ from gateway.cli._common import (
 )
 from gateway.cli.config import add_settings_flags, settings_from
 from gateway.observability import configure_logging
+from gateway.runtime.datadir import DataDir
 from keys.errors import ConfigurationError
 from keys.keystore import KeyDirectory, passphrase_from_env
 from keys.timeutil import utcnow
@@ -41,11 +42,12 @@ async def _init(data_dir: Path, dev: bool, now: Any) -> dict[str, Any]:
         raise UsageError(f"--data-dir {data_dir} exists and is not a directory")
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
-    key_dir = data_dir / "keys"
+    paths = DataDir(data_dir)
+    key_dir = paths.keys
     if key_dir.exists():
         raise ConfigurationError(f"{key_dir} already exists: this data directory is initialised")
     keys = KeyDirectory.create(key_dir, dev=dev, passphrase=passphrase, now=now)
-    store = await SQLiteStore.open(data_dir / "trustgw.db")
+    store = await SQLiteStore.open(paths.database)
     try:
         for spec in REGION_SPECS:
             await store.upsert_region(
@@ -53,7 +55,7 @@ async def _init(data_dir: Path, dev: bool, now: Any) -> dict[str, Any]:
             )
     finally:
         await store.close()
-    pki = data_dir / "pki"
+    pki = paths.pki
     if not (pki / "ca.key").exists():
         from gateway.pki import DevCA
 

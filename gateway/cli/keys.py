@@ -24,6 +24,7 @@ from gateway.cli._common import (
     time_type,
 )
 from gateway.cli._registry import OPERATOR, region_arg
+from gateway.runtime.datadir import DataDir
 from keys.errors import GatewayError
 from keys.jsonutil import loads_strict
 from keys.keystore import DEFAULT_ACTIVATION_DELAY, KeyDirectory, passphrase_from_env
@@ -37,7 +38,7 @@ MAX_KEY_FILE_BYTES = 64 * 1024
 async def _registry_keys(data_dir: Path) -> list[Any]:
     from keys.store import SQLiteStore
 
-    store = await SQLiteStore.open(data_dir / "trustgw.db")
+    store = await SQLiteStore.open(DataDir(data_dir).database)
     try:
         return await store.list_keys()
     finally:
@@ -45,7 +46,7 @@ async def _registry_keys(data_dir: Path) -> list[Any]:
 
 
 def cmd_keys_list(opts: argparse.Namespace) -> int:
-    key_dir = KeyDirectory.open(opts.data_dir / "keys", passphrase=passphrase_from_env())
+    key_dir = KeyDirectory.open(DataDir(opts.data_dir).keys, passphrase=passphrase_from_env())
     rows: list[dict[str, Any]] = [
         {
             "owner": "gateway",
@@ -86,7 +87,7 @@ def _trust_from_key_dir(key_dir: KeyDirectory) -> Any:
 
 
 def cmd_keys_export(opts: argparse.Namespace) -> int:
-    key_dir = KeyDirectory.open(opts.data_dir / "keys", passphrase=passphrase_from_env())
+    key_dir = KeyDirectory.open(DataDir(opts.data_dir).keys, passphrase=passphrase_from_env())
     text = json.dumps(_trust_from_key_dir(key_dir).to_json(), indent=2) + "\n"
     if opts.out:
         Path(opts.out).write_text(text)
@@ -116,7 +117,7 @@ async def _keys_add(opts: argparse.Namespace) -> dict[str, Any]:
     kid = opts.kid or public_key.fingerprint()
     check_key_algorithm(opts.region, kid, public_key.alg, REGION_ALGORITHMS)
     now = utcnow()
-    store = await SQLiteStore.open(opts.data_dir / "trustgw.db")
+    store = await SQLiteStore.open(DataDir(opts.data_dir).database)
     try:
         trust = await store.region_trust(opts.region)
         if trust.region is None:
@@ -163,7 +164,7 @@ async def _keys_update(opts: argparse.Namespace) -> Any:
     from keys.registry import KeyRegistry
     from keys.store import SQLiteStore
 
-    store = await SQLiteStore.open(opts.data_dir / "trustgw.db")
+    store = await SQLiteStore.open(DataDir(opts.data_dir).database)
     try:
         return await KeyRegistry(store).update_key_window(
             opts.region, opts.kid, opts.not_before, opts.not_after, actor=OPERATOR, now=utcnow()
@@ -198,7 +199,7 @@ async def _keys_revoke(opts: argparse.Namespace) -> Any:
     from keys.registry import KeyRegistry
     from keys.store import SQLiteStore
 
-    store = await SQLiteStore.open(opts.data_dir / "trustgw.db")
+    store = await SQLiteStore.open(DataDir(opts.data_dir).database)
     try:
         registry = KeyRegistry(store)
         await registry.load()
@@ -236,7 +237,7 @@ def cmd_keys_rotate(opts: argparse.Namespace) -> int:
     if opts.validity <= timedelta(0):
         raise UsageError("--validity must be longer than 0")
     now = utcnow()
-    key_dir = KeyDirectory.open(opts.data_dir / "keys", passphrase=passphrase_from_env())
+    key_dir = KeyDirectory.open(DataDir(opts.data_dir).keys, passphrase=passphrase_from_env())
     info = key_dir.rotate(
         KeyRole(opts.role), now, activate_at=now + opts.activate_in, validity=opts.validity
     )
