@@ -154,9 +154,15 @@ def verify_home_code(trust: TrustFile, code: str, t: int) -> dict[str, Any]:
     return claims
 
 
-def home_code_id(region: str, source_code_id: str) -> str:
-    """`SD` + the first 30 hex digits of SHA-256 over `370000|<region>|<source code id>`."""
-    return "SD" + hashlib.sha256(f"370000|{region}|{source_code_id}".encode()).hexdigest()[:30]
+def is_home_code_id(value: object) -> bool:
+    """`SD` + 30 lower-case hex digits (of SHA-256 over `370000|<region>|<source>`; for a
+    partner code `<source>` is keyed under the gateway's secret, so only the shape is checked)."""
+    return (
+        isinstance(value, str)
+        and len(value) == 32
+        and value.startswith("SD")
+        and all(c in "0123456789abcdef" for c in value[2:])
+    )
 
 
 def verify_receipt(
