@@ -37,7 +37,9 @@ from bench import ideal_server  # noqa: E402
 from bench.workload import GatewayCodes, Mix  # noqa: E402
 from gateway.api.v1 import recognition_pb2 as pb  # noqa: E402
 from gateway.demo import prepare  # noqa: E402
-from gateway.server import Gateway, GatewayConfig, decision_to_proto  # noqa: E402
+from gateway.grpc.recognition import decision_to_proto  # noqa: E402
+from gateway.runtime.config import GatewayConfig  # noqa: E402
+from gateway.runtime.gateway import Gateway  # noqa: E402
 from keys.timeutil import utcnow  # noqa: E402
 
 

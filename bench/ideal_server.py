@@ -1,10 +1,11 @@
 """The ideal server: the least work a recognition gateway could do, behind the same gRPC API.
 
 A bare ``grpc.aio`` server implementing ``gateway.api.v1.RecognitionService`` (the same proto and
-the same server options as ``gateway/server.py``) that, per request, only parses a code of its own
-simple compact format, verifies one Ed25519 signature (pynacl), and for a green code signs a reply
-(Ed25519, pynacl). No registry, no region detection, no database. ``bench/run.py`` measures the
-gateway against it: the ratio says how much of the unavoidable cost the gateway adds on top.
+the same server options as ``gateway/grpc/server.py``) that, per request, only parses a code of
+its own simple compact format, verifies one Ed25519 signature (pynacl), and for a green code
+signs a reply (Ed25519, pynacl). No registry, no region detection, no database. ``bench/run.py``
+measures the gateway against it: the ratio says how much of the unavoidable cost the gateway
+adds on top.
 
 Code format (``IDL1``)::
 
@@ -41,7 +42,7 @@ from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 
 PREFIX = "IDL1:"
 ATTEST_KID = "ideal-attest"
-# The same options as gateway/server.py build_server (keep them in step).
+# The same options as gateway/grpc/server.py build_server (keep them in step).
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024),
     ("grpc.max_send_message_length", 64 * 1024),

@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from adapters.simulator import fake_holder  # noqa: E402
-from gateway.stock import COLUMNS  # noqa: E402
+from gateway.stock.rows import COLUMNS  # noqa: E402
 from keys.timeutil import to_iso, utcnow  # noqa: E402
 
 CITIES = (

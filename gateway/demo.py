@@ -23,10 +23,12 @@ from adapters.simulator import PartnerIssuer, PartnerSimulator, fake_holder
 from gateway import tokens
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
-from gateway.client import aio_channel
+from gateway.grpc.server import build_server
 from gateway.pki import DevCA, TlsFiles
+from gateway.runtime.config import GatewayConfig
+from gateway.runtime.gateway import Gateway
 from gateway.sdk import trust_from_proto
-from gateway.server import Gateway, GatewayConfig, build_server
+from gateway.sdk.channel import aio_channel
 from keys.keystore import KeyDirectory
 from keys.model import Region
 from keys.registry import KeyRegistry

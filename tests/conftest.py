@@ -1,64 +1,24 @@
-"""Shared fixtures: simulated partners, prepared data directories, a running gateway."""
+"""Shared fixtures: simulated partners, their codes, prepared data directories.
+
+Helpers that tests import live in ``tests/support`` (a test never imports this file)."""
 
 from __future__ import annotations
 
-import asyncio
 import random
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
+from support.aio import run
+from support.codes import CodeFactory
 
-from adapters.base import Colour
-from adapters.simulator import PartnerIssuer, PartnerSimulator, fake_holder
-
-T = TypeVar("T")
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one async scenario to completion (the suite needs no asyncio plugin)."""
-    return asyncio.run(coro)
+from adapters.simulator import PartnerSimulator
 
 
 @pytest.fixture(scope="session")
 def simulator() -> PartnerSimulator:
     return PartnerSimulator.generate()
-
-
-@dataclass
-class CodeFactory:
-    """Issues codes of a region relative to a reference time."""
-
-    issuer: PartnerIssuer
-    now: datetime
-    rng: random.Random
-
-    def __call__(
-        self,
-        colour: Colour = Colour.GREEN,
-        *,
-        age: timedelta = timedelta(hours=1),
-        ttl: timedelta = timedelta(hours=23),
-        forged: bool = False,
-        holder: tuple[str, str] | None = None,
-        code_id: str | None = None,
-    ) -> str:
-        holder_id, name = holder or fake_holder(self.rng)
-        issued_at = self.now - age
-        kwargs: dict[str, Any] = {
-            "holder_id": holder_id,
-            "holder_name": name,
-            "colour": colour,
-            "issued_at": issued_at,
-            "expires_at": issued_at + age + ttl,
-        }
-        if code_id is not None:
-            kwargs["code_id"] = code_id
-        return self.issuer.forge(**kwargs) if forged else self.issuer.issue(**kwargs)
 
 
 @pytest.fixture
@@ -84,20 +44,6 @@ def prepared_dir(tmp_path: Path, simulator: PartnerSimulator) -> Callable[[datet
         return data_dir
 
     return make
-
-
-@asynccontextmanager
-async def serving(data_dir: Path, tls: Any = None) -> AsyncIterator[tuple[Any, int]]:
-    """A real gateway on a free loopback port: yields (gateway, port). Plaintext unless ``tls``."""
-    from gateway.server import Gateway, GatewayConfig, build_server
-
-    gateway = await Gateway.open(GatewayConfig(data_dir=data_dir, refresh_interval=0.1, tls=tls))
-    running = await build_server(gateway, "127.0.0.1:0", tls)
-    try:
-        yield gateway, running.port
-    finally:
-        await running.stop(0.5)
-        await gateway.close()
 
 
 # --- the command line -------------------------------------------------------------------------

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from conftest import CodeFactory
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from support.codes import CodeFactory
 
 from adapters.base import RegionSpec
 from adapters.regions import REGION_SPECS
@@ -20,8 +20,8 @@ from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.api.v1 import registry_pb2 as rpb
 from gateway.api.v1 import registry_pb2_grpc as rpb_grpc
-from gateway.client import aio_channel
 from gateway.pki import DevCA, TlsFiles
+from gateway.sdk.channel import aio_channel
 from keys.model import Mode, Region
 from keys.partner import AnchorKeys, PartnerSigner, signing_key
 from keys.statements import KeySetKey

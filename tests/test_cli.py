@@ -168,7 +168,7 @@ def test_offline_verification_of_what_the_gateway_signs(
     tmp_path, capsys, codes, prepared_dir
 ) -> None:
     """Recognise codes, then verify the attestation and the home code with the CLI alone."""
-    from conftest import run
+    from support.aio import run
     from test_engine import Engine
 
     from adapters.regions import REGION_SPECS

@@ -26,13 +26,13 @@ from typing import Any
 import pytest
 from cli_support import Ran, trustgw
 
-from gateway import config as gateway_config
 from gateway.cli import _common, _partner_rpc, _registry, build_parser
 from gateway.cli import audit as cli_audit
 from gateway.cli import keys as cli_keys
 from gateway.cli import pki as cli_pki
 from gateway.cli import purge as cli_purge
 from gateway.cli import verify as cli_verify
+from gateway.runtime import settings as gateway_config
 from keys.crypto import Algorithm, PrivateKey
 from keys.partner import PartnerSigner
 
@@ -466,12 +466,12 @@ def contained(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     relative file name into the test's own directory."""
     import gateway.cli.core
     import gateway.demo
-    import gateway.server
+    import gateway.runtime.gateway
 
     async def reached(*_: Any, **__: Any) -> Any:
         raise Reached("the command accepted its arguments")
 
-    monkeypatch.setattr(gateway.server.Gateway, "open", reached)
+    monkeypatch.setattr(gateway.runtime.gateway.Gateway, "open", reached)
     monkeypatch.setattr(gateway.demo, "run_demo", reached)
 
     def connect(*_: Any, **__: Any) -> Any:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway import config
 from gateway.cli import main
-from gateway.config import InvalidConfigError, Settings, check_file, load
+from gateway.runtime import settings as config
+from gateway.runtime.settings import InvalidConfigError, Settings, check_file, load
 
 FULL = """
 data_dir = "/var/lib/trustgw"
@@ -287,10 +287,11 @@ def test_the_gateway_config_carries_every_setting(tmp_path: Path) -> None:
 def test_the_trust_list_lifetime_reaches_the_server(prepared_dir) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from conftest import run
+    from support.aio import run
 
+    from gateway.grpc.server import build_server
+    from gateway.runtime.gateway import Gateway
     from gateway.sdk import AsyncGatewayClient
-    from gateway.server import Gateway, build_server
 
     data_dir = prepared_dir(datetime.now(UTC).replace(microsecond=0))
     settings = load(None, environ={}, flags={"data_dir": str(data_dir), "insecure": True,

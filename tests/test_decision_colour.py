@@ -8,7 +8,6 @@ from datetime import timedelta
 
 import grpc
 import pytest
-from conftest import run, serving
 from registry_grpc_support import (
     DAY,
     NOW,
@@ -20,6 +19,7 @@ from registry_grpc_support import (
     partner_for,
 )
 from signed_support import engine
+from support.aio import run, serving
 
 from adapters.base import Colour
 from adapters.regions import REGION_SPECS

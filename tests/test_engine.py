@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import run
+from support.aio import run
 
 from adapters.base import Colour
 from adapters.regions import REGION_SPECS

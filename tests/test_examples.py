@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from conftest import run, serving
+from support.aio import run, serving
 
 from adapters.regions import REGION_SPECS
 from gateway.pki import TlsFiles

@@ -17,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
-from conftest import run, serving
+from support.aio import run, serving
+from support.wait import eventually
 
 from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb
@@ -25,8 +26,9 @@ from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.api.v1 import registry_pb2 as rpb
 from gateway.api.v1 import registry_pb2_grpc as rpb_grpc
 from gateway.cli import main
-from gateway.server import Gateway, GatewayConfig
-from gateway.trustlist_service import TrustListService
+from gateway.grpc.trustlist import TrustListService
+from gateway.runtime.config import GatewayConfig
+from gateway.runtime.gateway import Gateway
 from keys.keystore import DEFAULT_ACTIVATION_DELAY, KeyDirectory, KeyRole
 from keys.model import HOME_REGION, Mode
 from keys.timeutil import utcnow
@@ -75,7 +77,7 @@ def test_a_reloaded_key_signs_only_after_every_watcher_took_the_list_carrying_it
         gateway = await Gateway.open(GatewayConfig(data_dir=data_dir, refresh_interval=3600))
         try:
             watcher = Watcher(PinnedKey.of(gateway.published_keys()))
-            watcher.take(await gateway.trustlist.signed(0, utcnow()))  # the full list first
+            watcher.take(await gateway.trustlist.signed(0, NOW))  # the full list first
             received = asyncio.Event()
             release = asyncio.Event()
             stream = TrustListService(gateway).WatchTrustList(
@@ -91,7 +93,7 @@ def test_a_reloaded_key_signs_only_after_every_watcher_took_the_list_carrying_it
             following = asyncio.create_task(follow(stream))
             old, _ = gateway.signer(KeyRole.ATTEST, NOW)
             keys = KeyDirectory.open(data_dir / "keys", passphrase=None)
-            rotated_at = utcnow()
+            rotated_at = NOW + timedelta(minutes=1)  # after the keys of prepared_dir(NOW)
             new = keys.rotate(KeyRole.ATTEST, rotated_at, activate_at=rotated_at)  # emergency
             at = rotated_at + timedelta(minutes=1)  # the new key is valid: only the gate holds it
             reloading = asyncio.create_task(gateway.refresh())
@@ -140,7 +142,7 @@ def test_a_watcher_that_does_not_read_delays_a_new_key_only_until_the_push_timeo
         try:
             with gateway.trustlist.watching(gateway.trustlist.version):  # never delivers
                 keys = KeyDirectory.open(data_dir / "keys", passphrase=None)
-                rotated_at = utcnow()
+                rotated_at = NOW + timedelta(minutes=1)  # after the keys of prepared_dir(NOW)
                 new = keys.rotate(KeyRole.ATTEST, rotated_at, activate_at=rotated_at)
                 with caplog.at_level(logging.WARNING, logger="trustgw.server"):
                     await gateway.refresh()
@@ -198,11 +200,11 @@ def test_over_grpc_every_response_signed_by_a_new_key_arrives_after_the_watcher_
                     args = ["keys", "rotate", "--data-dir", str(data_dir), "--role", "attest",
                             "--activate-in", "0", "--json"]  # fmt: skip
                     assert await asyncio.to_thread(main, args) == 0
-                    state["new"] = json.loads(capsys.readouterr().out)["kid"]
-                    deadline = asyncio.get_running_loop().time() + 20
-                    while state["signed"] < 20 and asyncio.get_running_loop().time() < deadline:
-                        await asyncio.sleep(0.02)
-                    state["stop"] = True
+                    try:
+                        state["new"] = json.loads(capsys.readouterr().out)["kid"]
+                        await eventually(lambda: state["signed"] >= 20, what="the new key signs")
+                    finally:
+                        state["stop"] = True
 
                 following = asyncio.create_task(follow())
                 await asyncio.gather(*(worker() for _ in range(6)), rotate())

@@ -16,8 +16,8 @@ from pathlib import Path
 import grpc
 import pytest
 from cli_support import one_line_error, trustgw
-from conftest import run, serving
 from registry_grpc_support import NOW, SHOW, client, error_reason, make_pki, partner_for
+from support.aio import run, serving
 from trust_support import T0, Harness, scenario
 
 from adapters.regions import REGION_ALGORITHMS, REGION_SPECS

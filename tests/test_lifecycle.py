@@ -12,7 +12,6 @@ import asyncio
 import os
 import signal
 import sys
-import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -53,10 +52,9 @@ class Server:
     def signal(self, sig: int) -> None:
         self.process.send_signal(sig)
 
-    async def exit_code(self, within: float) -> tuple[int, float]:
-        started = time.monotonic()
-        code = await asyncio.wait_for(self.process.wait(), within)
-        return code, time.monotonic() - started
+    async def exit_code(self, within: float) -> int:
+        """The exit status; fails when the process has not exited ``within`` seconds."""
+        return await asyncio.wait_for(self.process.wait(), within)
 
 
 @asynccontextmanager
@@ -161,16 +159,16 @@ def test_sigterm_under_load_drains_every_accepted_call_and_exits_0(codes, prepar
                 await asyncio.wait_for(completed_before_signal.wait(), 60)
                 server.signal(signal.SIGTERM)
                 terminated.set()
-                code, elapsed = await server.exit_code(within=GRACE + 20)
+                # within the grace period (and the slack of a loaded machine)
+                code = await server.exit_code(within=GRACE + 20)
                 await asyncio.gather(*workers, streamer)
             await asyncio.wait_for(watcher, 10)
 
             log = server.log.read_text()
             answered = f"{len(stream_answers)}/{len(stream_sent)}"
             print(f"\nSIGTERM under load: {dict(outcomes)}; stream answered {answered}; "
-                  f"exit {code} after {elapsed:.2f}s")  # fmt: skip
+                  f"exit {code}")  # fmt: skip
             assert code == 0, log
-            assert elapsed < GRACE + 5  # generous upper bound: exits within grace
             assert wrong == []  # every completed call had a proper answer; no other status
             assert outcomes["OK"] >= 300
             assert outcomes["UNAVAILABLE"] == 16  # each worker's first call after the drain
@@ -187,9 +185,8 @@ def test_sigint_drains_like_sigterm(prepared_dir) -> None:
     async def scenario() -> None:
         async with served(data_dir) as server:
             server.signal(signal.SIGINT)
-            code, elapsed = await server.exit_code(within=GRACE + 20)
+            code = await server.exit_code(within=GRACE + 20)
             assert code == 0, server.log.read_text()
-            assert elapsed < GRACE + 5
 
     asyncio.run(scenario())
 
@@ -207,14 +204,20 @@ def test_a_second_signal_stops_at_once(codes, prepared_dir) -> None:
                 call = stub.RecogniseStream(timeout=120)
                 await call.write(pb.RecogniseRequest(request_id="open", code=make()))
                 assert (await call.read()).request_id == "open"
+                health: list[int] = []
+                up = asyncio.Event()
+                watcher = asyncio.create_task(watch_health(server.target, health, up))
+                await asyncio.wait_for(up.wait(), 30)
                 server.signal(signal.SIGTERM)
-                await asyncio.sleep(0.5)
+                # Health turns NOT_SERVING and its watch ends once the drain has begun (and
+                # the second signal's handler is in place).
+                await asyncio.wait_for(watcher, 30)
+                assert health[-1] == NOT_SERVING
                 assert server.process.returncode is None  # draining, for up to 60 s
                 server.signal(signal.SIGTERM)
-                code, elapsed = await server.exit_code(within=20)
+                code = await server.exit_code(within=20)  # not the 60 s of the drain
                 call.cancel()
             assert code == 130
-            assert elapsed < 20
 
     asyncio.run(scenario())
 
@@ -222,7 +225,9 @@ def test_a_second_signal_stops_at_once(codes, prepared_dir) -> None:
 def test_the_drain_in_process_health_new_calls_and_open_streams(codes, prepared_dir) -> None:
     """During the drain: Check answers NOT_SERVING, Watch streams end, a new call is refused
     UNAVAILABLE with its request id, and an open stream is served until it half-closes."""
-    from gateway.server import Gateway, GatewayConfig, build_server
+    from gateway.grpc.server import build_server
+    from gateway.runtime.config import GatewayConfig
+    from gateway.runtime.gateway import Gateway
 
     data_dir = prepared_dir(NOW)
     make = codes(SHOW, NOW)
@@ -241,7 +246,6 @@ def test_the_drain_in_process_health_new_calls_and_open_streams(codes, prepared_
                 await stream.write(pb.RecogniseRequest(request_id="before", code=make()))
                 assert (await stream.read()).request_id == "before"
 
-                started = time.monotonic()
                 stopping = asyncio.create_task(running.stop(60))
                 assert (await watch.read()).status == NOT_SERVING
                 assert await watch.read() is grpc.aio.EOF  # ended, not holding the drain
@@ -264,8 +268,7 @@ def test_the_drain_in_process_health_new_calls_and_open_streams(codes, prepared_
                 assert not stopping.done()  # the open stream holds the drain
                 await stream.done_writing()
                 assert await stream.read() is grpc.aio.EOF
-                await asyncio.wait_for(stopping, 30)
-                assert time.monotonic() - started < 30  # generous: far less than the grace
+                await asyncio.wait_for(stopping, 30)  # far less than the grace of 60 s
         finally:
             await running.stop(0)
             await gateway.close()

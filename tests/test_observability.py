@@ -9,14 +9,17 @@ from datetime import UTC, datetime
 
 import grpc
 import pytest
-from conftest import run
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from support.aio import run
+from support.wait import eventually
 
 from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
+from gateway.grpc.server import build_server
 from gateway.observability import REQUEST_ID, JsonFormatter
-from gateway.server import Gateway, GatewayConfig, build_server
+from gateway.runtime.config import GatewayConfig
+from gateway.runtime.gateway import Gateway
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 REGION = REGION_SPECS[0].code
@@ -74,8 +77,6 @@ def test_health_turns_not_serving_when_the_store_is_unreachable(prepared_dir) ->
     data_dir = prepared_dir(NOW)
 
     async def scenario() -> tuple[int, int]:
-        import asyncio
-
         gateway = await Gateway.open(GatewayConfig(data_dir=data_dir, refresh_interval=0.1))
         running = await build_server(gateway, "127.0.0.1:0")
         try:
@@ -83,7 +84,12 @@ def test_health_turns_not_serving_when_the_store_is_unreachable(prepared_dir) ->
                 stub = health_pb2_grpc.HealthStub(channel)
                 before = (await stub.Check(health_pb2.HealthCheckRequest())).status
                 await gateway.store.close()  # the database goes away
-                await asyncio.sleep(0.8)
+
+                async def not_serving() -> bool:  # once the next refresh finds it gone
+                    reply = await stub.Check(health_pb2.HealthCheckRequest())
+                    return bool(reply.status == health_pb2.HealthCheckResponse.NOT_SERVING)
+
+                await eventually(not_serving, what="health turns NOT_SERVING")
                 after = (await stub.Check(health_pb2.HealthCheckRequest())).status
                 return before, after
         finally:

@@ -15,10 +15,10 @@ from pathlib import Path
 import grpc
 import pytest
 from cli_support import one_line_error, trustgw
-from conftest import run, serving
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from support.aio import run, serving
 
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc

@@ -193,7 +193,7 @@ def test_nothing_personal_in_a_live_database_and_its_wal(
     import sqlite3
 
     import grpc
-    from conftest import serving
+    from support.aio import serving
 
     from gateway.api.v1 import recognition_pb2 as pb
     from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
@@ -208,7 +208,7 @@ def test_nothing_personal_in_a_live_database_and_its_wal(
     needles = _needles()
 
     async def scenario() -> dict[str, list[str]]:
-        async with serving(data_dir) as (_, port):
+        async with serving(data_dir) as (gateway, port):
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = pb_grpc.RecognitionServiceStub(channel)
                 for n, (name, id_number) in enumerate(KNOWN):
@@ -218,7 +218,7 @@ def test_nothing_personal_in_a_live_database_and_its_wal(
                         await stub.Recognise(pb.RecogniseRequest(code=code), timeout=5)
             args = ["-v", "convert-batch", str(stock), "--data-dir", str(data_dir), "-q"]
             assert await asyncio.to_thread(main, args) == 0
-            await asyncio.sleep(0.6)  # the recognition log's batches are written
+            await gateway.reclog.flush()  # the recognition log's waiting batches are written
             assert (data_dir / "trustgw.db-wal").is_file()
             with sqlite3.connect(data_dir / "trustgw.db") as conn:
                 assert conn.execute("SELECT COUNT(*) FROM recognitions").fetchone()[0] == 26

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run
 from registry_grpc_support import DAY, NOW, OTHER, SHOW, listed, partner_for
+from support.aio import run
 
 from gateway.cli import main
 from keys.crypto import b64url_encode

@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
-from conftest import run, serving
 from registry_grpc_support import (
     DAY,
     NOW,
@@ -25,6 +24,8 @@ from registry_grpc_support import (
     new_issuer,
     partner_for,
 )
+from support.aio import run, serving
+from support.wait import eventually
 
 from adapters.simulator import PartnerSimulator
 from gateway.api.v1 import registry_pb2 as rpb
@@ -294,13 +295,11 @@ def test_watch_pushes_each_new_version_and_ends_on_shutdown(prepared_dir, pki, s
                     received.append(message)
 
             reader = asyncio.create_task(read())
-            await asyncio.sleep(0.2)
+            await eventually(lambda: gateway.trustlist.watchers == 1, what="the watch is open")
             assert received == []  # nothing newer than what the watcher holds
             await p.publish(partner.keyset(1, [listed(issuer)], expires=NOW + DAY))
-            for _ in range(50):
-                if received:
-                    break
-                await asyncio.sleep(0.05)
+            # The first message pushed is the new version (checked below), not the held one.
+            await eventually(lambda: received, what="the new version is pushed")
             pushed = list(received)
         # The server stopped: the stream ended by itself, with OK.
         await asyncio.wait_for(reader, 5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import sqlite3
@@ -13,15 +12,16 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import run, serving
+from support.aio import run, serving
+from support.wait import eventually
 
 from adapters.base import Colour
 from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.cli import main
-from gateway.reclog import RecognitionLog
-from gateway.retention import PeriodicPurge, RetentionPolicy, purge
+from gateway.runtime.reclog import RecognitionLog
+from gateway.runtime.retention import PeriodicPurge, RetentionPolicy, purge
 from keys.errors import StoreUnavailableError
 from keys.model import ConversionRecord, Mode, Region
 from keys.personal import RecognitionEntry, StockBatch, StockConversion
@@ -248,7 +248,8 @@ def test_the_server_logs_every_decision_without_raw_identifiers(
 
 
 def test_the_recognition_log_can_be_turned_off(codes: Any, prepared_dir: Any) -> None:
-    from gateway.server import Gateway, GatewayConfig
+    from gateway.runtime.config import GatewayConfig
+    from gateway.runtime.gateway import Gateway
 
     data_dir = prepared_dir(utcnow())
 
@@ -268,11 +269,7 @@ def test_periodic_purge_runs_and_survives_a_failure(tmp_path: Path) -> None:
         store = await _filled(path)
         purger = PeriodicPurge(store, RetentionPolicy(interval_seconds=0.05), first_delay=0)
         purger.start()
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if purger.last is not None:
-                break
-        first = purger.last
+        first = await eventually(lambda: purger.last, what="the first periodic purge")
         await purger.stop()
         await store.close()
         assert await PeriodicPurge(store, RetentionPolicy()).run_once(T0) is None  # closed

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from conftest import run, serving
+from support.aio import run, serving
 
 from adapters.base import Colour
 from adapters.regions import REGION_SPECS
@@ -51,9 +52,10 @@ def test_recognise_returns_plain_data_that_verifies_offline(codes, prepared_dir)
     assert len(again.request_id) == 16 and again.server_request_id == again.request_id
     assert first.valid_until is not None and first.valid_until.tzinfo is not None
     assert first.attestation is not None and first.converted is not None
-    claims = tokens.verify_attestation(first.attestation, trust, datetime.now(UTC))
+    at = first.valid_until - timedelta(seconds=1)  # within its validity, whatever the clock
+    claims = tokens.verify_attestation(first.attestation, trust, at)
     assert claims["region"] == CONVERT
-    home = tokens.verify_home_code(first.converted.code, trust, datetime.now(UTC))
+    home = tokens.verify_home_code(first.converted.code, trust, at)
     assert home["id"] == first.converted.code_id
     assert again.converted == first.converted  # idempotent: the same code, the same conversion
 
@@ -204,17 +206,31 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class _SignallingPolicy(RetryPolicy):
+    """A retry policy that says when the client first backs off (an attempt failed)."""
+
+    retried: asyncio.Event = field(default_factory=asyncio.Event, compare=False)
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        self.retried.set()
+        return super().backoff(attempt, rng)
+
+
 def test_unavailable_is_retried_until_the_gateway_comes_up(codes, prepared_dir) -> None:
-    from gateway.server import Gateway, GatewayConfig, build_server
+    from gateway.grpc.server import build_server
+    from gateway.runtime.config import GatewayConfig
+    from gateway.runtime.gateway import Gateway
 
     data_dir = prepared_dir(NOW)
     code = codes(SHOW, NOW)()
     port = _free_port()
-    policy = RetryPolicy(attempts=30, initial_backoff=0.05, max_backoff=0.2)
+    # The deadline (30 s) bounds the attempts, not their number.
+    policy = _SignallingPolicy(attempts=10_000, initial_backoff=0.05, max_backoff=0.2)
 
     async def scenario() -> Decision:
         async def start_late() -> tuple[Any, Any]:
-            await asyncio.sleep(0.5)
+            await policy.retried.wait()  # the first attempt found nothing listening
             gateway = await Gateway.open(GatewayConfig(data_dir=data_dir))
             return gateway, await build_server(gateway, f"127.0.0.1:{port}")
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run
 from signed_support import KINDS, LIMITS, ROLES, engine, fresh_data_dir, sign, verify
+from support.aio import run
 
 from adapters.regions import REGION_SPECS
 from gateway import tokens
@@ -411,9 +411,9 @@ def test_every_receipt_is_signed_and_verifies_offline_with_every_published_form_
     """docs/trust-registry.md §12, "Signed receipts": key set, retry, revocation batch and key
     revocation receipts each carry a signed copy valid from ``iat`` to the key's not_after,
     verifiable with ``GetGatewayKeys``, ``keys export`` and the trust list."""
-    from conftest import serving
     from registry_grpc_support import NOW as START
     from registry_grpc_support import SHOW, client, listed, make_pki, partner_for
+    from support.aio import serving
 
     from gateway.api.v1 import recognition_pb2 as pb
     from gateway.api.v1 import registry_pb2 as rpb

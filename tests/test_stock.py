@@ -14,21 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run
+from support.aio import run
+from support.wait import wait_until
 
 from adapters.base import Colour
 from bench.stock import sample_rows, write_csv
 from gateway import tokens
 from gateway.cli import main
-from gateway.stock import (
-    COLUMNS,
-    Certificate,
-    Progress,
-    RowError,
-    StockConverter,
-    decide,
-    parse_row,
-)
+from gateway.stock.converter import StockConverter
+from gateway.stock.progress import Progress
+from gateway.stock.rows import COLUMNS, Certificate, RowError, parse_row
+from gateway.stock.rules import decide
 from keys.errors import ConcurrentChangeError
 from keys.keystore import KeyDirectory
 from keys.personal import StockBatch
@@ -465,7 +461,6 @@ def test_a_killed_conversion_resumes_and_converts_every_row_once(
     import sqlite3
     import subprocess
     import sys
-    import time
 
     path = tmp_path / "certs.csv"
     rows = 20_000
@@ -480,19 +475,21 @@ def test_a_killed_conversion_resumes_and_converts_every_row_once(
         stderr=subprocess.PIPE,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+
+    def committed_rows() -> int:
+        """Rows the running conversion has committed so far (0 before its first batch)."""
+        try:
+            with sqlite3.connect(data_dir / "trustgw.db", timeout=5) as conn:
+                found = conn.execute("SELECT committed_rows FROM stock_jobs").fetchone()
+        except sqlite3.Error:
+            return 0
+        return int(found[0]) if found else 0
+
     committed = 0
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with sqlite3.connect(data_dir / "trustgw.db", timeout=5) as conn:
-                    found = conn.execute("SELECT committed_rows FROM stock_jobs").fetchone()
-            except sqlite3.Error:
-                found = None
-            if found and found[0] >= 1000:
-                committed = int(found[0])
-                break
-            time.sleep(0.01)
+        # Half way (1000 rows at least), or the process ended by itself (the assert fails).
+        wait_until(lambda: proc.poll() is not None or committed_rows() >= 1000, timeout=60)
+        committed = committed_rows()
     finally:
         if proc.poll() is None:
             proc.send_signal(getattr(signal, signame))

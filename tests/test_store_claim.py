@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import run
+from support.aio import run
 
 from keys.errors import AlreadyExistsError, StoreUnavailableError
 from keys.model import ConversionRecord, Mode, Region

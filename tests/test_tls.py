@@ -7,16 +7,16 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import run, serving
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from support.aio import run, serving
 
 from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.cli import main
-from gateway.client import aio_channel
 from gateway.pki import DevCA, Peer, PermissionDeniedError, Role, TlsFiles
+from gateway.sdk.channel import aio_channel
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 REGION = REGION_SPECS[0].code

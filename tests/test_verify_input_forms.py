@@ -19,8 +19,8 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import run, serving
 from google.protobuf import json_format, text_format
+from support.aio import run, serving
 
 from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb

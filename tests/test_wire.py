@@ -15,25 +15,28 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
-from conftest import run
 from google.rpc import error_details_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 from grpc_status import rpc_status
+from support.aio import run
 
 from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import registry_pb2 as rpb
-from gateway.partner_service import PartnerService
-from gateway.pki import DevCA, TlsFiles
-from gateway.rpc import (
+from gateway.grpc.methods import (
     MAX_RECEIVE_BYTES,
     MAX_RECOGNISE_REQUEST_BYTES,
     MAX_SMALL_REQUEST_BYTES,
     MAX_SUBMISSION_REQUEST_BYTES,
     decode,
 )
-from gateway.server import Gateway, GatewayConfig, RecognitionService, build_server
-from gateway.trustlist_service import TrustListService
+from gateway.grpc.partner import PartnerService
+from gateway.grpc.recognition import RecognitionService
+from gateway.grpc.server import build_server
+from gateway.grpc.trustlist import TrustListService
+from gateway.pki import DevCA, TlsFiles
+from gateway.runtime.config import GatewayConfig
+from gateway.runtime.gateway import Gateway
 from keys.errors import RequestMalformedError, RequestTooLargeError
 from keys.signed import MAX_ENVELOPE_BYTES
 
@@ -487,9 +490,9 @@ def test_streams_refused_during_a_drain_get_unavailable_every_time(world) -> Non
 def test_a_refused_caller_that_never_half_closes_still_gets_its_status(world, monkeypatch) -> None:
     """docs/api.md, Refused streams: the gateway reads a refused stream for a bounded time only
     (here shortened to 0.2 s): a caller that writes and then waits is answered anyway."""
-    from gateway import observability
+    from gateway.grpc import interceptors
 
-    monkeypatch.setattr(observability, "DRAIN_SECONDS", 0.2)
+    monkeypatch.setattr(interceptors, "DRAIN_SECONDS", 0.2)
     one = pb.RecogniseRequest(request_id="r0", code="x").SerializeToString()
 
     async def body(gateway, channels, running) -> grpc.StatusCode:
@@ -503,7 +506,7 @@ def test_a_refused_caller_that_never_half_closes_still_gets_its_status(world, mo
 def test_freed_memory_is_trimmed_only_above_the_slack_with_back_off() -> None:
     """docs/api.md, Limits: the C heap is trimmed when the resident set is more than 32 MB above
     its size at start; a trim that cannot bring it down is retried later, not every second."""
-    from gateway.memory import MemoryReleaser
+    from gateway.runtime.memory import MemoryReleaser
 
     resident = [100]
     trims: list[int] = []

@@ -9,8 +9,8 @@ import argparse
 import os
 from typing import Any
 
-from gateway import config
 from gateway.cli._common import EXIT_OK, EXIT_REJECTED, add_json, path_type, print_json
+from gateway.runtime import settings as config
 
 _METAVARS = {"path": "PATH", "address": "HOST:PORT", "int": "N", "float": "X", "choice": None}
 

@@ -86,7 +86,8 @@ def cmd_init(opts: argparse.Namespace) -> int:
 
 
 async def _serve(opts: argparse.Namespace) -> None:
-    from gateway.server import Gateway, build_server
+    from gateway.grpc.server import build_server
+    from gateway.runtime.gateway import Gateway
 
     settings = settings_from(opts)  # flags > TRUSTGW_* environment > --config file > defaults
     config = settings.gateway_config(passphrase_from_env())
@@ -167,7 +168,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("serve", help="run the gRPC gateway")
-    add_settings_flags(p)  # --config FILE and one flag per setting (gateway/config.py)
+    add_settings_flags(p)  # --config FILE and one flag per setting (gateway/runtime/settings.py)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="run a self-contained demonstration with 14 simulated partners")

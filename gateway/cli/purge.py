@@ -12,7 +12,7 @@ from keys.timeutil import to_iso, utcnow
 
 
 async def _purge(opts: argparse.Namespace) -> dict[str, Any]:
-    from gateway.retention import RetentionPolicy, purge
+    from gateway.runtime.retention import RetentionPolicy, purge
     from keys.store import SQLiteStore
 
     try:
@@ -77,7 +77,7 @@ def _days(value: str) -> float | None:
 
 
 def register(sub: Any) -> None:
-    from gateway.retention import RetentionPolicy
+    from gateway.runtime.retention import RetentionPolicy
 
     defaults = RetentionPolicy()
     p = sub.add_parser(

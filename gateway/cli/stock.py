@@ -27,7 +27,9 @@ from keys.timeutil import utcnow
 
 
 async def _convert(opts: argparse.Namespace) -> int:
-    from gateway.stock import FORMATS, StockConverter, detect_format, stderr_is_tty
+    from gateway.stock.converter import StockConverter
+    from gateway.stock.progress import stderr_is_tty
+    from gateway.stock.rows import FORMATS, detect_format
     from keys.pseudonym import Pseudonymiser
     from keys.store import SQLiteStore
 

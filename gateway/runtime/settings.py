@@ -247,9 +247,9 @@ class Settings:
         )
 
     def gateway_config(self, passphrase: bytes | None) -> Any:
-        """The :class:`gateway.server.GatewayConfig` for these settings."""
-        from gateway.retention import RetentionPolicy
-        from gateway.server import GatewayConfig
+        """The :class:`gateway.grpc.server.GatewayConfig` for these settings."""
+        from gateway.runtime.config import GatewayConfig
+        from gateway.runtime.retention import RetentionPolicy
 
         return GatewayConfig(
             data_dir=self.require_data_dir(),

@@ -4,7 +4,7 @@ A thin adapter over :class:`keys.trustregistry.TrustRegistry`: the caller's regi
 its mTLS certificate (``trustgw://partner/<region>``) and must be the submission's region, or
 the registry refuses it with ``REGION_FORBIDDEN``. The role and the request's size are checked
 before it is decoded, and every refusal becomes a status with ``ErrorInfo``, in
-``gateway.rpc``. Every receipt is signed by the gateway's attest key
+``gateway.grpc.methods``. Every receipt is signed by the gateway's attest key
 (:func:`gateway.tokens.sign_receipt`), so a partner can keep proof of what the gateway accepted
 and check it offline (:func:`gateway.tokens.verify_receipt`).
 
@@ -18,15 +18,16 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable
 from datetime import datetime
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import grpc
 
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import registry_pb2 as rpb
+from gateway.grpc.auth import caller
+from gateway.grpc.methods import MAX_SUBMISSION_REQUEST_BYTES, Method
 from gateway.pki import Role
-from gateway.rpc import MAX_SUBMISSION_REQUEST_BYTES, Method, caller
-from gateway.server import Gateway
+from gateway.runtime.gateway import Gateway
 from gateway.tokens import Attestation, sign_receipt
 from keys.errors import InvalidRequestError, OversizedError
 from keys.keystore import KeyRole
@@ -105,7 +106,7 @@ class PartnerService:
     async def _submit(
         self,
         request: rpb.SubmissionRequest,
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[Any, Any],
         apply: _Apply,
     ) -> rpb.SubmissionReceipt:
         peer = caller(context, self._tls)  # a partner: its role was checked before decoding
@@ -123,16 +124,16 @@ class PartnerService:
         return receipt(result, sign_receipt(info, key, now, result))
 
     async def PublishKeySet(
-        self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext
+        self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpb.SubmissionReceipt:
         return await self._submit(request, context, self._gateway.trust.publish_keyset)
 
     async def RevokeKey(
-        self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext
+        self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpb.SubmissionReceipt:
         return await self._submit(request, context, self._gateway.trust.revoke_key)
 
     async def PublishRevocations(
-        self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext
+        self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpb.SubmissionReceipt:
         return await self._submit(request, context, self._gateway.trust.publish_revocations)

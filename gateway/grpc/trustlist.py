@@ -2,7 +2,7 @@
 
 ``GetTrustList`` answers with a delta since the caller's version when the gateway still knows
 it, else the full list. ``WatchTrustList`` pushes every new version as it is recorded (the
-gateway records one after each registry or key change, see :class:`gateway.trustfeed.
+gateway records one after each registry or key change, see :class:`gateway.runtime.trustfeed.
 TrustListFeed`); while nothing changes it re-sends the current list every ``feed.resend`` so
 that a subscriber's copy never expires, and it ends with OK when the server stops.
 """
@@ -10,14 +10,14 @@ that a subscriber's copy never expires, and it ends with OK when the server stop
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import grpc
 
 from gateway.api.v1 import registry_pb2 as rpb
+from gateway.grpc.methods import MAX_SMALL_REQUEST_BYTES, Method
 from gateway.pki import Role
-from gateway.rpc import MAX_SMALL_REQUEST_BYTES, Method
-from gateway.server import Gateway
+from gateway.runtime.gateway import Gateway
 from keys.errors import InvalidRequestError
 from keys.timeutil import to_unix, utcnow
 from keys.trustlist import SignedTrustList
@@ -52,14 +52,14 @@ class TrustListService:
         self._gateway = gateway
 
     async def GetTrustList(
-        self, request: rpb.GetTrustListRequest, context: grpc.aio.ServicerContext
+        self, request: rpb.GetTrustListRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpb.TrustListResponse:
         _check_since(request.since_version)
         feed = self._gateway.trustlist
         return trustlist_to_proto(await feed.signed(request.since_version, utcnow()))
 
     async def WatchTrustList(
-        self, request: rpb.WatchTrustListRequest, context: grpc.aio.ServicerContext
+        self, request: rpb.WatchTrustListRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[rpb.TrustListResponse]:
         feed = self._gateway.trustlist
         _check_since(request.since_version)
@@ -73,7 +73,7 @@ class TrustListService:
                     since = 0  # nothing changed for a while: the same version, freshly signed
                 else:
                     since = held
-                # An error ends the stream with its status (gateway.rpc).
+                # An error ends the stream with its status (gateway.grpc.methods).
                 signed = await feed.signed(since, utcnow())
                 held = signed.version
                 # Re-send well before the list held expires (its lifetime can be cut short by a

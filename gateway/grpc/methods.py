@@ -10,47 +10,34 @@ handler runs, and decode before the role check). For every call, in this order:
    server-wide gRPC limit, :data:`MAX_RECEIVE_BYTES`, is the largest legitimate message);
 3. the decode: bytes that are not a message of the request type are ``REQUEST_MALFORMED``.
 
-Errors become statuses here and nowhere else: a project error (:class:`keys.errors.GatewayError`)
-its own status with a ``google.rpc.ErrorInfo`` (reason, domain, request id), anything else
-``INTERNAL`` with an incident id and the traceback in the log only. docs/api.md, "RPC errors"
-and "Limits".
+A failed call ends through :func:`gateway.grpc.errors.fail`, the one place where errors become
+statuses. docs/api.md, "Limits".
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
-from gateway.observability import (
-    REQUEST_ID,
-    REQUEST_ID_HEADER,
-    Metrics,
-    drain_requests,
-    stream_responses,
-)
-from gateway.pki import Peer, Role, UnauthenticatedError, peer_from_auth_context
+from gateway.grpc.auth import require
+from gateway.grpc.errors import fail
+from gateway.grpc.interceptors import drain_requests, stream_responses
+from gateway.observability import Metrics
+from gateway.pki import Role
 from keys.errors import (
     GatewayError,
-    InvalidRequestError,
     RequestMalformedError,
     RequestTooLargeError,
 )
 from keys.signed import MAX_ENVELOPE_BYTES
 
-log = logging.getLogger("trustgw.rpc")
-
-ERROR_DOMAIN = "trustgw.gateway"
 KIB = 1024
 # A RecogniseRequest holds a code of at most 4096 characters (4 bytes each at most in UTF-8),
 # a request id of at most 128 and a 6-digit hint: under 17 KiB; the limit leaves room.
@@ -80,91 +67,6 @@ class Method:
     roles: tuple[Role, ...] | None
     max_request_bytes: int
     raw_stream: bool = False
-
-
-# --- errors to statuses: one place ------------------------------------------------------------
-
-
-def rich_status(error: GatewayError) -> grpc.Status:
-    """The status of a project error: its gRPC code, message and an ErrorInfo with its reason."""
-    code = getattr(grpc.StatusCode, error.grpc_status, grpc.StatusCode.FAILED_PRECONDITION)
-    info = error_details_pb2.ErrorInfo(
-        reason=error.reason,
-        domain=ERROR_DOMAIN,
-        metadata={**error.metadata, "request_id": REQUEST_ID.get()},
-    )
-    detail = status_pb2.Status(code=code.value[0], message=error.message)
-    detail.details.add().Pack(info)
-    return _with_request_id(rpc_status.to_status(detail))
-
-
-def internal_status(incident: str) -> grpc.Status:
-    """The status of an unexpected fault: INTERNAL with an incident id, never details."""
-    detail = status_pb2.Status(
-        code=code_pb2.INTERNAL, message=f"internal error (incident {incident})"
-    )
-    return _with_request_id(rpc_status.to_status(detail))
-
-
-def _with_request_id(status: grpc.Status) -> grpc.Status:
-    """An error's trailing metadata replaces the call's: keep the request id in it."""
-    trailing = (*status.trailing_metadata, (REQUEST_ID_HEADER, REQUEST_ID.get()))
-    return _Status(status.code, status.details, trailing)
-
-
-@dataclass(frozen=True)
-class _Status(grpc.Status):
-    code: grpc.StatusCode
-    details: str
-    trailing_metadata: tuple[tuple[str, str | bytes], ...]
-
-
-def note_bad_request(metrics: Metrics, method: str, error: InvalidRequestError) -> None:
-    """Count a refused request and say so in the log (one line, no traceback: the caller's
-    fault, not the gateway's)."""
-    metrics.bad_requests.labels(method, error.reason).inc()
-    log.warning("%s: request refused, %s: %s", method, error.reason, error.message)
-
-
-async def fail(
-    context: grpc.aio.ServicerContext[Any, Any], method: str, metrics: Metrics, exc: Exception
-) -> NoReturn:
-    """End the call for ``exc``: a project error with its own status, anything else INTERNAL."""
-    if isinstance(exc, GatewayError):
-        if isinstance(exc, InvalidRequestError):
-            note_bad_request(metrics, method, exc)
-        status = rich_status(exc)
-    else:
-        incident = uuid.uuid4().hex[:12]
-        log.error("unexpected error in %s, incident %s", method, incident, exc_info=exc)
-        status = internal_status(incident)
-    # The abort's exception refers to this one, and grpc keeps it with the call's state in a
-    # reference cycle: without its traceback it does not keep the handler's frames (and the
-    # request bytes in them) alive until the garbage collector runs.
-    exc.__traceback__ = None
-    await context.abort_with_status(status)
-    raise AssertionError("unreachable")  # abort_with_status raises
-
-
-# --- callers ----------------------------------------------------------------------------------
-
-
-def caller(context: grpc.aio.ServicerContext[Any, Any], tls: bool) -> Peer | None:
-    """The authenticated caller; ``None`` on a plaintext (development) server."""
-    if not tls:
-        return None
-    auth = context.auth_context()
-    if not auth:
-        raise UnauthenticatedError()
-    return peer_from_auth_context({key: list(values) for key, values in auth.items()})
-
-
-def require(context: grpc.aio.ServicerContext[Any, Any], tls: bool, *roles: Role) -> Peer | None:
-    """The caller, who must hold one of ``roles`` (any caller on a plaintext server)."""
-    peer = caller(context, tls)
-    if peer is not None:
-        peer.require(*roles)
-    return peer
 
 
 # --- decoding ---------------------------------------------------------------------------------
@@ -273,7 +175,9 @@ def _handler(
             unary_stream, request_deserializer=None, response_serializer=serialize
         )
 
-    async def stream_stream(requests: AsyncIterator[bytes], context: Any) -> Any:
+    async def stream_stream(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
         if check_role:
             try:
                 require(context, tls, *roles)

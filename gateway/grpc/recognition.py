@@ -1,0 +1,217 @@
+"""``RecognitionService``, for local verifiers: recognise codes (unary and streaming) and
+fetch the gateway's keys. docs/api.md, "RecognitionService".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, ClassVar
+
+import grpc
+
+from adapters.base import Colour
+from gateway.api.v1 import recognition_pb2 as pb
+from gateway.engine import Decision
+from gateway.grpc.errors import note_bad_request
+from gateway.grpc.methods import (
+    MAX_RECOGNISE_REQUEST_BYTES,
+    MAX_SMALL_REQUEST_BYTES,
+    Method,
+    decode,
+)
+from gateway.pki import Role
+from gateway.runtime.gateway import Gateway
+from keys.errors import InvalidRequestError
+from keys.model import HOME_REGION, Mode
+from keys.personal import RecognitionEntry
+from keys.timeutil import to_unix, utcnow
+
+MAX_REQUEST_ID_CHARS = 128
+STREAM_WINDOW = 64  # unanswered requests read ahead per stream
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RecognitionService"].full_name
+
+_COLOURS = {
+    None: pb.COLOUR_UNSPECIFIED,
+    Colour.GREEN: pb.COLOUR_GREEN,
+    Colour.YELLOW: pb.COLOUR_YELLOW,
+    Colour.RED: pb.COLOUR_RED,
+}
+_MODES = {None: pb.MODE_UNSPECIFIED, Mode.SHOW: pb.MODE_SHOW, Mode.CONVERT: pb.MODE_CONVERT}
+
+
+def _check_request(request: pb.RecogniseRequest) -> None:
+    if len(request.request_id) > MAX_REQUEST_ID_CHARS:
+        raise InvalidRequestError(f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters")
+    if request.region_hint and (len(request.region_hint) != 6 or not request.region_hint.isdigit()):
+        raise InvalidRequestError("region_hint must be a 6-digit division code")
+
+
+def decision_to_proto(request_id: str, decision: Decision) -> pb.RecogniseResponse:
+    response = pb.RecogniseResponse(
+        request_id=request_id,
+        recognised=decision.recognised,
+        reason=decision.reason,
+        message=decision.message,
+        region=decision.region,
+        mode=_MODES[decision.mode],
+        colour=_COLOURS[decision.colour],
+    )
+    if decision.valid_until is not None:
+        response.valid_until = to_unix(decision.valid_until)
+    if decision.attestation is not None:
+        att = decision.attestation
+        response.attestation.CopyFrom(
+            pb.Attestation(
+                payload=att.payload, key_id=att.kid, alg=att.alg, signature=att.signature
+            )
+        )
+    if decision.converted is not None:
+        conv = decision.converted
+        response.converted.CopyFrom(
+            pb.ConvertedCode(
+                code=conv.code,
+                key_id=conv.kid,
+                expires_at=to_unix(conv.expires_at),
+                code_id=conv.code_id,
+            )
+        )
+    return response
+
+
+class RecognitionService:
+    """For local verifiers: recognise codes, fetch the gateway's keys."""
+
+    service = pb.DESCRIPTOR.services_by_name["RecognitionService"]
+    methods: ClassVar[dict[str, Method]] = {
+        "Recognise": Method((Role.VERIFIER,), MAX_RECOGNISE_REQUEST_BYTES),
+        "RecogniseStream": Method((Role.VERIFIER,), MAX_RECOGNISE_REQUEST_BYTES, raw_stream=True),
+        "GetGatewayKeys": Method(
+            (Role.VERIFIER, Role.PARTNER, Role.OPERATOR), MAX_SMALL_REQUEST_BYTES
+        ),
+    }
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    def _respond(self, request_id: str, decision: Decision) -> pb.RecogniseResponse:
+        metrics = self._gateway.metrics
+        metrics.recognitions.labels(
+            decision.region or "-",
+            decision.mode.value if decision.mode else "-",
+            "recognised" if decision.recognised else "refused",
+            decision.reason,
+        ).inc()
+        if decision.converted is not None:
+            metrics.conversions.labels(decision.region).inc()
+        reclog = self._gateway.reclog
+        if reclog is not None:  # queued in memory; written in batches off the request path
+            reclog.record(
+                RecognitionEntry(
+                    utcnow(),
+                    decision.region,
+                    decision.mode.value if decision.mode else "",
+                    "recognised" if decision.recognised else "refused",
+                    decision.reason,
+                    decision.holder,
+                    decision.code_id,
+                    decision.kid,
+                    request_id,
+                )
+            )
+        return decision_to_proto(request_id, decision)
+
+    async def _finish(
+        self, request_id: str, pending: Coroutine[Any, Any, Decision]
+    ) -> pb.RecogniseResponse:
+        return self._respond(request_id, await pending)
+
+    def _start(
+        self, request: pb.RecogniseRequest
+    ) -> pb.RecogniseResponse | Coroutine[Any, Any, pb.RecogniseResponse]:
+        """The response to a checked request, or a coroutine when the decision waits for I/O
+        (a new conversion)."""
+        result = self._gateway.recogniser.start(request.code, utcnow(), request.region_hint)
+        if isinstance(result, Decision):
+            return self._respond(request.request_id, result)
+        return self._finish(request.request_id, result)
+
+    def _start_in_stream(
+        self, raw: bytes
+    ) -> pb.RecogniseResponse | Coroutine[Any, Any, pb.RecogniseResponse]:
+        """As :meth:`_start` for one message of a stream; a bad request (not a message, too
+        large, invalid fields) is answered in its place, not fatal to the stream."""
+        request_id = ""
+        try:
+            request = decode(pb.RecogniseRequest, raw, MAX_RECOGNISE_REQUEST_BYTES)
+            request_id = request.request_id
+            _check_request(request)
+        except InvalidRequestError as exc:
+            note_bad_request(self._gateway.metrics, "RecogniseStream", exc)
+            return pb.RecogniseResponse(
+                request_id=request_id[:MAX_REQUEST_ID_CHARS],
+                recognised=False,
+                reason=exc.reason,
+                message=exc.message,
+            )
+        return self._start(request)
+
+    async def Recognise(
+        self, request: pb.RecogniseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecogniseResponse:
+        _check_request(request)
+        result = self._start(request)
+        return result if isinstance(result, pb.RecogniseResponse) else await result
+
+    async def RecogniseStream(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.RecogniseResponse]:
+        """Answers every request in order. Requests are read ahead while a decision waits for
+        I/O (a conversion being committed), up to ``STREAM_WINDOW`` unanswered ones."""
+        answers: asyncio.Queue[pb.RecogniseResponse | asyncio.Task[pb.RecogniseResponse] | None] = (
+            asyncio.Queue(STREAM_WINDOW)
+        )
+
+        async def read() -> None:
+            try:
+                async for raw in requests:
+                    result = self._start_in_stream(raw)
+                    if isinstance(result, pb.RecogniseResponse):
+                        await answers.put(result)
+                    else:
+                        await answers.put(asyncio.ensure_future(result))
+            finally:
+                await answers.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (answer := await answers.get()) is not None:
+                if isinstance(answer, asyncio.Task):
+                    answer = await answer
+                yield answer
+            await reader  # re-raises what ended the request stream, if anything did
+        finally:
+            reader.cancel()
+            while not answers.empty():
+                leftover = answers.get_nowait()
+                if isinstance(leftover, asyncio.Task):
+                    leftover.cancel()
+
+    async def GetGatewayKeys(
+        self, request: pb.GetGatewayKeysRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GatewayKeys:
+        return pb.GatewayKeys(
+            region=HOME_REGION,
+            keys=[
+                pb.GatewayKey(
+                    key_id=info.kid,
+                    role=info.role.value,
+                    alg=str(info.public_key.alg),
+                    public_key=info.public_key.spki,
+                    not_before=to_unix(info.not_before),
+                    not_after=to_unix(info.not_after),
+                    status=info.status.value,
+                )
+                for info in self._gateway.published_keys()
+            ],
+        )

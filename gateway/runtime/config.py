@@ -1,0 +1,32 @@
+"""What a gateway process is given: its data directory and its configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from gateway.pki import TlsFiles
+from gateway.runtime.retention import RetentionPolicy
+from keys.trustlist import DEFAULT_TTL as TRUSTLIST_TTL
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    data_dir: Path
+    listen: str = "127.0.0.1:50051"
+    passphrase: bytes | None = None
+    refresh_interval: float = 0.5  # seconds between registry change checks
+    grace: float = 5.0  # seconds to drain in-flight calls on shutdown
+    tls: TlsFiles | None = None  # None: plaintext, for local development only
+    metrics_listen: str | None = None  # HOST:PORT of the Prometheus endpoint, None: off
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # docs/retention.md
+    trustlist_ttl: timedelta = TRUSTLIST_TTL  # how long a signed trust list stays valid
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "trustgw.db"
+
+    @property
+    def key_dir(self) -> Path:
+        return self.data_dir / "keys"
