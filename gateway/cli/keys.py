@@ -24,7 +24,13 @@ from gateway.cli._common import (
     time_type,
 )
 from gateway.cli._registry import OPERATOR, region_arg
-from keys.keystore import DEFAULT_ACTIVATION_DELAY, KeyDirectory, passphrase_from_env
+from keys.crypto import Algorithm
+from keys.keystore import (
+    DEFAULT_ACTIVATION_DELAY,
+    GATEWAY_ALGORITHMS,
+    KeyDirectory,
+    passphrase_from_env,
+)
 from keys.timeutil import to_iso, utcnow
 
 MAX_KEY_FILE_BYTES = 64 * 1024
@@ -178,11 +184,16 @@ def cmd_keys_rotate(opts: argparse.Namespace) -> int:
     now = utcnow()
     key_dir = KeyDirectory.open(opts.data_dir / "keys", passphrase=passphrase_from_env())
     info = key_dir.rotate(
-        KeyRole(opts.role), now, activate_at=now + opts.activate_in, validity=opts.validity
+        KeyRole(opts.role),
+        now,
+        activate_at=now + opts.activate_in,
+        validity=opts.validity,
+        algorithm=Algorithm(opts.algorithm) if opts.algorithm else None,
     )
     result = {
         "role": info.role.value,
         "kid": info.kid,
+        "alg": info.public_key.alg.value,
         "not_before": to_iso(info.not_before),
         "not_after": to_iso(info.not_after),
     }
@@ -190,8 +201,9 @@ def cmd_keys_rotate(opts: argparse.Namespace) -> int:
         print_json(result)
     else:
         print(
-            f"new {result['role']} key {result['kid']}: published now, signs from "
-            f"{result['not_before']}; the previous key stays published for verification"
+            f"new {result['role']} key {result['kid']} ({result['alg']}): published now, "
+            f"signs from {result['not_before']}; the previous key stays published for "
+            "verification"
         )
     return EXIT_OK
 
@@ -245,5 +257,11 @@ def register(sub: Any) -> None:
         "first (default 5m; 0 only in an emergency: signs once this host's watchers have it)",
     )
     p.add_argument("--validity", type=_duration, default=timedelta(days=365), help="(default 365d)")
+    p.add_argument(
+        "--algorithm",
+        choices=sorted(a.value for a in GATEWAY_ALGORITHMS),
+        help="the new key's algorithm (default: that of the role's current key; name another, "
+        "e.g. SM2, to change the deployment's algorithm by this rotation)",
+    )
     add_json(p)
     p.set_defaults(func=cmd_keys_rotate)
