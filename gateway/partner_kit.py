@@ -11,7 +11,6 @@ the gateway runs, so a code this module makes is one the gateway can decode.
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,10 +29,11 @@ from keys.errors import (
     RegionForbiddenError,
     RegionUnknownError,
 )
+from keys.jsonutil import loads_strict
 from keys.keyfile import KeyFileRole, PartnerKeyFile
 from keys.model import RegionKey, check_key_algorithm
 from keys.pseudonym import Pseudonymiser
-from keys.signed import Envelope, digest
+from keys.signed import MAX_SIGNED_BYTES, Envelope, digest
 from keys.statements import (
     KEY_REVOCATION_TYPE,
     KEYSET_TYPE,
@@ -81,10 +81,7 @@ def sign(statement: KeySet | KeyRevocation | RevocationBatch, signers: Sequence[
 
 def statement_kind(envelope: Envelope) -> str:
     """``keyset``, ``key_revocation`` or ``revocations``; raises :class:`MalformedError`."""
-    try:
-        obj = json.loads(envelope.signed)
-    except (ValueError, RecursionError):
-        raise MalformedError("the statement is not JSON") from None
+    obj = loads_strict(envelope.signed, max_bytes=MAX_SIGNED_BYTES, max_depth=32, what="statement")
     kind = KINDS.get(str(obj.get("type"))) if isinstance(obj, dict) else None
     if kind is None:
         raise MalformedError(

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from keys.errors import ConfigurationError, GatewayError
+from keys.regioncode import is_region_code
 from keys.timeutil import to_iso
 
 URI_SCHEME = "trustgw://"
@@ -70,7 +71,7 @@ class Peer:
             return None
         if not name or len(name) > 64 or "/" in name:
             return None
-        if role is Role.PARTNER and (len(name) != 6 or not name.isdigit()):
+        if role is Role.PARTNER and not is_region_code(name):
             return None
         return cls(role, name)
 

@@ -23,7 +23,6 @@ verifying side refuses.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +46,7 @@ from keys.errors import (
     MalformedError,
     OversizedError,
 )
+from keys.jsonutil import canonical_json, loads_strict
 from keys.model import HOME_REGION
 from keys.records import SubmissionResult
 from keys.timeutil import ensure_utc, from_unix, to_unix
@@ -61,21 +61,13 @@ RECEIPT_TYPE = "trustgw/receipt/v1"
 HOME_CODE_PREFIX = "SD1:"
 MAX_TOKEN_BYTES = 4096
 MAX_TRUST_FILE_BYTES = 256 * 1024
+MAX_JSON_DEPTH = 8  # payloads and trust files are two or three levels deep
 REVOKED = "revoked"  # the one key status that matters to a verifier
 KEY_STATUSES = frozenset({"active", "retired", REVOKED})
 
 
-def canonical_json(obj: Mapping[str, Any]) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def _parse_json_object(data: bytes, what: str) -> dict[str, Any]:
-    if len(data) > MAX_TOKEN_BYTES:
-        raise OversizedError(f"the {what} is larger than {MAX_TOKEN_BYTES} bytes")
-    try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError):
-        raise MalformedError(f"the {what} is not JSON") from None
+    obj = loads_strict(data, max_bytes=MAX_TOKEN_BYTES, max_depth=MAX_JSON_DEPTH, what=what)
     if not isinstance(obj, dict):
         raise MalformedError(f"the {what} is not a JSON object")
     return obj
@@ -166,13 +158,9 @@ class GatewayTrust:
         ``status`` is optional (files written before it existed): absent means ``active``.
         """
         if isinstance(data, (bytes, str)):
-            raw = data.encode() if isinstance(data, str) else data
-            if len(raw) > MAX_TRUST_FILE_BYTES:
-                raise OversizedError("the trust file is too large")
-            try:
-                obj = json.loads(raw)
-            except (ValueError, RecursionError):
-                raise MalformedError("the trust file is not JSON") from None
+            obj = loads_strict(
+                data, max_bytes=MAX_TRUST_FILE_BYTES, max_depth=MAX_JSON_DEPTH, what="trust file"
+            )
         else:
             obj = data
         try:

@@ -20,13 +20,14 @@ from keys.errors import (
     AlgorithmUnsupportedError,
     GatewayError,
     MalformedError,
-    OversizedError,
     SignatureInvalidError,
     ThresholdNotMetError,
 )
+from keys.jsonutil import canonical_json, loads_strict
 from keys.keyid import check_kid, require_kid
 from keys.model import Mode, Region
-from keys.signed import Signature, canonical_json, digest, get_int, get_str, require_keys
+from keys.regioncode import check_region_code
+from keys.signed import Signature, digest, get_int, require_keys
 
 PARTNER_FILE_TYPE = "trustgw/partner/v1"
 MAX_ANCHORS = 16
@@ -178,12 +179,7 @@ class PartnerFile:
         Raises :class:`OversizedError`, :class:`MalformedError`,
         :class:`AlgorithmUnsupportedError`.
         """
-        if len(data) > MAX_PARTNER_FILE_BYTES:
-            raise OversizedError(f"a partner file is at most {MAX_PARTNER_FILE_BYTES} bytes")
-        try:
-            obj = json.loads(data)
-        except (ValueError, RecursionError):
-            raise MalformedError("the partner file is not JSON") from None
+        obj = loads_strict(data, max_bytes=MAX_PARTNER_FILE_BYTES, max_depth=8, what="partner file")
         if not isinstance(obj, dict):
             raise MalformedError("the partner file is not a JSON object")
         try:
@@ -198,7 +194,7 @@ class PartnerFile:
         require_keys(obj, ("type", "region", "name", "mode", "max_age", "anchors", "threshold"))
         if obj["type"] != PARTNER_FILE_TYPE:
             raise MalformedError(f"the partner file's type is not {PARTNER_FILE_TYPE!r}")
-        code = get_str(obj, "region", max_chars=6)
+        code = check_region_code(obj["region"], "the partner file's region")
         name = obj["name"]
         if (
             not isinstance(name, str)

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from keys.errors import AuditIntegrityError
-from keys.signed import canonical_json
+from keys.jsonutil import canonical_json
 from keys.timeutil import ensure_utc, to_iso, to_unix
 
 if TYPE_CHECKING:

@@ -21,7 +21,6 @@ import os
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from keys.anchors import ANCHOR_ALGORITHMS
 from keys.crypto import Algorithm, PrivateKey, PublicKey, load_public_key
@@ -30,16 +29,18 @@ from keys.errors import (
     AlreadyExistsError,
     GatewayError,
     MalformedError,
-    OversizedError,
     PassphraseError,
 )
+from keys.jsonutil import loads_strict
 from keys.keyid import check_kid
+from keys.regioncode import is_region_code
 from keys.signed import get_str, require_keys
 
 log = logging.getLogger("trustgw.keys")
 
 KEY_FILE_TYPE = "trustgw/partner-key/v1"
 MAX_KEY_FILE_BYTES = 64 * 1024
+MAX_KEY_FILE_DEPTH = 4
 
 
 class KeyFileRole(StrEnum):
@@ -61,7 +62,7 @@ class PartnerKeyFile:
 
     def __post_init__(self) -> None:
         check_kid(self.kid)
-        if len(self.region) != 6 or not self.region.isascii() or not self.region.isdigit():
+        if not is_region_code(self.region):
             raise ValueError("a region is a 6-digit code")
         if self.role is KeyFileRole.ANCHOR and self.private.alg not in ANCHOR_ALGORITHMS:
             raise ValueError(f"an anchor key is EdDSA, ES256 or SM2, not {self.private.alg}")
@@ -98,12 +99,9 @@ class PartnerKeyFile:
         :class:`PassphraseError` when the file is encrypted and no passphrase is set or it does
         not decrypt the key.
         """
-        if len(data) > MAX_KEY_FILE_BYTES:
-            raise OversizedError(f"{what} is larger than {MAX_KEY_FILE_BYTES} bytes")
-        try:
-            obj = json.loads(data)
-        except (ValueError, RecursionError):
-            raise MalformedError(f"{what} is not a partner key file (not JSON)") from None
+        obj = loads_strict(
+            data, max_bytes=MAX_KEY_FILE_BYTES, max_depth=MAX_KEY_FILE_DEPTH, what=what
+        )
         if not isinstance(obj, dict) or obj.get("type") != KEY_FILE_TYPE:
             raise MalformedError(f"{what} is not a partner key file ({KEY_FILE_TYPE})")
         require_keys(obj, ("type", "region", "role", "kid", "alg", "encrypted", "private_key"))
@@ -182,12 +180,7 @@ def read_public_jwk(data: bytes, what: str) -> tuple[str, PublicKey]:
     Raises :class:`MalformedError` (no JSON object, no ``kid``, private material),
     :class:`AlgorithmUnsupportedError`.
     """
-    if len(data) > MAX_KEY_FILE_BYTES:
-        raise OversizedError(f"{what} is larger than {MAX_KEY_FILE_BYTES} bytes")
-    try:
-        obj: Any = json.loads(data)
-    except (ValueError, RecursionError):
-        raise MalformedError(f"{what} is not a JWK (not JSON)") from None
+    obj = loads_strict(data, max_bytes=MAX_KEY_FILE_BYTES, max_depth=MAX_KEY_FILE_DEPTH, what=what)
     if not isinstance(obj, dict):
         raise MalformedError(f"{what} is not a JWK object")
     if "d" in obj or obj.get("type") == KEY_FILE_TYPE:

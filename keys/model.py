@@ -10,6 +10,7 @@ from typing import Protocol
 
 from keys.crypto import Algorithm, PublicKey
 from keys.errors import KeyAlgorithmMismatchError, KeyNotValidError, KeyRevokedError
+from keys.regioncode import is_region_code
 from keys.timeutil import ensure_utc
 
 HOME_REGION = "370000"
@@ -39,7 +40,7 @@ class Region:
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        if len(self.code) != 6 or not self.code.isdigit():
+        if not is_region_code(self.code):
             raise ValueError(f"region code {self.code!r} is not a 6-digit division code")
         if self.max_age <= timedelta(0):
             raise ValueError("max_age must be positive")

@@ -8,7 +8,7 @@ docs/trust-registry.md)::
 
 Signatures cover exactly the bytes that ``signed`` decodes to; a verifier checks those bytes and
 only then trusts what it parses from them. Nothing is re-serialised to verify. The bytes must
-still be *canonical* (RFC 8785 JSON Canonicalization Scheme restricted to objects, arrays,
+still be *canonical* (RFC 8785, :func:`keys.jsonutil.canonical_json`, over objects, arrays,
 strings, integers, booleans and null): one content has one byte form, so that a retry of the
 same statement is recognised by its digest.
 """
@@ -16,29 +16,20 @@ same statement is recognised by its digest.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 from keys.crypto import PrivateKey, b64url_decode, b64url_encode
 from keys.errors import MalformedError, OversizedError
+from keys.jsonutil import MAX_SAFE_INTEGER, canonical_json, loads_strict
 from keys.keyid import check_kid, require_kid
 
 MAX_ENVELOPE_BYTES = 2 * 1024 * 1024
 MAX_SIGNED_BYTES = 1536 * 1024
 MAX_SIGNATURES = 32
-MAX_JSON_INT = 2**53 - 1
-
-
-def canonical_json(obj: Mapping[str, Any]) -> bytes:
-    """The canonical bytes of a JSON object: RFC 8785 (JCS) for strings and integers.
-
-    Keys sorted, no white space, UTF-8, only ``"`` ``\\`` and control characters escaped.
-    """
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+MAX_SIGNED_DEPTH = 32
+MAX_JSON_INT = MAX_SAFE_INTEGER
 
 
 def digest(data: bytes) -> str:
@@ -46,46 +37,22 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _no_float(text: str) -> NoReturn:
-    raise MalformedError(f"numbers must be integers, not {text[:24]!r}")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise MalformedError(f"member {key[:32]!r} appears twice")
-        result[key] = value
-    return result
-
-
 def parse_canonical(data: bytes, what: str, *, limit: int = MAX_SIGNED_BYTES) -> dict[str, Any]:
     """Parse bytes that must be canonical JSON holding an object.
 
-    Raises :class:`OversizedError` above ``limit`` bytes, :class:`MalformedError` for anything
-    that is not JSON, not an object, uses floats, repeats a member, or is not in canonical form.
+    Raises :class:`OversizedError` above ``limit`` bytes or :data:`MAX_SIGNED_DEPTH` levels,
+    :class:`MalformedError` for anything that is not JSON, not an object, uses floats, repeats a
+    member, holds a lone surrogate, or is not in canonical form (RFC 8785). Takes no time input.
     """
-    if len(data) > limit:
-        raise OversizedError(f"the {what} is larger than {limit} bytes")
-    try:
-        obj = json.loads(
-            data.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
-            parse_float=_no_float,
-            parse_constant=_no_float,
-        )
-    except UnicodeDecodeError:
-        raise MalformedError(f"the {what} is not UTF-8") from None
-    except RecursionError:
-        raise MalformedError(f"the {what} is nested too deeply") from None
-    except ValueError:
-        raise MalformedError(f"the {what} is not JSON") from None
+    obj = loads_strict(
+        data, max_bytes=limit, max_depth=MAX_SIGNED_DEPTH, integers_only=True, what=what
+    )
     if not isinstance(obj, dict):
         raise MalformedError(f"the {what} is not a JSON object")
     try:
         canonical = canonical_json(obj)
-    except (UnicodeEncodeError, ValueError, RecursionError):
-        raise MalformedError(f"the {what} holds text that has no canonical form") from None
+    except (ValueError, RecursionError):
+        raise MalformedError(f"the {what} holds a value that has no canonical form") from None
     if canonical != data:
         raise MalformedError(
             f"the {what} is not canonical JSON (RFC 8785: sorted keys, no white space)"
@@ -131,7 +98,7 @@ class Envelope:
 
     def to_bytes(self) -> bytes:
         """The envelope as it travels: compact JSON."""
-        return json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True).encode("ascii")
+        return canonical_json(self.to_json())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Envelope:
@@ -144,10 +111,9 @@ class Envelope:
         data = bytes(data)
         if len(data) > MAX_ENVELOPE_BYTES:
             raise OversizedError(f"the envelope is larger than {MAX_ENVELOPE_BYTES} bytes")
-        try:
-            obj = json.loads(data, object_pairs_hook=_no_duplicates, parse_float=_no_float)
-        except (ValueError, RecursionError, UnicodeDecodeError):
-            raise MalformedError("the envelope is not JSON") from None
+        obj = loads_strict(
+            data, max_bytes=MAX_ENVELOPE_BYTES, max_depth=4, integers_only=True, what="envelope"
+        )
         if not isinstance(obj, dict) or set(obj) != {"signed", "signatures"}:
             raise MalformedError("an envelope is an object with exactly 'signed' and 'signatures'")
         signed_text, sigs = obj["signed"], obj["signatures"]

@@ -18,8 +18,10 @@ from typing import Any
 from keys.anchors import AnchorSet, load_jwk
 from keys.crypto import Algorithm, PublicKey
 from keys.errors import MalformedError, OversizedError
+from keys.jsonutil import canonical_json
 from keys.keyid import check_kid, require_kid
-from keys.signed import canonical_json, get_int, get_str, parse_canonical, require_keys
+from keys.regioncode import check_region_code
+from keys.signed import get_int, get_str, parse_canonical, require_keys
 from keys.timeutil import ensure_utc, from_unix, to_unix
 
 KEYSET_TYPE = "trustgw/keyset/v1"
@@ -50,9 +52,7 @@ def _header(data: bytes, expected_type: str, what: str) -> dict[str, Any]:
         raise MalformedError(
             f"the statement's type is {str(obj.get('type'))[:40]!r}, expected {expected_type!r}"
         )
-    region = get_str(obj, "region", max_chars=6)
-    if len(region) != 6 or not region.isdigit():
-        raise MalformedError("member 'region' is a 6-digit division code")
+    check_region_code(obj.get("region"), "member 'region'")
     return obj
 
 

@@ -22,6 +22,7 @@ Conventions of this module:
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -52,6 +53,7 @@ from keys.errors import (
     RegistryError,
     StoreUnavailableError,
 )
+from keys.jsonutil import canonical_json
 from keys.model import ConversionRecord, KeyStatus, Mode, Region, RegionKey
 from keys.personal import (
     PurgeResult,
@@ -72,7 +74,6 @@ from keys.records import (
     SubmissionResult,
     TrustListVersion,
 )
-from keys.signed import canonical_json
 from keys.timeutil import from_unix, to_unix, utcnow
 
 log = logging.getLogger("trustgw.keys")
@@ -81,6 +82,7 @@ MAX_LIST_LIMIT = 100_000
 _BUSY_TIMEOUT_SECONDS = 5.0
 DEFAULT_ACTOR = "operator:unknown"
 _R = TypeVar("_R")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -710,10 +712,16 @@ class SQLiteStore:
     ``BEGIN IMMEDIATE`` and wait up to a few seconds for each other.
     """
 
-    def __init__(self, conn: aiosqlite.Connection, path: str) -> None:
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        path: str,
+        trace: Callable[[str], None] | None = None,
+    ) -> None:
         """Use :meth:`open`; this constructor takes an already prepared connection."""
         self._conn: aiosqlite.Connection | None = conn
         self._path = path
+        self._trace = trace
         self._lock = asyncio.Lock()
         self._writer: sqlite3.Connection | None = None  # claim_conversions' own connection
         self._writer_pool: ThreadPoolExecutor | None = None
@@ -724,10 +732,14 @@ class SQLiteStore:
     # -- lifecycle ---------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: str | Path) -> SQLiteStore:
+    async def open(
+        cls, path: str | Path, *, trace: Callable[[str], None] | None = None
+    ) -> SQLiteStore:
         """Open (creating if needed) the database at ``path`` and bring its schema up to date.
 
-        ``":memory:"`` gives a private in-memory database (tests). Raises
+        ``":memory:"`` gives a private in-memory database (tests). ``trace``, if given, is
+        called with the text of every SQL statement run (as sqlite3's trace callback, with the
+        values filled in): for debugging and for tests of what the store sends. Raises
         :class:`StoreUnavailableError` if the file cannot be opened or is not a database, and
         :class:`ConfigurationError` if its schema is newer than this code knows.
         """
@@ -738,9 +750,11 @@ class SQLiteStore:
             )
         except (sqlite3.Error, OSError, ValueError) as exc:
             raise StoreUnavailableError(f"cannot open registry database {target}: {exc}") from exc
-        store = cls(conn, target)
+        store = cls(conn, target, trace)
         try:
             with _translated("open"):
+                if trace is not None:
+                    await conn.set_trace_callback(trace)
                 await conn.execute("PRAGMA foreign_keys = ON")
                 await conn.execute("PRAGMA journal_mode = WAL")
                 await conn.create_function("trustgw_sha256", 1, _sha256_text, deterministic=True)
@@ -1847,6 +1861,7 @@ class SQLiteStore:
                 )
                 conn.execute("PRAGMA foreign_keys = ON")
                 conn.create_function("trustgw_sha256", 1, _sha256_text, deterministic=True)
+                conn.set_trace_callback(self._trace)
                 self._writer = conn
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
@@ -1915,13 +1930,7 @@ class SQLiteStore:
                 if holder != record.holder:
                     conflicts.append(number)
                     counts["holder_conflicts"] = counts.get("holder_conflicts", 0) + 1
-            for start in range(0, len(new), _ROWS_PER_INSERT):
-                chunk = new[start : start + _ROWS_PER_INSERT]
-                conn.execute(
-                    f"INSERT INTO stock_conversions ({_STOCK_COLUMNS}) VALUES "  # noqa: S608
-                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
-                    [value for row in chunk for value in row],
-                )
+            _insert_rows(conn, "stock_conversions", _STOCK_COLUMNS, new)
             conn.execute(
                 "UPDATE stock_jobs SET committed_rows = ?, counts = ?, updated_at = ?"
                 " WHERE digest = ?",
@@ -2001,13 +2010,7 @@ class SQLiteStore:
             # every step, and under load each re-acquisition waits for the event loop's
             # switch interval, which would keep the writer thread (and the conversions queued
             # behind it) busy for seconds.
-            for start in range(0, len(rows), _ROWS_PER_INSERT):
-                chunk = rows[start : start + _ROWS_PER_INSERT]
-                conn.execute(
-                    f"INSERT INTO recognitions ({_RECOGNITION_COLUMNS}) VALUES "  # noqa: S608
-                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
-                    [value for row in chunk for value in row],
-                )
+            _insert_rows(conn, "recognitions", _RECOGNITION_COLUMNS, rows)
 
         await self._on_writer("append_recognitions", run)
 
@@ -2086,7 +2089,43 @@ _STOCK_COLUMNS = (
     "city, certificate_id, holder, code_id, code, colour, issued_at, expires_at, created_at"
 )
 _RECOGNITION_COLUMNS = "at, region, mode, decision, reason, holder, code_hash, kid, request_id"
-_ROWS_PER_INSERT = 500  # 9 parameters each, well below SQLite's 32766
+# Multi-row statements come in these sizes only: sqlite3 caches up to 128 prepared statements
+# per connection, keyed by SQL text, so a text per batch length would fill the cache with
+# statements used once (and keep their memory). A batch of n rows is cut greedily into chunks
+# of these sizes: at most 4 + 4 + 4 + 4 + 4 statements per batch, 5 texts per statement kind.
+BATCH_SHAPES = (500, 100, 20, 5, 1)  # 500 x 9 parameters, well below SQLite's 32766
+
+
+def batch_shapes(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
+    """``items`` cut into consecutive chunks whose lengths are all in :data:`BATCH_SHAPES`."""
+    start = 0
+    for size in BATCH_SHAPES:
+        while len(items) - start >= size:
+            yield items[start : start + size]
+            start += size
+
+
+@functools.lru_cache(maxsize=64)
+def _values_sql(template: str, width: int, rows: int) -> str:
+    """``template`` with ``{values}`` replaced by ``rows`` groups of ``width`` placeholders."""
+    group = "(" + ", ".join(["?"] * width) + ")"
+    return template.format(values=", ".join([group] * rows))
+
+
+def _insert_rows(
+    conn: sqlite3.Connection, table: str, columns: str, rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """INSERT ``rows`` into ``table`` with few statements of fixed shapes (see BATCH_SHAPES)."""
+    width = columns.count(",") + 1
+    for chunk in batch_shapes(rows):
+        conn.execute(
+            _values_sql(
+                f"INSERT INTO {table} ({columns}) VALUES {{values}}",  # noqa: S608
+                width,
+                len(chunk),
+            ),
+            [value for row in chunk for value in row],
+        )
 
 
 def _stock_row(record: StockConversion) -> tuple[Any, ...]:
@@ -2116,11 +2155,14 @@ def _stored_holders(
 ) -> dict[tuple[str, str], str]:
     """The stored holder of each (city, certificate_id) already converted."""
     found: dict[tuple[str, str], str] = {}
-    for start in range(0, len(keys), _ROWS_PER_INSERT):
-        chunk = keys[start : start + _ROWS_PER_INSERT]
+    for chunk in batch_shapes(keys):
         rows = conn.execute(
-            "SELECT city, certificate_id, holder FROM stock_conversions"  # noqa: S608
-            " WHERE (city, certificate_id) IN (VALUES " + ", ".join(["(?, ?)"] * len(chunk)) + ")",
+            _values_sql(
+                "SELECT city, certificate_id, holder FROM stock_conversions"
+                " WHERE (city, certificate_id) IN (VALUES {values})",
+                2,
+                len(chunk),
+            ),
             [value for key in chunk for value in key],
         ).fetchall()
         found.update(((str(city), str(cert)), str(holder)) for city, cert, holder in rows)

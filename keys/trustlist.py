@@ -44,11 +44,12 @@ from keys.errors import (
     TrustListNotYetValidError,
     TrustListRollbackError,
 )
+from keys.jsonutil import canonical_json, loads_strict
 from keys.keystore import GatewayKeyInfo, KeyRole
 from keys.model import HOME_REGION, KeyStatus
 from keys.records import TrustListVersion
 from keys.registry import RegistrySnapshot
-from keys.signed import Envelope, canonical_json, get_int, require_keys
+from keys.signed import Envelope, get_int, require_keys
 from keys.store import Store
 from keys.timeutil import ensure_utc, from_unix, to_unix
 
@@ -536,12 +537,7 @@ class TrustListVerifier:
 
 
 def _parse(data: bytes) -> dict[str, Any]:
-    if len(data) > MAX_TRUSTLIST_BYTES:
-        raise MalformedError("the trust list is too large")
-    try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError):
-        raise MalformedError("the trust list is not JSON") from None
+    obj = loads_strict(data, max_bytes=MAX_TRUSTLIST_BYTES, max_depth=32, what="trust list")
     if not isinstance(obj, dict):
         raise MalformedError("the trust list is not a JSON object")
     return obj

@@ -80,6 +80,7 @@ def _case(region: str, name: str) -> dict[str, Any]:
     return next(c for c in vector(region)["cases"] if c["name"] == name)
 
 
+@pytest.mark.doc("partners.md §7")
 def test_every_region_has_vectors_for_every_colour() -> None:
     assert sorted(p.name[:-5] for p in VECTORS.glob("*.json")) == sorted(REGIONS)
     for region in REGIONS:
@@ -89,6 +90,7 @@ def test_every_region_has_vectors_for_every_colour() -> None:
         assert {c["expected"]["colour"] for c in v["cases"]} == {c.value for c in Colour}
 
 
+@pytest.mark.doc("partners.md §7")
 @pytest.mark.parametrize("region", REGIONS)
 def test_the_vector_public_key_is_the_derived_test_key(region: str) -> None:
     v = vector(region)
@@ -96,6 +98,23 @@ def test_the_vector_public_key_is_the_derived_test_key(region: str) -> None:
     assert derived.to_jwk() == v["key"]["public_jwk"]
 
 
+@pytest.mark.doc(
+    'partners.md "110000 Beijing"',
+    'partners.md "230000 Heilongjiang"',
+    'partners.md "340000 Anhui"',
+    'partners.md "500000 Chongqing"',
+    'partners.md "650000 Xinjiang"',
+    'partners.md "120000 Tianjin"',
+    'partners.md "310000 Shanghai"',
+    'partners.md "410000 Henan"',
+    'partners.md "510000 Sichuan"',
+    'partners.md "630000 Qinghai"',
+    'partners.md "130000 Hebei"',
+    'partners.md "330000 Zhejiang"',
+    'partners.md "440000 Guangdong"',
+    'partners.md "520000 Guizhou"',
+)
+@pytest.mark.doc("partners.md §7")
 @pytest.mark.parametrize(("region", "name"), VECTOR_CASES)
 def test_vectors_verify_and_decode_to_the_pinned_fields(region: str, name: str) -> None:
     case = _case(region, name)
@@ -112,6 +131,7 @@ def test_vectors_verify_and_decode_to_the_pinned_fields(region: str, name: str) 
     assert status.holder == PSEUDONYMISE(region, expected["holder_id"])
 
 
+@pytest.mark.doc("partners.md §6", "partners.md §7")
 @pytest.mark.parametrize(
     ("region", "name"),
     [p for p in VECTOR_CASES if ADAPTERS[p.values[0]].spec.signing_alg is Algorithm.EDDSA],  # type: ignore[index]
@@ -145,6 +165,7 @@ def test_ed25519_vectors_are_reproduced_byte_for_byte(region: str, name: str) ->
     assert spec.codec.seal(claims, key, f"kat-{region}") == case["code"]
 
 
+@pytest.mark.doc("partners.md §7")
 @pytest.mark.parametrize(
     ("region", "name"),
     [p for p in VECTOR_CASES if ADAPTERS[p.values[0]].spec.signing_alg is Algorithm.SM2],  # type: ignore[index]
@@ -193,6 +214,7 @@ def test_sm2_vectors_are_reproduced_by_the_independent_issuer_and_verify_here(
     )
 
 
+@pytest.mark.doc("partners.md §7")
 @pytest.mark.parametrize(("region", "name"), VECTOR_CASES)
 def test_a_vector_does_not_verify_under_another_regions_test_key(region: str, name: str) -> None:
     from keys.errors import ForeignDataError
@@ -210,6 +232,7 @@ def test_a_vector_does_not_verify_under_another_regions_test_key(region: str, na
         ADAPTERS[region].decode(_case(region, name)["code"], lookup, PSEUDONYMISE)
 
 
+@pytest.mark.doc("partners.md §6", "partners.md §6.1", "partners.md §6.2", "partners.md §6.3")
 def test_the_worked_examples_in_the_partner_doc_are_the_green_vectors() -> None:
     doc = (HERE.parent / "docs" / "partners.md").read_text(encoding="utf-8")
     for region in ("110000", "510000", "130000"):
@@ -219,6 +242,7 @@ def test_the_worked_examples_in_the_partner_doc_are_the_green_vectors() -> None:
 # --- the independent issuer, live -------------------------------------------------------------
 
 
+@pytest.mark.doc('partners.md "Partner code formats"')
 @pytest.mark.parametrize("colour", ["green", "yellow", "red"])
 @pytest.mark.parametrize("region", REGIONS)
 def test_independent_issuer_codes_are_recognised(region: str, colour: str) -> None:
@@ -279,6 +303,7 @@ def _doc_age(text: str) -> timedelta:
     return timedelta(hours=int(number)) if unit == "h" else timedelta(days=int(number))
 
 
+@pytest.mark.doc('partners.md "Partner code formats"', 'partners.md §5')
 @pytest.mark.parametrize("region", REGIONS)
 def test_the_partner_page_table_matches_the_region_spec(region: str) -> None:
     _, _, mode, family, alg, prefix, text, compression, max_age = _doc_rows()[region]

@@ -113,6 +113,7 @@ MUTATIONS = [
 ]
 
 
+@pytest.mark.doc("partners.md §1.5")
 @pytest.mark.parametrize(("mutate", "error"), MUTATIONS)
 @pytest.mark.parametrize("region", REGIONS)
 def test_hostile_inputs_raise_foreign_data_errors(
@@ -133,6 +134,7 @@ def test_hostile_inputs_raise_foreign_data_errors(
         assert exc.metadata.get("region") == region
 
 
+@pytest.mark.doc("partners.md §3")
 @pytest.mark.parametrize("region", REGIONS)
 def test_unsigned_alg_none_jws_is_refused_as_an_algorithm(region: str) -> None:
     spec = ADAPTERS[region].spec
@@ -198,6 +200,7 @@ def test_random_mutations_of_valid_codes(case: tuple[str, str]) -> None:
     assert only_foreign_data_errors(region, text) is not None
 
 
+@pytest.mark.doc("partners.md §1.5")
 @PROPERTY_SETTINGS
 @given(region=st.sampled_from(REGIONS), data=st.binary(max_size=600))
 def test_arbitrary_signed_payloads_reach_the_claims_parser_safely(region: str, data: bytes) -> None:
@@ -237,6 +240,7 @@ def test_arbitrary_claims_are_translated_or_refused(region: str, claims: dict[An
         pass
 
 
+@pytest.mark.doc("partners.md §1.4")
 @PROPERTY_SETTINGS
 @given(
     region=st.sampled_from(REGIONS),

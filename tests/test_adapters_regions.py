@@ -68,6 +68,7 @@ def issue(issuer: PartnerIssuer, colour: Colour = Colour.GREEN, **overrides: obj
 # --- the table of regions ---------------------------------------------------------------------
 
 
+@pytest.mark.doc("partners.md §5")
 def test_all_fourteen_partner_regions_are_declared() -> None:
     assert sorted(REGIONS) == sorted(
         [
@@ -91,6 +92,7 @@ def test_all_fourteen_partner_regions_are_declared() -> None:
     assert all(ADAPTERS[s.code].spec is s for s in REGION_SPECS)
 
 
+@pytest.mark.doc("partners.md §1.1")
 def test_no_prefix_is_a_prefix_of_another() -> None:
     for a in REGION_SPECS:
         for b in REGION_SPECS:
@@ -103,6 +105,7 @@ def test_spec_prefix_is_the_codec_prefix() -> None:
         assert spec.prefix == spec.codec.prefix  # type: ignore[attr-defined]
 
 
+@pytest.mark.doc("partners.md §5")
 def test_families_modes_and_algorithms_are_mixed() -> None:
     families: dict[str, set[Algorithm]] = {}
     for spec in REGION_SPECS:
@@ -122,6 +125,7 @@ def test_families_modes_and_algorithms_are_mixed() -> None:
 # --- detection --------------------------------------------------------------------------------
 
 
+@pytest.mark.doc("partners.md §1.1")
 @pytest.mark.parametrize("region", REGIONS)
 def test_detect_finds_the_region_by_prefix(partners: PartnerSimulator, region: str) -> None:
     adapter = detect(issue(partners.issuer(region)))
@@ -129,6 +133,7 @@ def test_detect_finds_the_region_by_prefix(partners: PartnerSimulator, region: s
     assert adapter.region == region
 
 
+@pytest.mark.doc("partners.md §1.1")
 @pytest.mark.parametrize(
     "text",
     [
@@ -172,6 +177,7 @@ def test_round_trip(
         assert status.code_id.startswith("d-")
 
 
+@pytest.mark.doc("partners.md §1.4")
 @pytest.mark.parametrize("region", REGIONS)
 def test_the_raw_id_number_and_the_name_are_never_kept(
     partners: PartnerSimulator, keys: InMemoryKeys, region: str
@@ -182,6 +188,7 @@ def test_the_raw_id_number_and_the_name_are_never_kept(
     assert status.holder.startswith("h1-")
 
 
+@pytest.mark.doc("partners.md §1.4")
 @pytest.mark.parametrize("region", REGIONS)
 def test_a_lower_case_x_check_character_gives_the_same_pseudonym(
     partners: PartnerSimulator, keys: InMemoryKeys, region: str
@@ -217,6 +224,7 @@ def test_fake_holders_are_valid_and_deterministic() -> None:
 # --- forgery, key scoping, algorithms ---------------------------------------------------------
 
 
+@pytest.mark.doc("partners.md §1.5")
 @pytest.mark.parametrize("region", REGIONS)
 def test_forged_codes_fail_the_signature(
     partners: PartnerSimulator, keys: InMemoryKeys, region: str
@@ -234,6 +242,7 @@ def test_forged_codes_fail_the_signature(
     assert info.value.metadata["region"] == region
 
 
+@pytest.mark.doc("partners.md §1.3", "partners.md §1.5")
 @pytest.mark.parametrize("region", REGIONS)
 def test_a_key_id_is_looked_up_only_within_the_codes_region(
     partners: PartnerSimulator, region: str
@@ -296,6 +305,7 @@ def test_a_key_of_another_algorithm_is_refused(partners: PartnerSimulator, regio
         ADAPTERS[region].decode(issue(issuer), InMemoryKeys.of([wrong]), PSEUDONYMISE)
 
 
+@pytest.mark.doc("partners.md §1.3", "partners.md §1.5")
 @pytest.mark.parametrize(
     ("window", "revoked_at", "error"),
     [
@@ -366,6 +376,7 @@ def _without(claims: dict[object, object], path: tuple[object, ...]) -> dict[obj
     return claims
 
 
+@pytest.mark.doc("partners.md §1.5")
 @pytest.mark.parametrize(("region", "field"), STRUCTURED_CLAIMS)
 def test_a_missing_claim_is_malformed_and_named(
     partners: PartnerSimulator, keys: InMemoryKeys, region: str, field: str
@@ -413,6 +424,7 @@ BAD_VALUES = [
 ]
 
 
+@pytest.mark.doc("partners.md §1.4")
 @pytest.mark.parametrize(("field", "value"), BAD_VALUES)
 @pytest.mark.parametrize("region", [r for r in REGIONS if r not in ("230000", "500000")])
 def test_well_signed_but_wrongly_typed_claims_are_malformed(
@@ -427,6 +439,7 @@ def test_well_signed_but_wrongly_typed_claims_are_malformed(
         ADAPTERS[region].decode(code, keys, PSEUDONYMISE)
 
 
+@pytest.mark.doc("partners.md §1.4")
 @pytest.mark.parametrize("region", REGIONS)
 def test_a_code_that_expires_before_it_is_issued_is_malformed(
     partners: PartnerSimulator, keys: InMemoryKeys, region: str
@@ -436,6 +449,7 @@ def test_a_code_that_expires_before_it_is_issued_is_malformed(
         ADAPTERS[region].decode(code, keys, PSEUDONYMISE)
 
 
+@pytest.mark.doc("partners.md §1.4")
 @pytest.mark.parametrize("region", [s.code for s in REGION_SPECS if s.fields.constants])  # type: ignore[attr-defined]
 def test_a_wrong_constant_claim_is_malformed(
     partners: PartnerSimulator, keys: InMemoryKeys, region: str
@@ -458,6 +472,7 @@ def compact_code(issuer: PartnerIssuer, payload: bytes) -> str:
     return codec.prefix + encode_text(codec.text, signed + issuer.key.sign(signed))
 
 
+@pytest.mark.doc("partners.md §2")
 @pytest.mark.parametrize(
     ("region", "field", "text"),
     [
@@ -483,6 +498,7 @@ def test_delimited_payloads_are_strict(
         ADAPTERS[region].decode(code, keys, PSEUDONYMISE)
 
 
+@pytest.mark.doc("partners.md §2")
 @pytest.mark.parametrize(
     ("region", "lines"),
     [

@@ -22,6 +22,7 @@ def partner_json() -> dict[str, Any]:
     return json.loads(X.partner_file())
 
 
+@pytest.mark.doc("trust-registry.md §2")
 def test_a_partner_file_round_trips() -> None:
     parsed = PartnerFile.from_bytes(X.partner_file())
     assert parsed.region == X.region
@@ -34,6 +35,7 @@ def _rsa_jwk() -> dict[str, str]:
     return {"kty": "RSA", "n": b64url_encode(b"\x01" * 256), "e": "AQAB"}
 
 
+@pytest.mark.doc("trust-registry.md §2")
 @pytest.mark.parametrize(
     ("mutate", "reason"),
     [
@@ -85,6 +87,7 @@ def test_partner_files_that_are_not_json_objects_are_refused(data: bytes) -> Non
     assert caught.value.reason in {"MALFORMED", "OVERSIZED"}
 
 
+@pytest.mark.doc("trust-registry.md §2")
 def test_installing_the_same_file_again_changes_nothing(tmp_path: Path) -> None:
     async def body(h: Harness) -> None:
         first = await h.trust.install_partner(X.partner_file(), actor="operator:cli", now=T0)
@@ -98,6 +101,7 @@ def test_installing_the_same_file_again_changes_nothing(tmp_path: Path) -> None:
     scenario(tmp_path / "r.db", body)
 
 
+@pytest.mark.doc("trust-registry.md §2")
 def test_other_anchors_replace_the_installed_ones_only_explicitly(tmp_path: Path) -> None:
     other = PartnerSigner(X.region, AnchorKeys.generate(2, 1, prefix="b"))
 
@@ -120,6 +124,7 @@ def test_other_anchors_replace_the_installed_ones_only_explicitly(tmp_path: Path
     scenario(tmp_path / "r.db", body)
 
 
+@pytest.mark.doc("trust-registry.md §2")
 def test_updating_a_partner_keeps_it_disabled(tmp_path: Path) -> None:
     renamed = partner_json()
     renamed["name"] = "北京"

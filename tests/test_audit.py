@@ -57,6 +57,7 @@ def rows(db: Path) -> list[tuple[object, ...]]:
         return conn.execute("SELECT * FROM audit_log ORDER BY seq").fetchall()
 
 
+@pytest.mark.doc("trust-registry.md §10")
 def test_every_change_is_recorded_with_who_what_when_before_and_after(tmp_path: Path) -> None:
     db = prepared(tmp_path)
 
@@ -88,6 +89,7 @@ def test_every_change_is_recorded_with_who_what_when_before_and_after(tmp_path: 
     assert verify(db) == AuditHead(6, entries[-1].hash)
 
 
+@pytest.mark.doc("trust-registry.md §6", "trust-registry.md §10")
 def test_the_audit_trail_holds_no_identifiers_of_people(tmp_path: Path) -> None:
     db = prepared(tmp_path)
     with sqlite3.connect(db) as conn:
@@ -151,6 +153,7 @@ def _unreadable_row(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE audit_log SET before = '{not json' WHERE seq = 3")
 
 
+@pytest.mark.doc("trust-registry.md §10")
 @pytest.mark.parametrize(
     ("tamper", "first_bad"),
     [
@@ -180,6 +183,7 @@ def test_verify_detects_tampering_with_the_database_file(
         assert caught.value.metadata["seq"] == first_bad
 
 
+@pytest.mark.doc("trust-registry.md §10")
 def test_a_consistent_rewrite_is_caught_only_by_a_recorded_checkpoint(tmp_path: Path) -> None:
     """Truncating the tail *and* fixing the head leaves a valid chain: an externally recorded
     head (what ``trustgw audit verify`` prints) still exposes it."""
@@ -208,6 +212,7 @@ def test_the_chain_survives_reopening_and_many_chunks(tmp_path: Path, monkeypatc
     assert verify(db).count == 6
 
 
+@pytest.mark.doc("trust-registry.md §10")
 def test_verify_chain_on_records() -> None:
     event = audit.AuditEvent("operator:cli", "region.upsert", T0, "110000", None, {"a": 1})
     first = audit.chain(event, AuditHead(0, audit.GENESIS_HASH))
@@ -219,6 +224,7 @@ def test_verify_chain_on_records() -> None:
         audit.AuditEvent("nobody", "x", T0)
 
 
+@pytest.mark.doc("trust-registry.md §7", "trust-registry.md §10")
 def test_a_store_write_and_its_audit_entry_are_one_transaction(tmp_path: Path) -> None:
     """If appending the audit entry fails, the change is rolled back with it."""
     db = tmp_path / "r.db"

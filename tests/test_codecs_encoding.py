@@ -37,6 +37,7 @@ from keys.keyid import check_kid
 # --- base45 -----------------------------------------------------------------------------------
 
 
+@pytest.mark.doc("partners.md §1.2")
 @pytest.mark.parametrize(
     ("data", "text"),
     [
@@ -55,6 +56,7 @@ def test_base45_known_answers(data: bytes, text: str) -> None:
     assert b45decode(text, limit=100) == data
 
 
+@pytest.mark.doc("partners.md §1.2")
 @pytest.mark.parametrize(
     ("text", "error"),
     [
@@ -113,6 +115,7 @@ def test_base45_agrees_with_a_reference_decoder(text: str) -> None:
         assert expected is None
 
 
+@pytest.mark.doc("partners.md §1.2")
 @pytest.mark.parametrize("group", ["FGW", "GGW", "ZZZ", "::: ", ":::"], ids=str)
 def test_base45_boundary_triplets(group: str) -> None:
     assert_same = reference_b45decode(group)
@@ -125,6 +128,7 @@ def test_base45_boundary_triplets(group: str) -> None:
 # --- base64url --------------------------------------------------------------------------------
 
 
+@pytest.mark.doc("partners.md §1.2")
 @pytest.mark.parametrize(
     "text",
     [
@@ -156,6 +160,7 @@ def test_base64url_accepts_canonical_text_and_bounds_length() -> None:
 # --- compression ------------------------------------------------------------------------------
 
 
+@pytest.mark.doc("partners.md §1.1")
 @pytest.mark.parametrize("raw", [False, True], ids=["zlib", "raw-deflate"])
 def test_a_decompression_bomb_stops_at_the_limit(raw: bool) -> None:
     bomb = deflate(bytes(10_000_000), raw=raw)  # 10 MB of zeros in about 10 KB
@@ -172,6 +177,7 @@ def test_output_of_exactly_the_limit_is_accepted(raw: bool) -> None:
         inflate(deflate(data + b"x", raw=raw), raw=raw)
 
 
+@pytest.mark.doc("partners.md §1.2")
 @pytest.mark.parametrize(
     ("data", "raw"),
     [
@@ -202,6 +208,7 @@ def test_an_uncompressed_payload_is_bounded_too() -> None:
 # --- JSON -------------------------------------------------------------------------------------
 
 
+@pytest.mark.doc("partners.md §1.1", "partners.md §1.2")
 @pytest.mark.parametrize(
     ("text", "error"),
     [
@@ -243,6 +250,7 @@ def _nested(depth: int) -> object:
     return value
 
 
+@pytest.mark.doc("partners.md §1.1", "partners.md §1.2")
 @pytest.mark.parametrize(
     ("data", "error"),
     [

@@ -79,6 +79,7 @@ def jws(prefix: str, header: Any, payload: bytes, key: PrivateKey) -> str:
     return f"{prefix}{signing_input}.{b64url_encode(key.sign(signing_input.encode()))}"
 
 
+@pytest.mark.doc("partners.md §3")
 @pytest.mark.parametrize(
     ("header", "error"),
     [
@@ -132,6 +133,7 @@ def test_jws_well_formed_header_with_extra_members_is_accepted() -> None:
     assert SICHUAN.decode(code, lookup("510000", ED_KEY), PSEUDONYMISE).status.code_id == "abcd"
 
 
+@pytest.mark.doc("partners.md §3")
 @pytest.mark.parametrize(
     ("header", "payload", "error"),
     [
@@ -179,6 +181,7 @@ def test_jws_zip_def_payloads_are_inflated_with_bounds(
         HENAN.decode(code, lookup("410000", P256_KEY), PSEUDONYMISE)
 
 
+@pytest.mark.doc("partners.md §3")
 @pytest.mark.parametrize(
     "mutate",
     [
@@ -242,6 +245,7 @@ def sign1(
     return message
 
 
+@pytest.mark.doc("partners.md §4")
 @pytest.mark.parametrize(
     ("protected", "unprotected", "tags"),
     [
@@ -263,6 +267,7 @@ def test_cose_accepts_the_real_world_layouts(
     assert status.code_id == "abcd"
 
 
+@pytest.mark.doc("partners.md §4")
 @pytest.mark.parametrize(
     ("message", "error"),
     [
@@ -332,6 +337,7 @@ def test_cose_structure_errors(message: Any, error: type[Exception]) -> None:
         HEBEI.decode(cose_code(message), lookup("130000", ED_KEY), PSEUDONYMISE)
 
 
+@pytest.mark.doc("partners.md §4")
 @pytest.mark.parametrize(
     ("text", "error"),
     [
@@ -400,6 +406,7 @@ def compact_blob(
     return "BJ1:" + b45encode(signed + key.sign(signed))
 
 
+@pytest.mark.doc("partners.md §2")
 @pytest.mark.parametrize(
     ("text", "error"),
     [
@@ -465,6 +472,7 @@ def test_compact_structure_errors(text: str, error: type[Exception]) -> None:
         BEIJING.decode(text, lookup("110000", ED_KEY), PSEUDONYMISE)
 
 
+@pytest.mark.doc("partners.md §2")
 def test_compact_refuses_an_es256_key_for_signing_and_verifying() -> None:
     codec = CompactCodec("T1:", TextEncoding.BASE64URL, Compression.NONE, JsonPayload())
     with pytest.raises(ValueError, match="EdDSA"):
@@ -472,6 +480,7 @@ def test_compact_refuses_an_es256_key_for_signing_and_verifying() -> None:
     assert codec.open(codec.seal({"a": 1}, ED_KEY, "k1")).alg is Algorithm.EDDSA
 
 
+@pytest.mark.doc("partners.md §2")
 def test_the_sm2_variant_of_the_compact_envelope_takes_sm2_keys_only() -> None:
     """partners.md §2: the region fixes the algorithm; the envelope's bytes never say it."""
     pytest.importorskip("tongsuopy", reason="SM2 needs the tongsuopy wheel (docs/crypto.md)")
@@ -490,6 +499,7 @@ def test_the_sm2_variant_of_the_compact_envelope_takes_sm2_keys_only() -> None:
         )
 
 
+@pytest.mark.doc("partners.md §2")
 def test_delimited_payload_rejects_bad_declarations_and_separators_in_values() -> None:
     with pytest.raises(ValueError):
         DelimitedPayload(("a", "a"))

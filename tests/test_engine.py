@@ -70,6 +70,7 @@ def decide(data_dir: Path, *codes: str, now: datetime = NOW, hint: str = "") -> 
     return run(scenario())
 
 
+@pytest.mark.doc('api.md "Decisions"')
 @pytest.mark.parametrize("region", REGIONS)
 def test_every_kind_of_code_gets_the_expected_decision(region, codes, prepared_dir) -> None:
     data_dir = prepared_dir(NOW)
@@ -95,6 +96,7 @@ def test_every_kind_of_code_gets_the_expected_decision(region, codes, prepared_d
         assert refused.message
 
 
+@pytest.mark.doc('verifying.md "Attestation format"')
 @pytest.mark.parametrize("region", REGIONS)
 def test_recognised_result_is_signed_and_bounded_by_the_code(region, codes, prepared_dir) -> None:
     data_dir = prepared_dir(NOW)
@@ -130,6 +132,7 @@ def _convert_region() -> str:
     return next(s.code for s in REGION_SPECS if s.mode is Mode.CONVERT)
 
 
+@pytest.mark.doc('api.md "Recognise"')
 def test_converting_the_same_code_twice_returns_the_same_code(codes, prepared_dir) -> None:
     data_dir = prepared_dir(NOW)
     code = codes(_convert_region(), NOW)()
@@ -236,6 +239,7 @@ def test_disabled_region_is_refused(codes, prepared_dir) -> None:
     assert (decision.reason, decision.region) == ("REGION_DISABLED", region)
 
 
+@pytest.mark.doc('api.md "Messages"')
 def test_region_hint_must_match_the_code(codes, prepared_dir) -> None:
     data_dir = prepared_dir(NOW)
     code = codes(REGION_SPECS[0].code, NOW)()
@@ -283,6 +287,7 @@ def test_truncated_and_mangled_codes_are_refused_with_a_reason(region, codes, pr
         }, decision
 
 
+@pytest.mark.doc('verifying.md "Attestation format"')
 def test_attestation_never_outlives_its_signing_key(codes, prepared_dir) -> None:
     """A key about to retire signs decisions valid only until its own end."""
     import dataclasses

@@ -55,6 +55,7 @@ def anchor(i: int) -> tuple[str, PrivateKey]:
 # --- thresholds ----------------------------------------------------------------------------------
 
 
+@pytest.mark.doc("trust-registry.md §3", "trust-registry.md §4")
 @pytest.mark.parametrize(
     ("signatures", "expected"),
     [
@@ -93,6 +94,7 @@ def test_keyset_needs_a_threshold_of_distinct_current_anchors(
     assert scenario(tmp_path / "r.db", body) == expected
 
 
+@pytest.mark.doc("trust-registry.md §3")
 def test_a_bad_signature_does_not_hide_a_good_one_by_the_same_key(tmp_path: Path) -> None:
     signed = signed_v1()
     good = Envelope.sign(signed, [anchor(0), anchor(1)])
@@ -106,6 +108,7 @@ def test_a_bad_signature_does_not_hide_a_good_one_by_the_same_key(tmp_path: Path
     assert scenario(tmp_path / "r.db", body) == "OK"
 
 
+@pytest.mark.doc('trust-registry.md "The trust registry"', 'trust-registry.md §3')
 def test_signatures_cover_the_exact_bytes(tmp_path: Path) -> None:
     """Re-serialised (non-canonical) or altered bytes are refused, never "fixed"."""
     signed = signed_v1()
@@ -130,6 +133,7 @@ def test_signatures_cover_the_exact_bytes(tmp_path: Path) -> None:
 # --- versions ------------------------------------------------------------------------------------
 
 
+@pytest.mark.doc("trust-registry.md §4")
 @pytest.mark.parametrize(
     ("version", "keys", "expected"),
     [
@@ -150,6 +154,7 @@ def test_keyset_version_must_be_current_plus_one(tmp_path: Path, version, keys, 
     assert scenario(tmp_path / "r.db", body) == expected
 
 
+@pytest.mark.doc("trust-registry.md §4")
 def test_the_first_keyset_is_version_one(tmp_path: Path) -> None:
     async def body(h: Harness) -> str:
         await h.onboard(X)
@@ -158,6 +163,7 @@ def test_the_first_keyset_is_version_one(tmp_path: Path) -> None:
     assert scenario(tmp_path / "r.db", body) == "VERSION_GAP"
 
 
+@pytest.mark.doc("trust-registry.md §4", "trust-registry.md §7")
 def test_a_retry_of_the_same_submission_is_acknowledged_not_applied_twice(tmp_path: Path) -> None:
     v1 = X.keyset(1, (K1,), expires=EXPIRES)
     v2 = X.keyset(2, (K2,), expires=EXPIRES)
@@ -179,6 +185,7 @@ def test_a_retry_of_the_same_submission_is_acknowledged_not_applied_twice(tmp_pa
     scenario(tmp_path / "r.db", body)
 
 
+@pytest.mark.doc("trust-registry.md §7")
 def test_a_retry_with_other_signatures_over_the_same_bytes_is_a_duplicate(tmp_path: Path) -> None:
     async def body(h: Harness) -> bool:
         await h.onboard(X)
@@ -193,6 +200,7 @@ def test_a_retry_with_other_signatures_over_the_same_bytes_is_a_duplicate(tmp_pa
 # --- expiry --------------------------------------------------------------------------------------
 
 
+@pytest.mark.doc("trust-registry.md §4")
 @pytest.mark.parametrize(
     ("expires", "expected"),
     [
@@ -215,6 +223,7 @@ def test_an_expired_keyset_is_refused(tmp_path: Path, expires, expected) -> None
 NEW = AnchorKeys.generate(3, 2, prefix="new-")
 
 
+@pytest.mark.doc("trust-registry.md §4")
 @pytest.mark.parametrize(
     ("old_signers", "new_signers", "expected"),
     [
@@ -241,6 +250,7 @@ def test_rotating_anchors_needs_old_and_new_thresholds(
     assert scenario(tmp_path / "r.db", body) == expected
 
 
+@pytest.mark.doc("trust-registry.md §4")
 def test_after_rotation_only_the_new_anchors_sign(tmp_path: Path) -> None:
     rotate = X.keyset(
         2,
@@ -273,6 +283,7 @@ def test_an_anchor_set_may_not_list_one_key_twice() -> None:
 # --- cross-region writes -------------------------------------------------------------------------
 
 
+@pytest.mark.doc("trust-registry.md §8")
 @pytest.mark.parametrize(
     ("statement_region", "signed_by", "caller", "expected"),
     [
@@ -302,6 +313,7 @@ def test_a_partner_writes_only_its_own_region(
 # --- what applying a key set does ----------------------------------------------------------------
 
 
+@pytest.mark.doc("trust-registry.md §4")
 def test_keys_absent_from_the_new_set_are_removed_and_stop_verifying(tmp_path: Path) -> None:
     async def body(h: Harness) -> None:
         await h.onboard(X)
@@ -319,6 +331,7 @@ def test_keys_absent_from_the_new_set_are_removed_and_stop_verifying(tmp_path: P
     scenario(tmp_path / "r.db", body)
 
 
+@pytest.mark.doc("trust-registry.md §4")
 def test_a_key_id_never_names_another_key(tmp_path: Path) -> None:
     impostor = key("k1")
 
@@ -333,6 +346,7 @@ def test_a_key_id_never_names_another_key(tmp_path: Path) -> None:
     assert scenario(tmp_path / "r.db", body) == ["KEY_ID_REUSED", "KEY_ID_REUSED"]
 
 
+@pytest.mark.doc("trust-registry.md §4", "trust-registry.md §5")
 def test_a_revoked_key_stays_revoked_through_removal_and_return(tmp_path: Path) -> None:
     compromised = T0 - 5 * DAY
 
@@ -351,6 +365,7 @@ def test_a_revoked_key_stays_revoked_through_removal_and_return(tmp_path: Path) 
     scenario(tmp_path / "r.db", body)
 
 
+@pytest.mark.doc("trust-registry.md §7")
 def test_a_failed_submission_changes_nothing(tmp_path: Path) -> None:
     async def body(h: Harness) -> None:
         await h.onboard(X)
@@ -364,6 +379,7 @@ def test_a_failed_submission_changes_nothing(tmp_path: Path) -> None:
     scenario(tmp_path / "r.db", body)
 
 
+@pytest.mark.doc("trust-registry.md §4")
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
@@ -398,6 +414,7 @@ def test_malformed_keysets_are_refused(tmp_path: Path, mutate, expected) -> None
     assert scenario(tmp_path / "r.db", body) == expected
 
 
+@pytest.mark.doc("trust-registry.md §3")
 @pytest.mark.parametrize(
     "envelope",
     [
@@ -420,6 +437,7 @@ def test_malformed_envelopes_are_refused(tmp_path: Path, envelope: bytes) -> Non
     assert scenario(tmp_path / "r.db", body) in {"MALFORMED", "OVERSIZED"}
 
 
+@pytest.mark.doc("trust-registry.md §4", "trust-registry.md §11")
 def test_a_region_without_anchors_or_unknown_is_refused(tmp_path: Path) -> None:
     async def body(h: Harness) -> list[str]:
         unknown = await attempt(h, X.keyset(1, (K1,), expires=EXPIRES))
@@ -430,6 +448,7 @@ def test_a_region_without_anchors_or_unknown_is_refused(tmp_path: Path) -> None:
     assert scenario(tmp_path / "r.db", body) == ["REGION_UNKNOWN", "ANCHORS_MISSING"]
 
 
+@pytest.mark.doc("trust-registry.md §3")
 def test_envelope_round_trip() -> None:
     envelope = Envelope.sign(b'{"a":1}', [anchor(0)])
     again = Envelope.from_bytes(envelope.to_bytes())

@@ -95,6 +95,7 @@ async def watch_health(target: str, seen: list[int], serving: asyncio.Event) -> 
             pass
 
 
+@pytest.mark.doc('api.md "Shutdown, as seen by a client"')
 def test_sigterm_under_load_drains_every_accepted_call_and_exits_0(codes, prepared_dir) -> None:
     data_dir = prepared_dir(NOW)
     makers = [codes(CONVERT, NOW), codes(SHOW, NOW)]
@@ -191,6 +192,7 @@ def test_sigint_drains_like_sigterm(prepared_dir) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.doc('api.md "Shutdown, as seen by a client"')
 def test_a_second_signal_stops_at_once(codes, prepared_dir) -> None:
     """A stream left open would hold the drain for the whole grace period; the second signal
     does not wait for it."""
@@ -222,6 +224,7 @@ def test_a_second_signal_stops_at_once(codes, prepared_dir) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.doc('api.md "Health"', 'api.md "Shutdown, as seen by a client"')
 def test_the_drain_in_process_health_new_calls_and_open_streams(codes, prepared_dir) -> None:
     """During the drain: Check answers NOT_SERVING, Watch streams end, a new call is refused
     UNAVAILABLE with its request id, and an open stream is served until it half-closes."""

@@ -77,6 +77,7 @@ async def failure(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str]:
     raise AssertionError(f"the call succeeded: {result}")
 
 
+@pytest.mark.doc("trust-registry.md §12")
 def test_a_published_key_set_takes_effect_at_once(world, simulator) -> None:
     partner = partner_for(SHOW)
     old = simulator.issuer(SHOW.code)
@@ -149,6 +150,7 @@ def test_a_retried_submission_is_acknowledged_as_a_duplicate(world, simulator) -
     )
 
 
+@pytest.mark.doc("trust-registry.md §8", "trust-registry.md §12")
 @pytest.mark.parametrize(
     ("caller", "signer", "expected"),
     [
@@ -170,6 +172,7 @@ def test_only_a_partner_of_the_region_may_write(world, simulator, caller, signer
     assert world(body, (show, other)) == (grpc.StatusCode.PERMISSION_DENIED, expected)
 
 
+@pytest.mark.doc("trust-registry.md §11", "trust-registry.md §12")
 def test_bad_submissions_are_invalid_argument_never_internal(world) -> None:
     partner = partner_for(SHOW)
 
@@ -227,6 +230,7 @@ def test_revoked_codes_holders_and_keys_are_refused_right_away(world, simulator)
     assert late == "KEY_REVOKED"
 
 
+@pytest.mark.doc("trust-registry.md §12")
 def test_trust_list_fetch_delta_verify_and_rollback(world, simulator) -> None:
     partner = partner_for(SHOW)
     old = simulator.issuer(SHOW.code)
@@ -274,6 +278,7 @@ def test_trust_list_fetch_delta_verify_and_rollback(world, simulator) -> None:
     assert info.value.reason == "TRUSTLIST_ROLLBACK"
 
 
+@pytest.mark.doc("trust-registry.md §12")
 def test_watch_pushes_each_new_version_and_ends_on_shutdown(prepared_dir, pki, simulator) -> None:
     partner = partner_for(SHOW)
     data_dir = prepared_dir(NOW)
@@ -314,6 +319,7 @@ def test_watch_pushes_each_new_version_and_ends_on_shutdown(prepared_dir, pki, s
     assert code is grpc.StatusCode.OK
 
 
+@pytest.mark.doc("trust-registry.md §12")
 def test_a_plaintext_dev_server_takes_the_region_from_the_submission(
     prepared_dir, simulator
 ) -> None:
@@ -389,6 +395,7 @@ def test_watch_follows_cli_changes_and_re_sends_while_idle(prepared_dir, pki, ca
     assert (resent.since_version, resent.version) == (0, disabled.version)
 
 
+@pytest.mark.doc('api.md "The gRPC API"', 'trust-registry.md §12')
 def test_reflection_and_health_list_the_registry_services(prepared_dir) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc

@@ -108,6 +108,7 @@ def world(tmp_path: Path, *regions: Region, body: Callable[[World], Awaitable[T]
 # --- key revocation with a compromise time -------------------------------------------------------
 
 
+@pytest.mark.doc("trust-registry.md §5")
 @pytest.mark.parametrize(
     ("issued", "reason"),
     [
@@ -132,6 +133,7 @@ def test_codes_issued_at_or_after_the_compromise_time_stop_at_once(
     assert world(tmp_path, r, body=body) == reason
 
 
+@pytest.mark.doc("trust-registry.md §5")
 @pytest.mark.parametrize(
     ("times", "final"),
     [
@@ -159,6 +161,7 @@ def test_a_key_revocation_only_moves_earlier(tmp_path: Path, times, final) -> No
     assert world(tmp_path, r, body=body) == T0 + final * HOUR
 
 
+@pytest.mark.doc("trust-registry.md §5")
 def test_a_removed_key_stops_verifying_and_a_revocation_names_it_still(tmp_path: Path) -> None:
     r = region(SHOW)
 
@@ -173,6 +176,7 @@ def test_a_removed_key_stops_verifying_and_a_revocation_names_it_still(tmp_path:
     assert world(tmp_path, r, body=body) == ["KEY_UNKNOWN", "KEY_REVOKED"]
 
 
+@pytest.mark.doc("trust-registry.md §5")
 def test_revoking_an_unknown_key_is_not_found(tmp_path: Path) -> None:
     r = region(SHOW)
 
@@ -189,6 +193,7 @@ def test_revoking_an_unknown_key_is_not_found(tmp_path: Path) -> None:
 # --- code and holder revocations -----------------------------------------------------------------
 
 
+@pytest.mark.doc("trust-registry.md §6")
 @pytest.mark.parametrize(
     ("effective", "now", "reason"),
     [
@@ -216,6 +221,7 @@ def test_a_revoked_code_is_refused_from_its_effective_time(
     assert world(tmp_path, r, body=body) == reason
 
 
+@pytest.mark.doc("trust-registry.md §6")
 @pytest.mark.parametrize(
     ("issued", "effective", "now", "reason"),
     [
@@ -243,6 +249,7 @@ def test_a_revoked_holder_loses_codes_issued_before_the_effective_time(
     assert world(tmp_path, r, body=body) == reason
 
 
+@pytest.mark.doc("trust-registry.md §6")
 def test_a_converted_code_is_revoked_with_its_source(tmp_path: Path) -> None:
     r = region(CONVERT)
     holder = "230102198512041233"
@@ -272,6 +279,7 @@ def test_a_converted_code_is_revoked_with_its_source(tmp_path: Path) -> None:
     world(tmp_path, r, body=body)
 
 
+@pytest.mark.doc("trust-registry.md §6")
 def test_a_conversion_racing_a_revocation_is_revoked_on_insert(tmp_path: Path) -> None:
     """The registry snapshot lags the store: a conversion recorded after the batch still gets
     revoked by the store itself."""
@@ -304,6 +312,7 @@ def test_a_conversion_racing_a_revocation_is_revoked_on_insert(tmp_path: Path) -
 # --- batches: idempotency, conflicts, regions ----------------------------------------------------
 
 
+@pytest.mark.doc("trust-registry.md §6", "trust-registry.md §7")
 def test_a_batch_retry_is_acknowledged_and_a_reused_batch_id_refused(tmp_path: Path) -> None:
     r = region(SHOW)
 
@@ -327,6 +336,7 @@ def test_a_batch_retry_is_acknowledged_and_a_reused_batch_id_refused(tmp_path: P
 KINDS = ["key-revocation", "revocations"]
 
 
+@pytest.mark.doc("trust-registry.md §6", "trust-registry.md §8")
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(
     ("signed_by", "caller", "expected"),
@@ -368,6 +378,7 @@ def test_revocations_are_signed_by_a_threshold_of_the_own_regions_anchors(
 # --- no raw or unkeyed identifiers of people -----------------------------------------------------
 
 
+@pytest.mark.doc("trust-registry.md §6")
 def test_holder_hashes_are_stored_only_as_keyed_pseudonyms(tmp_path: Path) -> None:
     r = region(SHOW)
     holder = "110101199003070011"
@@ -384,6 +395,7 @@ def test_holder_hashes_are_stored_only_as_keyed_pseudonyms(tmp_path: Path) -> No
     assert stored == Pseudonymiser(SECRET)(r.code, holder)
 
 
+@pytest.mark.doc("trust-registry.md §6")
 @pytest.mark.parametrize(
     "spelling",
     [

@@ -34,6 +34,7 @@ SHOW = next(s.code for s in REGION_SPECS if s.mode is Mode.SHOW)
 FAST = RetryPolicy(attempts=4, initial_backoff=0.01, max_backoff=0.05)
 
 
+@pytest.mark.doc('verifying.md "Python API"')
 def test_recognise_returns_plain_data_that_verifies_offline(codes, prepared_dir) -> None:
     data_dir = prepared_dir(NOW)
     code = codes(CONVERT, NOW)()
@@ -171,6 +172,7 @@ def pki(tmp_path: Path) -> dict[str, TlsFiles]:
     return files
 
 
+@pytest.mark.doc('api.md "Who may call what"')
 def test_mutual_tls_roles(codes, prepared_dir, pki) -> None:
     data_dir = prepared_dir(NOW)
     code = codes(SHOW, NOW)()
@@ -245,6 +247,7 @@ def test_unavailable_is_retried_until_the_gateway_comes_up(codes, prepared_dir) 
     assert run(scenario()).recognised
 
 
+@pytest.mark.doc('api.md "Deadlines"')
 def test_the_deadline_bounds_all_attempts() -> None:
     port = _free_port()  # nothing listens
 

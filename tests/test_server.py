@@ -25,6 +25,7 @@ SHOW = next(s.code for s in REGION_SPECS if s.mode is Mode.SHOW)
 CONVERT = next(s.code for s in REGION_SPECS if s.mode is Mode.CONVERT)
 
 
+@pytest.mark.doc('api.md "Recognise"')
 def test_unary_recognises_show_and_convert_codes(codes, prepared_dir) -> None:
     data_dir = prepared_dir(NOW)
 
@@ -54,6 +55,7 @@ def test_unary_recognises_show_and_convert_codes(codes, prepared_dir) -> None:
     assert convert.converted.expires_at <= int((NOW + timedelta(hours=23)).timestamp())
 
 
+@pytest.mark.doc('api.md "RecogniseStream"')
 def test_stream_answers_every_request_in_order(codes, prepared_dir) -> None:
     data_dir = prepared_dir(NOW)
     requests = []
@@ -79,6 +81,7 @@ def test_stream_answers_every_request_in_order(codes, prepared_dir) -> None:
     assert [r.request_id for r in responses[:-1]] == [r.request_id for r in requests[:-1]]
 
 
+@pytest.mark.doc('api.md "Recognise"', 'api.md "Decisions"')
 @pytest.mark.parametrize(
     "code",
     [
@@ -117,6 +120,7 @@ def _rpc_error(data_dir, request: pb.RecogniseRequest) -> grpc.aio.AioRpcError:
     return run(scenario())
 
 
+@pytest.mark.doc('api.md "Messages"', 'api.md "RPC errors"')
 def test_invalid_request_carries_error_info(prepared_dir) -> None:
     error = _rpc_error(prepared_dir(NOW), pb.RecogniseRequest(request_id="x" * 129, code="x"))
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
@@ -133,6 +137,7 @@ def test_oversized_message_is_refused_not_internal(prepared_dir) -> None:
     assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+@pytest.mark.doc("partners.md §1.1")
 def test_a_long_code_below_the_message_limit_is_a_decision(prepared_dir) -> None:
     # Over 4096 characters, under Recognise's message limit (32 KiB): docs/api.md, Limits.
     data_dir = prepared_dir(NOW)
@@ -147,6 +152,7 @@ def test_a_long_code_below_the_message_limit_is_a_decision(prepared_dir) -> None
     assert (response.recognised, response.reason) == (False, "OVERSIZED")
 
 
+@pytest.mark.doc('api.md "The gRPC API"', 'api.md "GetGatewayKeys"', 'api.md "Health"')
 def test_health_reflection_and_gateway_keys(prepared_dir) -> None:
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 

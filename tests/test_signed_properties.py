@@ -145,6 +145,7 @@ def instants(extra: list[int], iat: int, exp: int) -> list[datetime]:
     return sorted(datetime.fromtimestamp(t, UTC) for t in points if t >= to_unix(T0))
 
 
+@pytest.mark.doc('verifying.md "Verifying what the gateway signs, offline"')
 @pytest.mark.parametrize("kind", KINDS)
 @PROPS
 @given(
@@ -209,6 +210,7 @@ def list_body(infos: list[GatewayKeyInfo]) -> dict[str, Any]:
     }
 
 
+@pytest.mark.doc('verifying.md "Verifying what the gateway signs, offline"')
 @PROPS
 @given(
     timeline_plan=timelines([KeyRole.TRUSTLIST]),

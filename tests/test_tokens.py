@@ -55,6 +55,7 @@ def _attest(keys: dict[str, PrivateKey], **claims: object) -> tokens.Attestation
     return tokens.sign_attestation(base, key.public_key().fingerprint(), key)
 
 
+@pytest.mark.doc('verifying.md "Python API"')
 def test_attestation_verifies_and_round_trips_through_json(keys, trust) -> None:
     att = _attest(keys)
     again = tokens.Attestation.from_json(json.dumps(att.to_json()))
@@ -64,11 +65,13 @@ def test_attestation_verifies_and_round_trips_through_json(keys, trust) -> None:
     assert claims["iss"] == "370000"
 
 
+@pytest.mark.doc('verifying.md "Attestation format"')
 def test_attestation_payload_is_canonical_json(keys) -> None:
     att = _attest(keys)
     assert att.payload == tokens.canonical_json(json.loads(att.payload))
 
 
+@pytest.mark.doc('verifying.md "Attestation format"')
 @pytest.mark.parametrize(
     ("mutate", "error"),
     [
@@ -101,6 +104,7 @@ def test_tampered_attestation_is_refused(keys, trust, mutate, error) -> None:
         tokens.verify_attestation(mutate(_attest(keys)), trust, NOW)
 
 
+@pytest.mark.doc('verifying.md "Attestation format"', 'verifying.md "The trust file"')
 def test_attestation_signed_by_the_issue_key_is_not_an_attestation(keys, trust) -> None:
     key = keys["issue"]
     att = tokens.sign_attestation(
@@ -144,6 +148,7 @@ def _home(keys: dict[str, PrivateKey], **claims: object) -> str:
     return tokens.sign_home_code(base, key.public_key().fingerprint(), key)
 
 
+@pytest.mark.doc('verifying.md "Home-province code format"')
 def test_home_code_verifies(keys, trust) -> None:
     code = _home(keys)
     assert code.startswith("SD1:")
@@ -152,11 +157,13 @@ def test_home_code_verifies(keys, trust) -> None:
     assert tokens.home_code_kid(code) == keys["issue"].public_key().fingerprint()
 
 
+@pytest.mark.doc('verifying.md "Home-province code format"')
 def test_home_code_id_is_stable_and_region_scoped() -> None:
     assert tokens.home_code_id("110000", "c1") == tokens.home_code_id("110000", "c1")
     assert tokens.home_code_id("110000", "c1") != tokens.home_code_id("120000", "c1")
 
 
+@pytest.mark.doc('verifying.md "Home-province code format"')
 def test_home_code_with_edited_payload_is_refused(keys, trust) -> None:
     code = _home(keys)
     body, sig = code[4:].split(".")
@@ -168,6 +175,7 @@ def test_home_code_with_edited_payload_is_refused(keys, trust) -> None:
         tokens.verify_home_code(forged, trust, NOW)
 
 
+@pytest.mark.doc('verifying.md "Home-province code format"', 'verifying.md "Python API"')
 @pytest.mark.parametrize(
     "text",
     [
@@ -186,11 +194,13 @@ def test_malformed_home_codes_are_refused_with_a_reason(trust, text) -> None:
         tokens.verify_home_code(text, trust, NOW)
 
 
+@pytest.mark.doc('verifying.md "The trust file"', 'verifying.md "Python API"')
 def test_trust_file_round_trip(trust) -> None:
     again = tokens.GatewayTrust.from_json(json.dumps(trust.to_json()))
     assert again == trust
 
 
+@pytest.mark.doc('verifying.md "The trust file"')
 @pytest.mark.parametrize(
     "text",
     [

@@ -79,6 +79,7 @@ def reason(call: Callable[[], object]) -> str:
 # --- versions and content -----------------------------------------------------------------------
 
 
+@pytest.mark.doc("trust-registry.md §9")
 def test_the_version_bumps_exactly_when_the_content_changes(tmp_path: Path) -> None:
     async def body(g: Gateway) -> list[int]:
         versions = [(await g.publisher.full(T0)).version]
@@ -98,6 +99,7 @@ def test_the_version_bumps_exactly_when_the_content_changes(tmp_path: Path) -> N
     assert gateway(tmp_path, lambda g: g.publisher.full(T0)).version == 5
 
 
+@pytest.mark.doc("trust-registry.md §9")
 def test_the_list_holds_every_region_key_and_the_gateway_keys(tmp_path: Path) -> None:
     async def body(g: Gateway) -> None:
         await setup(g)
@@ -118,6 +120,7 @@ def test_the_list_holds_every_region_key_and_the_gateway_keys(tmp_path: Path) ->
     gateway(tmp_path, body)
 
 
+@pytest.mark.doc("trust-registry.md §9")
 def test_a_disabled_region_has_no_keys_in_the_list(tmp_path: Path) -> None:
     async def body(g: Gateway) -> list[str]:
         await setup(g)
@@ -131,6 +134,7 @@ def test_a_disabled_region_has_no_keys_in_the_list(tmp_path: Path) -> None:
 # --- deltas ------------------------------------------------------------------------------------
 
 
+@pytest.mark.doc("trust-registry.md §9")
 def test_a_delta_lists_changes_and_removed_keys_and_adds_up_to_the_full_list(
     tmp_path: Path,
 ) -> None:
@@ -152,6 +156,7 @@ def test_a_delta_lists_changes_and_removed_keys_and_adds_up_to_the_full_list(
     gateway(tmp_path, body)
 
 
+@pytest.mark.doc("trust-registry.md §9")
 @pytest.mark.parametrize(
     ("since", "kind"),
     [
@@ -207,6 +212,7 @@ def _stranger_using_a_trusted_kid(envelope: bytes) -> bytes:
     return Envelope.sign(parsed.signed, [(kid, PrivateKey.generate())]).to_bytes()
 
 
+@pytest.mark.doc("trust-registry.md §9")
 @pytest.mark.parametrize(
     ("mutate", "now", "last_seen", "expected"),
     [
@@ -240,6 +246,7 @@ def test_what_a_verifier_accepts(tmp_path: Path, mutate, now, last_seen, expecte
     assert gateway(tmp_path, body) == expected
 
 
+@pytest.mark.doc("trust-registry.md §9")
 def test_a_verifier_refuses_to_go_back_to_an_older_list_it_was_served(tmp_path: Path) -> None:
     async def body(g: Gateway) -> list[str]:
         old = (await g.publisher.full(T0)).envelope
@@ -272,6 +279,7 @@ def _only_signed_by(envelope: bytes, kid: str) -> bytes:
     return Envelope(parsed.signed, tuple(s for s in parsed.signatures if s.keyid == kid)).to_bytes()
 
 
+@pytest.mark.doc("trust-registry.md §9")
 @pytest.mark.parametrize(
     ("saw_announcement", "signed_by", "expected"),
     [

@@ -484,6 +484,7 @@ def region_code(
     )
 
 
+@pytest.mark.doc("partners.md §8")
 @pytest.mark.parametrize("region", sorted(ADAPTERS))
 def test_region_formats(region: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     issuer = PartnerIssuer.generate(region, kid=f"kid-{region}")
@@ -526,6 +527,7 @@ def test_region_formats(region: str, tmp_path: Path, capsys: pytest.CaptureFixtu
         assert (status, result["reason"]) == (1, "KEY_UNKNOWN")
 
 
+@pytest.mark.doc("partners.md §8")
 def test_region_too_old_and_not_yet_valid(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -553,6 +555,7 @@ def test_region_known_answer_vector_file_as_trust(capsys: pytest.CaptureFixture[
 # --- usage errors (exit 2) --------------------------------------------------------------------
 
 
+@pytest.mark.doc('verifying.md "Command"')
 def test_usage_errors_exit_2(
     tmp_path: Path, jwks: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import cbor2
 from adapters.base import MAX_CBOR_DEPTH, MAX_DECOMPRESSED_BYTES, MAX_JSON_DEPTH
 from keys.crypto import b64url_decode, b64url_encode
 from keys.errors import MalformedError, OversizedError
+from keys.jsonutil import loads_strict
 
 # --- base45 (RFC 9285) ------------------------------------------------------------------------
 
@@ -191,73 +191,17 @@ def compress(compression: Compression, data: bytes) -> bytes:
 # --- JSON -------------------------------------------------------------------------------------
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise MalformedError("a JSON object repeats a member name")
-    return obj
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise MalformedError("a JSON number is not finite")
-    return value
-
-
-def _no_constant(name: str) -> Any:
-    raise MalformedError(f"JSON constant {name} is not accepted")
-
-
-def _depth(value: Any, limit: int) -> int:
-    """Nesting depth of a parsed JSON/CBOR value; stops counting past ``limit``."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    deepest = 0
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-_JSON_DECODER = json.JSONDecoder(
-    object_pairs_hook=_no_duplicates, parse_float=_finite_float, parse_constant=_no_constant
-)
-
-
 def parse_json(
     data: bytes, *, limit: int = MAX_DECOMPRESSED_BYTES, max_depth: int = MAX_JSON_DEPTH
 ) -> Any:
     """Parse UTF-8 JSON of at most ``limit`` bytes and ``max_depth`` nesting levels.
 
-    Duplicate member names, NaN/Infinity and numbers that overflow to infinity are refused.
+    The project's one strict parser (:func:`keys.jsonutil.loads_strict`) with the adapters'
+    limits: raises :class:`OversizedError` above either limit, :class:`MalformedError` for
+    duplicate member names, NaN/Infinity, numbers that overflow to infinity, lone surrogates
+    and anything that is not JSON.
     """
-    if len(data) > limit:
-        raise OversizedError(f"the JSON text exceeds {limit} bytes")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise MalformedError("the JSON text is not UTF-8") from None
-    try:
-        value = _JSON_DECODER.decode(text)
-    except RecursionError:
-        raise OversizedError("the JSON text is nested too deeply") from None
-    except MalformedError:
-        raise
-    except ValueError as exc:  # JSONDecodeError, int digits limit
-        raise MalformedError(f"the JSON text is invalid ({str(exc)[:80]})") from None
-    # Cheap bound first: depth never exceeds the number of opening brackets.
-    if data.count(b"[") + data.count(b"{") > max_depth and _depth(value, max_depth) > max_depth:
-        raise OversizedError(f"the JSON text is nested deeper than {max_depth} levels")
-    return value
+    return loads_strict(data, max_bytes=limit, max_depth=max_depth)
 
 
 def dump_json(value: Any) -> bytes:

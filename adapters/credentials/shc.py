@@ -169,7 +169,7 @@ class RevocationList:
             if not isinstance(entry, str):
                 raise ValueError("a revocation list entry is not a string")
             rid, _, stamp = entry.partition(".")
-            if not _RID.fullmatch(rid) or (stamp and not stamp.isdigit()):
+            if not _RID.fullmatch(rid) or (stamp and not (stamp.isascii() and stamp.isdigit())):
                 raise ValueError(f"revocation list entry {entry[:40]!r} is not rid[.timestamp]")
             rids[rid] = (*rids.get(rid, ()), int(stamp) if stamp else None)
         return cls(crl["kid"], ctr if isinstance(ctr, int) else None, rids)

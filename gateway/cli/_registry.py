@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from keys.regioncode import is_region_code
 from keys.store import SQLiteStore
 
 OPERATOR = "operator:cli"  # the audit actor of every change made with the CLI
@@ -27,6 +28,6 @@ async def open_store(data_dir: Path) -> AsyncIterator[SQLiteStore]:
 
 def region_arg(value: str) -> str:
     """An argparse type: a 6-digit region code (ASCII digits)."""
-    if len(value) != 6 or not value.isascii() or not value.isdigit():
+    if not is_region_code(value):
         raise argparse.ArgumentTypeError(f"{value[:40]!r} is not a 6-digit region code")
     return value

@@ -25,6 +25,8 @@ from gateway.cli._common import (
 )
 from gateway.cli._registry import OPERATOR, region_arg
 from keys.crypto import Algorithm
+from keys.errors import GatewayError
+from keys.jsonutil import loads_strict
 from keys.keystore import (
     DEFAULT_ACTIVATION_DELAY,
     GATEWAY_ALGORITHMS,
@@ -111,9 +113,9 @@ async def _keys_add(opts: argparse.Namespace) -> dict[str, Any]:
     material: Any = raw
     if raw.lstrip().startswith(b"{"):
         try:
-            material = json.loads(raw)
-        except (ValueError, RecursionError):
-            raise UsageError(f"{opts.public_key} is not valid JSON") from None
+            material = loads_strict(raw, max_bytes=MAX_KEY_FILE_BYTES, max_depth=8)
+        except GatewayError as exc:
+            raise UsageError(f"{opts.public_key}: {exc}") from None
     public_key = load_public_key(material)
     kid = opts.kid or public_key.fingerprint()
     not_before = opts.not_before or utcnow()

@@ -15,7 +15,6 @@ accepted. Never run a plaintext server where partners can reach it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
@@ -29,10 +28,11 @@ from gateway.grpc.methods import MAX_SUBMISSION_REQUEST_BYTES, Method
 from gateway.pki import Role
 from gateway.runtime.gateway import Gateway
 from gateway.tokens import Attestation, sign_receipt
-from keys.errors import InvalidRequestError, OversizedError
+from keys.errors import GatewayError, InvalidRequestError, OversizedError
+from keys.jsonutil import loads_strict
 from keys.keystore import KeyRole
 from keys.records import SubmissionKind, SubmissionResult
-from keys.signed import MAX_ENVELOPE_BYTES, Envelope
+from keys.signed import MAX_ENVELOPE_BYTES, MAX_SIGNED_BYTES, Envelope
 from keys.timeutil import to_unix, utcnow
 
 _KINDS = {
@@ -84,8 +84,10 @@ def statement_region(submission: bytes) -> str:
     """
     envelope = Envelope.from_bytes(submission)
     try:
-        region = json.loads(envelope.signed).get("region")
-    except (ValueError, AttributeError, RecursionError):
+        region = loads_strict(envelope.signed, max_bytes=MAX_SIGNED_BYTES, max_depth=32).get(
+            "region"
+        )
+    except (GatewayError, AttributeError):
         return ""
     return region if isinstance(region, str) else ""
 

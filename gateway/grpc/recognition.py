@@ -25,6 +25,7 @@ from gateway.runtime.gateway import Gateway
 from keys.errors import InvalidRequestError
 from keys.model import HOME_REGION, Mode
 from keys.personal import RecognitionEntry
+from keys.regioncode import is_region_code
 from keys.timeutil import to_unix, utcnow
 
 MAX_REQUEST_ID_CHARS = 128
@@ -43,7 +44,7 @@ _MODES = {None: pb.MODE_UNSPECIFIED, Mode.SHOW: pb.MODE_SHOW, Mode.CONVERT: pb.M
 def _check_request(request: pb.RecogniseRequest) -> None:
     if len(request.request_id) > MAX_REQUEST_ID_CHARS:
         raise InvalidRequestError(f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters")
-    if request.region_hint and (len(request.region_hint) != 6 or not request.region_hint.isdigit()):
+    if request.region_hint and not is_region_code(request.region_hint):
         raise InvalidRequestError("region_hint must be a 6-digit division code")
 
 

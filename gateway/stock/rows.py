@@ -10,7 +10,6 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
-import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from typing import IO, Any
 
 from adapters.base import Colour
 from adapters.fields import valid_id_number
-from keys.errors import TimeInvalidError, TimeOffsetRequiredError
+from keys.errors import GatewayError, TimeInvalidError, TimeOffsetRequiredError
+from keys.jsonutil import loads_strict
 from keys.model import HOME_REGION
 from keys.pseudonym import Pseudonymiser
 from keys.timeutil import TIME_FORMS, parse_time
@@ -46,7 +46,7 @@ OPTIONAL = (
 COLUMNS = REQUIRED + OPTIONAL
 CASES = ("none", "confirmed", "suspected", "positive", "close_contact", "high_risk_contact")
 
-_CITY = re.compile(r"37\d{4}")
+_CITY = re.compile(r"37[0-9]{4}")  # ASCII digits: \d takes any script's
 _CERTIFICATE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _STATUS = {
     "green": Colour.GREEN,
@@ -293,9 +293,9 @@ def read_rows(
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except (ValueError, RecursionError):
-                yield number, RowError("MALFORMED_ROW", "not a JSON object")
+                obj = loads_strict(line, max_bytes=MAX_LINE_BYTES, max_depth=4)
+            except GatewayError as exc:
+                yield number, RowError("MALFORMED_ROW", f"not a JSON object ({exc})")
                 continue
             if not isinstance(obj, dict):
                 yield number, RowError("MALFORMED_ROW", "not a JSON object")

@@ -1,0 +1,159 @@
+"""A checkpoint's offline verifier, written from docs/verifying.md alone.
+
+It imports nothing from the project: the trust file, the attestation and the home-province code
+are read as that page describes them, and the validity rule is its five numbered steps
+("When a signed output is valid"). Every refusal raises ``Refused(reason)`` with the page's
+reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+ROLES = ("attest", "issue", "trustlist")
+
+
+class Refused(Exception):
+    def __init__(self, reason: str, why: str = "") -> None:
+        super().__init__(f"{reason}: {why}")
+        self.reason = reason
+
+
+def b64url_decode(text: str) -> bytes:
+    if "=" in text or any(c in text for c in "+/ \n"):
+        raise Refused("MALFORMED", "not base64url without padding")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise Refused("MALFORMED", str(exc)) from exc
+
+
+def canonical(value: Any) -> bytes:
+    """verifying.md: canonical JSON (UTF-8, keys sorted, no insignificant white space)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    kid: str
+    role: str
+    alg: str
+    public: ed25519.Ed25519PublicKey
+    not_before: int
+    not_after: int
+    status: str
+
+
+class TrustFile:
+    """ "The trust file": region 370000 and its keys, each usable only for its own role."""
+
+    def __init__(self, keys: list[TrustedKey]) -> None:
+        self.keys = {(k.kid, k.role): k for k in keys}
+
+    @classmethod
+    def from_json(cls, data: bytes) -> TrustFile:
+        doc = json.loads(data)
+        assert doc["region"] == "370000"
+        keys = []
+        for entry in doc["keys"]:
+            der = b64url_decode(entry["public_key"])
+            # "The key id is the first 8 bytes of SHA-256 over the DER SubjectPublicKeyInfo"
+            assert entry["kid"] == hashlib.sha256(der).hexdigest()[:16], entry
+            assert entry["role"] in ROLES and entry["alg"] == "EdDSA"
+            public = serialization.load_der_public_key(der)
+            assert isinstance(public, ed25519.Ed25519PublicKey)
+            status = entry.get("status", "active")
+            assert status in ("active", "retired", "revoked")
+            keys.append(
+                TrustedKey(
+                    entry["kid"],
+                    entry["role"],
+                    entry["alg"],
+                    public,
+                    entry["not_before"],
+                    entry["not_after"],
+                    status,
+                )
+            )
+        return cls(keys)
+
+    def check(
+        self, role: str, kid: str, signed: bytes, signature: bytes, claims: Any, t: int
+    ) -> None:
+        """The five rules, in the page's order."""
+        key = self.keys.get((kid, role))
+        if key is None:  # 1
+            raise Refused("KEY_UNKNOWN", f"no {role} key {kid}")
+        try:
+            key.public.verify(signature, signed)
+        except InvalidSignature as exc:
+            raise Refused("SIGNATURE_INVALID") from exc
+        if key.status == "revoked":  # 2
+            raise Refused("KEY_REVOKED")
+        iat, exp = claims.get("iat"), claims.get("exp")
+        if type(iat) is not int or type(exp) is not int or exp < iat:  # 5 (form)
+            raise Refused("MALFORMED", "iat/exp")
+        if not key.not_before <= iat < key.not_after:  # 3
+            raise Refused("KEY_NOT_VALID", "key not valid when the gateway signed")
+        if exp > key.not_after:  # 4
+            raise Refused("KEY_NOT_VALID", "outlives its key")
+        if t < iat:  # 5
+            raise Refused("CODE_NOT_YET_VALID")
+        if t > exp:
+            raise Refused("CODE_EXPIRED")
+
+
+def verify_attestation(
+    trust: TrustFile, payload: bytes, key_id: str, alg: str, signature: bytes, t: int
+) -> dict[str, Any]:
+    """ "Attestation format": Ed25519 over exactly the payload bytes; check, then parse."""
+    if alg != "EdDSA":
+        raise Refused("SIGNATURE_INVALID", f"alg {alg}")
+    try:
+        claims = json.loads(payload)
+    except ValueError as exc:
+        raise Refused("MALFORMED") from exc
+    trust.check("attest", key_id, payload, signature, claims, t)
+    if canonical(claims) != payload:
+        raise Refused("MALFORMED", "payload is not canonical JSON")
+    if claims.get("typ") != "trustgw/attestation/v1" or claims.get("iss") != "370000":
+        raise Refused("MALFORMED", "typ/iss")
+    return claims
+
+
+def verify_home_code(trust: TrustFile, code: str, t: int) -> dict[str, Any]:
+    """ "Home-province code format": SD1:<b64url(payload)>.<b64url(signature)>, the signature
+    over the ASCII of the payload text."""
+    if not code.startswith("SD1:") or code.count(".") != 1:
+        raise Refused("MALFORMED", "not SD1:<payload>.<signature>")
+    payload_text, signature_text = code[4:].split(".")
+    payload = b64url_decode(payload_text)
+    try:
+        claims = json.loads(payload)
+    except ValueError as exc:
+        raise Refused("MALFORMED") from exc
+    kid = claims.get("kid")  # a hint until the signature verifies
+    if not isinstance(kid, str):
+        raise Refused("MALFORMED", "kid")
+    trust.check(
+        "issue", kid, payload_text.encode("ascii"), b64url_decode(signature_text), claims, t
+    )
+    if canonical(claims) != payload:
+        raise Refused("MALFORMED", "payload is not canonical JSON")
+    if claims.get("typ") != "trustgw/home-code/v1" or claims.get("iss") != "370000":
+        raise Refused("MALFORMED", "typ/iss")
+    return claims
+
+
+def home_code_id(region: str, source_code_id: str) -> str:
+    """`SD` + the first 30 hex digits of SHA-256 over `370000|<region>|<source code id>`."""
+    return "SD" + hashlib.sha256(f"370000|{region}|{source_code_id}".encode()).hexdigest()[:30]

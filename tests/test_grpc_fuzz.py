@@ -1,0 +1,242 @@
+"""gRPC fuzzing of a real server: random codes, random field values and random wire bytes to
+every method of the port, unary and streaming, from callers allowed to make the call.
+
+docs/api.md: no ``INTERNAL`` and no ``UNKNOWN`` whatever arrives; every refusal the gateway
+makes on purpose carries an ``ErrorInfo`` with a stable reason; a code that is not recognised is
+a decision with a reason from the "Decisions" table, never an RPC error; a stream answers every
+message in order. The inputs and the server are bench/fuzz_memory.py's (which also measures the
+server's memory over a long run); here hypothesis draws them (derandomised: the same examples
+on every run) and only statuses are asserted. The server must still be serving at the end.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bench.fuzz_memory import BY_PATH, METHODS, PARTNER_REGION, Method, World, call, serving
+from gateway.api.v1 import recognition_pb2 as pb
+from gateway.api.v1 import registry_pb2 as rpb
+from keys.timeutil import utcnow
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.doc(
+        'api.md "The order of checks on every call"',
+        'api.md "RPC errors"',
+        'api.md "Decisions"',
+        'api.md "RecogniseStream"',
+    ),
+]
+
+FUZZ = settings(
+    max_examples=120,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+RECOGNISE = BY_PATH["/gateway.api.v1.RecognitionService/Recognise"]
+STREAM = BY_PATH["/gateway.api.v1.RecognitionService/RecogniseStream"]
+
+
+def documented_decision_reasons() -> set[str]:
+    """The reasons of api.md's "Decisions" table, read from the page."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text(encoding="utf-8")
+    table = text.split("### Decisions", 1)[1].split("\n\n", 2)[1]
+    return set(re.findall(r"^\| `([A-Z_]+)` \|", table, re.MULTILINE))
+
+
+DECISIONS = documented_decision_reasons()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with serving(tmp_path_factory.mktemp("fuzz"), utcnow()) as running:
+        yield running
+        # still serving after everything the tests sent
+        check = BY_PATH["/grpc.health.v1.Health/Check"]
+        outcome = call(running.channels["verifier"], check, [b""])
+        assert outcome.status == "OK"
+        assert health_pb2.HealthCheckResponse.FromString(outcome.responses[0]).status == 1
+
+
+def no_finding(method: Method, messages: list[bytes], world: World) -> list[bytes]:
+    outcome = call(world.channels[method.role], method, messages)
+    assert outcome.finding is None, (method.path, outcome, [m.hex() for m in messages])
+    return outcome.responses
+
+
+# --- codes --------------------------------------------------------------------------------------
+
+ALPHABET = st.characters(codec="utf-8", exclude_categories=("Cs",))
+
+
+@st.composite
+def codes(draw: st.DrawFn, world_codes: list[str]) -> str:
+    """A valid code with a few edits, or random text, or random text behind a real prefix."""
+    kind = draw(st.sampled_from(["edit", "edit", "text", "prefix"]))
+    if kind == "text":
+        return draw(st.text(ALPHABET, max_size=600))
+    code = draw(st.sampled_from(world_codes))
+    if kind == "prefix":
+        cut = draw(st.integers(1, 30))
+        return code[:cut] + draw(st.text(ALPHABET, max_size=400))
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(code)))
+        op = draw(st.sampled_from(["replace", "insert", "delete", "cut"]))
+        char = draw(ALPHABET)
+        code = {
+            "replace": code[:at] + char + code[at + 1 :],
+            "insert": code[:at] + char + code[at:],
+            "delete": code[:at] + code[at + 1 :],
+            "cut": code[:at],
+        }[op]
+    return code
+
+
+def test_random_codes_get_a_documented_decision(world: World) -> None:
+    @FUZZ
+    @given(code=codes(world.codes))
+    def check(code: str) -> None:
+        request = pb.RecogniseRequest(request_id="fuzz", code=code)
+        outcome = call(world.channels["verifier"], RECOGNISE, [request.SerializeToString()])
+        assert outcome.status == "OK", (code, outcome)
+        reply = pb.RecogniseResponse.FromString(outcome.responses[0])
+        assert reply.reason in DECISIONS, (code, reply.reason)
+        assert reply.recognised == (reply.reason == "RECOGNISED")
+        assert reply.message and reply.request_id == "fuzz"
+
+    check()
+
+
+def test_a_stream_of_random_codes_is_answered_in_order(world: World) -> None:
+    @FUZZ
+    @given(batch=st.lists(codes(world.codes), min_size=1, max_size=12))
+    def check(batch: list[str]) -> None:
+        messages = [
+            pb.RecogniseRequest(request_id=f"c{i}", code=c).SerializeToString()
+            for i, c in enumerate(batch)
+        ]
+        responses = no_finding(STREAM, messages, world)
+        replies = [pb.RecogniseResponse.FromString(r) for r in responses]
+        assert [r.request_id for r in replies] == [f"c{i}" for i in range(len(batch))]
+        assert all(r.reason in DECISIONS for r in replies)
+
+    check()
+
+
+# --- field values -------------------------------------------------------------------------------
+
+
+def field_values(method: Method) -> st.SearchStrategy[bytes]:
+    """A well-formed request of the method's type, with random values in every field."""
+    text = st.text(ALPHABET, max_size=200)
+    int64 = st.integers(-(2**63), 2**63 - 1)
+    request = method.request
+    if request is pb.RecogniseRequest:
+        message = st.builds(
+            pb.RecogniseRequest,
+            request_id=text,
+            code=text,
+            region_hint=st.one_of(text, st.sampled_from(["", PARTNER_REGION, "370000", "1234567"])),
+        )
+    elif request is rpb.SubmissionRequest:
+        message = st.builds(rpb.SubmissionRequest, submission=st.binary(max_size=2000))
+    elif request in (rpb.GetTrustListRequest, rpb.WatchTrustListRequest):
+        # a watch from a version not reached yet waits for the next one: its deadline ends it
+        message = st.builds(request, since_version=int64)
+    elif request is health_pb2.HealthCheckRequest:
+        message = st.builds(health_pb2.HealthCheckRequest, service=text)
+    elif request is reflection_pb2.ServerReflectionRequest:
+        message = st.one_of(
+            *(
+                st.builds(reflection_pb2.ServerReflectionRequest, host=text, **{field: text})
+                for field in (
+                    "list_services",
+                    "file_by_filename",
+                    "file_containing_symbol",
+                    "all_extension_numbers_of_type",
+                )
+            )
+        )
+    else:
+        message = st.just(request())
+    return message.map(lambda m: m.SerializeToString())
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.path.rsplit("/", 1)[1])
+def test_random_field_values_never_get_internal_or_unknown(world: World, method: Method) -> None:
+    count = (1, 4) if method.kind == "bidi" else (1, 1)
+
+    @settings(FUZZ, max_examples=80)
+    @given(messages=st.lists(field_values(method), min_size=count[0], max_size=count[1]))
+    def check(messages: list[bytes]) -> None:
+        responses = no_finding(method, messages, world)
+        if method is STREAM:
+            assert len(responses) == len(messages)  # every message answered, none an RPC error
+
+    check()
+
+
+# --- wire bytes ---------------------------------------------------------------------------------
+
+WIRE = st.one_of(
+    st.binary(min_size=1, max_size=300),
+    st.tuples(st.sampled_from([b"\x0a", b"\x12", b"\x08", b"\x1a"]), st.binary(max_size=40)).map(
+        b"".join
+    ),
+)
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.path.rsplit("/", 1)[1])
+def test_random_wire_bytes_never_get_internal_or_unknown(world: World, method: Method) -> None:
+    count = (1, 5) if method.kind == "bidi" else (1, 1)
+
+    @settings(FUZZ, max_examples=80)
+    @given(messages=st.lists(WIRE, min_size=count[0], max_size=count[1]))
+    def check(messages: list[bytes]) -> None:
+        responses = no_finding(method, messages, world)
+        if method is STREAM:
+            # api.md "RecogniseStream": a message that is not a RecogniseRequest is answered
+            # in its place (REQUEST_MALFORMED) and the stream goes on
+            assert len(responses) == len(messages)
+            for response in responses:
+                assert pb.RecogniseResponse.FromString(response).reason in DECISIONS
+
+    check()
+
+
+# --- who may call what --------------------------------------------------------------------------
+
+
+@pytest.mark.doc('api.md "Who may call what"', "trust-registry.md §12")
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.path.rsplit("/", 1)[1])
+@pytest.mark.parametrize("role", ["verifier", "partner", "operator"])
+def test_each_role_may_make_exactly_the_calls_the_table_gives_it(
+    world: World, method: Method, role: str
+) -> None:
+    """The table of api.md "Who may call what"; health and reflection are open to all."""
+    service = method.path.split("/")[1].rsplit(".", 1)[1]
+    allowed = {
+        "RecognitionService": {"verifier"},
+        "PartnerService": {"partner"},
+        "TrustListService": {"verifier", "partner", "operator"},
+        "Health": {"verifier", "partner", "operator"},
+        "ServerReflection": {"verifier", "partner", "operator"},
+    }[service]
+    if method.path.endswith("/GetGatewayKeys"):
+        allowed = {"verifier", "partner", "operator"}
+    outcome = call(world.channels[role], method, [b""])
+    assert outcome.finding is None, outcome
+    if role in allowed:
+        assert outcome.status != "PERMISSION_DENIED", outcome
+    else:
+        assert (outcome.status, outcome.reason) == ("PERMISSION_DENIED", "PERMISSION_DENIED")
