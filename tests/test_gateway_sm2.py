@@ -292,3 +292,41 @@ def test_rotating_sm2_keys_under_load_fails_no_request(tmp_path: Path, simulator
         tokens.verify_home_code(r.converted.code, trust, at)
     assert responses[-1].attestation.key_id == new["attest"]
     assert ROLES["attestation"] is KeyRole.ATTEST
+
+
+def test_keys_add_takes_an_sm2_partner_key_in_each_published_form(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/partners.md §1.3 (and crypto.md §1.2): SPKI PEM/DER, JWK, and the raw point for a
+    region whose codes are signed with SM2 only; an SM2 key for an Ed25519 region is refused."""
+    from keys.crypto import PrivateKey
+
+    monkeypatch.delenv("TRUSTGW_PASSPHRASE", raising=False)
+    monkeypatch.delenv("TRUSTGW_PASSPHRASE_FILE", raising=False)
+    data_dir = tmp_path / "gw"
+    assert main(["init", "--data-dir", str(data_dir), "--dev", "--json"]) == 0
+    capsys.readouterr()
+    forms = {}
+    for name in ("pem", "der", "jwk", "raw"):
+        public = PrivateKey.generate(Algorithm.SM2).public_key()
+        data = {
+            "pem": public.to_pem().encode(),
+            "der": public.spki,
+            "jwk": json.dumps(public.to_jwk()).encode(),
+            "raw": public.raw(),
+        }[name]
+        (tmp_path / name).write_bytes(data)
+        forms[name] = public
+        args = ["keys", "add", "--data-dir", str(data_dir), "--region", "230000",
+                "--public-key", str(tmp_path / name), "--kid", f"hlj-{name}", "--json"]  # fmt: skip
+        assert main(args) == 0, name
+        assert json.loads(capsys.readouterr().out)["alg"] == "SM2"
+    assert main(["keys", "list", "--data-dir", str(data_dir), "--json"]) == 0
+    listed = {r["kid"]: r["alg"] for r in json.loads(capsys.readouterr().out)}
+    assert all(listed[f"hlj-{name}"] == "SM2" for name in forms)
+    for path, reason_word in (("der", "KEY_ALGORITHM_MISMATCH"), ("raw", "MALFORMED")):
+        args = ["keys", "add", "--data-dir", str(data_dir), "--region", "110000",
+                "--public-key", str(tmp_path / path), "--kid", f"bj-{path}"]  # fmt: skip
+        assert main(args) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"trustgw: {reason_word}: "), err

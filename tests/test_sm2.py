@@ -220,3 +220,46 @@ def test_a_private_key_round_trips_encrypted_and_a_wrong_passphrase_is_refused()
 def test_a_private_scalar_out_of_range_is_refused(scalar: bytes) -> None:
     with pytest.raises(ValueError):
         PrivateKey.from_sm2_scalar(scalar)
+
+
+# --- interoperability: a partner signing with the OpenSSL 3 command line -------------------------
+
+
+def test_a_signature_made_by_the_openssl_command_line_verifies_with_the_default_id(
+    tmp_path,
+) -> None:
+    """docs/crypto.md §1.1: OpenSSL 3 signs with the default signer id only when told
+    (``-sigopt distid:1234567812345678``); without it its signature uses another id and does
+    not verify here."""
+    import shutil
+    import subprocess
+
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl command on this machine")
+    key, pub, message = tmp_path / "sm2.key", tmp_path / "sm2.pem", tmp_path / "m.txt"
+    message.write_bytes(MESSAGE)
+
+    def openssl_run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, timeout=60)  # noqa: S603
+
+    try:
+        openssl_run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:SM2",
+                    "-out", str(key))  # fmt: skip
+    except subprocess.CalledProcessError:
+        pytest.skip("this openssl has no SM2")
+    openssl_run("pkey", "-in", str(key), "-pubout", "-out", str(pub))
+    public = load_public_key(pub.read_bytes())
+    assert public.alg is Algorithm.SM2
+
+    def signed(*options: str) -> bytes:
+        out = tmp_path / "m.sig"
+        openssl_run("dgst", "-sm3", "-sign", str(key), *options, "-out", str(out), str(message))
+        r, s = decode_dss_signature(out.read_bytes())
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+    public.verify(MESSAGE, signed("-sigopt", "distid:1234567812345678"))
+    with pytest.raises(SignatureInvalidError):
+        public.verify(MESSAGE, signed())

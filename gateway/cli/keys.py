@@ -116,7 +116,10 @@ async def _keys_add(opts: argparse.Namespace) -> dict[str, Any]:
             material = loads_strict(raw, max_bytes=MAX_KEY_FILE_BYTES, max_depth=8)
         except GatewayError as exc:
             raise UsageError(f"{opts.public_key}: {exc}") from None
-    public_key = load_public_key(material)
+    # A raw SM2 point (04 || X || Y) says no algorithm: the region's says it (crypto.md §1.2).
+    raw_sm2 = len(raw) == 65 and raw[0] == 0x04
+    sm2_only = REGION_ALGORITHMS.get(opts.region) == frozenset({Algorithm.SM2})
+    public_key = load_public_key(material, Algorithm.SM2 if raw_sm2 and sm2_only else None)
     kid = opts.kid or public_key.fingerprint()
     not_before = opts.not_before or utcnow()
     not_after = opts.not_after or not_before + timedelta(days=365)
