@@ -191,7 +191,7 @@ class PublicKey:
 
     @classmethod
     def from_jwk(cls, jwk: Mapping[str, Any]) -> PublicKey:
-        """From a public JWK (OKP Ed25519 or EC P-256); private members are refused."""
+        """From a public JWK (OKP Ed25519, EC P-256 or EC SM2); private members are refused."""
         if not isinstance(jwk, Mapping):
             raise MalformedError("a JWK is a JSON object")
         if "d" in jwk:
