@@ -28,5 +28,8 @@ proto: ## regenerate the committed protobuf code from proto/
 proto-check: ## fail when the committed protobuf code is out of date
 	$(PY) tools/gen_proto.py --check
 
+lint: ## ruff and mypy --strict with the gRPC stubs, as CI runs them (installs the pinned lint extra)
+	$(VENV)/bin/pip install -q -e '.[lint]' && VENV=$(VENV) bash .ci/lint
+
 ci: ## what CI runs
 	bash .ci/run

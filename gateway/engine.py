@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from adapters.base import MAX_CODE_CHARS, Colour, Pseudonymise, RegionAdapter, VerifiedCode
 from adapters.regions import detect
 from gateway import tokens
+from gateway.runtime.tasks import Background
 from keys.crypto import PrivateKey
 from keys.errors import (
     CodeExpiredError,
@@ -99,21 +100,14 @@ class Conversions:
         self._pending: dict[tuple[str, str], asyncio.Future[ConvertedCode]] = {}
         self._queue: list[tuple[ConversionRecord, asyncio.Future[ConvertedCode]]] = []
         self._max_batch = max_batch
-        self._flusher: asyncio.Task[None] | None = None
+        self._flusher = Background("conversion-writer")
         self._wakeup = asyncio.Event()
 
     def start(self) -> None:
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush_loop(), name="conversion-writer")
+        self._flusher.start(self._flush_loop)
 
     async def stop(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            try:
-                await self._flusher
-            except asyncio.CancelledError:
-                pass
-            self._flusher = None
+        await self._flusher.stop()
         await self._flush()
 
     def cached(self, region: str, source_code_id: str) -> ConvertedCode | None:
@@ -136,7 +130,7 @@ class Conversions:
             pending = asyncio.get_running_loop().create_future()
             self._pending[key] = pending
             self._queue.append((make(), pending))
-            if self._flusher is None:
+            if not self._flusher.running:
                 await self._flush()
             else:
                 self._wakeup.set()

@@ -30,27 +30,22 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 from keys.der import pem_blocks, read_certificate
 from keys.errors import AlgorithmUnsupportedError, MalformedError, SignatureInvalidError
-
-try:  # SM2 is a native binding with wheels for linux x86_64, macOS and Windows (docs/crypto.md)
-    from tongsuopy.crypto import hashes as sm_hashes
-    from tongsuopy.crypto import serialization as sm_serialization
-    from tongsuopy.crypto.asymciphers import ec as sm_ec
-
-    SM2_AVAILABLE = True
-except ImportError:  # pragma: no cover - only where no tongsuopy wheel exists
-    SM2_AVAILABLE = False
+from keys.sm2 import (
+    SM2_AVAILABLE,
+    SM2_DEFAULT_ID,
+    SM2_ORDER,
+    is_sm2_private_pem,
+    is_sm2_spki,
+    load_sm2_private_pem,
+    load_sm2_spki,
+    require_sm2,
+    sm_ec,
+    sm_hashes,
+    sm_serialization,
+    z_value,
+)
 
 MAX_KEY_BYTES = 16 * 1024
-
-# GB/T 32918.5-2017 / GM/T 0003.5-2012: the recommended 256-bit curve's order n, and the signer
-# id every SM2 signature here uses (GM/T 0009-2012 §10: the default when none is agreed). The
-# library computes Z = SM3(ENTL || ID || a || b || xG || yG || xA || yA) with it and signs
-# e = SM3(Z || M).
-SM2_ORDER = 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123
-SM2_DEFAULT_ID = b"1234567812345678"
-OID_SM2_CURVE = "1.2.156.10197.1.301"
-# DER of that OID, as it appears in a SubjectPublicKeyInfo's algorithm parameters.
-_SM2_OID_DER = bytes.fromhex("06082a811ccf5501822d")
 
 
 class Algorithm(StrEnum):
@@ -169,8 +164,8 @@ class PublicKey:
     def from_spki(cls, der: bytes, alg: Algorithm | None = None) -> PublicKey:
         if len(der) > MAX_KEY_BYTES:
             raise MalformedError("key material larger than 16 KiB")
-        if _is_sm2_spki(der):
-            return cls.from_crypto(_load_sm2_spki(der), alg)
+        if is_sm2_spki(der):
+            return cls.from_crypto(load_sm2_spki(der), alg)
         try:
             key = serialization.load_der_public_key(der)
         except Exception:
@@ -182,7 +177,7 @@ class PublicKey:
         """From an uncompressed SM2 point ``04 || X || Y`` (65 bytes), checked to be on it."""
         if len(point) != 65 or point[0] != 0x04:
             raise MalformedError("a raw SM2 public key is 04 || X || Y, 65 bytes")
-        _require_sm2()
+        require_sm2()
         try:
             key = sm_ec.EllipticCurvePublicKey.from_encoded_point(sm_ec.SM2(), point)
         except Exception:
@@ -334,7 +329,7 @@ class PrivateKey:
         if alg is Algorithm.PS256:
             return cls(alg, rsa.generate_private_key(public_exponent=65537, key_size=2048))
         if alg is Algorithm.SM2:
-            _require_sm2()
+            require_sm2()
             return cls(alg, sm_ec.generate_private_key(sm_ec.SM2()))
         raise AlgorithmUnsupportedError(f"cannot generate {alg}")
 
@@ -362,13 +357,13 @@ class PrivateKey:
         # GB/T 32918.1 §6.1: d in [1, n-2].
         if not 0 < d < SM2_ORDER - 1:
             raise ValueError("an SM2 private key lies in [1, n-2]")
-        _require_sm2()
+        require_sm2()
         return cls(Algorithm.SM2, sm_ec.derive_private_key(d, sm_ec.SM2()))
 
     @classmethod
     def from_pem(cls, pem: bytes, passphrase: bytes | None) -> PrivateKey:
-        if _is_sm2_private_pem(pem):
-            return cls(Algorithm.SM2, _load_sm2_private_pem(pem, passphrase))
+        if is_sm2_private_pem(pem):
+            return cls(Algorithm.SM2, load_sm2_private_pem(pem, passphrase))
         try:
             key = serialization.load_pem_private_key(pem, password=passphrase)
         except UnsupportedAlgorithm:
@@ -377,7 +372,7 @@ class PrivateKey:
                 raise AlgorithmUnsupportedError(
                     "the private key's algorithm is not accepted"
                 ) from None
-            return cls(Algorithm.SM2, _load_sm2_private_pem(pem, passphrase))
+            return cls(Algorithm.SM2, load_sm2_private_pem(pem, passphrase))
         except (ValueError, TypeError) as exc:
             raise MalformedError(f"cannot load private key: {exc}") from None
         if isinstance(key, ed25519.Ed25519PrivateKey):
@@ -473,7 +468,7 @@ def load_public_key(
             key = PublicKey.from_crypto(_cert_public_key(raw, pem=True), alg)
         elif raw.lstrip().startswith(b"-----BEGIN"):
             blocks = pem_blocks(raw, "PUBLIC KEY")
-            if len(blocks) == 1 and _is_sm2_spki(blocks[0]):
+            if len(blocks) == 1 and is_sm2_spki(blocks[0]):
                 key = PublicKey.from_spki(blocks[0], alg)
             else:
                 try:
@@ -481,7 +476,7 @@ def load_public_key(
                 except Exception:
                     raise MalformedError("not a PEM public key") from None
                 key = PublicKey.from_crypto(loaded, alg)
-        elif _is_sm2_spki(raw):
+        elif is_sm2_spki(raw):
             key = PublicKey.from_spki(raw, alg)
         else:
             try:
@@ -517,14 +512,14 @@ def _cert_public_key(raw: bytes, *, pem: bool) -> Any:
             found = read_certificate(spki).spki
         except MalformedError:
             found = b""
-        if _is_sm2_spki(found):
-            return _load_sm2_spki(found)
+        if is_sm2_spki(found):
+            return load_sm2_spki(found)
         raise AlgorithmUnsupportedError("the certificate's key type is not accepted") from None
 
 
 def _spki_key(spki: bytes) -> Any:
-    if _is_sm2_spki(spki):
-        return _load_sm2_spki(spki)
+    if is_sm2_spki(spki):
+        return load_sm2_spki(spki)
     try:
         return serialization.load_der_public_key(spki)
     except Exception:
@@ -538,79 +533,8 @@ def _load_cert(raw: bytes, *, pem: bool) -> x509.Certificate:
         raise MalformedError("not a public key or X.509 certificate") from None
 
 
-# --- SM2 through tongsuopy -------------------------------------------------------------------
-
-
-def _require_sm2() -> None:
-    if not SM2_AVAILABLE:  # pragma: no cover - only where no tongsuopy wheel exists
-        raise AlgorithmUnsupportedError(
-            "SM2 needs the tongsuopy package, which is not installed on this platform"
-        )
-
-
-def _is_sm2_spki(der: bytes) -> bool:
-    """Whether ``der`` looks like a SubjectPublicKeyInfo naming the SM2 curve.
-
-    Only a routing hint: the bytes then go through the library's strict DER loader. The SPKI
-    is ``SEQUENCE { SEQUENCE { id-ecPublicKey, sm2 }, BIT STRING }``; the curve OID sits in the
-    first 30 bytes.
-    """
-    return len(der) < 256 and der[:1] == b"\x30" and _SM2_OID_DER in der[:32]
-
-
-def _load_sm2_spki(der: bytes) -> Any:
-    _require_sm2()
-    try:
-        key = sm_serialization.load_der_public_key(der)
-    except Exception:
-        raise MalformedError("not a DER SM2 SubjectPublicKeyInfo") from None
-    if not isinstance(key, sm_ec.EllipticCurvePublicKey) or key.curve.name != "SM2":
-        raise MalformedError("not a DER SM2 SubjectPublicKeyInfo")
-    # One spelling: the canonical re-encoding must be what was given.
-    canonical = key.public_bytes(
-        sm_serialization.Encoding.DER, sm_serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    if canonical != der:
-        raise MalformedError("the SM2 SubjectPublicKeyInfo is not in its canonical form")
-    return key
-
-
-def _is_sm2_private_pem(pem: bytes) -> bool:
-    """Whether a PKCS#8 PEM holds an SM2 key: unencrypted it names the curve OID; encrypted by
-    Tongsuo it names SM4-CBC (1.2.156.10197.1.104.2), which pyca/cryptography cannot read."""
-    blocks = pem_blocks(pem, "PRIVATE KEY") or pem_blocks(pem, "ENCRYPTED PRIVATE KEY")
-    if len(blocks) != 1:
-        return False
-    return _SM2_OID_DER in blocks[0][:64] or bytes.fromhex("06082a811ccf55016802") in blocks[0][:96]
-
-
-def _load_sm2_private_pem(pem: bytes, passphrase: bytes | None) -> Any:
-    _require_sm2()
-    try:
-        key = sm_serialization.load_pem_private_key(pem, password=passphrase)
-    except (ValueError, TypeError) as exc:
-        raise MalformedError(f"cannot load private key: {exc}") from None
-    except Exception:
-        raise MalformedError("cannot load private key") from None
-    if not isinstance(key, sm_ec.EllipticCurvePrivateKey) or key.curve.name != "SM2":
-        raise AlgorithmUnsupportedError("the private key is not an SM2 key")
-    return key
-
-
 def sm2_z(public_key: PublicKey, signer_id: bytes = SM2_DEFAULT_ID) -> bytes:
-    """Z_A of GB/T 32918.2 §5.5 over the library's SM3: what every SM2 signature here hashes
-    before the message. Glue only (the library computes the same inside its signer); kept to
-    state and test the signer-id rule."""
+    """Z_A of GB/T 32918.2 §5.5 for an SM2 key (see :func:`keys.sm2.z_value`)."""
     if public_key.alg is not Algorithm.SM2:
         raise AlgorithmUnsupportedError(f"Z is defined for SM2 keys, not {public_key.alg}")
-    if len(signer_id) >= 8192:
-        raise ValueError("the SM2 signer id is shorter than 8192 bytes (ENTL is 16 bits)")
-    a = bytes.fromhex("FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFC")
-    b = bytes.fromhex("28E9FA9E9D9F5E344D5A9E4BCF6509A7F39789F515AB8F92DDBCBD414D940E93")
-    gx = bytes.fromhex("32C4AE2C1F1981195F9904466A39C9948FE30BBFF2660BE1715A4589334C74C7")
-    gy = bytes.fromhex("BC3736A2F4F6779C59BDCEE36B692153D0A9877CC62A474002DF32E52139F0A0")
-    digest = hashes.Hash(hashes.SM3())
-    for part in ((len(signer_id) * 8).to_bytes(2, "big"), signer_id, a, b, gx, gy):
-        digest.update(part)
-    digest.update(public_key.raw()[1:])
-    return digest.finalize()
+    return z_value(public_key.raw(), signer_id)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from support.clock import REAL_NOW
 from support.codes import CodeFactory
 
 from adapters.base import RegionSpec
@@ -26,7 +27,7 @@ from keys.model import Mode, Region
 from keys.partner import AnchorKeys, PartnerSigner, signing_key
 from keys.statements import KeySetKey
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = REAL_NOW  # a serving gateway reads the real clock
 DAY = timedelta(days=1)
 SHOW = next(s for s in REGION_SPECS if s.mode is Mode.SHOW)
 OTHER = next(s for s in REGION_SPECS if s.mode is Mode.SHOW and s.code != SHOW.code)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import stat
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from support.clock import T0
 
 from gateway.cli import build_parser, main
 
@@ -15,7 +16,7 @@ from gateway.cli import build_parser, main
 PLAIN_PEM = b"-----BEGIN " + b"PRIVATE KEY-----"
 
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = T0  # every call here takes its time: no real clock
 
 
 def _subcommands() -> list[list[str]]:
@@ -188,14 +189,16 @@ def test_offline_verification_of_what_the_gateway_signs(
     att.write_text(json.dumps(decision.attestation.to_json()))
     capsys.readouterr()
 
+    at = ["--at", NOW.isoformat()]  # when the gateway decided
     assert (
-        main(["verify", "--format", "attestation", "--trust", str(trust), "--json", str(att)]) == 0
+        main(["verify", "--format", "attestation", "--trust", str(trust), *at, "--json", str(att)])
+        == 0
     )
     result = json.loads(capsys.readouterr().out)
     assert (result["verdict"], result["claims"]["region"]) == ("accept", region)
 
     home = decision.converted.code
-    assert main(["verify", "--format", "home", "--trust", str(trust), home]) == 0
+    assert main(["verify", "--format", "home", "--trust", str(trust), *at, home]) == 0
     assert capsys.readouterr().out.startswith("accept")
 
     later = (NOW + timedelta(days=2)).isoformat()
@@ -206,7 +209,7 @@ def test_offline_verification_of_what_the_gateway_signs(
     assert json.loads(capsys.readouterr().out)["reason"] == "CODE_EXPIRED"
 
     tampered = home[:-6] + ("AAAAAA" if not home.endswith("AAAAAA") else "BBBBBB")
-    assert main(["verify", "--format", "home", "--trust", str(trust), "--json", tampered]) == 1
+    assert main(["verify", "--format", "home", "--trust", str(trust), *at, "--json", tampered]) == 1
     assert json.loads(capsys.readouterr().out)["reason"] in {"SIGNATURE_INVALID", "MALFORMED"}
 
     assert (

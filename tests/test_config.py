@@ -285,15 +285,16 @@ def test_the_gateway_config_carries_every_setting(tmp_path: Path) -> None:
 
 
 def test_the_trust_list_lifetime_reaches_the_server(prepared_dir) -> None:
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
     from support.aio import run
+    from support.clock import REAL_NOW
 
     from gateway.grpc.server import build_server
     from gateway.runtime.gateway import Gateway
     from gateway.sdk import AsyncGatewayClient
 
-    data_dir = prepared_dir(datetime.now(UTC).replace(microsecond=0))
+    data_dir = prepared_dir(REAL_NOW)  # a serving gateway reads the real clock
     settings = load(None, environ={}, flags={"data_dir": str(data_dir), "insecure": True,
                                              "trustlist_ttl_hours": "2"})  # fmt: skip
 

@@ -7,11 +7,12 @@ simulator; time is passed in explicitly.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from support.aio import run
+from support.clock import T0
 
 from adapters.base import Colour
 from adapters.regions import REGION_SPECS
@@ -23,7 +24,7 @@ from keys.pseudonym import Pseudonymiser
 from keys.registry import KeyRegistry
 from keys.store import SQLiteStore
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = T0  # every call here takes its time: no real clock
 REGIONS = [pytest.param(spec.code, id=f"{spec.code}-{spec.name}") for spec in REGION_SPECS]
 
 

@@ -22,6 +22,7 @@ pytest.importorskip("tongsuopy", reason="SM2 needs the tongsuopy wheel (docs/cry
 
 from signed_support import KINDS, ROLES, sign, verify
 from support.aio import run, serving
+from support.clock import REAL_NOW
 from support.wait import eventually
 
 from adapters.regions import REGION_SPECS
@@ -37,16 +38,11 @@ from keys.keystore import KeyDirectory, KeyRole
 from keys.model import Mode
 from keys.registry import RegistrySnapshot
 from keys.timeutil import to_iso, to_unix
-from keys.trustlist import (
-    PinnedKey,
-    TrustListVerifier,
-    build_content,
-    content_digest,
-    sign_trustlist,
-)
+from keys.trustlist import PinnedKey, TrustListVerifier, content_digest, sign_trustlist
+from keys.trustpublisher import build_content
 
 T0 = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = REAL_NOW  # a serving gateway reads the real clock
 HOUR = timedelta(hours=1)
 CONVERT = next(s.code for s in REGION_SPECS if s.mode is Mode.CONVERT)
 
@@ -191,7 +187,9 @@ def test_init_with_sm2_export_rotate_and_verify_on_the_command_line(
 
     # An attestation the gateway signed with its SM2 key, checked by `trustgw verify`.
     keys = KeyDirectory.open(data_dir / "keys", passphrase=b"correct horse battery staple")
-    at = datetime.now(UTC).replace(microsecond=0)
+    # one second into the validity of the key `init` made (the rotated one is not valid yet)
+    at = min(i.not_before for i in keys.public_keys() if i.role is KeyRole.ATTEST)
+    at += timedelta(seconds=1)
     att, _, _ = sign("attestation", keys, at)
     assert att.alg == "SM2"
     text = json.dumps(att.to_json())

@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 from support.aio import run, serving
+from support.clock import REAL_NOW
 from support.wait import eventually
 
 from adapters.regions import REGION_SPECS
@@ -34,7 +35,7 @@ from keys.model import HOME_REGION, Mode
 from keys.timeutil import utcnow
 from keys.trustlist import PinnedKey, TrustListVerifier
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = REAL_NOW  # a serving gateway reads the real clock
 SHOW = next(s.code for s in REGION_SPECS if s.mode is Mode.SHOW)
 
 

@@ -16,19 +16,19 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from support.clock import REAL_NOW
 
 from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from keys.model import Mode
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = REAL_NOW  # a serving gateway reads the real clock
 REPO = Path(__file__).resolve().parent.parent
 CONVERT = next(s.code for s in REGION_SPECS if s.mode is Mode.CONVERT)
 SHOW = next(s.code for s in REGION_SPECS if s.mode is Mode.SHOW)

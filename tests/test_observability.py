@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import urllib.request
-from datetime import UTC, datetime
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support.aio import run
+from support.clock import REAL_NOW
 from support.wait import eventually
 
 from adapters.regions import REGION_SPECS
@@ -21,7 +21,7 @@ from gateway.observability import REQUEST_ID, JsonFormatter
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.gateway import Gateway
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = REAL_NOW  # a serving gateway reads the real clock
 REGION = REGION_SPECS[0].code
 
 

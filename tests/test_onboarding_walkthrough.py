@@ -22,13 +22,13 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from gateway import tokens
 from gateway.sdk import SubmissionReceipt
-from keys.timeutil import utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "onboarding.md"
@@ -183,7 +183,8 @@ def test_the_onboarding_walkthrough_runs_as_written(
         trust = tokens.GatewayTrust.from_json((cwd / "trust.json").read_bytes())
         signed = tokens.Attestation.from_json(receipt.read_bytes())
         verify = tokens.verify_receipt  # type: ignore[attr-defined,unused-ignore]
-        claims = verify(signed, trust, utcnow())
+        signed_at = datetime.fromtimestamp(json.loads(signed.payload)["iat"], UTC)
+        claims = verify(signed, trust, signed_at)  # valid from the second it was signed
         assert (claims["kind"], claims["region"], claims["version"]) == ("keyset", "110000", 1)
         assert claims["keys_added"] == ["bj-2026-12"]
     else:  # nothing signed, nothing written

@@ -19,11 +19,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from support.aio import run, serving
+from support.clock import REAL_NOW
 
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.pki import CA_DAYS, CLIENT_DAYS, SERVER_DAYS, TlsFiles
-from keys.timeutil import utcnow
 
 
 def _cert(path: Path) -> x509.Certificate:
@@ -40,7 +40,10 @@ def _san(cert: x509.Certificate) -> tuple[list[str], list[str], list[str]]:
 
 
 def _days(cert: x509.Certificate) -> float:
-    return (cert.not_valid_after_utc - utcnow()) / timedelta(days=1)
+    """Days a certificate is valid from when it was made (its not_before is set 5 minutes
+    earlier, for clocks a little behind): no reading of the clock."""
+    made = cert.not_valid_before_utc + timedelta(minutes=5)
+    return (cert.not_valid_after_utc - made) / timedelta(days=1)
 
 
 @pytest.fixture
@@ -236,7 +239,7 @@ def test_a_gateway_serves_a_reissued_certificate_under_the_names_given(
     prepared_dir, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A client that expects gw.internal completes the handshake; one expecting localhost not."""
-    data_dir = prepared_dir(utcnow())
+    data_dir = prepared_dir(REAL_NOW)  # a serving gateway reads the real clock
     d = str(data_dir)
     assert trustgw(capsys, "pki", "init", "--data-dir", d, "--host", "gw.internal").status == 0
     assert trustgw(capsys, "pki", "issue", "--data-dir", d, "--role", "verifier",

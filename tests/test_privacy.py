@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.clock import REAL_NOW
 
 from adapters.base import Colour
 from adapters.fields import id_check_digit
@@ -28,7 +29,6 @@ from gateway import demo
 from gateway.cli import main
 from keys.model import HOME_REGION
 from keys.pseudonym import holder_hash
-from keys.timeutil import utcnow
 
 
 def _id(first17: str) -> str:
@@ -112,7 +112,7 @@ def test_no_personal_identifier_is_stored_or_logged(
     logging.getLogger("trustgw.keys").setLevel(logging.DEBUG)
 
     # A batch conversion into the demo's data directory: known people in good and bad rows.
-    now = utcnow()
+    now = REAL_NOW  # the demo made its keys at the real time
     rows = list(sample_rows(40, now, seed=3))
     for i, (name, id_number) in enumerate(KNOWN):
         rows[i] = {**rows[i], "name": name, "id_number": id_number}
@@ -198,7 +198,7 @@ def test_nothing_personal_in_a_live_database_and_its_wal(
     from gateway.api.v1 import recognition_pb2 as pb
     from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 
-    now = utcnow()
+    now = REAL_NOW  # a serving gateway reads the real clock
     data_dir = prepared_dir(now)
     regions = [s.code for s in REGION_SPECS]
     stock = tmp_path / "stock.csv"

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import pytest
 from support.aio import run, serving
+from support.clock import REAL_NOW
 from support.wait import eventually
 
 from adapters.base import Colour
@@ -26,7 +27,7 @@ from keys.errors import StoreUnavailableError
 from keys.model import ConversionRecord, Mode, Region
 from keys.personal import RecognitionEntry, StockBatch, StockConversion
 from keys.store import SQLiteStore
-from keys.timeutil import to_iso, utcnow
+from keys.timeutil import to_iso
 
 T0 = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -207,7 +208,7 @@ def test_recognition_log_keeps_entries_while_the_store_is_down_within_bounds() -
 def test_the_server_logs_every_decision_without_raw_identifiers(
     codes: Any, prepared_dir: Any
 ) -> None:
-    now = utcnow()
+    now = REAL_NOW  # a serving gateway reads the real clock
     data_dir = prepared_dir(now)
     show, convert = codes(SHOW, now), codes(CONVERT, now)
     holder = ("110101199003071233", "张三")
@@ -251,7 +252,7 @@ def test_the_recognition_log_can_be_turned_off(codes: Any, prepared_dir: Any) ->
     from gateway.runtime.config import GatewayConfig
     from gateway.runtime.gateway import Gateway
 
-    data_dir = prepared_dir(utcnow())
+    data_dir = prepared_dir(REAL_NOW)  # Gateway.open checks its keys at the real time
 
     async def scenario() -> Any:
         config = GatewayConfig(data_dir, retention=RetentionPolicy(recognition_log=False))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
 
 import grpc
 from support.aio import run, serving
+from support.clock import REAL_NOW
 from support.wait import eventually
 
 from adapters.regions import REGION_SPECS
@@ -16,7 +16,7 @@ from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.cli import main
 from keys.model import Mode
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = REAL_NOW  # a serving gateway reads the real clock
 CONVERT = next(s.code for s in REGION_SPECS if s.mode is Mode.CONVERT)
 
 

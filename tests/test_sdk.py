@@ -7,13 +7,14 @@ import asyncio
 import random
 import socket
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from support.aio import run, serving
+from support.clock import REAL_NOW
 
 from adapters.base import Colour
 from adapters.regions import REGION_SPECS
@@ -28,7 +29,7 @@ from gateway.sdk import (
 )
 from keys.model import Mode
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = REAL_NOW  # a serving gateway reads the real clock
 CONVERT = next(s.code for s in REGION_SPECS if s.mode is Mode.CONVERT)
 SHOW = next(s.code for s in REGION_SPECS if s.mode is Mode.SHOW)
 FAST = RetryPolicy(attempts=4, initial_backoff=0.01, max_backoff=0.05)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import grpc
 import pytest
@@ -10,6 +10,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from support.aio import run, serving
+from support.clock import REAL_NOW
 from support.wait import eventually
 
 from adapters.base import Colour
@@ -20,7 +21,7 @@ from keys.model import Mode
 from keys.registry import KeyRegistry
 from keys.store import SQLiteStore
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = REAL_NOW  # a serving gateway reads the real clock
 SHOW = next(s.code for s in REGION_SPECS if s.mode is Mode.SHOW)
 CONVERT = next(s.code for s in REGION_SPECS if s.mode is Mode.CONVERT)
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from signed_support import KINDS, LIMITS, ROLES, engine, fresh_data_dir, sign, verify
 from support.aio import run
+from support.clock import T0
 
 from adapters.regions import REGION_SPECS
 from gateway import tokens
@@ -26,15 +27,10 @@ from keys.keystore import DEFAULT_ACTIVATION_DELAY, KeyDirectory, KeyRole
 from keys.model import Mode
 from keys.registry import RegistrySnapshot
 from keys.timeutil import to_iso, to_unix
-from keys.trustlist import (
-    PinnedKey,
-    TrustListVerifier,
-    build_content,
-    content_digest,
-    sign_trustlist,
-)
+from keys.trustlist import PinnedKey, TrustListVerifier, content_digest, sign_trustlist
+from keys.trustpublisher import build_content
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = T0  # every call here takes its time: no real clock
 T0 = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
 HOUR = timedelta(hours=1)

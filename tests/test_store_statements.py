@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import run
+from support.aio import run
 
 from keys.personal import RecognitionEntry, StockBatch, StockConversion
 from keys.store import BATCH_SHAPES, SQLiteStore, batch_shapes

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -10,6 +9,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from support.aio import run, serving
+from support.clock import REAL_NOW
 
 from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb
@@ -18,7 +18,7 @@ from gateway.cli import main
 from gateway.pki import DevCA, Peer, PermissionDeniedError, Role, TlsFiles
 from gateway.sdk.channel import aio_channel
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = REAL_NOW  # a serving gateway reads the real clock
 REGION = REGION_SPECS[0].code
 
 

@@ -21,6 +21,7 @@ import grpc
 import pytest
 from google.protobuf import json_format, text_format
 from support.aio import run, serving
+from support.clock import REAL_NOW
 
 from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb
@@ -287,7 +288,7 @@ def test_home_code_input_forms(
 
 # --- a real response of a real gateway --------------------------------------------------------
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = REAL_NOW  # a serving gateway reads the real clock
 
 
 @pytest.fixture(scope="module")

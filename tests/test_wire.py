@@ -9,7 +9,6 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +18,7 @@ from google.rpc import error_details_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 from grpc_status import rpc_status
 from support.aio import run
+from support.clock import REAL_NOW
 
 from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb
@@ -40,7 +40,7 @@ from gateway.runtime.gateway import Gateway
 from keys.errors import RequestMalformedError, RequestTooLargeError
 from keys.signed import MAX_ENVELOPE_BYTES
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = REAL_NOW  # a serving gateway reads the real clock
 REGION = REGION_SPECS[0].code
 T = TypeVar("T")
 

@@ -21,6 +21,7 @@ from gateway.cli._common import (
 )
 from gateway.cli.config import add_settings_flags, settings_from
 from gateway.observability import configure_logging
+from gateway.runtime.datadir import DataDir
 from keys.crypto import Algorithm
 from keys.errors import ConfigurationError
 from keys.keystore import GATEWAY_ALGORITHMS, KeyDirectory, passphrase_from_env
@@ -44,13 +45,14 @@ async def _init(
         raise UsageError(f"--data-dir {data_dir} exists and is not a directory")
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
-    key_dir = data_dir / "keys"
+    paths = DataDir(data_dir)
+    key_dir = paths.keys
     if key_dir.exists():
         raise ConfigurationError(f"{key_dir} already exists: this data directory is initialised")
     keys = KeyDirectory.create(
         key_dir, dev=dev, passphrase=passphrase, now=now, algorithm=algorithm
     )
-    store = await SQLiteStore.open(data_dir / "trustgw.db")
+    store = await SQLiteStore.open(paths.database)
     try:
         for spec in REGION_SPECS:
             await store.upsert_region(
@@ -58,7 +60,7 @@ async def _init(
             )
     finally:
         await store.close()
-    pki = data_dir / "pki"
+    pki = paths.pki
     if not (pki / "ca.key").exists():
         from gateway.pki import DevCA
 

@@ -24,6 +24,7 @@ from gateway.cli._common import (
     time_type,
 )
 from gateway.cli._registry import OPERATOR, region_arg
+from gateway.runtime.datadir import DataDir
 from keys.crypto import Algorithm
 from keys.errors import GatewayError
 from keys.jsonutil import loads_strict
@@ -43,7 +44,7 @@ MAX_KEY_FILE_BYTES = 64 * 1024
 async def _registry_keys(data_dir: Path) -> list[Any]:
     from keys.store import SQLiteStore
 
-    store = await SQLiteStore.open(data_dir / "trustgw.db")
+    store = await SQLiteStore.open(DataDir(data_dir).database)
     try:
         return await store.list_keys()
     finally:
@@ -51,7 +52,7 @@ async def _registry_keys(data_dir: Path) -> list[Any]:
 
 
 def cmd_keys_list(opts: argparse.Namespace) -> int:
-    key_dir = KeyDirectory.open(opts.data_dir / "keys", passphrase=passphrase_from_env())
+    key_dir = KeyDirectory.open(DataDir(opts.data_dir).keys, passphrase=passphrase_from_env())
     rows: list[dict[str, Any]] = [
         {
             "owner": "gateway",
@@ -92,7 +93,7 @@ def _trust_from_key_dir(key_dir: KeyDirectory) -> Any:
 
 
 def cmd_keys_export(opts: argparse.Namespace) -> int:
-    key_dir = KeyDirectory.open(opts.data_dir / "keys", passphrase=passphrase_from_env())
+    key_dir = KeyDirectory.open(DataDir(opts.data_dir).keys, passphrase=passphrase_from_env())
     text = json.dumps(_trust_from_key_dir(key_dir).to_json(), indent=2) + "\n"
     if opts.out:
         Path(opts.out).write_text(text)
@@ -127,7 +128,7 @@ async def _keys_add(opts: argparse.Namespace) -> dict[str, Any]:
     if not_after <= not_before:
         raise UsageError(f"--not-after {to_iso(not_after)} is not after {to_iso(not_before)}")
     key = RegionKey(opts.region, kid, public_key, not_before, not_after)
-    store = await SQLiteStore.open(opts.data_dir / "trustgw.db")
+    store = await SQLiteStore.open(DataDir(opts.data_dir).database)
     try:
         inserted = await KeyRegistry(store).add_key(key, actor=OPERATOR, now=utcnow())
     finally:
@@ -149,7 +150,7 @@ async def _keys_revoke(opts: argparse.Namespace) -> Any:
     from keys.registry import KeyRegistry
     from keys.store import SQLiteStore
 
-    store = await SQLiteStore.open(opts.data_dir / "trustgw.db")
+    store = await SQLiteStore.open(DataDir(opts.data_dir).database)
     try:
         registry = KeyRegistry(store)
         await registry.load()
@@ -187,7 +188,7 @@ def cmd_keys_rotate(opts: argparse.Namespace) -> int:
     if opts.validity <= timedelta(0):
         raise UsageError("--validity must be longer than 0")
     now = utcnow()
-    key_dir = KeyDirectory.open(opts.data_dir / "keys", passphrase=passphrase_from_env())
+    key_dir = KeyDirectory.open(DataDir(opts.data_dir).keys, passphrase=passphrase_from_env())
     info = key_dir.rotate(
         KeyRole(opts.role),
         now,

@@ -24,6 +24,7 @@ from gateway.cli._common import (
     time_type,
 )
 from gateway.cli._registry import open_store
+from gateway.runtime.datadir import DataDir
 from keys.errors import GatewayError
 from keys.keystore import KeyDirectory, passphrase_from_env
 from keys.timeutil import to_iso, utcnow
@@ -38,9 +39,9 @@ MAX_VERSION = 2**53 - 1  # versions are JSON integers
 
 async def _export(opts: argparse.Namespace) -> SignedTrustList:
     from keys.registry import KeyRegistry
-    from keys.trustlist import TrustListPublisher
+    from keys.trustpublisher import TrustListPublisher
 
-    key_dir = KeyDirectory.open(opts.data_dir / "keys", passphrase=passphrase_from_env())
+    key_dir = KeyDirectory.open(DataDir(opts.data_dir).keys, passphrase=passphrase_from_env())
     async with open_store(opts.data_dir) as store:
         registry = KeyRegistry(store)
         await registry.load()

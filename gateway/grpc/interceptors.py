@@ -9,7 +9,7 @@ import contextlib
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -55,6 +55,11 @@ async def drain_requests(context: grpc.aio.ServicerContext[Any, Any]) -> None:
                 total += len(message) if isinstance(message, bytes) else 0
 
 
+# A method handler as the interceptor sees it: of any service, so of any message types (a
+# string: grpc's runtime class is not subscriptable, only its stub is generic).
+_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
 class RequestInterceptor(grpc.aio.ServerInterceptor):
     """Gives every call a request id (the caller's ``x-request-id`` or a new one), returns it in
     the response's trailing metadata, and times the call.
@@ -70,7 +75,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._wrapped: dict[str, tuple[_Handler, _Handler]] = {}
         self._in_flight = 0
         self._seen = 0  # calls begun (not counting health checks)
         self._idle = asyncio.Event()
@@ -106,12 +111,12 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> _Handler | None:
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
+        if handler is None:  # no service has this method: gRPC answers UNIMPLEMENTED
+            return None
         cached = self._wrapped.get(handler_call_details.method)
         if cached is not None and cached[0] is handler:
             return cached[1]
@@ -119,13 +124,13 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         self._wrapped[handler_call_details.method] = (handler, wrapped)
         return wrapped
 
-    def _wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _wrap(self, full_method: str, handler: _Handler) -> _Handler:
         method = full_method.rsplit("/", 1)[-1]
         histogram = self._metrics.latency.labels(method)
         errors = self._metrics.errors
         exempt = full_method.startswith(_HEALTH_PREFIX)  # answers NOT_SERVING while draining
 
-        def begin(context: grpc.aio.ServicerContext) -> float:
+        def begin(context: grpc.aio.ServicerContext[Any, Any]) -> float:
             request_id = request_id_from(context.invocation_metadata())
             REQUEST_ID.set(request_id)
             # Trailing metadata costs no extra round of the event loop, unlike initial metadata;
@@ -139,7 +144,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
 
         reads_stream = handler.request_streaming
 
-        async def admit(context: grpc.aio.ServicerContext) -> None:
+        async def admit(context: grpc.aio.ServicerContext[Any, Any]) -> None:
             if self._draining and not exempt:
                 if reads_stream:  # nothing read yet: let the caller finish writing first
                     await drain_requests(context)
@@ -149,7 +154,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                     trailing_metadata=((REQUEST_ID_HEADER, REQUEST_ID.get()),),
                 )
 
-        def end(context: grpc.aio.ServicerContext, started: float) -> None:
+        def end(context: grpc.aio.ServicerContext[Any, Any], started: float) -> None:
             if not exempt:
                 self._in_flight -= 1
                 if self._in_flight == 0:
@@ -161,9 +166,11 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                 errors.labels(method, name).inc()
 
         if handler.unary_unary is not None:
-            inner_uu = handler.unary_unary
+            # The stubs type a handler's behaviour for the synchronous server; grpc.aio calls
+            # it with its own context and awaits the result, hence the wider type.
+            inner_uu: Callable[..., Awaitable[Any]] = handler.unary_unary
 
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 started = begin(context)
                 try:
                     await admit(context)
@@ -182,7 +189,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         def streaming(inner: Callable[..., Any]) -> Callable[..., Any]:
             # The same wrapper serves stream-stream and unary-stream: only the first argument
             # (a request iterator or a request) differs, and it is passed through.
-            async def wrapper(first: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def wrapper(first: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 started = begin(context)
                 try:
                     await admit(context)

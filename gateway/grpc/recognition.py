@@ -158,14 +158,14 @@ class RecognitionService:
         return self._start(request)
 
     async def Recognise(
-        self, request: pb.RecogniseRequest, context: grpc.aio.ServicerContext
+        self, request: pb.RecogniseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RecogniseResponse:
         _check_request(request)
         result = self._start(request)
         return result if isinstance(result, pb.RecogniseResponse) else await result
 
     async def RecogniseStream(
-        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.RecogniseResponse]:
         """Answers every request in order. Requests are read ahead while a decision waits for
         I/O (a conversion being committed), up to ``STREAM_WINDOW`` unanswered ones."""
@@ -199,7 +199,7 @@ class RecognitionService:
                     leftover.cancel()
 
     async def GetGatewayKeys(
-        self, request: pb.GetGatewayKeysRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetGatewayKeysRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GatewayKeys:
         return pb.GatewayKeys(
             region=HOME_REGION,

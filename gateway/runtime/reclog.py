@@ -20,6 +20,7 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
+from gateway.runtime.tasks import Background
 from keys.errors import GatewayError
 from keys.personal import RecognitionEntry
 
@@ -47,7 +48,7 @@ class RecognitionLog:
         self._max_pending = max_pending
         self._entries: list[RecognitionEntry] = []
         self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = Background("recognition-log")
         self.written = 0
         self.dropped = 0
 
@@ -59,18 +60,11 @@ class RecognitionLog:
             self._wakeup.set()
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="recognition-log")
+        self._task.start(self._loop)
 
     async def stop(self) -> None:
         """Stop the background task and write what is waiting."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await self._task.stop()
         await self.flush()
 
     async def flush(self) -> None:

@@ -182,3 +182,63 @@ def verify_home_code(trust: TrustFile, code: str, t: int) -> dict[str, Any]:
 def home_code_id(region: str, source_code_id: str) -> str:
     """`SD` + the first 30 hex digits of SHA-256 over `370000|<region>|<source code id>`."""
     return "SD" + hashlib.sha256(f"370000|{region}|{source_code_id}".encode()).hexdigest()[:30]
+
+
+def verify_receipt(
+    trust: TrustFile, payload: bytes, key_id: str, alg: str, signature: bytes, t: int
+) -> dict[str, Any]:
+    """ "Submission receipts": the attestation form, an `attest` key, typ trustgw/receipt/v1."""
+    if alg != "EdDSA":
+        raise Refused("SIGNATURE_INVALID", f"alg {alg}")
+    try:
+        claims = json.loads(payload)
+    except ValueError as exc:
+        raise Refused("MALFORMED") from exc
+    trust.check("attest", key_id, payload, signature, claims, t)
+    if canonical(claims) != payload:
+        raise Refused("MALFORMED", "payload is not canonical JSON")
+    if claims.get("typ") != "trustgw/receipt/v1" or claims.get("iss") != "370000":
+        raise Refused("MALFORMED", "typ/iss")
+    return claims
+
+
+def verify_trust_list(trust: TrustFile, envelope: bytes, t: int) -> dict[str, Any]:
+    """trust-registry.md §3 and §9: a full list signed by a trusted `trustlist` key whose window
+    covers the list's, valid for ``issued_at <= t < expires``, its content matching its digest."""
+    try:
+        outer = json.loads(envelope)
+    except ValueError as exc:
+        raise Refused("MALFORMED") from exc
+    if not isinstance(outer, dict) or set(outer) != {"signed", "signatures"}:
+        raise Refused("MALFORMED", "envelope members")
+    signed = b64url_decode(outer["signed"])
+    statement = json.loads(signed)
+    if canonical(statement) != signed:
+        raise Refused("MALFORMED", "signed bytes are not canonical")
+    if statement.get("type") != "trustgw/trustlist/v1":
+        raise Refused("MALFORMED", "not a full trust list")
+    issued, expires = statement["issued_at"], statement["expires"]
+    good = False
+    for signature in outer["signatures"]:
+        key = trust.keys.get((signature["keyid"], "trustlist"))
+        if key is None or key.status == "revoked":
+            continue  # unknown key ids are ignored (§3)
+        try:
+            key.public.verify(b64url_decode(signature["sig"]), signed)
+        except InvalidSignature:
+            continue
+        if key.not_before <= issued and expires <= key.not_after:
+            good = True
+    if not good:
+        raise Refused("SIGNATURE_INVALID", "no signature by a trusted trustlist key")
+    if t < issued:
+        raise Refused("TRUSTLIST_NOT_YET_VALID")
+    if t >= expires:
+        raise Refused("TRUSTLIST_EXPIRED")
+    content = statement["content"]
+    if hashlib.sha256(canonical(content)).hexdigest() != statement["content_digest"]:
+        raise Refused("TRUSTLIST_CONFLICT", "content does not match its digest")
+    keys = [(k["owner"], k["kid"]) for k in content["keys"]]
+    if keys != sorted(keys):
+        raise Refused("MALFORMED", "keys not sorted by (owner, kid)")
+    return statement
