@@ -25,6 +25,7 @@ from support.aio import run, serving
 from support.clock import REAL_NOW
 from support.wait import eventually
 
+from adapters.base import Colour
 from adapters.regions import REGION_SPECS
 from gateway import tokens
 from gateway.api.v1 import recognition_pb2 as pb
@@ -328,3 +329,51 @@ def test_keys_add_takes_an_sm2_partner_key_in_each_published_form(
         assert main(args) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"trustgw: {reason_word}: "), err
+
+
+# --- a partner region that signs with SM2 throughout: anchors, key sets, rotation ----------------
+
+
+def test_an_sm2_partner_onboards_with_sm2_anchors_and_rotates_its_sm2_code_key(
+    tmp_path: Path,
+) -> None:
+    """docs/trust-registry.md §2 and §4 (anchors may be SM2; a key set lists SM2 keys for an SM2
+    region), partners.md §1.3: codes verify under the listed key, and after a key set that
+    rotates to a new SM2 key, under the new one while the old one's codes stop verifying."""
+    from trust_support import T0 as REG_T0
+    from trust_support import scenario
+
+    from adapters.regions import ADAPTERS
+    from adapters.simulator import PartnerIssuer
+    from keys.errors import KeyUnknownError
+    from keys.partner import PartnerSigner, signing_key
+
+    region = "230000"
+    partner = PartnerSigner.generate(region, alg=Algorithm.SM2, mode=Mode.CONVERT)
+    window = (REG_T0 - timedelta(days=30), REG_T0 + timedelta(days=365))
+    old_entry, old_private = signing_key("hlj-2026-1", *window, alg=Algorithm.SM2)
+    new_entry, new_private = signing_key("hlj-2026-2", *window, alg=Algorithm.SM2)
+    spec = ADAPTERS[region].spec
+    old_issuer = PartnerIssuer(spec, old_private, "hlj-2026-1")
+    new_issuer = PartnerIssuer(spec, new_private, "hlj-2026-2")
+
+    def code(issuer: PartnerIssuer) -> str:
+        return issuer.issue(
+            holder_id="110101199003070011", holder_name="王伟", colour=Colour.GREEN,
+            issued_at=REG_T0 - HOUR, expires_at=REG_T0 + HOUR,
+        )  # fmt: skip
+
+    async def body(h: Any) -> list[str]:
+        await h.onboard(partner)
+        seen = []
+        await h.publish(partner, partner.keyset(1, [old_entry], expires=REG_T0 + timedelta(days=1)))
+        snapshot = h.registry.snapshot
+        seen.append(ADAPTERS[region].decode(code(old_issuer), snapshot, h.pseudonymiser).status.kid)
+        await h.publish(partner, partner.keyset(2, [new_entry], expires=REG_T0 + timedelta(days=1)))
+        snapshot = h.registry.snapshot
+        seen.append(ADAPTERS[region].decode(code(new_issuer), snapshot, h.pseudonymiser).status.kid)
+        with pytest.raises(KeyUnknownError):
+            ADAPTERS[region].decode(code(old_issuer), snapshot, h.pseudonymiser)
+        return seen
+
+    assert scenario(tmp_path / "r.db", body) == ["hlj-2026-1", "hlj-2026-2"]
