@@ -25,9 +25,15 @@ from gateway.cli._common import (
 )
 from gateway.cli._registry import OPERATOR, region_arg
 from gateway.runtime.datadir import DataDir
+from keys.crypto import Algorithm
 from keys.errors import GatewayError
 from keys.jsonutil import loads_strict
-from keys.keystore import DEFAULT_ACTIVATION_DELAY, KeyDirectory, passphrase_from_env
+from keys.keystore import (
+    DEFAULT_ACTIVATION_DELAY,
+    GATEWAY_ALGORITHMS,
+    KeyDirectory,
+    passphrase_from_env,
+)
 from keys.timeutil import to_iso, utcnow
 
 MAX_KEY_FILE_BYTES = 64 * 1024
@@ -113,7 +119,10 @@ async def _keys_add(opts: argparse.Namespace) -> dict[str, Any]:
             material = loads_strict(raw, max_bytes=MAX_KEY_FILE_BYTES, max_depth=8)
         except GatewayError as exc:
             raise UsageError(f"{opts.public_key}: {exc}") from None
-    public_key = load_public_key(material)
+    # A raw SM2 point (04 || X || Y) says no algorithm: the region's says it (crypto.md §1.2).
+    raw_sm2 = len(raw) == 65 and raw[0] == 0x04
+    sm2_only = REGION_ALGORITHMS.get(opts.region) == frozenset({Algorithm.SM2})
+    public_key = load_public_key(material, Algorithm.SM2 if raw_sm2 and sm2_only else None)
     kid = opts.kid or public_key.fingerprint()
     check_key_algorithm(opts.region, kid, public_key.alg, REGION_ALGORITHMS)
     now = utcnow()
@@ -239,11 +248,16 @@ def cmd_keys_rotate(opts: argparse.Namespace) -> int:
     now = utcnow()
     key_dir = KeyDirectory.open(DataDir(opts.data_dir).keys, passphrase=passphrase_from_env())
     info = key_dir.rotate(
-        KeyRole(opts.role), now, activate_at=now + opts.activate_in, validity=opts.validity
+        KeyRole(opts.role),
+        now,
+        activate_at=now + opts.activate_in,
+        validity=opts.validity,
+        algorithm=Algorithm(opts.algorithm) if opts.algorithm else None,
     )
     result = {
         "role": info.role.value,
         "kid": info.kid,
+        "alg": info.public_key.alg.value,
         "not_before": to_iso(info.not_before),
         "not_after": to_iso(info.not_after),
     }
@@ -251,8 +265,9 @@ def cmd_keys_rotate(opts: argparse.Namespace) -> int:
         print_json(result)
     else:
         print(
-            f"new {result['role']} key {result['kid']}: published now, signs from "
-            f"{result['not_before']}; the previous key stays published for verification"
+            f"new {result['role']} key {result['kid']} ({result['alg']}): published now, "
+            f"signs from {result['not_before']}; the previous key stays published for "
+            "verification"
         )
     return EXIT_OK
 
@@ -321,5 +336,11 @@ def register(sub: Any) -> None:
         "first (default 5m; 0 only in an emergency: signs once this host's watchers have it)",
     )
     p.add_argument("--validity", type=_duration, default=timedelta(days=365), help="(default 365d)")
+    p.add_argument(
+        "--algorithm",
+        choices=sorted(a.value for a in GATEWAY_ALGORITHMS),
+        help="the new key's algorithm (default: that of the role's current key; name another, "
+        "e.g. SM2, to change the deployment's algorithm by this rotation)",
+    )
     add_json(p)
     p.set_defaults(func=cmd_keys_rotate)

@@ -176,10 +176,12 @@ class Gateway:
 
 
 @pytest.fixture
-def gateway(tmp_path: Path):
-    """A fresh gateway made with the documented commands, serving over mTLS on a free port."""
+def gateway(tmp_path: Path, request: pytest.FixtureRequest):
+    """A fresh gateway made with the documented commands, serving over mTLS on a free port;
+    its own keys of ``--gateway-algorithm`` (EdDSA unless the test parametrises it)."""
     data_dir = tmp_path / "gw"
-    trustgw("init", "--data-dir", str(data_dir), "--dev")
+    algorithm = getattr(request, "param", "EdDSA")
+    trustgw("init", "--data-dir", str(data_dir), "--dev", "--gateway-algorithm", algorithm)
     started = now_utc()
     partners = {}
     for code, region in REGIONS.items():
@@ -393,11 +395,17 @@ def cli_verify(
 # --- the tests ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "gateway",
+    [pytest.param("EdDSA", id="gateway-EdDSA"), pytest.param("SM2", id="gateway-SM2")],
+    indirect=True,
+)
 def test_every_region_decides_as_documented_and_every_signed_output_verifies_offline(
     gateway: Gateway,
 ) -> None:
     """All 14 regions on a fresh gateway, unary and streamed: green (issued before ``init`` too,
-    and with white space around it), yellow, red, expired, too old, forged and an unknown key."""
+    and with white space around it), yellow, red, expired, too old, forged and an unknown key;
+    once with the gateway's own keys EdDSA and once SM2 (docs/verifying.md, "Algorithms")."""
     now = now_utc()
     cases: list[
         tuple[Partner, Holder | None, str, str, str]
