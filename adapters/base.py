@@ -167,10 +167,6 @@ class RegionAdapter:
         """Whether the region's codes are shown (attested) or converted to home codes."""
         return self.spec.mode
 
-    def matches(self, text: str) -> bool:
-        """Whether ``text`` starts with this region's prefix (the code is this region's, if any)."""
-        return text.startswith(self.spec.prefix)
-
     def decode(self, text: str, keys: KeyLookup, pseudonymise: Pseudonymise) -> VerifiedCode:
         """Decode, verify and translate one code of this region.
 

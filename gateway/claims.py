@@ -177,13 +177,20 @@ class AttestationClaims(_Validity):
 
 @dataclass(frozen=True)
 class PartnerSource:
-    """A home code's source: a partner region's code."""
+    """A home code's source: a partner region's code.
+
+    Home codes name only the region: the source's code id may be the holder's ID number, and
+    the attestation returned with the home code names it. ``code_id`` is read from codes
+    issued before that change (``{"region", "code_id"}``), which still verify.
+    """
 
     region: str
-    code_id: str
+    code_id: str | None = None
 
     def to_json(self) -> dict[str, str]:
-        """``{"region", "code_id"}``."""
+        """``{"region"}`` (or ``{"region", "code_id"}`` for a code that named its source)."""
+        if self.code_id is None:
+            return {"region": self.region}
         return {"region": self.region, "code_id": self.code_id}
 
 
@@ -204,8 +211,9 @@ def _source(obj: object) -> PartnerSource | StockSource:
     if isinstance(obj, Mapping) and "city" in obj:
         o = _members(obj, what, ("city", "certificate_id"))
         return StockSource(_str(o, "city", what), _str(o, "certificate_id", what))
-    o = _members(obj, what, ("region", "code_id"))
-    return PartnerSource(_str(o, "region", what), _str(o, "code_id", what))
+    o = _members(obj, what, ("region",), ("code_id",))
+    code_id = _str(o, "code_id", what) if "code_id" in o else None
+    return PartnerSource(_str(o, "region", what), code_id)
 
 
 @dataclass(frozen=True)

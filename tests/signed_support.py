@@ -107,7 +107,7 @@ ATTESTATION = AttestationClaims(
     code_iat=1,
     code_exp=2**31,
 )
-HOME = HomeCodeClaims(id="SDx", holder="h1-x", colour="green", src=PartnerSource("230000", "c1"))
+HOME = HomeCodeClaims(id="SDx", holder="h1-x", colour="green", src=PartnerSource("230000"))
 
 
 def sign(kind: str, keys: KeyDirectory, at: datetime) -> tuple[Any, int, int]:

@@ -94,6 +94,11 @@ def test_attestation_claims_are_the_members_verifying_md_lists() -> None:
 
 
 def test_home_code_claims_name_their_source() -> None:
+    # What the engine signs now: the region only (the source's code id may be an ID number).
+    now_form = dataclasses.replace(HOME, src=PartnerSource("110000"))
+    assert now_form.to_json()["src"] == {"region": "110000"}
+    assert HomeCodeClaims.from_json(now_form.to_json()) == now_form
+    # Codes signed before that named the source's code id too, and still read back.
     assert HOME.to_json()["src"] == {"region": "110000", "code_id": "5f3a9c0e12d4b678"}
     assert STOCK_HOME.to_json()["src"] == {"city": "370100", "certificate_id": "cert-1"}
     assert "src_iat" not in STOCK_HOME.to_json()  # a stock certificate has no source iat
@@ -140,8 +145,8 @@ def test_attestation_claims_that_are_not_the_format_are_malformed(mutate: Any, m
 
 @pytest.mark.parametrize(
     "src",
-    [{"region": "110000"}, {"city": "370100"}, {"region": "1", "code_id": "c", "x": 1}, "c1"],
-    ids=["partner-missing", "stock-missing", "unknown", "not-an-object"],
+    [{"code_id": "c1"}, {"city": "370100"}, {"region": "1", "code_id": "c", "x": 1}, "c1"],
+    ids=["partner-no-region", "stock-missing", "unknown", "not-an-object"],
 )
 def test_a_home_code_source_that_is_not_one_of_the_two_forms_is_malformed(src: Any) -> None:
     with pytest.raises(MalformedError):

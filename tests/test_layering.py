@@ -292,3 +292,18 @@ def test_no_hand_written_module_is_over_600_lines() -> None:
     assert over == {}
     resolved = [path for path in OVER_LIMIT if sizes.get(path, 0) <= MAX_LINES]
     assert resolved == [], "no longer over the limit: remove from OVER_LIMIT"
+
+
+GRPC = {"grpc", "grpc_status", "grpc_health", "grpc_reflection"}
+
+
+def test_only_the_grpc_edge_and_the_sdk_import_grpc() -> None:
+    """The server's wire is gateway.grpc, the client's gateway.sdk: the rest of gateway/ (the
+    runtime, the engine, the CLI, stock conversion, the demo) reaches gRPC through them."""
+    offenders = sorted(
+        name
+        for name in import_graph()
+        if external_imports(name) & GRPC
+        and not _within(name, ("gateway.grpc", "gateway.sdk"))
+    )
+    assert offenders == []

@@ -53,23 +53,29 @@ class DrainingHealthServicer(health.aio.HealthServicer):
         last: int | None = None
         while True:
             changed = self._changed
+            # Read before the write below awaits: a shutdown that begins during the write is
+            # seen on the next turn (``changed`` is set), and its NOT_SERVING is sent first.
+            shutting_down = self._shutting_down
             status = self._status.get(
                 request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
             )
             if status != last:
                 await context.write(health_pb2.HealthCheckResponse(status=status))
                 last = status
-            if self._shutting_down:
+            if shutting_down:
                 return
             await changed.wait()
 
 
 async def watch_health(
-    gateway: Gateway, servicer: health.aio.HealthServicer, names: tuple[str, ...]
+    gateway: Gateway,
+    servicer: health.aio.HealthServicer,
+    names: tuple[str, ...],
+    serving: bool = True,
 ) -> None:
     """Set every service in ``names`` (and the server, ``""``) to SERVING or NOT_SERVING
-    as the gateway's health changes."""
-    serving = True
+    as the gateway's health changes; ``serving`` is the status the servicer holds now (a
+    gateway that became healthy before the first look would otherwise stay NOT_SERVING)."""
     while True:
         await asyncio.sleep(0.25)
         if gateway.healthy != serving:
