@@ -308,6 +308,13 @@ class BatchConflictError(AlreadyExistsError):
     default_message = "the batch id was already used for a different batch"
 
 
+class KeyWindowRefusedError(RegistryError):
+    """A key's validity window may not be changed that way (see :mod:`keys.keywindow`)."""
+
+    reason = "KEY_WINDOW_REFUSED"
+    default_message = "the key's validity window cannot be changed that way"
+
+
 class ConcurrentChangeError(RegistryError):
     """The registry changed between reading and writing; the caller may retry."""
 

@@ -39,6 +39,7 @@ def test_without_a_valid_signing_key_recognise_is_failed_precondition_until_rota
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_status import rpc_status
     from support.aio import run, serving
+    from support.clock import REAL_NOW
     from support.wait import eventually
 
     from adapters.base import Colour
@@ -48,9 +49,8 @@ def test_without_a_valid_signing_key_recognise_is_failed_precondition_until_rota
     from gateway.cli import main
     from gateway.demo import prepare
     from keys.keystore import KeyDirectory
-    from keys.timeutil import utcnow
 
-    now = utcnow()  # the server reads the real clock
+    now = REAL_NOW  # the server reads the real clock
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     run(prepare(data_dir, simulator, now))

@@ -178,7 +178,9 @@ def test_revocations_list_counts_batches_and_hides_hashes(cli, tmp_path) -> None
     status, out, _ = cli("revocations", "list", "--hashes")  # text never shows hashes
     assert status == 0 and "b-7" in out and hashed not in out
     with_hashes = cli.json("revocations", "list", "--hashes")
-    assert hashed in {c["code_hash"] for c in with_hashes["codes"]}
+    keyed = Pseudonymiser(b"p" * 32).code_key(SHOW.code, "c1")  # the secret submit() used
+    assert keyed in {c["code_key"] for c in with_hashes["codes"]}
+    assert hashed not in json.dumps(with_hashes)  # the partner's unkeyed hash is not kept
     assert "11010119900307001X" not in json.dumps(with_hashes)  # pseudonyms only
     assert cli.json("revocations", "list", "--region", OTHER.code)["batches"] == []
     status, _, err = cli("revocations", "list", "--region", "x")
