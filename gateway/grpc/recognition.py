@@ -166,14 +166,14 @@ class RecognitionService:
         return result if isinstance(result, pb.RecogniseResponse) else await result
 
     async def RecogniseStream(
-        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+        self, requests: interceptors.RequestStream, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.RecogniseResponse]:
         """Answers every request in order. Requests are read ahead while a decision waits for
         I/O (a conversion being committed), up to ``STREAM_WINDOW`` unanswered ones.
 
         When the stream fails (the store is unreachable for a conversion, no signing key is
-        valid), the reader stops at the next message it gets, so that the caller's remaining
-        messages can be read out before the status (``gateway.grpc.methods``)."""
+        valid), the reader stops deciding and reads out what the caller is still writing, within
+        the one drain budget (``interceptors.DRAIN_SECONDS``), before the status goes out."""
         answers: asyncio.Queue[pb.RecogniseResponse | asyncio.Task[pb.RecogniseResponse] | None] = (
             asyncio.Queue(STREAM_WINDOW)
         )
@@ -183,12 +183,14 @@ class RecognitionService:
             try:
                 async for raw in requests:
                     if failed:
-                        return
+                        break
                     result = self._start_in_stream(raw)
                     if isinstance(result, pb.RecogniseResponse):
                         await answers.put(result)
                     else:
                         await answers.put(asyncio.ensure_future(result))
+                if failed:  # gRPC allows one read at a time: this task drains, not the handler
+                    await requests.drain()
             finally:
                 if not failed:
                     await answers.put(None)
@@ -203,7 +205,7 @@ class RecognitionService:
         except Exception:
             failed = True
             self._discard(answers)  # a reader waiting for room goes on, and stops
-            if not reader.done():  # it waits for one more message, at most DRAIN_SECONDS
+            if not reader.done():  # past the budget it is cancelled: the status goes anyway
                 await asyncio.wait((reader,), timeout=interceptors.DRAIN_SECONDS)
             if reader.done() and not reader.cancelled():
                 reader.exception()  # retrieved: the stream's own failure is the one raised
