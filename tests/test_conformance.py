@@ -20,6 +20,9 @@ import pytest
 from adapters.credentials import shc
 from gateway.cli import main
 
+# Also runs with every dependency at its floor (.ci/lowest-versions).
+pytestmark = pytest.mark.lowest
+
 
 def conformance_dir() -> Path:
     env = os.environ.get("TRUSTGW_CONFORMANCE_DIR")

@@ -35,6 +35,7 @@ SHOW = next(s.code for s in REGION_SPECS if s.mode is Mode.SHOW)
 FAST = RetryPolicy(attempts=4, initial_backoff=0.01, max_backoff=0.05)
 
 
+@pytest.mark.integration
 @pytest.mark.doc('verifying.md "Python API"')
 def test_recognise_returns_plain_data_that_verifies_offline(codes, prepared_dir) -> None:
     data_dir = prepared_dir(NOW)
@@ -62,6 +63,7 @@ def test_recognise_returns_plain_data_that_verifies_offline(codes, prepared_dir)
     assert again.converted == first.converted  # idempotent: the same code, the same conversion
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("kind", "reason"),
     [
@@ -90,6 +92,7 @@ def test_a_refusal_is_a_decision_not_an_exception(codes, prepared_dir, kind, rea
     assert decision.attestation is None and decision.converted is None
 
 
+@pytest.mark.integration
 def test_invalid_request_raises_with_the_gateways_reason(prepared_dir) -> None:
     data_dir = prepared_dir(NOW)
 
@@ -107,6 +110,7 @@ def test_invalid_request_raises_with_the_gateways_reason(prepared_dir) -> None:
     assert not error.retryable
 
 
+@pytest.mark.integration
 def test_recognise_many_answers_in_order(codes, prepared_dir) -> None:
     data_dir = prepared_dir(NOW)
     show, convert = codes(SHOW, NOW), codes(CONVERT, NOW)
@@ -125,6 +129,7 @@ def test_recognise_many_answers_in_order(codes, prepared_dir) -> None:
     assert len({d.server_request_id for d in decisions}) == 1  # one stream
 
 
+@pytest.mark.integration
 def test_the_blocking_client(codes, prepared_dir) -> None:
     data_dir = prepared_dir(NOW)
     code = codes(SHOW, NOW)()
@@ -145,6 +150,7 @@ def test_the_blocking_client(codes, prepared_dir) -> None:
     assert keys >= 2
 
 
+@pytest.mark.integration
 def test_the_trust_list_is_served_signed(prepared_dir) -> None:
     data_dir = prepared_dir(NOW)
 
@@ -173,6 +179,7 @@ def pki(tmp_path: Path) -> dict[str, TlsFiles]:
     return files
 
 
+@pytest.mark.integration
 @pytest.mark.doc('api.md "Who may call what"')
 def test_mutual_tls_roles(codes, prepared_dir, pki) -> None:
     data_dir = prepared_dir(NOW)
@@ -220,6 +227,7 @@ class _SignallingPolicy(RetryPolicy):
         return super().backoff(attempt, rng)
 
 
+@pytest.mark.integration
 def test_unavailable_is_retried_until_the_gateway_comes_up(codes, prepared_dir) -> None:
     from gateway.grpc.server import build_server
     from gateway.runtime.config import GatewayConfig
@@ -248,6 +256,7 @@ def test_unavailable_is_retried_until_the_gateway_comes_up(codes, prepared_dir) 
     assert run(scenario()).recognised
 
 
+@pytest.mark.integration
 @pytest.mark.doc('api.md "Deadlines"')
 def test_the_deadline_bounds_all_attempts() -> None:
     port = _free_port()  # nothing listens
@@ -283,6 +292,7 @@ def _error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details="x")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("status", "idempotent", "attempts"),
     [
@@ -315,6 +325,7 @@ def test_which_failures_are_retried(status, idempotent, attempts) -> None:
     assert all(t is not None and 0 < t <= 5 for t in calls)  # each attempt has a deadline
 
 
+@pytest.mark.integration
 def test_a_retry_that_succeeds_returns_the_servers_request_id() -> None:
     outcomes: list[Any] = [_error(grpc.StatusCode.UNAVAILABLE)] * 2 + ["answer"]
 
@@ -365,6 +376,7 @@ class _FakeStream:
         return grpc.aio.Metadata(("x-request-id", "stream-srv"))
 
 
+@pytest.mark.integration
 def test_recognise_many_resends_only_the_unanswered_codes_after_unavailable() -> None:
     sent: list[list[str]] = []
     plan = [(2, _error(grpc.StatusCode.UNAVAILABLE)), (10, None)]
@@ -387,6 +399,7 @@ def test_recognise_many_resends_only_the_unanswered_codes_after_unavailable() ->
     assert decisions[-1].server_request_id == "stream-srv"
 
 
+@pytest.mark.integration
 def test_recognise_many_does_not_retry_other_failures() -> None:
     calls = []
 

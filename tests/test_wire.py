@@ -152,6 +152,7 @@ async def call_raw(
 # --- bytes that are not protobuf: docs/api.md "RPC errors" -----------------------------------
 
 
+@pytest.mark.integration
 def test_bytes_that_are_not_protobuf_are_invalid_argument_on_every_method(world) -> None:
     """docs/api.md, RPC errors and The order of checks on every call: REQUEST_MALFORMED, with
     ErrorInfo and the request id, on every method (health's included)."""
@@ -176,6 +177,7 @@ def test_bytes_that_are_not_protobuf_are_invalid_argument_on_every_method(world)
         assert "DecodeError" not in result.details() and "Unexpected" not in result.details()
 
 
+@pytest.mark.integration
 def test_a_caller_without_the_role_is_refused_before_its_bytes_are_decoded(world) -> None:
     """docs/api.md, The order of checks on every call: the role comes before the size and the
     decoding; the ErrorInfo names the request id."""
@@ -210,6 +212,7 @@ def test_a_caller_without_the_role_is_refused_before_its_bytes_are_decoded(world
         assert info.metadata["request_id"] == dict(result.trailing_metadata())["x-request-id"]
 
 
+@pytest.mark.integration
 def test_a_malformed_request_is_one_warning_without_traceback_and_a_count(world, caplog) -> None:
     """docs/api.md, The order of checks on every call: one warning in the log (no traceback),
     trustgw_bad_requests_total, and the RPC in trustgw_rpc_errors_total."""
@@ -234,6 +237,7 @@ def test_a_malformed_request_is_one_warning_without_traceback_and_a_count(world,
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+@pytest.mark.integration
 def test_bad_messages_in_a_stream_are_answered_in_order_and_the_stream_goes_on(
     world, codes
 ) -> None:
@@ -272,6 +276,7 @@ def test_bad_messages_in_a_stream_are_answered_in_order_and_the_stream_goes_on(
     }
 
 
+@pytest.mark.integration
 def test_a_malformed_reflection_request_is_invalid_argument(world) -> None:
     """docs/api.md, RPC errors: the library's services too (reflection, health above)."""
     listing = reflection_pb2.ServerReflectionRequest(list_services="").SerializeToString()
@@ -293,6 +298,7 @@ def test_a_malformed_reflection_request_is_invalid_argument(world) -> None:
     assert error_info(bad).reason == "REQUEST_MALFORMED"
 
 
+@pytest.mark.integration
 def test_random_bytes_never_get_unknown_or_internal(world) -> None:
     """docs/api.md, RPC errors: whatever the bytes, a stable status (seeded, 150 per method)."""
     rng = random.Random(8_12)
@@ -371,6 +377,7 @@ def test_the_size_is_checked_before_the_bytes_are_parsed() -> None:
         decode(pb.RecogniseRequest, b"\xff" * MAX_RECOGNISE_REQUEST_BYTES, 32 * 1024)
 
 
+@pytest.mark.integration
 def test_messages_over_a_methods_limit_are_resource_exhausted_with_a_reason(world) -> None:
     """docs/api.md, Limits: REQUEST_TOO_LARGE (RESOURCE_EXHAUSTED, metadata ``limit``) over a
     method's limit; a code under it but over 4096 characters stays an OVERSIZED decision; the
@@ -417,6 +424,7 @@ def test_messages_over_a_methods_limit_are_resource_exhausted_with_a_reason(worl
 # --- refused streams: docs/api.md "Refused streams" --------------------------------------------
 
 
+@pytest.mark.integration
 def test_a_refused_stream_gets_its_own_status_every_time(world) -> None:
     """docs/api.md, Refused streams: 300 RecogniseStreams refused while the caller is still
     writing; every status is the refusal's own (never INTERNAL)."""
@@ -444,6 +452,7 @@ def test_a_refused_stream_gets_its_own_status_every_time(world) -> None:
     }
 
 
+@pytest.mark.integration
 def test_a_refused_watch_gets_its_own_status_every_time(world) -> None:
     """docs/api.md, Refused streams: WatchTrustList refusals (no role, a negative version)."""
     negative = rpb.WatchTrustListRequest(since_version=-1).SerializeToString()
@@ -459,6 +468,7 @@ def test_a_refused_watch_gets_its_own_status_every_time(world) -> None:
     assert world(body) == {"no-role:UNAUTHENTICATED": 100, "verifier:INVALID_ARGUMENT": 100}
 
 
+@pytest.mark.integration
 def test_streams_refused_during_a_drain_get_unavailable_every_time(world) -> None:
     """docs/api.md, Refused streams, and "Shutdown, as seen by a client": a stream that reaches
     a draining gateway is UNAVAILABLE (safe to retry elsewhere), never INTERNAL."""
@@ -487,6 +497,7 @@ def test_streams_refused_during_a_drain_get_unavailable_every_time(world) -> Non
     assert world(body) == {"UNAVAILABLE": 100}
 
 
+@pytest.mark.integration
 def test_a_refused_caller_that_never_half_closes_still_gets_its_status(world, monkeypatch) -> None:
     """docs/api.md, Refused streams: the gateway reads a refused stream for a bounded time only
     (here shortened to 0.2 s): a caller that writes and then waits is answered anyway."""

@@ -381,6 +381,7 @@ def cli_verify(
 # --- the tests ------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_every_region_decides_as_documented_and_every_signed_output_verifies_offline(
     gateway: Gateway,
 ) -> None:
@@ -473,6 +474,7 @@ def test_every_region_decides_as_documented_and_every_signed_output_verifies_off
     assert checked == 2 * 2 * (14 + 7)
 
 
+@pytest.mark.integration
 def test_outputs_signed_across_issue_and_attest_rotations_under_load_verify_offline(
     gateway: Gateway,
 ) -> None:
