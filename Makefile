@@ -34,6 +34,9 @@ proto: ## regenerate the committed protobuf code from proto/
 proto-check: ## fail when the committed protobuf code is out of date
 	$(PY) tools/gen_proto.py --check
 
+lint: ## ruff and mypy --strict with the gRPC stubs, as CI runs them (installs the pinned lint extra)
+	$(VENV)/bin/pip install -q -e '.[lint]' && VENV=$(VENV) bash .ci/lint
+
 deadcode: ## what nothing calls, reads or tests (vulture, from the lint extra; tools/vulture_allow.py)
 	$(VENV)/bin/vulture
 

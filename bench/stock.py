@@ -31,6 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from adapters.simulator import fake_holder  # noqa: E402
+from gateway.runtime.datadir import DataDir  # noqa: E402
 from gateway.stock.rows import COLUMNS  # noqa: E402
 from keys.timeutil import to_iso, utcnow  # noqa: E402
 
@@ -110,8 +111,9 @@ async def _prepare(data_dir: Path, now: datetime) -> None:
 
     logging.getLogger("trustgw.keys").setLevel(logging.ERROR)  # the dev-mode warning
     data_dir.mkdir(parents=True, exist_ok=True)
-    KeyDirectory.create(data_dir / "keys", dev=True, passphrase=None, now=now - timedelta(days=1))
-    store = await SQLiteStore.open(data_dir / "trustgw.db")
+    paths = DataDir(data_dir)
+    KeyDirectory.create(paths.keys, dev=True, passphrase=None, now=now - timedelta(days=1))
+    store = await SQLiteStore.open(paths.database)
     await store.close()
 
 

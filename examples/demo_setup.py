@@ -19,6 +19,7 @@ from adapters.base import Colour
 from adapters.simulator import PartnerSimulator, fake_holder
 from gateway.demo import prepare
 from gateway.pki import DevCA
+from gateway.runtime.datadir import DataDir
 from keys.timeutil import utcnow
 
 PARTNER_REGION = "110000"
@@ -29,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("data_dir", type=Path, help="a new directory")
     opts = parser.parse_args(argv)
     data_dir: Path = opts.data_dir.resolve()
-    if (data_dir / "keys").exists():
+    paths = DataDir(data_dir)
+    if paths.keys.exists():
         print(f"{data_dir} is already prepared", file=sys.stderr)
         return 2
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     simulator = PartnerSimulator.generate()
     asyncio.run(prepare(data_dir, simulator, now))
 
-    ca = DevCA.create(data_dir / "pki", now)
+    ca = DevCA.create(paths.pki, now)
     ca.issue("server", server=True, now=now)
     ca.issue("verifier", uri="trustgw://verifier/example-checkpoint", now=now)
     ca.issue("partner", uri=f"trustgw://partner/{PARTNER_REGION}", now=now)
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     (data_dir / "codes.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    pki = data_dir / "pki"
+    pki = paths.pki
     print(f"prepared {data_dir} (development mode: keys NOT encrypted)")
     print("run the gateway:")
     print(f"  trustgw serve --data-dir {data_dir} --listen 127.0.0.1:50051")

@@ -26,9 +26,11 @@ from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.grpc.server import build_server
 from gateway.pki import DevCA, TlsFiles
 from gateway.runtime.config import GatewayConfig
+from gateway.runtime.datadir import DataDir
 from gateway.runtime.gateway import Gateway
 from gateway.sdk import trust_from_proto
 from gateway.sdk.channel import aio_channel
+from keys.crypto import Algorithm
 from keys.keystore import KeyDirectory
 from keys.model import Region
 from keys.registry import KeyRegistry
@@ -72,10 +74,24 @@ def demo_cases(issuer: PartnerIssuer, now: datetime, rng: random.Random) -> list
     ]
 
 
-async def prepare(data_dir: Path, simulator: PartnerSimulator, now: datetime) -> None:
-    """Initialise a development data directory with the simulated partners' keys."""
-    KeyDirectory.create(data_dir / "keys", dev=True, passphrase=None, now=now - timedelta(days=1))
-    store = await SQLiteStore.open(data_dir / "trustgw.db")
+async def prepare(
+    data_dir: Path,
+    simulator: PartnerSimulator,
+    now: datetime,
+    *,
+    gateway_algorithm: Algorithm = Algorithm.EDDSA,
+) -> None:
+    """Initialise a development data directory with the simulated partners' keys; the
+    gateway's own keys are of ``gateway_algorithm`` (``trustgw init --gateway-algorithm``)."""
+    paths = DataDir(data_dir)
+    KeyDirectory.create(
+        paths.keys,
+        dev=True,
+        passphrase=None,
+        now=now - timedelta(days=1),
+        algorithm=gateway_algorithm,
+    )
+    store = await SQLiteStore.open(paths.database)
     try:
         registry = KeyRegistry(store)
         for issuer in simulator.issuers():
@@ -159,7 +175,7 @@ async def run_demo(out: TextIO, keep: Path | None = None) -> int:
             file=out,
         )
         await prepare(data_dir, simulator, now)
-        server_tls, client_tls = make_pki(data_dir / "pki", now)
+        server_tls, client_tls = make_pki(DataDir(data_dir).pki, now)
         gateway = await Gateway.open(GatewayConfig(data_dir=data_dir, tls=server_tls))
         running = await build_server(
             gateway, "127.0.0.1:0", server_tls, metrics_listen="127.0.0.1:0"

@@ -7,7 +7,8 @@ removed, all region records). Signed by the gateway's ``trustlist`` role.
 
 Client side: :class:`TrustListVerifier` refuses an older version (``TRUSTLIST_ROLLBACK``), an
 expired list (``TRUSTLIST_EXPIRED``), a bad signature (``SIGNATURE_INVALID``), and a list or
-delta that contradicts the one it holds (``TRUSTLIST_CONFLICT``).
+delta that contradicts the one it holds (``TRUSTLIST_CONFLICT``). This module imports no store:
+the gateway's publisher (content, versions) is :mod:`keys.trustpublisher`.
 
 Validity (docs/trust-registry.md §9): a list signed at ``issued_at`` is valid at *t* exactly
 when ``issued_at <= t < expires``. ``expires`` is ``issued_at`` + the lifetime (24 h), cut to
@@ -27,15 +28,13 @@ saw the announcement (the new key was in the previous list) or not (the old key 
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from keys.crypto import PrivateKey, PublicKey, load_public_key
 from keys.errors import (
-    ConcurrentChangeError,
     ConfigurationError,
     MalformedError,
     SignatureInvalidError,
@@ -47,10 +46,7 @@ from keys.errors import (
 from keys.jsonutil import canonical_json, loads_strict
 from keys.keystore import GatewayKeyInfo, KeyRole
 from keys.model import HOME_REGION, KeyStatus
-from keys.records import TrustListVersion
-from keys.registry import RegistrySnapshot
 from keys.signed import Envelope, get_int, require_keys
-from keys.store import Store
 from keys.timeutil import ensure_utc, from_unix, to_unix
 
 TRUSTLIST_TYPE = "trustgw/trustlist/v1"
@@ -61,70 +57,6 @@ CODE_ROLE = "code"  # the role of a partner region's code-signing key in the lis
 
 
 # --- content -------------------------------------------------------------------------------------
-
-
-def build_content(
-    snapshot: RegistrySnapshot, gateway_keys: Iterable[GatewayKeyInfo]
-) -> dict[str, Any]:
-    """The trust list's content: regions and keys, sorted, as canonical-JSON-ready data.
-
-    Keys of disabled regions are left out (their codes are not recognised); revoked keys stay
-    in with ``revoked_at``, so that a verifier can still accept codes issued before it.
-    """
-    regions = [
-        {
-            "region": r.code,
-            "name": r.name,
-            "mode": r.mode.value,
-            "max_age": int(r.max_age.total_seconds()),
-            "enabled": r.enabled,
-            "keyset_version": snapshot.keyset_versions.get(r.code, 0),
-        }
-        for r in sorted(snapshot.regions.values(), key=lambda r: r.code)
-    ]
-    keys: list[dict[str, Any]] = []
-    for key in snapshot.all_keys:
-        region = snapshot.region(key.region)
-        if region is None or not region.enabled:
-            continue
-        keys.append(
-            _key_entry(
-                key.region, CODE_ROLE, key.kid, key.public_key, key.not_before, key.not_after,
-                key.status.value, key.revoked_at,
-            )
-        )  # fmt: skip
-    for info in gateway_keys:
-        keys.append(
-            _key_entry(
-                HOME_REGION, info.role.value, info.kid, info.public_key, info.not_before,
-                info.not_after, info.status.value, None,
-            )
-        )  # fmt: skip
-    keys.sort(key=lambda k: (k["owner"], k["kid"]))
-    return {"regions": regions, "keys": keys}
-
-
-def _key_entry(
-    owner: str,
-    role: str,
-    kid: str,
-    public_key: PublicKey,
-    not_before: datetime,
-    not_after: datetime,
-    status: str,
-    revoked_at: datetime | None,
-) -> dict[str, Any]:
-    return {
-        "owner": owner,
-        "role": role,
-        "kid": kid,
-        "alg": public_key.alg.value,
-        "public_key": public_key.to_jwk(),
-        "not_before": to_unix(not_before),
-        "not_after": to_unix(not_after),
-        "status": status,
-        "revoked_at": None if revoked_at is None else to_unix(revoked_at),
-    }
 
 
 def content_digest(content: Mapping[str, Any]) -> str:
@@ -160,7 +92,7 @@ def apply_delta(
     return {"regions": list(regions), "keys": [keys[i] for i in sorted(keys)]}
 
 
-# --- publishing (gateway side) -----------------------------------------------------------------
+# --- signing (gateway side) -------------------------------------------------------------------
 
 
 class TrustListKeys(Protocol):
@@ -180,114 +112,6 @@ class SignedTrustList:
     issued_at: datetime
     expires: datetime
     envelope: bytes
-
-
-class TrustListPublisher:
-    """Builds, versions and signs trust lists.
-
-    ``snapshot`` returns the current registry snapshot (one consistent state, refreshed on
-    change); the store keeps the versions. A signed list is reused while at least half of its
-    lifetime remains and its version is current.
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        snapshot: Callable[[], RegistrySnapshot],
-        keys: Callable[[], TrustListKeys],
-        *,
-        ttl: timedelta = DEFAULT_TTL,
-    ) -> None:
-        if ttl <= timedelta(0):
-            raise ValueError("the trust list's lifetime must be positive")
-        self._store = store
-        self._snapshot = snapshot
-        self._keys = keys
-        self._ttl = ttl
-        self._cached: SignedTrustList | None = None
-
-    async def current(self, now: datetime) -> TrustListVersion:
-        """The version of the current content, recording a new one if the content changed.
-
-        Raises :class:`keys.errors.StoreUnavailableError`.
-        """
-        content = build_content(self._snapshot(), self._keys().public_keys())
-        data = canonical_json(content)
-        digest = hashlib.sha256(data).hexdigest()
-        for _ in range(3):
-            latest = await self._store.latest_trustlist()
-            if latest is not None and latest.digest == digest:
-                return latest
-            try:
-                return await self._store.record_trustlist(
-                    digest,
-                    data,
-                    expected_latest=0 if latest is None else latest.version,
-                    now=now,
-                )
-            except ConcurrentChangeError:
-                continue
-        raise ConcurrentChangeError("trust list versions kept changing; retry")
-
-    async def full(self, now: datetime) -> SignedTrustList:
-        """The current trust list, signed. Raises :class:`keys.errors.StoreUnavailableError`,
-        :class:`keys.errors.ConfigurationError` (no valid trustlist key)."""
-        now = ensure_utc(now)
-        current = await self.current(now)
-        cached = self._cached
-        if (
-            cached is not None
-            and cached.version == current.version
-            and cached.issued_at <= now < cached.issued_at + (cached.expires - cached.issued_at) / 2
-        ):
-            return cached
-        content = json.loads(current.content)
-        signed = self._sign(
-            {
-                "type": TRUSTLIST_TYPE,
-                "version": current.version,
-                "content_digest": current.digest,
-                "content": content,
-            },
-            current.version,
-            None,
-            now,
-        )
-        self._cached = signed
-        return signed
-
-    async def delta(self, since: int, now: datetime) -> SignedTrustList:
-        """Changes since version ``since``, signed; the full list if ``since`` is unknown (0,
-        never recorded, or newer than the current version).
-
-        Raises :class:`keys.errors.StoreUnavailableError`, :class:`keys.errors.ConfigurationError`.
-        """
-        now = ensure_utc(now)
-        current = await self.current(now)
-        base = None if since <= 0 else await self._store.get_trustlist(since)
-        if base is None or since > current.version:
-            return await self.full(now)
-        old, new = json.loads(base.content), json.loads(current.content)
-        upserted, removed = diff(old, new)
-        return self._sign(
-            {
-                "type": TRUSTLIST_DELTA_TYPE,
-                "version": current.version,
-                "since": since,
-                "content_digest": current.digest,
-                "regions": new["regions"],
-                "upserted": upserted,
-                "removed": removed,
-            },
-            current.version,
-            since,
-            now,
-        )
-
-    def _sign(
-        self, body: dict[str, Any], version: int, since: int | None, now: datetime
-    ) -> SignedTrustList:
-        return sign_trustlist(body, version, since, self._keys(), now, self._ttl)
 
 
 def sign_trustlist(

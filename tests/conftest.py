@@ -10,11 +10,24 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from support import tiers
+from support import conformance, tiers
 from support.aio import run
 from support.codes import CodeFactory
 
 from adapters.simulator import PartnerSimulator
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{conformance.MARKER}(reason): needs shared conformance vectors that are absent "
+        f"(skipped, or failed with {conformance.REQUIRE_ENV}=1)",
+    )
+    conformance.required()  # a misspelt switch is a usage error before anything runs
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    conformance.check(item)
 
 
 @pytest.fixture(scope="session")

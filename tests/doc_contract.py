@@ -14,7 +14,8 @@ A reference is ``FILE §N`` (a numbered heading, ``§1.3`` is "### 1.3 …") or 
 (the heading text without Markdown backticks starts with it, up to a word boundary). A quoted
 label right after a ``§`` reference names a paragraph inside that section and is not a heading.
 
-``python tests/doc_contract.py`` prints the index: every section and the tests that pin it.
+``python tests/doc_contract.py [--cases]`` prints the index: every section and the tests that pin
+it (with ``--cases``, the ids of their parametrised cases: one rule each in the rule tables).
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ class Pinning:
     line: int
     markers: list[str] = field(default_factory=list)
     prose: list[str] = field(default_factory=list)
+    cases: list[str] = field(default_factory=list)  # the ids of its parametrised cases
 
     @property
     def node(self) -> str:
@@ -196,6 +198,22 @@ def _module_markers(tree: ast.Module) -> list[str]:
     return found
 
 
+def _case_ids(decorators: list[ast.expr]) -> list[str]:
+    """The literal ``id=`` of every ``pytest.param`` in the function's parametrize decorators."""
+    ids = []
+    for decorator in decorators:
+        if not (
+            isinstance(decorator, ast.Call) and getattr(decorator.func, "attr", "") == "parametrize"
+        ):
+            continue
+        for node in ast.walk(decorator):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "param":
+                for keyword in node.keywords:
+                    if keyword.arg == "id" and isinstance(keyword.value, ast.Constant):
+                        ids.append(str(keyword.value.value))
+    return ids
+
+
 def contract_test_files() -> list[Path]:
     return sorted(p for p in TESTS.rglob("test_*.py") if ".venv" not in p.parts)
 
@@ -215,7 +233,8 @@ def collect(paths: Iterable[Path] | None = None) -> Iterator[Pinning]:
             for decorator in node.decorator_list:
                 markers.extend(_doc_marker_args(decorator) or [])
             prose = module_prose + prose_references(ast.get_docstring(node) or "")
-            yield Pinning(path, node.name, node.lineno, markers, prose)
+            cases = _case_ids(node.decorator_list)
+            yield Pinning(path, node.name, node.lineno, markers, prose, cases)
 
 
 def index() -> dict[str, list[Pinning]]:
@@ -232,13 +251,17 @@ def index() -> dict[str, list[Pinning]]:
     return table
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Print the index; ``--cases`` adds the ids of each test's parametrised cases."""
+    verbose = "--cases" in (sys.argv[1:] if argv is None else argv)
     table = index()
     for section in all_sections():
         tests = table[section.label]
         print(f"{section.label}  ({len(tests)})")
         for refs in tests:
             print(f"    {refs.node}")
+            if refs.cases and verbose:
+                print(f"        cases: {', '.join(refs.cases)}")
     return 0
 
 

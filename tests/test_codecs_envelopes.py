@@ -15,6 +15,7 @@ from typing import Any
 
 import cbor2
 import pytest
+from support import conformance
 
 from adapters.codecs.compact import CompactCodec, DelimitedPayload, JsonPayload
 from adapters.codecs.cose import CoseCodec, CoseTag, KidForm, sig_structure
@@ -48,7 +49,6 @@ NOW = datetime(2020, 3, 11, 8, tzinfo=UTC)
 PSEUDONYMISE = Pseudonymiser(b"envelope-tests-pseudonym-secret!")
 ED_KEY = PrivateKey.from_ed25519_seed(hashlib.sha256(b"trustgw-test-envelopes-ed").digest())
 P256_KEY = PrivateKey.from_p256_scalar(hashlib.sha256(b"trustgw-test-envelopes-p256").digest())
-CONFORMANCE = Path(__file__).resolve().parent.parent.parent / "shared" / "conformance"
 
 
 def lookup(region: str, key: PrivateKey, kid: str = "k1") -> InMemoryKeys:
@@ -478,9 +478,28 @@ def test_compact_structure_errors(text: str, error: type[Exception]) -> None:
 @pytest.mark.doc("partners.md §2")
 def test_compact_refuses_an_es256_key_for_signing_and_verifying() -> None:
     codec = CompactCodec("T1:", TextEncoding.BASE64URL, Compression.NONE, JsonPayload())
-    with pytest.raises(ValueError, match="Ed25519"):
+    with pytest.raises(ValueError, match="EdDSA"):
         codec.seal({}, P256_KEY, "k1")
     assert codec.open(codec.seal({"a": 1}, ED_KEY, "k1")).alg is Algorithm.EDDSA
+
+
+@pytest.mark.doc("partners.md §2")
+def test_the_sm2_variant_of_the_compact_envelope_takes_sm2_keys_only() -> None:
+    """partners.md §2: the region fixes the algorithm; the envelope's bytes never say it."""
+    pytest.importorskip("tongsuopy", reason="SM2 needs the tongsuopy wheel (docs/crypto.md)")
+    codec = CompactCodec(
+        "T2:", TextEncoding.BASE64URL, Compression.NONE, JsonPayload(), alg=Algorithm.SM2
+    )
+    sm2_key = PrivateKey.generate(Algorithm.SM2)
+    with pytest.raises(ValueError, match="SM2"):
+        codec.seal({}, ED_KEY, "k1")
+    envelope = codec.open(codec.seal({"a": 1}, sm2_key, "k1"))
+    assert envelope.alg is Algorithm.SM2 and len(envelope.signature) == 64
+    sm2_key.public_key().verify(envelope.signing_input, envelope.signature)
+    with pytest.raises(ValueError):
+        CompactCodec(
+            "T3:", TextEncoding.BASE64URL, Compression.NONE, JsonPayload(), alg=Algorithm.ES256
+        )
 
 
 @pytest.mark.doc("partners.md §2")
@@ -499,18 +518,11 @@ def test_delimited_payload_rejects_bad_declarations_and_separators_in_values() -
 
 
 def _dcc_cases() -> list[Any]:
-    index = CONFORMANCE / "dcc" / "cases.json"
-    if not index.exists():
-        return [
-            pytest.param(
-                None,
-                id="dcc-absent",
-                marks=pytest.mark.skip(reason="shared/conformance/dcc is absent"),
-            )
-        ]
+    if not conformance.index("dcc").is_file():
+        return conformance.absent("dcc")
     return [
         pytest.param(case, id=Path(case["file"]).stem)
-        for case in json.loads(index.read_text())["cases"]
+        for case in json.loads(conformance.index("dcc").read_text())["cases"]
     ]
 
 
@@ -522,7 +534,7 @@ def test_cose_codec_reads_eu_dcc_envelopes(case: dict[str, Any]) -> None:
     Claim-level steps (DECODE of the hcert, expiry, key usage, schema) are a DCC adapter's job,
     not the codec's, so only UNPREFIX, B45DECODE, COMPRESSION and VERIFY are scored here.
     """
-    data = json.loads((CONFORMANCE / "dcc" / case["file"]).read_text(encoding="utf-8"))
+    data = json.loads((conformance.ROOT / "dcc" / case["file"]).read_text(encoding="utf-8"))
     expected = data["EXPECTEDRESULTS"]
     should_pass = all(
         expected.get(f"EXPECTED{step}", True)
@@ -553,18 +565,11 @@ def test_cose_codec_reads_eu_dcc_envelopes(case: dict[str, Any]) -> None:
 
 
 def _shc_cases() -> list[Any]:
-    index = CONFORMANCE / "shc" / "cases.json"
-    if not index.exists():
-        return [
-            pytest.param(
-                None,
-                id="shc-absent",
-                marks=pytest.mark.skip(reason="shared/conformance/shc is absent"),
-            )
-        ]
+    if not conformance.index("shc").is_file():
+        return conformance.absent("shc")
     return [
         pytest.param(case, id=case["id"])
-        for case in json.loads(index.read_text())["cases"]
+        for case in json.loads(conformance.index("shc").read_text())["cases"]
         if case["kind"] == "jws"
     ]
 
@@ -577,7 +582,7 @@ def test_jws_codec_reads_smart_health_card_envelopes(case: dict[str, Any]) -> No
     Revocation (rid) is a claim-level check and not scored. One example inflates to more than the
     gateway's 16 KiB limit, so the codec is configured with a larger limit for these cards.
     """
-    root = CONFORMANCE / "shc"
+    root = conformance.ROOT / "shc"
     jwks = json.loads(
         (root / "spec-examples" / "issuer" / ".well-known" / "jwks.json").read_text()
     )["keys"]

@@ -1,8 +1,10 @@
 """Public conformance vectors, run through ``trustgw verify`` (``gateway.cli.main``).
 
 The vectors live in ``shared/conformance`` beside the clone (or ``$TRUSTGW_CONFORMANCE_DIR``) and
-are never copied into the repository. ``accept`` and ``accept-partial`` must accept, ``reject``
-must reject; the either-way verdicts must go the way docs/conformance.md records.
+are never copied into the repository; where they are absent the tests skip, or fail with
+``TRUSTGW_REQUIRE_CONFORMANCE=1`` as in CI (``support.conformance``). ``accept`` and
+``accept-partial`` must accept, ``reject`` must reject; the either-way verdicts must go the way
+docs/conformance.md records.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.conformance import ROOT, absent, needs
 
 from adapters.credentials import shc
 from gateway.cli import main
@@ -23,15 +25,6 @@ from gateway.cli import main
 # Also runs with every dependency at its floor (.ci/lowest-versions).
 pytestmark = pytest.mark.lowest
 
-
-def conformance_dir() -> Path:
-    env = os.environ.get("TRUSTGW_CONFORMANCE_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "conformance"
-
-
-ROOT = conformance_dir()
 DCC = ROOT / "dcc"
 SHC = ROOT / "shc"
 
@@ -57,22 +50,10 @@ def verify(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[st
     return code, result
 
 
-def _absent(folder: Path, name: str) -> list[Any]:
-    return [
-        pytest.param(
-            None,
-            id=f"{name}-absent",
-            marks=pytest.mark.skip(
-                reason=f"{folder} is absent (shared/conformance not beside the clone)"
-            ),
-        )
-    ]
-
-
 def dcc_cases() -> list[Any]:
     index = DCC / "cases.json"
     if not index.is_file():
-        return _absent(DCC, "dcc")
+        return absent("dcc")
     return [
         pytest.param(case, id=f"dcc-{Path(case['file']).stem}")
         for case in json.loads(index.read_text(encoding="utf-8"))["cases"]
@@ -85,7 +66,7 @@ def shc_index() -> dict[str, Any]:
 
 def shc_cases() -> list[Any]:
     if not (SHC / "cases.json").is_file():
-        return _absent(SHC, "shc")
+        return absent("shc")
     index = shc_index()
     params = [pytest.param(case, id=f"shc-{case['id']}") for case in index["cases"]]
     params += [
@@ -152,8 +133,8 @@ def test_shc_case(
 
 # --- the same vectors, other ways in ----------------------------------------------------------
 
-needs_dcc = pytest.mark.skipif(not (DCC / "cases.json").is_file(), reason=f"{DCC} is absent")
-needs_shc = pytest.mark.skipif(not (SHC / "cases.json").is_file(), reason=f"{SHC} is absent")
+needs_dcc = needs("dcc")
+needs_shc = needs("shc")
 
 
 @needs_dcc

@@ -14,7 +14,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
@@ -241,3 +243,95 @@ def test_each_role_may_make_exactly_the_calls_the_table_gives_it(
         assert outcome.status != "PERMISSION_DENIED", outcome
     else:
         assert (outcome.status, outcome.reason) == ("PERMISSION_DENIED", "PERMISSION_DENIED")
+
+
+# --- the request's own fields and metadata ----------------------------------------------------
+
+
+def recognise(world: World, request: pb.RecogniseRequest, metadata=()) -> tuple[str, Any, dict]:
+    """(status, the reply or the error, trailing metadata) of one Recognise."""
+    stub = world.channels["verifier"].unary_unary(RECOGNISE.path)
+    try:
+        data, call = stub.with_call(request.SerializeToString(), timeout=30, metadata=metadata)
+    except grpc.RpcError as error:
+        return error.code().name, error, dict(error.trailing_metadata() or ())
+    return "OK", pb.RecogniseResponse.FromString(data), dict(call.trailing_metadata() or ())
+
+
+@pytest.mark.doc('api.md "Messages"', 'api.md "RPC errors"')
+@pytest.mark.parametrize(
+    ("request_id", "hint", "expected"),
+    [
+        pytest.param("r" * 128, "", "OK", id="request-id-128"),
+        pytest.param("r" * 129, "", "INVALID_REQUEST", id="request-id-129"),
+        pytest.param("码" * 128, "", "OK", id="request-id-128-non-ascii"),
+        pytest.param("r", PARTNER_REGION, "OK", id="hint-of-the-code"),
+        pytest.param("r", "120000", "REGION_MISMATCH", id="hint-of-another-region"),
+        pytest.param("r", "11000", "INVALID_REQUEST", id="hint-5-digits"),
+        pytest.param("r", "abcdef", "INVALID_REQUEST", id="hint-not-digits"),
+        pytest.param("r", "\uff11" * 6, "INVALID_REQUEST", id="hint-full-width-digits"),
+    ],
+)
+def test_request_fields_follow_the_messages_table(
+    world: World, request_id: str, hint: str, expected: str
+) -> None:
+    """Unary: an RPC error with ErrorInfo; in a stream the same request is answered in place."""
+    code = next(c for c in world.codes if c.startswith("BJ1:"))
+    request = pb.RecogniseRequest(request_id=request_id, code=code, region_hint=hint)
+    status, reply, trailers = recognise(world, request)
+    if expected == "INVALID_REQUEST":
+        assert status == "INVALID_ARGUMENT"
+        info = _error_info(reply)
+        assert info.reason == "INVALID_REQUEST"
+        assert info.metadata["request_id"] == trailers["x-request-id"]
+    else:
+        assert status == "OK"
+        assert reply.request_id == request_id
+        assert reply.reason != "INVALID_REQUEST"
+        if expected == "REGION_MISMATCH":
+            assert reply.reason == "REGION_MISMATCH" and not reply.recognised
+    responses = no_finding(STREAM, [request.SerializeToString()], world)
+    answer = pb.RecogniseResponse.FromString(responses[0])
+    assert (answer.reason == "INVALID_REQUEST") == (expected == "INVALID_REQUEST")
+    assert not answer.recognised or expected == "OK"
+
+
+def _error_info(error: Any) -> Any:
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(error)
+    info = error_details_pb2.ErrorInfo()
+    assert status is not None and status.details[0].Unpack(info)
+    assert info.domain == "trustgw.gateway"
+    return info
+
+
+@pytest.mark.doc('api.md "Metadata"')
+@pytest.mark.parametrize(
+    ("given", "echoed"),
+    [
+        pytest.param("checkpoint-7:scan.0001_A", True, id="every-allowed-character"),
+        pytest.param("x" * 64, True, id="64-characters"),
+        pytest.param("x" * 65, False, id="65-characters"),
+        pytest.param("a b", False, id="space"),
+        pytest.param("a/b", False, id="slash"),
+        pytest.param("", False, id="empty"),
+    ],
+)
+@pytest.mark.parametrize("refused", [False, True], ids=["decision", "rpc-error"])
+def test_the_request_id_header_is_echoed_or_replaced(
+    world: World, given: str, echoed: bool, refused: bool
+) -> None:
+    """The caller's ``x-request-id`` when it fits ``[A-Za-z0-9._:-]{1,64}``, else one the
+    gateway makes (16 hex digits), in the trailers of every response, errors included."""
+    request = pb.RecogniseRequest(request_id="x" * 129 if refused else "r", code="junk")
+    status, reply, trailers = recognise(world, request, metadata=(("x-request-id", given),))
+    assert status == ("INVALID_ARGUMENT" if refused else "OK")
+    sent_back = trailers["x-request-id"]
+    if echoed:
+        assert sent_back == given
+    else:
+        assert re.fullmatch(r"[0-9a-f]{16}", sent_back), sent_back
+    if refused:
+        assert _error_info(reply).metadata["request_id"] == sent_back

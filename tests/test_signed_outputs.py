@@ -27,13 +27,8 @@ from keys.keystore import DEFAULT_ACTIVATION_DELAY, KeyDirectory, KeyRole
 from keys.model import Mode
 from keys.registry import RegistrySnapshot
 from keys.timeutil import to_iso, to_unix
-from keys.trustlist import (
-    PinnedKey,
-    TrustListVerifier,
-    build_content,
-    content_digest,
-    sign_trustlist,
-)
+from keys.trustlist import PinnedKey, TrustListVerifier, content_digest, sign_trustlist
+from keys.trustpublisher import build_content
 
 NOW = T0  # every call here takes its time: no real clock
 T0 = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)

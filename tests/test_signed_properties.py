@@ -34,10 +34,10 @@ from keys.trustlist import (
     PinnedKey,
     TrustList,
     TrustListVerifier,
-    build_content,
     content_digest,
     sign_trustlist,
 )
+from keys.trustpublisher import build_content
 
 # TRUSTGW_PROPERTY_EXAMPLES=2000 for a deeper run; the default keeps the suite fast. No deadline:
 # each example writes a key directory, and the machine may be loaded.

@@ -18,13 +18,8 @@ from keys.errors import GatewayError
 from keys.keystore import MANIFEST, KeyDirectory, KeyRole
 from keys.partner import PartnerSigner
 from keys.signed import Envelope
-from keys.trustlist import (
-    TRUSTLIST_DELTA_TYPE,
-    PinnedKey,
-    SignedTrustList,
-    TrustListPublisher,
-    TrustListVerifier,
-)
+from keys.trustlist import TRUSTLIST_DELTA_TYPE, PinnedKey, SignedTrustList, TrustListVerifier
+from keys.trustpublisher import TrustListPublisher
 
 X = PartnerSigner.generate("110000")
 Y = PartnerSigner.generate("120000")

@@ -9,6 +9,7 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,11 +35,14 @@ from gateway.grpc.partner import PartnerService
 from gateway.grpc.recognition import RecognitionService
 from gateway.grpc.server import build_server
 from gateway.grpc.trustlist import TrustListService
+from gateway.limits import REQUEST_LIMITS
 from gateway.pki import DevCA, TlsFiles
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.gateway import Gateway
 from keys.errors import RequestMalformedError, RequestTooLargeError
 from keys.signed import MAX_ENVELOPE_BYTES
+
+pytestmark = pytest.mark.integration  # real servers (tests/support/tiers.py)
 
 NOW = REAL_NOW  # a serving gateway reads the real clock
 REGION = REGION_SPECS[0].code
@@ -152,7 +156,6 @@ async def call_raw(
 # --- bytes that are not protobuf: docs/api.md "RPC errors" -----------------------------------
 
 
-@pytest.mark.integration
 def test_bytes_that_are_not_protobuf_are_invalid_argument_on_every_method(world) -> None:
     """docs/api.md, RPC errors and The order of checks on every call: REQUEST_MALFORMED, with
     ErrorInfo and the request id, on every method (health's included)."""
@@ -177,7 +180,6 @@ def test_bytes_that_are_not_protobuf_are_invalid_argument_on_every_method(world)
         assert "DecodeError" not in result.details() and "Unexpected" not in result.details()
 
 
-@pytest.mark.integration
 def test_a_caller_without_the_role_is_refused_before_its_bytes_are_decoded(world) -> None:
     """docs/api.md, The order of checks on every call: the role comes before the size and the
     decoding; the ErrorInfo names the request id."""
@@ -212,7 +214,6 @@ def test_a_caller_without_the_role_is_refused_before_its_bytes_are_decoded(world
         assert info.metadata["request_id"] == dict(result.trailing_metadata())["x-request-id"]
 
 
-@pytest.mark.integration
 def test_a_malformed_request_is_one_warning_without_traceback_and_a_count(world, caplog) -> None:
     """docs/api.md, The order of checks on every call: one warning in the log (no traceback),
     trustgw_bad_requests_total, and the RPC in trustgw_rpc_errors_total."""
@@ -237,7 +238,6 @@ def test_a_malformed_request_is_one_warning_without_traceback_and_a_count(world,
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-@pytest.mark.integration
 def test_bad_messages_in_a_stream_are_answered_in_order_and_the_stream_goes_on(
     world, codes
 ) -> None:
@@ -276,7 +276,6 @@ def test_bad_messages_in_a_stream_are_answered_in_order_and_the_stream_goes_on(
     }
 
 
-@pytest.mark.integration
 def test_a_malformed_reflection_request_is_invalid_argument(world) -> None:
     """docs/api.md, RPC errors: the library's services too (reflection, health above)."""
     listing = reflection_pb2.ServerReflectionRequest(list_services="").SerializeToString()
@@ -298,7 +297,6 @@ def test_a_malformed_reflection_request_is_invalid_argument(world) -> None:
     assert error_info(bad).reason == "REQUEST_MALFORMED"
 
 
-@pytest.mark.integration
 def test_random_bytes_never_get_unknown_or_internal(world) -> None:
     """docs/api.md, RPC errors: whatever the bytes, a stable status (seeded, 150 per method)."""
     rng = random.Random(8_12)
@@ -344,6 +342,12 @@ def test_each_method_reads_requests_up_to_its_own_limit() -> None:
         for servicer in (RecognitionService, PartnerService, TrustListService)
         for name, rule in servicer.methods.items()
     }
+    # The same table as the SDK's (it refuses a larger request before sending it).
+    assert {
+        f"/{servicer.service.full_name}/{name}": rule.max_request_bytes
+        for servicer in (RecognitionService, PartnerService, TrustListService)
+        for name, rule in servicer.methods.items()
+    } == dict(REQUEST_LIMITS)
     assert limits == {
         "Recognise": MAX_RECOGNISE_REQUEST_BYTES,
         "RecogniseStream": MAX_RECOGNISE_REQUEST_BYTES,
@@ -377,7 +381,6 @@ def test_the_size_is_checked_before_the_bytes_are_parsed() -> None:
         decode(pb.RecogniseRequest, b"\xff" * MAX_RECOGNISE_REQUEST_BYTES, 32 * 1024)
 
 
-@pytest.mark.integration
 def test_messages_over_a_methods_limit_are_resource_exhausted_with_a_reason(world) -> None:
     """docs/api.md, Limits: REQUEST_TOO_LARGE (RESOURCE_EXHAUSTED, metadata ``limit``) over a
     method's limit; a code under it but over 4096 characters stays an OVERSIZED decision; the
@@ -424,10 +427,32 @@ def test_messages_over_a_methods_limit_are_resource_exhausted_with_a_reason(worl
 # --- refused streams: docs/api.md "Refused streams" --------------------------------------------
 
 
-@pytest.mark.integration
+def outcome(error: grpc.aio.AioRpcError) -> str:
+    """``CODE:REASON`` of an error (``CODE:-`` without ErrorInfo, as gRPC's own INTERNAL)."""
+    status = rpc_status.from_call(error)
+    if status is None or not status.details:
+        return f"{error.code().name}:-"
+    return f"{error.code().name}:{error_info(error).reason}"
+
+
+async def stream_outcome(
+    channel: grpc.aio.Channel, method: str, messages: list[bytes]
+) -> tuple[list[bytes], str]:
+    """Write ``messages`` to a stream as fast as gRPC takes them, then half-close: the
+    responses, and ``OK`` or the error's ``CODE:REASON``."""
+    call = channel.stream_stream(method)(iter(messages), timeout=20)
+    responses: list[bytes] = []
+    try:
+        async for raw in call:
+            responses.append(raw)
+    except grpc.aio.AioRpcError as exc:
+        return responses, outcome(exc)
+    return responses, (await call.code()).name
+
+
 def test_a_refused_stream_gets_its_own_status_every_time(world) -> None:
     """docs/api.md, Refused streams: 300 RecogniseStreams refused while the caller is still
-    writing; every status is the refusal's own (never INTERNAL)."""
+    writing; every status is the refusal's own, with its reason (never INTERNAL)."""
     messages = [
         pb.RecogniseRequest(request_id=f"r{n}", code="x" * 200).SerializeToString()
         for n in range(20)
@@ -437,22 +462,160 @@ def test_a_refused_stream_gets_its_own_status_every_time(world) -> None:
         seen: Counter[str] = Counter()
         for n in range(300):
             who = ("partner", "operator", "no-role")[n % 3]
-            call = channels[who].stream_stream(STREAM)(iter(messages), timeout=10)
-            try:
-                async for _ in call:
-                    seen[f"{who}:answered"] += 1
-            except grpc.aio.AioRpcError as exc:
-                seen[f"{who}:{exc.code().name}"] += 1
+            responses, status = await stream_outcome(channels[who], STREAM, messages)
+            seen[f"{who}:{len(responses)}:{status}"] += 1
         return seen
 
     assert world(body) == {
-        "partner:PERMISSION_DENIED": 100,
-        "operator:PERMISSION_DENIED": 100,
-        "no-role:UNAUTHENTICATED": 100,
+        "partner:0:PERMISSION_DENIED:PERMISSION_DENIED": 100,
+        "operator:0:PERMISSION_DENIED:PERMISSION_DENIED": 100,
+        "no-role:0:UNAUTHENTICATED:UNAUTHENTICATED": 100,
     }
 
 
-@pytest.mark.integration
+def test_bad_messages_mid_stream_are_answered_every_time_and_the_stream_ends_ok(
+    world, codes
+) -> None:
+    """docs/api.md, Refused streams and Limits: 200 streams with a message over the method's
+    limit, or bytes that are not protobuf, in the middle: every one answers all 20 messages in
+    order (the bad one with its reason) and ends OK, never INTERNAL."""
+    code = codes(REGION, NOW)()
+    good = [
+        pb.RecogniseRequest(request_id=f"r{n}", code=code).SerializeToString() for n in range(20)
+    ]
+    over = pb.RecogniseRequest(code="A" * MAX_RECOGNISE_REQUEST_BYTES).SerializeToString()
+    streams = {
+        "over-limit": (over, "REQUEST_TOO_LARGE"),
+        "malformed": (NOT_UTF8, "REQUEST_MALFORMED"),
+    }
+
+    async def body(gateway, channels, running) -> Counter[str]:
+        seen: Counter[str] = Counter()
+        for n in range(200):
+            name = ("over-limit", "malformed")[n % 2]
+            bad, reason = streams[name]
+            sent = [*good[:7], bad, *good[8:]]
+            responses, status = await stream_outcome(channels["verifier"], STREAM, sent)
+            answers = [pb.RecogniseResponse.FromString(raw) for raw in responses]
+            expected = [f"r{i}" if i != 7 else "" for i in range(20)]
+            in_order = [a.request_id for a in answers] == expected
+            bad_answer = answers[7].reason if len(answers) > 7 else "-"
+            seen[f"{name}:{len(answers)}:{in_order}:{bad_answer}:{status}"] += 1
+            assert reason == bad_answer or status != "OK"
+        return seen
+
+    assert world(body) == {
+        "over-limit:20:True:REQUEST_TOO_LARGE:OK": 100,
+        "malformed:20:True:REQUEST_MALFORMED:OK": 100,
+    }
+
+
+def test_a_stream_that_fails_part_way_gets_its_own_status_every_time(world) -> None:
+    """docs/api.md, Refused streams: a reflection stream whose fourth message is not protobuf
+    ends INVALID_ARGUMENT / REQUEST_MALFORMED after its three answers, 150 times out of 150,
+    although the caller is still writing when it fails."""
+    ask = reflection_pb2.ServerReflectionRequest(list_services="").SerializeToString()
+    sent = [ask, ask, ask, TRUNCATED, *[ask] * 30]
+
+    async def body(gateway, channels, running) -> Counter[str]:
+        seen: Counter[str] = Counter()
+        for _ in range(150):
+            responses, status = await stream_outcome(channels["no-role"], REFLECTION, sent)
+            seen[f"{len(responses)}:{status}"] += 1
+        return seen
+
+    assert world(body) == {"3:INVALID_ARGUMENT:REQUEST_MALFORMED": 150}
+
+
+def test_a_recognise_stream_that_fails_part_way_gets_its_own_status_every_time(
+    world, codes, monkeypatch
+) -> None:
+    """docs/api.md, Refused streams and RPC errors: a RecogniseStream that cannot go on (here:
+    no gateway key may sign, CONFIGURATION) answers the requests before the failure, in order,
+    then ends with that status while the caller is still writing, never INTERNAL: 60 times
+    where the sixth decision's attestation cannot be signed, 60 where the sixth request needs a
+    conversion (recorded while later requests are read ahead) that cannot be signed."""
+    from gateway.runtime.gateway import Gateway as GatewayClass
+    from keys.errors import ConfigurationError
+    from keys.keystore import KeyRole
+
+    show, convert = REGION_SPECS[0], REGION_SPECS[1]
+    assert (show.mode.value, convert.mode.value) == ("show", "convert")
+    show_code = codes(show.code, NOW)()
+    new_code = codes(convert.code, NOW)
+    plan = {"kind": "", "attestations": 0}
+    real_signer = GatewayClass.signer
+
+    def signer(self: Any, role: KeyRole, now: datetime) -> Any:
+        if role is KeyRole.ATTEST:
+            plan["attestations"] += 1
+        if (plan["kind"], role) == ("conversion", KeyRole.ISSUE) or (
+            plan["kind"] == "decision" and plan["attestations"] == 6
+        ):
+            raise ConfigurationError(f"no {role} key of the gateway is valid (test)")
+        return real_signer(self, role, now)
+
+    monkeypatch.setattr(GatewayClass, "signer", signer)
+
+    def request(n: int, code: str) -> bytes:
+        return pb.RecogniseRequest(request_id=f"r{n}", code=code).SerializeToString()
+
+    async def body(gateway, channels, running) -> Counter[str]:
+        seen: Counter[str] = Counter()
+        for n in range(120):
+            kind = ("decision", "conversion")[n % 2]
+            plan.update(kind=kind, attestations=0)
+            sent = [request(i, show_code) for i in range(40)]
+            if kind == "conversion":
+                sent[5] = request(5, new_code())  # never seen: a new conversion
+            responses, status = await stream_outcome(channels["verifier"], STREAM, sent)
+            answers = [pb.RecogniseResponse.FromString(raw).request_id for raw in responses]
+            seen[f"{kind}:{answers == [f'r{i}' for i in range(5)]}:{status}"] += 1
+        return seen
+
+    assert world(body) == {
+        "conversion:True:FAILED_PRECONDITION:CONFIGURATION": 60,
+        "decision:True:FAILED_PRECONDITION:CONFIGURATION": 60,
+    }
+
+
+def test_a_method_the_gateway_does_not_serve_is_unimplemented_every_time(world) -> None:
+    """docs/api.md, RPC errors and Refused streams: UNIMPLEMENTED with reason METHOD_UNKNOWN for
+    a stream to a service the gateway does not have (grpcurl asks reflection v1 first), an
+    unknown method of a known service, and a method not served (health's List), 100 each;
+    never INTERNAL, and counted under one label whatever the path."""
+    messages = [b"\x0a\x01x"] * 20
+    paths = (
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/gateway.api.v1.RecognitionService/NoSuchMethod",
+        "/grpc.health.v1.Health/List",
+    )
+
+    async def body(gateway, channels, running) -> tuple[Counter[str], Any]:
+        seen: Counter[str] = Counter()
+        for n in range(300):
+            path = paths[n % 3]
+            if n % 6 < 3:
+                responses, status = await stream_outcome(channels["verifier"], path, messages)
+                seen[f"{path}:stream:{len(responses)}:{status}"] += 1
+            else:
+                result = await call_raw(channels["verifier"], path, messages[0])
+                assert isinstance(result, grpc.aio.AioRpcError)
+                seen[f"{path}:unary:{outcome(result)}"] += 1
+        count = gateway.metrics.registry.get_sample_value(
+            "trustgw_bad_requests_total", {"method": "unknown", "reason": "METHOD_UNKNOWN"}
+        )
+        return seen, count
+
+    seen, count = world(body)
+    assert seen == {
+        f"{path}:{shape}": 50
+        for path in paths
+        for shape in ("stream:0:UNIMPLEMENTED:METHOD_UNKNOWN", "unary:UNIMPLEMENTED:METHOD_UNKNOWN")
+    }
+    assert count == 300
+
+
 def test_a_refused_watch_gets_its_own_status_every_time(world) -> None:
     """docs/api.md, Refused streams: WatchTrustList refusals (no role, a negative version)."""
     negative = rpb.WatchTrustListRequest(since_version=-1).SerializeToString()
@@ -468,7 +631,6 @@ def test_a_refused_watch_gets_its_own_status_every_time(world) -> None:
     assert world(body) == {"no-role:UNAUTHENTICATED": 100, "verifier:INVALID_ARGUMENT": 100}
 
 
-@pytest.mark.integration
 def test_streams_refused_during_a_drain_get_unavailable_every_time(world) -> None:
     """docs/api.md, Refused streams, and "Shutdown, as seen by a client": a stream that reaches
     a draining gateway is UNAVAILABLE (safe to retry elsewhere), never INTERNAL."""
@@ -497,7 +659,6 @@ def test_streams_refused_during_a_drain_get_unavailable_every_time(world) -> Non
     assert world(body) == {"UNAVAILABLE": 100}
 
 
-@pytest.mark.integration
 def test_a_refused_caller_that_never_half_closes_still_gets_its_status(world, monkeypatch) -> None:
     """docs/api.md, Refused streams: the gateway reads a refused stream for a bounded time only
     (here shortened to 0.2 s): a caller that writes and then waits is answered anyway."""

@@ -13,6 +13,8 @@ exc_type  # __exit__(exc_type, exc, tb): the protocol's signature
 tb  # __exit__(exc_type, exc, tb)
 pytest_runtest_protocol  # tests/conftest.py: a pytest hook
 pytest_runtest_makereport  # tests/conftest.py: a pytest hook
+pytest_configure  # tests/conftest.py: a pytest hook (the conformance marker and switch)
+pytest_runtest_setup  # tests/conftest.py: a pytest hook (absent conformance vectors)
 nextitem  # the pytest hook's signature
 _.longrepr  # pytest reads a report's longrepr
 pytestmark  # pytest reads a module's marks

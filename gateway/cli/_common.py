@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from gateway.runtime.datadir import DataDir
 from keys.errors import GatewayError
 from keys.keyid import check_kid
 from keys.timeutil import parse_time
@@ -67,7 +68,7 @@ def data_dir_type(value: str) -> Path:
 def existing_data_dir_type(value: str) -> Path:
     """The data directory of an initialised gateway: it holds ``trustgw.db``."""
     path = data_dir_type(value)
-    if not (path / "trustgw.db").is_file():
+    if not DataDir(path).is_initialised():
         raise argparse.ArgumentTypeError(
             f"{_shown(str(path))} is not a gateway data directory (no trustgw.db; "
             "make one with trustgw init)"

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from gateway.runtime.datadir import DataDir
 from keys.regioncode import is_region_code
 from keys.store import SQLiteStore
 
@@ -19,7 +20,7 @@ async def open_store(data_dir: Path) -> AsyncIterator[SQLiteStore]:
 
     Raises :class:`keys.errors.StoreUnavailableError`.
     """
-    store = await SQLiteStore.open(data_dir / "trustgw.db")
+    store = await SQLiteStore.open(DataDir(data_dir).database)
     try:
         yield store
     finally:

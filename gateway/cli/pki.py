@@ -39,6 +39,7 @@ from gateway.pki import (
     Role,
     read_certificate,
 )
+from gateway.runtime.datadir import DataDir
 from keys.errors import AlreadyExistsError, ConfigurationError
 from keys.timeutil import to_iso, utcnow
 
@@ -86,7 +87,7 @@ def name_type(value: str) -> str:
 
 
 def _ca(data_dir: Path) -> DevCA:
-    ca = DevCA(data_dir / "pki")
+    ca = DevCA(DataDir(data_dir).pki)
     if not ca.exists:
         raise ConfigurationError(
             f"there is no CA in {ca.directory}: make one with trustgw pki init --data-dir "
@@ -153,7 +154,7 @@ def _print_issued(result: dict[str, Any], what: str) -> None:
 
 def cmd_pki_init(opts: argparse.Namespace) -> int:
     now = utcnow()
-    ca = DevCA(opts.data_dir / "pki")
+    ca = DevCA(DataDir(opts.data_dir).pki)
     hosts = _hosts(opts)
     created = not ca.exists
     if created:
@@ -275,10 +276,10 @@ def cmd_pki_list(opts: argparse.Namespace) -> int:
 def cmd_pki_show(opts: argparse.Namespace) -> int:
     now = utcnow()
     path: Path = opts.certificate
-    if opts.data_dir is not None and not (opts.data_dir / "pki").is_dir():
+    if opts.data_dir is not None and not DataDir(opts.data_dir).pki.is_dir():
         raise UsageError(f"--data-dir {opts.data_dir} has no pki/ directory")
     if opts.data_dir is not None and len(path.parts) == 1:
-        candidate = opts.data_dir / "pki" / f"{path.name}.pem"
+        candidate = DataDir(opts.data_dir).pki / f"{path.name}.pem"
         if candidate.is_file():
             path = candidate
     info = read_certificate(path)

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from gateway.cli._common import EXIT_OK, UsageError, add_data_dir, add_json, print_json, time_type
+from gateway.runtime.datadir import DataDir
 from keys.timeutil import to_iso, utcnow
 
 
@@ -21,7 +22,7 @@ async def _purge(opts: argparse.Namespace) -> dict[str, Any]:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    database = opts.data_dir / "trustgw.db"
+    database = DataDir(opts.data_dir).database
     if not database.is_file():
         raise UsageError(f"{database} does not exist: is {opts.data_dir} a data directory?")
     now = opts.at or utcnow()

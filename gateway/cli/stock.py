@@ -22,6 +22,7 @@ from gateway.cli._common import (
     time_type,
 )
 from gateway.cli._registry import region_arg
+from gateway.runtime.datadir import DataDir
 from keys.keystore import KeyDirectory, passphrase_from_env
 from keys.timeutil import utcnow
 
@@ -42,8 +43,8 @@ async def _convert(opts: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     assert fmt in FORMATS
     now = opts.at or utcnow()
-    keys = KeyDirectory.open(opts.data_dir / "keys", passphrase=passphrase_from_env())
-    store = await SQLiteStore.open(opts.data_dir / "trustgw.db")
+    keys = KeyDirectory.open(DataDir(opts.data_dir).keys, passphrase=passphrase_from_env())
+    store = await SQLiteStore.open(DataDir(opts.data_dir).database)
     try:
         try:
             converter = StockConverter(

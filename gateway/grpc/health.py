@@ -5,8 +5,8 @@ health state, and ``Watch`` streams end when a graceful shutdown begins.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
+import grpc
 from grpc_health.v1 import health, health_pb2
 
 from gateway.runtime.gateway import Gateway
@@ -22,7 +22,7 @@ class DrainingHealthServicer(health.aio.HealthServicer):
 
     def __init__(self) -> None:
         super().__init__()
-        self._status: dict[str, Any] = {"": health_pb2.HealthCheckResponse.SERVING}
+        self._status: dict[str, int] = {"": health_pb2.HealthCheckResponse.SERVING}
         self._changed = asyncio.Event()
         self._shutting_down = False
 
@@ -30,7 +30,7 @@ class DrainingHealthServicer(health.aio.HealthServicer):
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def set(self, service: str, status: Any) -> None:
+    async def set(self, service: str, status: int) -> None:
         await super().set(service, status)
         if not self._shutting_down:
             self._status[service] = status
@@ -43,27 +43,39 @@ class DrainingHealthServicer(health.aio.HealthServicer):
             self._status = dict.fromkeys(self._status, health_pb2.HealthCheckResponse.NOT_SERVING)
             self._wake()
 
-    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
+    async def Watch(
+        self,
+        request: health_pb2.HealthCheckRequest,
+        context: grpc.aio.ServicerContext[
+            health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse
+        ],
+    ) -> None:
         last: int | None = None
         while True:
             changed = self._changed
+            # Read before the write below awaits: a shutdown that begins during the write is
+            # seen on the next turn (``changed`` is set), and its NOT_SERVING is sent first.
+            shutting_down = self._shutting_down
             status = self._status.get(
                 request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
             )
             if status != last:
                 await context.write(health_pb2.HealthCheckResponse(status=status))
                 last = status
-            if self._shutting_down:
+            if shutting_down:
                 return
             await changed.wait()
 
 
 async def watch_health(
-    gateway: Gateway, servicer: health.aio.HealthServicer, names: tuple[str, ...]
+    gateway: Gateway,
+    servicer: health.aio.HealthServicer,
+    names: tuple[str, ...],
+    serving: bool = True,
 ) -> None:
     """Set every service in ``names`` (and the server, ``""``) to SERVING or NOT_SERVING
-    as the gateway's health changes."""
-    serving = True
+    as the gateway's health changes; ``serving`` is the status the servicer holds now (a
+    gateway that became healthy before the first look would otherwise stay NOT_SERVING)."""
     while True:
         await asyncio.sleep(0.25)
         if gateway.healthy != serving:

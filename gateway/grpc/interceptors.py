@@ -1,5 +1,6 @@
-"""The interceptor every call passes: request ids, latency, error counts and the drain on
-shutdown; and reading out what a refused caller is still writing.
+"""The interceptor every call passes: request ids, latency, error counts, the drain on
+shutdown and the answer to a method the gateway does not serve; and reading out what a refused
+caller is still writing (docs/api.md, "Refused streams").
 """
 
 from __future__ import annotations
@@ -9,13 +10,18 @@ import contextlib
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
+from gateway.grpc.errors import fail
 from gateway.observability import REQUEST_ID, REQUEST_ID_HEADER, Metrics, request_id_from
+from keys.errors import MethodUnknownError
 
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
+# The label under which calls of methods the gateway does not serve are timed and counted (one
+# label for all of them: a caller chooses the path, and must not choose the metrics' size).
+UNKNOWN_METHOD = "/-/unknown"
 
 
 async def stream_responses(result: Any) -> AsyncIterator[Any]:
@@ -41,8 +47,9 @@ async def drain_requests(context: grpc.aio.ServicerContext[Any, Any]) -> None:
 
     A server that ends a call while the client is still writing resets the stream after its
     trailers; a grpc.aio client whose write then fails replaces the status it had received with
-    ``INTERNAL: Internal error from Core`` (grpc/grpc#36066). Only for streams from which
-    nothing has been read yet (call it before the handler reads, never alongside a reader).
+    ``INTERNAL: Internal error from Core`` (grpc/grpc#36066, its client's
+    ``_StreamRequestMixin._write``). Only while no other read of the call is pending (gRPC
+    allows one at a time): before the handler reads, or through :meth:`RequestStream.drain`.
     """
     received = total = 0
     with contextlib.suppress(TimeoutError):
@@ -53,6 +60,50 @@ async def drain_requests(context: grpc.aio.ServicerContext[Any, Any]) -> None:
                     return
                 received += 1
                 total += len(message) if isinstance(message, bytes) else 0
+
+
+# A method handler as the interceptor sees it: of any service, so of any message types (a
+# string: grpc's runtime class is not subscriptable, only its stub is generic).
+_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
+class RequestStream:
+    """The request messages of one streaming call, as they arrive (raw bytes), remembering
+    whether the caller has half-closed and whether a read was interrupted, so that a call that
+    fails part-way can read out the rest before its status (:meth:`drain`).
+
+    Read by one task at a time, as gRPC requires.
+    """
+
+    __slots__ = ("_context", "ended", "interrupted")
+
+    def __init__(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        self._context = context
+        self.ended = False  # the caller half-closed: nothing left to drain
+        self.interrupted = False  # a read was cancelled: gRPC allows no further read
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self.ended or self.interrupted:
+            raise StopAsyncIteration
+        try:
+            message = await self._context.read()
+        except asyncio.CancelledError:
+            self.interrupted = True
+            raise
+        if message is grpc.aio.EOF:
+            self.ended = True
+            raise StopAsyncIteration
+        return message  # type: ignore[no-any-return]
+
+    async def drain(self) -> None:
+        """Read out what the caller is still writing (bounded: :func:`drain_requests`); call
+        it only when nothing else reads the stream any more."""
+        if not (self.ended or self.interrupted):
+            self.ended = True
+            await drain_requests(self._context)
 
 
 class RequestInterceptor(grpc.aio.ServerInterceptor):
@@ -70,12 +121,26 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._wrapped: dict[str, tuple[_Handler, _Handler]] = {}
         self._in_flight = 0
         self._seen = 0  # calls begun (not counting health checks)
         self._idle = asyncio.Event()
         self._idle.set()
         self._draining = False
+        self._unknown = self._wrap(
+            UNKNOWN_METHOD, grpc.stream_stream_rpc_method_handler(self._refuse_unknown)
+        )
+
+    async def _refuse_unknown(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
+        """A method the gateway does not serve: ``UNIMPLEMENTED`` with reason METHOD_UNKNOWN,
+        after the caller has finished writing (gRPC's own answer comes before it has read
+        anything, and a grpc.aio client that is still writing then sees ``INTERNAL``). Any
+        call shape: a unary caller's request is one message and the half-close."""
+        await drain_requests(context)
+        await fail(context, "unknown", self._metrics, MethodUnknownError())
+        yield b""  # unreachable (fail raises); makes this a streaming handler
 
     @property
     def in_flight(self) -> int:
@@ -106,12 +171,12 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> _Handler | None:
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
+        if handler is None:  # no service has this method: answered after the drain
+            return self._unknown
         cached = self._wrapped.get(handler_call_details.method)
         if cached is not None and cached[0] is handler:
             return cached[1]
@@ -119,13 +184,13 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         self._wrapped[handler_call_details.method] = (handler, wrapped)
         return wrapped
 
-    def _wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _wrap(self, full_method: str, handler: _Handler) -> _Handler:
         method = full_method.rsplit("/", 1)[-1]
         histogram = self._metrics.latency.labels(method)
         errors = self._metrics.errors
         exempt = full_method.startswith(_HEALTH_PREFIX)  # answers NOT_SERVING while draining
 
-        def begin(context: grpc.aio.ServicerContext) -> float:
+        def begin(context: grpc.aio.ServicerContext[Any, Any]) -> float:
             request_id = request_id_from(context.invocation_metadata())
             REQUEST_ID.set(request_id)
             # Trailing metadata costs no extra round of the event loop, unlike initial metadata;
@@ -139,7 +204,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
 
         reads_stream = handler.request_streaming
 
-        async def admit(context: grpc.aio.ServicerContext) -> None:
+        async def admit(context: grpc.aio.ServicerContext[Any, Any]) -> None:
             if self._draining and not exempt:
                 if reads_stream:  # nothing read yet: let the caller finish writing first
                     await drain_requests(context)
@@ -149,7 +214,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                     trailing_metadata=((REQUEST_ID_HEADER, REQUEST_ID.get()),),
                 )
 
-        def end(context: grpc.aio.ServicerContext, started: float) -> None:
+        def end(context: grpc.aio.ServicerContext[Any, Any], started: float) -> None:
             if not exempt:
                 self._in_flight -= 1
                 if self._in_flight == 0:
@@ -161,9 +226,11 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                 errors.labels(method, name).inc()
 
         if handler.unary_unary is not None:
-            inner_uu = handler.unary_unary
+            # The stubs type a handler's behaviour for the synchronous server; grpc.aio calls
+            # it with its own context and awaits the result, hence the wider type.
+            inner_uu: Callable[..., Awaitable[Any]] = handler.unary_unary
 
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 started = begin(context)
                 try:
                     await admit(context)
@@ -182,7 +249,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         def streaming(inner: Callable[..., Any]) -> Callable[..., Any]:
             # The same wrapper serves stream-stream and unary-stream: only the first argument
             # (a request iterator or a request) differs, and it is passed through.
-            async def wrapper(first: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def wrapper(first: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 started = begin(context)
                 try:
                     await admit(context)

@@ -5,11 +5,9 @@ port (port 0 in tests), ``RunningServer.stop`` drains it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -30,6 +28,7 @@ from gateway.grpc.trustlist import TrustListService
 from gateway.pki import TlsFiles
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.memory import MemoryReleaser
+from gateway.runtime.tasks import Background
 from gateway.runtime.trustfeed import TrustListFeed
 
 # Received messages: per method, and server-wide the largest legitimate one (gateway.grpc.methods).
@@ -46,8 +45,9 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
-    watcher: asyncio.Task[None] | None = None
-    releaser: asyncio.Task[None] | None = None  # gives freed memory back (gateway.runtime.memory)
+    watcher: Background = field(default_factory=lambda: Background("health-watch"))
+    # gives freed memory back (gateway.runtime.memory)
+    releaser: Background = field(default_factory=lambda: Background("release-memory"))
     metrics_port: int | None = None
     _metrics_server: Any = None
     requests: RequestInterceptor | None = None  # drains: refuses new calls, waits for the rest
@@ -55,11 +55,8 @@ class RunningServer:
 
     async def stop(self, grace: float | None) -> None:
         """Turn health to NOT_SERVING, then drain in-flight calls for up to ``grace`` seconds."""
-        for task in (self.watcher, self.releaser):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await self.watcher.stop()
+        await self.releaser.stop()
         await self.health.enter_graceful_shutdown()
         if self.trustlist is not None:
             await self.trustlist.close()
@@ -137,9 +134,10 @@ async def build_server(
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()
+    healthy = gateway.healthy
     initial = (
         health_pb2.HealthCheckResponse.SERVING
-        if gateway.healthy
+        if healthy
         else health_pb2.HealthCheckResponse.NOT_SERVING
     )
     for name in ("", *SERVICE_NAMES):
@@ -147,8 +145,10 @@ async def build_server(
     running = RunningServer(
         server, port, health_servicer, trustlist=gateway.trustlist, requests=requests
     )
-    running.watcher = asyncio.create_task(watch_health(gateway, health_servicer, SERVICE_NAMES))
-    running.releaser = asyncio.create_task(MemoryReleaser().run(), name="release-memory")
+    running.watcher.start(
+        lambda: watch_health(gateway, health_servicer, SERVICE_NAMES, serving=healthy)
+    )
+    running.releaser.start(MemoryReleaser().run)
     if metrics_listen:
         running._metrics_server, running.metrics_port = _start_metrics(metrics_listen, gateway)
     return running

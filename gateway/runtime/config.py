@@ -7,12 +7,16 @@ from datetime import timedelta
 from pathlib import Path
 
 from gateway.pki import TlsFiles
+from gateway.runtime.datadir import DataDir
 from gateway.runtime.retention import RetentionPolicy
 from keys.trustlist import DEFAULT_TTL as TRUSTLIST_TTL
 
 
 @dataclass(frozen=True)
 class GatewayConfig:
+    """Everything :meth:`gateway.runtime.gateway.Gateway.open` and the server need; built from
+    the settings by :meth:`gateway.runtime.settings.Settings.gateway_config`."""
+
     data_dir: Path
     listen: str = "127.0.0.1:50051"
     passphrase: bytes | None = None
@@ -24,9 +28,13 @@ class GatewayConfig:
     trustlist_ttl: timedelta = TRUSTLIST_TTL  # how long a signed trust list stays valid
 
     @property
+    def paths(self) -> DataDir:
+        return DataDir(self.data_dir)
+
+    @property
     def database(self) -> Path:
-        return self.data_dir / "trustgw.db"
+        return self.paths.database
 
     @property
     def key_dir(self) -> Path:
-        return self.data_dir / "keys"
+        return self.paths.keys

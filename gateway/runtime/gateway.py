@@ -8,7 +8,6 @@ into it. Nothing here imports gRPC.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from datetime import datetime
@@ -20,6 +19,7 @@ from gateway.observability import Metrics
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.reclog import RecognitionLog
 from gateway.runtime.retention import PeriodicPurge
+from gateway.runtime.tasks import Background
 from gateway.runtime.trustfeed import DEFAULT_PUSH_TIMEOUT as TRUSTLIST_PUSH_TIMEOUT
 from gateway.runtime.trustfeed import DEFAULT_RESEND as TRUSTLIST_RESEND
 from gateway.runtime.trustfeed import TrustListFeed
@@ -30,7 +30,7 @@ from keys.pseudonym import Pseudonymiser
 from keys.registry import KeyRegistry
 from keys.store import SQLiteStore
 from keys.timeutil import utcnow
-from keys.trustlist import TrustListPublisher
+from keys.trustpublisher import TrustListPublisher
 from keys.trustregistry import TrustRegistry
 
 log = logging.getLogger("trustgw.server")
@@ -50,9 +50,13 @@ class Gateway:
         self.registry = registry
         self.key_dir = key_dir
         self.conversions = Conversions(store)
-        self.reclog = RecognitionLog(store) if config.retention.recognition_log else None
-        self.purger = PeriodicPurge(store, config.retention)
         pseudonymiser = Pseudonymiser(key_dir.pseudonym_secret())
+        self.reclog = (
+            RecognitionLog(store, pseudonymiser.code_key)
+            if config.retention.recognition_log
+            else None
+        )
+        self.purger = PeriodicPurge(store, config.retention)
         self.recogniser = Recogniser(
             lambda: self.registry.snapshot, self, pseudonymiser, self.conversions
         )
@@ -73,7 +77,7 @@ class Gateway:
         )
         self._config = config
         self._key_dir_stamp = _stamp(config.key_dir)
-        self._refresher: asyncio.Task[None] | None = None
+        self._refresher = Background("refresh")
         self.metrics = Metrics()
         self.healthy = True
         self._metrics_updated = 0.0
@@ -90,7 +94,10 @@ class Gateway:
     @classmethod
     async def open(cls, config: GatewayConfig) -> Gateway:
         key_dir = KeyDirectory.open(config.key_dir, passphrase=config.passphrase)
-        store = await SQLiteStore.open(config.database)
+        # With the secret: an older database's code ids are keyed when its schema is upgraded.
+        store = await SQLiteStore.open(
+            config.database, code_keys=Pseudonymiser(key_dir.pseudonym_secret())
+        )
         registry = KeyRegistry(store)
         await registry.load()
         gateway = cls(store, registry, key_dir, config)
@@ -101,14 +108,11 @@ class Gateway:
         if gateway.reclog is not None:
             gateway.reclog.start()
         gateway.purger.start()
-        gateway._refresher = asyncio.create_task(gateway._refresh_loop(), name="refresh")
+        gateway._refresher.start(gateway._refresh_loop)
         return gateway
 
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        await self._refresher.stop()
         await self.trustlist.close()
         await self.purger.stop()
         if self.reclog is not None:

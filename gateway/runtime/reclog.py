@@ -5,8 +5,8 @@ everything waiting to the store every ``interval`` seconds (sooner once ``max_ba
 wait), and the store writes it in one transaction on its writer thread: one hop and one WAL sync
 per interval, not per entry nor per few hundred, because a conversion's commit shares that
 thread and waits for the transaction ahead of it. Entries carry no raw identifier: the holder's
-keyed pseudonym, and the partner's code id which the store keeps only as
-``sha256(region|code_id)``.
+keyed pseudonym, and the partner's code id, which is replaced by its code key (HMAC under the
+gateway's secret, :meth:`keys.pseudonym.Pseudonymiser.code_key`) before the entry leaves memory.
 
 Entries still waiting when the process dies are lost (at most ``interval`` seconds' worth): the
 log is for tracing and statistics, not a durability guarantee. When the store is unreachable the
@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from gateway.runtime.tasks import Background
 from keys.errors import GatewayError
 from keys.personal import RecognitionEntry
 
@@ -36,18 +37,21 @@ class RecognitionLog:
     def __init__(
         self,
         store: RecognitionStore,
+        code_key: Callable[[str, str], str],
         *,
         interval: float = 0.25,
         max_batch: int = 10_000,
         max_pending: int = 200_000,
     ) -> None:
         self._store = store
+        self._code_key = code_key
         self._interval = interval
         self._max_batch = max_batch
         self._max_pending = max_pending
         self._entries: list[RecognitionEntry] = []
         self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._flushing = asyncio.Lock()  # one flush at a time: the background's or a caller's
+        self._task = Background("recognition-log")
         self.written = 0
         self.dropped = 0
 
@@ -59,27 +63,26 @@ class RecognitionLog:
             self._wakeup.set()
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="recognition-log")
+        self._task.start(self._loop)
 
     async def stop(self) -> None:
         """Stop the background task and write what is waiting."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await self._task.stop()
         await self.flush()
 
     async def flush(self) -> None:
-        """Write every waiting entry, in batches of ``max_batch``."""
+        """Write every waiting entry, in batches of ``max_batch``: when it returns, every entry
+        recorded before the call is written (or kept, when the store is unreachable), including
+        a batch the background task was writing."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         while self._entries:
             batch = self._entries[: self._max_batch]
             del self._entries[: self._max_batch]
             try:
-                await self._store.append_recognitions(batch)
+                await self._store.append_recognitions([e.keyed(self._code_key) for e in batch])
             except GatewayError as exc:
                 self._entries[:0] = batch  # keep them for the next try, within bounds
                 excess = len(self._entries) - self._max_pending

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from gateway.runtime.tasks import Background
 from keys.errors import GatewayError
 from keys.personal import PurgeResult
 from keys.timeutil import ensure_utc, utcnow
@@ -82,21 +83,15 @@ class PeriodicPurge:
         self._store = store
         self._policy = policy
         self._first_delay = first_delay
-        self._task: asyncio.Task[None] | None = None
+        self._task = Background("retention-purge")
         self.last: PurgeResult | None = None
 
     def start(self) -> None:
-        if self._task is None and self._policy.interval_seconds > 0:
-            self._task = asyncio.create_task(self._loop(), name="retention-purge")
+        if self._policy.interval_seconds > 0:
+            self._task.start(self._loop)
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await self._task.stop()
 
     async def run_once(self, now: datetime | None = None) -> PurgeResult | None:
         """One purge; a failure is logged and the next period tries again."""

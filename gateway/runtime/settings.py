@@ -23,6 +23,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from gateway.pki import TlsFiles
+from gateway.runtime.config import GatewayConfig
+from gateway.runtime.datadir import DataDir
+from gateway.runtime.retention import RetentionPolicy
 from keys.errors import ConfigurationError
 
 ENV_PREFIX = "TRUSTGW_"
@@ -233,24 +237,19 @@ class Settings:
             )
         return self.data_dir
 
-    def tls_files(self) -> Any:
-        """The server's :class:`gateway.pki.TlsFiles`, or ``None`` when ``insecure``."""
-        from gateway.pki import TlsFiles
-
+    def tls_files(self) -> TlsFiles | None:
+        """The server's TLS files (``DATA_DIR/pki/...`` unless given); ``None`` if ``insecure``."""
         if self.insecure:
             return None
-        pki = self.require_data_dir() / "pki"
+        default = DataDir(self.require_data_dir()).server_tls()
         return TlsFiles(
-            cert=self.tls_cert or pki / "server.pem",
-            key=self.tls_key or pki / "server.key",
-            ca=self.tls_ca or pki / "ca.pem",
+            cert=self.tls_cert or default.cert,
+            key=self.tls_key or default.key,
+            ca=self.tls_ca or default.ca,
         )
 
-    def gateway_config(self, passphrase: bytes | None) -> Any:
-        """The :class:`gateway.grpc.server.GatewayConfig` for these settings."""
-        from gateway.runtime.config import GatewayConfig
-        from gateway.runtime.retention import RetentionPolicy
-
+    def gateway_config(self, passphrase: bytes | None) -> GatewayConfig:
+        """The :class:`gateway.runtime.config.GatewayConfig` for these settings."""
         return GatewayConfig(
             data_dir=self.require_data_dir(),
             listen=self.listen,

@@ -1,7 +1,8 @@
 """The running gateway's trust list and the subscribers waiting for its next version.
 
-:class:`TrustListFeed` wraps the :class:`keys.trustlist.TrustListPublisher`: the gateway records
-the current version after every registry or key-directory change (:meth:`TrustListFeed.update`),
+:class:`TrustListFeed` wraps the :class:`keys.trustpublisher.TrustListPublisher`: the gateway
+records the current version after every registry or key-directory change
+(:meth:`TrustListFeed.update`),
 and each ``WatchTrustList`` stream waits on it (:meth:`TrustListFeed.wait`) instead of polling.
 Closing the feed wakes every waiter, so that streams end cleanly when the server stops.
 
@@ -18,7 +19,8 @@ import contextlib
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from keys.trustlist import SignedTrustList, TrustListPublisher
+from keys.trustlist import SignedTrustList
+from keys.trustpublisher import TrustListPublisher
 
 DEFAULT_RESEND = timedelta(hours=6)  # an idle watch re-sends the list this often (TTL 24 h)
 # How long a new gateway key waits for the watchers of this process to take the list that

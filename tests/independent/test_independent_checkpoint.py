@@ -28,7 +28,14 @@ from typing import Any
 
 import grpc
 import pytest
-from doc_checkpoint import Refused, TrustFile, home_code_id, verify_attestation, verify_home_code
+from doc_checkpoint import (
+    Refused,
+    TrustFile,
+    is_home_code_id,
+    verify_attestation,
+    verify_home_code,
+    verify_trust_list,
+)
 from doc_issuer import (
     REGIONS,
     Forger,
@@ -44,6 +51,8 @@ from google.protobuf import json_format
 
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
+from gateway.api.v1 import registry_pb2 as rpb
+from gateway.api.v1 import registry_pb2_grpc as rpb_grpc
 
 pytestmark = [
     pytest.mark.slow,
@@ -78,6 +87,7 @@ pytestmark = [
         'verifying.md "Keys and rotation"',
         'verifying.md "Command"',
         'verifying.md "Input forms"',
+        "trust-registry.md §9",
         'api.md "Recognise"',
         'api.md "RecogniseStream"',
         'api.md "GetGatewayKeys"',
@@ -166,10 +176,12 @@ class Gateway:
 
 
 @pytest.fixture
-def gateway(tmp_path: Path):
-    """A fresh gateway made with the documented commands, serving over mTLS on a free port."""
+def gateway(tmp_path: Path, request: pytest.FixtureRequest):
+    """A fresh gateway made with the documented commands, serving over mTLS on a free port;
+    its own keys of ``--gateway-algorithm`` (EdDSA unless the test parametrises it)."""
     data_dir = tmp_path / "gw"
-    trustgw("init", "--data-dir", str(data_dir), "--dev")
+    algorithm = getattr(request, "param", "EdDSA")
+    trustgw("init", "--data-dir", str(data_dir), "--dev", "--gateway-algorithm", algorithm)
     started = now_utc()
     partners = {}
     for code, region in REGIONS.items():
@@ -264,20 +276,22 @@ def check_decision(partner: Partner, holder: Holder, reply: pb.RecogniseResponse
     assert claims["holder"].startswith(
         "h1-"
     ) and holder.idno not in reply.SerializeToString().decode("latin-1")
-    assert claims["exp"] <= min(claims["code_exp"], claims["iat"] + 86400)
-    assert reply.valid_until <= claims["code_exp"]
+    # the gateway's keys are valid for a year: their not_after is never the earliest limit here
+    assert claims["exp"] == min(claims["code_exp"], claims["iat"] + 86400)
+    assert reply.valid_until == claims["exp"]  # api.md: the code's expiry, at most 24 h on
     if region.mode == "show":
         assert not reply.HasField("converted") and "converted_code_id" not in claims
         return
     converted = reply.converted
     home = home_claims(converted.code)
-    assert home["id"] == home_code_id(region.code, code_id) == converted.code_id
+    assert is_home_code_id(home["id"]) and home["id"] == converted.code_id
     assert claims["converted_code_id"] == home["id"]
-    assert home["src"] == {"region": region.code, "code_id": code_id}
+    assert home["src"] == {"region": region.code}  # verifying.md: not the code id itself
     assert home["src_iat"] == claims["code_iat"]
     assert home["holder"] == claims["holder"] and home["colour"] == "green"
     assert home["kid"] == converted.key_id and home["exp"] == converted.expires_at
-    assert home["exp"] <= claims["code_exp"]
+    assert home["exp"] == claims["code_exp"]  # the source's expiry (the key outlives it)
+    assert home["iat"] >= claims["code_iat"]
 
 
 def _b64url(text: str) -> bytes:
@@ -382,11 +396,17 @@ def cli_verify(
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize(
+    "gateway",
+    [pytest.param("EdDSA", id="gateway-EdDSA"), pytest.param("SM2", id="gateway-SM2")],
+    indirect=True,
+)
 def test_every_region_decides_as_documented_and_every_signed_output_verifies_offline(
     gateway: Gateway,
 ) -> None:
     """All 14 regions on a fresh gateway, unary and streamed: green (issued before ``init`` too,
-    and with white space around it), yellow, red, expired, too old, forged and an unknown key."""
+    and with white space around it), yellow, red, expired, too old, forged and an unknown key;
+    once with the gateway's own keys EdDSA and once SM2 (docs/verifying.md, "Algorithms")."""
     now = now_utc()
     cases: list[
         tuple[Partner, Holder | None, str, str, str]
@@ -581,6 +601,29 @@ def test_outputs_signed_across_issue_and_attest_rotations_under_load_verify_offl
     after = gateway.trust_file("after.json")
     checked = verify_all_offline(after, outputs, cli_sample=4)
     assert checked >= len(outputs.responses)
+
+    # trust-registry.md §9: the list signed now carries both generations of keys, and the
+    # partners' keys the operator added; verified with the trustlist key of the trust file
+    async def fetch() -> bytes:
+        async with gateway.channel() as channel:
+            stub = rpb_grpc.TrustListServiceStub(channel)
+            reply = await stub.GetTrustList(rpb.GetTrustListRequest(since_version=0), timeout=10)
+            return reply.envelope
+
+    envelope = asyncio.run(fetch())
+    trust_after = TrustFile.from_json(after.read_bytes())
+    statement = verify_trust_list(trust_after, envelope, int(now_utc().timestamp()))
+    listed = {(k["owner"], k["role"], k["kid"]) for k in statement["content"]["keys"]}
+    for kid in kids:
+        assert ("370000", "attest", kid) in listed
+    for kid in issue_kids:
+        assert ("370000", "issue", kid) in listed
+    for code, partner in gateway.partners.items():
+        assert (code, "code", partner.key.kid) in listed
+    with pytest.raises(Refused) as late:
+        verify_trust_list(trust_after, envelope, statement["expires"])
+    assert late.value.reason == "TRUSTLIST_EXPIRED"
+
     # what the old keys signed verifies with the trust file from before the rotations
     old = [o for o in outputs.responses if o[2].attestation.key_id == old_attest]
     assert old
@@ -588,21 +631,3 @@ def test_outputs_signed_across_issue_and_attest_rotations_under_load_verify_offl
         a = reply.attestation
         iat = json.loads(a.payload)["iat"]
         verify_attestation(before, a.payload, a.key_id, a.alg, a.signature, iat)
-
-
-@pytest.mark.parametrize("module", ["doc_issuer.py", "doc_checkpoint.py"])
-def test_the_issuer_and_the_checkpoint_import_nothing_from_the_project(module: str) -> None:
-    """Written from the pages alone: the standard library and ``cryptography`` only."""
-    import ast
-
-    tree = ast.parse((Path(__file__).with_name(module)).read_text(encoding="utf-8"))
-    imported = {
-        name.split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import | ast.ImportFrom)
-        for name in (
-            [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-        )
-    }
-    allowed = {"__future__", "cryptography", *sys.stdlib_module_names}
-    assert imported <= allowed, imported - allowed
