@@ -633,6 +633,7 @@ def test_the_walker_feeds_every_kind_of_malformed_value() -> None:
 
 
 
+@pytest.mark.integration
 def test_a_real_process_prints_exactly_one_line(
     files: Files, tmp_path: Path
 ) -> None:

@@ -408,6 +408,7 @@ def test_gateway_keys_from_a_verified_trust_list_verify_what_the_gateway_signs(
 # --- receipts, over gRPC --------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.doc('verifying.md "Submission receipts"')
 def test_every_receipt_is_signed_and_verifies_offline_with_every_published_form_of_the_keys(
     tmp_path: Path, prepared_dir, simulator

@@ -480,6 +480,7 @@ def test_the_sample_file_has_the_documented_columns(tmp_path: Path) -> None:
         assert f"`{column}`" in doc
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("signame", ["SIGKILL", "SIGINT"])
 def test_a_killed_conversion_resumes_and_converts_every_row_once(
     data_dir: Path, tmp_path: Path, capsys: Any, signame: str

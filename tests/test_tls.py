@@ -61,12 +61,14 @@ def _call(data_dir: Path, pki: dict[str, TlsFiles], client: str | None, code: st
     return run(scenario())
 
 
+@pytest.mark.integration
 def test_a_verifier_certificate_may_recognise(codes, prepared_dir, pki) -> None:
     result = _call(prepared_dir(NOW), pki, "verifier", codes(REGION, NOW)())
     assert isinstance(result, pb.RecogniseResponse)
     assert result.reason == "RECOGNISED"
 
 
+@pytest.mark.integration
 def test_a_partner_certificate_may_not_recognise(codes, prepared_dir, pki) -> None:
     result = _call(prepared_dir(NOW), pki, "partner", codes(REGION, NOW)())
     assert isinstance(result, grpc.aio.AioRpcError)
@@ -77,12 +79,14 @@ def test_a_partner_certificate_may_not_recognise(codes, prepared_dir, pki) -> No
     assert info.reason == "PERMISSION_DENIED"
 
 
+@pytest.mark.integration
 def test_a_certificate_without_a_role_is_unauthenticated(codes, prepared_dir, pki) -> None:
     result = _call(prepared_dir(NOW), pki, "no-role", codes(REGION, NOW)())
     assert isinstance(result, grpc.aio.AioRpcError)
     assert result.code() is grpc.StatusCode.UNAUTHENTICATED
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "client",
     [pytest.param(None, id="no-client-certificate"), pytest.param("foreign", id="other-ca")],

@@ -42,6 +42,8 @@ from gateway.runtime.gateway import Gateway
 from keys.errors import RequestMalformedError, RequestTooLargeError
 from keys.signed import MAX_ENVELOPE_BYTES
 
+pytestmark = pytest.mark.integration  # real servers (tests/support/tiers.py)
+
 NOW = REAL_NOW  # a serving gateway reads the real clock
 REGION = REGION_SPECS[0].code
 T = TypeVar("T")
