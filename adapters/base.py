@@ -163,9 +163,6 @@ class RegionAdapter:
     def mode(self) -> Mode:
         return self.spec.mode
 
-    def matches(self, text: str) -> bool:
-        return text.startswith(self.spec.prefix)
-
     def decode(self, text: str, keys: KeyLookup, pseudonymise: Pseudonymise) -> VerifiedCode:
         """Decode, verify and translate one code of this region.
 

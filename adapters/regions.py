@@ -70,11 +70,14 @@ REGION_SPECS: tuple[RegionSpec, ...] = (
         ),
         24 * HOURS, Algorithm.EDDSA,
     ),
+    # The SM2 variant of family (a): a provincial government platform signing with the national
+    # algorithms (SM2 over SM3), as GB/T 39786 asks of government systems (docs/partners.md).
     _spec(
         "230000", "Heilongjiang", Mode.CONVERT,
         CompactCodec(
             "HLJ:", TextEncoding.BASE64URL, Compression.NONE,
             DelimitedPayload(("bb", "bh", "sfzh", "xm", "ys", "kssj", "jssj"), "|"),
+            alg=Algorithm.SM2,
         ),
         Fields(
             constants=((("bb",), "1"),),
@@ -87,7 +90,7 @@ REGION_SPECS: tuple[RegionSpec, ...] = (
             expires_at=("jssj",),
             time_format=TimeFormat.CST_COMPACT,
         ),
-        3 * DAYS, Algorithm.EDDSA,
+        3 * DAYS, Algorithm.SM2,
     ),
     _spec(
         "340000", "Anhui", Mode.SHOW,

@@ -30,6 +30,7 @@ from gateway.runtime.datadir import DataDir
 from gateway.runtime.gateway import Gateway
 from gateway.sdk import trust_from_proto
 from gateway.sdk.channel import aio_channel
+from keys.crypto import Algorithm
 from keys.keystore import KeyDirectory
 from keys.model import Region
 from keys.registry import KeyRegistry
@@ -73,10 +74,23 @@ def demo_cases(issuer: PartnerIssuer, now: datetime, rng: random.Random) -> list
     ]
 
 
-async def prepare(data_dir: Path, simulator: PartnerSimulator, now: datetime) -> None:
-    """Initialise a development data directory with the simulated partners' keys."""
+async def prepare(
+    data_dir: Path,
+    simulator: PartnerSimulator,
+    now: datetime,
+    *,
+    gateway_algorithm: Algorithm = Algorithm.EDDSA,
+) -> None:
+    """Initialise a development data directory with the simulated partners' keys; the
+    gateway's own keys are of ``gateway_algorithm`` (``trustgw init --gateway-algorithm``)."""
     paths = DataDir(data_dir)
-    KeyDirectory.create(paths.keys, dev=True, passphrase=None, now=now - timedelta(days=1))
+    KeyDirectory.create(
+        paths.keys,
+        dev=True,
+        passphrase=None,
+        now=now - timedelta(days=1),
+        algorithm=gateway_algorithm,
+    )
     store = await SQLiteStore.open(paths.database)
     try:
         registry = KeyRegistry(store)

@@ -34,6 +34,7 @@ from keys.errors import (
 )
 from keys.keystore import GatewayKeyInfo, KeyRole
 from keys.model import ConversionRecord, Mode
+from keys.pseudonym import Pseudonymiser
 from keys.registry import RegistrySnapshot
 from keys.store import Store
 from keys.timeutil import to_unix
@@ -98,7 +99,10 @@ class Conversions:
         self._cache: OrderedDict[tuple[str, str], ConvertedCode] = OrderedDict()
         self._cache_size = cache_size
         self._pending: dict[tuple[str, str], asyncio.Future[ConvertedCode]] = {}
-        self._queue: list[tuple[ConversionRecord, asyncio.Future[ConvertedCode]]] = []
+        # (region, source code id) in memory only: the store knows the source by its code key.
+        self._queue: list[
+            tuple[tuple[str, str], ConversionRecord, asyncio.Future[ConvertedCode]]
+        ] = []
         self._max_batch = max_batch
         self._flusher = Background("conversion-writer")
         self._wakeup = asyncio.Event()
@@ -129,14 +133,14 @@ class Conversions:
         if pending is None:
             pending = asyncio.get_running_loop().create_future()
             self._pending[key] = pending
-            self._queue.append((make(), pending))
+            self._queue.append((key, make(), pending))
             if not self._flusher.running:
                 await self._flush()
             else:
                 self._wakeup.set()
         return await asyncio.shield(pending)
 
-    def _remember(self, record: ConversionRecord) -> ConvertedCode:
+    def _remember(self, key: tuple[str, str], record: ConversionRecord) -> ConvertedCode:
         """Cache the stored record in the form a decision hands out, built once."""
         converted = ConvertedCode(
             record.converted_code,
@@ -144,7 +148,7 @@ class Conversions:
             record.converted_code_id,
             record.expires_at,
         )
-        self._cache[(record.region, record.source_code_id)] = converted
+        self._cache[key] = converted
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return converted
@@ -159,17 +163,17 @@ class Conversions:
         while self._queue:
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
             try:
-                stored = await self._store.claim_conversions([record for record, _ in batch])
+                stored = await self._store.claim_conversions([record for _, record, _ in batch])
             except Exception as exc:  # the store's error reaches every waiting request
-                for record, done in batch:
-                    self._pending.pop((record.region, record.source_code_id), None)
+                for key, _, done in batch:
+                    self._pending.pop(key, None)
                     if not done.done():
                         done.set_exception(exc)
                         done.exception()  # retrieved: each waiter gets it through shield
                 continue
-            for (record, done), kept in zip(batch, stored, strict=True):
-                converted = self._remember(kept)
-                self._pending.pop((record.region, record.source_code_id), None)
+            for (key, _, done), kept in zip(batch, stored, strict=True):
+                converted = self._remember(key, kept)
+                self._pending.pop(key, None)
                 if not done.done():
                     done.set_result(converted)
 
@@ -181,14 +185,15 @@ class Recogniser:
         self,
         snapshot: Callable[[], RegistrySnapshot],
         signers: Signers,
-        pseudonymise: Pseudonymise,
+        pseudonymiser: Pseudonymiser,
         conversions: Conversions,
         *,
         verified_cache_size: int = 20_000,
     ) -> None:
         self._snapshot = snapshot
         self._signers = signers
-        self._pseudonymise = pseudonymise
+        self._pseudonymise: Pseudonymise = pseudonymiser
+        self._code_key = pseudonymiser.code_key  # code ids are stored and matched only keyed
         self._conversions = conversions
         self._verified: OrderedDict[str, VerifiedCode] = OrderedDict()
         self._verified_version = -1
@@ -291,9 +296,12 @@ class Recogniser:
             )
         return verified, None
 
-    @staticmethod
     def _check_verified(
-        verified: VerifiedCode, snapshot: RegistrySnapshot, max_age: timedelta, now: datetime
+        self,
+        verified: VerifiedCode,
+        snapshot: RegistrySnapshot,
+        max_age: timedelta,
+        now: datetime,
     ) -> None:
         """Revocation, then time: raises CODE_REVOKED, CODE_NOT_YET_VALID, CODE_EXPIRED or
         CODE_TOO_OLD for a code whose signature verified."""
@@ -301,7 +309,7 @@ class Recogniser:
         region = status.region
         # Revoked codes and holders (in-memory index, no database access): CODE_REVOKED.
         snapshot.revocations.check(
-            region, status.code_id, status.holder, status.issued_at, now
+            region, status.code_id, status.holder, status.issued_at, now, self._code_key
         )
         if status.issued_at > now + CLOCK_SKEW:
             raise CodeNotYetValidError(
@@ -385,7 +393,8 @@ class Recogniser:
         """
         status = verified.status
         info, key = self._signers.signer(KeyRole.ISSUE, now)
-        code_id = tokens.home_code_id(status.region, status.code_id)
+        source_key = self._code_key(status.region, status.code_id)
+        code_id = tokens.home_code_id(status.region, source_key)
         code, expires_at = tokens.issue_home_code(
             info,
             key,
@@ -395,13 +404,15 @@ class Recogniser:
                 "holder": status.holder,
                 "colour": status.colour.value,
                 "src_iat": to_unix(status.issued_at),
-                "src": {"region": status.region, "code_id": status.code_id},
+                # Not the source's code id: it may be a personal identifier, and the home code
+                # is stored (the attestation beside it names the source code).
+                "src": {"region": status.region},
             },
             until=status.expires_at,
         )
         return ConversionRecord(
             region=status.region,
-            source_code_id=status.code_id,
+            source_key=source_key,
             holder=status.holder,
             converted_code_id=code_id,
             converted_code=code,

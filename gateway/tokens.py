@@ -401,9 +401,13 @@ def verify_receipt(att: Attestation, trust: GatewayTrust, now: datetime) -> dict
 # --- converted home-province codes -------------------------------------------------------------
 
 
-def home_code_id(region: str, source_code_id: str) -> str:
-    """The converted code's id: the same source code always yields the same id."""
-    digest = hashlib.sha256(f"{HOME_REGION}|{region}|{source_code_id}".encode()).hexdigest()
+def home_code_id(region: str, source: str) -> str:
+    """The converted code's id: the same source always yields the same id.
+
+    ``source`` is a partner code's *code key* (never its raw id, which may be a personal
+    identifier: :meth:`keys.pseudonym.Pseudonymiser.code_key`) or a stock certificate id.
+    """
+    digest = hashlib.sha256(f"{HOME_REGION}|{region}|{source}".encode()).hexdigest()
     return "SD" + digest[:30]
 
 

@@ -32,11 +32,11 @@ from keys.signed import Signature, digest, get_int, require_keys
 PARTNER_FILE_TYPE = "trustgw/partner/v1"
 MAX_ANCHORS = 16
 MAX_PARTNER_FILE_BYTES = 64 * 1024
-ANCHOR_ALGORITHMS = frozenset({Algorithm.EDDSA, Algorithm.ES256})
+ANCHOR_ALGORITHMS = frozenset({Algorithm.EDDSA, Algorithm.ES256, Algorithm.SM2})
 
 
 def load_jwk(obj: object, what: str) -> PublicKey:
-    """An Ed25519 (OKP) or P-256 (EC) public JWK through the key funnel.
+    """An Ed25519 (OKP), P-256 or SM2 (EC) public JWK through the key funnel.
 
     Raises :class:`MalformedError`, :class:`AlgorithmUnsupportedError`.
     """
@@ -44,7 +44,9 @@ def load_jwk(obj: object, what: str) -> PublicKey:
         raise MalformedError(f"{what} is not a JWK object")
     key = load_public_key(obj)
     if key.alg not in ANCHOR_ALGORITHMS:
-        raise AlgorithmUnsupportedError(f"{what} is {key.alg}; only EdDSA and ES256 are accepted")
+        raise AlgorithmUnsupportedError(
+            f"{what} is {key.alg}; only EdDSA, ES256 and SM2 are accepted"
+        )
     return key
 
 

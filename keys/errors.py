@@ -233,6 +233,14 @@ class RequestTooLargeError(InvalidRequestError):
     default_message = "the request is larger than the method accepts"
 
 
+class MethodUnknownError(InvalidRequestError):
+    """The call names a method (service and method path) that the gateway does not serve."""
+
+    reason = "METHOD_UNKNOWN"
+    grpc_status = "UNIMPLEMENTED"
+    default_message = "the gateway serves no such method"
+
+
 # --- registry state ------------------------------------------------------------------------
 
 
@@ -298,6 +306,13 @@ class BatchConflictError(AlreadyExistsError):
 
     reason = "BATCH_ID_REUSED"
     default_message = "the batch id was already used for a different batch"
+
+
+class KeyWindowRefusedError(RegistryError):
+    """A key's validity window may not be changed that way (see :mod:`keys.keywindow`)."""
+
+    reason = "KEY_WINDOW_REFUSED"
+    default_message = "the key's validity window cannot be changed that way"
 
 
 class ConcurrentChangeError(RegistryError):

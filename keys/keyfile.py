@@ -65,7 +65,7 @@ class PartnerKeyFile:
         if not is_region_code(self.region):
             raise ValueError("a region is a 6-digit code")
         if self.role is KeyFileRole.ANCHOR and self.private.alg not in ANCHOR_ALGORITHMS:
-            raise ValueError(f"an anchor key is EdDSA or ES256, not {self.private.alg}")
+            raise ValueError(f"an anchor key is EdDSA, ES256 or SM2, not {self.private.alg}")
 
     @property
     def public_key(self) -> PublicKey:

@@ -69,6 +69,18 @@ ENV_PASSPHRASE = "TRUSTGW_PASSPHRASE"  # noqa: S105
 ENV_PASSPHRASE_FILE = "TRUSTGW_PASSPHRASE_FILE"  # noqa: S105
 
 
+# What the gateway's own keys may be: Ed25519 by default, SM2 for a deployment whose partners
+# require the national algorithms (docs/verifying.md §"Algorithms"), ES256 where P-256 is asked.
+GATEWAY_ALGORITHMS = frozenset({Algorithm.EDDSA, Algorithm.ES256, Algorithm.SM2})
+
+
+def check_gateway_algorithm(alg: Algorithm) -> Algorithm:
+    """``alg`` if the gateway may sign with it; ``ValueError`` otherwise."""
+    if alg not in GATEWAY_ALGORITHMS:
+        raise ValueError(f"the gateway does not sign with {alg}")
+    return alg
+
+
 class KeyRole(StrEnum):
     """What a gateway key signs."""
 
@@ -180,17 +192,20 @@ class KeyDirectory:
         passphrase: bytes | None,
         now: datetime,
         validity: timedelta = timedelta(days=365),
+        algorithm: Algorithm = Algorithm.EDDSA,
     ) -> KeyDirectory:
-        """Create a key directory at ``path`` with one key per role, valid from ``now``.
+        """Create a key directory at ``path`` with one key per role, valid from ``now``, all of
+        ``algorithm`` (the deployment's choice: EdDSA unless partners require SM2 or ES256).
 
         ``path`` must not exist, or be an empty directory. The directory is built under a
         temporary name beside ``path`` and renamed into place, so a failure leaves nothing behind.
 
         Raises :class:`PassphraseError` without a passphrase outside dev mode,
         :class:`KeyDirectoryError` if ``path`` is not empty or cannot be written, ``ValueError``
-        for a non-positive ``validity``.
+        for a non-positive ``validity`` or an algorithm the gateway does not sign with.
         """
         path = Path(path)
+        check_gateway_algorithm(algorithm)
         if validity <= timedelta(0):
             raise ValueError("validity must be positive")
         if not dev and not passphrase:
@@ -205,7 +220,8 @@ class KeyDirectory:
         try:
             os.mkdir(staging, 0o700)
             entries = [
-                _new_entry(staging, role, start, start + validity, passphrase) for role in KeyRole
+                _new_entry(staging, role, start, start + validity, passphrase, algorithm)
+                for role in KeyRole
             ]
             secret = secrets.token_bytes(PSEUDONYM_SECRET_BYTES)
             _write_new(staging / PSEUDONYM_FILE, _seal_secret(secret, passphrase))
@@ -335,6 +351,13 @@ class KeyDirectory:
             (e.info for e in self._entries), key=lambda i: (i.role.value, i.not_before, i.kid)
         )
 
+    def algorithm(self, role: KeyRole) -> Algorithm:
+        """The algorithm of the role's newest key (what its next rotation keeps by default)."""
+        keys = [e.info for e in self._entries if e.info.role is role]
+        if not keys:
+            return Algorithm.EDDSA
+        return max(keys, key=lambda i: (i.not_before, i.kid)).public_key.alg
+
     def pseudonym_secret(self) -> bytes:
         """The secret under which holder identifiers are pseudonymised (32 bytes)."""
         return self._pseudonym_secret
@@ -348,8 +371,13 @@ class KeyDirectory:
         *,
         activate_at: datetime | None = None,
         validity: timedelta = timedelta(days=365),
+        algorithm: Algorithm | None = None,
     ) -> GatewayKeyInfo:
         """Add a new key for ``role`` that signs from ``activate_at`` on.
+
+        The new key is of ``algorithm``, by default that of the role's newest key: a deployment
+        keeps its algorithm across rotations, and changes it (say EdDSA to SM2) by a rotation
+        that names the new one. Verifiers hold both keys meanwhile, each with its algorithm.
 
         ``activate_at`` defaults to ``now`` + :data:`DEFAULT_ACTIVATION_DELAY`, so that every
         replica and every trust-list watcher has the key before anything carries its signature;
@@ -360,9 +388,13 @@ class KeyDirectory:
         ``not_after`` is before ``now`` are dropped (with their files).
         The manifest is replaced atomically.
 
-        Raises ``ValueError`` if ``activate_at`` is before ``now`` or ``validity`` is not
-        positive, :class:`KeyDirectoryError` if the directory cannot be written.
+        Raises ``ValueError`` if ``activate_at`` is before ``now``, ``validity`` is not
+        positive or the gateway does not sign with ``algorithm``, :class:`KeyDirectoryError` if
+        the directory cannot be written.
         """
+        if algorithm is None:
+            algorithm = self.algorithm(role)
+        check_gateway_algorithm(algorithm)
         now = ensure_utc(now).replace(microsecond=0)
         if activate_at is None:
             activate_at = now + DEFAULT_ACTIVATION_DELAY
@@ -372,7 +404,7 @@ class KeyDirectory:
         if validity <= timedelta(0):
             raise ValueError("validity must be positive")
         try:
-            new = _new_entry(self._path, role, start, start + validity, self._passphrase)
+            new = _new_entry(self._path, role, start, start + validity, self._passphrase, algorithm)
         except OSError as exc:
             raise KeyDirectoryError(f"cannot write a new key into {self._path}: {exc}") from exc
         kept: list[_Entry] = []
@@ -422,8 +454,9 @@ def _new_entry(
     not_before: datetime,
     not_after: datetime,
     passphrase: bytes | None,
+    algorithm: Algorithm = Algorithm.EDDSA,
 ) -> _Entry:
-    private = PrivateKey.generate(Algorithm.EDDSA)
+    private = PrivateKey.generate(algorithm)
     public = private.public_key()
     kid = public.fingerprint()
     file = f"{role.value}-{kid}.pem"

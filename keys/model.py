@@ -138,12 +138,13 @@ class KeyLookup(Protocol):
 class ConversionRecord:
     """A partner code exchanged for a home-province code (convert mode).
 
-    Keyed by (region, source_code_id): converting the same source code again returns this record.
-    Holds only the holder's pseudonym.
+    Keyed by (region, source_key): converting the same source code again returns this record.
+    Holds no identifier: the source code's id only as its code key
+    (:meth:`keys.pseudonym.Pseudonymiser.code_key`), the holder only as a pseudonym.
     """
 
     region: str
-    source_code_id: str
+    source_key: str
     holder: str
     converted_code_id: str
     converted_code: str

@@ -8,7 +8,7 @@ they carry no SQL.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
@@ -87,7 +87,8 @@ class StockBatchResult:
 class RecognitionEntry(NamedTuple):
     """One decided code, as the recognition log keeps it: no raw identifier.
 
-    ``code_id`` is the partner's code id; the store keeps only ``sha256(region|code_id)``.
+    ``code_id`` is the partner's code id while the entry is in memory; only its code key is
+    stored (:meth:`keyed`, applied by the recognition log before it hands entries to the store).
     A named tuple: one is made per request, so it must be cheap to build.
     """
 
@@ -100,6 +101,12 @@ class RecognitionEntry(NamedTuple):
     code_id: str = ""
     kid: str = ""
     request_id: str = ""
+
+    def keyed(self, code_key: Callable[[str, str], str]) -> RecognitionEntry:
+        """This entry with its code id replaced by ``code_key(region, code_id)``."""
+        if not self.code_id:
+            return self
+        return self._replace(code_id=code_key(self.region, self.code_id))
 
 
 @dataclass(frozen=True)

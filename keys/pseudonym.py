@@ -8,6 +8,12 @@ A holder is named in two steps:
 2. the pseudonym = HMAC-SHA256 under the gateway's secret over that hex text. Only this is kept.
 
 Normalised = Unicode NFKC, surrounding white space stripped, upper case.
+
+A partner's code id is kept the same way, because some partners use the holder's ID number as
+their code id: ``code_hash(region, id)`` = SHA-256 hex of ``"<region>|<id>"`` is what a partner
+lists in a revocation batch (docs/partners.md); the gateway keeps only its *code key*, an
+HMAC-SHA256 under the same secret over ``"code|" + code_hash`` (a separate domain from the holder
+pseudonyms), and computes it from the code in hand when it needs to match one.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import unicodedata
 
 MAX_IDENTIFIER_CHARS = 128
 PSEUDONYM_PREFIX = "h1-"
+CODE_KEY_PREFIX = "c1-"
 _HASH = re.compile(r"[0-9a-f]{64}")
 
 
@@ -29,6 +36,14 @@ def normalise_identifier(identifier: str) -> str:
     if not normalised or len(normalised) > MAX_IDENTIFIER_CHARS:
         raise ValueError("a holder identifier has 1 to 128 characters")
     return normalised
+
+
+def code_hash(region: str, code_id: str) -> str:
+    """How a revocation names a code: ``sha256("<region>|<code id>")`` as lower-case hex.
+
+    An unkeyed hash of what may be a personal identifier: sent by partners, never stored.
+    """
+    return hashlib.sha256(f"{region}|{code_id}".encode()).hexdigest()
 
 
 def holder_hash(region: str, identifier: str) -> str:
@@ -65,6 +80,20 @@ class Pseudonymiser:
             raise ValueError("a holder hash is 64 lower-case hex digits")
         mac = hmac.new(self._secret, hashed.encode("ascii"), hashlib.sha256)
         return PSEUDONYM_PREFIX + base64.b32encode(mac.digest()[:20]).decode("ascii").lower()
+
+    def code_key(self, region: str, code_id: str) -> str:
+        """The code key of a partner code id: the only form in which a code id is stored."""
+        return self.from_code_hash(code_hash(region, code_id))
+
+    def from_code_hash(self, hashed: str) -> str:
+        """The code key of a partner-supplied :func:`code_hash` (64 lower-case hex digits).
+
+        Raises ``ValueError`` if ``hashed`` is not such a hash.
+        """
+        if not isinstance(hashed, str) or _HASH.fullmatch(hashed) is None:
+            raise ValueError("a code hash is 64 lower-case hex digits")
+        mac = hmac.new(self._secret, b"code|" + hashed.encode("ascii"), hashlib.sha256)
+        return CODE_KEY_PREFIX + base64.b32encode(mac.digest()[:20]).decode("ascii").lower()
 
     def __repr__(self) -> str:  # never show the secret
         return "Pseudonymiser(<secret>)"

@@ -125,13 +125,13 @@ class KeySetChange:
 
 @dataclass(frozen=True)
 class RevocationBatchChange:
-    """A verified revocation batch, holders already turned into pseudonyms."""
+    """A verified revocation batch, codes and holders already keyed under the gateway's secret."""
 
     region: str
     batch_id: str
     effective_at: datetime
     digest: str
-    codes: tuple[str, ...]  # code hashes, as the partner sent them
+    codes: tuple[str, ...]  # code keys: never the partner's unkeyed code hashes
     holders: tuple[str, ...]  # keyed pseudonyms: never the partner's unkeyed hashes
     actor: str
     at: datetime
@@ -156,7 +156,7 @@ class InstallResult:
 @dataclass(frozen=True)
 class CodeRevocation:
     region: str
-    code_hash: str
+    code_key: str  # the keyed form of the partner's code hash (Pseudonymiser.from_code_hash)
     effective_at: datetime
 
 

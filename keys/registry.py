@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
+from keys.keywindow import plan_key_window
 from keys.model import KeyStatus, Region, RegionKey
 from keys.revocations import EMPTY_INDEX, RevocationIndex
 from keys.store import DEFAULT_ACTOR, Store
@@ -219,6 +220,29 @@ class KeyRegistry:
         key = await self._store.revoke_key(region, kid, at, actor=actor, now=now)
         await self.refresh_if_changed()
         return key
+
+    async def update_key_window(
+        self,
+        region: str,
+        kid: str,
+        not_before: datetime,
+        not_after: datetime | None,
+        *,
+        actor: str,
+        now: datetime,
+    ) -> tuple[RegionKey, RegionKey]:
+        """Correct a partner key's validity window (``not_after`` None: keep it), then refresh;
+        returns the key before and after. The rules are :func:`keys.keywindow.plan_key_window`.
+
+        Raises :class:`keys.errors.NotFoundError`, :class:`keys.errors.KeyWindowRefusedError`,
+        :class:`keys.errors.ConcurrentChangeError` (changed while checked: retry),
+        :class:`keys.errors.StoreUnavailableError`.
+        """
+        trust = await self._store.region_trust(region)
+        current, updated = plan_key_window(region, trust, kid, not_before, not_after, now)
+        stored = await self._store.set_key_window(current, updated, actor=actor, now=now)
+        await self.refresh_if_changed()
+        return current, stored
 
     async def set_region_enabled(
         self, code: str, enabled: bool, *, actor: str = DEFAULT_ACTOR, now: datetime | None = None

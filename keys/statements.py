@@ -8,7 +8,6 @@ canonical bytes a partner signs. Times are integer unix seconds (UTC).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from keys.crypto import Algorithm, PublicKey
 from keys.errors import MalformedError, OversizedError
 from keys.jsonutil import canonical_json
 from keys.keyid import check_kid, require_kid
+from keys.pseudonym import code_hash as code_hash  # re-exported: partners compute it
 from keys.regioncode import check_region_code
 from keys.signed import get_int, get_str, parse_canonical, require_keys
 from keys.timeutil import ensure_utc, from_unix, to_unix
@@ -31,11 +31,6 @@ MAX_KEYSET_KEYS = 64
 MAX_BATCH_ENTRIES = 10_000
 BATCH_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
-
-
-def code_hash(region: str, code_id: str) -> str:
-    """How a revocation names a code: ``sha256("<region>|<code id>")`` as lower-case hex."""
-    return hashlib.sha256(f"{region}|{code_id}".encode()).hexdigest()
 
 
 def _time(obj: Mapping[str, Any], name: str) -> datetime:

@@ -85,6 +85,14 @@ _R = TypeVar("_R")
 _T = TypeVar("_T")
 
 
+class CodeKeys(Protocol):
+    """What turns code ids into code keys (:class:`keys.pseudonym.Pseudonymiser`)."""
+
+    def code_key(self, region: str, code_id: str) -> str: ...
+
+    def from_code_hash(self, hashed: str) -> str: ...
+
+
 @dataclass(frozen=True)
 class RegistryData:
     """Everything the registry holds, read in one consistent transaction."""
@@ -157,6 +165,15 @@ class Store(Protocol):
         """All keys, or one region's keys."""
         ...
 
+    async def set_key_window(
+        self, current: RegionKey, updated: RegionKey, *, actor: str, now: datetime
+    ) -> RegionKey:
+        """Give ``current`` the validity window of ``updated``; audited.
+
+        Raises :class:`ConcurrentChangeError` unless the key is still stored as ``current``.
+        """
+        ...
+
     async def registry_version(self) -> int:
         """A counter that increases with every change to regions or keys."""
         ...
@@ -165,8 +182,8 @@ class Store(Protocol):
         """Version, regions and keys in one consistent read."""
         ...
 
-    async def get_conversion(self, region: str, source_code_id: str) -> ConversionRecord | None:
-        """The conversion of a partner code, or None."""
+    async def get_conversion(self, region: str, source_key: str) -> ConversionRecord | None:
+        """The conversion of a partner code (by its code key), or None."""
         ...
 
     async def claim_conversions(
@@ -177,7 +194,7 @@ class Store(Protocol):
         ...
 
     async def put_conversions(self, records: Sequence[ConversionRecord]) -> None:
-        """Insert records in one transaction; existing (region, source_code_id) are kept."""
+        """Insert records in one transaction; existing (region, source_key) are kept."""
         ...
 
     async def list_conversions(
@@ -495,6 +512,56 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX conversions_by_expiry ON conversions (expires_at)",
         ),
     ),
+    (
+        4,
+        (
+            # Code ids only as code keys (keys.pseudonym: HMAC under the gateway's secret): a
+            # partner's code id may be the holder's ID number. Rewrites every stored row; the
+            # raw ids and their unkeyed hashes are gone afterwards (secure_delete zeroes the
+            # freed pages; the WAL is truncated after the migration).
+            """CREATE TABLE conversions_v4 (
+                   region TEXT NOT NULL REFERENCES regions (code) ON DELETE RESTRICT,
+                   source_key TEXT NOT NULL,
+                   holder TEXT NOT NULL,
+                   converted_code_id TEXT NOT NULL UNIQUE,
+                   converted_code TEXT NOT NULL,
+                   issued_at INTEGER NOT NULL,
+                   expires_at INTEGER NOT NULL,
+                   created_at INTEGER NOT NULL,
+                   revoked_at INTEGER,
+                   PRIMARY KEY (region, source_key)
+               )""",
+            "INSERT INTO conversions_v4 SELECT region, trustgw_code_key(region, source_code_id),"
+            " holder, converted_code_id, converted_code, issued_at, expires_at, created_at,"
+            " revoked_at FROM conversions",
+            "DROP TABLE conversions",
+            "ALTER TABLE conversions_v4 RENAME TO conversions",
+            "CREATE INDEX conversions_by_created ON conversions (created_at)",
+            "CREATE INDEX conversions_by_expiry ON conversions (expires_at)",
+            "CREATE INDEX conversions_by_holder ON conversions (region, holder)",
+            """CREATE TABLE code_revocations_v4 (
+                   region TEXT NOT NULL REFERENCES regions (code) ON DELETE RESTRICT,
+                   code_key TEXT NOT NULL,
+                   effective_at INTEGER NOT NULL,
+                   batch_id TEXT NOT NULL,
+                   PRIMARY KEY (region, code_key)
+               )""",
+            "INSERT INTO code_revocations_v4 SELECT region, trustgw_code_key_of(code_hash),"
+            " effective_at, batch_id FROM code_revocations",
+            "DROP TABLE code_revocations",
+            "ALTER TABLE code_revocations_v4 RENAME TO code_revocations",
+            "ALTER TABLE recognitions RENAME COLUMN code_hash TO code_key",
+            "UPDATE recognitions SET code_key = trustgw_code_key_of(code_key) WHERE code_key != ''",
+        ),
+    ),
+)
+# Migrations that rewrite stored code ids need the gateway's secret (SQLiteStore.open(code_keys=)).
+_KEYED_MIGRATIONS = frozenset({4})
+# What migration 4 rewrites: if any of these has a row, it cannot run without the secret.
+_ROWS_TO_KEY = (
+    "SELECT 1 FROM conversions LIMIT 1",
+    "SELECT 1 FROM code_revocations LIMIT 1",
+    "SELECT 1 FROM recognitions WHERE code_hash != '' LIMIT 1",
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -539,7 +606,7 @@ def _key_from_row(row: Any) -> RegionKey:
 
 
 _CONVERSION_COLUMNS = (
-    "region, source_code_id, holder, converted_code_id, converted_code, "
+    "region, source_key, holder, converted_code_id, converted_code, "
     "issued_at, expires_at, created_at, revoked_at"
 )
 
@@ -548,7 +615,7 @@ def _conversion_from_row(row: Any) -> ConversionRecord:
     (region, source, holder, conv_id, conv_code, issued, expires, created, revoked) = row
     return ConversionRecord(
         region=region,
-        source_code_id=source,
+        source_key=source,
         holder=holder,
         converted_code_id=conv_id,
         converted_code=conv_code,
@@ -562,7 +629,7 @@ def _conversion_from_row(row: Any) -> ConversionRecord:
 def _conversion_row(record: ConversionRecord) -> tuple[Any, ...]:
     return (
         record.region,
-        record.source_code_id,
+        record.source_key,
         record.holder,
         record.converted_code_id,
         record.converted_code,
@@ -575,11 +642,6 @@ def _conversion_row(record: ConversionRecord) -> tuple[Any, ...]:
 
 def _sha256_text(text: str) -> str:
     return hashlib.sha256(str(text).encode("utf-8")).hexdigest()
-
-
-def _source_hash(record: ConversionRecord) -> str:
-    """How a revocation names the source code of a conversion (see keys.statements.code_hash)."""
-    return _sha256_text(f"{record.region}|{record.source_code_id}")
 
 
 def _json_text(value: Any) -> str:
@@ -662,14 +724,14 @@ _REVOKE_NEW_CONVERSION = """
 UPDATE conversions SET revoked_at = (
     SELECT MIN(t) FROM (
         SELECT effective_at AS t FROM code_revocations
-         WHERE region = conversions.region AND code_hash = conversions.source_hash
+         WHERE region = conversions.region AND code_key = conversions.source_key
         UNION ALL
         SELECT effective_at AS t FROM holder_revocations
          WHERE region = conversions.region AND holder = conversions.holder
            AND effective_at > conversions.issued_at
     )
 )
-WHERE region = :region AND source_code_id = :source AND revoked_at IS NULL
+WHERE region = :region AND source_key = :source AND revoked_at IS NULL
 """
 
 
@@ -677,10 +739,10 @@ def _claim(conn: sqlite3.Connection, records: Sequence[ConversionRecord]) -> lis
     """claim_conversions' transaction body, on the writer thread's connection."""
     try:
         conn.executemany(
-            f"INSERT INTO conversions ({_CONVERSION_COLUMNS}, source_hash)"  # noqa: S608
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (region, source_code_id) DO NOTHING",
-            [(*_conversion_row(r), _source_hash(r)) for r in records],
+            f"INSERT INTO conversions ({_CONVERSION_COLUMNS})"  # noqa: S608
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (region, source_key) DO NOTHING",
+            [_conversion_row(r) for r in records],
         )
     except sqlite3.IntegrityError as exc:
         raise AlreadyExistsError(
@@ -688,14 +750,14 @@ def _claim(conn: sqlite3.Connection, records: Sequence[ConversionRecord]) -> lis
         ) from exc
     conn.executemany(
         _REVOKE_NEW_CONVERSION,
-        [{"region": r.region, "source": r.source_code_id} for r in records],
+        [{"region": r.region, "source": r.source_key} for r in records],
     )
     stored = []
     for record in records:
         row = conn.execute(
             f"SELECT {_CONVERSION_COLUMNS} FROM conversions"  # noqa: S608
-            " WHERE region = ? AND source_code_id = ?",
-            (record.region, record.source_code_id),
+            " WHERE region = ? AND source_key = ?",
+            (record.region, record.source_key),
         ).fetchone()
         stored.append(_conversion_from_row(row))
     return stored
@@ -717,11 +779,13 @@ class SQLiteStore:
         conn: aiosqlite.Connection,
         path: str,
         trace: Callable[[str], None] | None = None,
+        code_keys: CodeKeys | None = None,
     ) -> None:
         """Use :meth:`open`; this constructor takes an already prepared connection."""
         self._conn: aiosqlite.Connection | None = conn
         self._path = path
         self._trace = trace
+        self._code_keys = code_keys
         self._lock = asyncio.Lock()
         self._writer: sqlite3.Connection | None = None  # claim_conversions' own connection
         self._writer_pool: ThreadPoolExecutor | None = None
@@ -733,15 +797,22 @@ class SQLiteStore:
 
     @classmethod
     async def open(
-        cls, path: str | Path, *, trace: Callable[[str], None] | None = None
+        cls,
+        path: str | Path,
+        *,
+        trace: Callable[[str], None] | None = None,
+        code_keys: CodeKeys | None = None,
     ) -> SQLiteStore:
         """Open (creating if needed) the database at ``path`` and bring its schema up to date.
 
         ``":memory:"`` gives a private in-memory database (tests). ``trace``, if given, is
         called with the text of every SQL statement run (as sqlite3's trace callback, with the
-        values filled in): for debugging and for tests of what the store sends. Raises
+        values filled in): for debugging and for tests of what the store sends. ``code_keys``
+        (the gateway's :class:`keys.pseudonym.Pseudonymiser`) is needed only to upgrade a
+        database of schema 3 or older that holds code ids: the upgrade keys them. Raises
         :class:`StoreUnavailableError` if the file cannot be opened or is not a database, and
-        :class:`ConfigurationError` if its schema is newer than this code knows.
+        :class:`ConfigurationError` if its schema is newer than this code knows, or needs
+        ``code_keys`` to upgrade and has none.
         """
         target = str(path)
         try:
@@ -750,14 +821,18 @@ class SQLiteStore:
             )
         except (sqlite3.Error, OSError, ValueError) as exc:
             raise StoreUnavailableError(f"cannot open registry database {target}: {exc}") from exc
-        store = cls(conn, target, trace)
+        store = cls(conn, target, trace, code_keys)
         try:
             with _translated("open"):
                 if trace is not None:
                     await conn.set_trace_callback(trace)
                 await conn.execute("PRAGMA foreign_keys = ON")
                 await conn.execute("PRAGMA journal_mode = WAL")
+                await conn.execute("PRAGMA secure_delete = ON")  # deleted rows are zeroed
                 await conn.create_function("trustgw_sha256", 1, _sha256_text, deterministic=True)
+                key, key_of = _code_key_functions(code_keys)
+                await conn.create_function("trustgw_code_key", 2, key, deterministic=True)
+                await conn.create_function("trustgw_code_key_of", 1, key_of, deterministic=True)
                 await store._migrate()
         except BaseException:
             await store.close()
@@ -793,9 +868,12 @@ class SQLiteStore:
                 f"registry database {self._path} has schema version {current}; this gateway "
                 f"knows up to {SCHEMA_VERSION}: upgrade the gateway"
             )
+        migrated = False
         for version, statements in MIGRATIONS:
             if version <= current:
                 continue
+            if version in _KEYED_MIGRATIONS and self._code_keys is None:
+                await self._require_no_code_ids(version)
             async with self._write("migration") as tx:
                 # Re-check inside the write lock: another process may have migrated meanwhile.
                 async with tx.execute(
@@ -811,6 +889,22 @@ class SQLiteStore:
                     (version,),
                 )
             log.info("registry database %s migrated to schema version %s", self._path, version)
+            migrated = True
+        if migrated and self._path != ":memory:":
+            # Old pages (raw code ids before schema 4) must not survive in the WAL either.
+            await conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def _require_no_code_ids(self, version: int) -> None:
+        """Refuse to run a migration that keys code ids without the secret, if there are any."""
+        conn = self._require()
+        for query in _ROWS_TO_KEY:
+            async with conn.execute(query) as cur:
+                if await cur.fetchone() is not None:
+                    raise ConfigurationError(
+                        f"registry database {self._path} holds code ids that schema version "
+                        f"{version} stores keyed: upgrade it with the gateway's key directory "
+                        "(start trustgw serve once, with its passphrase)"
+                    )
 
     def _require(self) -> aiosqlite.Connection:
         if self._conn is None:
@@ -1099,6 +1193,47 @@ class SQLiteStore:
                 )
             return key
 
+    async def set_key_window(
+        self, current: RegionKey, updated: RegionKey, *, actor: str, now: datetime
+    ) -> RegionKey:
+        """Store ``updated``'s window for the key ``current`` (same region, kid and key bytes),
+        as planned by :func:`keys.keywindow.plan_key_window`; audited as ``key.update``.
+
+        Raises :class:`ConcurrentChangeError` (nothing written) unless the key is still stored
+        exactly as ``current``, ``ValueError`` for another key or a bad actor,
+        :class:`StoreUnavailableError`.
+        """
+        _check_actor(actor)
+        same = (current.region, current.kid, current.alg, current.public_key.spki)
+        if (updated.region, updated.kid, updated.alg, updated.public_key.spki) != same:
+            raise ValueError("set_key_window changes only the window of one key")
+        window = (_ts(updated.not_before), _ts(updated.not_after))
+        async with self._write("set_key_window") as tx:
+            stored = await self._key(tx, current.region, current.kid)
+            if stored != current:
+                raise ConcurrentChangeError(
+                    f"key {current.kid} of region {current.region} changed meanwhile",
+                    region=current.region,
+                    kid=current.kid,
+                )
+            if window == (_ts(current.not_before), _ts(current.not_after)):
+                return current
+            await tx.execute(
+                "UPDATE region_keys SET not_before = ?, not_after = ?"
+                " WHERE region = ? AND kid = ?",
+                (*window, current.region, current.kid),
+            )
+            after = await self._key(tx, current.region, current.kid)
+            assert after is not None
+            await self._bump_version(tx)
+            await self._append_audit(
+                tx,
+                AuditEvent(
+                    actor, "key.update", now, current.region, _key_json(current), _key_json(after)
+                ),
+            )
+            return after
+
     @staticmethod
     async def _key(conn: aiosqlite.Connection, region: str, kid: str) -> RegionKey | None:
         async with conn.execute(
@@ -1161,8 +1296,8 @@ class SQLiteStore:
 
     # -- conversions -------------------------------------------------------------------------
 
-    async def get_conversion(self, region: str, source_code_id: str) -> ConversionRecord | None:
-        """The record of a converted partner code, or None.
+    async def get_conversion(self, region: str, source_key: str) -> ConversionRecord | None:
+        """The record of a converted partner code (by its code key), or None.
 
         Raises :class:`StoreUnavailableError`.
         """
@@ -1171,14 +1306,14 @@ class SQLiteStore:
             with _translated("get_conversion"):
                 async with conn.execute(
                     f"SELECT {_CONVERSION_COLUMNS} FROM conversions"  # noqa: S608
-                    " WHERE region = ? AND source_code_id = ?",
-                    (region, source_code_id),
+                    " WHERE region = ? AND source_key = ?",
+                    (region, source_key),
                 ) as cur:
                     row = await cur.fetchone()
                 return None if row is None else _conversion_from_row(row)
 
     async def put_conversions(self, records: Sequence[ConversionRecord]) -> None:
-        """Insert ``records`` in one transaction; a (region, source_code_id) already stored is
+        """Insert ``records`` in one transaction; a (region, source_key) already stored is
         left as it is (the first conversion wins, so a retried batch is harmless).
 
         Raises :class:`NotFoundError` if a record's region is unknown, :class:`AlreadyExistsError`
@@ -1194,15 +1329,15 @@ class SQLiteStore:
                     raise NotFoundError(f"region {code} is not registered", region=code)
             try:
                 await tx.executemany(
-                    f"INSERT INTO conversions ({_CONVERSION_COLUMNS}, source_hash)"  # noqa: S608
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (region, source_code_id) DO NOTHING",
-                    [(*row, _source_hash(r)) for row, r in zip(rows, records, strict=True)],
+                    f"INSERT INTO conversions ({_CONVERSION_COLUMNS})"  # noqa: S608
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (region, source_key) DO NOTHING",
+                    rows,
                 )
                 # A conversion made while a revocation was on its way is revoked with its source.
                 await tx.executemany(
                     _REVOKE_NEW_CONVERSION,
-                    [{"region": r.region, "source": r.source_code_id} for r in records],
+                    [{"region": r.region, "source": r.source_key} for r in records],
                 )
             except sqlite3.IntegrityError as exc:
                 raise AlreadyExistsError(
@@ -1212,7 +1347,7 @@ class SQLiteStore:
     async def claim_conversions(
         self, records: Sequence[ConversionRecord]
     ) -> list[ConversionRecord]:
-        """Insert the records whose (region, source_code_id) is not stored yet and return the
+        """Insert the records whose (region, source_key) is not stored yet and return the
         stored record for each, in order: an earlier conversion of the same source wins.
 
         One transaction, run in one hop on a dedicated writer thread with its own connection:
@@ -1226,7 +1361,7 @@ class SQLiteStore:
         self._require()
         if self._path == ":memory:":  # a second connection would see another database
             await self.put_conversions(records)
-            stored = [await self.get_conversion(r.region, r.source_code_id) for r in records]
+            stored = [await self.get_conversion(r.region, r.source_key) for r in records]
             return [s for s in stored if s is not None]
         return await self._on_writer("claim_conversions", lambda conn: _claim(conn, records))
 
@@ -1249,7 +1384,7 @@ class SQLiteStore:
         if region is not None:
             query += " WHERE region = ?"
             params = (region,)
-        query += " ORDER BY created_at, region, source_code_id LIMIT ?"
+        query += " ORDER BY created_at, region, source_key LIMIT ?"
         async with self._read("list_conversions") as tx:
             async with tx.execute(query, (*params, limit)) as cur:
                 return [_conversion_from_row(row) for row in await cur.fetchall()]
@@ -1679,8 +1814,8 @@ class SQLiteStore:
                         batch_id=change.batch_id,
                     )
             await tx.executemany(
-                "INSERT INTO code_revocations (region, code_hash, effective_at, batch_id)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (region, code_hash) DO UPDATE SET"
+                "INSERT INTO code_revocations (region, code_key, effective_at, batch_id)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (region, code_key) DO UPDATE SET"
                 " effective_at = excluded.effective_at, batch_id = excluded.batch_id"
                 " WHERE excluded.effective_at < code_revocations.effective_at",
                 [(change.region, h, at, change.batch_id) for h in change.codes],
@@ -1693,9 +1828,9 @@ class SQLiteStore:
             before = tx.total_changes
             await tx.executemany(
                 "UPDATE conversions SET revoked_at = MIN(COALESCE(revoked_at, :at), :at)"
-                " WHERE region = :region AND source_hash = :hash"
+                " WHERE region = :region AND source_key = :key"
                 " AND (revoked_at IS NULL OR revoked_at > :at)",
-                [{"at": at, "region": change.region, "hash": h} for h in change.codes],
+                [{"at": at, "region": change.region, "key": k} for k in change.codes],
             )
             await tx.executemany(
                 "UPDATE conversions SET revoked_at = MIN(COALESCE(revoked_at, :at), :at)"
@@ -1751,7 +1886,7 @@ class SQLiteStore:
     ) -> tuple[list[CodeRevocation], list[HolderRevocation]]:
         where, params = ("", ()) if region is None else (" WHERE region = ?", (region,))
         async with conn.execute(
-            "SELECT region, code_hash, effective_at FROM code_revocations" + where,  # noqa: S608
+            "SELECT region, code_key, effective_at FROM code_revocations" + where,  # noqa: S608
             params,
         ) as cur:
             codes = [CodeRevocation(r[0], r[1], from_unix(r[2])) for r in await cur.fetchall()]
@@ -1860,6 +1995,7 @@ class SQLiteStore:
                     check_same_thread=False,
                 )
                 conn.execute("PRAGMA foreign_keys = ON")
+                conn.execute("PRAGMA secure_delete = ON")
                 conn.create_function("trustgw_sha256", 1, _sha256_text, deterministic=True)
                 conn.set_trace_callback(self._trace)
                 self._writer = conn
@@ -1985,8 +2121,8 @@ class SQLiteStore:
     async def append_recognitions(self, entries: Sequence[RecognitionEntry]) -> None:
         """Append ``entries`` to the recognition log in one transaction on the writer thread.
 
-        The code id is kept only as ``sha256(region|code_id)``. Raises
-        :class:`StoreUnavailableError`.
+        ``code_id`` must already be a code key (:meth:`RecognitionEntry.keyed`): stored as
+        given, cut to 64 characters. Raises :class:`StoreUnavailableError`.
         """
         rows = [
             (
@@ -1996,7 +2132,7 @@ class SQLiteStore:
                 e.decision[:16],
                 e.reason[:64],
                 e.holder[:64],
-                _sha256_text(f"{e.region}|{e.code_id}") if e.code_id else "",
+                e.code_id[:64],
                 e.kid[:128],
                 e.request_id[:128],
             )
@@ -2016,7 +2152,7 @@ class SQLiteStore:
 
     async def list_recognitions(self, limit: int = 1000) -> list[RecognitionEntry]:
         """The recognition log, oldest first, at most ``limit``; ``code_id`` holds the stored
-        hash. Raises ``ValueError``, :class:`StoreUnavailableError`."""
+        code key. Raises ``ValueError``, :class:`StoreUnavailableError`."""
         if isinstance(limit, bool) or not 1 <= limit <= MAX_LIST_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
         async with self._read("list_recognitions") as tx:
@@ -2088,7 +2224,7 @@ class SQLiteStore:
 _STOCK_COLUMNS = (
     "city, certificate_id, holder, code_id, code, colour, issued_at, expires_at, created_at"
 )
-_RECOGNITION_COLUMNS = "at, region, mode, decision, reason, holder, code_hash, kid, request_id"
+_RECOGNITION_COLUMNS = "at, region, mode, decision, reason, holder, code_key, kid, request_id"
 # Multi-row statements come in these sizes only: sqlite3 caches up to 128 prepared statements
 # per connection, keyed by SQL text, so a text per batch length would fill the cache with
 # statements used once (and keep their memory). A batch of n rows is cut greedily into chunks
@@ -2194,6 +2330,19 @@ def _anchor_set(text: str, threshold: int) -> AnchorSet:
     if anchors.threshold != threshold:
         raise StoreUnavailableError("an anchor set's threshold column disagrees with its JSON")
     return anchors
+
+
+def _code_key_functions(
+    code_keys: CodeKeys | None,
+) -> tuple[Callable[[str, str], str], Callable[[str], str]]:
+    """The SQL functions of migration 4: code id -> code key, code hash -> code key."""
+    if code_keys is None:
+
+        def missing(*_: str) -> str:
+            raise ConfigurationError("keying stored code ids needs the gateway's secret")
+
+        return missing, missing
+    return code_keys.code_key, code_keys.from_code_hash
 
 
 def _check_actor(actor: str) -> None:

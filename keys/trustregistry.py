@@ -235,7 +235,8 @@ class TrustRegistry:
     ) -> SubmissionResult:
         """Revoke codes and holders of the caller's region from the batch's effective time on.
 
-        Holder hashes are turned into keyed pseudonyms before anything is stored. Converted
+        Code and holder hashes are keyed under the gateway's secret before anything is stored
+        (the partner's unkeyed hashes are never kept). Converted
         home-province codes whose source code or holder is revoked are revoked with it.
 
         Raises :class:`keys.errors.MalformedError` / ``OversizedError``,
@@ -257,7 +258,7 @@ class TrustRegistry:
             batch_id=batch.batch_id,
             effective_at=batch.effective_at,
             digest=envelope.digest,
-            codes=batch.codes,
+            codes=tuple(self._pseudonymise.from_code_hash(h) for h in batch.codes),
             holders=tuple(self._pseudonymise.from_holder_hash(h) for h in batch.holders),
             actor=actor or partner_actor(caller_region),
             at=now,

@@ -54,10 +54,12 @@ def vector(region: str) -> dict[str, Any]:
 
 
 def kat_private_key(region: str, alg: Algorithm) -> PrivateKey:
-    """TEST-ONLY key: seed (Ed25519) or scalar (P-256) = SHA-256('trustgw-kat-<region>')."""
+    """TEST-ONLY key: seed (Ed25519) or scalar (P-256, SM2) = SHA-256('trustgw-kat-<region>')."""
     seed = hashlib.sha256(f"trustgw-kat-{region}".encode()).digest()
     if alg is Algorithm.EDDSA:
         return PrivateKey.from_ed25519_seed(seed)
+    if alg is Algorithm.SM2:
+        return PrivateKey.from_sm2_scalar(seed)
     return PrivateKey.from_p256_scalar(seed)
 
 
@@ -164,6 +166,55 @@ def test_ed25519_vectors_are_reproduced_byte_for_byte(region: str, name: str) ->
 
 
 @pytest.mark.doc("partners.md §7")
+@pytest.mark.parametrize(
+    ("region", "name"),
+    [p for p in VECTOR_CASES if ADAPTERS[p.values[0]].spec.signing_alg is Algorithm.SM2],  # type: ignore[index]
+)
+def test_sm2_vectors_are_reproduced_by_the_independent_issuer_and_verify_here(
+    region: str, name: str
+) -> None:
+    """partners.md §7: SM2 vectors use a fixed TEST-ONLY k, so the independent issuer (pysmx)
+    reproduces them byte for byte; the gateway's library verifies them, and our own codec's
+    (randomised) SM2 signature over the same claims verifies with the independent one."""
+    case = _case(region, name)
+    given = case["input"]
+    status = ISSUER.Status(
+        given["holder_id"],
+        given["holder_name"],
+        given["colour"],
+        given["issued_at"],
+        given["expires_at"],
+        given["code_id"],
+    )
+    signer = ISSUER.Signer.kat(region, "SM2")
+    assert ISSUER.issue(region, signer, f"kat-{region}", status) == case["code"]
+    key = kat_private_key(region, Algorithm.SM2)
+    assert key.public_key().to_jwk() == vector(region)["key"]["public_jwk"]
+    spec = ADAPTERS[region].spec
+    claims = spec.fields.build(
+        holder_id=given["holder_id"],
+        holder_name=given["holder_name"],
+        colour=Colour(given["colour"]),
+        issued_at=datetime.fromtimestamp(given["issued_at"], UTC),
+        expires_at=datetime.fromtimestamp(given["expires_at"], UTC),
+        code_id=given["code_id"],
+    )
+    ours = spec.codec.seal(claims, key, f"kat-{region}")
+    envelope = spec.codec.open(ours)
+    # Same signed bytes as the vector; only the signature differs (a fresh k).
+    assert envelope.signing_input == spec.codec.open(case["code"]).signing_input
+    from pysmx.SM2 import Verify
+
+    assert Verify(
+        envelope.signature,
+        envelope.signing_input,
+        key.public_key().raw()[1:],
+        64,
+        uid=b"1234567812345678",
+    )
+
+
+@pytest.mark.doc("partners.md §7")
 @pytest.mark.parametrize(("region", "name"), VECTOR_CASES)
 def test_a_vector_does_not_verify_under_another_regions_test_key(region: str, name: str) -> None:
     from keys.errors import ForeignDataError
@@ -234,7 +285,7 @@ def test_the_independent_issuer_imports_nothing_from_the_gateway() -> None:
 # --- the partner page and the code agree ------------------------------------------------------
 
 _FAMILIES = {"(a) compact": "compact", "(b) JWS": "jws", "(c) COSE": "cose"}
-_ALGS = {"Ed25519": Algorithm.EDDSA, "ES256": Algorithm.ES256}
+_ALGS = {"Ed25519": Algorithm.EDDSA, "ES256": Algorithm.ES256, "SM2": Algorithm.SM2}
 
 
 def _doc_rows() -> dict[str, list[str]]:

@@ -111,7 +111,7 @@ def test_families_modes_and_algorithms_are_mixed() -> None:
     for spec in REGION_SPECS:
         families.setdefault(spec.codec.family, set()).add(spec.signing_alg)  # type: ignore[attr-defined]
     assert families == {
-        "compact": {Algorithm.EDDSA},
+        "compact": {Algorithm.EDDSA, Algorithm.SM2},
         "jws": {Algorithm.EDDSA, Algorithm.ES256},
         "cose": {Algorithm.EDDSA, Algorithm.ES256},
     }
@@ -268,10 +268,14 @@ def test_a_code_signed_by_another_regions_key_does_not_verify(
     partners: PartnerSimulator, keys: InMemoryKeys, region: str
 ) -> None:
     issuer = partners.issuer(region)
-    donor = next(
-        i
-        for i in partners.issuers()
-        if i.spec.code != region and i.spec.signing_alg is issuer.spec.signing_alg
+    donor_key = next(
+        (
+            i.key
+            for i in partners.issuers()
+            if i.spec.code != region and i.spec.signing_alg is issuer.spec.signing_alg
+        ),
+        # The only region of its algorithm (SM2): a key of that algorithm registered nowhere.
+        PrivateKey.generate(issuer.spec.signing_alg),
     )
     code = issuer.spec.codec.seal(
         issuer.claims(
@@ -281,7 +285,7 @@ def test_a_code_signed_by_another_regions_key_does_not_verify(
             issued_at=NOW,
             expires_at=NOW + timedelta(hours=1),
         ),
-        donor.key,
+        donor_key,
         issuer.kid,
     )
     with pytest.raises(SignatureInvalidError):

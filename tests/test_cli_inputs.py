@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from cli_support import Ran, trustgw
+from support.clock import REAL_NOW
 
 from gateway.cli import _common, _partner_rpc, _registry, build_parser
 from gateway.cli import audit as cli_audit
@@ -35,6 +36,7 @@ from gateway.cli import verify as cli_verify
 from gateway.runtime import settings as gateway_config
 from keys.crypto import Algorithm, PrivateKey
 from keys.partner import PartnerSigner
+from keys.timeutil import to_iso
 
 
 class Reached(Exception):
@@ -359,6 +361,8 @@ def _valid(words: tuple[str, ...], dest: str, files: Files, tmp: Path) -> str:
         "pinned": str(files.trust),
         "out": str(tmp / "out.json"),
         "config": str(files.toml),
+        # keys update: a start K1 may take (narrowing the window it was added with)
+        "not_before": to_iso(REAL_NOW),
     }
     if words == ("partner", "add") and dest == "file":
         return str(files.partner_file)

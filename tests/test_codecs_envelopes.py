@@ -475,9 +475,28 @@ def test_compact_structure_errors(text: str, error: type[Exception]) -> None:
 @pytest.mark.doc("partners.md §2")
 def test_compact_refuses_an_es256_key_for_signing_and_verifying() -> None:
     codec = CompactCodec("T1:", TextEncoding.BASE64URL, Compression.NONE, JsonPayload())
-    with pytest.raises(ValueError, match="Ed25519"):
+    with pytest.raises(ValueError, match="EdDSA"):
         codec.seal({}, P256_KEY, "k1")
     assert codec.open(codec.seal({"a": 1}, ED_KEY, "k1")).alg is Algorithm.EDDSA
+
+
+@pytest.mark.doc("partners.md §2")
+def test_the_sm2_variant_of_the_compact_envelope_takes_sm2_keys_only() -> None:
+    """partners.md §2: the region fixes the algorithm; the envelope's bytes never say it."""
+    pytest.importorskip("tongsuopy", reason="SM2 needs the tongsuopy wheel (docs/crypto.md)")
+    codec = CompactCodec(
+        "T2:", TextEncoding.BASE64URL, Compression.NONE, JsonPayload(), alg=Algorithm.SM2
+    )
+    sm2_key = PrivateKey.generate(Algorithm.SM2)
+    with pytest.raises(ValueError, match="SM2"):
+        codec.seal({}, ED_KEY, "k1")
+    envelope = codec.open(codec.seal({"a": 1}, sm2_key, "k1"))
+    assert envelope.alg is Algorithm.SM2 and len(envelope.signature) == 64
+    sm2_key.public_key().verify(envelope.signing_input, envelope.signature)
+    with pytest.raises(ValueError):
+        CompactCodec(
+            "T3:", TextEncoding.BASE64URL, Compression.NONE, JsonPayload(), alg=Algorithm.ES256
+        )
 
 
 @pytest.mark.doc("partners.md §2")

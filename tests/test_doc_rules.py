@@ -21,3 +21,108 @@ def test_the_offline_verifiers_import_no_grpc(module: str) -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.doc('api.md "RPC errors"', 'api.md "Health"', 'verifying.md "Keys and rotation"')
+def test_without_a_valid_signing_key_recognise_is_failed_precondition_until_rotated(
+    tmp_path, simulator
+) -> None:
+    """api.md: ``CONFIGURATION`` (FAILED_PRECONDITION) for a code that would be recognised while
+    no gateway ``attest``/``issue`` key is valid now, health NOT_SERVING; refused codes are still
+    decisions; ``keys rotate`` (``--activate-in 0``) brings both back without a restart."""
+    import random
+    import shutil
+    from datetime import timedelta
+
+    import grpc
+    from google.rpc import error_details_pb2
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_status import rpc_status
+    from support.aio import run, serving
+    from support.clock import REAL_NOW
+    from support.wait import eventually
+
+    from adapters.base import Colour
+    from adapters.simulator import fake_holder
+    from gateway.api.v1 import recognition_pb2 as pb
+    from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
+    from gateway.cli import main
+    from gateway.demo import prepare
+    from keys.keystore import KeyDirectory
+
+    now = REAL_NOW  # the server reads the real clock
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    run(prepare(data_dir, simulator, now))
+    shutil.rmtree(data_dir / "keys")  # keys that expired a month ago
+    KeyDirectory.create(data_dir / "keys", dev=True, passphrase=None, now=now - timedelta(days=400))
+    holder_id, name = fake_holder(random.Random(3))
+    green = simulator.issuer("110000").issue(
+        holder_id=holder_id,
+        holder_name=name,
+        colour=Colour.GREEN,
+        issued_at=now - timedelta(hours=1),
+        expires_at=now + timedelta(hours=5),
+    )
+
+    async def scenario() -> None:
+        async with serving(data_dir) as (_gateway, port):
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                stub = pb_grpc.RecognitionServiceStub(channel)
+
+                async def status() -> int:
+                    return (await health.Check(health_pb2.HealthCheckRequest(), timeout=10)).status
+
+                assert await status() == health_pb2.HealthCheckResponse.NOT_SERVING
+                with pytest.raises(grpc.aio.AioRpcError) as raised:
+                    await stub.Recognise(pb.RecogniseRequest(code=green), timeout=10)
+                assert raised.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+                info = error_details_pb2.ErrorInfo()
+                assert rpc_status.from_call(raised.value).details[0].Unpack(info)
+                assert info.reason == "CONFIGURATION"
+                refused = await stub.Recognise(pb.RecogniseRequest(code="BJ1:xx"), timeout=10)
+                assert refused.reason == "MALFORMED"
+
+                for role in ("attest", "issue"):
+                    argv = ["keys", "rotate", "--data-dir", str(data_dir), "--role", role]
+                    assert main([*argv, "--activate-in", "0"]) == 0
+
+                async def serving_again() -> bool:
+                    return await status() == health_pb2.HealthCheckResponse.SERVING
+
+                await eventually(serving_again, what="health SERVING after the rotation")
+                reply = await stub.Recognise(pb.RecogniseRequest(code=green), timeout=10)
+                assert reply.reason == "RECOGNISED"
+
+    run(scenario())
+
+
+@pytest.mark.doc('api.md "Health"')
+def test_health_follows_a_gateway_that_recovered_before_the_first_look() -> None:
+    """The servicer starts as the gateway was when the server started (NOT_SERVING); a gateway
+    healthy again by the watcher's first look must still turn it SERVING."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from grpc_health.v1 import health_pb2
+    from support.wait import eventually
+
+    from gateway.grpc.health import DrainingHealthServicer, watch_health
+
+    async def scenario() -> None:
+        servicer = DrainingHealthServicer()
+        await servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        gateway = SimpleNamespace(healthy=True)  # recovered before the first look
+        watcher = asyncio.create_task(watch_health(gateway, servicer, (), serving=False))  # type: ignore[arg-type]
+        try:
+
+            async def serving() -> bool:
+                reply = await servicer.Check(health_pb2.HealthCheckRequest(), None)
+                return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+            await eventually(serving, what="SERVING once the gateway is healthy")
+        finally:
+            watcher.cancel()
+
+    asyncio.run(scenario())

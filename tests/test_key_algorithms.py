@@ -28,7 +28,11 @@ from keys.model import check_key_algorithm
 from keys.partner import PartnerSigner, signing_key
 from keys.trustregistry import TrustRegistry
 
-OTHER_ALG = {Algorithm.EDDSA: Algorithm.ES256, Algorithm.ES256: Algorithm.EDDSA}
+OTHER_ALG = {
+    Algorithm.EDDSA: Algorithm.ES256,
+    Algorithm.ES256: Algorithm.EDDSA,
+    Algorithm.SM2: Algorithm.ES256,
+}
 REGIONS = [pytest.param(spec, id=f"{spec.code}-{spec.signing_alg}") for spec in REGION_SPECS]
 DAY = timedelta(days=1)
 
@@ -106,9 +110,7 @@ def test_the_trust_registry_refuses_a_key_set_with_a_mismatched_key(tmp_path: Pa
         await trust.install_partner(partner.partner_file(), actor="operator:test", now=T0)
         before = await h.store.read_registry()
         with pytest.raises(KeyAlgorithmMismatchError) as caught:
-            await trust.publish_keyset(
-                _mismatched_keyset(partner), caller_region="110000", now=T0
-            )
+            await trust.publish_keyset(_mismatched_keyset(partner), caller_region="110000", now=T0)
         assert await h.store.read_registry() == before
         return caught.value.reason
 

@@ -30,12 +30,6 @@ K1, K2, K3 = key("k1"), key("k2"), key("k3")
 STRANGER = PrivateKey.generate()
 
 
-def reason_of(outcome: object) -> str:
-    if isinstance(outcome, GatewayError):
-        return outcome.reason
-    return "OK"
-
-
 async def attempt(h: Harness, envelope: bytes, *, caller: str = BEIJING) -> str:
     try:
         await h.trust.publish_keyset(envelope, caller_region=caller, now=T0)

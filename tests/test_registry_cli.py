@@ -178,7 +178,9 @@ def test_revocations_list_counts_batches_and_hides_hashes(cli, tmp_path) -> None
     status, out, _ = cli("revocations", "list", "--hashes")  # text never shows hashes
     assert status == 0 and "b-7" in out and hashed not in out
     with_hashes = cli.json("revocations", "list", "--hashes")
-    assert hashed in {c["code_hash"] for c in with_hashes["codes"]}
+    keyed = Pseudonymiser(b"p" * 32).code_key(SHOW.code, "c1")  # the secret submit() used
+    assert keyed in {c["code_key"] for c in with_hashes["codes"]}
+    assert hashed not in json.dumps(with_hashes)  # the partner's unkeyed hash is not kept
     assert "11010119900307001X" not in json.dumps(with_hashes)  # pseudonyms only
     assert cli.json("revocations", "list", "--region", OTHER.code)["batches"] == []
     status, _, err = cli("revocations", "list", "--region", "x")
@@ -258,6 +260,69 @@ def test_trustlist_verify_rejects(cli, exported, tmp_path, case, reason) -> None
     assert result["version"] is None and result["detail"]
     status, out, _ = cli("trustlist", "verify", *args, target, data_dir=False)
     assert status == 1 and out.startswith(f"REJECTED {reason}")
+
+
+def _resigned(cli: Cli, source: str, out: Path, *, issued_at: int, expires: int) -> str:
+    """The list in ``source`` with another validity, signed by the gateway's own trustlist key
+    (as whoever holds that key could sign it, inside its window or not)."""
+    from keys.jsonutil import canonical_json
+    from keys.keystore import KeyDirectory, KeyRole
+    from keys.signed import Envelope
+
+    body = json.loads(Envelope.from_bytes(Path(source).read_bytes()).signed)
+    body.update(issued_at=issued_at, expires=expires)
+    key_dir = KeyDirectory.open(cli.data_dir / "keys", passphrase=None, now=NOW)
+    signers = key_dir.signers(KeyRole.TRUSTLIST, NOW)
+    envelope = Envelope.sign(canonical_json(body), [(info.kid, key) for info, key in signers])
+    out.write_bytes(envelope.to_bytes())
+    return str(out)
+
+
+@pytest.mark.doc("trust-registry.md §9", "trust-registry.md §13")
+def test_trustlist_verify_pins_each_key_with_its_validity_window(cli, exported, tmp_path) -> None:
+    """The pinned trustlist keys keep the window the key file gives them: a list signed by the
+    right key but issued before its not_before, or expiring after its not_after, is refused
+    (SIGNATURE_INVALID); the verdict states each pinned key's window; a revoked key is not
+    pinned."""
+    keys = json.loads(Path(exported["pinned"]).read_text())
+    (entry,) = [k for k in keys["keys"] if k["role"] == "trustlist"]
+    not_before, not_after = entry["not_before"], entry["not_after"]
+    pinned = ("--pinned", exported["pinned"])
+    inside = _resigned(
+        cli, exported["v1"], tmp_path / "inside.json",
+        issued_at=int(NOW.timestamp()), expires=int(NOW.timestamp()) + 3600,
+    )  # fmt: skip
+    late = _resigned(
+        cli, exported["v1"], tmp_path / "late.json",
+        issued_at=not_after - 3600, expires=not_after + 1,
+    )  # fmt: skip
+    early = _resigned(
+        cli, exported["v1"], tmp_path / "early.json",
+        issued_at=not_before - 1, expires=not_before + 3600,
+    )  # fmt: skip
+    status, result = verify(cli, *pinned, inside)
+    assert (status, result["verdict"]) == (0, "accept"), result
+    from keys.timeutil import from_unix, to_iso
+
+    window = {"kid": entry["kid"], "not_before": to_iso(from_unix(not_before)),
+              "not_after": to_iso(from_unix(not_after))}  # fmt: skip
+    assert result["pinned"] == [window]
+    for target, at in ((late, not_after - 60), (early, not_before)):
+        status, result = verify(cli, *pinned, "--at", str(at), target)
+        assert (status, result["reason"]) == (1, "SIGNATURE_INVALID"), (target, result)
+        assert result["pinned"] == [window]
+    status, out, _ = cli("trustlist", "verify", *pinned, inside, data_dir=False)
+    assert status == 0 and out.startswith("ACCEPTED")
+    assert (
+        f"  pinned trustlist key {entry['kid']}: signs lists issued from "
+        f"{window['not_before']}, expiring by {window['not_after']}"
+    ) in out.splitlines()
+    # A key the file says is revoked is not pinned: nothing it signs is trusted.
+    entry["status"] = "revoked"
+    revoked = tmp_path / "revoked-keys.json"
+    revoked.write_text(json.dumps(keys))
+    status, _, err = cli("trustlist", "verify", "--pinned", str(revoked), inside, data_dir=False)
+    assert status == 2 and "every one in it is revoked" in err
 
 
 def test_trustlist_usage_errors_exit_2(cli, exported, tmp_path) -> None:

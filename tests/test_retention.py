@@ -57,6 +57,17 @@ def test_policy_defaults_and_cutoffs() -> None:
     assert RetentionPolicy(recognitions_days=None).cutoffs(T0)[0] is None
 
 
+def _code_key(region: str, code_id: str) -> str:  # a stand-in for Pseudonymiser.code_key
+    return f"c1-{region}-{code_id}"
+
+
+def text_of(data_dir: Path) -> str:
+    """Every value of every table of the data directory's database, as text."""
+    with sqlite3.connect(data_dir / "trustgw.db") as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return repr([conn.execute(f"SELECT * FROM {t}").fetchall() for t in tables])  # noqa: S608
+
+
 def _entry(at: datetime, n: int = 0) -> RecognitionEntry:
     return RecognitionEntry(
         at, "110000", "show", "recognised", "RECOGNISED", f"h1-{n}", f"code-{n}", "k1", f"r{n}"
@@ -66,7 +77,7 @@ def _entry(at: datetime, n: int = 0) -> RecognitionEntry:
 def _conversion(source: str, expires: datetime, revoked: datetime | None = None) -> Any:
     return ConversionRecord(
         region=CONVERT,
-        source_code_id=source,
+        source_key=source,
         holder="h1-x",
         converted_code_id=f"SD-{source}",
         converted_code=f"SD1:{source}",
@@ -132,7 +143,7 @@ def test_purge_deletes_what_is_older_than_the_policy(tmp_path: Path) -> None:
     assert (done.recognitions, done.conversions, done.stock_conversions) == (1, 2, 1)
     assert (again.recognitions, again.conversions, again.stock_conversions) == (0, 0, 0)
     with sqlite3.connect(path) as conn:
-        kept = {r[0] for r in conn.execute("SELECT source_code_id FROM conversions")}
+        kept = {r[0] for r in conn.execute("SELECT source_key FROM conversions")}
         assert kept == {"recent", "old-revoked-recently"}
         assert conn.execute("SELECT holder FROM recognitions").fetchall() == [("h1-2",)]
         assert conn.execute("SELECT certificate_id FROM stock_conversions").fetchall() == [("B",)]
@@ -190,7 +201,7 @@ class FlakyStore:
 def test_recognition_log_keeps_entries_while_the_store_is_down_within_bounds() -> None:
     async def scenario() -> tuple[FlakyStore, RecognitionLog]:
         store = FlakyStore()
-        reclog = RecognitionLog(store, max_batch=3, max_pending=5)
+        reclog = RecognitionLog(store, _code_key, max_batch=3, max_pending=5)
         for n in range(7):
             reclog.record(_entry(T0, n))
         await reclog.flush()  # fails: keeps the newest 5
@@ -232,7 +243,7 @@ def test_the_server_logs_every_decision_without_raw_identifiers(
     run(scenario())  # closing the gateway writes what the log still holds
     with sqlite3.connect(data_dir / "trustgw.db") as conn:
         rows = conn.execute(
-            "SELECT request_id, region, mode, decision, reason, holder, code_hash, kid"
+            "SELECT request_id, region, mode, decision, reason, holder, code_key, kid"
             " FROM recognitions ORDER BY rowid"
         ).fetchall()
     assert [r[0] for r in rows] == ["a", "b", "c", "d"]
@@ -243,7 +254,9 @@ def test_the_server_logs_every_decision_without_raw_identifiers(
     ]
     assert rows[3][3] == "refused"
     assert rows[0][5] == rows[2][5] and rows[0][5].startswith("h1-")
-    assert rows[0][6] == hashlib.sha256(f"{SHOW}|SHOW-CODE-1".encode()).hexdigest()
+    unkeyed = hashlib.sha256(f"{SHOW}|SHOW-CODE-1".encode()).hexdigest()
+    assert rows[0][6].startswith("c1-") and unkeyed not in text_of(data_dir)
+    assert rows[0][6] != rows[2][6]  # one code key per code
     assert all(r[7] for r in rows[:3]) and rows[3][5:] == ("", "", "")
     text = repr(rows)
     assert "SHOW-CODE" not in text and holder[0] not in text and holder[1] not in text

@@ -270,10 +270,11 @@ def test_a_converted_code_is_revoked_with_its_source(tmp_path: Path) -> None:
             r, "revocations", r.partner.revocations("b2", T0, holder_ids=[holder])
         )
         assert first.conversions_revoked == 1 and second.conversions_revoked == 1  # type: ignore[attr-defined]
-        records = {c.source_code_id: c for c in await w.h.store.list_conversions(r.code)}
-        assert records["feed0001"].revoked_at == T0 - timedelta(minutes=30)
-        assert records["feed0002"].revoked_at == T0
-        assert records["feed0003"].revoked_at is None
+        records = {c.source_key: c for c in await w.h.store.list_conversions(r.code)}
+        key = Pseudonymiser(SECRET).code_key
+        assert records[key(r.code, "feed0001")].revoked_at == T0 - timedelta(minutes=30)
+        assert records[key(r.code, "feed0002")].revoked_at == T0
+        assert records[key(r.code, "feed0003")].revoked_at is None
         assert (await w.decide(by_code, T0)).reason == "CODE_REVOKED"
 
     world(tmp_path, r, body=body)
@@ -292,7 +293,7 @@ def test_a_conversion_racing_a_revocation_is_revoked_on_insert(tmp_path: Path) -
                 "b1",
                 T0 - HOUR,
                 "0" * 64,
-                (code_hash(r.code, "feed0009"),),
+                (Pseudonymiser(SECRET).from_code_hash(code_hash(r.code, "feed0009")),),
                 (),
                 "partner:230000",
                 T0,

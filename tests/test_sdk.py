@@ -19,6 +19,8 @@ from support.clock import REAL_NOW
 from adapters.base import Colour
 from adapters.regions import REGION_SPECS
 from gateway import tokens
+from gateway.api.v1 import recognition_pb2 as pb
+from gateway.limits import REQUEST_LIMITS
 from gateway.pki import DevCA, TlsFiles
 from gateway.sdk import (
     AsyncGatewayClient,
@@ -33,6 +35,8 @@ NOW = REAL_NOW  # a serving gateway reads the real clock
 CONVERT = next(s.code for s in REGION_SPECS if s.mode is Mode.CONVERT)
 SHOW = next(s.code for s in REGION_SPECS if s.mode is Mode.SHOW)
 FAST = RetryPolicy(attempts=4, initial_backoff=0.01, max_backoff=0.05)
+KEYS = "/gateway.api.v1.RecognitionService/GetGatewayKeys"
+KEYS_REQUEST = pb.GetGatewayKeysRequest()
 
 
 @pytest.mark.doc('verifying.md "Python API"')
@@ -305,7 +309,9 @@ def test_which_failures_are_retried(status, idempotent, attempts) -> None:
         client = AsyncGatewayClient("127.0.0.1:1", insecure=True, retry=FAST, rng=random.Random(1))
         try:
             with pytest.raises(GatewayRpcError) as info:
-                await client._call(method, None, timeout=5, request_id="r", idempotent=idempotent)
+                await client._call(
+                    method, KEYS, KEYS_REQUEST, timeout=5, request_id="r", idempotent=idempotent
+                )
             assert info.value.status == status.name
         finally:
             await client.close()
@@ -324,7 +330,7 @@ def test_a_retry_that_succeeds_returns_the_servers_request_id() -> None:
 
     async def scenario() -> tuple[Any, str]:
         async with AsyncGatewayClient("127.0.0.1:1", insecure=True, retry=FAST) as client:
-            return await client._call(method, None, timeout=5, request_id="mine")
+            return await client._call(method, KEYS, KEYS_REQUEST, timeout=5, request_id="mine")
 
     assert run(scenario()) == ("answer", "srv-1")
 
@@ -404,3 +410,111 @@ def test_recognise_many_does_not_retry_other_failures() -> None:
 
     run(scenario())
     assert calls == [1]
+
+
+# --- sizes checked before sending: docs/api.md "Limits" ---------------------------------------
+
+
+def _bad_requests(gateway: Any, method: str) -> float:
+    value = gateway.metrics.registry.get_sample_value(
+        "trustgw_bad_requests_total", {"method": method, "reason": "REQUEST_TOO_LARGE"}
+    )
+    return value or 0.0
+
+
+@pytest.mark.doc('api.md "Limits"', 'api.md "RPC errors"')
+def test_a_request_over_its_methods_limit_is_refused_before_it_is_sent(codes, prepared_dir) -> None:
+    """The SDK refuses what the gateway would refuse, with the same status, reason, message and
+    ``limit``, without sending it (the gateway counts no bad request); in a batch, in its place,
+    and the other codes are answered."""
+    data_dir = prepared_dir(NOW)
+    code = codes(SHOW, NOW)()
+    huge = "A" * (40 * 1024)
+
+    async def scenario() -> tuple[GatewayRpcError, Any, list[Decision], tuple[float, float]]:
+        async with serving(data_dir) as (gateway, port):
+            async with AsyncGatewayClient(f"127.0.0.1:{port}", insecure=True) as client:
+                with pytest.raises(GatewayRpcError) as info:
+                    await client.recognise(huge, request_id="too-big")
+                batch = await client.recognise_many([code, huge, code], timeout=10)
+                counted = (
+                    _bad_requests(gateway, "Recognise"),
+                    _bad_requests(gateway, "RecogniseStream"),
+                )
+                # What the gateway itself answers to the same bytes, sent without the SDK.
+                raw = pb.RecogniseRequest(request_id="too-big", code=huge).SerializeToString()
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                    try:
+                        await channel.unary_unary("/gateway.api.v1.RecognitionService/Recognise")(
+                            raw, timeout=10
+                        )
+                    except grpc.aio.AioRpcError as exc:
+                        server = GatewayRpcError.from_grpc(exc)
+                return info.value, server, batch, counted
+
+    local, server, batch, counted = run(scenario())
+    size = pb.RecogniseRequest(request_id="too-big", code=huge).ByteSize()
+    assert counted == (0.0, 0.0)  # nothing over the limit reached the gateway
+    assert (
+        (local.status, local.reason, local.message, local.metadata)
+        == (
+            server.status,
+            server.reason,
+            server.message,
+            server.metadata,
+        )
+        == (
+            "RESOURCE_EXHAUSTED",
+            "REQUEST_TOO_LARGE",
+            f"the request is {size} bytes; this method accepts at most 32768",
+            {"limit": "32768"},
+        )
+    )
+    assert local.request_id == "" and not local.retryable  # never sent
+    assert [d.reason for d in batch] == ["RECOGNISED", "REQUEST_TOO_LARGE", "RECOGNISED"]
+    assert batch[1].server_request_id == "" and not batch[1].recognised
+    assert batch[1].message.endswith("bytes; this method accepts at most 32768")
+    assert len({d.request_id for d in batch}) == 3
+
+
+@pytest.mark.parametrize("path", sorted(REQUEST_LIMITS))
+def test_every_method_is_checked_against_its_own_limit(path: str) -> None:
+    """One byte over the method's limit is refused (and nothing is called); at it, sent."""
+    from gateway.api.v1 import registry_pb2 as rpb
+    from gateway.sdk.client import check_size
+
+    limit = REQUEST_LIMITS[path]
+    at = rpb.SubmissionRequest(submission=b"x" * (limit - 4 - (limit >= 128 * 1024)))
+    while at.ByteSize() < limit:
+        at.submission += b"x"
+    assert at.ByteSize() == limit
+    check_size(path, at)
+    over = rpb.SubmissionRequest(submission=at.submission + b"x")
+    with pytest.raises(GatewayRpcError) as info:
+        check_size(path, over)
+    assert (info.value.reason, info.value.metadata) == ("REQUEST_TOO_LARGE", {"limit": str(limit)})
+
+    calls: list[Any] = []
+
+    async def scenario() -> None:
+        async with AsyncGatewayClient("127.0.0.1:1", insecure=True, retry=FAST) as client:
+            with pytest.raises(GatewayRpcError):
+                await client._call(calls.append, path, over, timeout=5, request_id="r")
+
+    run(scenario())
+    assert calls == []
+
+
+def test_the_sdk_refuses_an_oversized_submission_before_sending() -> None:
+    """A submission over 2 MiB + 64 bytes: REQUEST_TOO_LARGE, not gRPC's own RESOURCE_EXHAUSTED
+    without a reason (the gateway's server-wide limit), and no connection is needed."""
+
+    async def scenario() -> GatewayRpcError:
+        async with AsyncGatewayClient("127.0.0.1:1", insecure=True, retry=FAST) as client:
+            with pytest.raises(GatewayRpcError) as info:
+                await client.publish_key_set(b"{" + b" " * (2 * 1024 * 1024 + 64), timeout=5)
+            return info.value
+
+    error = run(scenario())
+    assert (error.status, error.reason) == ("RESOURCE_EXHAUSTED", "REQUEST_TOO_LARGE")
+    assert error.metadata == {"limit": str(2 * 1024 * 1024 + 64)}

@@ -161,8 +161,28 @@ GOOD = {
         pytest.param({"certificate_id": "a b"}, "BAD_CERTIFICATE_ID", id="certificate-id-space"),
         pytest.param(
             {"certificate_id": "110101199003071233"},
-            "BAD_CERTIFICATE_ID",
+            "CERTIFICATE_ID_PERSONAL",
             id="certificate-id-is-id-number",
+        ),
+        pytest.param(
+            {"certificate_id": "JN-110101199003071233"},
+            "CERTIFICATE_ID_PERSONAL",
+            id="certificate-id-embeds-the-id-number",
+        ),
+        pytest.param(
+            {"certificate_id": "JN-44030119850101002X-2"},
+            "CERTIFICATE_ID_PERSONAL",
+            id="certificate-id-embeds-another-id-number-with-x",
+        ),
+        pytest.param(
+            {"certificate_id": "JN.11010119900307123x"},
+            "CERTIFICATE_ID_PERSONAL",
+            id="certificate-id-17-digits-and-lower-x",
+        ),
+        pytest.param(
+            {"certificate_id": "JN:110101900307123"},
+            "CERTIFICATE_ID_PERSONAL",
+            id="certificate-id-embeds-an-old-15-digit-id",
         ),
         pytest.param({"id_number": "110101199003071234"}, "BAD_ID_NUMBER", id="check-digit"),
         pytest.param({"id_number": "11010119900307123"}, "BAD_ID_NUMBER", id="17-characters"),
@@ -186,6 +206,15 @@ def test_bad_rows(changes: dict[str, Any], reason: str) -> None:
     assert caught.value.reason == reason
     assert "110101199003071233" not in caught.value.message
     assert "张三" not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "certificate_id", ["JN-0001", "JN-20260311-00012345", "12345678901234", "A1234567890123X"]
+)
+def test_certificate_ids_with_shorter_digit_runs_are_accepted(certificate_id: str) -> None:
+    assert parse_row({**GOOD, "certificate_id": certificate_id}, PSEUDO).certificate_id == (
+        certificate_id
+    )
 
 
 def test_a_good_row_keeps_only_the_pseudonym() -> None:

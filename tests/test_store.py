@@ -56,7 +56,7 @@ def region_key(region: str = "110000", seed: int = 1, **changes: Any) -> RegionK
 def conversion(source: str, region: str = "330000", **changes: Any) -> ConversionRecord:
     fields: dict[str, Any] = {
         "region": region,
-        "source_code_id": source,
+        "source_key": source,
         "holder": "h1-" + source,
         "converted_code_id": "c-" + source,
         "converted_code": "HC1:" + source,
@@ -290,7 +290,7 @@ def test_conversions_insert_or_ignore() -> None:
         assert await store.get_conversion("330000", "missing") is None
         assert await store.get_conversion("110000", "src-1") is None
         listed = await store.list_conversions("330000")
-        assert [r.source_code_id for r in listed] == ["src-1", "src-2", "src-3"]
+        assert [r.source_key for r in listed] == ["src-1", "src-2", "src-3"]
         assert len(await store.list_conversions(limit=2)) == 2
         assert await store.list_conversions("110000") == []
 
@@ -308,7 +308,7 @@ def test_put_conversions_is_one_transaction() -> None:
             )
         with pytest.raises(NotFoundError):
             await store.put_conversions([conversion("src-4"), conversion("x", region="110000")])
-        assert [r.source_code_id for r in await store.list_conversions()] == ["src-1"]
+        assert [r.source_key for r in await store.list_conversions()] == ["src-1"]
 
     run(check)
 

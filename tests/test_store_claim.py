@@ -18,7 +18,7 @@ NOW = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
 def _record(source: str, code: str, region: str = "110000") -> ConversionRecord:
     return ConversionRecord(
         region=region,
-        source_code_id=source,
+        source_key=source,
         holder="h1-x",
         converted_code_id=f"SD-{source}-{code}",
         converted_code=f"SD1:{code}",

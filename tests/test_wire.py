@@ -9,6 +9,7 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +35,7 @@ from gateway.grpc.partner import PartnerService
 from gateway.grpc.recognition import RecognitionService
 from gateway.grpc.server import build_server
 from gateway.grpc.trustlist import TrustListService
+from gateway.limits import REQUEST_LIMITS
 from gateway.pki import DevCA, TlsFiles
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.gateway import Gateway
@@ -338,6 +340,12 @@ def test_each_method_reads_requests_up_to_its_own_limit() -> None:
         for servicer in (RecognitionService, PartnerService, TrustListService)
         for name, rule in servicer.methods.items()
     }
+    # The same table as the SDK's (it refuses a larger request before sending it).
+    assert {
+        f"/{servicer.service.full_name}/{name}": rule.max_request_bytes
+        for servicer in (RecognitionService, PartnerService, TrustListService)
+        for name, rule in servicer.methods.items()
+    } == dict(REQUEST_LIMITS)
     assert limits == {
         "Recognise": MAX_RECOGNISE_REQUEST_BYTES,
         "RecogniseStream": MAX_RECOGNISE_REQUEST_BYTES,
@@ -417,9 +425,32 @@ def test_messages_over_a_methods_limit_are_resource_exhausted_with_a_reason(worl
 # --- refused streams: docs/api.md "Refused streams" --------------------------------------------
 
 
+def outcome(error: grpc.aio.AioRpcError) -> str:
+    """``CODE:REASON`` of an error (``CODE:-`` without ErrorInfo, as gRPC's own INTERNAL)."""
+    status = rpc_status.from_call(error)
+    if status is None or not status.details:
+        return f"{error.code().name}:-"
+    return f"{error.code().name}:{error_info(error).reason}"
+
+
+async def stream_outcome(
+    channel: grpc.aio.Channel, method: str, messages: list[bytes]
+) -> tuple[list[bytes], str]:
+    """Write ``messages`` to a stream as fast as gRPC takes them, then half-close: the
+    responses, and ``OK`` or the error's ``CODE:REASON``."""
+    call = channel.stream_stream(method)(iter(messages), timeout=20)
+    responses: list[bytes] = []
+    try:
+        async for raw in call:
+            responses.append(raw)
+    except grpc.aio.AioRpcError as exc:
+        return responses, outcome(exc)
+    return responses, (await call.code()).name
+
+
 def test_a_refused_stream_gets_its_own_status_every_time(world) -> None:
     """docs/api.md, Refused streams: 300 RecogniseStreams refused while the caller is still
-    writing; every status is the refusal's own (never INTERNAL)."""
+    writing; every status is the refusal's own, with its reason (never INTERNAL)."""
     messages = [
         pb.RecogniseRequest(request_id=f"r{n}", code="x" * 200).SerializeToString()
         for n in range(20)
@@ -429,19 +460,158 @@ def test_a_refused_stream_gets_its_own_status_every_time(world) -> None:
         seen: Counter[str] = Counter()
         for n in range(300):
             who = ("partner", "operator", "no-role")[n % 3]
-            call = channels[who].stream_stream(STREAM)(iter(messages), timeout=10)
-            try:
-                async for _ in call:
-                    seen[f"{who}:answered"] += 1
-            except grpc.aio.AioRpcError as exc:
-                seen[f"{who}:{exc.code().name}"] += 1
+            responses, status = await stream_outcome(channels[who], STREAM, messages)
+            seen[f"{who}:{len(responses)}:{status}"] += 1
         return seen
 
     assert world(body) == {
-        "partner:PERMISSION_DENIED": 100,
-        "operator:PERMISSION_DENIED": 100,
-        "no-role:UNAUTHENTICATED": 100,
+        "partner:0:PERMISSION_DENIED:PERMISSION_DENIED": 100,
+        "operator:0:PERMISSION_DENIED:PERMISSION_DENIED": 100,
+        "no-role:0:UNAUTHENTICATED:UNAUTHENTICATED": 100,
     }
+
+
+def test_bad_messages_mid_stream_are_answered_every_time_and_the_stream_ends_ok(
+    world, codes
+) -> None:
+    """docs/api.md, Refused streams and Limits: 200 streams with a message over the method's
+    limit, or bytes that are not protobuf, in the middle: every one answers all 20 messages in
+    order (the bad one with its reason) and ends OK, never INTERNAL."""
+    code = codes(REGION, NOW)()
+    good = [
+        pb.RecogniseRequest(request_id=f"r{n}", code=code).SerializeToString() for n in range(20)
+    ]
+    over = pb.RecogniseRequest(code="A" * MAX_RECOGNISE_REQUEST_BYTES).SerializeToString()
+    streams = {
+        "over-limit": (over, "REQUEST_TOO_LARGE"),
+        "malformed": (NOT_UTF8, "REQUEST_MALFORMED"),
+    }
+
+    async def body(gateway, channels, running) -> Counter[str]:
+        seen: Counter[str] = Counter()
+        for n in range(200):
+            name = ("over-limit", "malformed")[n % 2]
+            bad, reason = streams[name]
+            sent = [*good[:7], bad, *good[8:]]
+            responses, status = await stream_outcome(channels["verifier"], STREAM, sent)
+            answers = [pb.RecogniseResponse.FromString(raw) for raw in responses]
+            expected = [f"r{i}" if i != 7 else "" for i in range(20)]
+            in_order = [a.request_id for a in answers] == expected
+            bad_answer = answers[7].reason if len(answers) > 7 else "-"
+            seen[f"{name}:{len(answers)}:{in_order}:{bad_answer}:{status}"] += 1
+            assert reason == bad_answer or status != "OK"
+        return seen
+
+    assert world(body) == {
+        "over-limit:20:True:REQUEST_TOO_LARGE:OK": 100,
+        "malformed:20:True:REQUEST_MALFORMED:OK": 100,
+    }
+
+
+def test_a_stream_that_fails_part_way_gets_its_own_status_every_time(world) -> None:
+    """docs/api.md, Refused streams: a reflection stream whose fourth message is not protobuf
+    ends INVALID_ARGUMENT / REQUEST_MALFORMED after its three answers, 150 times out of 150,
+    although the caller is still writing when it fails."""
+    ask = reflection_pb2.ServerReflectionRequest(list_services="").SerializeToString()
+    sent = [ask, ask, ask, TRUNCATED, *[ask] * 30]
+
+    async def body(gateway, channels, running) -> Counter[str]:
+        seen: Counter[str] = Counter()
+        for _ in range(150):
+            responses, status = await stream_outcome(channels["no-role"], REFLECTION, sent)
+            seen[f"{len(responses)}:{status}"] += 1
+        return seen
+
+    assert world(body) == {"3:INVALID_ARGUMENT:REQUEST_MALFORMED": 150}
+
+
+def test_a_recognise_stream_that_fails_part_way_gets_its_own_status_every_time(
+    world, codes, monkeypatch
+) -> None:
+    """docs/api.md, Refused streams and RPC errors: a RecogniseStream that cannot go on (here:
+    no gateway key may sign, CONFIGURATION) answers the requests before the failure, in order,
+    then ends with that status while the caller is still writing, never INTERNAL: 60 times
+    where the sixth decision's attestation cannot be signed, 60 where the sixth request needs a
+    conversion (recorded while later requests are read ahead) that cannot be signed."""
+    from gateway.runtime.gateway import Gateway as GatewayClass
+    from keys.errors import ConfigurationError
+    from keys.keystore import KeyRole
+
+    show, convert = REGION_SPECS[0], REGION_SPECS[1]
+    assert (show.mode.value, convert.mode.value) == ("show", "convert")
+    show_code = codes(show.code, NOW)()
+    new_code = codes(convert.code, NOW)
+    plan = {"kind": "", "attestations": 0}
+    real_signer = GatewayClass.signer
+
+    def signer(self: Any, role: KeyRole, now: datetime) -> Any:
+        if role is KeyRole.ATTEST:
+            plan["attestations"] += 1
+        if (plan["kind"], role) == ("conversion", KeyRole.ISSUE) or (
+            plan["kind"] == "decision" and plan["attestations"] == 6
+        ):
+            raise ConfigurationError(f"no {role} key of the gateway is valid (test)")
+        return real_signer(self, role, now)
+
+    monkeypatch.setattr(GatewayClass, "signer", signer)
+
+    def request(n: int, code: str) -> bytes:
+        return pb.RecogniseRequest(request_id=f"r{n}", code=code).SerializeToString()
+
+    async def body(gateway, channels, running) -> Counter[str]:
+        seen: Counter[str] = Counter()
+        for n in range(120):
+            kind = ("decision", "conversion")[n % 2]
+            plan.update(kind=kind, attestations=0)
+            sent = [request(i, show_code) for i in range(40)]
+            if kind == "conversion":
+                sent[5] = request(5, new_code())  # never seen: a new conversion
+            responses, status = await stream_outcome(channels["verifier"], STREAM, sent)
+            answers = [pb.RecogniseResponse.FromString(raw).request_id for raw in responses]
+            seen[f"{kind}:{answers == [f'r{i}' for i in range(5)]}:{status}"] += 1
+        return seen
+
+    assert world(body) == {
+        "conversion:True:FAILED_PRECONDITION:CONFIGURATION": 60,
+        "decision:True:FAILED_PRECONDITION:CONFIGURATION": 60,
+    }
+
+
+def test_a_method_the_gateway_does_not_serve_is_unimplemented_every_time(world) -> None:
+    """docs/api.md, RPC errors and Refused streams: UNIMPLEMENTED with reason METHOD_UNKNOWN for
+    a stream to a service the gateway does not have (grpcurl asks reflection v1 first), an
+    unknown method of a known service, and a method not served (health's List), 100 each;
+    never INTERNAL, and counted under one label whatever the path."""
+    messages = [b"\x0a\x01x"] * 20
+    paths = (
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/gateway.api.v1.RecognitionService/NoSuchMethod",
+        "/grpc.health.v1.Health/List",
+    )
+
+    async def body(gateway, channels, running) -> tuple[Counter[str], Any]:
+        seen: Counter[str] = Counter()
+        for n in range(300):
+            path = paths[n % 3]
+            if n % 6 < 3:
+                responses, status = await stream_outcome(channels["verifier"], path, messages)
+                seen[f"{path}:stream:{len(responses)}:{status}"] += 1
+            else:
+                result = await call_raw(channels["verifier"], path, messages[0])
+                assert isinstance(result, grpc.aio.AioRpcError)
+                seen[f"{path}:unary:{outcome(result)}"] += 1
+        count = gateway.metrics.registry.get_sample_value(
+            "trustgw_bad_requests_total", {"method": "unknown", "reason": "METHOD_UNKNOWN"}
+        )
+        return seen, count
+
+    seen, count = world(body)
+    assert seen == {
+        f"{path}:{shape}": 50
+        for path in paths
+        for shape in ("stream:0:UNIMPLEMENTED:METHOD_UNKNOWN", "unary:UNIMPLEMENTED:METHOD_UNKNOWN")
+    }
+    assert count == 300
 
 
 def test_a_refused_watch_gets_its_own_status_every_time(world) -> None:

@@ -1,11 +1,13 @@
-"""Envelope family (a): a compact Ed25519 envelope.
+"""Envelope family (a): a compact envelope, signed with Ed25519 or (one variant) SM2.
 
 Layout of the binary code, before its text encoding (base45 or base64url) and its prefix::
 
     0x01 | kid length L (1 byte, 1..128) | kid (L ASCII bytes) | payload | signature (64 bytes)
 
-The Ed25519 signature covers every byte before it (version, kid length, kid, payload), exactly as
-shipped. The payload is the region's claims, as compact JSON or a delimited text line, optionally
+The signature covers every byte before it (version, kid length, kid, payload), exactly as
+shipped. It is Ed25519, or for a region of the SM2 variant the raw r || s of an SM2 signature over
+SM3 with the default signer id (docs/crypto.md §1); the region fixes which, the code never says.
+The payload is the region's claims, as compact JSON or a delimited text line, optionally
 zlib-compressed; it is decompressed only after the signature verified.
 """
 
@@ -115,17 +117,30 @@ class DelimitedPayload:
         return self.separator.join(values).encode("utf-8")
 
 
+# The algorithms whose signatures are 64 bytes and need no header to tell them apart.
+COMPACT_ALGORITHMS = frozenset({Algorithm.EDDSA, Algorithm.SM2})
+
+
 @dataclass(frozen=True)
 class CompactCodec:
-    """A region's compact Ed25519 envelope: prefix, text encoding, compression, payload form."""
+    """A region's compact envelope: prefix, text encoding, compression, payload form and the one
+    algorithm its codes are signed with (Ed25519 unless the region is of the SM2 variant)."""
 
     prefix: str
     text: TextEncoding
     compression: Compression
     payload: PayloadForm
+    alg: Algorithm = Algorithm.EDDSA
 
     family: ClassVar[str] = "compact"
-    algs: ClassVar[frozenset[Algorithm]] = frozenset({Algorithm.EDDSA})
+
+    def __post_init__(self) -> None:
+        if self.alg not in COMPACT_ALGORITHMS:
+            raise ValueError(f"a compact envelope is not signed with {self.alg}")
+
+    @property
+    def algs(self) -> frozenset[Algorithm]:
+        return frozenset({self.alg})
 
     def open(self, text: str) -> Envelope:
         """Split the code into kid, signed bytes, payload and signature; trusts nothing yet.
@@ -147,7 +162,7 @@ class CompactCodec:
         signed = blob[:-SIGNATURE_BYTES]
         return Envelope(
             kid_hint=kid,
-            alg=Algorithm.EDDSA,
+            alg=self.alg,
             signing_input=signed,
             signature=blob[-SIGNATURE_BYTES:],
             payload=signed[kid_end:],
@@ -158,9 +173,10 @@ class CompactCodec:
         return self.payload.parse(decompress(self.compression, payload))
 
     def seal(self, claims: Mapping[Any, Any], key: PrivateKey, kid: str) -> str:
-        """Write a code (issuer side); raises ``ValueError`` for a non-Ed25519 key or bad kid."""
-        if key.alg is not Algorithm.EDDSA:
-            raise ValueError("the compact envelope is signed with Ed25519 only")
+        """Write a code (issuer side); raises ``ValueError`` for a key of another algorithm than
+        the region's or a bad kid."""
+        if key.alg is not self.alg:
+            raise ValueError(f"this compact envelope is signed with {self.alg} only")
         kid_bytes = require_kid(kid).encode("ascii")
         signed = (
             bytes((VERSION, len(kid_bytes)))

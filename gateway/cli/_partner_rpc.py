@@ -223,7 +223,8 @@ def register(tsub: Any) -> None:
         "--receipt-out",
         type=path_type,
         metavar="FILE",
-        help="keep the signed receipt here (a new file; verify it with gateway.tokens)",
+        help="keep the signed receipt here (a new file; verify it with trustgw verify --format "
+        "receipt)",
     )
     p.add_argument("statement", type=path_type, metavar="STATEMENT", help="the signed file")
     p.set_defaults(func=cmd_publish)

@@ -1,4 +1,4 @@
-"""The input forms of ``trustgw verify --format attestation|home`` (docs/verifying.md).
+"""The input forms of ``trustgw verify --format attestation|home|receipt`` (docs/verifying.md).
 
 An attestation may be given as
 
@@ -10,7 +10,11 @@ An attestation may be given as
   print it.
 
 A home-province code may be given as its ``SD1:`` text, or inside a ``ConvertedCode`` or a
-``RecogniseResponse`` (``converted`` member) in the same forms. Strict: at most 64 KiB, the one
+``RecogniseResponse`` (``converted`` member) in the same forms. A submission receipt (an
+``Attestation`` too) in the same forms, inside a ``SubmissionReceipt`` (``attestation`` member)
+instead of a ``RecogniseResponse``, or as ``trustgw partner-tools publish`` keeps and prints it:
+the ``--receipt-out`` file (the gateway's own JSON), the ``--json`` output (``signed_receipt``
+member) or the compact JSON line of its text output. Strict: at most 64 KiB, the one
 strict JSON parser (duplicate members refused), members of the message only, each field spelled
 once, one canonical spelling of each byte string; every refusal is ``MALFORMED`` (``OVERSIZED``)
 with a message that names the member.
@@ -29,6 +33,7 @@ from google.protobuf.message import Message
 
 from adapters.codecs.encoding import b64url_strict, parse_json
 from gateway.api.v1 import recognition_pb2 as pb
+from gateway.api.v1 import registry_pb2 as rpb
 from gateway.tokens import HOME_CODE_PREFIX, MAX_TOKEN_BYTES, Attestation
 from keys.errors import MalformedError, OversizedError
 
@@ -41,13 +46,23 @@ def read_attestation(text: str) -> Attestation:
 
     Raises :class:`MalformedError` or :class:`OversizedError`.
     """
-    fields = _unwrapped(_bounded(text), "attestation", pb.Attestation, "an Attestation")
-    return Attestation(
-        payload=_bytes(_required(fields, "payload", "attestation"), "attestation payload"),
-        kid=_text(_required(fields, "key_id", "attestation"), "attestation key_id"),
-        alg=_text(_required(fields, "alg", "attestation"), "attestation alg"),
-        signature=_bytes(_required(fields, "signature", "attestation"), "attestation signature"),
-    )
+    fields = _unwrapped(_bounded(text), pb.RecogniseResponse, "attestation", pb.Attestation)
+    return _attestation(fields, "attestation")
+
+
+def read_receipt(text: str) -> Attestation:
+    """The signed submission receipt in ``text``, in any of the module's forms; nothing is
+    verified yet.
+
+    Raises :class:`MalformedError` or :class:`OversizedError`.
+    """
+    stripped = _bounded(text)
+    if stripped.startswith("{"):
+        obj = _json_object(stripped, "the input")
+        if SIGNED_RECEIPT_MEMBER in obj:  # `partner-tools publish --json`
+            return _attestation(_fields(_publish_output(obj), _ATTESTATION, "a receipt"), "receipt")
+    fields = _unwrapped(stripped, rpb.SubmissionReceipt, "attestation", pb.Attestation)
+    return _attestation(fields, "receipt")
 
 
 def read_home_code(text: str) -> str:
@@ -58,8 +73,43 @@ def read_home_code(text: str) -> str:
     stripped = _bounded(text)
     if stripped.startswith(HOME_CODE_PREFIX):
         return stripped
-    fields = _unwrapped(stripped, "converted", pb.ConvertedCode, "a ConvertedCode")
+    fields = _unwrapped(stripped, pb.RecogniseResponse, "converted", pb.ConvertedCode)
     return _text(_required(fields, "code", "ConvertedCode"), "converted code")
+
+
+# What ``trustgw partner-tools publish --json`` prints (gateway/cli/_partner_rpc.py): the
+# receipt's unsigned copy (not read) and the signed receipt, in the gateway's own JSON.
+SIGNED_RECEIPT_MEMBER = "signed_receipt"
+PUBLISH_OUTPUT_MEMBERS = frozenset(
+    {
+        "kind", "region", "digest", "accepted_at", "duplicate", "request_id",
+        "version", "keys_added", "keys_removed", "keys_kept", "anchors_rotated",
+        "kid", "revoked_at", "batch_id", "codes", "holders", "conversions_revoked",
+        SIGNED_RECEIPT_MEMBER,
+    }
+)  # fmt: skip
+_ATTESTATION = pb.Attestation.DESCRIPTOR
+
+
+def _publish_output(obj: Mapping[str, Any]) -> dict[str, Any]:
+    for member in obj:
+        if member not in PUBLISH_OUTPUT_MEMBERS:
+            raise MalformedError(f"{member[:40]!r} is not a member of the publish output")
+    signed = obj[SIGNED_RECEIPT_MEMBER]
+    if signed is None:
+        raise MalformedError("the publish output carries no signed receipt (signed_receipt null)")
+    if not isinstance(signed, dict):
+        raise MalformedError("the publish output's signed_receipt is not a JSON object")
+    return signed
+
+
+def _attestation(fields: Mapping[str, Any], what: str) -> Attestation:
+    return Attestation(
+        payload=_bytes(_required(fields, "payload", what), f"{what} payload"),
+        kid=_text(_required(fields, "key_id", what), f"{what} key_id"),
+        alg=_text(_required(fields, "alg", what), f"{what} alg"),
+        signature=_bytes(_required(fields, "signature", what), f"{what} signature"),
+    )
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -67,26 +117,29 @@ def read_home_code(text: str) -> str:
 
 def _unwrapped(
     text: str,
+    container: type[pb.RecogniseResponse] | type[rpb.SubmissionReceipt],
     member: Literal["attestation", "converted"],
     kind: type[pb.Attestation] | type[pb.ConvertedCode],
-    what: str,
 ) -> dict[str, Any]:
     """The fields (by proto name) of the ``kind`` message in ``text``: the message itself, or
-    the ``member`` of a RecogniseResponse; as JSON (either spelling) or text format."""
+    the ``member`` of a ``container`` message; as JSON (either spelling) or text format."""
+    outer, inner = container.DESCRIPTOR.name, kind.DESCRIPTOR.name
+    what = f"{'an' if inner[0] in 'AEIOU' else 'a'} {inner}"
     if not text.startswith(("{", "[")):
-        message = _text_format(text, (pb.RecogniseResponse, kind), what)
-        if isinstance(message, pb.RecogniseResponse):
-            if not message.HasField(member):
-                raise MalformedError(_absent(member, message.reason, message.message))
-            message = getattr(message, member)
-        return {field.name: value for field, value in message.ListFields()}
+        message = _text_format(text, (container, kind), what)
+        fields = {field.name: value for field, value in message.ListFields()}
+        if not isinstance(message, container):
+            return fields
+        if member not in fields:  # a message member is listed only when set
+            raise MalformedError(_absent(outer, member, fields))
+        return {field.name: value for field, value in fields[member].ListFields()}
     obj = _json_object(text, "the input")
     if member in obj:
-        _fields(obj, pb.RecogniseResponse.DESCRIPTOR, "a RecogniseResponse")
-        obj = _json_object_member(obj, member)
-    elif _is_response(obj):
-        response = _fields(obj, pb.RecogniseResponse.DESCRIPTOR, "a RecogniseResponse")
-        raise MalformedError(_absent(member, response.get("reason"), response.get("message")))
+        _fields(obj, container.DESCRIPTOR, f"a {outer}")
+        obj = _json_object_member(obj, member, outer)
+    elif _is_container(obj, container.DESCRIPTOR, kind.DESCRIPTOR):
+        fields = _fields(obj, container.DESCRIPTOR, f"a {outer}")
+        raise MalformedError(_absent(outer, member, fields))
     return _fields(obj, kind.DESCRIPTOR, what)
 
 
@@ -104,19 +157,19 @@ def _json_object(text: str, what: str) -> dict[str, Any]:
     return value
 
 
-def _json_object_member(obj: Mapping[str, Any], name: str) -> dict[str, Any]:
+def _json_object_member(obj: Mapping[str, Any], name: str, outer: str) -> dict[str, Any]:
     value = obj[name]
     if not isinstance(value, dict):
-        raise MalformedError(f"the RecogniseResponse member {name!r} is not a JSON object")
+        raise MalformedError(f"the {outer} member {name!r} is not a JSON object")
     return value
 
 
-def _is_response(obj: Mapping[str, Any]) -> bool:
-    """A RecogniseResponse without the member asked for (a refusal, or a show-mode answer)."""
-    names = _names(pb.RecogniseResponse.DESCRIPTOR)
-    return any(name in names for name in obj) and not any(
-        name in _names(pb.Attestation.DESCRIPTOR) or name in _names(pb.ConvertedCode.DESCRIPTOR)
-        for name in obj
+def _is_container(obj: Mapping[str, Any], container: Descriptor, kind: Descriptor) -> bool:
+    """A container message without the member asked for (a refused code, a show-mode answer):
+    a member of the container, and none that only the inner message has."""
+    outer, inner = _names(container), _names(kind)
+    return any(name in outer for name in obj) and not any(
+        name in inner and name not in outer for name in obj
     )
 
 
@@ -196,11 +249,13 @@ def _text_format(text: str, kinds: tuple[type[Message], ...], what: str) -> Mess
     )
 
 
-def _absent(member: str, reason: Any, message: Any) -> str:
+def _absent(outer: str, member: str, fields: Mapping[str, Any]) -> str:
+    """Why an ``outer`` message is refused: it lacks ``member`` (a response names its reason)."""
     what = "converted code" if member == "converted" else member
+    reason, message = fields.get("reason"), fields.get("message")
     because = f" (reason {reason})" if isinstance(reason, str) and reason else ""
     said = f": {message[:120]}" if isinstance(message, str) and message else ""
-    return f"the RecogniseResponse carries no {what}{because}{said}"
+    return f"the {outer} carries no {what}{because}{said}"
 
 
-__all__ = ["MAX_SIGNED_INPUT_BYTES", "read_attestation", "read_home_code"]
+__all__ = ["MAX_SIGNED_INPUT_BYTES", "read_attestation", "read_home_code", "read_receipt"]

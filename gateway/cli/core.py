@@ -22,8 +22,9 @@ from gateway.cli._common import (
 from gateway.cli.config import add_settings_flags, settings_from
 from gateway.observability import configure_logging
 from gateway.runtime.datadir import DataDir
+from keys.crypto import Algorithm
 from keys.errors import ConfigurationError
-from keys.keystore import KeyDirectory, passphrase_from_env
+from keys.keystore import GATEWAY_ALGORITHMS, KeyDirectory, passphrase_from_env
 from keys.timeutil import utcnow
 
 log = logging.getLogger("trustgw.cli")
@@ -32,7 +33,9 @@ log = logging.getLogger("trustgw.cli")
 # --- init -------------------------------------------------------------------------------------
 
 
-async def _init(data_dir: Path, dev: bool, now: Any) -> dict[str, Any]:
+async def _init(
+    data_dir: Path, dev: bool, now: Any, algorithm: Algorithm = Algorithm.EDDSA
+) -> dict[str, Any]:
     from adapters.regions import REGION_SPECS
     from keys.model import Region
     from keys.store import SQLiteStore
@@ -46,7 +49,9 @@ async def _init(data_dir: Path, dev: bool, now: Any) -> dict[str, Any]:
     key_dir = paths.keys
     if key_dir.exists():
         raise ConfigurationError(f"{key_dir} already exists: this data directory is initialised")
-    keys = KeyDirectory.create(key_dir, dev=dev, passphrase=passphrase, now=now)
+    keys = KeyDirectory.create(
+        key_dir, dev=dev, passphrase=passphrase, now=now, algorithm=algorithm
+    )
     store = await SQLiteStore.open(paths.database)
     try:
         for spec in REGION_SPECS:
@@ -65,18 +70,23 @@ async def _init(data_dir: Path, dev: bool, now: Any) -> dict[str, Any]:
         "pki": str(pki),
         "dev": keys.dev,
         "regions": len(REGION_SPECS),
-        "keys": [{"role": k.role.value, "kid": k.kid} for k in keys.public_keys()],
+        "keys": [
+            {"role": k.role.value, "kid": k.kid, "alg": k.public_key.alg.value}
+            for k in keys.public_keys()
+        ],
     }
 
 
 def cmd_init(opts: argparse.Namespace) -> int:
-    result = asyncio.run(_init(opts.data_dir, opts.dev, utcnow()))
+    result = asyncio.run(
+        _init(opts.data_dir, opts.dev, utcnow(), Algorithm(opts.gateway_algorithm))
+    )
     if opts.json:
         print_json(result)
     else:
         print(f"initialised {result['data_dir']}: {result['regions']} partner regions")
         for key in result["keys"]:
-            print(f"  gateway {key['role']} key {key['kid']}")
+            print(f"  gateway {key['role']} key {key['kid']} ({key['alg']})")
         print(f"  TLS: a CA and server certificate in {result['pki']}")
         print("  issue client certificates with: trustgw pki issue --data-dir DIR --role ...")
         if result["dev"]:
@@ -166,6 +176,13 @@ def register(sub: Any) -> None:
     p = sub.add_parser("init", help="create keys, database and the 14 partner regions")
     add_data_dir(p, existing=False)
     p.add_argument("--dev", action="store_true", help="development mode: keys NOT encrypted")
+    p.add_argument(
+        "--gateway-algorithm",
+        choices=sorted(a.value for a in GATEWAY_ALGORITHMS),
+        default=Algorithm.EDDSA.value,
+        help="what the gateway's own keys sign with (attestations, home codes, trust list): "
+        "SM2 for partners that require the national algorithms (default EdDSA)",
+    )
     add_json(p)
     p.set_defaults(func=cmd_init)
 

@@ -25,9 +25,15 @@ from gateway.cli._common import (
 )
 from gateway.cli._registry import OPERATOR, region_arg
 from gateway.runtime.datadir import DataDir
+from keys.crypto import Algorithm
 from keys.errors import GatewayError
 from keys.jsonutil import loads_strict
-from keys.keystore import DEFAULT_ACTIVATION_DELAY, KeyDirectory, passphrase_from_env
+from keys.keystore import (
+    DEFAULT_ACTIVATION_DELAY,
+    GATEWAY_ALGORITHMS,
+    KeyDirectory,
+    passphrase_from_env,
+)
 from keys.timeutil import to_iso, utcnow
 
 MAX_KEY_FILE_BYTES = 64 * 1024
@@ -100,6 +106,8 @@ def cmd_keys_export(opts: argparse.Namespace) -> int:
 async def _keys_add(opts: argparse.Namespace) -> dict[str, Any]:
     from adapters.regions import REGION_ALGORITHMS
     from keys.crypto import load_public_key
+    from keys.errors import NotFoundError
+    from keys.keywindow import default_not_before
     from keys.model import RegionKey, check_key_algorithm
     from keys.registry import KeyRegistry
     from keys.store import SQLiteStore
@@ -111,20 +119,44 @@ async def _keys_add(opts: argparse.Namespace) -> dict[str, Any]:
             material = loads_strict(raw, max_bytes=MAX_KEY_FILE_BYTES, max_depth=8)
         except GatewayError as exc:
             raise UsageError(f"{opts.public_key}: {exc}") from None
-    public_key = load_public_key(material)
+    # A raw SM2 point (04 || X || Y) says no algorithm: the region's says it (crypto.md §1.2).
+    raw_sm2 = len(raw) == 65 and raw[0] == 0x04
+    sm2_only = REGION_ALGORITHMS.get(opts.region) == frozenset({Algorithm.SM2})
+    public_key = load_public_key(material, Algorithm.SM2 if raw_sm2 and sm2_only else None)
     kid = opts.kid or public_key.fingerprint()
-    not_before = opts.not_before or utcnow()
-    not_after = opts.not_after or not_before + timedelta(days=365)
     check_key_algorithm(opts.region, kid, public_key.alg, REGION_ALGORITHMS)
-    if not_after <= not_before:
-        raise UsageError(f"--not-after {to_iso(not_after)} is not after {to_iso(not_before)}")
-    key = RegionKey(opts.region, kid, public_key, not_before, not_after)
+    now = utcnow()
     store = await SQLiteStore.open(DataDir(opts.data_dir).database)
     try:
-        inserted = await KeyRegistry(store).add_key(key, actor=OPERATOR, now=utcnow())
+        trust = await store.region_trust(opts.region)
+        if trust.region is None:
+            raise NotFoundError(f"region {opts.region} is not registered", region=opts.region)
+        stored = next((k for k in trust.keys if k.kid == kid), None)
+        defaults = opts.not_before is None and opts.not_after is None
+        if defaults and stored is not None and stored.public_key == public_key:
+            key, inserted = stored, False  # a retry: the defaults would differ by the clock
+        else:
+            # Not "now": the partner's codes issued before the key was added must verify too.
+            not_before = opts.not_before or default_not_before(trust.region, now)
+            not_before = not_before.replace(microsecond=0)
+            start = opts.not_before or now  # the year runs from the start given, or from now
+            not_after = opts.not_after or start.replace(microsecond=0) + timedelta(days=365)
+            if not_after <= not_before:
+                raise UsageError(
+                    f"--not-after {to_iso(not_after)} is not after {to_iso(not_before)}"
+                )
+            key = RegionKey(opts.region, kid, public_key, not_before, not_after)
+            inserted = await KeyRegistry(store).add_key(key, actor=OPERATOR, now=now)
     finally:
         await store.close()
-    return {"region": key.region, "kid": kid, "alg": str(key.alg), "inserted": inserted}
+    return {
+        "region": key.region,
+        "kid": kid,
+        "alg": str(key.alg),
+        "not_before": to_iso(key.not_before),
+        "not_after": to_iso(key.not_after),
+        "inserted": inserted,
+    }
 
 
 def cmd_keys_add(opts: argparse.Namespace) -> int:
@@ -134,6 +166,41 @@ def cmd_keys_add(opts: argparse.Namespace) -> int:
     else:
         verb = "added" if result["inserted"] else "already present:"
         print(f"{verb} key {result['kid']} ({result['alg']}) for region {result['region']}")
+    return EXIT_OK
+
+
+async def _keys_update(opts: argparse.Namespace) -> Any:
+    from keys.registry import KeyRegistry
+    from keys.store import SQLiteStore
+
+    store = await SQLiteStore.open(DataDir(opts.data_dir).database)
+    try:
+        return await KeyRegistry(store).update_key_window(
+            opts.region, opts.kid, opts.not_before, opts.not_after, actor=OPERATOR, now=utcnow()
+        )
+    finally:
+        await store.close()
+
+
+def cmd_keys_update(opts: argparse.Namespace) -> int:
+    before, after = asyncio.run(_keys_update(opts))
+    result = {
+        "region": after.region,
+        "kid": after.kid,
+        "before": {"not_before": to_iso(before.not_before), "not_after": to_iso(before.not_after)},
+        "after": {"not_before": to_iso(after.not_before), "not_after": to_iso(after.not_after)},
+        "changed": before != after,
+    }
+    if opts.json:
+        print_json(result)
+    elif result["changed"]:
+        print(
+            f"key {after.kid} of region {after.region}: valid from {to_iso(after.not_before)} "
+            f"to {to_iso(after.not_after)} (was {to_iso(before.not_before)} to "
+            f"{to_iso(before.not_after)})"
+        )
+    else:
+        print(f"key {after.kid} of region {after.region}: window unchanged")
     return EXIT_OK
 
 
@@ -181,11 +248,16 @@ def cmd_keys_rotate(opts: argparse.Namespace) -> int:
     now = utcnow()
     key_dir = KeyDirectory.open(DataDir(opts.data_dir).keys, passphrase=passphrase_from_env())
     info = key_dir.rotate(
-        KeyRole(opts.role), now, activate_at=now + opts.activate_in, validity=opts.validity
+        KeyRole(opts.role),
+        now,
+        activate_at=now + opts.activate_in,
+        validity=opts.validity,
+        algorithm=Algorithm(opts.algorithm) if opts.algorithm else None,
     )
     result = {
         "role": info.role.value,
         "kid": info.kid,
+        "alg": info.public_key.alg.value,
         "not_before": to_iso(info.not_before),
         "not_after": to_iso(info.not_after),
     }
@@ -193,8 +265,9 @@ def cmd_keys_rotate(opts: argparse.Namespace) -> int:
         print_json(result)
     else:
         print(
-            f"new {result['role']} key {result['kid']}: published now, signs from "
-            f"{result['not_before']}; the previous key stays published for verification"
+            f"new {result['role']} key {result['kid']} ({result['alg']}): published now, "
+            f"signs from {result['not_before']}; the previous key stays published for "
+            "verification"
         )
     return EXIT_OK
 
@@ -225,10 +298,25 @@ def register(sub: Any) -> None:
         help="key id as the partner's codes name it: 1 to 128 printable ASCII characters, "
         "no space (default: fingerprint)",
     )
-    p.add_argument("--not-before", type=time_type, help="start of validity (default now)")
-    p.add_argument("--not-after", type=time_type, help="end of validity (default +1 year)")
+    p.add_argument(
+        "--not-before",
+        type=time_type,
+        help="start of validity (default: now minus the region's maximum code age, so that the "
+        "partner's codes issued before the key was added verify)",
+    )
+    p.add_argument("--not-after", type=time_type, help="end of validity (default now + 1 year)")
     add_json(p)
     p.set_defaults(func=cmd_keys_add)
+    p = ksub.add_parser(
+        "update", help="correct the validity window of a partner key added by an operator"
+    )
+    add_data_dir(p)
+    p.add_argument("--region", required=True, type=region_arg, help="6-digit region code")
+    p.add_argument("--kid", required=True, type=kid_type)
+    p.add_argument("--not-before", required=True, type=time_type, help="new start of validity")
+    p.add_argument("--not-after", type=time_type, help="new end of validity (default: kept)")
+    add_json(p)
+    p.set_defaults(func=cmd_keys_update)
     p = ksub.add_parser("revoke", help="revoke a partner's key from a compromise time")
     add_data_dir(p)
     p.add_argument("--region", required=True, type=region_arg)
@@ -248,5 +336,11 @@ def register(sub: Any) -> None:
         "first (default 5m; 0 only in an emergency: signs once this host's watchers have it)",
     )
     p.add_argument("--validity", type=_duration, default=timedelta(days=365), help="(default 365d)")
+    p.add_argument(
+        "--algorithm",
+        choices=sorted(a.value for a in GATEWAY_ALGORITHMS),
+        help="the new key's algorithm (default: that of the role's current key; name another, "
+        "e.g. SM2, to change the deployment's algorithm by this rotation)",
+    )
     add_json(p)
     p.set_defaults(func=cmd_keys_rotate)

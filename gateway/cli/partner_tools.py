@@ -177,7 +177,7 @@ def cmd_keygen(opts: argparse.Namespace) -> int:
         if role is KeyFileRole.SIGNING:
             check_key_algorithm(opts.region, kid, alg, REGION_ALGORITHMS)
         elif alg not in ANCHOR_ALGORITHMS:
-            raise UsageError(f"--alg {alg}: anchors are EdDSA or ES256")
+            raise UsageError(f"--alg {alg}: anchors are EdDSA, ES256 or SM2")
     passphrase = _passphrase_for_new_keys(opts.dev)
     for kid in opts.kid:  # refuse before writing anything
         for suffix in (".key", ".jwk", ".pem"):
@@ -463,7 +463,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out-dir", required=True, type=path_type, help="where to write the files")
     p.add_argument(
         "--alg",
-        choices=[Algorithm.EDDSA.value, Algorithm.ES256.value],
+        choices=[Algorithm.EDDSA.value, Algorithm.ES256.value, Algorithm.SM2.value],
         help="default: the algorithm of the region's codes",
     )
     p.add_argument("--dev", action="store_true", help="development: private keys NOT encrypted")

@@ -1,7 +1,8 @@
 """``trustgw revocations``: what partners have revoked, as counts and batch ids.
 
-Code hashes and holder pseudonyms are never printed as text; ``--json --hashes`` includes them
-for scripts (they are hashes and keyed pseudonyms, never identifiers).
+Code keys and holder pseudonyms are never printed as text; ``--json --hashes`` includes them
+for scripts (keyed under the gateway's secret, never identifiers nor the partners' unkeyed
+hashes, which are not kept).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ async def _list(opts: argparse.Namespace) -> dict[str, Any]:
     }
     if opts.hashes:
         result["codes"] = [
-            {"region": c.region, "code_hash": c.code_hash, "effective_at": to_iso(c.effective_at)}
+            {"region": c.region, "code_key": c.code_key, "effective_at": to_iso(c.effective_at)}
             for c in codes
         ]
         result["holders"] = [
@@ -102,6 +103,6 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--hashes",
         action="store_true",
-        help="with --json: include the code hashes and holder pseudonyms",
+        help="with --json: include the code keys and holder pseudonyms",
     )
     p.set_defaults(func=cmd_list)

@@ -91,21 +91,39 @@ def _read(path: Any) -> bytes:
 
 
 def _pinned(path: Any) -> list[PinnedKey]:
-    """The trustlist keys of a gateway trust file (``trustgw keys export``)."""
+    """The trustlist keys of a gateway trust file (``trustgw keys export``), each with its
+    validity window: a list it signs must be issued at or after its ``not_before`` and expire
+    no later than its ``not_after`` (docs/trust-registry.md §9). A revoked key is not pinned."""
     from gateway.tokens import GatewayTrust
 
     try:
         trust = GatewayTrust.from_json(_read(path))
     except GatewayError as exc:
         raise UsageError(f"{path} is not a gateway key file: {exc.message}") from None
-    pinned = [PinnedKey(k.kid, k.public_key) for k in trust.keys if k.role == "trustlist"]
+    listed = [k for k in trust.keys if k.role == "trustlist"]
+    pinned = [
+        PinnedKey(k.kid, k.public_key, k.not_before, k.not_after)
+        for k in listed
+        if k.status != "revoked"
+    ]
     if not pinned:
-        raise UsageError(f"{path} holds no trustlist key to pin (trustgw keys export)")
+        revoked = " (every one in it is revoked)" if listed else ""
+        raise UsageError(f"{path} holds no trustlist key to pin{revoked} (trustgw keys export)")
     return pinned
 
 
+def _window(key: PinnedKey) -> dict[str, Any]:
+    return {
+        "kid": key.kid,
+        "not_before": None if key.not_before is None else to_iso(key.not_before),
+        "not_after": None if key.not_after is None else to_iso(key.not_after),
+    }
+
+
 def _verify(opts: argparse.Namespace, at: datetime) -> dict[str, Any]:
-    verifier = TrustListVerifier(_pinned(opts.pinned), opts.last_version)
+    pinned = _pinned(opts.pinned)
+    verifier = TrustListVerifier(pinned, opts.last_version)
+    windows = [_window(key) for key in pinned]
     data = _read(opts.file)
     base = _read(opts.base) if opts.base else None
     try:
@@ -118,6 +136,7 @@ def _verify(opts: argparse.Namespace, at: datetime) -> dict[str, Any]:
             "reason": exc.reason,
             "detail": exc.message,
             "version": None,
+            "pinned": windows,
         }
     return {
         "verdict": "accept",
@@ -128,6 +147,7 @@ def _verify(opts: argparse.Namespace, at: datetime) -> dict[str, Any]:
         "digest": accepted.digest,
         "expires": to_iso(accepted.expires),
         "trusted_kids": sorted(verifier.trusted_kids),
+        "pinned": windows,
     }
 
 
@@ -142,6 +162,12 @@ def cmd_verify(opts: argparse.Namespace) -> int:
         print(f"  remember version {result['version']} and pass it as --last-version next time")
     else:
         print(f"REJECTED {result['reason']}: {result['detail']}")
+    if not opts.json:
+        for key in result["pinned"]:
+            print(
+                f"  pinned trustlist key {key['kid']}: signs lists issued from "
+                f"{key['not_before']}, expiring by {key['not_after']}"
+            )
     return EXIT_OK if result["verdict"] == "accept" else EXIT_REJECTED
 
 
@@ -166,7 +192,8 @@ def register(sub: Any) -> None:
         "--pinned",
         required=True,
         type=path_type,
-        help="the gateway's key file (trustgw keys export)",
+        help="the gateway's key file (trustgw keys export): its trustlist keys are pinned with "
+        "their validity windows (a list must lie within one); revoked ones are not",
     )
     p.add_argument(
         "--last-version",

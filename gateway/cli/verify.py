@@ -1,8 +1,9 @@
 """``trustgw verify``: offline verification of a code or of what the gateway signs.
 
 Formats: ``hc1`` (EU DCC), ``shc`` (SMART Health Cards), a partner region's 6-digit code, and the
-gateway's own ``attestation`` and ``home`` outputs. The checks live in :mod:`adapters.credentials`
-and :mod:`gateway.tokens`; this module reads files, calls them and prints the verdict.
+gateway's own ``attestation``, ``home`` and ``receipt`` outputs. The checks live in
+:mod:`adapters.credentials` and :mod:`gateway.tokens`; this module reads files, calls them and
+prints the verdict.
 Exit status: 0 accepted, 1 rejected, 2 usage or input-file error (docs/conformance.md).
 """
 
@@ -31,7 +32,7 @@ from keys.timeutil import from_unix, utcnow
 
 MAX_INPUT_BYTES = 1024 * 1024
 _FRACTIONAL_UNIX = re.compile(r"[0-9]{1,12}\.[0-9]{1,9}")
-GATEWAY_FORMATS = ("attestation", "home")
+GATEWAY_FORMATS = ("attestation", "home", "receipt")
 CREDENTIAL_FORMATS = ("hc1", "shc")
 
 
@@ -149,6 +150,10 @@ def _gateway_output(fmt: str, text: str, trust: bytes, path: str, at: Any) -> Ve
             with step("INPUT"):
                 attestation = _signed_input.read_attestation(text)
             return tokens.verify_attestation(attestation, gateway_trust, at)
+        if fmt == "receipt":
+            with step("INPUT"):
+                receipt = _signed_input.read_receipt(text)
+            return tokens.verify_receipt(receipt, gateway_trust, at)
         with step("INPUT"):
             code = _signed_input.read_home_code(text)
         return tokens.verify_home_code(code, gateway_trust, at)
@@ -185,7 +190,8 @@ def register(sub: Any) -> None:
         help=(
             "hc1: an EU DCC 'HC1:' code; shc: a SMART Health Card (shc:/ numeric, chunks one "
             "per line, compact JWS or a .smart-health-card file); a 6-digit region code: that "
-            "partner's own format; attestation / home: what the gateway signs"
+            "partner's own format; attestation / home / receipt: what the gateway signs (a "
+            "decision's attestation, a home-province code, a partner submission's receipt)"
         ),
     )
     p.add_argument(
@@ -194,7 +200,8 @@ def register(sub: Any) -> None:
         type=path_type,
         help=(
             "hc1: signer certificate(s), PEM/DER; shc: the issuer's JWKS; region: the partner's "
-            "public key (PEM/DER/certificate/JWK/JWKS); attestation/home: trustgw keys export"
+            "public key (PEM/DER/certificate/JWK/JWKS); attestation/home/receipt: trustgw keys "
+            "export"
         ),
     )
     p.add_argument(

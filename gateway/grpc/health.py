@@ -68,11 +68,14 @@ class DrainingHealthServicer(health.aio.HealthServicer):
 
 
 async def watch_health(
-    gateway: Gateway, servicer: health.aio.HealthServicer, names: tuple[str, ...]
+    gateway: Gateway,
+    servicer: health.aio.HealthServicer,
+    names: tuple[str, ...],
+    serving: bool = True,
 ) -> None:
     """Set every service in ``names`` (and the server, ``""``) to SERVING or NOT_SERVING
-    as the gateway's health changes."""
-    serving = True
+    as the gateway's health changes; ``serving`` is the status the servicer holds now (a
+    gateway that became healthy before the first look would otherwise stay NOT_SERVING)."""
     while True:
         await asyncio.sleep(0.25)
         if gateway.healthy != serving:

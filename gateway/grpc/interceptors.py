@@ -1,5 +1,6 @@
-"""The interceptor every call passes: request ids, latency, error counts and the drain on
-shutdown; and reading out what a refused caller is still writing.
+"""The interceptor every call passes: request ids, latency, error counts, the drain on
+shutdown and the answer to a method the gateway does not serve; and reading out what a refused
+caller is still writing (docs/api.md, "Refused streams").
 """
 
 from __future__ import annotations
@@ -13,9 +14,14 @@ from typing import Any, TypeAlias
 
 import grpc
 
+from gateway.grpc.errors import fail
 from gateway.observability import REQUEST_ID, REQUEST_ID_HEADER, Metrics, request_id_from
+from keys.errors import MethodUnknownError
 
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
+# The label under which calls of methods the gateway does not serve are timed and counted (one
+# label for all of them: a caller chooses the path, and must not choose the metrics' size).
+UNKNOWN_METHOD = "/-/unknown"
 
 
 async def stream_responses(result: Any) -> AsyncIterator[Any]:
@@ -41,8 +47,9 @@ async def drain_requests(context: grpc.aio.ServicerContext[Any, Any]) -> None:
 
     A server that ends a call while the client is still writing resets the stream after its
     trailers; a grpc.aio client whose write then fails replaces the status it had received with
-    ``INTERNAL: Internal error from Core`` (grpc/grpc#36066). Only for streams from which
-    nothing has been read yet (call it before the handler reads, never alongside a reader).
+    ``INTERNAL: Internal error from Core`` (grpc/grpc#36066, its client's
+    ``_StreamRequestMixin._write``). Only while no other read of the call is pending (gRPC
+    allows one at a time): before the handler reads, or through :meth:`RequestStream.drain`.
     """
     received = total = 0
     with contextlib.suppress(TimeoutError):
@@ -58,6 +65,45 @@ async def drain_requests(context: grpc.aio.ServicerContext[Any, Any]) -> None:
 # A method handler as the interceptor sees it: of any service, so of any message types (a
 # string: grpc's runtime class is not subscriptable, only its stub is generic).
 _Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
+class RequestStream:
+    """The request messages of one streaming call, as they arrive (raw bytes), remembering
+    whether the caller has half-closed and whether a read was interrupted, so that a call that
+    fails part-way can read out the rest before its status (:meth:`drain`).
+
+    Read by one task at a time, as gRPC requires.
+    """
+
+    __slots__ = ("_context", "ended", "interrupted")
+
+    def __init__(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        self._context = context
+        self.ended = False  # the caller half-closed: nothing left to drain
+        self.interrupted = False  # a read was cancelled: gRPC allows no further read
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self.ended or self.interrupted:
+            raise StopAsyncIteration
+        try:
+            message = await self._context.read()
+        except asyncio.CancelledError:
+            self.interrupted = True
+            raise
+        if message is grpc.aio.EOF:
+            self.ended = True
+            raise StopAsyncIteration
+        return message  # type: ignore[no-any-return]
+
+    async def drain(self) -> None:
+        """Read out what the caller is still writing (bounded: :func:`drain_requests`); call
+        it only when nothing else reads the stream any more."""
+        if not (self.ended or self.interrupted):
+            self.ended = True
+            await drain_requests(self._context)
 
 
 class RequestInterceptor(grpc.aio.ServerInterceptor):
@@ -81,6 +127,20 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         self._idle = asyncio.Event()
         self._idle.set()
         self._draining = False
+        self._unknown = self._wrap(
+            UNKNOWN_METHOD, grpc.stream_stream_rpc_method_handler(self._refuse_unknown)
+        )
+
+    async def _refuse_unknown(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
+        """A method the gateway does not serve: ``UNIMPLEMENTED`` with reason METHOD_UNKNOWN,
+        after the caller has finished writing (gRPC's own answer comes before it has read
+        anything, and a grpc.aio client that is still writing then sees ``INTERNAL``). Any
+        call shape: a unary caller's request is one message and the half-close."""
+        await drain_requests(context)
+        await fail(context, "unknown", self._metrics, MethodUnknownError())
+        yield b""  # unreachable (fail raises); makes this a streaming handler
 
     @property
     def in_flight(self) -> int:
@@ -115,8 +175,8 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> _Handler | None:
         handler = await continuation(handler_call_details)
-        if handler is None:  # no service has this method: gRPC answers UNIMPLEMENTED
-            return None
+        if handler is None:  # no service has this method: answered after the drain
+            return self._unknown
         cached = self._wrapped.get(handler_call_details.method)
         if cached is not None and cached[0] is handler:
             return cached[1]

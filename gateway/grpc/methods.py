@@ -28,7 +28,14 @@ from google.protobuf.message_factory import GetMessageClass
 
 from gateway.grpc.auth import require
 from gateway.grpc.errors import fail
-from gateway.grpc.interceptors import drain_requests, stream_responses
+from gateway.grpc.interceptors import RequestStream, stream_responses
+from gateway.limits import (  # the one table of limits, shared with the SDK
+    MAX_RECEIVE_BYTES,
+    MAX_RECOGNISE_REQUEST_BYTES,
+    MAX_SMALL_REQUEST_BYTES,
+    MAX_SUBMISSION_REQUEST_BYTES,
+    too_large,
+)
 from gateway.observability import Metrics
 from gateway.pki import Role
 from keys.errors import (
@@ -36,19 +43,16 @@ from keys.errors import (
     RequestMalformedError,
     RequestTooLargeError,
 )
-from keys.signed import MAX_ENVELOPE_BYTES
 
-KIB = 1024
-# A RecogniseRequest holds a code of at most 4096 characters (4 bytes each at most in UTF-8),
-# a request id of at most 128 and a 6-digit hint: under 17 KiB; the limit leaves room.
-MAX_RECOGNISE_REQUEST_BYTES = 32 * KIB
-# A partner submission is an envelope of at most 2 MiB, plus its field's tag and length.
-MAX_SUBMISSION_REQUEST_BYTES = MAX_ENVELOPE_BYTES + 64
-# Requests with a few scalar fields (GetGatewayKeys, GetTrustList, health, reflection).
-MAX_SMALL_REQUEST_BYTES = 4 * KIB
-# The server-wide gRPC receive limit: the largest legitimate message. Above it gRPC itself
-# answers RESOURCE_EXHAUSTED (without ErrorInfo) and ends the call.
-MAX_RECEIVE_BYTES = MAX_SUBMISSION_REQUEST_BYTES
+__all__ = [
+    "MAX_RECEIVE_BYTES",
+    "MAX_RECOGNISE_REQUEST_BYTES",
+    "MAX_SMALL_REQUEST_BYTES",
+    "MAX_SUBMISSION_REQUEST_BYTES",
+    "Method",
+    "add_service",
+    "decode",
+]
 
 _M = TypeVar("_M", bound=Message)
 
@@ -78,10 +82,7 @@ def decode(request_type: type[_M], raw: bytes, max_bytes: int) -> _M:
     Raises :class:`keys.errors.RequestTooLargeError` or :class:`~keys.errors.RequestMalformedError`.
     """
     if len(raw) > max_bytes:
-        raise RequestTooLargeError(
-            f"the request is {len(raw)} bytes; this method accepts at most {max_bytes}",
-            limit=str(max_bytes),
-        )
+        raise RequestTooLargeError(too_large(len(raw), max_bytes), limit=str(max_bytes))
     try:
         return request_type.FromString(raw)
     except DecodeError:
@@ -111,7 +112,8 @@ def add_service(
 ) -> None:
     """Serve every method of ``service`` with ``servicer``'s async method of the same name
     (called as a generated servicer's are: ``(request, context)``) under its ``Method`` rule;
-    a method whose rule is ``None`` is not served (gRPC answers ``UNIMPLEMENTED``).
+    a method whose rule is ``None`` is not served (``UNIMPLEMENTED``, reason METHOD_UNKNOWN,
+    from :class:`gateway.grpc.interceptors.RequestInterceptor`).
 
     Raises ``ValueError`` unless ``methods`` names exactly the service's methods.
     """
@@ -178,20 +180,24 @@ def _handler(
     async def stream_stream(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> Any:
+        # Read through ``stream`` (not gRPC's iterator): it knows whether the caller is still
+        # writing, and a call ended while it is gets INTERNAL at a grpc.aio client instead of
+        # its own status (grpc/grpc#36066): so every failure first reads out the rest.
+        stream = RequestStream(context)
         if check_role:
             try:
                 require(context, tls, *roles)
             except GatewayError as exc:
-                # Read what the caller is still writing before answering (grpc/grpc#36066).
-                await drain_requests(context)
+                await stream.drain()
                 await fail(context, name, metrics, exc)
-        given = requests if rule.raw_stream else _decoded(requests, request_type, limit)
+        given = stream if rule.raw_stream else _decoded(stream, request_type, limit)
         try:
             async for response in stream_responses(impl(given, context)):
                 yield response
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:
+            await stream.drain()  # nothing reads it any more: the handler has ended
             await fail(context, name, metrics, exc)
 
     if descriptor.server_streaming:

@@ -13,6 +13,7 @@ import grpc
 from adapters.base import Colour
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.engine import Decision
+from gateway.grpc import interceptors
 from gateway.grpc.errors import note_bad_request
 from gateway.grpc.methods import (
     MAX_RECOGNISE_REQUEST_BYTES,
@@ -168,21 +169,29 @@ class RecognitionService:
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.RecogniseResponse]:
         """Answers every request in order. Requests are read ahead while a decision waits for
-        I/O (a conversion being committed), up to ``STREAM_WINDOW`` unanswered ones."""
+        I/O (a conversion being committed), up to ``STREAM_WINDOW`` unanswered ones.
+
+        When the stream fails (the store is unreachable for a conversion, no signing key is
+        valid), the reader stops at the next message it gets, so that the caller's remaining
+        messages can be read out before the status (``gateway.grpc.methods``)."""
         answers: asyncio.Queue[pb.RecogniseResponse | asyncio.Task[pb.RecogniseResponse] | None] = (
             asyncio.Queue(STREAM_WINDOW)
         )
+        failed = False
 
         async def read() -> None:
             try:
                 async for raw in requests:
+                    if failed:
+                        return
                     result = self._start_in_stream(raw)
                     if isinstance(result, pb.RecogniseResponse):
                         await answers.put(result)
                     else:
                         await answers.put(asyncio.ensure_future(result))
             finally:
-                await answers.put(None)
+                if not failed:
+                    await answers.put(None)
 
         reader = asyncio.create_task(read())
         try:
@@ -191,12 +200,26 @@ class RecognitionService:
                     answer = await answer
                 yield answer
             await reader  # re-raises what ended the request stream, if anything did
+        except Exception:
+            failed = True
+            self._discard(answers)  # a reader waiting for room goes on, and stops
+            if not reader.done():  # it waits for one more message, at most DRAIN_SECONDS
+                await asyncio.wait((reader,), timeout=interceptors.DRAIN_SECONDS)
+            if reader.done() and not reader.cancelled():
+                reader.exception()  # retrieved: the stream's own failure is the one raised
+            raise
         finally:
             reader.cancel()
-            while not answers.empty():
-                leftover = answers.get_nowait()
-                if isinstance(leftover, asyncio.Task):
-                    leftover.cancel()
+            self._discard(answers)
+
+    @staticmethod
+    def _discard(
+        answers: asyncio.Queue[pb.RecogniseResponse | asyncio.Task[pb.RecogniseResponse] | None],
+    ) -> None:
+        while not answers.empty():
+            leftover = answers.get_nowait()
+            if isinstance(leftover, asyncio.Task):
+                leftover.cancel()
 
     async def GetGatewayKeys(
         self, request: pb.GetGatewayKeysRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -137,9 +137,10 @@ async def build_server(
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()
+    healthy = gateway.healthy
     initial = (
         health_pb2.HealthCheckResponse.SERVING
-        if gateway.healthy
+        if healthy
         else health_pb2.HealthCheckResponse.NOT_SERVING
     )
     for name in ("", *SERVICE_NAMES):
@@ -147,7 +148,9 @@ async def build_server(
     running = RunningServer(
         server, port, health_servicer, trustlist=gateway.trustlist, requests=requests
     )
-    running.watcher.start(lambda: watch_health(gateway, health_servicer, SERVICE_NAMES))
+    running.watcher.start(
+        lambda: watch_health(gateway, health_servicer, SERVICE_NAMES, serving=healthy)
+    )
     running.releaser.start(MemoryReleaser().run)
     if metrics_listen:
         running._metrics_server, running.metrics_port = _start_metrics(metrics_listen, gateway)

@@ -50,9 +50,13 @@ class Gateway:
         self.registry = registry
         self.key_dir = key_dir
         self.conversions = Conversions(store)
-        self.reclog = RecognitionLog(store) if config.retention.recognition_log else None
-        self.purger = PeriodicPurge(store, config.retention)
         pseudonymiser = Pseudonymiser(key_dir.pseudonym_secret())
+        self.reclog = (
+            RecognitionLog(store, pseudonymiser.code_key)
+            if config.retention.recognition_log
+            else None
+        )
+        self.purger = PeriodicPurge(store, config.retention)
         self.recogniser = Recogniser(
             lambda: self.registry.snapshot, self, pseudonymiser, self.conversions
         )
@@ -76,7 +80,6 @@ class Gateway:
         self._refresher = Background("refresh")
         self.metrics = Metrics()
         self.healthy = True
-        self.unhealthy_reason = ""
         self._metrics_updated = 0.0
 
     def signer(self, role: KeyRole, now: datetime) -> tuple[GatewayKeyInfo, PrivateKey]:
@@ -91,7 +94,10 @@ class Gateway:
     @classmethod
     async def open(cls, config: GatewayConfig) -> Gateway:
         key_dir = KeyDirectory.open(config.key_dir, passphrase=config.passphrase)
-        store = await SQLiteStore.open(config.database)
+        # With the secret: an older database's code ids are keyed when its schema is upgraded.
+        store = await SQLiteStore.open(
+            config.database, code_keys=Pseudonymiser(key_dir.pseudonym_secret())
+        )
         registry = KeyRegistry(store)
         await registry.load()
         gateway = cls(store, registry, key_dir, config)
@@ -201,7 +207,6 @@ class Gateway:
             else:
                 log.warning("gateway serving again")
         self.healthy = not reason
-        self.unhealthy_reason = reason
 
     def update_key_metrics(self) -> None:
         now = utcnow()

@@ -5,8 +5,8 @@ everything waiting to the store every ``interval`` seconds (sooner once ``max_ba
 wait), and the store writes it in one transaction on its writer thread: one hop and one WAL sync
 per interval, not per entry nor per few hundred, because a conversion's commit shares that
 thread and waits for the transaction ahead of it. Entries carry no raw identifier: the holder's
-keyed pseudonym, and the partner's code id which the store keeps only as
-``sha256(region|code_id)``.
+keyed pseudonym, and the partner's code id, which is replaced by its code key (HMAC under the
+gateway's secret, :meth:`keys.pseudonym.Pseudonymiser.code_key`) before the entry leaves memory.
 
 Entries still waiting when the process dies are lost (at most ``interval`` seconds' worth): the
 log is for tracing and statistics, not a durability guarantee. When the store is unreachable the
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from gateway.runtime.tasks import Background
@@ -37,12 +37,14 @@ class RecognitionLog:
     def __init__(
         self,
         store: RecognitionStore,
+        code_key: Callable[[str, str], str],
         *,
         interval: float = 0.25,
         max_batch: int = 10_000,
         max_pending: int = 200_000,
     ) -> None:
         self._store = store
+        self._code_key = code_key
         self._interval = interval
         self._max_batch = max_batch
         self._max_pending = max_pending
@@ -80,7 +82,7 @@ class RecognitionLog:
             batch = self._entries[: self._max_batch]
             del self._entries[: self._max_batch]
             try:
-                await self._store.append_recognitions(batch)
+                await self._store.append_recognitions([e.keyed(self._code_key) for e in batch])
             except GatewayError as exc:
                 self._entries[:0] = batch  # keep them for the next try, within bounds
                 excess = len(self._entries) - self._max_pending

@@ -15,11 +15,16 @@ retried with exponential backoff and full jitter, only when the gateway was UNAV
 reachable, or shutting down and refusing calls it had not started): such a call was never
 processed. Every call sends an ``x-request-id`` and every result carries the id the gateway
 logged it under. RPC errors raise :class:`GatewayRpcError` with the gateway's stable reason.
+
+A request larger than its method accepts (:data:`gateway.limits.REQUEST_LIMITS`, docs/api.md
+"Limits") is refused before it is sent, with the reason the gateway would give
+(``REQUEST_TOO_LARGE``, status ``RESOURCE_EXHAUSTED``, metadata ``limit``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -33,6 +38,7 @@ from google.rpc import error_details_pb2, status_pb2
 from gateway import tokens
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
+from gateway.limits import REQUEST_LIMITS, too_large
 from gateway.pki import TlsFiles
 from gateway.sdk.channel import aio_channel
 from gateway.sdk.results import (
@@ -52,6 +58,10 @@ REQUEST_ID_HEADER = "x-request-id"
 _STATUS_DETAILS = "grpc-status-details-bin"
 
 T = TypeVar("T")
+
+_RECOGNITION = "/gateway.api.v1.RecognitionService/"
+_PARTNER = "/gateway.api.v1.PartnerService/"
+_TRUSTLIST = "/gateway.api.v1.TrustListService/"
 
 
 class GatewayRpcError(GatewayError):
@@ -73,6 +83,13 @@ class GatewayRpcError(GatewayError):
         self.status = status
         self.reason = reason or status  # type: ignore[misc]
         self.request_id = request_id
+
+    @classmethod
+    def too_large(cls, size: int, limit: int) -> GatewayRpcError:
+        """A request refused before it was sent: as the gateway would refuse it."""
+        return cls(
+            "RESOURCE_EXHAUSTED", too_large(size, limit), "REQUEST_TOO_LARGE", limit=str(limit)
+        )
 
     @property
     def retryable(self) -> bool:
@@ -123,11 +140,17 @@ class RetryPolicy:
         return rng.uniform(0, cap)
 
 
-NO_RETRY = RetryPolicy(attempts=1)
-
-
 def new_request_id() -> str:
     return uuid.uuid4().hex[:16]
+
+
+def check_size(method: str, request: Any) -> None:
+    """Refuse ``request`` for the gateway's ``method`` (its full name) when it is larger than the
+    method accepts: :class:`GatewayRpcError` ``REQUEST_TOO_LARGE``, before anything is sent."""
+    limit = REQUEST_LIMITS[method]
+    size = request.ByteSize()
+    if size > limit:
+        raise GatewayRpcError.too_large(size, limit)
 
 
 # --- the async client -------------------------------------------------------------------------
@@ -180,13 +203,16 @@ class AsyncGatewayClient:
     async def _call(
         self,
         method: Callable[..., Any],
+        path: str,
         request: Any,
         *,
         timeout: float | None,
         request_id: str,
         idempotent: bool = True,
     ) -> tuple[Any, str]:
-        """``(response, server request id)``; retries UNAVAILABLE within the deadline."""
+        """``(response, server request id)``; retries UNAVAILABLE within the deadline. A request
+        over the method's limit (``path``: its full name) is refused before it is sent."""
+        check_size(path, request)
         budget = self._timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget
@@ -224,14 +250,19 @@ class AsyncGatewayClient:
         """The gateway's decision on one scanned code.
 
         A code that is not recognised is a normal :class:`Decision` (``reason`` says why).
-        Raises :class:`GatewayRpcError` for a malformed request, auth failures, or when the
+        Raises :class:`GatewayRpcError` for a malformed request (``REQUEST_TOO_LARGE`` before
+        sending it, for a request over 32 KiB), auth failures, or when the
         gateway stays unreachable until the deadline. Retried when UNAVAILABLE (idempotent: the
         same code always yields the same decision and the same converted code).
         """
         rid = request_id or new_request_id()
         request = pb.RecogniseRequest(request_id=rid, code=code, region_hint=region_hint or "")
         response, server_id = await self._call(
-            self._recognition.Recognise, request, timeout=timeout, request_id=rid
+            self._recognition.Recognise,
+            _RECOGNITION + "Recognise",
+            request,
+            timeout=timeout,
+            request_id=rid,
         )
         return decision_from_proto(response, server_id)
 
@@ -242,13 +273,21 @@ class AsyncGatewayClient:
 
         The deadline covers the whole batch. When the gateway becomes UNAVAILABLE part-way, the
         codes not yet answered are sent again on a new stream (with backoff); answered ones are
-        kept.
+        kept. A request over the method's limit is not sent: its decision, in its place, has the
+        reason the gateway would give in the stream (``REQUEST_TOO_LARGE``).
         """
         items = [(new_request_id(), code) for code in codes]
         budget = self._timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget
         answers: dict[str, Decision] = {}
+        for rid, code in items:
+            try:
+                check_size(
+                    _RECOGNITION + "RecogniseStream", pb.RecogniseRequest(request_id=rid, code=code)
+                )
+            except GatewayRpcError as exc:
+                answers[rid] = _refused(rid, exc)
         stream_id = new_request_id()
         for attempt in range(1, self._retry.attempts + 1):
             pending = [(rid, code) for rid, code in items if rid not in answers]
@@ -266,8 +305,7 @@ class AsyncGatewayClient:
                 trailing = await call.trailing_metadata()
             except grpc.aio.AioRpcError as exc:
                 error = GatewayRpcError.from_grpc(exc)
-                for response in received:
-                    answers[response.request_id] = decision_from_proto(response, error.request_id)
+                _answered(answers, pending, received, error.request_id)
                 pause = self._retry.backoff(attempt, self._rng)
                 if (
                     not error.retryable
@@ -280,8 +318,7 @@ class AsyncGatewayClient:
             server_id = next(
                 (str(v) for k, v in (trailing or ()) if k == REQUEST_ID_HEADER), stream_id
             )
-            for response in received:
-                answers[response.request_id] = decision_from_proto(response, server_id)
+            _answered(answers, pending, received, server_id)
         return [answers[rid] for rid, _ in items]
 
     async def gateway_keys(self, *, timeout: float | None = None) -> tokens.GatewayTrust:
@@ -289,6 +326,7 @@ class AsyncGatewayClient:
         :func:`gateway.tokens.verify_home_code`."""
         response, _ = await self._call(
             self._recognition.GetGatewayKeys,
+            _RECOGNITION + "GetGatewayKeys",
             pb.GetGatewayKeysRequest(),
             timeout=timeout,
             request_id=new_request_id(),
@@ -315,6 +353,7 @@ class AsyncGatewayClient:
         rpb, partner, _ = self._registry_stubs()
         response, server_id = await self._call(
             getattr(partner, rpc),
+            _PARTNER + rpc,
             rpb.SubmissionRequest(submission=submission),
             timeout=timeout,
             request_id=new_request_id(),
@@ -347,11 +386,44 @@ class AsyncGatewayClient:
         rpb, _, trustlist = self._registry_stubs()
         response, server_id = await self._call(
             trustlist.GetTrustList,
+            _TRUSTLIST + "GetTrustList",
             rpb.GetTrustListRequest(since_version=since_version),
             timeout=timeout,
             request_id=new_request_id(),
         )
         return trust_list_from_proto(response, server_id)
+
+
+def _refused(request_id: str, error: GatewayRpcError) -> Decision:
+    """The decision in place of a request the client did not send (as the stream answers it)."""
+    return Decision(
+        request_id=request_id,
+        recognised=False,
+        reason=error.reason,
+        message=error.message,
+        region=None,
+        mode=None,
+        colour=None,
+        valid_until=None,
+        attestation=None,
+        converted=None,
+        server_request_id="",
+    )
+
+
+def _answered(
+    answers: dict[str, Decision],
+    pending: Sequence[tuple[str, str]],
+    received: Sequence[pb.RecogniseResponse],
+    server_id: str,
+) -> None:
+    """Record a stream's answers: in the order the requests were sent (a request the gateway
+    could not read is answered in its place with an empty ``request_id``)."""
+    for (rid, _), response in zip(pending, received, strict=False):
+        decision = decision_from_proto(response, server_id)
+        answers[rid] = (
+            decision if decision.request_id else dataclasses.replace(decision, request_id=rid)
+        )
 
 
 # --- the blocking client ----------------------------------------------------------------------

@@ -18,7 +18,6 @@ class Progress:
         self._start = time.monotonic()
         self._last = self._start
         self._start_bytes = 0
-        self._drawn = False
 
     def begin(self, done_bytes: int) -> None:
         """Bytes already behind us (skipped rows of a resumed job) do not count toward rate."""
@@ -43,7 +42,6 @@ class Progress:
                 f"\r{fraction * 100:5.1f}% |{'█' * filled}{'·' * (width - filled)}| "
                 f"{rows:,} rows  {rate:,.0f} rows/s  {_clock(left)} left "
             )
-            self._drawn = True
             if final:
                 self._out.write("\n")
         else:

@@ -48,6 +48,11 @@ CASES = ("none", "confirmed", "suspected", "positive", "close_contact", "high_ri
 
 _CITY = re.compile(r"37[0-9]{4}")  # ASCII digits: \d takes any script's
 _CERTIFICATE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+# An ID-number-shaped sequence anywhere in a certificate id: 15 digits in a row. That is the old
+# 15-digit resident ID, and the start of every 18-character one (17 digits and a digit or X).
+# Certificate ids are stored as they are, so one that may embed a person's ID number is refused,
+# whoever's number it is.
+_ID_NUMBER_SHAPED = re.compile(r"[0-9]{15}")
 _STATUS = {
     "green": Colour.GREEN,
     "绿": Colour.GREEN,
@@ -181,10 +186,11 @@ def parse_row(raw: Mapping[str, Any], pseudonymise: Pseudonymiser, city: str = "
             "id_number: not an 18-character ID number with a valid check digit",
             "id_number",
         )
-    if certificate_id.upper() == id_number:
+    if _ID_NUMBER_SHAPED.search(certificate_id) is not None:
         raise RowError(
-            "BAD_CERTIFICATE_ID",
-            "certificate_id: must not be the holder's ID number",
+            "CERTIFICATE_ID_PERSONAL",
+            "certificate_id: contains an ID-number-shaped sequence (15 or more digits in a row); "
+            "certificate ids are stored and must not carry an ID number",
             "certificate_id",
         )
     if len(_required(raw, "name")) > 64:  # checked for presence only: never kept

@@ -3,7 +3,9 @@
 It imports nothing from the project: the trust file, the attestation and the home-province code
 are read as that page describes them, and the validity rule is its five numbered steps
 ("When a signed output is valid"). Every refusal raises ``Refused(reason)`` with the page's
-reason.
+reason. Keys are Ed25519 (``cryptography``) or, for a gateway initialised with
+``--gateway-algorithm SM2`` ("Algorithms"), SM2 over SM3 with the default signer id, checked
+with pysmx, an SM2 of its own.
 """
 
 from __future__ import annotations
@@ -18,8 +20,23 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from pysmx.SM2 import Verify as sm2_verify
 
 ROLES = ("attest", "issue", "trustlist")
+# crypto.md §1.2: SEQUENCE { SEQUENCE { id-ecPublicKey, 1.2.156.10197.1.301 }, BIT STRING 04||X||Y }
+SM2_SPKI_HEAD = bytes.fromhex("3059301306072a8648ce3d020106082a811ccf5501822d03420004")
+SM2_ID = b"1234567812345678"
+
+
+@dataclass(frozen=True)
+class Sm2Public:
+    """verifying.md "Algorithms": SM2 over SM3, signer id 1234567812345678, raw r || s."""
+
+    xy: bytes
+
+    def verify(self, signature: bytes, data: bytes) -> None:
+        if len(signature) != 64 or not sm2_verify(signature, data, self.xy, 64, uid=SM2_ID):
+            raise InvalidSignature
 
 
 class Refused(Exception):
@@ -47,7 +64,7 @@ class TrustedKey:
     kid: str
     role: str
     alg: str
-    public: ed25519.Ed25519PublicKey
+    public: ed25519.Ed25519PublicKey | Sm2Public
     not_before: int
     not_after: int
     status: str
@@ -68,9 +85,15 @@ class TrustFile:
             der = b64url_decode(entry["public_key"])
             # "The key id is the first 8 bytes of SHA-256 over the DER SubjectPublicKeyInfo"
             assert entry["kid"] == hashlib.sha256(der).hexdigest()[:16], entry
-            assert entry["role"] in ROLES and entry["alg"] == "EdDSA"
-            public = serialization.load_der_public_key(der)
-            assert isinstance(public, ed25519.Ed25519PublicKey)
+            assert entry["role"] in ROLES and entry["alg"] in ("EdDSA", "SM2")
+            public: ed25519.Ed25519PublicKey | Sm2Public
+            if entry["alg"] == "SM2":
+                assert der.startswith(SM2_SPKI_HEAD) and len(der) == len(SM2_SPKI_HEAD) + 64
+                public = Sm2Public(der[len(SM2_SPKI_HEAD) :])
+            else:
+                loaded = serialization.load_der_public_key(der)
+                assert isinstance(loaded, ed25519.Ed25519PublicKey)
+                public = loaded
             status = entry.get("status", "active")
             assert status in ("active", "retired", "revoked")
             keys.append(
@@ -115,9 +138,11 @@ class TrustFile:
 def verify_attestation(
     trust: TrustFile, payload: bytes, key_id: str, alg: str, signature: bytes, t: int
 ) -> dict[str, Any]:
-    """ "Attestation format": Ed25519 over exactly the payload bytes; check, then parse."""
-    if alg != "EdDSA":
-        raise Refused("SIGNATURE_INVALID", f"alg {alg}")
+    """ "Attestation format": the key's algorithm over exactly the payload bytes; check, then
+    parse. "Algorithms": an ``alg`` that is not its key's is MALFORMED."""
+    key = trust.keys.get((key_id, "attest"))
+    if key is not None and alg != key.alg:
+        raise Refused("MALFORMED", f"alg {alg} is not key {key_id}'s")
     try:
         claims = json.loads(payload)
     except ValueError as exc:
@@ -154,9 +179,15 @@ def verify_home_code(trust: TrustFile, code: str, t: int) -> dict[str, Any]:
     return claims
 
 
-def home_code_id(region: str, source_code_id: str) -> str:
-    """`SD` + the first 30 hex digits of SHA-256 over `370000|<region>|<source code id>`."""
-    return "SD" + hashlib.sha256(f"370000|{region}|{source_code_id}".encode()).hexdigest()[:30]
+def is_home_code_id(value: object) -> bool:
+    """`SD` + 30 lower-case hex digits (of SHA-256 over `370000|<region>|<source>`; for a
+    partner code `<source>` is keyed under the gateway's secret, so only the shape is checked)."""
+    return (
+        isinstance(value, str)
+        and len(value) == 32
+        and value.startswith("SD")
+        and all(c in "0123456789abcdef" for c in value[2:])
+    )
 
 
 def verify_receipt(

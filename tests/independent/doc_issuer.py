@@ -2,9 +2,10 @@
 
 It imports nothing from the project (not ``adapters``, ``keys``, ``gateway`` nor
 ``tests/kat/independent_issuer.py``): only the standard library and ``cryptography`` for the
-signatures. Every format detail below cites the section of docs/partners.md it comes from. Its
-own base45, base64url and CBOR are here too, so that a misreading of the page shared with the
-gateway's codecs cannot hide.
+signatures, and for the SM2 region pysmx (snowland-smx), an SM2 of its own (§1.3), not the
+library the gateway verifies with. Every format detail below cites the section of
+docs/partners.md it comes from. Its own base45, base64url and CBOR are here too, so that a
+misreading of the page shared with the gateway's codecs cannot hide.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import secrets
 import struct
 import zlib
 from collections.abc import Callable
@@ -22,6 +24,9 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from pysmx.SM2 import Sign as sm2_sign
+from pysmx.SM2 import kG as sm2_mul
+from pysmx.SM2 import sm2_G
 
 # --- §1.2 encodings ----------------------------------------------------------------------------
 
@@ -101,28 +106,53 @@ def cbor(value: Any) -> bytes:
 # --- §1.3 keys ---------------------------------------------------------------------------------
 
 
+SM2_N = 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123
+
+
+@dataclass(frozen=True)
+class Sm2Private:
+    """§1.3 SM2: over SM3, default signer id ``1234567812345678``, raw r || s; a fresh k each."""
+
+    d: int
+
+    def sign(self, data: bytes) -> bytes:
+        k = secrets.randbelow(SM2_N - 1) + 1
+        out = sm2_sign(data, f"{self.d:064x}", f"{k:064x}", 64, uid=b"1234567812345678")
+        return bytes(out) if isinstance(out, bytes) else bytes.fromhex(out)
+
+    def point(self) -> bytes:
+        return bytes.fromhex(sm2_mul(self.d, sm2_G, 64))
+
+
 @dataclass
 class SigningKey:
-    """One partner code-signing key: Ed25519 or ES256 (raw r || s, §1.3)."""
+    """One partner code-signing key: Ed25519, ES256 or SM2 (both raw r || s, §1.3)."""
 
-    alg: str  # "EdDSA" or "ES256"
+    alg: str  # "EdDSA", "ES256" or "SM2"
     kid: str
-    private: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+    private: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | Sm2Private
 
     @classmethod
     def generate(cls, alg: str, kid: str) -> SigningKey:
         if alg == "EdDSA":
             return cls(alg, kid, ed25519.Ed25519PrivateKey.generate())
+        if alg == "SM2":
+            return cls(alg, kid, Sm2Private(secrets.randbelow(SM2_N - 2) + 1))
         return cls(alg, kid, ec.generate_private_key(ec.SECP256R1()))
 
     def sign(self, data: bytes) -> bytes:
+        if isinstance(self.private, Sm2Private):
+            return self.private.sign(data)
         if isinstance(self.private, ed25519.Ed25519PrivateKey):
             return self.private.sign(data)
         r, s = decode_dss_signature(self.private.sign(data, ec.ECDSA(hashes.SHA256())))
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
     def public_jwk(self) -> dict[str, str]:
-        """§1.3: OKP/Ed25519 or EC/P-256, base64url coordinates."""
+        """§1.3: OKP/Ed25519, EC/P-256 or EC/SM2, base64url coordinates."""
+        if isinstance(self.private, Sm2Private):
+            xy = self.private.point()
+            return {"kty": "EC", "crv": "SM2", "x": b64url(xy[:32]), "y": b64url(xy[32:])}
         public = self.private.public_key()
         if isinstance(public, ed25519.Ed25519PublicKey):
             raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -197,7 +227,7 @@ class Region:
     code: str
     mode: str  # show / convert
     family: str  # compact / jws / cose
-    alg: str  # EdDSA / ES256
+    alg: str  # EdDSA / ES256 / SM2
     prefix: str
     claims: Callable[[Holder], Any]
     text: str = "base45"  # compact and COSE: base45 or base64url
@@ -361,7 +391,7 @@ REGIONS: dict[str, Region] = {
     r.code: r
     for r in [
         Region("110000", "show", "compact", "EdDSA", "BJ1:", _bj, "base45", True),
-        Region("230000", "convert", "compact", "EdDSA", "HLJ:", _hlj, "base64url", delimiter="|"),
+        Region("230000", "convert", "compact", "SM2", "HLJ:", _hlj, "base64url", delimiter="|"),
         Region("340000", "show", "compact", "EdDSA", "AHM:", _ah, "base45", derived_id=True),
         Region("500000", "convert", "compact", "EdDSA", "CQJKM:", _cq, "base64url", True, ";"),
         Region("650000", "show", "compact", "EdDSA", "XJ-", _xj, "base45", True),

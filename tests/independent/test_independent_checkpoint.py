@@ -31,7 +31,7 @@ import pytest
 from doc_checkpoint import (
     Refused,
     TrustFile,
-    home_code_id,
+    is_home_code_id,
     verify_attestation,
     verify_home_code,
     verify_trust_list,
@@ -176,10 +176,12 @@ class Gateway:
 
 
 @pytest.fixture
-def gateway(tmp_path: Path):
-    """A fresh gateway made with the documented commands, serving over mTLS on a free port."""
+def gateway(tmp_path: Path, request: pytest.FixtureRequest):
+    """A fresh gateway made with the documented commands, serving over mTLS on a free port;
+    its own keys of ``--gateway-algorithm`` (EdDSA unless the test parametrises it)."""
     data_dir = tmp_path / "gw"
-    trustgw("init", "--data-dir", str(data_dir), "--dev")
+    algorithm = getattr(request, "param", "EdDSA")
+    trustgw("init", "--data-dir", str(data_dir), "--dev", "--gateway-algorithm", algorithm)
     started = now_utc()
     partners = {}
     for code, region in REGIONS.items():
@@ -282,9 +284,9 @@ def check_decision(partner: Partner, holder: Holder, reply: pb.RecogniseResponse
         return
     converted = reply.converted
     home = home_claims(converted.code)
-    assert home["id"] == home_code_id(region.code, code_id) == converted.code_id
+    assert is_home_code_id(home["id"]) and home["id"] == converted.code_id
     assert claims["converted_code_id"] == home["id"]
-    assert home["src"] == {"region": region.code, "code_id": code_id}
+    assert home["src"] == {"region": region.code}  # verifying.md: not the code id itself
     assert home["src_iat"] == claims["code_iat"]
     assert home["holder"] == claims["holder"] and home["colour"] == "green"
     assert home["kid"] == converted.key_id and home["exp"] == converted.expires_at
@@ -393,11 +395,17 @@ def cli_verify(
 # --- the tests ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "gateway",
+    [pytest.param("EdDSA", id="gateway-EdDSA"), pytest.param("SM2", id="gateway-SM2")],
+    indirect=True,
+)
 def test_every_region_decides_as_documented_and_every_signed_output_verifies_offline(
     gateway: Gateway,
 ) -> None:
     """All 14 regions on a fresh gateway, unary and streamed: green (issued before ``init`` too,
-    and with white space around it), yellow, red, expired, too old, forged and an unknown key."""
+    and with white space around it), yellow, red, expired, too old, forged and an unknown key;
+    once with the gateway's own keys EdDSA and once SM2 (docs/verifying.md, "Algorithms")."""
     now = now_utc()
     cases: list[
         tuple[Partner, Holder | None, str, str, str]

@@ -1,13 +1,15 @@
 """An issuer for all 14 partner formats, written from docs/partners.md alone.
 
 It deliberately imports nothing from ``adapters`` (nor ``keys``): only the standard library,
-pynacl, cryptography and cbor2, as a partner's own engineer would. If the gateway recognises its
-codes, the page is precise enough to build an issuer from.
+pynacl, cryptography, cbor2 and, for the SM2 region, pysmx (snowland-smx: a pure-Python SM2, not
+the library the gateway verifies with), as a partner's own engineer would. If the gateway
+recognises its codes, the page is precise enough to build an issuer from.
 
     python tests/kat/independent_issuer.py --write   # regenerate tests/vectors/*.json
 
-Regenerating changes every ES256 vector (ECDSA signatures are randomised); the committed vectors
-are the reference, so only regenerate when a format changes on purpose.
+Regenerating changes every ES256 vector (ECDSA signatures are randomised); SM2 vectors are signed
+with a fixed TEST-ONLY k (partners.md §7), so they are reproduced. The committed vectors are the
+reference, so only regenerate when a format changes on purpose.
 
 The known-answer keys below are TEST-ONLY keys derived from public strings.
 """
@@ -18,6 +20,7 @@ import argparse
 import base64
 import hashlib
 import json
+import secrets
 import sys
 import zlib
 from dataclasses import dataclass
@@ -30,6 +33,9 @@ import nacl.signing
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from pysmx.SM2 import Sign as sm2_sign
+from pysmx.SM2 import kG as sm2_mul
+from pysmx.SM2 import sm2_G
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 CST = timezone(timedelta(hours=8))
@@ -88,8 +94,34 @@ def det_cbor(value: Any) -> bytes:
 # --- §1.3 keys --------------------------------------------------------------------------------
 
 
+SM2_N = 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123
+SM2_ID = b"1234567812345678"  # §1.3 / crypto.md §1.1: the default signer id
+
+
+@dataclass(frozen=True)
+class Sm2Key:
+    """An SM2 private scalar d; ``fixed_k`` signs with the TEST-ONLY k of §7 instead of a
+    random one (SM2, like ECDSA, needs a fresh secret k per signature in real use)."""
+
+    d: int
+    fixed_k: bool
+
+    def sign(self, message: bytes) -> bytes:
+        if self.fixed_k:
+            k = int.from_bytes(hashlib.sha256(b"trustgw-kat-sm2-k" + message).digest(), "big")
+            k = k % (SM2_N - 1) + 1
+        else:
+            k = secrets.randbelow(SM2_N - 1) + 1
+        signature = sm2_sign(message, f"{self.d:064x}", f"{k:064x}", 64, uid=SM2_ID)
+        return bytes(signature) if isinstance(signature, bytes) else bytes.fromhex(signature)
+
+    def point(self) -> bytes:
+        """X || Y of the public key d·G."""
+        return bytes.fromhex(sm2_mul(self.d, sm2_G, 64))
+
+
 class Signer:
-    """Ed25519 (pynacl) or ES256 (cryptography, raw r||s)."""
+    """Ed25519 (pynacl), ES256 (cryptography, raw r||s) or SM2 (pysmx, raw r||s)."""
 
     def __init__(self, alg: str, impl: Any) -> None:
         self.alg = alg
@@ -101,23 +133,32 @@ class Signer:
         seed = hashlib.sha256(f"trustgw-kat-{region}".encode("ascii")).digest()
         if alg == "EdDSA":
             return cls(alg, nacl.signing.SigningKey(seed))
+        if alg == "SM2":
+            return cls(alg, Sm2Key(int.from_bytes(seed, "big"), fixed_k=True))
         return cls(alg, ec.derive_private_key(int.from_bytes(seed, "big"), ec.SECP256R1()))
 
     @classmethod
     def random(cls, alg: str) -> Signer:
         if alg == "EdDSA":
             return cls(alg, nacl.signing.SigningKey.generate())
+        if alg == "SM2":
+            return cls(alg, Sm2Key(secrets.randbelow(SM2_N - 2) + 1, fixed_k=False))
         return cls(alg, ec.generate_private_key(ec.SECP256R1()))
 
     def sign(self, message: bytes) -> bytes:
         if self.alg == "EdDSA":
             return bytes(self.impl.sign(message).signature)
+        if self.alg == "SM2":
+            return bytes(self.impl.sign(message))
         r, s = decode_dss_signature(self.impl.sign(message, ec.ECDSA(hashes.SHA256())))
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
     def public_jwk(self) -> dict[str, str]:
         if self.alg == "EdDSA":
             return {"kty": "OKP", "crv": "Ed25519", "x": b64url(bytes(self.impl.verify_key))}
+        if self.alg == "SM2":
+            xy = self.impl.point()
+            return {"kty": "EC", "crv": "SM2", "x": b64url(xy[:32]), "y": b64url(xy[32:])}
         point = self.impl.public_key().public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
@@ -306,7 +347,7 @@ def claims_for(region: str, s: Status) -> Any:
 # (family, alg, prefix, details) from the table of §5
 REGIONS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
     "110000": ("compact", "EdDSA", "BJ1:", {"text": "base45", "zlib": True}),
-    "230000": ("compact", "EdDSA", "HLJ:", {"text": "base64url", "zlib": False}),
+    "230000": ("compact", "SM2", "HLJ:", {"text": "base64url", "zlib": False}),
     "340000": ("compact", "EdDSA", "AHM:", {"text": "base45", "zlib": False}),
     "500000": ("compact", "EdDSA", "CQJKM:", {"text": "base64url", "zlib": True}),
     "650000": ("compact", "EdDSA", "XJ-", {"text": "base45", "zlib": True}),
