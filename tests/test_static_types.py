@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("mypy", reason="the lint extra is not installed (pip install -e '.[lint]')")
+pytestmark = pytest.mark.integration  # mypy runs in a subprocess
 
 REPO = Path(__file__).resolve().parent.parent
 
