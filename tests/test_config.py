@@ -10,7 +10,8 @@ import pytest
 
 from gateway.cli import main
 from gateway.runtime import settings as config
-from gateway.runtime.settings import InvalidConfigError, Settings, check_file, load
+from gateway.runtime.settings import Settings, check_file, load
+from keys.errors import InvalidConfigError
 
 FULL = """
 data_dir = "/var/lib/trustgw"

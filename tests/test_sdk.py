@@ -29,6 +29,7 @@ from gateway.sdk import (
     GatewayRpcError,
     RetryPolicy,
 )
+from gateway.sdk.client import error_from_grpc
 from keys.model import Mode
 
 NOW = REAL_NOW  # a serving gateway reads the real clock
@@ -463,7 +464,7 @@ def test_a_request_over_its_methods_limit_is_refused_before_it_is_sent(codes, pr
                             raw, timeout=10
                         )
                     except grpc.aio.AioRpcError as exc:
-                        server = GatewayRpcError.from_grpc(exc)
+                        server = error_from_grpc(exc)
                 return info.value, server, batch, counted
 
     local, server, batch, counted = run(scenario())

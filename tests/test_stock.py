@@ -23,9 +23,9 @@ from gateway import tokens
 from gateway.cli import main
 from gateway.stock.converter import StockConverter
 from gateway.stock.progress import Progress
-from gateway.stock.rows import COLUMNS, Certificate, RowError, parse_row
+from gateway.stock.rows import COLUMNS, Certificate, parse_row
 from gateway.stock.rules import decide
-from keys.errors import ConcurrentChangeError
+from keys.errors import ConcurrentChangeError, RowError
 from keys.keystore import KeyDirectory
 from keys.personal import StockBatch
 from keys.pseudonym import Pseudonymiser

@@ -15,8 +15,9 @@ from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.cli import main
-from gateway.pki import DevCA, Peer, PermissionDeniedError, Role, TlsFiles
+from gateway.pki import DevCA, Peer, Role, TlsFiles
 from gateway.sdk.channel import aio_channel
+from keys.errors import PermissionDeniedError
 
 NOW = REAL_NOW  # a serving gateway reads the real clock
 REGION = REGION_SPECS[0].code

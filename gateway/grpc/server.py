@@ -31,7 +31,7 @@ from gateway.runtime.memory import MemoryReleaser
 from gateway.runtime.tasks import Background
 from gateway.runtime.trustfeed import TrustListFeed
 
-# Received messages: per method, and server-wide the largest legitimate one (gateway.grpc.methods).
+# The largest reply (received messages: per method and server-wide, gateway.grpc.methods).
 MAX_SEND_BYTES = 4 * 1024 * 1024  # a signed trust list is at most ~2 MiB
 SERVICE_NAMES = (
     SERVICE_NAME,
@@ -42,6 +42,9 @@ SERVICE_NAMES = (
 
 @dataclass
 class RunningServer:
+    """A started server (:func:`build_server`): its bound ``port`` (and ``metrics_port``), the
+    health service, and the background work it owns; :meth:`stop` drains and stops it."""
+
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
