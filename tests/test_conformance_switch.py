@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from support.conformance import DIR_ENV, REQUIRE_ENV
 
-pytestmark = pytest.mark.integration  # a child pytest: a subprocess
+pytestmark = pytest.mark.integration  # runs pytest in a subprocess (tests/support/tiers.py)
 
 REPO = Path(__file__).resolve().parent.parent
 FILES = ("tests/test_conformance.py", "tests/test_codecs_envelopes.py")

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 
+@pytest.mark.integration
 @pytest.mark.doc('verifying.md "Python API"')
 @pytest.mark.parametrize("module", ["gateway.tokens", "keys.trustlist"])
 def test_the_offline_verifiers_import_no_grpc(module: str) -> None:
@@ -23,6 +24,7 @@ def test_the_offline_verifiers_import_no_grpc(module: str) -> None:
     assert done.stdout.strip() == "[]"
 
 
+@pytest.mark.integration
 @pytest.mark.doc('api.md "RPC errors"', 'api.md "Health"', 'verifying.md "Keys and rotation"')
 def test_without_a_valid_signing_key_recognise_is_failed_precondition_until_rotated(
     tmp_path, simulator

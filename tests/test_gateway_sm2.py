@@ -212,6 +212,7 @@ def test_init_with_sm2_export_rotate_and_verify_on_the_command_line(
 # --- rotation under load: 0 failed calls ----------------------------------------------------
 
 
+@pytest.mark.integration
 def test_rotating_sm2_keys_under_load_fails_no_request(tmp_path: Path, simulator, codes, capsys):
     """As tests/test_rotation.py, for a deployment that signs with SM2, over an SM2 partner
     region (Heilongjiang): old and new SM2 keys both serve, without a gap, and every answer

@@ -86,6 +86,7 @@ def _hits(data: bytes, needles: dict[str, bytes]) -> list[str]:
     return [label for label, needle in needles.items() if needle in data]
 
 
+@pytest.mark.integration
 def test_code_ids_that_are_id_numbers_are_kept_only_keyed(
     codes: Any,
     prepared_dir: Any,

@@ -30,6 +30,7 @@ request = pb.RecogniseRequest(code=1)
 """
 
 
+@pytest.mark.integration
 def test_generated_stubs_type_their_consumers(tmp_path: Path) -> None:
     consumer = tmp_path / "consumer.py"
     consumer.write_text(CONSUMER)

@@ -154,6 +154,7 @@ def decide(world: World, code: str) -> str:
     return reply.reason
 
 
+@pytest.mark.integration
 def test_a_partner_manages_its_region_from_the_page_alone(world: World, tmp_path: Path) -> None:
     anchors = world.anchors.keys
     assert world.fingerprint_printed == world.anchors.fingerprint()  # §2
