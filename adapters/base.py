@@ -49,6 +49,8 @@ Pseudonymise = Callable[[str, str], str]
 
 
 class Colour(StrEnum):
+    """The health-code colour, as the gateway spells it whatever a region writes."""
+
     GREEN = "green"
     YELLOW = "yellow"
     RED = "red"
@@ -72,7 +74,7 @@ class CanonicalStatus:
 
 
 @dataclass(frozen=True)
-class Envelope:
+class CodeEnvelope:
     """What a codec extracts from a code *before* anything in it is trusted."""
 
     kid_hint: str | None
@@ -90,7 +92,7 @@ class Codec(Protocol):
         """The signature algorithms this codec verifies (any other is ``ALGORITHM_UNSUPPORTED``)."""
         ...
 
-    def open(self, text: str) -> Envelope:
+    def open(self, text: str) -> CodeEnvelope:
         """Parse the envelope. Raises :class:`MalformedError` (or a subclass)."""
         ...
 
@@ -157,10 +159,12 @@ class RegionAdapter:
 
     @property
     def region(self) -> str:
+        """The region's 6-digit code."""
         return self.spec.code
 
     @property
     def mode(self) -> Mode:
+        """Whether the region's codes are shown (attested) or converted to home codes."""
         return self.spec.mode
 
     def decode(self, text: str, keys: KeyLookup, pseudonymise: Pseudonymise) -> VerifiedCode:
@@ -192,7 +196,7 @@ class RegionAdapter:
             ) from None
         return VerifiedCode(status, key, self.spec)
 
-    def _verify(self, envelope: Envelope, keys: KeyLookup) -> RegionKey:
+    def _verify(self, envelope: CodeEnvelope, keys: KeyLookup) -> RegionKey:
         candidates = keys.keys_for(self.region, envelope.kid_hint)
         if not candidates:
             raise KeyUnknownError(
@@ -247,9 +251,9 @@ __all__ = [
     "MAX_CODE_CHARS",
     "MAX_DECOMPRESSED_BYTES",
     "CanonicalStatus",
+    "CodeEnvelope",
     "Codec",
     "Colour",
-    "Envelope",
     "FieldConvention",
     "MalformedError",
     "Pseudonymise",

@@ -70,6 +70,9 @@ class ColourSpelling:
             raise ValueError("colours are spelled as text or integers")
 
     def read(self, value: Any) -> Colour:
+        """The colour ``value`` spells (same type and value); raises :class:`MalformedError`
+        otherwise.
+        """
         for spelled, colour in (
             (self.green, Colour.GREEN),
             (self.yellow, Colour.YELLOW),
@@ -80,6 +83,7 @@ class ColourSpelling:
         raise MalformedError(f"unknown colour spelling {str(value)[:16]!r}")
 
     def write(self, colour: Colour) -> Any:
+        """How this region spells ``colour``."""
         return {Colour.GREEN: self.green, Colour.YELLOW: self.yellow, Colour.RED: self.red}[colour]
 
 
@@ -95,12 +99,17 @@ DIGITS_012_TEXT = ColourSpelling("0", "1", "2")
 
 
 class TimeFormat(StrEnum):
+    """How a region writes a time claim: unix seconds or milliseconds, ISO 8601 with an offset, or
+    compact China Standard Time.
+    """
+
     UNIX_SECONDS = "unix-seconds"  # integer seconds since 1970-01-01T00:00:00Z
     UNIX_MILLIS = "unix-millis"  # integer milliseconds since the epoch
     ISO8601 = "iso8601"  # text, with a UTC offset ("Z" or "+08:00"); no offset is refused
     CST_COMPACT = "cst-compact"  # text "YYYYMMDDhhmmss" in China Standard Time (UTC+8)
 
     def read(self, value: Any, name: str) -> datetime:
+        """The time claim ``name`` in this format, aware UTC; raises :class:`MalformedError`."""
         try:
             return self._read(value)
         except (ValueError, TypeError, OverflowError):
@@ -132,6 +141,7 @@ class TimeFormat(StrEnum):
         return result
 
     def write(self, value: datetime) -> Any:
+        """``value`` in this format (the issuer's side of :meth:`read`)."""
         if self is TimeFormat.UNIX_SECONDS:
             return to_unix(value)
         if self is TimeFormat.UNIX_MILLIS:
@@ -145,6 +155,8 @@ class TimeFormat(StrEnum):
 
 
 class CodeIdForm(StrEnum):
+    """How a region writes its code id: text, or bytes shown as lower-case hex."""
+
     TEXT = "text"  # a string of 1 to 128 printable characters
     BYTES = "bytes"  # a byte string (CWT cti), written as lower-case hex in the canonical status
 

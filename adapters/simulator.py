@@ -120,6 +120,7 @@ class PartnerSimulator:
 
     @classmethod
     def generate(cls) -> PartnerSimulator:
+        """A simulator with a fresh key for every partner region."""
         return cls(
             MappingProxyType(
                 {spec.code: PartnerIssuer.generate(spec.code) for spec in REGION_SPECS}
@@ -134,6 +135,7 @@ class PartnerSimulator:
             raise ValueError(f"{region!r} is not a partner region") from None
 
     def issuers(self) -> list[PartnerIssuer]:
+        """Every region's issuer."""
         return list(self.by_region.values())
 
     def key_lookup(self, not_before: datetime, not_after: datetime) -> InMemoryKeys:
@@ -149,9 +151,11 @@ class InMemoryKeys:
 
     @classmethod
     def of(cls, keys: Iterable[RegionKey]) -> InMemoryKeys:
+        """A key lookup holding ``keys``."""
         return cls(tuple(keys))
 
     def keys_for(self, region: str, kid_hint: str | None) -> tuple[RegionKey, ...]:
+        """The region's keys with id ``kid_hint`` (all of them when it is None)."""
         return tuple(
             k for k in self.keys if k.region == region and (kid_hint is None or k.kid == kid_hint)
         )

@@ -14,13 +14,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from adapters.base import MAX_CODE_CHARS, Colour, Pseudonymise, RegionAdapter, VerifiedCode
 from adapters.regions import detect
 from gateway import tokens
+from gateway.claims import AttestationClaims, HomeCodeClaims, PartnerSource
 from gateway.runtime.tasks import Background
-from keys.crypto import PrivateKey
 from keys.errors import (
     CodeExpiredError,
     CodeNotYetValidError,
@@ -32,7 +32,7 @@ from keys.errors import (
     RegionDisabledError,
     RegionUnknownError,
 )
-from keys.keystore import GatewayKeyInfo, KeyRole
+from keys.keystore import KeyRole, Signers
 from keys.model import ConversionRecord, Mode
 from keys.pseudonym import Pseudonymiser
 from keys.registry import RegistrySnapshot
@@ -52,7 +52,10 @@ ATTESTATION_TTL = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
-class ConvertedCode:
+class HomeCode:
+    """The home-province code issued for a partner code, as the engine hands it out (the
+    client's view of it is :class:`gateway.sdk.ConvertedCode`)."""
+
     code: str
     kid: str
     code_id: str
@@ -60,7 +63,10 @@ class ConvertedCode:
 
 
 @dataclass(frozen=True)
-class Decision:
+class Recognition:
+    """The engine's decision on one code, with what the recognition log and the metrics need
+    (the client's view of it is :class:`gateway.sdk.Decision`, the wire's ``pb.Decision``)."""
+
     recognised: bool
     reason: str
     message: str
@@ -68,20 +74,16 @@ class Decision:
     mode: Mode | None = None
     colour: Colour | None = None
     attestation: tokens.Attestation | None = None
-    converted: ConvertedCode | None = None
+    converted: HomeCode | None = None
     valid_until: datetime | None = None
     kid: str = ""  # the partner key that verified the code, for logs and metrics
     holder: str = ""  # keyed pseudonym, once the code verified (recognition log)
     code_id: str = ""  # the partner's code id, once the code verified (recognition log)
 
     @classmethod
-    def refused(cls, error: GatewayError, **fields: object) -> Decision:
+    def refused(cls, error: GatewayError, **fields: object) -> Recognition:
         region = fields.pop("region", None) or error.metadata.get("region", "")
         return cls(False, error.reason, error.message, region=str(region), **fields)  # type: ignore[arg-type]
-
-
-class Signers(Protocol):
-    def signer(self, role: KeyRole, now: datetime) -> tuple[GatewayKeyInfo, PrivateKey]: ...
 
 
 class Conversions:
@@ -96,13 +98,11 @@ class Conversions:
 
     def __init__(self, store: Store, *, cache_size: int = 100_000, max_batch: int = 256) -> None:
         self._store = store
-        self._cache: OrderedDict[tuple[str, str], ConvertedCode] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], HomeCode] = OrderedDict()
         self._cache_size = cache_size
-        self._pending: dict[tuple[str, str], asyncio.Future[ConvertedCode]] = {}
+        self._pending: dict[tuple[str, str], asyncio.Future[HomeCode]] = {}
         # (region, source code id) in memory only: the store knows the source by its code key.
-        self._queue: list[
-            tuple[tuple[str, str], ConversionRecord, asyncio.Future[ConvertedCode]]
-        ] = []
+        self._queue: list[tuple[tuple[str, str], ConversionRecord, asyncio.Future[HomeCode]]] = []
         self._max_batch = max_batch
         self._flusher = Background("conversion-writer")
         self._wakeup = asyncio.Event()
@@ -114,7 +114,7 @@ class Conversions:
         await self._flusher.stop()
         await self._flush()
 
-    def cached(self, region: str, source_code_id: str) -> ConvertedCode | None:
+    def cached(self, region: str, source_code_id: str) -> HomeCode | None:
         """The converted code for this source code if this process holds it (no I/O)."""
         key = (region, source_code_id)
         hit = self._cache.get(key)
@@ -124,7 +124,7 @@ class Conversions:
 
     async def get_or_create(
         self, region: str, source_code_id: str, make: Callable[[], ConversionRecord]
-    ) -> ConvertedCode:
+    ) -> HomeCode:
         key = (region, source_code_id)
         hit = self.cached(region, source_code_id)
         if hit is not None:
@@ -140,9 +140,9 @@ class Conversions:
                 self._wakeup.set()
         return await asyncio.shield(pending)
 
-    def _remember(self, key: tuple[str, str], record: ConversionRecord) -> ConvertedCode:
+    def _remember(self, key: tuple[str, str], record: ConversionRecord) -> HomeCode:
         """Cache the stored record in the form a decision hands out, built once."""
-        converted = ConvertedCode(
+        converted = HomeCode(
             record.converted_code,
             tokens.home_code_kid(record.converted_code),
             record.converted_code_id,
@@ -199,14 +199,14 @@ class Recogniser:
         self._verified_version = -1
         self._verified_size = verified_cache_size
 
-    async def recognise(self, code: str, now: datetime, region_hint: str = "") -> Decision:
+    async def recognise(self, code: str, now: datetime, region_hint: str = "") -> Recognition:
         """Decide on one code at time ``now``. Never raises for bad input."""
         result = self.start(code, now, region_hint)
-        return result if isinstance(result, Decision) else await result
+        return result if isinstance(result, Recognition) else await result
 
     def start(
         self, code: str, now: datetime, region_hint: str = ""
-    ) -> Decision | Coroutine[Any, Any, Decision]:
+    ) -> Recognition | Coroutine[Any, Any, Recognition]:
         """Decide without waiting where possible.
 
         Returns the decision, or, when the decision needs I/O (recording a new conversion), a
@@ -216,7 +216,7 @@ class Recogniser:
             verified, decision = self._check(code, now, region_hint)
         except ForeignDataError as exc:
             region = self._snapshot().region(exc.metadata.get("region", ""))
-            return Decision.refused(exc, mode=region.mode if region is not None else None)
+            return Recognition.refused(exc, mode=region.mode if region is not None else None)
         if decision is not None:
             return decision
         assert verified is not None
@@ -245,7 +245,7 @@ class Recogniser:
 
     def _check(
         self, code: str, now: datetime, region_hint: str
-    ) -> tuple[VerifiedCode | None, Decision | None]:
+    ) -> tuple[VerifiedCode | None, Recognition | None]:
         text = code.strip()
         if not text:
             raise MalformedError("the code is empty")
@@ -253,7 +253,7 @@ class Recogniser:
             raise OversizedError(f"the code is longer than {MAX_CODE_CHARS} characters")
         adapter = detect(text)
         if region_hint and region_hint != adapter.region:
-            return None, Decision(
+            return None, Recognition(
                 False,
                 REGION_MISMATCH,
                 f"the code is from region {adapter.region}, not {region_hint[:8]}",
@@ -286,9 +286,9 @@ class Recogniser:
         try:
             self._check_verified(verified, snapshot, region.max_age, now)
         except ForeignDataError as exc:
-            return None, Decision.refused(exc, **verified_fields)
+            return None, Recognition.refused(exc, **verified_fields)
         if status.colour is not Colour.GREEN:
-            return None, Decision(
+            return None, Recognition(
                 False,
                 NOT_GREEN,
                 f"the code is {status.colour.value}: only green is recognised",
@@ -325,7 +325,7 @@ class Recogniser:
 
     def _recognised(
         self, verified: VerifiedCode, now: datetime
-    ) -> Decision | Coroutine[Any, Any, Decision]:
+    ) -> Recognition | Coroutine[Any, Any, Recognition]:
         status = verified.status
         region = self._snapshot().region(status.region)
         mode = region.mode if region is not None else verified.spec.mode
@@ -338,7 +338,7 @@ class Recogniser:
 
     async def _convert_and_attest(
         self, verified: VerifiedCode, mode: Mode, now: datetime
-    ) -> Decision:
+    ) -> Recognition:
         status = verified.status
         converted = await self._conversions.get_or_create(
             status.region, status.code_id, lambda: self._convert(verified, now)
@@ -346,28 +346,27 @@ class Recogniser:
         return self._attest(verified, mode, now, converted)
 
     def _attest(
-        self, verified: VerifiedCode, mode: Mode, now: datetime, converted: ConvertedCode | None
-    ) -> Decision:
+        self, verified: VerifiedCode, mode: Mode, now: datetime, converted: HomeCode | None
+    ) -> Recognition:
         status = verified.status
         info, key = self._signers.signer(KeyRole.ATTEST, now)
-        claims: dict[str, object] = {
-            "region": status.region,
-            "mode": mode.value,
-            "holder": status.holder,
-            "colour": status.colour.value,
-            "code_id": status.code_id,
-            "code_kid": status.kid,
-            "code_iat": to_unix(status.issued_at),
-            "code_exp": to_unix(status.expires_at),
-        }
-        if converted is not None:
-            claims["converted_code_id"] = converted.code_id
+        claims = AttestationClaims(
+            region=status.region,
+            mode=mode.value,
+            holder=status.holder,
+            colour=status.colour.value,
+            code_id=status.code_id,
+            code_kid=status.kid,
+            code_iat=to_unix(status.issued_at),
+            code_exp=to_unix(status.expires_at),
+            converted_code_id=None if converted is None else converted.code_id,
+        )
         # Signed now; never longer than the code, a day, or the signing key's own validity (a
         # retired key leaves the trust list after its not_after): tokens.validity.
         attestation, valid_until = tokens.attest(
             info, key, now, claims, until=min(status.expires_at, now + ATTESTATION_TTL)
         )
-        return Decision(
+        return Recognition(
             True,
             RECOGNISED,
             "green code recognised" + (" and converted" if converted else ""),
@@ -399,15 +398,15 @@ class Recogniser:
             info,
             key,
             now,
-            {
-                "id": code_id,
-                "holder": status.holder,
-                "colour": status.colour.value,
-                "src_iat": to_unix(status.issued_at),
+            HomeCodeClaims(
+                id=code_id,
+                holder=status.holder,
+                colour=status.colour.value,
                 # Not the source's code id: it may be a personal identifier, and the home code
                 # is stored (the attestation beside it names the source code).
-                "src": {"region": status.region},
-            },
+                src=PartnerSource(status.region),
+                src_iat=to_unix(status.issued_at),
+            ),
             until=status.expires_at,
         )
         return ConversionRecord(

@@ -28,7 +28,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from keys.errors import ConfigurationError, GatewayError
+from keys.errors import (
+    ConfigurationError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
 from keys.regioncode import is_region_code
 from keys.timeutil import to_iso
 
@@ -39,18 +43,6 @@ class Role(StrEnum):
     PARTNER = "partner"
     VERIFIER = "verifier"
     OPERATOR = "operator"
-
-
-class PermissionDeniedError(GatewayError):
-    reason = "PERMISSION_DENIED"
-    grpc_status = "PERMISSION_DENIED"
-    default_message = "the caller's certificate does not allow this call"
-
-
-class UnauthenticatedError(GatewayError):
-    reason = "UNAUTHENTICATED"
-    grpc_status = "UNAUTHENTICATED"
-    default_message = "the call carries no client certificate the gateway recognises"
 
 
 @dataclass(frozen=True)

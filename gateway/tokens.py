@@ -28,6 +28,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from gateway.claims import (
+    ATTESTATION_TYPE,
+    HOME_CODE_TYPE,
+    RECEIPT_TYPE,
+    AttestationClaims,
+    HomeCodeClaims,
+    ReceiptClaims,
+)
 from keys.crypto import (
     Algorithm,
     PrivateKey,
@@ -55,9 +63,6 @@ if TYPE_CHECKING:
     from keys.keystore import GatewayKeyInfo
     from keys.trustlist import TrustList
 
-ATTESTATION_TYPE = "trustgw/attestation/v1"
-HOME_CODE_TYPE = "trustgw/home-code/v1"
-RECEIPT_TYPE = "trustgw/receipt/v1"
 HOME_CODE_PREFIX = "SD1:"
 MAX_TOKEN_BYTES = 4096
 MAX_TRUST_FILE_BYTES = 256 * 1024
@@ -96,6 +101,7 @@ class TrustedKey:
             raise ValueError(f"unknown key status {self.status[:16]!r}")
 
     def to_json(self) -> dict[str, Any]:
+        """The key's entry in a trust file (``trustgw keys export``)."""
         return {
             "kid": self.kid,
             "role": self.role,
@@ -149,6 +155,7 @@ class GatewayTrust:
         return key
 
     def to_json(self) -> dict[str, Any]:
+        """The trust file's members: the region and every key."""
         return {"region": self.region, "keys": [k.to_json() for k in self.keys]}
 
     @classmethod
@@ -281,6 +288,9 @@ class Attestation:
     signature: bytes
 
     def to_json(self) -> dict[str, str]:
+        """The attestation as ``Attestation.to_json`` JSON: byte fields in base64url without
+        padding.
+        """
         return {
             "payload": b64url_encode(self.payload),
             "key_id": self.kid,
@@ -290,6 +300,11 @@ class Attestation:
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Attestation:
+        """Read :meth:`to_json` output (nothing is verified here: :func:`verify_attestation`).
+
+        Raises :class:`MalformedError` (not JSON, a member missing, bad base64url),
+        :class:`OversizedError`.
+        """
         obj = _parse_json_object(data.encode() if isinstance(data, str) else data, "attestation")
         try:
             return cls(
@@ -302,10 +317,10 @@ class Attestation:
             raise MalformedError(f"the attestation lacks {exc.args[0]!r}") from None
 
 
-def sign_attestation(claims: Mapping[str, Any], kid: str, key: PrivateKey) -> Attestation:
-    """Sign a decision as given. ``claims`` must hold at least ``iat`` and ``exp`` (unix
-    seconds); :func:`attest` builds them by the validity rule."""
-    payload = canonical_json({"typ": ATTESTATION_TYPE, "iss": HOME_REGION, **claims})
+def sign_attestation(claims: AttestationClaims, kid: str, key: PrivateKey) -> Attestation:
+    """Sign a decision as given, its window included (:func:`attest` states the window by the
+    validity rule). Raises ``ValueError`` for claims without a window."""
+    payload = canonical_json(claims.to_json())
     return Attestation(payload, kid, str(key.alg), key.sign(payload))
 
 
@@ -313,7 +328,7 @@ def attest(
     info: GatewayKeyInfo,
     key: PrivateKey,
     now: datetime,
-    claims: Mapping[str, Any],
+    claims: AttestationClaims,
     *,
     until: datetime,
 ) -> tuple[Attestation, datetime]:
@@ -323,7 +338,7 @@ def attest(
     ``ValueError`` as :func:`validity`.
     """
     iat, exp = validity(now, info, until)
-    return sign_attestation({**claims, "iat": iat, "exp": exp}, info.kid, key), from_unix(exp)
+    return sign_attestation(claims.with_validity(iat, exp), info.kid, key), from_unix(exp)
 
 
 def _verify_payload(
@@ -348,30 +363,9 @@ def verify_attestation(att: Attestation, trust: GatewayTrust, now: datetime) -> 
     :class:`MalformedError`.
     """
     key, claims = _verify_payload(att, trust, ATTESTATION_TYPE, "attestation")
+    AttestationClaims.from_json(claims)
     _check_valid(claims, key, ensure_utc(now), "attestation")
     return claims
-
-
-def receipt_claims(result: SubmissionResult) -> dict[str, Any]:
-    """What a receipt asserts about a submission: the ``SubmissionReceipt`` fields, same names."""
-    return {
-        "kind": result.kind.value,
-        "region": result.region,
-        "digest": result.digest,
-        "accepted_at": to_unix(result.accepted_at),
-        "duplicate": result.duplicate,
-        "version": result.version or 0,
-        "keys_added": list(result.keys_added),
-        "keys_removed": list(result.keys_removed),
-        "keys_kept": list(result.keys_kept),
-        "anchors_rotated": result.anchors_rotated,
-        "key_id": result.kid or "",
-        "revoked_at": 0 if result.revoked_at is None else to_unix(result.revoked_at),
-        "batch_id": result.batch_id or "",
-        "codes": result.codes,
-        "holders": result.holders,
-        "conversions_revoked": result.conversions_revoked,
-    }
 
 
 def sign_receipt(
@@ -383,8 +377,7 @@ def sign_receipt(
     its key is published. Raises ``ValueError`` as :func:`validity`.
     """
     iat, exp = validity(now, info)
-    claims = {"typ": RECEIPT_TYPE, "iss": HOME_REGION, **receipt_claims(result)}
-    payload = canonical_json({**claims, "iat": iat, "exp": exp})
+    payload = canonical_json(ReceiptClaims.of(result).with_validity(iat, exp).to_json())
     return Attestation(payload, info.kid, str(key.alg), key.sign(payload))
 
 
@@ -394,6 +387,7 @@ def verify_receipt(att: Attestation, trust: GatewayTrust, now: datetime) -> dict
     Raises as :func:`verify_attestation`.
     """
     key, claims = _verify_payload(att, trust, RECEIPT_TYPE, "receipt")
+    ReceiptClaims.from_json(claims)
     _check_valid(claims, key, ensure_utc(now), "receipt")
     return claims
 
@@ -411,10 +405,11 @@ def home_code_id(region: str, source: str) -> str:
     return "SD" + digest[:30]
 
 
-def sign_home_code(claims: Mapping[str, Any], kid: str, key: PrivateKey) -> str:
-    """Sign a home-province code as given. ``claims`` holds id, holder, colour, iat, exp and
-    src; :func:`issue_home_code` builds ``iat``/``exp`` by the validity rule."""
-    payload = canonical_json({"typ": HOME_CODE_TYPE, "iss": HOME_REGION, "kid": kid, **claims})
+def sign_home_code(claims: HomeCodeClaims, key: PrivateKey) -> str:
+    """Sign a home-province code as given: its key id and window included
+    (:func:`issue_home_code` states them by the validity rule). Raises ``ValueError`` for
+    claims without them."""
+    payload = canonical_json(claims.to_json())
     body = b64url_encode(payload)
     signature = key.sign(body.encode("ascii"))
     return f"{HOME_CODE_PREFIX}{body}.{b64url_encode(signature)}"
@@ -424,7 +419,7 @@ def issue_home_code(
     info: GatewayKeyInfo,
     key: PrivateKey,
     now: datetime,
-    claims: Mapping[str, Any],
+    claims: HomeCodeClaims,
     *,
     until: datetime,
 ) -> tuple[str, datetime]:
@@ -435,7 +430,7 @@ def issue_home_code(
     ``ValueError`` as :func:`validity`.
     """
     iat, exp = validity(now, info, until)
-    return sign_home_code({**claims, "iat": iat, "exp": exp}, info.kid, key), from_unix(exp)
+    return sign_home_code(claims.signed_by(info.kid, iat, exp), key), from_unix(exp)
 
 
 def home_code_kid(code: str) -> str:
@@ -468,5 +463,6 @@ def verify_home_code(code: str, trust: GatewayTrust, now: datetime) -> dict[str,
     claims = _parse_json_object(payload, "home code payload")
     if claims.get("typ") != HOME_CODE_TYPE:
         raise MalformedError("the payload is not a trustgw home-province code")
+    HomeCodeClaims.from_json(claims)
     _check_valid(claims, key, now, "code")
     return claims

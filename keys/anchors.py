@@ -61,6 +61,7 @@ class Anchor:
         require_kid(self.kid, "anchor key id")
 
     def to_json(self) -> dict[str, Any]:
+        """The anchor as a partner file lists it: ``{"kid", "public_key"}`` (a JWK)."""
         return {"kid": self.kid, "public_key": self.public_key.to_jwk()}
 
 
@@ -87,9 +88,11 @@ class AnchorSet:
 
     @property
     def kids(self) -> frozenset[str]:
+        """The key ids of the set's anchors."""
         return frozenset(a.kid for a in self.keys)
 
     def key(self, kid: str) -> Anchor | None:
+        """The anchor named ``kid``, or None when the set has none by that id."""
         for anchor in self.keys:
             if anchor.kid == kid:
                 return anchor
@@ -129,6 +132,7 @@ class AnchorSet:
         return valid
 
     def to_json(self) -> dict[str, Any]:
+        """``{"keys": [...], "threshold": k}``, as partner files and key sets carry it."""
         return {"keys": [a.to_json() for a in self.keys], "threshold": self.threshold}
 
     def fingerprint(self) -> str:
@@ -148,6 +152,13 @@ class AnchorSet:
 
     @classmethod
     def parse(cls, keys: object, threshold: object, what: str) -> AnchorSet:
+        """Read ``keys`` and ``threshold`` as a partner file or key set holds them (``what`` names
+        the document in messages).
+
+        Raises :class:`MalformedError` (not a list of 1 to MAX_ANCHORS keys, a repeated key id or
+        key, a threshold outside 1..n), :class:`AlgorithmUnsupportedError` (an anchor algorithm
+        other than EdDSA or ES256).
+        """
         if not isinstance(keys, list) or not 1 <= len(keys) <= MAX_ANCHORS:
             raise MalformedError(f"{what}: a list of 1 to {MAX_ANCHORS} keys")
         anchors: list[Anchor] = []
@@ -191,6 +202,12 @@ class PartnerFile:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> PartnerFile:
+        """Validate a parsed partner file (docs/trust-registry.md section 2).
+
+        Raises :class:`MalformedError` for a missing or unknown member, a bad region code, name,
+        mode, max_age or anchor set; :class:`AlgorithmUnsupportedError` for an anchor algorithm
+        not accepted.
+        """
         require_keys(obj, ("type", "region", "name", "mode", "max_age", "anchors", "threshold"))
         if obj["type"] != PARTNER_FILE_TYPE:
             raise MalformedError(f"the partner file's type is not {PARTNER_FILE_TYPE!r}")
@@ -215,6 +232,7 @@ class PartnerFile:
         return cls(region, anchors)
 
     def to_json(self) -> dict[str, Any]:
+        """The partner file's members (the inverse of :meth:`from_json`)."""
         return {
             "type": PARTNER_FILE_TYPE,
             "region": self.region.code,
@@ -226,4 +244,5 @@ class PartnerFile:
         }
 
     def to_bytes(self) -> bytes:
+        """The file as a partner hands it over: indented UTF-8 JSON, one trailing newline."""
         return (json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n").encode("utf-8")

@@ -82,6 +82,7 @@ class AuditEntry:
         }
 
     def compute_hash(self) -> str:
+        """SHA-256 hex over the canonical JSON of :meth:`body`: what ``hash`` must equal."""
         return hashlib.sha256(canonical_json(self.body())).hexdigest()
 
     def to_json(self) -> dict[str, Any]:

@@ -60,6 +60,9 @@ class Algorithm(StrEnum):
 
     @classmethod
     def parse(cls, value: str) -> Algorithm:
+        """The algorithm named ``value`` (JOSE name); raises :class:`AlgorithmUnsupportedError` for
+        any other.
+        """
         try:
             return cls(value)
         except ValueError:
@@ -69,6 +72,7 @@ class Algorithm(StrEnum):
 
 
 def b64url_encode(data: bytes) -> str:
+    """base64url (RFC 4648 section 5) without padding."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
@@ -110,6 +114,9 @@ class PublicKey:
 
     @classmethod
     def from_ed25519_raw(cls, raw: bytes) -> PublicKey:
+        """An Ed25519 key from its 32 raw bytes; raises :class:`MalformedError` for any other length
+        or a point that does not load.
+        """
         if len(raw) != 32:
             raise MalformedError("an Ed25519 public key has 32 bytes")
         try:
@@ -162,6 +169,11 @@ class PublicKey:
 
     @classmethod
     def from_spki(cls, der: bytes, alg: Algorithm | None = None) -> PublicKey:
+        """A key from a DER SubjectPublicKeyInfo, optionally required to be of ``alg``.
+
+        Raises :class:`MalformedError` (not SPKI), :class:`AlgorithmUnsupportedError` (a key type
+        the gateway does not accept, or not ``alg``).
+        """
         if len(der) > MAX_KEY_BYTES:
             raise MalformedError("key material larger than 16 KiB")
         if is_sm2_spki(der):
@@ -238,6 +250,8 @@ class PublicKey:
         return self.spki
 
     def to_jwk(self) -> dict[str, str]:
+        """The public key as a JWK (``OKP``/``Ed25519`` or ``EC``/``P-256``), without kid or alg;
+        raises :class:`AlgorithmUnsupportedError` for an RSA key."""
         if self.alg is Algorithm.EDDSA:
             return {"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(self.raw())}
         if self.alg in (Algorithm.ES256, Algorithm.SM2):
@@ -251,6 +265,7 @@ class PublicKey:
         raise AlgorithmUnsupportedError("RSA keys have no JWK form here")
 
     def to_pem(self) -> str:
+        """The SPKI as a PEM ``PUBLIC KEY`` block."""
         return base64_pem("PUBLIC KEY", self.spki)
 
     def fingerprint(self) -> str:
@@ -322,6 +337,9 @@ class PrivateKey:
 
     @classmethod
     def generate(cls, alg: Algorithm = Algorithm.EDDSA) -> PrivateKey:
+        """A fresh random key of ``alg`` (RSA: 2048 bits); raises :class:`AlgorithmUnsupportedError`
+        for an algorithm it cannot make.
+        """
         if alg is Algorithm.EDDSA:
             return cls(alg, nacl.signing.SigningKey.generate())
         if alg is Algorithm.ES256:
@@ -335,6 +353,9 @@ class PrivateKey:
 
     @classmethod
     def from_ed25519_seed(cls, seed: bytes) -> PrivateKey:
+        """The Ed25519 key of a 32-byte seed (deterministic: for fixed test vectors); raises
+        ``ValueError`` for another length.
+        """
         if len(seed) != 32:
             raise ValueError("an Ed25519 seed has 32 bytes")
         return cls(Algorithm.EDDSA, nacl.signing.SigningKey(seed))
@@ -362,6 +383,11 @@ class PrivateKey:
 
     @classmethod
     def from_pem(cls, pem: bytes, passphrase: bytes | None) -> PrivateKey:
+        """Load a PEM private key, decrypting it with ``passphrase`` when it is encrypted.
+
+        Raises :class:`MalformedError` (not a key, wrong passphrase),
+        :class:`AlgorithmUnsupportedError` (a key type the gateway does not sign with).
+        """
         if is_sm2_private_pem(pem):
             return cls(Algorithm.SM2, load_sm2_private_pem(pem, passphrase))
         try:
@@ -420,6 +446,7 @@ class PrivateKey:
         )
 
     def public_key(self) -> PublicKey:
+        """The matching public key."""
         if self.alg is Algorithm.EDDSA:
             return PublicKey.from_ed25519_raw(bytes(self._impl.verify_key))
         return PublicKey.from_crypto(self._impl.public_key(), self.alg)
@@ -444,6 +471,7 @@ class PrivateKey:
 
 
 def base64_pem(label: str, der: bytes) -> str:
+    """DER bytes as a PEM block labelled ``label``, 64 characters a line."""
     body = base64.encodebytes(der).decode("ascii").replace("\n", "")
     lines = [body[i : i + 64] for i in range(0, len(body), 64)]
     return f"-----BEGIN {label}-----\n" + "\n".join(lines) + f"\n-----END {label}-----\n"

@@ -18,7 +18,8 @@ Three families, and the operator's own input:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 
 class GatewayError(Exception):
@@ -49,6 +50,10 @@ class ForeignDataError(GatewayError):
 
 
 class MalformedError(ForeignDataError):
+    """The input could not be decoded: not the format, a bad encoding, a member missing, unknown or
+    of the wrong type.
+    """
+
     reason = "MALFORMED"
     default_message = "the code could not be decoded"
 
@@ -61,16 +66,24 @@ class OversizedError(MalformedError):
 
 
 class RegionUnknownError(ForeignDataError):
+    """The code's prefix names no partner region (or the region named is not one)."""
+
     reason = "REGION_UNKNOWN"
     default_message = "the code does not belong to any partner region"
 
 
 class RegionDisabledError(ForeignDataError):
+    """The code's region is known but its recognition is switched off by the operator."""
+
     reason = "REGION_DISABLED"
     default_message = "recognition of this partner region is disabled"
 
 
 class AlgorithmUnsupportedError(ForeignDataError):
+    """A signature or key algorithm the gateway does not accept (``none``, HS256, an unknown curve
+    ...).
+    """
+
     reason = "ALGORITHM_UNSUPPORTED"
     default_message = "the signature algorithm is not accepted"
 
@@ -87,46 +100,64 @@ class KeyAlgorithmMismatchError(AlgorithmUnsupportedError):
 
 
 class KeyUnknownError(ForeignDataError):
+    """No key of the code's region has the key id (or, when it names none, none verifies it)."""
+
     reason = "KEY_UNKNOWN"
     default_message = "the code was signed with a key the gateway does not know for that region"
 
 
 class KeyRevokedError(ForeignDataError):
+    """The key that signed was revoked at or before the time the code was issued."""
+
     reason = "KEY_REVOKED"
     default_message = "the code was signed with a key revoked before the code was issued"
 
 
 class KeyNotValidError(ForeignDataError):
+    """The signing key was outside its validity window when the code (or output) was issued."""
+
     reason = "KEY_NOT_VALID"
     default_message = "the signing key was not valid when the code was issued"
 
 
 class SignatureInvalidError(ForeignDataError):
+    """The signature does not verify over the signed bytes with the key named."""
+
     reason = "SIGNATURE_INVALID"
     default_message = "the signature does not verify"
 
 
 class CodeExpiredError(ForeignDataError):
+    """The code (or a signed output) is past its expiry at the time it is checked."""
+
     reason = "CODE_EXPIRED"
     default_message = "the code has expired"
 
 
 class CodeTooOldError(ForeignDataError):
+    """The code was issued longer ago than its region's maximum age allows."""
+
     reason = "CODE_TOO_OLD"
     default_message = "the code is older than the region's maximum age"
 
 
 class CodeNotYetValidError(ForeignDataError):
+    """The code (or a signed output) states an issue time after the time it is checked."""
+
     reason = "CODE_NOT_YET_VALID"
     default_message = "the code is issued in the future"
 
 
 class CodeRevokedError(ForeignDataError):
+    """The code, or its holder, is on a revocation batch effective before the check."""
+
     reason = "CODE_REVOKED"
     default_message = "the code, or its holder, has been revoked"
 
 
 class KeyUsageError(ForeignDataError):
+    """The signer's certificate or key may not sign this kind of code (EU DCC key usage)."""
+
     reason = "KEY_USAGE"
     default_message = "the signer is not allowed to sign this kind of code"
 
@@ -148,6 +179,8 @@ class RegionForbiddenError(ForeignDataError):
 
 
 class KeySetExpiredError(ForeignDataError):
+    """A key set past its ``expires`` time: it is not applied."""
+
     reason = "KEYSET_EXPIRED"
     default_message = "the key set has expired"
 
@@ -167,6 +200,10 @@ class TrustListNotYetValidError(ForeignDataError):
 
 
 class TrustListRollbackError(ForeignDataError):
+    """A trust list with a lower version than the one the verifier already trusts (rollback
+    protection).
+    """
+
     reason = "TRUSTLIST_ROLLBACK"
     default_message = "the trust list is older than the one already trusted"
 
@@ -201,6 +238,29 @@ class TimeOffsetRequiredError(TimeInvalidError):
 
     reason = "TIME_OFFSET_REQUIRED"
     default_message = "an ISO 8601 time needs a UTC offset (Z or +08:00)"
+
+
+class UsageError(GatewayError):
+    """The command line or an input file is unusable (the CLI exits with status 2)."""
+
+    reason = "USAGE"
+    default_message = "invalid usage"
+
+
+class RowError(InputError):
+    """One row of a stock-conversion file cannot be converted (docs/stock-conversion.md).
+
+    ``reason`` is the row's own reason (``BAD_DATE``, ``MISSING_FIELD``, ...), ``column`` the
+    column at fault, if one is. The message never quotes the row's values.
+    """
+
+    reason = "ROW_INVALID"
+    default_message = "the row cannot be converted"
+
+    def __init__(self, reason: str, message: str, column: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason  # type: ignore[misc]
+        self.column = column
 
 
 # --- bad requests --------------------------------------------------------------------------
@@ -241,6 +301,58 @@ class MethodUnknownError(InvalidRequestError):
     default_message = "the gateway serves no such method"
 
 
+# --- who may call --------------------------------------------------------------------------
+
+
+class PermissionDeniedError(GatewayError):
+    """The caller's certificate names a role (or region) that may not make this call."""
+
+    reason = "PERMISSION_DENIED"
+    grpc_status = "PERMISSION_DENIED"
+    default_message = "the caller's certificate does not allow this call"
+
+
+class UnauthenticatedError(GatewayError):
+    """The call carries no client certificate the gateway recognises."""
+
+    reason = "UNAUTHENTICATED"
+    grpc_status = "UNAUTHENTICATED"
+    default_message = "the call carries no client certificate the gateway recognises"
+
+
+# --- calls made by the client SDK ----------------------------------------------------------
+
+
+class GatewayRpcError(GatewayError):
+    """A call to the gateway failed (raised by the client SDK, :mod:`gateway.sdk`).
+
+    ``status`` is the gRPC status name, ``reason`` the gateway's stable reason (from the
+    ``google.rpc.ErrorInfo``, else the status name), ``request_id`` the call's id, ``metadata``
+    the ErrorInfo's details.
+    """
+
+    reason = "RPC_FAILED"
+    default_message = "the call to the gateway failed"
+
+    def __init__(
+        self,
+        status: str,
+        message: str,
+        reason: str | None = None,
+        request_id: str = "",
+        **metadata: str,
+    ) -> None:
+        super().__init__(message, **metadata)
+        self.status = status
+        self.reason = reason or status  # type: ignore[misc]
+        self.request_id = request_id
+
+    @property
+    def retryable(self) -> bool:
+        """Whether retrying can help: only ``UNAVAILABLE`` means "not processed, retry"."""
+        return self.status == "UNAVAILABLE"
+
+
 # --- registry state ------------------------------------------------------------------------
 
 
@@ -253,18 +365,24 @@ class RegistryError(GatewayError):
 
 
 class NotFoundError(RegistryError):
+    """The registry has no such region, key, version or entry."""
+
     reason = "NOT_FOUND"
     grpc_status = "NOT_FOUND"
     default_message = "no such entry in the registry"
 
 
 class AlreadyExistsError(RegistryError):
+    """An entry with the same identity but different content is already in the registry."""
+
     reason = "ALREADY_EXISTS"
     grpc_status = "ALREADY_EXISTS"
     default_message = "the entry already exists with different content"
 
 
 class StoreUnavailableError(RegistryError):
+    """The database could not be reached or locked: not processed, the caller may retry."""
+
     reason = "STORE_UNAVAILABLE"
     grpc_status = "UNAVAILABLE"
     default_message = "the registry database is not reachable"
@@ -285,11 +403,15 @@ class ReplayError(RollbackError):
 
 
 class VersionGapError(RegistryError):
+    """A key set's version is not exactly the current version plus one."""
+
     reason = "VERSION_GAP"
     default_message = "the version must be exactly the current version plus one"
 
 
 class AnchorsMissingError(NotFoundError):
+    """A statement for a region whose anchors were never installed (``trustgw partner add``)."""
+
     reason = "ANCHORS_MISSING"
     default_message = "the region has no trust anchors installed"
 
@@ -343,6 +465,8 @@ class ConfigurationError(GatewayError):
 
 
 class PassphraseError(ConfigurationError):
+    """No passphrase for the key directory, or one that does not decrypt its keys."""
+
     reason = "PASSPHRASE"
     default_message = (
         "no usable passphrase for the key directory: set TRUSTGW_PASSPHRASE or "
@@ -351,5 +475,19 @@ class PassphraseError(ConfigurationError):
 
 
 class KeyDirectoryError(ConfigurationError):
+    """The key directory is missing, unreadable, malformed or has unsafe permissions."""
+
     reason = "KEY_DIRECTORY"
     default_message = "the key directory is missing, unreadable or has unsafe permissions"
+
+
+class InvalidConfigError(ConfigurationError):
+    """The configuration has one or more problems; :attr:`problems` lists them all (each one
+    printable: ``gateway.runtime.settings.Problem``)."""
+
+    reason = "CONFIG_INVALID"
+    default_message = "the configuration is not valid"
+
+    def __init__(self, problems: Sequence[Any]) -> None:
+        self.problems: tuple[Any, ...] = tuple(problems)
+        super().__init__("; ".join(str(p) for p in problems) or self.default_message)

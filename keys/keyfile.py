@@ -69,6 +69,7 @@ class PartnerKeyFile:
 
     @property
     def public_key(self) -> PublicKey:
+        """The public half of the file's private key."""
         return self.private.public_key()
 
     def public_jwk(self) -> dict[str, str]:

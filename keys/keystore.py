@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
@@ -41,6 +41,7 @@ from keys.errors import (
     MalformedError,
     PassphraseError,
 )
+from keys.jsonutil import loads_strict
 from keys.model import KeyStatus
 from keys.timeutil import ensure_utc, parse_time, to_iso
 
@@ -153,6 +154,16 @@ def passphrase_from_env(environ: Mapping[str, str] = os.environ) -> bytes | None
     if not data:
         raise PassphraseError(f"the passphrase file {file_name} is empty")
     return data
+
+
+class Signers(Protocol):
+    """What signs the gateway's outputs (the engine's, the stock converter's): the key of
+    ``role`` that signs at ``now`` and its public description. :class:`KeyDirectory` is one."""
+
+    def signer(self, role: KeyRole, now: datetime) -> tuple[GatewayKeyInfo, PrivateKey]:
+        """The private key of ``role`` that signs at ``now``; raises
+        :class:`ConfigurationError` when there is none."""
+        ...
 
 
 class KeyDirectory:
@@ -619,8 +630,8 @@ def _read_private(path: Path) -> bytes:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        document = json.loads(_read_private(path))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        document = loads_strict(_read_private(path), max_bytes=_MAX_FILE_BYTES, max_depth=16)
+    except MalformedError as exc:
         raise KeyDirectoryError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise KeyDirectoryError(f"{path} does not hold a JSON object")

@@ -24,6 +24,10 @@ class Mode(StrEnum):
 
 
 class KeyStatus(StrEnum):
+    """A partner key's status in the registry: active, retired (still verifies what it signed in its
+    window) or revoked.
+    """
+
     ACTIVE = "active"
     RETIRED = "retired"  # no longer used for new codes; still verifies codes issued in its window
     REVOKED = "revoked"  # codes issued at or after revoked_at are refused
@@ -73,6 +77,7 @@ class RegionKey:
 
     @property
     def alg(self) -> Algorithm:
+        """The key's signature algorithm."""
         return self.public_key.alg
 
     def check_valid_at_issuance(self, issued_at: datetime) -> None:

@@ -29,9 +29,13 @@ class AnchorKeys:
     def generate(
         cls, n: int = 3, threshold: int = 2, *, alg: Algorithm = Algorithm.EDDSA, prefix: str = "a"
     ) -> AnchorKeys:
+        """``n`` fresh anchor keys of ``alg`` named ``<prefix>0`` .. ``<prefix>n-1``, of which
+        ``threshold`` must sign.
+        """
         return cls(tuple((f"{prefix}{i}", PrivateKey.generate(alg)) for i in range(n)), threshold)
 
     def anchor_set(self) -> AnchorSet:
+        """The public anchor set, as a partner file or key set states it."""
         return AnchorSet(tuple(Anchor(kid, k.public_key()) for kid, k in self.keys), self.threshold)
 
     def signers(self, kids: Iterable[str] | None = None) -> list[tuple[str, PrivateKey]]:
@@ -60,12 +64,16 @@ class PartnerSigner:
         max_age: timedelta = timedelta(days=2),
         alg: Algorithm = Algorithm.EDDSA,
     ) -> PartnerSigner:
+        """A partner region ``code`` with fresh anchors (``n`` keys, ``threshold`` to sign); raises
+        ``ValueError`` for a code that is not a region code.
+        """
         return cls(
             Region(code, f"region {code}", mode, max_age),
             AnchorKeys.generate(n, threshold, alg=alg, prefix=f"{code}-a"),
         )
 
     def partner_file(self) -> bytes:
+        """The partner file to hand over out of band (docs/trust-registry.md section 2)."""
         return PartnerFile(self.region, self.anchors.anchor_set()).to_bytes()
 
     def envelope(
@@ -86,6 +94,10 @@ class PartnerSigner:
         new_anchors: AnchorSet | None = None,
         signers: Sequence[tuple[str, PrivateKey]] | None = None,
     ) -> bytes:
+        """The envelope of a key set of ``version`` holding ``keys``, valid until ``expires``,
+        optionally rotating the anchors to ``new_anchors``; signed by ``signers`` (default: a
+        threshold of the current anchors).
+        """
         statement = KeySet(self.region.code, version, expires, tuple(keys), new_anchors)
         return self.envelope(statement.to_signed(), signers)
 
@@ -96,6 +108,9 @@ class PartnerSigner:
         *,
         signers: Sequence[tuple[str, PrivateKey]] | None = None,
     ) -> bytes:
+        """The envelope of a revocation of key ``kid``, compromised from ``compromised_at``; signed
+        by ``signers`` (default: a threshold of anchors).
+        """
         return self.envelope(
             KeyRevocation(self.region.code, kid, compromised_at).to_signed(), signers
         )

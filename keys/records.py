@@ -150,11 +150,16 @@ class InstallResult:
 
     @property
     def duplicate(self) -> bool:
+        """True when installing changed nothing (the same partner file again)."""
         return not (self.created or self.anchors_changed or self.region_changed)
 
 
 @dataclass(frozen=True)
 class CodeRevocation:
+    """One revoked code of a region (named by its :func:`keys.statements.code_hash`), revoked from
+    ``effective_at``.
+    """
+
     region: str
     code_key: str  # the keyed form of the partner's code hash (Pseudonymiser.from_code_hash)
     effective_at: datetime
@@ -162,6 +167,10 @@ class CodeRevocation:
 
 @dataclass(frozen=True)
 class HolderRevocation:
+    """One revoked holder of a region (a keyed pseudonym, never an ID number), revoked from
+    ``effective_at``.
+    """
+
     region: str
     holder: str  # keyed pseudonym
     effective_at: datetime

@@ -89,6 +89,7 @@ class Envelope:
         return cls(signed, tuple(Signature(kid, key.sign(signed)) for kid, key in signers))
 
     def to_json(self) -> dict[str, Any]:
+        """``{"signed": base64url, "signatures": [{"keyid", "sig"}]}``, as the envelope travels."""
         return {
             "signed": b64url_encode(self.signed),
             "signatures": [

@@ -68,6 +68,7 @@ class KeySetKey:
             raise ValueError(f"key {self.kid}: not_after must be later than not_before")
 
     def to_json(self) -> dict[str, Any]:
+        """The key's entry in a key set (docs/trust-registry.md section 4)."""
         return {
             "kid": self.kid,
             "alg": self.public_key.alg.value,
@@ -103,6 +104,7 @@ class KeySet:
             raise ValueError("the same key is listed twice")
 
     def to_json(self) -> dict[str, Any]:
+        """The key set's members, in the form that is signed."""
         obj: dict[str, Any] = {
             "type": KEYSET_TYPE,
             "region": self.region,
@@ -174,6 +176,7 @@ class KeyRevocation:
         object.__setattr__(self, "compromised_at", ensure_utc(self.compromised_at))
 
     def to_json(self) -> dict[str, Any]:
+        """The revocation's members, in the form that is signed."""
         return {
             "type": KEY_REVOCATION_TYPE,
             "region": self.region,
@@ -182,6 +185,7 @@ class KeyRevocation:
         }
 
     def to_signed(self) -> bytes:
+        """The canonical JSON bytes a partner signs."""
         return canonical_json(self.to_json())
 
     @classmethod
@@ -222,6 +226,7 @@ class RevocationBatch:
                 raise ValueError(f"{name} are 64 lower-case hex digits (SHA-256)")
 
     def to_json(self) -> dict[str, Any]:
+        """The batch's members, in the form that is signed."""
         return {
             "type": REVOCATIONS_TYPE,
             "region": self.region,
@@ -232,6 +237,7 @@ class RevocationBatch:
         }
 
     def to_signed(self) -> bytes:
+        """The canonical JSON bytes a partner signs."""
         return canonical_json(self.to_json())
 
     @classmethod

@@ -88,9 +88,13 @@ _T = TypeVar("_T")
 class CodeKeys(Protocol):
     """What turns code ids into code keys (:class:`keys.pseudonym.Pseudonymiser`)."""
 
-    def code_key(self, region: str, code_id: str) -> str: ...
+    def code_key(self, region: str, code_id: str) -> str:
+        """The keyed form of a partner code id, the only one stored."""
+        ...
 
-    def from_code_hash(self, hashed: str) -> str: ...
+    def from_code_hash(self, hashed: str) -> str:
+        """The code key of a partner-supplied code hash; raises ``ValueError`` for another."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ TIME_FORMS = (
 
 
 def utcnow() -> datetime:
+    """The current time, aware UTC: read once per request and passed down as ``now``."""
     return datetime.now(UTC)
 
 
@@ -58,6 +59,7 @@ def from_unix(seconds: int | float) -> datetime:
 
 
 def to_unix(value: datetime) -> int:
+    """Whole unix seconds (rounded down) of ``value``; a naive datetime is taken as UTC."""
     return int(ensure_utc(value).timestamp())
 
 
@@ -109,4 +111,5 @@ def parse_time(text: str) -> datetime:
 
 
 def to_iso(value: datetime) -> str:
+    """``value`` as ISO 8601 UTC with a ``Z``, whole seconds (``2026-03-11T08:00:00Z``)."""
     return ensure_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -46,11 +46,14 @@ from keys.errors import (
 from keys.jsonutil import canonical_json, loads_strict
 from keys.keystore import GatewayKeyInfo, KeyRole
 from keys.model import HOME_REGION, KeyStatus
-from keys.signed import Envelope, get_int, require_keys
+from keys.signed import Envelope
 from keys.timeutil import ensure_utc, from_unix, to_unix
+from keys.trustclaims import (
+    TrustListClaims,
+    TrustListDeltaClaims,
+    trustlist_claims_from_json,
+)
 
-TRUSTLIST_TYPE = "trustgw/trustlist/v1"
-TRUSTLIST_DELTA_TYPE = "trustgw/trustlist-delta/v1"
 DEFAULT_TTL = timedelta(hours=24)
 MAX_TRUSTLIST_BYTES = 1536 * 1024
 CODE_ROLE = "code"  # the role of a partner region's code-signing key in the list
@@ -98,13 +101,17 @@ def apply_delta(
 class TrustListKeys(Protocol):
     """What the publisher needs from the gateway's key directory."""
 
-    def public_keys(self) -> list[GatewayKeyInfo]: ...
+    def public_keys(self) -> list[GatewayKeyInfo]:
+        """Every published gateway key (the list's own ``370000`` entries)."""
+        ...
 
-    def signers(self, role: KeyRole, now: datetime) -> list[tuple[GatewayKeyInfo, PrivateKey]]: ...
+    def signers(self, role: KeyRole, now: datetime) -> list[tuple[GatewayKeyInfo, PrivateKey]]:
+        """Every key of ``role`` valid at ``now`` (a list is signed by each that outlasts it)."""
+        ...
 
 
 @dataclass(frozen=True)
-class SignedTrustList:
+class PublishedTrustList:
     """A signed full list or delta, as served: ``envelope`` is what goes on the wire."""
 
     version: int
@@ -115,22 +122,22 @@ class SignedTrustList:
 
 
 def sign_trustlist(
-    body: Mapping[str, Any],
-    version: int,
-    since: int | None,
+    claims: TrustListClaims | TrustListDeltaClaims,
     keys: TrustListKeys,
     now: datetime,
     ttl: timedelta,
-) -> SignedTrustList:
-    """Sign a list or delta ``body`` at ``now`` (whole seconds) by :func:`signing_plan`.
+) -> PublishedTrustList:
+    """Sign a list or delta at ``now`` (whole seconds) by :func:`signing_plan`, which states
+    its ``issued_at`` and ``expires``.
 
     Raises :class:`ConfigurationError` when no trustlist key is valid at ``now``.
     """
     issued = ensure_utc(now).replace(microsecond=0)
     signers, expires = signing_plan(keys.signers(KeyRole.TRUSTLIST, issued), issued, ttl)
-    signed = {**body, "issued_at": to_unix(issued), "expires": to_unix(expires)}
+    signed = claims.with_validity(to_unix(issued), to_unix(expires)).to_json()
     envelope = Envelope.sign(canonical_json(signed), [(i.kid, k) for i, k in signers])
-    return SignedTrustList(version, since, issued, expires, envelope.to_bytes())
+    since = claims.since if isinstance(claims, TrustListDeltaClaims) else None
+    return PublishedTrustList(claims.version, since, issued, expires, envelope.to_bytes())
 
 
 def signing_plan(
@@ -232,10 +239,13 @@ class TrustListVerifier:
 
     @property
     def current(self) -> TrustList | None:
+        """The trust list accepted last, or None before the first :meth:`verify`."""
         return self._current
 
     @property
     def trusted_kids(self) -> frozenset[str]:
+        """The ids of the trustlist keys trusted now (pinned, then as accepted lists publish
+        them)."""
         return frozenset(self._trusted)
 
     def verify(self, data: bytes, now: datetime) -> TrustList:
@@ -250,23 +260,10 @@ class TrustListVerifier:
         now = ensure_utc(now)
         envelope = Envelope.from_bytes(data)
         self._check_signature(envelope)
-        body = _parse(envelope.signed)
-        kind = body.get("type")
-        if kind == TRUSTLIST_TYPE:
-            require_keys(
-                body, ("type", "version", "issued_at", "expires", "content_digest", "content")
-            )
-        elif kind == TRUSTLIST_DELTA_TYPE:
-            require_keys(
-                body,
-                ("type", "version", "since", "issued_at", "expires", "content_digest",
-                 "regions", "upserted", "removed"),
-            )  # fmt: skip
-        else:
-            raise MalformedError(f"not a trust list: type {str(kind)[:40]!r}")
-        version = get_int(body, "version", minimum=1)
-        issued_at = from_unix(get_int(body, "issued_at"))
-        expires = from_unix(get_int(body, "expires"))
+        claims = trustlist_claims_from_json(_parse(envelope.signed))
+        version = claims.version
+        issued_at = from_unix(claims.issued_at)
+        expires = from_unix(claims.expires)
         # Only signatures by keys valid over the list's whole validity count.
         self._check_signature(envelope, issued_at, expires)
         if now < issued_at:
@@ -275,12 +272,10 @@ class TrustListVerifier:
             )
         if expires <= now:
             raise TrustListExpiredError(f"trust list version {version} expired at {expires}")
-        if kind == TRUSTLIST_TYPE:
-            content = body["content"]
-            if not isinstance(content, dict):
-                raise MalformedError("the trust list's content is not an object")
+        if isinstance(claims, TrustListClaims):
+            content = dict(claims.content)
         else:
-            content = self._apply(body)
+            content = self._apply(claims)
         if version < self._version:
             raise TrustListRollbackError(
                 f"trust list version {version} is older than version {self._version}, "
@@ -289,7 +284,7 @@ class TrustListVerifier:
                 current=str(self._version),
             )
         digest = content_digest(content)
-        if digest != body["content_digest"]:
+        if digest != claims.content_digest:
             raise TrustListConflictError(
                 f"trust list version {version} does not hash to its content digest"
             )
@@ -323,8 +318,8 @@ class TrustListVerifier:
             return
         raise SignatureInvalidError("the trust list is not signed by a trusted trustlist key")
 
-    def _apply(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        since = get_int(body, "since", minimum=1)
+    def _apply(self, delta: TrustListDeltaClaims) -> dict[str, Any]:
+        since = delta.since
         held = self._current
         if held is None or held.version != since:
             raise TrustListConflictError(
@@ -332,11 +327,8 @@ class TrustListVerifier:
                 f"{'none' if held is None else held.version}: fetch the full list",
                 since=str(since),
             )
-        regions, upserted, removed = body["regions"], body["upserted"], body["removed"]
-        if not all(isinstance(v, list) for v in (regions, upserted, removed)):
-            raise MalformedError("a delta's regions, upserted and removed are lists")
         try:
-            return apply_delta(held.content, regions, upserted, removed)
+            return apply_delta(held.content, delta.regions, delta.upserted, delta.removed)
         except (KeyError, TypeError) as exc:
             raise MalformedError(f"the delta is not valid: {exc}") from None
 

@@ -24,12 +24,11 @@ from keys.records import TrustListVersion
 from keys.registry import RegistrySnapshot
 from keys.store import Store
 from keys.timeutil import ensure_utc, to_unix
+from keys.trustclaims import TrustListClaims, TrustListDeltaClaims
 from keys.trustlist import (
     CODE_ROLE,
     DEFAULT_TTL,
-    TRUSTLIST_DELTA_TYPE,
-    TRUSTLIST_TYPE,
-    SignedTrustList,
+    PublishedTrustList,
     TrustListKeys,
     diff,
     sign_trustlist,
@@ -122,7 +121,7 @@ class TrustListPublisher:
         self._snapshot = snapshot
         self._keys = keys
         self._ttl = ttl
-        self._cached: SignedTrustList | None = None
+        self._cached: PublishedTrustList | None = None
 
     async def current(self, now: datetime) -> TrustListVersion:
         """The version of the current content, recording a new one if the content changed.
@@ -147,7 +146,7 @@ class TrustListPublisher:
                 continue
         raise ConcurrentChangeError("trust list versions kept changing; retry")
 
-    async def full(self, now: datetime) -> SignedTrustList:
+    async def full(self, now: datetime) -> PublishedTrustList:
         """The current trust list, signed. Raises :class:`keys.errors.StoreUnavailableError`,
         :class:`keys.errors.ConfigurationError` (no valid trustlist key)."""
         now = ensure_utc(now)
@@ -160,21 +159,11 @@ class TrustListPublisher:
         ):
             return cached
         content = json.loads(current.content)
-        signed = self._sign(
-            {
-                "type": TRUSTLIST_TYPE,
-                "version": current.version,
-                "content_digest": current.digest,
-                "content": content,
-            },
-            current.version,
-            None,
-            now,
-        )
+        signed = self._sign(TrustListClaims(current.version, current.digest, content), now)
         self._cached = signed
         return signed
 
-    async def delta(self, since: int, now: datetime) -> SignedTrustList:
+    async def delta(self, since: int, now: datetime) -> PublishedTrustList:
         """Changes since version ``since``, signed; the full list if ``since`` is unknown (0,
         never recorded, or newer than the current version).
 
@@ -187,22 +176,12 @@ class TrustListPublisher:
             return await self.full(now)
         old, new = json.loads(base.content), json.loads(current.content)
         upserted, removed = diff(old, new)
-        return self._sign(
-            {
-                "type": TRUSTLIST_DELTA_TYPE,
-                "version": current.version,
-                "since": since,
-                "content_digest": current.digest,
-                "regions": new["regions"],
-                "upserted": upserted,
-                "removed": removed,
-            },
-            current.version,
-            since,
-            now,
+        claims = TrustListDeltaClaims(
+            current.version, since, current.digest, new["regions"], upserted, removed
         )
+        return self._sign(claims, now)
 
     def _sign(
-        self, body: dict[str, Any], version: int, since: int | None, now: datetime
-    ) -> SignedTrustList:
-        return sign_trustlist(body, version, since, self._keys(), now, self._ttl)
+        self, claims: TrustListClaims | TrustListDeltaClaims, now: datetime
+    ) -> PublishedTrustList:
+        return sign_trustlist(claims, self._keys(), now, self._ttl)

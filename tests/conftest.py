@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from support import conformance
+from support import conformance, tiers
 from support.aio import run
 from support.codes import CodeFactory
 
@@ -87,3 +87,41 @@ def own_data_dir(dev_data_dir: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "own-gw"
     shutil.copytree(dev_data_dir, copy)
     return copy
+
+
+# --- tiers: the unit tier opens no socket and starts no process (support/tiers.py) ------------
+
+_HITS = pytest.StashKey[tiers.Hits]()
+
+
+def _integration(item: pytest.Item) -> bool:
+    return item.get_closest_marker(tiers.MARKER) is not None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """A unit-tier test runs (setup, call, teardown) under the guard."""
+    if _integration(item):
+        yield
+        return
+    with tiers.guard() as hits:
+        item.stash[_HITS] = hits
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A unit-tier test that tried to leave the process fails, even if its code swallowed the
+    refusal; the message says how to move it to the integration tier."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    hits = item.stash.get(_HITS, None)
+    if hits:
+        if not report.failed:  # (a failed report already shows the refusal)
+            report.outcome = "failed"
+            report.longrepr = (
+                f"{item.nodeid} is in the unit tier but tried to open: {'; '.join(hits)}.\n"
+                "Mark it @pytest.mark.integration (or pytestmark for its module): see "
+                "tests/support/tiers.py."
+            )
+        hits.clear()

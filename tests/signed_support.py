@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from adapters.simulator import PartnerSimulator
 from gateway import tokens
+from gateway.claims import AttestationClaims, HomeCodeClaims, PartnerSource
 from gateway.engine import Conversions, Recogniser
 from keys.keystore import KeyDirectory, KeyRole
 from keys.model import Region
@@ -95,21 +96,29 @@ RESULT = SubmissionResult(
 )
 
 
+# What the engine would sign for a green code of region 230000 (the window is set on signing).
+ATTESTATION = AttestationClaims(
+    region="230000",
+    mode="show",
+    holder="h1-x",
+    colour="green",
+    code_id="c1",
+    code_kid="K1",
+    code_iat=1,
+    code_exp=2**31,
+)
+HOME = HomeCodeClaims(id="SDx", holder="h1-x", colour="green", src=PartnerSource("230000"))
+
+
 def sign(kind: str, keys: KeyDirectory, at: datetime) -> tuple[Any, int, int]:
     """Sign one output of ``kind`` at ``at`` with the key the directory hands out for it, the
     way the engine and the partner service do: (output, iat, exp)."""
     info, key = keys.signer(ROLES[kind], at)
     if kind == "attestation":
-        att, _ = tokens.attest(info, key, at, {"colour": "green"}, until=at + LIMITS[kind])
+        att, _ = tokens.attest(info, key, at, ATTESTATION, until=at + LIMITS[kind])
         return att, *_window(att.payload)
     if kind == "home":
-        claims = {
-            "id": "SDx",
-            "holder": "h1-x",
-            "colour": "green",
-            "src_iat": to_unix(at - timedelta(hours=1)),
-            "src": {"region": "230000", "code_id": "c1"},
-        }
+        claims = replace(HOME, src_iat=to_unix(at - timedelta(hours=1)))
         code, _ = tokens.issue_home_code(info, key, at, claims, until=at + LIMITS[kind])
         body = code[len(tokens.HOME_CODE_PREFIX) :].partition(".")[0]
         return code, *_window(tokens.b64url_decode(body))

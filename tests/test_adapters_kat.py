@@ -27,6 +27,9 @@ from keys.model import RegionKey
 from keys.pseudonym import Pseudonymiser
 from keys.timeutil import parse_time
 
+# Also runs with every dependency at its floor (.ci/lowest-versions).
+pytestmark = pytest.mark.lowest
+
 HERE = Path(__file__).resolve().parent
 VECTORS = HERE / "vectors"
 PSEUDONYMISE = Pseudonymiser(b"known-answer-tests-pseudonym-key")

@@ -23,6 +23,9 @@ from keys.crypto import b64url_encode
 from keys.errors import ForeignDataError, MalformedError, OversizedError, RegionUnknownError
 from keys.pseudonym import Pseudonymiser
 
+# Also runs with every dependency at its floor (.ci/lowest-versions).
+pytestmark = pytest.mark.lowest
+
 NOW = datetime(2020, 3, 11, 8, tzinfo=UTC)
 PSEUDONYMISE = Pseudonymiser(b"malformed-tests-pseudonym-secret")
 REGIONS = [spec.code for spec in REGION_SPECS]

@@ -27,6 +27,9 @@ from keys.errors import (
 from keys.model import Mode
 from keys.pseudonym import Pseudonymiser
 
+# Also runs with every dependency at its floor (.ci/lowest-versions).
+pytestmark = pytest.mark.lowest
+
 NOW = datetime(2020, 3, 11, 8, 0, tzinfo=UTC)
 PSEUDONYMISE = Pseudonymiser(b"adapter-tests-pseudonym-secret!!")
 REGIONS = [spec.code for spec in REGION_SPECS]

@@ -222,6 +222,7 @@ def test_parser_builds_without_side_effects() -> None:
     assert build_parser().prog == "trustgw"
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_every_decision_is_as_expected(capsys) -> None:
     assert main(["demo"]) == 0

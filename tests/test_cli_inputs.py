@@ -27,7 +27,7 @@ import pytest
 from cli_support import Ran, trustgw
 from support.clock import REAL_NOW
 
-from gateway.cli import _common, _partner_rpc, _registry, build_parser
+from gateway.cli import _common, _partner_rpc, _store, build_parser
 from gateway.cli import audit as cli_audit
 from gateway.cli import keys as cli_keys
 from gateway.cli import pki as cli_pki
@@ -81,7 +81,7 @@ TYPE_KINDS: dict[Any, str] = {
     _common.time_type: "time",
     cli_verify._time: "time",
     _common.kid_type: "kid",
-    _registry.region_arg: "region",
+    _store.region_arg: "region",
     _common.existing_data_dir_type: "data_dir",
     _common.data_dir_type: "new_dir",
     _common.path_type: "path",
@@ -633,6 +633,7 @@ def test_the_walker_feeds_every_kind_of_malformed_value() -> None:
 
 
 
+@pytest.mark.integration
 def test_a_real_process_prints_exactly_one_line(
     files: Files, tmp_path: Path
 ) -> None:

@@ -34,6 +34,9 @@ from adapters.codecs.encoding import (
 from keys.errors import ForeignDataError, MalformedError, OversizedError
 from keys.keyid import check_kid
 
+# Also runs with every dependency at its floor (.ci/lowest-versions).
+pytestmark = pytest.mark.lowest
+
 # --- base45 -----------------------------------------------------------------------------------
 
 

@@ -42,6 +42,9 @@ from keys.errors import (
 from keys.model import RegionKey
 from keys.pseudonym import Pseudonymiser
 
+# Also runs with every dependency at its floor (.ci/lowest-versions).
+pytestmark = pytest.mark.lowest
+
 NOW = datetime(2020, 3, 11, 8, tzinfo=UTC)
 PSEUDONYMISE = Pseudonymiser(b"envelope-tests-pseudonym-secret!")
 ED_KEY = PrivateKey.from_ed25519_seed(hashlib.sha256(b"trustgw-test-envelopes-ed").digest())

@@ -10,7 +10,8 @@ import pytest
 
 from gateway.cli import main
 from gateway.runtime import settings as config
-from gateway.runtime.settings import InvalidConfigError, Settings, check_file, load
+from gateway.runtime.settings import Settings, check_file, load
+from keys.errors import InvalidConfigError
 
 FULL = """
 data_dir = "/var/lib/trustgw"
@@ -284,6 +285,7 @@ def test_the_gateway_config_carries_every_setting(tmp_path: Path) -> None:
     assert gc.trustlist_ttl == timedelta(hours=2)
 
 
+@pytest.mark.integration
 def test_the_trust_list_lifetime_reaches_the_server(prepared_dir) -> None:
     from datetime import timedelta
 

@@ -22,6 +22,9 @@ from support.conformance import ROOT, absent, needs
 from adapters.credentials import shc
 from gateway.cli import main
 
+# Also runs with every dependency at its floor (.ci/lowest-versions).
+pytestmark = pytest.mark.lowest
+
 DCC = ROOT / "dcc"
 SHC = ROOT / "shc"
 

@@ -98,6 +98,7 @@ def test_in_process_a_code_that_did_not_verify_has_no_colour(
         assert (decision.mode, decision.region) == (SHOW.mode, SHOW.code)
 
 
+@pytest.mark.integration
 def test_over_grpc_refused_verified_codes_carry_their_colour(tmp_path, prepared_dir, simulator):
     """Every reason after verification, over mTLS, including CODE_REVOKED; and none before."""
     data_dir = prepared_dir(NOW)
@@ -138,6 +139,7 @@ def test_over_grpc_refused_verified_codes_carry_their_colour(tmp_path, prepared_
         assert not response.recognised and not response.HasField("attestation")
 
 
+@pytest.mark.integration
 def test_over_grpc_a_stream_carries_the_colour_too(prepared_dir, codes) -> None:
     data_dir = prepared_dir(NOW)
     make = codes(CONVERT.code, NOW)

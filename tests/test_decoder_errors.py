@@ -20,6 +20,9 @@ from adapters.credentials import hc1, region, step
 from adapters.simulator import InMemoryKeys
 from keys.errors import MalformedError
 
+# Also runs with every dependency at its floor (.ci/lowest-versions).
+pytestmark = pytest.mark.lowest
+
 ID_NUMBER = "110101199003070011"
 
 

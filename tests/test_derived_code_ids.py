@@ -25,6 +25,9 @@ from keys.errors import MalformedError
 from keys.pseudonym import Pseudonymiser
 from keys.statements import code_hash
 
+# Also runs with every dependency at its floor (.ci/lowest-versions).
+pytestmark = pytest.mark.lowest
+
 HERE = Path(__file__).resolve().parent
 DOC = (HERE.parent / "docs" / "partners.md").read_text(encoding="utf-8")
 PSEUDONYMISE = Pseudonymiser(b"derived-code-id-tests-secret-key")

@@ -17,7 +17,7 @@ from support.clock import T0
 from adapters.base import Colour
 from adapters.regions import REGION_SPECS
 from gateway import tokens
-from gateway.engine import Conversions, Decision, Recogniser
+from gateway.engine import Conversions, Recogniser, Recognition
 from keys.keystore import KeyDirectory
 from keys.model import Mode
 from keys.pseudonym import Pseudonymiser
@@ -63,8 +63,8 @@ class Engine:
         )
 
 
-def decide(data_dir: Path, *codes: str, now: datetime = NOW, hint: str = "") -> list[Decision]:
-    async def scenario() -> list[Decision]:
+def decide(data_dir: Path, *codes: str, now: datetime = NOW, hint: str = "") -> list[Recognition]:
+    async def scenario() -> list[Recognition]:
         async with Engine(data_dir) as engine:
             return [await engine.recogniser.recognise(c, now, hint) for c in codes]
 
@@ -159,7 +159,7 @@ def test_concurrent_conversions_of_one_code_create_one_record(codes, prepared_di
     data_dir = prepared_dir(NOW)
     code = codes(_convert_region(), NOW)()
 
-    async def scenario() -> tuple[list[Decision], int]:
+    async def scenario() -> tuple[list[Recognition], int]:
         async with Engine(data_dir) as engine:
             decisions = await asyncio.gather(
                 *(engine.recogniser.recognise(code, NOW) for _ in range(20))
@@ -304,7 +304,7 @@ def test_attestation_never_outlives_its_signing_key(codes, prepared_dir) -> None
             info, key = self._keys.signer(role, now)
             return dataclasses.replace(info, not_after=key_end), key
 
-    async def scenario() -> Decision:
+    async def scenario() -> Recognition:
         async with Engine(data_dir) as engine:
             recogniser = Recogniser(
                 lambda: engine.registry.snapshot,

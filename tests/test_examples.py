@@ -8,11 +8,14 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
 from support.aio import run, serving
 
 from adapters.regions import REGION_SPECS
 from gateway.pki import TlsFiles
 from keys.model import Mode
+
+pytestmark = pytest.mark.integration  # a real server (tests/support/tiers.py)
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"

@@ -29,6 +29,7 @@ from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import registry_pb2 as rpb
 
 pytestmark = [
+    pytest.mark.integration,
     pytest.mark.slow,
     pytest.mark.doc(
         'api.md "The order of checks on every call"',

@@ -25,6 +25,9 @@ from keys.crypto import PrivateKey
 from keys.errors import MalformedError
 from keys.model import RegionKey
 
+# Also runs with every dependency at its floor (.ci/lowest-versions).
+pytestmark = pytest.mark.lowest
+
 T0 = 1_622_548_800  # 2021-06-01T12:00:00Z
 KEY = PrivateKey.from_p256_scalar(b"\x05" * 32)
 CERT = certificate(KEY, [EKU_TEST])

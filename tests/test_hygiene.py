@@ -122,3 +122,47 @@ def test_no_test_sleeps_reads_the_real_clock_or_imports_conftest() -> None:
                 found.append(f"tests/{rel}:{line}: {rule}")
     assert found == [], "\n".join(found)
     assert used == set(ALLOWED), f"stale exceptions: {set(ALLOWED) - used}"
+
+
+# --- the tiers (tests/support/tiers.py) ---------------------------------------------------------
+
+
+def test_the_unit_tier_guard_refuses_sockets_grpc_and_processes_but_not_asyncio() -> None:
+    """What the guard around every unit-tier test refuses, and that it records each refusal
+    (so that code which swallows the error still fails its test)."""
+    import asyncio
+    import socket
+    import subprocess
+    import sys
+
+    import grpc.aio
+    from support import tiers
+
+    before = (socket.socket, subprocess.Popen, grpc.aio.insecure_channel, grpc.aio.server)
+    with tiers.guard() as hits:
+        with pytest.raises(tiers.UnitTierError):
+            socket.socket()
+        with pytest.raises(tiers.UnitTierError):
+            socket.create_connection(("127.0.0.1", 9))
+        with pytest.raises(tiers.UnitTierError):
+            grpc.aio.insecure_channel("127.0.0.1:9")
+        with pytest.raises(tiers.UnitTierError):
+            grpc.aio.server()
+        with pytest.raises(tiers.UnitTierError):
+            subprocess.run([sys.executable, "-c", "pass"], check=False)
+        a, b = socket.socketpair()  # AF_UNIX: what asyncio's event loop needs
+        a.close()
+        b.close()
+        assert asyncio.run(asyncio.sleep(0, "ran")) == "ran"
+    assert len(hits) == 5
+    # restored on the way out (this test itself runs under the guard of its tier)
+    assert (socket.socket, subprocess.Popen, grpc.aio.insecure_channel, grpc.aio.server) == before
+
+
+@pytest.mark.integration
+def test_an_integration_test_may_open_a_socket() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        assert s.getsockname()[1] > 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -259,3 +260,23 @@ def test_an_integer_of_5000_digits_is_malformed_not_a_crash() -> None:
 def test_the_messages_name_the_input() -> None:
     with pytest.raises(MalformedError, match="the trust file is not valid JSON"):
         _loads(b"{", what="trust file")
+
+
+# --- the gateway's own files go through the same parser --------------------------------------
+
+
+def test_a_key_directory_manifest_with_a_repeated_member_is_a_key_directory_error(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime
+
+    from keys.errors import KeyDirectoryError
+    from keys.keystore import MANIFEST, KeyDirectory
+
+    now = datetime(2026, 3, 11, tzinfo=UTC)
+    KeyDirectory.create(tmp_path / "keys", dev=True, passphrase=None, now=now)
+    manifest = tmp_path / "keys" / MANIFEST
+    text = manifest.read_text(encoding="utf-8")
+    manifest.write_text(text.replace("{", '{"dev": true, ', 1), encoding="utf-8")
+    with pytest.raises(KeyDirectoryError, match="repeats a member name"):
+        KeyDirectory.open(tmp_path / "keys", passphrase=None, now=now)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
+import pytest
 from support.aio import run, serving
 from support.clock import REAL_NOW
 from support.wait import eventually
@@ -160,6 +161,7 @@ def test_a_watcher_that_does_not_read_delays_a_new_key_only_until_the_push_timeo
     assert "did not take version" in caplog.text
 
 
+@pytest.mark.integration
 def test_over_grpc_every_response_signed_by_a_new_key_arrives_after_the_watcher_had_it(
     prepared_dir, codes, capsys
 ) -> None:

@@ -129,6 +129,7 @@ def test_partner_files_take_anchors_of_either_algorithm(tmp_path: Path) -> None:
     assert scenario(tmp_path / "r.db", body) is True
 
 
+@pytest.mark.integration
 def test_partner_service_refuses_a_mismatched_key_as_invalid_argument(
     prepared_dir, tmp_path: Path
 ) -> None:

@@ -25,6 +25,7 @@ NOW = REAL_NOW  # a serving gateway reads the real clock
 REGION = REGION_SPECS[0].code
 
 
+@pytest.mark.integration
 @pytest.mark.doc('api.md "Metadata"')
 def test_request_id_is_returned_and_metrics_are_scraped(codes, prepared_dir) -> None:
     data_dir = prepared_dir(NOW)
@@ -74,6 +75,7 @@ def test_request_id_is_returned_and_metrics_are_scraped(codes, prepared_dir) -> 
     assert "trustgw_registry_version" in metrics
 
 
+@pytest.mark.integration
 @pytest.mark.doc('api.md "Health"')
 def test_health_turns_not_serving_when_the_store_is_unreachable(prepared_dir) -> None:
     data_dir = prepared_dir(NOW)

@@ -124,6 +124,7 @@ def workdir(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
     yield tmp_path, env
 
 
+@pytest.mark.integration
 def test_the_onboarding_walkthrough_runs_as_written(
     workdir: tuple[Path, dict[str, str]],
 ) -> None:

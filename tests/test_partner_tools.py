@@ -693,6 +693,7 @@ def test_a_code_is_signed_with_a_signing_key_not_an_anchor(
 # --- calling a gateway ------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_an_unreachable_gateway_is_one_line_unavailable_and_a_receipt_file_is_never_overwritten(
     kit: Path, capsys: pytest.CaptureFixture[str], dev_data_dir: Path, beijing: list[str]
 ) -> None:

@@ -235,6 +235,7 @@ def test_commands_without_a_ca_say_how_to_make_one(
     assert one_line_error(ran) == "CONFIGURATION" and "trustgw pki init" in ran.err
 
 
+@pytest.mark.integration
 def test_a_gateway_serves_a_reissued_certificate_under_the_names_given(
     prepared_dir, capsys: pytest.CaptureFixture[str]
 ) -> None:

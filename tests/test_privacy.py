@@ -91,6 +91,7 @@ def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
+@pytest.mark.integration
 def test_no_personal_identifier_is_stored_or_logged(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -181,6 +182,7 @@ def test_the_needles_would_be_found(tmp_path: Path) -> None:
     assert _found(hashlib.sha256(name.encode()).hexdigest().encode(), _needles())
 
 
+@pytest.mark.integration
 def test_nothing_personal_in_a_live_database_and_its_wal(
     codes: Any,
     prepared_dir: Any,

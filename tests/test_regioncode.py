@@ -78,7 +78,7 @@ def test_a_statement_naming_a_region_in_other_digits_is_malformed(value: str) ->
 
 
 def test_the_cli_region_argument_refuses_other_scripts_digits() -> None:
-    from gateway.cli._registry import region_arg
+    from gateway.cli._store import region_arg
 
     assert region_arg("110000") == "110000"
     with pytest.raises(argparse.ArgumentTypeError):

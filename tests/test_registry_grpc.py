@@ -34,6 +34,8 @@ from keys.errors import GatewayError
 from keys.partner import PartnerSigner
 from keys.trustlist import PinnedKey, TrustListVerifier
 
+pytestmark = pytest.mark.integration  # a real server (tests/support/tiers.py)
+
 T = TypeVar("T")
 HOUR = timedelta(hours=1)
 Body = Callable[[Any, dict[str, Client]], Awaitable[T]]

@@ -35,6 +35,8 @@ from gateway.pki import TlsFiles
 from keys.signed import Envelope
 from keys.trustlist import PinnedKey, TrustListVerifier
 
+pytestmark = pytest.mark.integration  # a real server (tests/support/tiers.py)
+
 WORKERS = 8
 
 

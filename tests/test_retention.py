@@ -217,6 +217,7 @@ def test_recognition_log_keeps_entries_while_the_store_is_down_within_bounds() -
     ]
 
 
+@pytest.mark.integration
 def test_the_server_logs_every_decision_without_raw_identifiers(
     codes: Any, prepared_dir: Any
 ) -> None:

@@ -17,7 +17,7 @@ from trust_support import DAY, SECRET, T0, Harness, harness, key
 
 from adapters.base import Colour
 from adapters.simulator import PartnerIssuer, fake_holder
-from gateway.engine import Conversions, Decision, Recogniser
+from gateway.engine import Conversions, Recogniser, Recognition
 from keys.errors import GatewayError
 from keys.keystore import KeyDirectory
 from keys.model import Mode
@@ -73,7 +73,7 @@ class World:
     recogniser: Recogniser
     conversions: Conversions
 
-    async def decide(self, code: str, now: datetime) -> Decision:
+    async def decide(self, code: str, now: datetime) -> Recognition:
         return await self.recogniser.recognise(code, now)
 
     async def submit(self, r: Region, kind: str, envelope: bytes, now: datetime = T0) -> object:

@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import grpc
+import pytest
 from support.aio import run, serving
 from support.clock import REAL_NOW
 from support.wait import eventually
@@ -15,6 +16,8 @@ from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.cli import main
 from keys.model import Mode
+
+pytestmark = pytest.mark.integration  # a real server (tests/support/tiers.py)
 
 NOW = REAL_NOW  # a serving gateway reads the real clock
 CONVERT = next(s.code for s in REGION_SPECS if s.mode is Mode.CONVERT)

@@ -29,6 +29,7 @@ from gateway.sdk import (
     GatewayRpcError,
     RetryPolicy,
 )
+from gateway.sdk.client import error_from_grpc
 from keys.model import Mode
 
 NOW = REAL_NOW  # a serving gateway reads the real clock
@@ -39,6 +40,7 @@ KEYS = "/gateway.api.v1.RecognitionService/GetGatewayKeys"
 KEYS_REQUEST = pb.GetGatewayKeysRequest()
 
 
+@pytest.mark.integration
 @pytest.mark.doc('verifying.md "Python API"')
 def test_recognise_returns_plain_data_that_verifies_offline(codes, prepared_dir) -> None:
     data_dir = prepared_dir(NOW)
@@ -66,6 +68,7 @@ def test_recognise_returns_plain_data_that_verifies_offline(codes, prepared_dir)
     assert again.converted == first.converted  # idempotent: the same code, the same conversion
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("kind", "reason"),
     [
@@ -94,6 +97,7 @@ def test_a_refusal_is_a_decision_not_an_exception(codes, prepared_dir, kind, rea
     assert decision.attestation is None and decision.converted is None
 
 
+@pytest.mark.integration
 def test_invalid_request_raises_with_the_gateways_reason(prepared_dir) -> None:
     data_dir = prepared_dir(NOW)
 
@@ -111,6 +115,7 @@ def test_invalid_request_raises_with_the_gateways_reason(prepared_dir) -> None:
     assert not error.retryable
 
 
+@pytest.mark.integration
 def test_recognise_many_answers_in_order(codes, prepared_dir) -> None:
     data_dir = prepared_dir(NOW)
     show, convert = codes(SHOW, NOW), codes(CONVERT, NOW)
@@ -129,6 +134,7 @@ def test_recognise_many_answers_in_order(codes, prepared_dir) -> None:
     assert len({d.server_request_id for d in decisions}) == 1  # one stream
 
 
+@pytest.mark.integration
 def test_the_blocking_client(codes, prepared_dir) -> None:
     data_dir = prepared_dir(NOW)
     code = codes(SHOW, NOW)()
@@ -149,6 +155,7 @@ def test_the_blocking_client(codes, prepared_dir) -> None:
     assert keys >= 2
 
 
+@pytest.mark.integration
 def test_the_trust_list_is_served_signed(prepared_dir) -> None:
     data_dir = prepared_dir(NOW)
 
@@ -177,6 +184,7 @@ def pki(tmp_path: Path) -> dict[str, TlsFiles]:
     return files
 
 
+@pytest.mark.integration
 @pytest.mark.doc('api.md "Who may call what"')
 def test_mutual_tls_roles(codes, prepared_dir, pki) -> None:
     data_dir = prepared_dir(NOW)
@@ -224,6 +232,7 @@ class _SignallingPolicy(RetryPolicy):
         return super().backoff(attempt, rng)
 
 
+@pytest.mark.integration
 def test_unavailable_is_retried_until_the_gateway_comes_up(codes, prepared_dir) -> None:
     from gateway.grpc.server import build_server
     from gateway.runtime.config import GatewayConfig
@@ -252,6 +261,7 @@ def test_unavailable_is_retried_until_the_gateway_comes_up(codes, prepared_dir) 
     assert run(scenario()).recognised
 
 
+@pytest.mark.integration
 @pytest.mark.doc('api.md "Deadlines"')
 def test_the_deadline_bounds_all_attempts() -> None:
     port = _free_port()  # nothing listens
@@ -287,6 +297,7 @@ def _error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details="x")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("status", "idempotent", "attempts"),
     [
@@ -321,6 +332,7 @@ def test_which_failures_are_retried(status, idempotent, attempts) -> None:
     assert all(t is not None and 0 < t <= 5 for t in calls)  # each attempt has a deadline
 
 
+@pytest.mark.integration
 def test_a_retry_that_succeeds_returns_the_servers_request_id() -> None:
     outcomes: list[Any] = [_error(grpc.StatusCode.UNAVAILABLE)] * 2 + ["answer"]
 
@@ -371,6 +383,7 @@ class _FakeStream:
         return grpc.aio.Metadata(("x-request-id", "stream-srv"))
 
 
+@pytest.mark.integration
 def test_recognise_many_resends_only_the_unanswered_codes_after_unavailable() -> None:
     sent: list[list[str]] = []
     plan = [(2, _error(grpc.StatusCode.UNAVAILABLE)), (10, None)]
@@ -393,6 +406,7 @@ def test_recognise_many_resends_only_the_unanswered_codes_after_unavailable() ->
     assert decisions[-1].server_request_id == "stream-srv"
 
 
+@pytest.mark.integration
 def test_recognise_many_does_not_retry_other_failures() -> None:
     calls = []
 
@@ -449,7 +463,7 @@ def test_a_request_over_its_methods_limit_is_refused_before_it_is_sent(codes, pr
                             raw, timeout=10
                         )
                     except grpc.aio.AioRpcError as exc:
-                        server = GatewayRpcError.from_grpc(exc)
+                        server = error_from_grpc(exc)
                 return info.value, server, batch, counted
 
     local, server, batch, counted = run(scenario())

@@ -21,6 +21,8 @@ from keys.model import Mode
 from keys.registry import KeyRegistry
 from keys.store import SQLiteStore
 
+pytestmark = pytest.mark.integration  # a real server (tests/support/tiers.py)
+
 NOW = REAL_NOW  # a serving gateway reads the real clock
 SHOW = next(s.code for s in REGION_SPECS if s.mode is Mode.SHOW)
 CONVERT = next(s.code for s in REGION_SPECS if s.mode is Mode.CONVERT)

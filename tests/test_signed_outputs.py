@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from signed_support import KINDS, LIMITS, ROLES, engine, fresh_data_dir, sign, verify
+from signed_support import (
+    ATTESTATION,
+    HOME,
+    KINDS,
+    LIMITS,
+    ROLES,
+    engine,
+    fresh_data_dir,
+    sign,
+    verify,
+)
 from support.aio import run
 from support.clock import T0
 
@@ -27,6 +37,7 @@ from keys.keystore import DEFAULT_ACTIVATION_DELAY, KeyDirectory, KeyRole
 from keys.model import Mode
 from keys.registry import RegistrySnapshot
 from keys.timeutil import to_iso, to_unix
+from keys.trustclaims import TrustListClaims
 from keys.trustlist import PinnedKey, TrustListVerifier, content_digest, sign_trustlist
 from keys.trustpublisher import build_content
 
@@ -277,11 +288,12 @@ def test_a_window_the_signing_rule_never_states_is_refused(
         tmp_path / "keys", dev=True, passphrase=None, now=T0, validity=VALIDITY
     )
     info, key = keys.signer(ROLES[kind], T0)
-    claims = {"colour": "green", "iat": to_unix(T0 + iat), "exp": to_unix(T0 + exp)}
+    window = {"iat": to_unix(T0 + iat), "exp": to_unix(T0 + exp)}
     if kind == "attestation":
+        claims = dataclasses.replace(ATTESTATION, **window)
         output: Any = tokens.sign_attestation(claims, info.kid, key)
     else:
-        output = tokens.sign_home_code({**claims, "id": "SDx", "src": {}}, info.kid, key)
+        output = tokens.sign_home_code(dataclasses.replace(HOME, kid=info.kid, **window), key)
     at = T0 + max(iat, timedelta(0))
     assert reason(lambda: verify(kind, output, trust_of(keys), at)) == expected
 
@@ -291,13 +303,8 @@ def test_a_window_the_signing_rule_never_states_is_refused(
 
 def signed_list(keys: KeyDirectory, at: datetime, ttl: timedelta = DAY) -> Any:
     content = build_content(RegistrySnapshot(1, {}), keys.public_keys())
-    body = {
-        "type": "trustgw/trustlist/v1",
-        "version": 1,
-        "content_digest": content_digest(content),
-        "content": content,
-    }
-    return sign_trustlist(body, 1, None, keys, at, ttl)
+    claims = TrustListClaims(1, content_digest(content), content)
+    return sign_trustlist(claims, keys, at, ttl)
 
 
 def list_reason(data: bytes, pinned: list[PinnedKey], at: datetime) -> str:
@@ -401,6 +408,7 @@ def test_gateway_keys_from_a_verified_trust_list_verify_what_the_gateway_signs(
 # --- receipts, over gRPC --------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.doc('verifying.md "Submission receipts"')
 def test_every_receipt_is_signed_and_verifies_offline_with_every_published_form_of_the_keys(
     tmp_path: Path, prepared_dir, simulator

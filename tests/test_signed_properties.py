@@ -29,8 +29,8 @@ from keys.keystore import DEFAULT_ACTIVATION_DELAY, GatewayKeyInfo, KeyDirectory
 from keys.registry import RegistrySnapshot
 from keys.signed import Envelope
 from keys.timeutil import to_unix
+from keys.trustclaims import TrustListClaims
 from keys.trustlist import (
-    TRUSTLIST_TYPE,
     PinnedKey,
     TrustList,
     TrustListVerifier,
@@ -200,14 +200,9 @@ def test_tokens_verify_exactly_within_their_stated_validity(
                 assert result == KeyRevokedError.reason, (kind, at, result)
 
 
-def list_body(infos: list[GatewayKeyInfo]) -> dict[str, Any]:
+def list_claims(infos: list[GatewayKeyInfo]) -> TrustListClaims:
     content = build_content(RegistrySnapshot(1, {}), infos)
-    return {
-        "type": TRUSTLIST_TYPE,
-        "version": 1,
-        "content_digest": content_digest(content),
-        "content": content,
-    }
+    return TrustListClaims(1, content_digest(content), content)
 
 
 @pytest.mark.doc('verifying.md "Verifying what the gateway signs, offline"')
@@ -232,7 +227,7 @@ def test_trust_lists_verify_exactly_within_their_stated_validity(
             valid_now = [i for i, _ in timeline.keys.signers(KeyRole.TRUSTLIST, at)]
             try:
                 signed = sign_trustlist(
-                    list_body(timeline.keys.public_keys()), 1, None, timeline.keys, at, ttl
+                    list_claims(timeline.keys.public_keys()), timeline.keys, at, ttl
                 )
             except ConfigurationError:
                 assert not valid_now

@@ -23,9 +23,9 @@ from gateway import tokens
 from gateway.cli import main
 from gateway.stock.converter import StockConverter
 from gateway.stock.progress import Progress
-from gateway.stock.rows import COLUMNS, Certificate, RowError, parse_row
+from gateway.stock.rows import COLUMNS, Certificate, parse_row
 from gateway.stock.rules import decide
-from keys.errors import ConcurrentChangeError
+from keys.errors import ConcurrentChangeError, RowError
 from keys.keystore import KeyDirectory
 from keys.personal import StockBatch
 from keys.pseudonym import Pseudonymiser
@@ -480,6 +480,7 @@ def test_the_sample_file_has_the_documented_columns(tmp_path: Path) -> None:
         assert f"`{column}`" in doc
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("signame", ["SIGKILL", "SIGINT"])
 def test_a_killed_conversion_resumes_and_converts_every_row_once(
     data_dir: Path, tmp_path: Path, capsys: Any, signame: str

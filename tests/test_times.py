@@ -142,7 +142,8 @@ def test_verify_keeps_fractional_unix_seconds(capsys: pytest.CaptureFixture[str]
 
 def test_a_stock_row_time_without_an_offset_is_a_bad_row() -> None:
     """docs/stock-conversion.md: issued_at / expires_at follow the same rule (BAD_TIME)."""
-    from gateway.stock.rows import RowError, _time
+    from gateway.stock.rows import _time
+    from keys.errors import RowError
 
     with pytest.raises(RowError) as caught:
         _time({"issued_at": "2026-03-01T09:00:00"}, "issued_at")

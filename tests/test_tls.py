@@ -15,8 +15,9 @@ from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.cli import main
-from gateway.pki import DevCA, Peer, PermissionDeniedError, Role, TlsFiles
+from gateway.pki import DevCA, Peer, Role, TlsFiles
 from gateway.sdk.channel import aio_channel
+from keys.errors import PermissionDeniedError
 
 NOW = REAL_NOW  # a serving gateway reads the real clock
 REGION = REGION_SPECS[0].code
@@ -60,12 +61,14 @@ def _call(data_dir: Path, pki: dict[str, TlsFiles], client: str | None, code: st
     return run(scenario())
 
 
+@pytest.mark.integration
 def test_a_verifier_certificate_may_recognise(codes, prepared_dir, pki) -> None:
     result = _call(prepared_dir(NOW), pki, "verifier", codes(REGION, NOW)())
     assert isinstance(result, pb.RecogniseResponse)
     assert result.reason == "RECOGNISED"
 
 
+@pytest.mark.integration
 def test_a_partner_certificate_may_not_recognise(codes, prepared_dir, pki) -> None:
     result = _call(prepared_dir(NOW), pki, "partner", codes(REGION, NOW)())
     assert isinstance(result, grpc.aio.AioRpcError)
@@ -76,12 +79,14 @@ def test_a_partner_certificate_may_not_recognise(codes, prepared_dir, pki) -> No
     assert info.reason == "PERMISSION_DENIED"
 
 
+@pytest.mark.integration
 def test_a_certificate_without_a_role_is_unauthenticated(codes, prepared_dir, pki) -> None:
     result = _call(prepared_dir(NOW), pki, "no-role", codes(REGION, NOW)())
     assert isinstance(result, grpc.aio.AioRpcError)
     assert result.code() is grpc.StatusCode.UNAUTHENTICATED
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "client",
     [pytest.param(None, id="no-client-certificate"), pytest.param("foreign", id="other-ca")],

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from gateway import tokens
+from gateway.claims import AttestationClaims, HomeCodeClaims, PartnerSource
 from keys.crypto import PrivateKey, b64url_decode, b64url_encode
 from keys.errors import (
     CodeExpiredError,
@@ -43,16 +46,21 @@ def trust(keys: dict[str, PrivateKey]) -> tokens.GatewayTrust:
     )
 
 
-def _attest(keys: dict[str, PrivateKey], **claims: object) -> tokens.Attestation:
-    base = {
-        "holder": "h1-x",
-        "colour": "green",
-        "iat": int(NOW.timestamp()),
-        "exp": int((NOW + timedelta(hours=1)).timestamp()),
-    }
-    base.update(claims)
+def _attest(keys: dict[str, PrivateKey], **claims: Any) -> tokens.Attestation:
+    base = AttestationClaims(
+        region="110000",
+        mode="show",
+        holder="h1-x",
+        colour="green",
+        code_id="c1",
+        code_kid="K1",
+        code_iat=int(NOW.timestamp()) - 60,
+        code_exp=int((NOW + timedelta(hours=2)).timestamp()),
+        iat=int(NOW.timestamp()),
+        exp=int((NOW + timedelta(hours=1)).timestamp()),
+    )
     key = keys["attest"]
-    return tokens.sign_attestation(base, key.public_key().fingerprint(), key)
+    return tokens.sign_attestation(replace(base, **claims), key.public_key().fingerprint(), key)
 
 
 @pytest.mark.doc('verifying.md "Python API"')
@@ -108,10 +116,13 @@ def test_tampered_attestation_is_refused(keys, trust, mutate, error) -> None:
 def test_attestation_signed_by_the_issue_key_is_not_an_attestation(keys, trust) -> None:
     key = keys["issue"]
     att = tokens.sign_attestation(
-        {"iat": int(NOW.timestamp()), "exp": int(NOW.timestamp()) + 60},
+        AttestationClaims(
+            "110000", "show", "h1-x", "green", "c1", "K1", 1, 2,
+            iat=int(NOW.timestamp()), exp=int(NOW.timestamp()) + 60,
+        ),
         key.public_key().fingerprint(),
         key,
-    )
+    )  # fmt: skip
     with pytest.raises(KeyUnknownError):
         tokens.verify_attestation(att, trust, NOW)
 
@@ -134,18 +145,19 @@ def test_attestation_from_a_key_outside_its_validity_is_refused(keys, trust) -> 
         tokens.verify_attestation(att, trust, late)
 
 
-def _home(keys: dict[str, PrivateKey], **claims: object) -> str:
-    base = {
-        "id": tokens.home_code_id("110000", "c1"),
-        "holder": "h1-x",
-        "colour": "green",
-        "iat": int(NOW.timestamp()),
-        "exp": int((NOW + timedelta(hours=1)).timestamp()),
-        "src": {"region": "110000", "code_id": "c1"},
-    }
-    base.update(claims)
+def _home(keys: dict[str, PrivateKey], **claims: Any) -> str:
     key = keys["issue"]
-    return tokens.sign_home_code(base, key.public_key().fingerprint(), key)
+    base = HomeCodeClaims(
+        id=tokens.home_code_id("110000", "c1"),
+        holder="h1-x",
+        colour="green",
+        src=PartnerSource("110000", "c1"),
+        src_iat=int(NOW.timestamp()) - 60,
+        kid=key.public_key().fingerprint(),
+        iat=int(NOW.timestamp()),
+        exp=int((NOW + timedelta(hours=1)).timestamp()),
+    )
+    return tokens.sign_home_code(replace(base, **claims), key)
 
 
 @pytest.mark.doc('verifying.md "Home-province code format"')

@@ -18,7 +18,8 @@ from keys.errors import GatewayError
 from keys.keystore import MANIFEST, KeyDirectory, KeyRole
 from keys.partner import PartnerSigner
 from keys.signed import Envelope
-from keys.trustlist import TRUSTLIST_DELTA_TYPE, PinnedKey, SignedTrustList, TrustListVerifier
+from keys.trustclaims import TRUSTLIST_DELTA_TYPE
+from keys.trustlist import PinnedKey, PublishedTrustList, TrustListVerifier
 from keys.trustpublisher import TrustListPublisher
 
 X = PartnerSigner.generate("110000")
@@ -162,7 +163,7 @@ def test_a_delta_lists_changes_and_removed_keys_and_adds_up_to_the_full_list(
     ],
 )
 def test_delta_falls_back_to_the_full_list(tmp_path: Path, since: int, kind: str) -> None:
-    async def body(g: Gateway) -> SignedTrustList:
+    async def body(g: Gateway) -> PublishedTrustList:
         await g.publisher.full(T0)
         await setup(g)
         return await g.publisher.delta(since, T0)

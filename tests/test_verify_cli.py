@@ -38,6 +38,9 @@ from adapters.simulator import PartnerIssuer
 from gateway.cli import main
 from keys.crypto import Algorithm, PrivateKey
 
+# Also runs with every dependency at its floor (.ci/lowest-versions).
+pytestmark = pytest.mark.lowest
+
 T0 = 1_622_548_800  # 2021-06-01T12:00:00Z
 ES_KEY = PrivateKey.from_p256_scalar(b"\x01" * 32)
 ED_KEY = PrivateKey.from_ed25519_seed(b"\x02" * 32)

@@ -30,6 +30,9 @@ from gateway.cli import main
 from gateway.cli._signed_input import MAX_SIGNED_INPUT_BYTES
 from keys.model import Mode
 
+# Also runs with every dependency at its floor (.ci/lowest-versions).
+pytestmark = pytest.mark.lowest
+
 # --- a reply recorded as grpcurl prints it ----------------------------------------------------
 # Signed offline with TEST-ONLY keys (seeds SHA-256("trustgw-test-gateway-attest" / "-issue")):
 # grpcurl's JSON: two-space indent, lowerCamelCase names, bytes as padded standard base64,
@@ -329,6 +332,7 @@ def _green() -> Any:
     return Colour.GREEN
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("printed", "whole_response"),
     [

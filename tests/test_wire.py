@@ -42,6 +42,8 @@ from gateway.runtime.gateway import Gateway
 from keys.errors import RequestMalformedError, RequestTooLargeError
 from keys.signed import MAX_ENVELOPE_BYTES
 
+pytestmark = pytest.mark.integration  # real servers (tests/support/tiers.py)
+
 NOW = REAL_NOW  # a serving gateway reads the real clock
 REGION = REGION_SPECS[0].code
 T = TypeVar("T")
@@ -575,6 +577,46 @@ def test_a_recognise_stream_that_fails_part_way_gets_its_own_status_every_time(
         "conversion:True:FAILED_PRECONDITION:CONFIGURATION": 60,
         "decision:True:FAILED_PRECONDITION:CONFIGURATION": 60,
     }
+
+
+def test_a_recognise_stream_that_fails_while_the_caller_waits_still_ends(
+    world, codes, monkeypatch
+) -> None:
+    """docs/api.md, Refused streams: the read-out after a failure is bounded (here shortened to
+    0.2 s): a caller that writes and then waits without half-closing gets the failure's own
+    status (CONFIGURATION), not its deadline, whether the failure came from a decision or from
+    a conversion."""
+    from gateway.grpc import interceptors
+    from gateway.runtime.gateway import Gateway as GatewayClass
+    from keys.errors import ConfigurationError
+    from keys.keystore import KeyRole
+
+    monkeypatch.setattr(interceptors, "DRAIN_SECONDS", 0.2)
+    show, convert = REGION_SPECS[0], REGION_SPECS[1]
+    failing: list[KeyRole] = []
+    real_signer = GatewayClass.signer
+
+    def signer(self: Any, role: KeyRole, now: datetime) -> Any:
+        if role in failing:
+            raise ConfigurationError(f"no {role} key of the gateway is valid (test)")
+        return real_signer(self, role, now)
+
+    monkeypatch.setattr(GatewayClass, "signer", signer)
+    show_code, new_code = codes(show.code, NOW)(), codes(convert.code, NOW)
+
+    async def body(gateway, channels, running) -> list[str]:
+        seen = []
+        for role, code in ((KeyRole.ATTEST, show_code), (KeyRole.ISSUE, new_code())):
+            failing[:] = [role]
+            call = channels["verifier"].stream_stream(STREAM)(timeout=20)
+            await call.write(pb.RecogniseRequest(request_id="r0", code=code).SerializeToString())
+            try:  # no half-close: the caller waits for an answer
+                await call.read()
+            except grpc.aio.AioRpcError as exc:
+                seen.append(outcome(exc))
+        return seen
+
+    assert world(body) == ["FAILED_PRECONDITION:CONFIGURATION"] * 2
 
 
 def test_a_method_the_gateway_does_not_serve_is_unimplemented_every_time(world) -> None:

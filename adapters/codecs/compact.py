@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from adapters.base import MAX_CODE_CHARS, MAX_DECOMPRESSED_BYTES, Envelope
+from adapters.base import MAX_CODE_CHARS, MAX_DECOMPRESSED_BYTES, CodeEnvelope
 from adapters.codecs.encoding import (
     Compression,
     TextEncoding,
@@ -40,9 +40,13 @@ SIGNATURE_BYTES = 64
 class PayloadForm(Protocol):
     """How a compact envelope's payload bytes spell the claims."""
 
-    def parse(self, data: bytes) -> Mapping[str, Any]: ...
+    def parse(self, data: bytes) -> Mapping[str, Any]:
+        """The claims of a payload; raises :class:`MalformedError` (or a subclass)."""
+        ...
 
-    def dump(self, claims: Mapping[str, Any]) -> bytes: ...
+    def dump(self, claims: Mapping[str, Any]) -> bytes:
+        """The payload of ``claims`` (the issuer's side of :meth:`parse`)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -50,12 +54,16 @@ class JsonPayload:
     """A UTF-8 JSON object."""
 
     def parse(self, data: bytes) -> Mapping[str, Any]:
+        """The claims of a JSON object payload; raises :class:`MalformedError`,
+        :class:`OversizedError`.
+        """
         claims = parse_json(data)
         if not isinstance(claims, dict):
             raise MalformedError("the claims are not a JSON object")
         return claims
 
     def dump(self, claims: Mapping[str, Any]) -> bytes:
+        """Compact UTF-8 JSON of ``claims`` (the reference issuer's form)."""
         return dump_json(dict(claims))
 
 
@@ -82,6 +90,9 @@ class DelimitedPayload:
             raise ValueError("integer fields must be among the fields")
 
     def parse(self, data: bytes) -> Mapping[str, Any]:
+        """The named values of one delimited line; raises :class:`MalformedError` for a wrong number
+        of fields, a non-integer in an integer field, or text that is not UTF-8.
+        """
         if len(data) > MAX_DECOMPRESSED_BYTES:
             raise MalformedError("the payload is too long")
         try:
@@ -107,6 +118,9 @@ class DelimitedPayload:
         return claims
 
     def dump(self, claims: Mapping[str, Any]) -> bytes:
+        """The values of ``fields`` joined by the separator; raises ``ValueError`` when a value
+        holds the separator or a newline.
+        """
         values = []
         for name in self.fields:
             value = claims[name]
@@ -140,9 +154,10 @@ class CompactCodec:
 
     @property
     def algs(self) -> frozenset[Algorithm]:
+        """The one algorithm the region's compact envelope is signed with."""
         return frozenset({self.alg})
 
-    def open(self, text: str) -> Envelope:
+    def open(self, text: str) -> CodeEnvelope:
         """Split the code into kid, signed bytes, payload and signature; trusts nothing yet.
 
         Raises :class:`MalformedError` (:class:`OversizedError` past a size limit).
@@ -160,7 +175,7 @@ class CompactCodec:
         except UnicodeDecodeError:
             raise MalformedError("the key id is not ASCII") from None
         signed = blob[:-SIGNATURE_BYTES]
-        return Envelope(
+        return CodeEnvelope(
             kid_hint=kid,
             alg=self.alg,
             signing_input=signed,

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import cbor2
 
-from adapters.base import MAX_CODE_CHARS, MAX_DECOMPRESSED_BYTES, Envelope
+from adapters.base import MAX_CODE_CHARS, MAX_DECOMPRESSED_BYTES, CodeEnvelope
 from adapters.codecs.encoding import (
     Compression,
     TextEncoding,
@@ -92,7 +92,7 @@ class CoseCodec:
 
     # -- the gateway side ----------------------------------------------------------------
 
-    def open(self, text: str) -> Envelope:
+    def open(self, text: str) -> CodeEnvelope:
         """Decode the text, inflate (bounded) and unwrap the COSE_Sign1; trusts nothing yet.
 
         Raises :class:`AlgorithmUnsupportedError` for an algorithm outside the allow-list,
@@ -101,7 +101,7 @@ class CoseCodec:
         data = decode_text(self.text, strip_prefix(text, self.prefix), limit=MAX_CODE_CHARS)
         return self.open_message(decompress(self.compression, data, limit=self.max_message_bytes))
 
-    def open_message(self, inflated: bytes) -> Envelope:
+    def open_message(self, inflated: bytes) -> CodeEnvelope:
         """The COSE layer of :meth:`open`, for callers that ran the text layers step by step."""
         message = _unwrap(parse_cbor(inflated, limit=self.max_message_bytes))
         protected_bytes, unprotected, payload, signature = message
@@ -125,7 +125,7 @@ class CoseCodec:
             raise MalformedError("COSE crit headers are not supported")
         alg = self._alg(protected.get(LABEL_ALG, unprotected.get(LABEL_ALG)))
         kid_bytes = protected.get(LABEL_KID, unprotected.get(LABEL_KID))
-        return Envelope(
+        return CodeEnvelope(
             kid_hint=None if kid_bytes is None else self._kid_text(kid_bytes),
             alg=alg,
             signing_input=sig_structure(protected_bytes, payload),

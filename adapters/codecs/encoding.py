@@ -116,12 +116,16 @@ def b64url_strict(text: str, *, limit: int) -> bytes:
 
 
 def decode_text(encoding: TextEncoding, text: str, *, limit: int) -> bytes:
+    """The bytes of a code's text part in ``encoding`` (base45 or strict base64url), at most
+    ``limit``; raises :class:`MalformedError`, :class:`OversizedError`.
+    """
     if encoding is TextEncoding.BASE45:
         return b45decode(text, limit=limit)
     return b64url_strict(text, limit=limit)
 
 
 def encode_text(encoding: TextEncoding, data: bytes) -> str:
+    """``data`` as text in ``encoding`` (the issuer's side of :func:`decode_text`)."""
     if encoding is TextEncoding.BASE45:
         return b45encode(data)
     return b64url_encode(data)
@@ -138,6 +142,8 @@ def strip_prefix(text: str, prefix: str) -> str:
 
 
 class Compression(StrEnum):
+    """How a region compresses its payload: not, zlib (RFC 1950) or raw DEFLATE (RFC 1951)."""
+
     NONE = "none"
     ZLIB = "zlib"  # RFC 1950: 2-byte header, DEFLATE, Adler-32
     DEFLATE = "deflate"  # RFC 1951 raw DEFLATE, as JWS "zip":"DEF"
@@ -175,6 +181,9 @@ def deflate(data: bytes, *, raw: bool) -> bytes:
 def decompress(
     compression: Compression, data: bytes, *, limit: int = MAX_DECOMPRESSED_BYTES
 ) -> bytes:
+    """Undo ``compression``; the result is at most ``limit`` bytes, else :class:`OversizedError`.
+    Raises :class:`MalformedError` for a damaged stream.
+    """
     if compression is Compression.NONE:
         if len(data) > limit:
             raise OversizedError(f"the payload exceeds {limit} bytes")
@@ -183,6 +192,7 @@ def decompress(
 
 
 def compress(compression: Compression, data: bytes) -> bytes:
+    """Apply ``compression`` (the issuer's side of :func:`decompress`)."""
     if compression is Compression.NONE:
         return data
     return deflate(data, raw=compression is Compression.DEFLATE)

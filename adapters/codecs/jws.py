@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from adapters.base import MAX_CODE_CHARS, MAX_DECOMPRESSED_BYTES, MAX_JSON_DEPTH, Envelope
+from adapters.base import MAX_CODE_CHARS, MAX_DECOMPRESSED_BYTES, MAX_JSON_DEPTH, CodeEnvelope
 from adapters.codecs.encoding import (
     Compression,
     b64url_encode,
@@ -58,7 +58,7 @@ class JwsCodec:
         if not self.algs:
             raise ValueError("a JWS codec allows at least one algorithm")
 
-    def open(self, text: str) -> Envelope:
+    def open(self, text: str) -> CodeEnvelope:
         """Check the header and split the JWS; trusts nothing yet.
 
         Raises :class:`AlgorithmUnsupportedError` for ``none`` or an algorithm outside the
@@ -76,7 +76,7 @@ class JwsCodec:
         alg, kid = self._check_header(header)
         payload = b64url_strict(payload_b64, limit=self.max_code_chars)
         signature = b64url_strict(signature_b64, limit=1024)
-        return Envelope(
+        return CodeEnvelope(
             kid_hint=kid,
             alg=alg,
             signing_input=f"{header_b64}.{payload_b64}".encode("ascii"),

@@ -35,6 +35,7 @@ class Verdict:
     claims: Mapping[str, Any] = field(default_factory=dict)  # JSON-safe; {} unless verified
 
     def to_json(self) -> dict[str, Any]:
+        """The verdict as ``trustgw verify --json`` prints it."""
         return {
             "verdict": "accept" if self.accepted else "reject",
             "reason": self.reason,

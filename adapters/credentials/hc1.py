@@ -137,6 +137,9 @@ class DccTrust:
             raise ValueError(f"not a signer certificate or public key ({exc})") from None
 
     def signer_for(self, kid: str | None) -> Signer:
+        """The document signer with key id ``kid`` (or the only one without a kid); raises
+        :class:`KeyUnknownError`.
+        """
         if kid is None:
             raise KeyUnknownError("the COSE headers carry no kid")
         for signer in self.signers:

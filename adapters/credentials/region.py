@@ -85,6 +85,7 @@ class PartnerKeys:
         return cls(keys, any_kid=len(found) == 1 and found[0][0] is None)
 
     def keys_for(self, region: str, kid_hint: str | None) -> tuple[RegionKey, ...]:
+        """The region's keys, narrowed to ``kid_hint`` unless it is None or any key may be tried."""
         mine = tuple(k for k in self.keys if k.region == region)
         if kid_hint is None or self.any_kid:
             return mine

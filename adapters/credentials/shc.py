@@ -115,6 +115,9 @@ class IssuerKeys:
         return cls(keys, set_aside)
 
     def key_for(self, kid: str) -> PublicKey:
+        """The issuer's key ``kid``; raises :class:`KeyUnknownError`, saying why when the key was
+        set aside.
+        """
         key = self.keys.get(kid)
         if key is not None:
             return key
@@ -175,6 +178,7 @@ class RevocationList:
         return cls(crl["kid"], ctr if isinstance(ctr, int) else None, rids)
 
     def revokes(self, rid: str, nbf: float) -> bool:
+        """Whether the list revokes ``rid`` for a card issued at ``nbf`` (unix seconds)."""
         return any(cut is None or nbf < cut for cut in self.rids.get(rid, ()))
 
 

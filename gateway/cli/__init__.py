@@ -36,8 +36,8 @@ from gateway.cli import (
     trustlist,
     verify,
 )
-from gateway.cli._common import EXIT_REJECTED, EXIT_USAGE, UsageError
-from keys.errors import GatewayError
+from gateway.cli._common import EXIT_REJECTED, EXIT_USAGE
+from keys.errors import GatewayError, UsageError
 
 log = logging.getLogger("trustgw.cli")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.runtime.datadir import DataDir
-from keys.errors import GatewayError
+from keys.errors import UsageError
 from keys.keyid import check_kid
 from keys.timeutil import parse_time
 
@@ -29,13 +29,6 @@ MAX_PATH_CHARS = 4096
 MAX_TEXT_CHARS = 256
 _ASCII_INT = re.compile(r"-?[0-9]{1,18}")
 _ASCII_NUMBER = re.compile(r"-?(?:[0-9]{1,18}(?:\.[0-9]{0,9})?|\.[0-9]{1,9})")
-
-
-class UsageError(GatewayError):
-    """The command line or an input file is unusable (exit status 2)."""
-
-    reason = "USAGE"
-    default_message = "invalid usage"
 
 
 def _shown(value: str, limit: int = 60) -> str:

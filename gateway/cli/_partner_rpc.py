@@ -19,7 +19,6 @@ from gateway import partner_kit
 from gateway.cli._common import (
     EXIT_OK,
     EXIT_REJECTED,
-    UsageError,
     add_json,
     float_type,
     path_type,
@@ -27,7 +26,7 @@ from gateway.cli._common import (
     read_input,
 )
 from gateway.pki import TlsFiles
-from keys.errors import AlreadyExistsError
+from keys.errors import AlreadyExistsError, UsageError
 from keys.signed import MAX_ENVELOPE_BYTES, Envelope
 from keys.timeutil import to_iso
 

@@ -20,7 +20,7 @@ from gateway.cli._common import (
     int_type,
     print_json,
 )
-from gateway.cli._registry import open_store
+from gateway.cli._store import open_store
 from keys.audit import AuditHead, verify_store
 from keys.errors import AuditIntegrityError
 from keys.timeutil import to_iso

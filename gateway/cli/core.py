@@ -13,7 +13,6 @@ from typing import Any
 
 from gateway.cli._common import (
     EXIT_OK,
-    UsageError,
     add_data_dir,
     add_json,
     path_type,
@@ -23,7 +22,7 @@ from gateway.cli.config import add_settings_flags, settings_from
 from gateway.observability import configure_logging
 from gateway.runtime.datadir import DataDir
 from keys.crypto import Algorithm
-from keys.errors import ConfigurationError
+from keys.errors import ConfigurationError, UsageError
 from keys.keystore import GATEWAY_ALGORITHMS, KeyDirectory, passphrase_from_env
 from keys.timeutil import utcnow
 

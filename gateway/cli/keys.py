@@ -13,7 +13,6 @@ from typing import Any
 
 from gateway.cli._common import (
     EXIT_OK,
-    UsageError,
     add_data_dir,
     add_json,
     kid_type,
@@ -23,10 +22,10 @@ from gateway.cli._common import (
     read_input,
     time_type,
 )
-from gateway.cli._registry import OPERATOR, region_arg
+from gateway.cli._store import OPERATOR, region_arg
 from gateway.runtime.datadir import DataDir
 from keys.crypto import Algorithm
-from keys.errors import GatewayError
+from keys.errors import GatewayError, UsageError
 from keys.jsonutil import loads_strict
 from keys.keystore import (
     DEFAULT_ACTIVATION_DELAY,

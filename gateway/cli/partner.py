@@ -8,16 +8,15 @@ from typing import Any
 
 from gateway.cli._common import (
     EXIT_OK,
-    UsageError,
     add_data_dir,
     add_json,
     path_type,
     print_json,
     print_table,
 )
-from gateway.cli._registry import OPERATOR, open_store, region_arg
+from gateway.cli._store import OPERATOR, open_store, region_arg
 from keys.anchors import PartnerFile
-from keys.errors import AnchorsMissingError, NotFoundError
+from keys.errors import AnchorsMissingError, NotFoundError, UsageError
 from keys.records import RegionTrust
 from keys.timeutil import to_iso, utcnow
 

@@ -27,7 +27,6 @@ from gateway import partner_kit
 from gateway.cli import _partner_rpc
 from gateway.cli._common import (
     EXIT_OK,
-    UsageError,
     add_json,
     int_type,
     kid_type,
@@ -37,11 +36,11 @@ from gateway.cli._common import (
     text_type,
     time_type,
 )
-from gateway.cli._registry import region_arg
+from gateway.cli._store import region_arg
 from gateway.cli.keys import _duration as duration_type
 from keys.anchors import ANCHOR_ALGORITHMS, Anchor, AnchorSet, PartnerFile
 from keys.crypto import Algorithm, PrivateKey
-from keys.errors import AlreadyExistsError, MalformedError, PassphraseError
+from keys.errors import AlreadyExistsError, MalformedError, PassphraseError, UsageError
 from keys.keyfile import MAX_KEY_FILE_BYTES, KeyFileRole, PartnerKeyFile, read_public_jwk
 from keys.keystore import passphrase_from_env
 from keys.model import Mode, Region, check_key_algorithm

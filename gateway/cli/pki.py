@@ -17,7 +17,6 @@ from typing import Any
 
 from gateway.cli._common import (
     EXIT_OK,
-    UsageError,
     add_data_dir,
     add_json,
     data_dir_type,
@@ -40,7 +39,7 @@ from gateway.pki import (
     read_certificate,
 )
 from gateway.runtime.datadir import DataDir
-from keys.errors import AlreadyExistsError, ConfigurationError
+from keys.errors import AlreadyExistsError, ConfigurationError, UsageError
 from keys.timeutil import to_iso, utcnow
 
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")

@@ -7,8 +7,9 @@ import asyncio
 import re
 from typing import Any
 
-from gateway.cli._common import EXIT_OK, UsageError, add_data_dir, add_json, print_json, time_type
+from gateway.cli._common import EXIT_OK, add_data_dir, add_json, print_json, time_type
 from gateway.runtime.datadir import DataDir
+from keys.errors import UsageError
 from keys.timeutil import to_iso, utcnow
 
 

@@ -12,7 +12,7 @@ import asyncio
 from typing import Any
 
 from gateway.cli._common import EXIT_OK, add_data_dir, add_json, print_json
-from gateway.cli._registry import open_store, region_arg
+from gateway.cli._store import open_store, region_arg
 from keys.audit import VERIFY_CHUNK
 from keys.timeutil import from_unix, to_iso
 

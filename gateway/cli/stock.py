@@ -12,7 +12,6 @@ from typing import Any
 from gateway.cli._common import (
     EXIT_OK,
     EXIT_REJECTED,
-    UsageError,
     add_data_dir,
     add_json,
     float_type,
@@ -21,8 +20,9 @@ from gateway.cli._common import (
     print_json,
     time_type,
 )
-from gateway.cli._registry import region_arg
+from gateway.cli._store import region_arg
 from gateway.runtime.datadir import DataDir
+from keys.errors import UsageError
 from keys.keystore import KeyDirectory, passphrase_from_env
 from keys.timeutil import utcnow
 

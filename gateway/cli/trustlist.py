@@ -15,7 +15,6 @@ from typing import Any
 from gateway.cli._common import (
     EXIT_OK,
     EXIT_REJECTED,
-    UsageError,
     add_data_dir,
     add_json,
     int_type,
@@ -23,12 +22,12 @@ from gateway.cli._common import (
     print_json,
     time_type,
 )
-from gateway.cli._registry import open_store
+from gateway.cli._store import open_store
 from gateway.runtime.datadir import DataDir
-from keys.errors import GatewayError
+from keys.errors import GatewayError, UsageError
 from keys.keystore import KeyDirectory, passphrase_from_env
 from keys.timeutil import to_iso, utcnow
-from keys.trustlist import MAX_TRUSTLIST_BYTES, PinnedKey, SignedTrustList, TrustListVerifier
+from keys.trustlist import MAX_TRUSTLIST_BYTES, PinnedKey, PublishedTrustList, TrustListVerifier
 
 MAX_FILE_BYTES = 4 * MAX_TRUSTLIST_BYTES  # an envelope: base64url of the list, and signatures
 MAX_VERSION = 2**53 - 1  # versions are JSON integers
@@ -37,7 +36,7 @@ MAX_VERSION = 2**53 - 1  # versions are JSON integers
 # --- export -----------------------------------------------------------------------------------
 
 
-async def _export(opts: argparse.Namespace) -> SignedTrustList:
+async def _export(opts: argparse.Namespace) -> PublishedTrustList:
     from keys.registry import KeyRegistry
     from keys.trustpublisher import TrustListPublisher
 

@@ -21,13 +21,12 @@ from adapters.credentials import Verdict, check
 from gateway.cli._common import (
     EXIT_OK,
     EXIT_REJECTED,
-    UsageError,
     add_json,
     kid_type,
     path_type,
     time_type,
 )
-from keys.errors import ForeignDataError
+from keys.errors import ForeignDataError, UsageError
 from keys.timeutil import from_unix, utcnow
 
 MAX_INPUT_BYTES = 1024 * 1024

@@ -8,7 +8,8 @@ from typing import Any
 
 import grpc
 
-from gateway.pki import Peer, Role, UnauthenticatedError, peer_from_auth_context
+from gateway.pki import Peer, Role, peer_from_auth_context
+from keys.errors import UnauthenticatedError
 
 
 def caller(context: grpc.aio.ServicerContext[Any, Any], tls: bool) -> Peer | None:

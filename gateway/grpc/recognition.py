@@ -12,7 +12,7 @@ import grpc
 
 from adapters.base import Colour
 from gateway.api.v1 import recognition_pb2 as pb
-from gateway.engine import Decision
+from gateway.engine import Recognition
 from gateway.grpc import interceptors
 from gateway.grpc.errors import note_bad_request
 from gateway.grpc.methods import (
@@ -49,7 +49,7 @@ def _check_request(request: pb.RecogniseRequest) -> None:
         raise InvalidRequestError("region_hint must be a 6-digit division code")
 
 
-def decision_to_proto(request_id: str, decision: Decision) -> pb.RecogniseResponse:
+def decision_to_proto(request_id: str, decision: Recognition) -> pb.RecogniseResponse:
     response = pb.RecogniseResponse(
         request_id=request_id,
         recognised=decision.recognised,
@@ -96,7 +96,7 @@ class RecognitionService:
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
 
-    def _respond(self, request_id: str, decision: Decision) -> pb.RecogniseResponse:
+    def _respond(self, request_id: str, decision: Recognition) -> pb.RecogniseResponse:
         metrics = self._gateway.metrics
         metrics.recognitions.labels(
             decision.region or "-",
@@ -124,7 +124,7 @@ class RecognitionService:
         return decision_to_proto(request_id, decision)
 
     async def _finish(
-        self, request_id: str, pending: Coroutine[Any, Any, Decision]
+        self, request_id: str, pending: Coroutine[Any, Any, Recognition]
     ) -> pb.RecogniseResponse:
         return self._respond(request_id, await pending)
 
@@ -134,7 +134,7 @@ class RecognitionService:
         """The response to a checked request, or a coroutine when the decision waits for I/O
         (a new conversion)."""
         result = self._gateway.recogniser.start(request.code, utcnow(), request.region_hint)
-        if isinstance(result, Decision):
+        if isinstance(result, Recognition):
             return self._respond(request.request_id, result)
         return self._finish(request.request_id, result)
 
@@ -166,14 +166,14 @@ class RecognitionService:
         return result if isinstance(result, pb.RecogniseResponse) else await result
 
     async def RecogniseStream(
-        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+        self, requests: interceptors.RequestStream, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.RecogniseResponse]:
         """Answers every request in order. Requests are read ahead while a decision waits for
         I/O (a conversion being committed), up to ``STREAM_WINDOW`` unanswered ones.
 
         When the stream fails (the store is unreachable for a conversion, no signing key is
-        valid), the reader stops at the next message it gets, so that the caller's remaining
-        messages can be read out before the status (``gateway.grpc.methods``)."""
+        valid), the reader stops deciding and reads out what the caller is still writing, within
+        the one drain budget (``interceptors.DRAIN_SECONDS``), before the status goes out."""
         answers: asyncio.Queue[pb.RecogniseResponse | asyncio.Task[pb.RecogniseResponse] | None] = (
             asyncio.Queue(STREAM_WINDOW)
         )
@@ -183,12 +183,14 @@ class RecognitionService:
             try:
                 async for raw in requests:
                     if failed:
-                        return
+                        break
                     result = self._start_in_stream(raw)
                     if isinstance(result, pb.RecogniseResponse):
                         await answers.put(result)
                     else:
                         await answers.put(asyncio.ensure_future(result))
+                if failed:  # gRPC allows one read at a time: this task drains, not the handler
+                    await requests.drain()
             finally:
                 if not failed:
                     await answers.put(None)
@@ -203,7 +205,7 @@ class RecognitionService:
         except Exception:
             failed = True
             self._discard(answers)  # a reader waiting for room goes on, and stops
-            if not reader.done():  # it waits for one more message, at most DRAIN_SECONDS
+            if not reader.done():  # past the budget it is cancelled: the status goes anyway
                 await asyncio.wait((reader,), timeout=interceptors.DRAIN_SECONDS)
             if reader.done() and not reader.cancelled():
                 reader.exception()  # retrieved: the stream's own failure is the one raised

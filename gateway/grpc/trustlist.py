@@ -20,12 +20,12 @@ from gateway.pki import Role
 from gateway.runtime.gateway import Gateway
 from keys.errors import InvalidRequestError
 from keys.timeutil import to_unix, utcnow
-from keys.trustlist import SignedTrustList
+from keys.trustlist import PublishedTrustList
 
 READERS = (Role.PARTNER, Role.VERIFIER, Role.OPERATOR)
 
 
-def trustlist_to_proto(signed: SignedTrustList) -> rpb.TrustListResponse:
+def trustlist_to_proto(signed: PublishedTrustList) -> rpb.TrustListResponse:
     return rpb.TrustListResponse(
         envelope=signed.envelope,
         version=signed.version,

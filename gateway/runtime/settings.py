@@ -27,7 +27,7 @@ from gateway.pki import TlsFiles
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.datadir import DataDir
 from gateway.runtime.retention import RetentionPolicy
-from keys.errors import ConfigurationError
+from keys.errors import InvalidConfigError
 
 ENV_PREFIX = "TRUSTGW_"
 MAX_PATH_CHARS = 4096
@@ -167,17 +167,6 @@ class Problem:
 
     def to_json(self) -> dict[str, str]:
         return {"key": self.key, "message": self.message, "source": self.source}
-
-
-class InvalidConfigError(ConfigurationError):
-    """The configuration has one or more problems; :attr:`problems` lists them all."""
-
-    reason = "CONFIG_INVALID"
-    default_message = "the configuration is not valid"
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = tuple(problems)
-        super().__init__("; ".join(str(p) for p in problems) or self.default_message)
 
 
 @dataclass(frozen=True)

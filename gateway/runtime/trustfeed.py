@@ -19,7 +19,7 @@ import contextlib
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from keys.trustlist import SignedTrustList
+from keys.trustlist import PublishedTrustList
 from keys.trustpublisher import TrustListPublisher
 
 DEFAULT_RESEND = timedelta(hours=6)  # an idle watch re-sends the list this often (TTL 24 h)
@@ -80,7 +80,7 @@ class TrustListFeed:
                     self._changed.notify_all()
             return version
 
-    async def signed(self, since: int, now: datetime) -> SignedTrustList:
+    async def signed(self, since: int, now: datetime) -> PublishedTrustList:
         """The signed list: a delta since ``since`` when that version is known, else full.
 
         Raises :class:`keys.errors.StoreUnavailableError`, :class:`keys.errors.ConfigurationError`

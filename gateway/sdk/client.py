@@ -51,7 +51,7 @@ from gateway.sdk.results import (
     trust_from_proto,
     trust_list_from_proto,
 )
-from keys.errors import GatewayError
+from keys.errors import GatewayRpcError
 
 DEFAULT_TIMEOUT = 5.0
 REQUEST_ID_HEADER = "x-request-id"
@@ -64,56 +64,34 @@ _PARTNER = "/gateway.api.v1.PartnerService/"
 _TRUSTLIST = "/gateway.api.v1.TrustListService/"
 
 
-class GatewayRpcError(GatewayError):
-    """A call failed: ``status`` is the gRPC status name, ``reason`` the gateway's stable reason
-    (from the ``google.rpc.ErrorInfo``, else the status name), ``metadata`` its details."""
+def error_from_grpc(exc: grpc.aio.AioRpcError) -> GatewayRpcError:
+    """The :class:`~keys.errors.GatewayRpcError` for a failed call: its status, the gateway's
+    reason and details from the ``google.rpc.ErrorInfo``, and the request id."""
+    trailing = tuple(exc.trailing_metadata() or ())
+    request_id = next((str(v) for k, v in trailing if k == REQUEST_ID_HEADER), "")
+    reason: str | None = None
+    metadata: dict[str, str] = {}
+    for key, value in trailing:
+        if key == _STATUS_DETAILS and isinstance(value, bytes):
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    reason, metadata = info.reason, dict(info.metadata)
+    # The gateway also names the request id in the ErrorInfo; the trailer is the same id.
+    request_id = request_id or metadata.get("request_id", "")
+    metadata.pop("request_id", None)
+    code = exc.code()
+    name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+    return GatewayRpcError(name, exc.details() or name, reason, request_id, **metadata)
 
-    reason = "RPC_FAILED"
-    default_message = "the call to the gateway failed"
 
-    def __init__(
-        self,
-        status: str,
-        message: str,
-        reason: str | None = None,
-        request_id: str = "",
-        **metadata: str,
-    ) -> None:
-        super().__init__(message, **metadata)
-        self.status = status
-        self.reason = reason or status  # type: ignore[misc]
-        self.request_id = request_id
-
-    @classmethod
-    def too_large(cls, size: int, limit: int) -> GatewayRpcError:
-        """A request refused before it was sent: as the gateway would refuse it."""
-        return cls(
-            "RESOURCE_EXHAUSTED", too_large(size, limit), "REQUEST_TOO_LARGE", limit=str(limit)
-        )
-
-    @property
-    def retryable(self) -> bool:
-        return self.status == "UNAVAILABLE"
-
-    @classmethod
-    def from_grpc(cls, exc: grpc.aio.AioRpcError) -> GatewayRpcError:
-        trailing = tuple(exc.trailing_metadata() or ())
-        request_id = next((str(v) for k, v in trailing if k == REQUEST_ID_HEADER), "")
-        reason: str | None = None
-        metadata: dict[str, str] = {}
-        for key, value in trailing:
-            if key == _STATUS_DETAILS and isinstance(value, bytes):
-                status = status_pb2.Status.FromString(value)
-                for detail in status.details:
-                    info = error_details_pb2.ErrorInfo()
-                    if detail.Unpack(info):
-                        reason, metadata = info.reason, dict(info.metadata)
-        # The gateway also names the request id in the ErrorInfo; the trailer is the same id.
-        request_id = request_id or metadata.get("request_id", "")
-        metadata.pop("request_id", None)
-        code = exc.code()
-        name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-        return cls(name, exc.details() or name, reason, request_id, **metadata)
+def request_too_large(size: int, limit: int) -> GatewayRpcError:
+    """The error for a request refused before it was sent, as the gateway would refuse it
+    (``RESOURCE_EXHAUSTED``, reason ``REQUEST_TOO_LARGE``)."""
+    return GatewayRpcError(
+        "RESOURCE_EXHAUSTED", too_large(size, limit), "REQUEST_TOO_LARGE", limit=str(limit)
+    )
 
 
 # --- retries ----------------------------------------------------------------------------------
@@ -136,11 +114,13 @@ class RetryPolicy:
             raise ValueError("backoffs must be >= 0 and the multiplier >= 1")
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
+        """The wait after attempt number ``attempt`` (from 1), drawn at random from ``rng``."""
         cap = min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
         return rng.uniform(0, cap)
 
 
 def new_request_id() -> str:
+    """A fresh request id: 16 random hex digits."""
     return uuid.uuid4().hex[:16]
 
 
@@ -150,7 +130,7 @@ def check_size(method: str, request: Any) -> None:
     limit = REQUEST_LIMITS[method]
     size = request.ByteSize()
     if size > limit:
-        raise GatewayRpcError.too_large(size, limit)
+        raise request_too_large(size, limit)
 
 
 # --- the async client -------------------------------------------------------------------------
@@ -196,6 +176,7 @@ class AsyncGatewayClient:
         await self.close()
 
     async def close(self) -> None:
+        """Close the channel; calls in flight fail."""
         await self._channel.close()
 
     # --- plumbing -----------------------------------------------------------------------
@@ -224,7 +205,7 @@ class AsyncGatewayClient:
             try:
                 response = await call
             except grpc.aio.AioRpcError as exc:
-                error = GatewayRpcError.from_grpc(exc)
+                error = error_from_grpc(exc)
                 pause = self._retry.backoff(attempt, self._rng)
                 if not error.retryable or attempt == attempts or loop.time() + pause >= deadline:
                     raise error from None
@@ -304,7 +285,7 @@ class AsyncGatewayClient:
                     received.append(response)
                 trailing = await call.trailing_metadata()
             except grpc.aio.AioRpcError as exc:
-                error = GatewayRpcError.from_grpc(exc)
+                error = error_from_grpc(exc)
                 _answered(answers, pending, received, error.request_id)
                 pause = self._retry.backoff(attempt, self._rng)
                 if (
@@ -466,6 +447,7 @@ class GatewayClient:
         self.close()
 
     def close(self) -> None:
+        """Close the channel and the client's event loop."""
         if not self._loop.is_closed():
             self._run(self._client.close())
             self._loop.close()
@@ -498,19 +480,24 @@ class GatewayClient:
     def publish_key_set(
         self, submission: bytes, *, timeout: float | None = None
     ) -> SubmissionReceipt:
+        """Blocking :meth:`AsyncGatewayClient.publish_key_set`; raises :class:`GatewayRpcError`."""
         return self._run(self._client.publish_key_set(submission, timeout=timeout))
 
     def revoke_key(self, submission: bytes, *, timeout: float | None = None) -> SubmissionReceipt:
+        """Blocking :meth:`AsyncGatewayClient.revoke_key`; raises :class:`GatewayRpcError`."""
         return self._run(self._client.revoke_key(submission, timeout=timeout))
 
     def publish_revocations(
         self, submission: bytes, *, timeout: float | None = None
     ) -> SubmissionReceipt:
+        """Blocking :meth:`AsyncGatewayClient.publish_revocations`; raises
+        :class:`GatewayRpcError`."""
         return self._run(self._client.publish_revocations(submission, timeout=timeout))
 
     def trust_list(
         self, since_version: int = 0, *, timeout: float | None = None
     ) -> SignedTrustList:
+        """Blocking :meth:`AsyncGatewayClient.trust_list`; raises :class:`GatewayRpcError`."""
         return self._run(self._client.trust_list(since_version, timeout=timeout))
 
 

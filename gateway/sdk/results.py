@@ -89,6 +89,9 @@ _KINDS = {1: "keyset", 2: "key_revocation", 3: "revocations"}
 
 
 def decision_from_proto(response: pb.RecogniseResponse, server_request_id: str) -> Decision:
+    """The :class:`Decision` of a ``RecogniseResponse`` (``server_request_id``: the gateway's id for
+    the call).
+    """
     attestation = None
     if response.HasField("attestation"):
         att = response.attestation
@@ -113,6 +116,9 @@ def decision_from_proto(response: pb.RecogniseResponse, server_request_id: str) 
 
 
 def trust_from_proto(keys: pb.GatewayKeys) -> tokens.GatewayTrust:
+    """The verifier's trust (:class:`gateway.tokens.GatewayTrust`) from a ``GetGatewayKeys``
+    reply. Raises :class:`keys.errors.MalformedError` for a key that does not load, ``ValueError``
+    for an algorithm name it does not know."""
     return tokens.GatewayTrust(
         keys.region,
         tuple(
@@ -130,6 +136,9 @@ def trust_from_proto(keys: pb.GatewayKeys) -> tokens.GatewayTrust:
 
 
 def receipt_from_proto(r: Any, server_request_id: str) -> SubmissionReceipt:
+    """The :class:`SubmissionReceipt` of a ``SubmissionReceipt`` message (its attestation is not
+    verified here: :func:`gateway.tokens.verify_receipt`).
+    """
     return SubmissionReceipt(
         kind=_KINDS.get(r.kind, "unspecified"),
         region=r.region,
@@ -162,6 +171,9 @@ def receipt_from_proto(r: Any, server_request_id: str) -> SubmissionReceipt:
 
 
 def trust_list_from_proto(r: Any, server_request_id: str) -> SignedTrustList:
+    """The :class:`SignedTrustList` of a ``TrustListResponse`` (not verified here:
+    :class:`keys.trustlist.TrustListVerifier`).
+    """
     return SignedTrustList(
         envelope=r.envelope,
         version=r.version,

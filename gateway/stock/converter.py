@@ -29,11 +29,11 @@ from typing import Any, Protocol, TextIO
 
 from adapters.base import Colour
 from gateway import tokens
+from gateway.claims import HomeCodeClaims, StockSource
 from gateway.stock.progress import Progress
 from gateway.stock.rows import (
     _CITY,
     Certificate,
-    RowError,
     _ByteCounter,
     detect_format,
     file_digest,
@@ -41,9 +41,8 @@ from gateway.stock.rows import (
     read_rows,
 )
 from gateway.stock.rules import decide
-from keys.crypto import PrivateKey
-from keys.errors import GatewayError
-from keys.keystore import GatewayKeyInfo, KeyRole
+from keys.errors import GatewayError, RowError
+from keys.keystore import KeyRole, Signers
 from keys.model import HOME_REGION
 from keys.personal import StockBatch, StockBatchResult, StockConversion, StockJob
 from keys.pseudonym import Pseudonymiser
@@ -57,10 +56,6 @@ class StockStore(Protocol):
     async def open_stock_job(self, digest: str, source: str, now: datetime) -> StockJob: ...
     async def commit_stock_batch(self, batch: StockBatch) -> StockBatchResult: ...
     async def finish_stock_job(self, digest: str, now: datetime) -> StockJob: ...
-
-
-class Signers(Protocol):
-    def signer(self, role: KeyRole, now: datetime) -> tuple[GatewayKeyInfo, PrivateKey]: ...
 
 
 @dataclass
@@ -176,17 +171,14 @@ class StockConverter:
             expires = min(expires, cert.expires_at)
         colour, rules = decide(cert, now)
         code_id = tokens.home_code_id(cert.city, cert.certificate_id)
+        claims = HomeCodeClaims(
+            id=code_id,
+            holder=cert.holder,
+            colour=colour.value,
+            src=StockSource(cert.city, cert.certificate_id),
+        )
         code = tokens.sign_home_code(
-            {
-                "id": code_id,
-                "holder": cert.holder,
-                "colour": colour.value,
-                "iat": to_unix(now),
-                "exp": to_unix(expires),
-                "src": {"city": cert.city, "certificate_id": cert.certificate_id},
-            },
-            self._info.kid,
-            self._key,
+            claims.signed_by(self._info.kid, to_unix(now), to_unix(expires)), self._key
         )
         record = StockConversion(
             city=cert.city,

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from adapters.base import Colour
 from adapters.fields import valid_id_number
-from keys.errors import GatewayError, TimeInvalidError, TimeOffsetRequiredError
+from keys.errors import GatewayError, RowError, TimeInvalidError, TimeOffsetRequiredError
 from keys.jsonutil import loads_strict
 from keys.model import HOME_REGION
 from keys.pseudonym import Pseudonymiser
@@ -69,16 +69,6 @@ _FLAGS.update({"1": True, "true": True, "yes": True, "是": True, "y": True})
 
 
 # --- rows --------------------------------------------------------------------------------------
-
-
-class RowError(Exception):
-    """A row that cannot be converted. The message never quotes the row's values."""
-
-    def __init__(self, reason: str, message: str, column: str = "") -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.column = column
 
 
 @dataclass(frozen=True)

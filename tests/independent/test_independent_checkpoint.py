@@ -395,6 +395,7 @@ def cli_verify(
 # --- the tests ------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "gateway",
     [pytest.param("EdDSA", id="gateway-EdDSA"), pytest.param("SM2", id="gateway-SM2")],
@@ -493,6 +494,7 @@ def test_every_region_decides_as_documented_and_every_signed_output_verifies_off
     assert checked == 2 * 2 * (14 + 7)
 
 
+@pytest.mark.integration
 def test_outputs_signed_across_issue_and_attest_rotations_under_load_verify_offline(
     gateway: Gateway,
 ) -> None:

@@ -1,4 +1,5 @@
-"""What the trust-registry commands share: the registry database of a data directory."""
+"""What the operator commands share: the data directory's database (opened and closed), the
+audit actor of the CLI, and the region-code argument."""
 
 from __future__ import annotations
 
