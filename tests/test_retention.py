@@ -314,7 +314,7 @@ def test_a_flush_waits_for_the_batch_already_being_written() -> None:
 
     async def scenario() -> tuple[SlowStore, bool]:
         store = SlowStore()
-        reclog = RecognitionLog(store)
+        reclog = RecognitionLog(store, _code_key)
         reclog.record(_entry(T0, 1))
         background = asyncio.create_task(reclog.flush())  # as the background task would
         await asyncio.sleep(0)  # it has taken the entry and waits for the store
