@@ -225,7 +225,7 @@ def test_a_private_scalar_out_of_range_is_refused(scalar: bytes) -> None:
 # --- interoperability: a partner signing with the OpenSSL 3 command line -------------------------
 
 
-@pytest.mark.integration
+@pytest.mark.integration  # a subprocess (tests/support/tiers.py)
 def test_a_signature_made_by_the_openssl_command_line_verifies_with_the_default_id(
     tmp_path,
 ) -> None:
