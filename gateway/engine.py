@@ -36,7 +36,7 @@ from keys.keystore import KeyRole, Signers
 from keys.model import ConversionRecord, Mode
 from keys.pseudonym import Pseudonymiser
 from keys.registry import RegistrySnapshot
-from keys.store import Store
+from keys.store import ConversionStore
 from keys.timeutil import to_unix
 
 log = logging.getLogger("trustgw.engine")
@@ -96,7 +96,9 @@ class Conversions:
     requests for the same source share one pending claim.
     """
 
-    def __init__(self, store: Store, *, cache_size: int = 100_000, max_batch: int = 256) -> None:
+    def __init__(
+        self, store: ConversionStore, *, cache_size: int = 100_000, max_batch: int = 256
+    ) -> None:
         self._store = store
         self._cache: OrderedDict[tuple[str, str], HomeCode] = OrderedDict()
         self._cache_size = cache_size

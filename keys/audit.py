@@ -27,7 +27,7 @@ from keys.jsonutil import canonical_json
 from keys.timeutil import ensure_utc, to_iso, to_unix
 
 if TYPE_CHECKING:
-    from keys.store import Store
+    from keys.store import AuditStore
 
 GENESIS_HASH = "0" * 64
 ACTOR_PATTERN = re.compile(r"[a-z]+:[A-Za-z0-9._@:/-]{1,120}")
@@ -188,7 +188,7 @@ def verify_chain(
     return verifier.finish(head)
 
 
-async def verify_store(store: Store, expected: AuditHead | None = None) -> AuditHead:
+async def verify_store(store: AuditStore, expected: AuditHead | None = None) -> AuditHead:
     """Verify the store's audit log in chunks; return its head.
 
     Entries appended while verifying are left for the next run. Raises

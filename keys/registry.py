@@ -2,7 +2,7 @@
 
 A :class:`RegistrySnapshot` is immutable and indexed at construction, so that looking up a region's
 keys is a couple of dict lookups and never touches the database. :class:`KeyRegistry` owns the
-current snapshot; writes go to the :class:`keys.store.Store` and then replace the snapshot
+current snapshot; writes go to the :class:`keys.store.RegistryStore` and then replace the snapshot
 reference, which is atomic for readers (they keep whichever snapshot they already hold).
 """
 
@@ -18,7 +18,7 @@ from types import MappingProxyType
 from keys.keywindow import plan_key_window
 from keys.model import KeyStatus, Region, RegionKey
 from keys.revocations import EMPTY_INDEX, RevocationIndex
-from keys.store import DEFAULT_ACTOR, Store
+from keys.store import DEFAULT_ACTOR, RegistryStore
 
 log = logging.getLogger("trustgw.keys")
 
@@ -125,13 +125,13 @@ class KeyRegistry:
     (it costs one small read) and picks up the others' changes.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: RegistryStore) -> None:
         self._store = store
         self._snapshot: RegistrySnapshot | None = None
         self._reload_lock = asyncio.Lock()
 
     @property
-    def store(self) -> Store:
+    def store(self) -> RegistryStore:
         """The store the registry reads and writes."""
         return self._store
 

@@ -48,7 +48,7 @@ from keys.records import (
 from keys.registry import KeyRegistry
 from keys.signed import Envelope
 from keys.statements import KeyRevocation, KeySet, RevocationBatch
-from keys.store import Store
+from keys.store import TrustStore
 from keys.timeutil import ensure_utc, to_iso
 
 log = logging.getLogger("trustgw.keys")
@@ -62,7 +62,7 @@ def partner_actor(region: str) -> str:
 
 
 class TrustRegistry:
-    """Onboarding and signed submissions against a :class:`keys.store.Store`.
+    """Onboarding and signed submissions against a :class:`keys.store.TrustStore`.
 
     ``registry``, when given, is refreshed after each accepted change so that this process
     recognises with the new state at once (other replicas pick it up on their next refresh).
@@ -72,7 +72,7 @@ class TrustRegistry:
 
     def __init__(
         self,
-        store: Store,
+        store: TrustStore,
         pseudonymiser: Pseudonymiser,
         registry: KeyRegistry | None = None,
         algorithms: RegionAlgorithms | None = None,

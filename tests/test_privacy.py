@@ -86,7 +86,7 @@ def _scan_tree(root: Path, needles: dict[str, bytes]) -> dict[str, list[str]]:
 @pytest.fixture
 def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.DEBUG)
-    for name in ("trustgw", "trustgw.keys", "trustgw.engine", "trustgw.server", "aiosqlite"):
+    for name in ("trustgw", "trustgw.keys", "trustgw.engine", "trustgw.server"):
         logging.getLogger(name).setLevel(logging.DEBUG)
     return caplog
 

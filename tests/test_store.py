@@ -413,9 +413,7 @@ def test_read_only_database_refuses_writes_and_keeps_data(tmp_path: Path) -> Non
     run(lambda store: store.upsert_region(BEIJING), db)
 
     async def check(store: SQLiteStore) -> None:
-        conn = store._conn
-        assert conn is not None
-        await conn.execute("PRAGMA query_only = ON")
+        await store._db.run_plain("ro", lambda c: c.execute("PRAGMA query_only = ON").fetchall())
         with pytest.raises(StoreUnavailableError):
             await store.upsert_region(ZHEJIANG)
         with pytest.raises(StoreUnavailableError):
@@ -438,14 +436,14 @@ def test_locked_database_is_unavailable_and_writes_nothing(tmp_path: Path) -> No
             with pytest.raises(StoreUnavailableError):
                 await store.set_region_enabled("110000", False)
 
-        import keys.store as store_module
+        import keys.store.sqlite as sqlite_module
 
-        original = store_module._BUSY_TIMEOUT_SECONDS
-        store_module._BUSY_TIMEOUT_SECONDS = 0.1
+        original = sqlite_module.BUSY_TIMEOUT_SECONDS
+        sqlite_module.BUSY_TIMEOUT_SECONDS = 0.1
         try:
             run(check, db)
         finally:
-            store_module._BUSY_TIMEOUT_SECONDS = original
+            sqlite_module.BUSY_TIMEOUT_SECONDS = original
     finally:
         blocker.rollback()
         blocker.close()

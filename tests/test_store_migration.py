@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from support.aio import run
 
-import keys.store as store_module
+import keys.store.schema as schema_module
 from keys.errors import ConfigurationError
 from keys.model import Mode, Region
 from keys.pseudonym import Pseudonymiser, code_hash
@@ -33,8 +33,8 @@ SECRET = b"m" * 32
 def _schema3_database(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A database as a schema-3 gateway left it: raw code ids and unkeyed hashes."""
     with monkeypatch.context() as patch:
-        patch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:3])
-        patch.setattr(store_module, "SCHEMA_VERSION", 3)
+        patch.setattr(schema_module, "MIGRATIONS", schema_module.MIGRATIONS[:3])
+        patch.setattr(schema_module, "SCHEMA_VERSION", 3)
 
         async def create() -> None:
             store = await SQLiteStore.open(path)
@@ -96,7 +96,7 @@ def test_the_upgrade_keys_every_stored_code_id(tmp_path: Path, monkeypatch) -> N
     assert conversion is not None and conversion.converted_code_id == "SD01"  # kept, re-keyed
     assert [c.code_key for c in codes] == [keyer.code_key(REGION, OTHER)]  # type: ignore[attr-defined]
     assert [e.code_id for e in log] == [keyer.code_key(REGION, RAW), ""]  # type: ignore[attr-defined]
-    assert _schema(path) == store_module.SCHEMA_VERSION
+    assert _schema(path) == schema_module.SCHEMA_VERSION
     data = _files(path)
     for raw in (RAW, OTHER):
         assert raw.encode() not in data
@@ -125,11 +125,11 @@ def test_the_upgrade_without_the_secret_is_refused_and_changes_nothing(
 def test_an_empty_schema3_database_upgrades_without_the_secret(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "trustgw.db"
     with monkeypatch.context() as patch:
-        patch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:3])
-        patch.setattr(store_module, "SCHEMA_VERSION", 3)
+        patch.setattr(schema_module, "MIGRATIONS", schema_module.MIGRATIONS[:3])
+        patch.setattr(schema_module, "SCHEMA_VERSION", 3)
         run(run_close(path))
     run(run_close(path))
-    assert _schema(path) == store_module.SCHEMA_VERSION
+    assert _schema(path) == schema_module.SCHEMA_VERSION
 
 
 async def run_close(path: Path) -> None:

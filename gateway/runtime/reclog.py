@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable
 
 from gateway.runtime.tasks import Background
 from keys.errors import GatewayError
 from keys.personal import RecognitionEntry
+from keys.store.protocols import RecognitionStore
 
 log = logging.getLogger("trustgw.reclog")
-
-
-class RecognitionStore(Protocol):
-    async def append_recognitions(self, entries: Sequence[RecognitionEntry]) -> None: ...
 
 
 class RecognitionLog:

@@ -11,11 +11,11 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from gateway.runtime.tasks import Background
 from keys.errors import GatewayError
 from keys.personal import PurgeResult
+from keys.store.protocols import PurgeStore
 from keys.timeutil import ensure_utc, utcnow
 
 log = logging.getLogger("trustgw.retention")
@@ -51,16 +51,6 @@ class RetentionPolicy:
             return None if days is None else now - timedelta(days=days)
 
         return before(self.recognitions_days), before(self.conversions_days)
-
-
-class PurgeStore(Protocol):
-    async def purge(
-        self,
-        *,
-        recognitions_before: datetime | None,
-        conversions_before: datetime | None,
-        dry_run: bool = False,
-    ) -> PurgeResult: ...
 
 
 async def purge(

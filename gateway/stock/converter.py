@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
 from adapters.base import Colour
 from gateway import tokens
@@ -44,18 +44,13 @@ from gateway.stock.rules import decide
 from keys.errors import GatewayError, RowError
 from keys.keystore import KeyRole, Signers
 from keys.model import HOME_REGION
-from keys.personal import StockBatch, StockBatchResult, StockConversion, StockJob
+from keys.personal import StockBatch, StockBatchResult, StockConversion
 from keys.pseudonym import Pseudonymiser
+from keys.store.protocols import StockStore
 from keys.timeutil import ensure_utc, to_unix
 
 BATCH_SIZE = 500
 DEFAULT_VALIDITY = timedelta(days=7)
-
-
-class StockStore(Protocol):
-    async def open_stock_job(self, digest: str, source: str, now: datetime) -> StockJob: ...
-    async def commit_stock_batch(self, batch: StockBatch) -> StockBatchResult: ...
-    async def finish_stock_job(self, digest: str, now: datetime) -> StockJob: ...
 
 
 @dataclass

@@ -1,0 +1,110 @@
+"""The conversions aggregate's SQL: partner codes exchanged for home-province codes."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from keys.errors import AlreadyExistsError
+from keys.model import ConversionRecord
+from keys.store import regions
+from keys.store.rows import check_limit, opt_time, opt_ts, ts
+from keys.timeutil import from_unix
+
+_COLUMNS = (
+    "region, source_key, holder, converted_code_id, converted_code, "
+    "issued_at, expires_at, created_at, revoked_at"
+)
+
+# The earliest revocation that applies to a new conversion: of its source code (any time), or of
+# its holder (a holder revocation applies to codes issued before it takes effect). A conversion
+# recorded while a revocation was on its way is revoked with its source.
+_REVOKE_NEW = """
+UPDATE conversions SET revoked_at = (
+    SELECT MIN(t) FROM (
+        SELECT effective_at AS t FROM code_revocations
+         WHERE region = conversions.region AND code_key = conversions.source_key
+        UNION ALL
+        SELECT effective_at AS t FROM holder_revocations
+         WHERE region = conversions.region AND holder = conversions.holder
+           AND effective_at > conversions.issued_at
+    )
+)
+WHERE region = :region AND source_key = :source AND revoked_at IS NULL
+"""
+
+
+def _from_row(row: Any) -> ConversionRecord:
+    (region, source, holder, conv_id, conv_code, issued, expires, created, revoked) = row
+    return ConversionRecord(
+        region=region,
+        source_key=source,
+        holder=holder,
+        converted_code_id=conv_id,
+        converted_code=conv_code,
+        issued_at=from_unix(issued),
+        expires_at=from_unix(expires),
+        created_at=from_unix(created),
+        revoked_at=opt_time(revoked),
+    )
+
+
+def _row(record: ConversionRecord) -> tuple[Any, ...]:
+    return (
+        record.region,
+        record.source_key,
+        record.holder,
+        record.converted_code_id,
+        record.converted_code,
+        ts(record.issued_at),
+        ts(record.expires_at),
+        ts(record.created_at),
+        opt_ts(record.revoked_at),
+    )
+
+
+def get(conn: sqlite3.Connection, region: str, source_key: str) -> ConversionRecord | None:
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM conversions WHERE region = ? AND source_key = ?",  # noqa: S608
+        (region, source_key),
+    ).fetchone()
+    return None if row is None else _from_row(row)
+
+
+def _insert(conn: sqlite3.Connection, records: Sequence[ConversionRecord]) -> None:
+    rows = [_row(r) for r in records]
+    try:
+        conn.executemany(
+            f"INSERT INTO conversions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+            " ON CONFLICT (region, source_key) DO NOTHING",
+            rows,
+        )
+    except sqlite3.IntegrityError as exc:  # expected: a converted code id taken by another source
+        raise AlreadyExistsError(
+            f"a conversion could not be stored (unknown region or id reused): {exc}"
+        ) from exc
+    conn.executemany(_REVOKE_NEW, [{"region": r.region, "source": r.source_key} for r in records])
+
+
+def put(conn: sqlite3.Connection, records: Sequence[ConversionRecord]) -> None:
+    for code in sorted({r.region for r in records}):
+        regions.require_region(conn, code)
+    _insert(conn, records)
+
+
+def claim(conn: sqlite3.Connection, records: Sequence[ConversionRecord]) -> list[ConversionRecord]:
+    _insert(conn, records)
+    stored = [get(conn, r.region, r.source_key) for r in records]
+    return [s for s in stored if s is not None]
+
+
+def listed(conn: sqlite3.Connection, region: str | None, limit: int) -> list[ConversionRecord]:
+    check_limit(limit)
+    query = f"SELECT {_COLUMNS} FROM conversions"  # noqa: S608
+    params: tuple[Any, ...] = ()
+    if region is not None:
+        query += " WHERE region = ?"
+        params = (region,)
+    query += " ORDER BY created_at, region, source_key LIMIT ?"
+    return [_from_row(row) for row in conn.execute(query, (*params, limit)).fetchall()]

@@ -1,0 +1,265 @@
+"""The store's roles: one narrow protocol per kind of consumer, declared in one place.
+
+A consumer takes the narrowest role it needs (the key registry a :class:`RegistryStore`, the
+conversion writer a :class:`ConversionStore`, ...). :class:`keys.store.sqlite.SQLiteStore`
+implements them all; a PostgreSQL backend implements the same protocols. Only domain records
+cross them, never SQL.
+
+Every implementation raises :class:`keys.errors.StoreUnavailableError` when the database itself
+fails (retry later) and leaves nothing changed when a write fails; registry refusals are the
+documented :class:`keys.errors.RegistryError` subclasses; anything else is a bug and propagates.
+Writes are audited as ``actor`` at ``now`` where they take them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from keys.anchors import AnchorSet
+from keys.audit import AuditEntry, AuditHead
+from keys.model import ConversionRecord, Region, RegionKey
+from keys.personal import (
+    PurgeResult,
+    RecognitionEntry,
+    StockBatch,
+    StockBatchResult,
+    StockJob,
+)
+from keys.records import (
+    CodeRevocation,
+    HolderRevocation,
+    InstallResult,
+    KeySetChange,
+    RegionTrust,
+    RevocationBatchChange,
+    SubmissionResult,
+    TrustListVersion,
+)
+from keys.store.rows import DEFAULT_ACTOR
+
+
+@dataclass(frozen=True)
+class RegistryData:
+    """Everything the registry holds, read in one consistent transaction."""
+
+    version: int
+    regions: tuple[Region, ...]
+    keys: tuple[RegionKey, ...]
+    code_revocations: tuple[CodeRevocation, ...] = ()
+    holder_revocations: tuple[HolderRevocation, ...] = ()
+    keyset_versions: tuple[tuple[str, int], ...] = ()  # (region, current key-set version)
+
+
+class HealthStore(Protocol):
+    async def ping(self) -> None:
+        """Raise :class:`StoreUnavailableError` unless the database answers."""
+        ...
+
+
+class RegistryStore(Protocol):
+    """Regions and their code-signing keys, as the key registry reads and changes them."""
+
+    async def registry_version(self) -> int:
+        """A counter that increases with every change to regions, keys or revocations."""
+        ...
+
+    async def read_registry(self) -> RegistryData:
+        """Version, regions, keys, revocations and key-set versions in one consistent read."""
+        ...
+
+    async def list_regions(self) -> list[Region]:
+        """All regions, ordered by code."""
+        ...
+
+    async def list_keys(self, region: str | None = None) -> list[RegionKey]:
+        """All keys, or one region's, ordered by region, not_before, kid."""
+        ...
+
+    async def region_trust(self, region: str) -> RegionTrust:
+        """A region, its current anchors, key-set version and keys, from one read."""
+        ...
+
+    async def upsert_region(
+        self, region: Region, *, actor: str = DEFAULT_ACTOR, now: datetime | None = None
+    ) -> None:
+        """Insert or replace a region (its keys are kept); audited only if it changed."""
+        ...
+
+    async def set_region_enabled(
+        self, code: str, enabled: bool, *, actor: str = DEFAULT_ACTOR, now: datetime | None = None
+    ) -> None:
+        """Enable or disable a region; :class:`NotFoundError` if unknown."""
+        ...
+
+    async def add_key(
+        self, key: RegionKey, *, actor: str = DEFAULT_ACTOR, now: datetime | None = None
+    ) -> bool:
+        """Insert a key; False when an identical key exists (an idempotent retry).
+
+        Raises :class:`AlreadyExistsError` (same kid, other content), :class:`KeyIdReusedError`,
+        :class:`NotFoundError` (unknown region).
+        """
+        ...
+
+    async def revoke_key(
+        self,
+        region: str,
+        kid: str,
+        at: datetime,
+        *,
+        actor: str = DEFAULT_ACTOR,
+        now: datetime | None = None,
+    ) -> RegionKey:
+        """Revoke a key from ``at`` on (an earlier revocation time is kept); returns it as
+        stored. Raises :class:`NotFoundError`."""
+        ...
+
+    async def set_key_window(
+        self, current: RegionKey, updated: RegionKey, *, actor: str, now: datetime
+    ) -> RegionKey:
+        """Give ``current`` the window of ``updated`` (planned by :mod:`keys.keywindow`).
+
+        Raises :class:`ConcurrentChangeError` unless the key is still stored as ``current``.
+        """
+        ...
+
+
+class TrustStore(Protocol):
+    """Partner submissions: anchors, key sets, key and code/holder revocations."""
+
+    async def region_trust(self, region: str) -> RegionTrust:
+        """A region, its current anchors, key-set version and keys, from one read."""
+        ...
+
+    async def all_anchors(self) -> dict[str, AnchorSet]:
+        """Every region's current anchors."""
+        ...
+
+    async def find_submission(self, digest: str) -> SubmissionResult | None:
+        """The result of the submission with that digest (flagged duplicate), or None."""
+        ...
+
+    async def install_partner(
+        self, region: Region, anchors: AnchorSet, *, replace: bool, actor: str, now: datetime
+    ) -> InstallResult:
+        """Add or update a region with its anchors (:func:`keys.trustplans.plan_install`)."""
+        ...
+
+    async def apply_keyset(self, change: KeySetChange) -> SubmissionResult:
+        """Replace a region's keys (and anchors) atomically (:func:`keys.trustplans.plan_keyset`);
+        a known digest returns the earlier result as a duplicate."""
+        ...
+
+    async def apply_key_revocation(
+        self,
+        region: str,
+        kid: str,
+        compromised_at: datetime,
+        *,
+        digest: str,
+        actor: str,
+        now: datetime,
+    ) -> SubmissionResult:
+        """Revoke a key (current or removed) from ``compromised_at`` on, only ever earlier.
+        Raises :class:`NotFoundError` if the region never had that key."""
+        ...
+
+    async def apply_revocation_batch(self, change: RevocationBatchChange) -> SubmissionResult:
+        """Record code and holder revocations and revoke the conversions they reach
+        (:func:`keys.trustplans.conversions_to_revoke`). Raises :class:`BatchConflictError`,
+        :class:`NotFoundError`."""
+        ...
+
+    async def list_revocations(
+        self, region: str | None = None
+    ) -> tuple[list[CodeRevocation], list[HolderRevocation]]:
+        """Code revocations (code keys) and holder revocations (pseudonyms)."""
+        ...
+
+
+class AuditStore(Protocol):
+    async def read_audit(self, after_seq: int, limit: int) -> tuple[AuditHead, list[AuditEntry]]:
+        """The audit head and up to ``limit`` entries with seq > ``after_seq``, in seq order."""
+        ...
+
+
+class TrustListStore(Protocol):
+    async def latest_trustlist(self) -> TrustListVersion | None:
+        """The newest trust-list content version, or None."""
+        ...
+
+    async def get_trustlist(self, version: int) -> TrustListVersion | None:
+        """A kept trust-list content version, or None."""
+        ...
+
+    async def record_trustlist(
+        self, digest: str, content: bytes, *, expected_latest: int, now: datetime
+    ) -> TrustListVersion:
+        """Store ``content`` as version ``expected_latest + 1`` unless it is the latest already.
+        Raises :class:`ConcurrentChangeError` if another version was recorded meanwhile."""
+        ...
+
+
+class ConversionStore(Protocol):
+    async def claim_conversions(
+        self, records: Sequence[ConversionRecord]
+    ) -> list[ConversionRecord]:
+        """Store the records whose source has no conversion yet, in one transaction, and return
+        the stored record for each (an earlier conversion wins)."""
+        ...
+
+
+class RecognitionStore(Protocol):
+    async def append_recognitions(self, entries: Sequence[RecognitionEntry]) -> None:
+        """Append decided codes (code ids already keyed) to the log, in one transaction."""
+        ...
+
+
+class StockStore(Protocol):
+    async def open_stock_job(self, digest: str, source: str, now: datetime) -> StockJob:
+        """The batch job of the file with SHA-256 ``digest``, created if new."""
+        ...
+
+    async def commit_stock_batch(self, batch: StockBatch) -> StockBatchResult:
+        """Store a batch of stock conversions and advance the job, in one transaction.
+        Raises :class:`ConcurrentChangeError` if the job is no longer at ``batch.after_row``."""
+        ...
+
+    async def finish_stock_job(self, digest: str, now: datetime) -> StockJob:
+        """Mark a batch job complete."""
+        ...
+
+
+class PurgeStore(Protocol):
+    async def purge(
+        self,
+        *,
+        recognitions_before: datetime | None,
+        conversions_before: datetime | None,
+        dry_run: bool = False,
+    ) -> PurgeResult:
+        """Delete log entries and expired conversions older than the cut-offs (None: skip a
+        kind); a partner conversion revoked at or after ``conversions_before`` is kept."""
+        ...
+
+
+class Store(
+    HealthStore,
+    RegistryStore,
+    TrustStore,
+    AuditStore,
+    TrustListStore,
+    ConversionStore,
+    RecognitionStore,
+    StockStore,
+    PurgeStore,
+    Protocol,
+):
+    """Every role at once: what a whole gateway process opens (:class:`SQLiteStore`)."""
+
+    async def close(self) -> None:
+        """Release the connection. Idempotent."""
+        ...

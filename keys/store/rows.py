@@ -1,0 +1,159 @@
+"""Row mapping shared by the aggregates: domain records <-> SQL rows, and the JSON of audit entries.
+
+Times are stored as integer unix seconds (UTC); sub-second parts are dropped on write. SQL text is
+built only from the column lists of this package; values are always bound parameters (hence the
+``noqa: S608`` markers).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from keys import audit
+from keys.anchors import AnchorSet
+from keys.crypto import Algorithm, PublicKey
+from keys.jsonutil import canonical_json
+from keys.model import KeyStatus, Mode, Region, RegionKey
+from keys.timeutil import from_unix, to_unix
+
+MAX_LIST_LIMIT = 100_000
+DEFAULT_ACTOR = "operator:unknown"
+_T = TypeVar("_T")
+
+# Multi-row statements come in these sizes only: sqlite3 caches up to 128 prepared statements
+# per connection, keyed by SQL text, so a text per batch length would fill the cache with
+# statements used once (and keep their memory). A batch of n rows is cut greedily into chunks
+# of these sizes: at most 4 + 4 + 4 + 4 + 4 statements per batch, 5 texts per statement kind.
+BATCH_SHAPES = (500, 100, 20, 5, 1)  # 500 x 9 parameters, well below SQLite's 32766
+
+
+def batch_shapes(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
+    """``items`` cut into consecutive chunks whose lengths are all in :data:`BATCH_SHAPES`."""
+    start = 0
+    for size in BATCH_SHAPES:
+        while len(items) - start >= size:
+            yield items[start : start + size]
+            start += size
+
+
+@functools.lru_cache(maxsize=64)
+def values_sql(template: str, width: int, rows: int) -> str:
+    """``template`` with ``{values}`` replaced by ``rows`` groups of ``width`` placeholders."""
+    group = "(" + ", ".join(["?"] * width) + ")"
+    return template.format(values=", ".join([group] * rows))
+
+
+def ts(value: datetime) -> int:
+    """Unix seconds of an argument; ``ValueError`` outside the range the store can read back."""
+    seconds = to_unix(value)
+    from_unix(seconds)  # range check (2000..2200), so that every stored time reads back
+    return seconds
+
+
+def opt_ts(value: datetime | None) -> int | None:
+    return None if value is None else ts(value)
+
+
+def opt_time(value: int | None) -> datetime | None:
+    return None if value is None else from_unix(value)
+
+
+def check_limit(limit: int) -> None:
+    if isinstance(limit, bool) or not 1 <= limit <= MAX_LIST_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+
+
+def check_actor(actor: str) -> None:
+    if audit.ACTOR_PATTERN.fullmatch(actor) is None:
+        raise ValueError(f"actor {actor[:40]!r} is not '<kind>:<name>', e.g. 'operator:cli'")
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(str(text).encode("utf-8")).hexdigest()
+
+
+def json_text(value: Any) -> str:
+    return canonical_json(value).decode("utf-8")
+
+
+REGION_COLUMNS = "code, name, mode, max_age_seconds, enabled"
+
+
+def region_from_row(row: Any) -> Region:
+    code, name, mode, max_age, enabled = row
+    return Region(code, name, Mode(mode), timedelta(seconds=max_age), bool(enabled))
+
+
+def region_row(region: Region) -> tuple[Any, ...]:
+    return (
+        region.code,
+        region.name,
+        region.mode.value,
+        max(1, int(region.max_age.total_seconds())),
+        int(region.enabled),
+    )
+
+
+KEY_COLUMNS = "region, kid, alg, spki, not_before, not_after, status, revoked_at"
+
+
+def key_from_row(row: Any) -> RegionKey:
+    region, kid, alg, spki, not_before, not_after, status, revoked_at = row
+    return RegionKey(
+        region=region,
+        kid=kid,
+        public_key=PublicKey.from_spki(bytes(spki), Algorithm(alg)),
+        not_before=from_unix(not_before),
+        not_after=from_unix(not_after),
+        status=KeyStatus(status),
+        revoked_at=opt_time(revoked_at),
+    )
+
+
+def key_row(key: RegionKey) -> tuple[Any, ...]:
+    return (
+        key.region,
+        key.kid,
+        key.alg.value,
+        key.public_key.spki,
+        ts(key.not_before),
+        ts(key.not_after),
+        key.status.value,
+        opt_ts(key.revoked_at),
+    )
+
+
+def region_json(region: Region) -> dict[str, Any]:
+    return {
+        "code": region.code,
+        "name": region.name,
+        "mode": region.mode.value,
+        "max_age": int(region.max_age.total_seconds()),
+        "enabled": region.enabled,
+    }
+
+
+def key_json(key: RegionKey) -> dict[str, Any]:
+    return {
+        "kid": key.kid,
+        "alg": key.alg.value,
+        "fingerprint": key.public_key.fingerprint(),
+        "not_before": to_unix(key.not_before),
+        "not_after": to_unix(key.not_after),
+        "status": key.status.value,
+        "revoked_at": None if key.revoked_at is None else to_unix(key.revoked_at),
+    }
+
+
+def anchors_json(anchors: AnchorSet | None) -> dict[str, Any] | None:
+    if anchors is None:
+        return None
+    return {
+        "kids": sorted(anchors.kids),
+        "threshold": anchors.threshold,
+        "fingerprint": anchors.fingerprint(),
+    }

@@ -1,0 +1,351 @@
+"""The trust-submission aggregate's SQL: anchors, key sets, submissions, code and holder
+revocations. The rules of each change are plans (:mod:`keys.trustplans`); this module reads
+the state a plan needs and writes what the plan says, in the caller's transaction."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+
+from keys.anchors import AnchorSet
+from keys.audit import AuditEvent
+from keys.errors import BatchConflictError, NotFoundError
+from keys.model import Region
+from keys.records import (
+    CodeRevocation,
+    HolderRevocation,
+    InstallResult,
+    KeySetChange,
+    RegionTrust,
+    RevocationBatchChange,
+    SubmissionKind,
+    SubmissionResult,
+)
+from keys.store import audit, regions
+from keys.store.rows import (
+    KEY_COLUMNS,
+    check_actor,
+    json_text,
+    key_json,
+    key_row,
+    opt_time,
+    opt_ts,
+    region_row,
+    ts,
+)
+from keys.timeutil import from_unix
+from keys.trustplans import (
+    RemovedKey,
+    StoredConversion,
+    conversions_to_revoke,
+    plan_install,
+    plan_keyset,
+    revocation_audit,
+    revocation_result,
+)
+
+
+def _anchor_set(text: str, threshold: int) -> AnchorSet:
+    anchors = AnchorSet.from_json(json.loads(text))
+    if anchors.threshold != threshold:
+        raise ValueError("an anchor set's threshold column disagrees with its JSON")
+    return anchors
+
+
+def anchors(conn: sqlite3.Connection, code: str) -> tuple[int, AnchorSet | None]:
+    row = conn.execute(
+        "SELECT generation, anchors, threshold FROM anchor_sets WHERE region = ?"
+        " ORDER BY generation DESC LIMIT 1",
+        (code,),
+    ).fetchone()
+    if row is None:
+        return 0, None
+    return int(row[0]), _anchor_set(row[1], row[2])
+
+
+def all_anchors(conn: sqlite3.Connection) -> dict[str, AnchorSet]:
+    rows = conn.execute(
+        "SELECT a.region, a.anchors, a.threshold FROM anchor_sets a"
+        " WHERE a.generation = (SELECT MAX(generation) FROM anchor_sets"
+        " WHERE region = a.region) ORDER BY a.region"
+    ).fetchall()
+    return {str(r[0]): _anchor_set(r[1], r[2]) for r in rows}
+
+
+def _insert_anchors(
+    conn: sqlite3.Connection, code: str, generation: int, new: AnchorSet, at: int, source: str
+) -> None:
+    conn.execute(
+        "INSERT INTO anchor_sets (region, generation, threshold, anchors, installed_at, source)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (code, generation, new.threshold, json_text(new.to_json()), at, source),
+    )
+
+
+def keyset_version(conn: sqlite3.Connection, code: str) -> int:
+    row = conn.execute(
+        "SELECT COALESCE(MAX(version), 0) FROM keysets WHERE region = ?", (code,)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def region_trust(conn: sqlite3.Connection, code: str) -> RegionTrust:
+    record = regions.region(conn, code)
+    generation, current = anchors(conn, code)
+    version = keyset_version(conn, code)
+    keys = regions.keys(conn, code)
+    return RegionTrust(record, current, generation, version, tuple(keys))
+
+
+def submission(conn: sqlite3.Connection, digest: str) -> SubmissionResult | None:
+    row = conn.execute("SELECT result FROM submissions WHERE digest = ?", (digest,)).fetchone()
+    if row is None:
+        return None
+    return SubmissionResult.from_json(json.loads(row[0]), duplicate=True)
+
+
+def _record_submission(conn: sqlite3.Connection, result: SubmissionResult, actor: str) -> None:
+    conn.execute(
+        "INSERT INTO submissions (digest, region, kind, batch_id, actor, received_at, result)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            result.digest,
+            result.region,
+            result.kind.value,
+            result.batch_id,
+            actor,
+            ts(result.accepted_at),
+            json_text(result.to_json()),
+        ),
+    )
+
+
+def install_partner(
+    conn: sqlite3.Connection,
+    new: Region,
+    new_anchors: AnchorSet,
+    replace: bool,
+    actor: str,
+    now: datetime,
+) -> InstallResult:
+    check_actor(actor)
+    at = ts(now)
+    generation, current = anchors(conn, new.code)
+    plan = plan_install(
+        new,
+        new_anchors,
+        before=regions.region(conn, new.code),
+        current=current,
+        generation=generation,
+        replace=replace,
+        actor=actor,
+        now=now,
+    )
+    if plan.region is not None:
+        conn.execute(
+            "INSERT INTO regions (code, name, mode, max_age_seconds, enabled)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (code) DO UPDATE SET"
+            " name = excluded.name, mode = excluded.mode,"
+            " max_age_seconds = excluded.max_age_seconds",
+            region_row(plan.region),
+        )
+    if plan.anchors is not None:
+        _insert_anchors(
+            conn, new.code, plan.result.anchors_generation, plan.anchors, at,
+            f"partner-file:{actor}",
+        )  # fmt: skip
+    if plan.audit is not None:
+        regions.bump_version(conn)
+        audit.append(conn, plan.audit)
+    return plan.result
+
+
+def _removed(conn: sqlite3.Connection, code: str) -> dict[str, RemovedKey]:
+    rows = conn.execute(
+        "SELECT kid, alg, spki, revoked_at FROM removed_keys WHERE region = ?", (code,)
+    ).fetchall()
+    return {str(r[0]): RemovedKey(str(r[0]), str(r[1]), bytes(r[2]), opt_time(r[3])) for r in rows}
+
+
+def apply_keyset(conn: sqlite3.Connection, change: KeySetChange) -> SubmissionResult:
+    check_actor(change.actor)
+    at = ts(change.at)
+    earlier = submission(conn, change.digest)
+    if earlier is not None:
+        return earlier
+    regions.require_region(conn, change.region)
+    generation, anchors_before = anchors(conn, change.region)
+    plan = plan_keyset(
+        change,
+        version=keyset_version(conn, change.region),
+        generation=generation,
+        anchors_before=anchors_before,
+        current=regions.keys(conn, change.region),
+        removed=_removed(conn, change.region),
+    )
+    for kid in plan.remove:
+        conn.execute(
+            "INSERT INTO removed_keys (region, kid, alg, spki, not_before, not_after,"
+            " revoked_at, removed_at) SELECT region, kid, alg, spki, not_before,"
+            " not_after, revoked_at, ? FROM region_keys WHERE region = ? AND kid = ?"
+            " ON CONFLICT (region, kid) DO UPDATE SET not_before = excluded.not_before,"
+            " not_after = excluded.not_after, revoked_at = excluded.revoked_at,"
+            " removed_at = excluded.removed_at",
+            (at, change.region, kid),
+        )
+        conn.execute("DELETE FROM region_keys WHERE region = ? AND kid = ?", (change.region, kid))
+    for kid in plan.restore:
+        conn.execute("DELETE FROM removed_keys WHERE region = ? AND kid = ?", (change.region, kid))
+    conn.executemany(
+        f"INSERT INTO region_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+        " ON CONFLICT (region, kid) DO UPDATE SET not_before = excluded.not_before,"
+        " not_after = excluded.not_after, status = excluded.status,"
+        " revoked_at = excluded.revoked_at",
+        [key_row(k) for k in plan.put],
+    )
+    if plan.anchors is not None:
+        _insert_anchors(
+            conn, change.region, generation + 1, plan.anchors, at, f"keyset:{change.version}"
+        )
+    conn.execute(
+        "INSERT INTO keysets (region, version, expires, digest, envelope, applied_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (change.region, change.version, ts(change.expires), change.digest, change.envelope, at),
+    )
+    _record_submission(conn, plan.result, change.actor)
+    regions.bump_version(conn)
+    audit.append(conn, plan.audit)
+    return plan.result
+
+
+def apply_key_revocation(
+    conn: sqlite3.Connection,
+    code: str,
+    kid: str,
+    compromised_at: datetime,
+    digest: str,
+    actor: str,
+    now: datetime,
+) -> SubmissionResult:
+    check_actor(actor)
+    at = ts(compromised_at)
+    earlier = submission(conn, digest)
+    if earlier is not None:
+        return earlier
+    before = regions.key(conn, code, kid)
+    params = {"at": at, "region": code, "kid": kid}
+    if before is not None:
+        conn.execute(
+            "UPDATE region_keys SET status = 'revoked',"
+            " revoked_at = MIN(COALESCE(revoked_at, :at), :at)"
+            " WHERE region = :region AND kid = :kid",
+            params,
+        )
+        after = regions.key(conn, code, kid)
+        assert after is not None  # updated in this transaction
+        revoked_at = after.revoked_at
+        before_json, after_json = key_json(before), key_json(after)
+    else:
+        cur = conn.execute(
+            "UPDATE removed_keys SET revoked_at = MIN(COALESCE(revoked_at, :at), :at)"
+            " WHERE region = :region AND kid = :kid",
+            params,
+        )
+        if cur.rowcount == 0:
+            raise NotFoundError(f"region {code} has no key {kid}", region=code, kid=kid)
+        row = conn.execute(
+            "SELECT revoked_at FROM removed_keys WHERE region = ? AND kid = ?", (code, kid)
+        ).fetchone()
+        revoked_at = opt_time(row[0] if row else None)
+        before_json = {"kid": kid, "removed": True}
+        after_json = {"kid": kid, "removed": True, "revoked_at": opt_ts(revoked_at)}
+    result = SubmissionResult(
+        SubmissionKind.KEY_REVOCATION, code, digest, now, kid=kid, revoked_at=revoked_at
+    )
+    _record_submission(conn, result, actor)
+    if before_json != after_json:
+        regions.bump_version(conn)
+    audit.append(conn, AuditEvent(actor, "key.revoke", now, code, before_json, after_json))
+    return result
+
+
+def apply_revocation_batch(
+    conn: sqlite3.Connection, change: RevocationBatchChange
+) -> SubmissionResult:
+    check_actor(change.actor)
+    at = ts(change.effective_at)
+    earlier = submission(conn, change.digest)
+    if earlier is not None:
+        return earlier
+    regions.require_region(conn, change.region)
+    used = conn.execute(
+        "SELECT digest FROM submissions WHERE region = ? AND kind = ? AND batch_id = ?",
+        (change.region, SubmissionKind.REVOCATIONS.value, change.batch_id),
+    ).fetchone()
+    if used is not None:
+        raise BatchConflictError(
+            f"batch id {change.batch_id} of region {change.region} was already used "
+            "for a different batch",
+            region=change.region,
+            batch_id=change.batch_id,
+        )
+    conn.executemany(
+        "INSERT INTO code_revocations (region, code_key, effective_at, batch_id)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (region, code_key) DO UPDATE SET"
+        " effective_at = excluded.effective_at, batch_id = excluded.batch_id"
+        " WHERE excluded.effective_at < code_revocations.effective_at",
+        [(change.region, k, at, change.batch_id) for k in change.codes],
+    )
+    conn.executemany(
+        "INSERT INTO holder_revocations (region, holder, effective_at, batch_id)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        [(change.region, h, at, change.batch_id) for h in change.holders],
+    )
+    candidates = _conversions_of(conn, change.region, change.codes, change.holders)
+    revoked = conversions_to_revoke(change, candidates)
+    conn.executemany(
+        "UPDATE conversions SET revoked_at = ? WHERE region = ? AND source_key = ?",
+        [(ts(when), change.region, key) for key, when in sorted(revoked.items())],
+    )
+    result = revocation_result(change, len(revoked))
+    _record_submission(conn, result, change.actor)
+    regions.bump_version(conn)
+    audit.append(conn, revocation_audit(change, len(revoked)))
+    return result
+
+
+def _conversions_of(
+    conn: sqlite3.Connection, code: str, keys: tuple[str, ...], holders: tuple[str, ...]
+) -> list[StoredConversion]:
+    """The region's conversions whose source key or holder is among those named."""
+    found: dict[str, StoredConversion] = {}
+    for column, values in (("source_key", keys), ("holder", holders)):
+        for value in values:
+            rows = conn.execute(
+                "SELECT source_key, holder, issued_at, revoked_at FROM conversions"  # noqa: S608
+                f" WHERE region = ? AND {column} = ?",
+                (code, value),
+            ).fetchall()
+            for r in rows:
+                found[str(r[0])] = StoredConversion(
+                    str(r[0]), str(r[1]), from_unix(r[2]), opt_time(r[3])
+                )
+    return list(found.values())
+
+
+def revocations(
+    conn: sqlite3.Connection, code: str | None
+) -> tuple[list[CodeRevocation], list[HolderRevocation]]:
+    where, params = ("", ()) if code is None else (" WHERE region = ?", (code,))
+    rows = conn.execute(
+        "SELECT region, code_key, effective_at FROM code_revocations" + where,  # noqa: S608
+        params,
+    ).fetchall()
+    codes = [CodeRevocation(r[0], r[1], from_unix(r[2])) for r in rows]
+    rows = conn.execute(
+        "SELECT region, holder, effective_at FROM holder_revocations" + where,  # noqa: S608
+        params,
+    ).fetchall()
+    holders = [HolderRevocation(r[0], r[1], from_unix(r[2])) for r in rows]
+    return codes, holders

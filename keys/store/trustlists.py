@@ -1,0 +1,37 @@
+"""The trust-list aggregate's SQL: the signed trust list's content versions."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from keys.errors import ConcurrentChangeError
+from keys.records import TrustListVersion
+from keys.timeutil import from_unix
+
+
+def get(conn: sqlite3.Connection, version: int | None) -> TrustListVersion | None:
+    """One kept version, or the newest (``version`` None)."""
+    query = "SELECT version, digest, content, created_at FROM trustlist_versions"
+    if version is None:
+        row = conn.execute(query + " ORDER BY version DESC LIMIT 1").fetchone()
+    else:
+        row = conn.execute(query + " WHERE version = ?", (version,)).fetchone()
+    if row is None:
+        return None
+    return TrustListVersion(int(row[0]), str(row[1]), bytes(row[2]), from_unix(row[3]))
+
+
+def record(
+    conn: sqlite3.Connection, digest: str, content: bytes, expected_latest: int, at: int
+) -> TrustListVersion:
+    latest = get(conn, None)
+    if latest is not None and latest.digest == digest:
+        return latest
+    current = 0 if latest is None else latest.version
+    if current != expected_latest:
+        raise ConcurrentChangeError("another trust list version was recorded meanwhile")
+    conn.execute(
+        "INSERT INTO trustlist_versions (version, digest, content, created_at) VALUES (?, ?, ?, ?)",
+        (current + 1, digest, content, at),
+    )
+    return TrustListVersion(current + 1, digest, content, from_unix(at))
