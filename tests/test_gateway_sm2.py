@@ -39,6 +39,7 @@ from keys.keystore import KeyDirectory, KeyRole
 from keys.model import Mode
 from keys.registry import RegistrySnapshot
 from keys.timeutil import to_iso, to_unix
+from keys.trustclaims import TrustListClaims
 from keys.trustlist import PinnedKey, TrustListVerifier, content_digest, sign_trustlist
 from keys.trustpublisher import build_content
 
@@ -96,13 +97,8 @@ def test_an_sm2_key_directory_is_encrypted_reopens_and_keeps_its_algorithm(tmp_p
 def _trust_list_trust(keys: KeyDirectory, at: datetime) -> tokens.GatewayTrust:
     """The gateway's keys as an SM2-signed trust list publishes them, verified offline."""
     content = build_content(RegistrySnapshot(1, {}), keys.public_keys())
-    body = {
-        "type": "trustgw/trustlist/v1",
-        "version": 1,
-        "content_digest": content_digest(content),
-        "content": content,
-    }
-    signed = sign_trustlist(body, 1, None, keys, at, timedelta(days=1))
+    claims = TrustListClaims(1, content_digest(content), content)
+    signed = sign_trustlist(claims, keys, at, timedelta(days=1))
     pinned = PinnedKey.of(keys.public_keys())
     assert pinned and all(p.public_key.alg is Algorithm.SM2 for p in pinned)
     accepted = TrustListVerifier(pinned).verify(signed.envelope, at)
@@ -212,6 +208,7 @@ def test_init_with_sm2_export_rotate_and_verify_on_the_command_line(
 # --- rotation under load: 0 failed calls ----------------------------------------------------
 
 
+@pytest.mark.integration  # a real server (tests/support/tiers.py)
 def test_rotating_sm2_keys_under_load_fails_no_request(tmp_path: Path, simulator, codes, capsys):
     """As tests/test_rotation.py, for a deployment that signs with SM2, over an SM2 partner
     region (Heilongjiang): old and new SM2 keys both serve, without a gap, and every answer
