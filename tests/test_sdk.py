@@ -436,6 +436,7 @@ def _bad_requests(gateway: Any, method: str) -> float:
     return value or 0.0
 
 
+@pytest.mark.integration
 @pytest.mark.doc('api.md "Limits"', 'api.md "RPC errors"')
 def test_a_request_over_its_methods_limit_is_refused_before_it_is_sent(codes, prepared_dir) -> None:
     """The SDK refuses what the gateway would refuse, with the same status, reason, message and
@@ -491,6 +492,7 @@ def test_a_request_over_its_methods_limit_is_refused_before_it_is_sent(codes, pr
     assert len({d.request_id for d in batch}) == 3
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("path", sorted(REQUEST_LIMITS))
 def test_every_method_is_checked_against_its_own_limit(path: str) -> None:
     """One byte over the method's limit is refused (and nothing is called); at it, sent."""
@@ -519,6 +521,7 @@ def test_every_method_is_checked_against_its_own_limit(path: str) -> None:
     assert calls == []
 
 
+@pytest.mark.integration
 def test_the_sdk_refuses_an_oversized_submission_before_sending() -> None:
     """A submission over 2 MiB + 64 bytes: REQUEST_TOO_LARGE, not gRPC's own RESOURCE_EXHAUSTED
     without a reason (the gateway's server-wide limit), and no connection is needed."""

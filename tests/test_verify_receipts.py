@@ -33,9 +33,12 @@ from gateway.api.v1 import registry_pb2 as rpb
 from gateway.cli import main
 from keys.timeutil import from_unix, to_iso
 
-pytestmark = pytest.mark.doc(
-    'verifying.md "Submission receipts"', 'verifying.md "Command"', 'verifying.md "Input forms"'
-)
+pytestmark = [
+    pytest.mark.integration,  # a real gateway over mutual TLS (tests/support/tiers.py)
+    pytest.mark.doc(
+        'verifying.md "Submission receipts"', 'verifying.md "Command"', 'verifying.md "Input forms"'
+    ),
+]
 
 
 @dataclass(frozen=True)
