@@ -116,6 +116,10 @@ class TrustListFeed:
         """How many streams are watching."""
         return len(self._watches)
 
+    def written_versions(self) -> list[int]:
+        """The newest version each watching stream has written to its client."""
+        return [w.version for w in self._watches]
+
     async def pushed(self, version: int, timeout: timedelta = DEFAULT_PUSH_TIMEOUT) -> int:
         """Wait until every watching stream has written ``version`` (or a newer one) to its
         client, the feed closes, or ``timeout`` passes. Returns how many watchers had not.
