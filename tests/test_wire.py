@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from grpc_status import rpc_status
 from support.aio import run
 from support.clock import REAL_NOW
+from support.wait import eventually
 
 from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb
@@ -222,13 +223,19 @@ def test_a_malformed_request_is_one_warning_without_traceback_and_a_count(world,
     async def body(gateway, channels, running) -> tuple[Any, float | None, float | None]:
         result = await call_raw(channels["verifier"], RECOGNISE, NOT_UTF8)
         registry = gateway.metrics.registry
+
+        def errors() -> float | None:
+            return registry.get_sample_value(
+                "trustgw_rpc_errors_total", {"method": "Recognise", "code": "INVALID_ARGUMENT"}
+            )
+
+        # The status reaches the caller before the handler's frame unwinds: the RPC error is
+        # counted when the interceptor's finally runs, which may be after the client saw it.
+        await eventually(lambda: errors() is not None, what="the RPC error counted")
         bad = registry.get_sample_value(
             "trustgw_bad_requests_total", {"method": "Recognise", "reason": "REQUEST_MALFORMED"}
         )
-        errors = registry.get_sample_value(
-            "trustgw_rpc_errors_total", {"method": "Recognise", "code": "INVALID_ARGUMENT"}
-        )
-        return result, bad, errors
+        return result, bad, errors()
 
     result, bad, errors = world(body)
     assert isinstance(result, grpc.aio.AioRpcError)
