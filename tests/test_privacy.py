@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from support.clock import REAL_NOW
+from support.wait import eventually
 
 from adapters.base import Colour
 from adapters.fields import id_check_digit
@@ -220,7 +221,16 @@ def test_nothing_personal_in_a_live_database_and_its_wal(
                         await stub.Recognise(pb.RecogniseRequest(code=code), timeout=5)
             args = ["-v", "convert-batch", str(stock), "--data-dir", str(data_dir), "-q"]
             assert await asyncio.to_thread(main, args) == 0
-            await gateway.reclog.flush()  # the recognition log's waiting batches are written
+            reclog = gateway.reclog
+
+            async def written() -> bool:
+                # A flush keeps its entries when the store is busy (the conversion beside it
+                # holds the write lock past the busy timeout under load) and returns: flush
+                # again until all 26 decisions are in the database.
+                await reclog.flush()
+                return reclog.written == 26
+
+            await eventually(written, what="the recognition log's 26 entries written")
             assert (data_dir / "trustgw.db-wal").is_file()
             with sqlite3.connect(data_dir / "trustgw.db") as conn:
                 assert conn.execute("SELECT COUNT(*) FROM recognitions").fetchone()[0] == 26
