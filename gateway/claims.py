@@ -98,7 +98,11 @@ class _Validity:
 
     def with_validity(self, iat: int, exp: int) -> Self:
         """These claims with the signing window :func:`gateway.tokens.validity` stated."""
-        return replace(self, iat=iat, exp=exp)  # type: ignore[type-var]
+        # On the hot path once per decision: a copy of the fields, without dataclasses.replace's
+        # re-validation (these frozen dataclasses have no __post_init__).
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__, iat=iat, exp=exp)
+        return new
 
     def _check_times(self) -> None:
         # Only that a window was stated: whether it holds is the verifier's rule to apply.

@@ -34,7 +34,7 @@ from gateway.cli import main
 from keys.timeutil import from_unix, to_iso
 
 pytestmark = [
-    pytest.mark.integration,  # receipts from a real server (tests/support/tiers.py)
+    pytest.mark.integration,  # a real gateway over mutual TLS (tests/support/tiers.py)
     pytest.mark.doc(
         'verifying.md "Submission receipts"', 'verifying.md "Command"', 'verifying.md "Input forms"'
     ),
