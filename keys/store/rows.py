@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from keys import audit
-from keys.anchors import AnchorSet
 from keys.crypto import Algorithm, PublicKey
 from keys.jsonutil import canonical_json
 from keys.model import KeyStatus, Mode, Region, RegionKey
@@ -158,15 +157,4 @@ def key_json(key: RegionKey) -> dict[str, Any]:
         "not_after": to_unix(key.not_after),
         "status": key.status.value,
         "revoked_at": None if key.revoked_at is None else to_unix(key.revoked_at),
-    }
-
-
-def anchors_json(anchors: AnchorSet | None) -> dict[str, Any] | None:
-    """An anchor set as the audit trail records it."""
-    if anchors is None:
-        return None
-    return {
-        "kids": sorted(anchors.kids),
-        "threshold": anchors.threshold,
-        "fingerprint": anchors.fingerprint(),
     }
