@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import secrets
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -41,8 +40,18 @@ from keys.errors import (
     MalformedError,
     PassphraseError,
 )
-from keys.jsonutil import loads_strict
 from keys.model import KeyStatus
+from keys.privatefiles import (
+    MAX_FILE_BYTES,
+    check_private,
+    fsync_dir,
+    read_json,
+    read_private,
+    remove_tree,
+    replace_file,
+    unlink_quietly,
+    write_new,
+)
 from keys.timeutil import ensure_utc, parse_time, to_iso
 
 log = logging.getLogger("trustgw.keys")
@@ -56,7 +65,6 @@ PSEUDONYM_SECRET_BYTES = 32
 SCRYPT_N = 2**15
 SCRYPT_R = 8
 SCRYPT_P = 1
-_MAX_FILE_BYTES = 1024 * 1024
 
 # A rotation's new key signs this long after it is published, unless told otherwise: long
 # enough for every replica to reload the key directory (one refresh interval, 0.5 s by default,
@@ -139,13 +147,13 @@ def passphrase_from_env(environ: Mapping[str, str] = os.environ) -> bytes | None
         return None
     try:
         with open(file_name, "rb") as handle:
-            data = handle.read(_MAX_FILE_BYTES + 1)
+            data = handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise PassphraseError(
             f"cannot read the passphrase file {file_name} ({ENV_PASSPHRASE_FILE}): "
             f"{exc.strerror or exc}"
         ) from None
-    if len(data) > _MAX_FILE_BYTES:
+    if len(data) > MAX_FILE_BYTES:
         raise PassphraseError(f"the passphrase file {file_name} is larger than 1 MiB")
     if data.endswith(b"\r\n"):
         data = data[:-2]
@@ -235,16 +243,16 @@ class KeyDirectory:
                 for role in KeyRole
             ]
             secret = secrets.token_bytes(PSEUDONYM_SECRET_BYTES)
-            _write_new(staging / PSEUDONYM_FILE, _seal_secret(secret, passphrase))
-            _write_new(staging / MANIFEST, _manifest_bytes(dev, entries))
-            _fsync_dir(staging)
+            write_new(staging / PSEUDONYM_FILE, _seal_secret(secret, passphrase))
+            write_new(staging / MANIFEST, _manifest_bytes(dev, entries))
+            fsync_dir(staging)
             os.rename(staging, path)  # replaces an empty directory at `path` atomically
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as exc:
-            _remove_tree(staging)
+            remove_tree(staging)
             raise KeyDirectoryError(f"cannot create key directory {path}: {exc}") from exc
         except BaseException:
-            _remove_tree(staging)
+            remove_tree(staging)
             raise
         log.info(
             "key directory %s created: %s",
@@ -268,8 +276,8 @@ class KeyDirectory:
         the keys.
         """
         path = Path(path)
-        _check_private(path, directory=True)
-        manifest = _read_json(path / MANIFEST)
+        check_private(path, directory=True)
+        manifest = read_json(path / MANIFEST)
         try:
             if manifest.get("format") != FORMAT_VERSION:
                 raise KeyDirectoryError(
@@ -430,12 +438,12 @@ class KeyDirectory:
                 kept.append(entry)
         entries = [*kept, new]
         try:
-            _replace_file(self._path / MANIFEST, _manifest_bytes(self._dev, entries))
+            replace_file(self._path / MANIFEST, _manifest_bytes(self._dev, entries))
         except OSError as exc:
-            _unlink_quietly(self._path / new.file)
+            unlink_quietly(self._path / new.file)
             raise KeyDirectoryError(f"cannot update {self._path / MANIFEST}: {exc}") from exc
         for entry in dropped:
-            _unlink_quietly(self._path / entry.file)
+            unlink_quietly(self._path / entry.file)
         self._entries = entries
         log.info(
             "gateway %s key %s added to %s, signing from %s",
@@ -471,7 +479,7 @@ def _new_entry(
     public = private.public_key()
     kid = public.fingerprint()
     file = f"{role.value}-{kid}.pem"
-    _write_new(directory / file, private.to_pem(passphrase))
+    write_new(directory / file, private.to_pem(passphrase))
     info = GatewayKeyInfo(role, kid, public, not_before, not_after, KeyStatus.ACTIVE)
     return _Entry(info, file, private)
 
@@ -483,7 +491,7 @@ def _load_entry(path: Path, item: Mapping[str, Any], passphrase: bytes | None) -
     file = str(item["file"])
     if os.path.basename(file) != file or file.startswith("."):
         raise KeyDirectoryError(f"{path / MANIFEST} names an unsafe key file {file!r}")
-    pem = _read_private(path / file)
+    pem = read_private(path / file)
     if passphrase is not None and b"ENCRYPTED" not in pem:
         raise KeyDirectoryError(
             f"{path / file} is not encrypted, but the directory is not in dev mode"
@@ -560,7 +568,7 @@ def _seal_secret(secret: bytes, passphrase: bytes | None) -> bytes:
 
 
 def _unseal_secret(file: Path, passphrase: bytes | None) -> bytes:
-    document = _read_json(file)
+    document = read_json(file)
     kdf = document.get("kdf")
     if passphrase is None:
         if kdf is not None:
@@ -585,107 +593,3 @@ def _unseal_secret(file: Path, passphrase: bytes | None) -> bytes:
     if len(secret) != PSEUDONYM_SECRET_BYTES:
         raise KeyDirectoryError(f"{file} does not hold a {PSEUDONYM_SECRET_BYTES}-byte secret")
     return secret
-
-
-def _check_private(path: Path, *, directory: bool) -> os.stat_result:
-    """Stat the key directory and refuse it unless it is ours alone (no group or other bits)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise KeyDirectoryError(f"{path} does not exist") from None
-    except OSError as exc:
-        raise KeyDirectoryError(f"cannot read {path}: {exc.strerror or exc}") from None
-    _check_mode(path, st, directory=directory)
-    return st
-
-
-def _check_mode(path: Path, st: os.stat_result, *, directory: bool) -> None:
-    kind_ok = stat.S_ISDIR(st.st_mode) if directory else stat.S_ISREG(st.st_mode)
-    if not kind_ok:
-        kind = "directory" if directory else "regular file"
-        links = "" if directory else " (symbolic links are refused)"
-        raise KeyDirectoryError(f"{path} is not a {kind}{links}")
-    if st.st_mode & 0o077:
-        raise KeyDirectoryError(
-            f"{path} is accessible to group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
-            f"it must be {'0700' if directory else '0600'}"
-        )
-
-
-def _read_private(path: Path) -> bytes:
-    """Read a file of the key directory, refusing symlinks and group/other permissions."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise KeyDirectoryError(f"{path} is missing") from None
-    except OSError as exc:
-        raise KeyDirectoryError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "rb") as handle:
-        _check_mode(path, os.fstat(fd), directory=False)
-        data = handle.read(_MAX_FILE_BYTES + 1)
-    if len(data) > _MAX_FILE_BYTES:
-        raise KeyDirectoryError(f"{path} is larger than 1 MiB")
-    return data
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        document = loads_strict(_read_private(path), max_bytes=_MAX_FILE_BYTES, max_depth=16)
-    except MalformedError as exc:
-        raise KeyDirectoryError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise KeyDirectoryError(f"{path} does not hold a JSON object")
-    return document
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Write a new file, created 0600 (O_EXCL: never over an existing file), and fsync it."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _replace_file(path: Path, data: bytes) -> None:
-    """Atomically replace ``path`` with ``data`` through a new 0600 file beside it."""
-    temp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        _write_new(temp, data)
-        os.replace(temp, path)
-    except BaseException:
-        _unlink_quietly(temp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _remove_tree(path: Path) -> None:
-    """Remove the staging directory of a failed :meth:`KeyDirectory.create` (flat, files only)."""
-    if not path.is_dir():
-        return
-    for child in path.iterdir():
-        _unlink_quietly(child)
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass

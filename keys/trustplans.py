@@ -146,6 +146,8 @@ class RemovedKey:
 
 @dataclass(frozen=True)
 class KeySetPlan:
+    """What applying a key set writes, and its result and audit event."""
+
     remove: tuple[str, ...]  # kids moved from region_keys to removed_keys
     put: tuple[RegionKey, ...]  # the region's complete key list afterwards
     restore: tuple[str, ...]  # kids leaving removed_keys (they return)
@@ -268,6 +270,7 @@ def conversions_to_revoke(
 
 
 def revocation_result(change: RevocationBatchChange, conversions: int) -> SubmissionResult:
+    """The result of an applied revocation batch."""
     return SubmissionResult(
         SubmissionKind.REVOCATIONS,
         change.region,

@@ -214,8 +214,8 @@ def test_a_second_signal_stops_at_once(codes, prepared_dir) -> None:
                 watcher = asyncio.create_task(watch_health(server.target, health, up))
                 await asyncio.wait_for(up.wait(), 30)
                 server.signal(signal.SIGTERM)
-                # Health turns NOT_SERVING and its watch ends once the drain has begun (and
-                # the second signal's handler is in place).
+                # Health turns NOT_SERVING and its watch ends once the drain has begun: the
+                # first signal has been handled, so the next one is a second signal.
                 await asyncio.wait_for(watcher, 30)
                 assert health[-1] == NOT_SERVING
                 assert server.process.returncode is None  # draining, for up to 60 s

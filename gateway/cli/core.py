@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from gateway.cli._common import (
     EXIT_OK,
@@ -109,8 +109,17 @@ async def _serve(opts: argparse.Namespace) -> None:
         log.warning("serving PLAINTEXT without client authentication: local development only")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        # One handler from the start: the first signal begins the drain, any later one stops
+        # at once, with no window in which a second signal would only set ``stop`` again.
+        if stop.is_set():
+            _exit_now()
+        else:
+            stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):  # before anything starts: no signal is missed
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     gateway = await Gateway.open(config)
     try:
         try:
@@ -130,15 +139,13 @@ async def _serve(opts: argparse.Namespace) -> None:
             print(f"metrics on http://{metrics_host}:{running.metrics_port}/metrics", flush=True)
         await stop.wait()
         log.info("shutting down: NOT_SERVING, draining for up to %ss", config.grace)
-        for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal stops at once
-            loop.add_signal_handler(sig, _exit_now)
         await running.stop(config.grace)
         log.info("drained; stopped")
     finally:
         await gateway.close()
 
 
-def _exit_now() -> None:
+def _exit_now() -> NoReturn:
     log.warning("second signal: stopping at once, without draining")
     logging.shutdown()
     os._exit(130)

@@ -65,6 +65,7 @@ def _row(record: ConversionRecord) -> tuple[Any, ...]:
 
 
 def get(conn: sqlite3.Connection, region: str, source_key: str) -> ConversionRecord | None:
+    """The stored record or version asked for, or None."""
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM conversions WHERE region = ? AND source_key = ?",  # noqa: S608
         (region, source_key),
@@ -88,18 +89,21 @@ def _insert(conn: sqlite3.Connection, records: Sequence[ConversionRecord]) -> No
 
 
 def put(conn: sqlite3.Connection, records: Sequence[ConversionRecord]) -> None:
+    """Insert conversions (regions must exist); a source already converted is kept."""
     for code in sorted({r.region for r in records}):
         regions.require_region(conn, code)
     _insert(conn, records)
 
 
 def claim(conn: sqlite3.Connection, records: Sequence[ConversionRecord]) -> list[ConversionRecord]:
+    """Insert the new conversions and return the stored record of each, in order."""
     _insert(conn, records)
     stored = [get(conn, r.region, r.source_key) for r in records]
     return [s for s in stored if s is not None]
 
 
 def listed(conn: sqlite3.Connection, region: str | None, limit: int) -> list[ConversionRecord]:
+    """Conversion records, oldest first, at most ``limit`` (ValueError outside 1..100000)."""
     check_limit(limit)
     query = f"SELECT {_COLUMNS} FROM conversions"  # noqa: S608
     params: tuple[Any, ...] = ()

@@ -78,6 +78,7 @@ def _stored_holders(
 
 
 def stock_job(conn: sqlite3.Connection, digest: str) -> StockJob:
+    """The batch job of a file; :class:`NotFoundError` if there is none."""
     row = conn.execute(
         "SELECT digest, source, committed_rows, counts, started_at, updated_at, finished_at"
         " FROM stock_jobs WHERE digest = ?",
@@ -98,6 +99,7 @@ def stock_job(conn: sqlite3.Connection, digest: str) -> StockJob:
 
 
 def open_stock_job(conn: sqlite3.Connection, digest: str, source: str, at: int) -> StockJob:
+    """The batch job of a file, created at row 0 if new."""
     conn.execute(
         "INSERT INTO stock_jobs (digest, source, committed_rows, counts, started_at,"
         " updated_at) VALUES (?, ?, 0, '{}', ?, ?) ON CONFLICT (digest) DO NOTHING",
@@ -107,6 +109,7 @@ def open_stock_job(conn: sqlite3.Connection, digest: str, source: str, at: int) 
 
 
 def commit_stock_batch(conn: sqlite3.Connection, batch: StockBatch) -> StockBatchResult:
+    """Store a batch's new certificates and move its job on, or refuse if the job moved."""
     rows = [_stock_row(r) for r in batch.records]
     at = ts(batch.at)
     job = stock_job(conn, batch.digest)
@@ -150,6 +153,7 @@ def commit_stock_batch(conn: sqlite3.Connection, batch: StockBatch) -> StockBatc
 
 
 def finish_stock_job(conn: sqlite3.Connection, digest: str, at: int) -> StockJob:
+    """Mark a batch job complete and return it."""
     conn.execute(
         "UPDATE stock_jobs SET finished_at = COALESCE(finished_at, ?), updated_at = ?"
         " WHERE digest = ?",
@@ -159,11 +163,13 @@ def finish_stock_job(conn: sqlite3.Connection, digest: str, at: int) -> StockJob
 
 
 def count_stock_conversions(conn: sqlite3.Connection) -> int:
+    """How many stock conversions are stored."""
     row = conn.execute("SELECT COUNT(*) FROM stock_conversions").fetchone()
     return int(row[0]) if row else 0
 
 
 def recognition_rows(entries: Sequence[RecognitionEntry]) -> list[tuple[Any, ...]]:
+    """The rows of log entries, each field cut to its column's bound."""
     return [
         (
             int(e.at.timestamp()),
@@ -183,10 +189,12 @@ def recognition_rows(entries: Sequence[RecognitionEntry]) -> list[tuple[Any, ...
 def append_recognitions(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     # Multi-row statements, not executemany: sqlite3 releases the GIL on every step, and under
     # load each re-acquisition waits for the event loop's switch interval.
+    """Append log rows with statements of fixed shapes."""
     _insert_rows(conn, "recognitions", _RECOGNITION_COLUMNS, rows)
 
 
 def list_recognitions(conn: sqlite3.Connection, limit: int) -> list[RecognitionEntry]:
+    """The recognition log, oldest first, at most ``limit``."""
     check_limit(limit)
     found = conn.execute(
         f"SELECT {_RECOGNITION_COLUMNS} FROM recognitions ORDER BY at, rowid LIMIT ?",  # noqa: S608
@@ -204,6 +212,7 @@ def purge(
     conversions_before: datetime | None,
     dry_run: bool,
 ) -> PurgeResult:
+    """Delete (or count, ``dry_run``) log entries and expired conversions before the cut-offs."""
     rec_at = None if recognitions_before is None else ts(recognitions_before)
     conv_at = None if conversions_before is None else ts(conversions_before)
 

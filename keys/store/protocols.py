@@ -54,6 +54,8 @@ class RegistryData:
 
 
 class HealthStore(Protocol):
+    """Whether the database answers (the health check)."""
+
     async def ping(self) -> None:
         """Raise :class:`StoreUnavailableError` unless the database answers."""
         ...
@@ -181,12 +183,16 @@ class TrustStore(Protocol):
 
 
 class AuditStore(Protocol):
+    """The audit trail, read in order."""
+
     async def read_audit(self, after_seq: int, limit: int) -> tuple[AuditHead, list[AuditEntry]]:
         """The audit head and up to ``limit`` entries with seq > ``after_seq``, in seq order."""
         ...
 
 
 class TrustListStore(Protocol):
+    """The signed trust list's content versions."""
+
     async def latest_trustlist(self) -> TrustListVersion | None:
         """The newest trust-list content version, or None."""
         ...
@@ -204,6 +210,8 @@ class TrustListStore(Protocol):
 
 
 class ConversionStore(Protocol):
+    """Partner conversions, written in batches by the conversion writer."""
+
     async def claim_conversions(
         self, records: Sequence[ConversionRecord]
     ) -> list[ConversionRecord]:
@@ -213,12 +221,16 @@ class ConversionStore(Protocol):
 
 
 class RecognitionStore(Protocol):
+    """The recognition log, written in batches."""
+
     async def append_recognitions(self, entries: Sequence[RecognitionEntry]) -> None:
         """Append decided codes (code ids already keyed) to the log, in one transaction."""
         ...
 
 
 class StockStore(Protocol):
+    """Stock certificate conversions and their batch jobs."""
+
     async def open_stock_job(self, digest: str, source: str, now: datetime) -> StockJob:
         """The batch job of the file with SHA-256 ``digest``, created if new."""
         ...
@@ -234,6 +246,8 @@ class StockStore(Protocol):
 
 
 class PurgeStore(Protocol):
+    """The retention purge."""
+
     async def purge(
         self,
         *,

@@ -29,10 +29,12 @@ from keys.store.rows import (
 
 
 def bump_version(conn: sqlite3.Connection) -> None:
+    """Increase the registry's change counter, in the caller's transaction."""
     conn.execute("UPDATE registry_version SET version = version + 1 WHERE id = 1")
 
 
 def version(conn: sqlite3.Connection) -> int:
+    """The registry's change counter."""
     row = conn.execute("SELECT version FROM registry_version WHERE id = 1").fetchone()
     if row is None:
         raise StoreUnavailableError("the registry database has no version row")
@@ -40,15 +42,18 @@ def version(conn: sqlite3.Connection) -> int:
 
 
 def region_exists(conn: sqlite3.Connection, code: str) -> bool:
+    """Whether the region is registered."""
     return conn.execute("SELECT 1 FROM regions WHERE code = ?", (code,)).fetchone() is not None
 
 
 def require_region(conn: sqlite3.Connection, code: str) -> None:
+    """Raise :class:`NotFoundError` unless the region is registered."""
     if not region_exists(conn, code):
         raise NotFoundError(f"region {code} is not registered", region=code)
 
 
 def region(conn: sqlite3.Connection, code: str) -> Region | None:
+    """A region, or None."""
     row = conn.execute(
         f"SELECT {REGION_COLUMNS} FROM regions WHERE code = ?",  # noqa: S608
         (code,),
@@ -57,11 +62,13 @@ def region(conn: sqlite3.Connection, code: str) -> Region | None:
 
 
 def regions(conn: sqlite3.Connection) -> list[Region]:
+    """All regions, ordered by code."""
     rows = conn.execute(f"SELECT {REGION_COLUMNS} FROM regions ORDER BY code")  # noqa: S608
     return [region_from_row(row) for row in rows.fetchall()]
 
 
 def key(conn: sqlite3.Connection, code: str, kid: str) -> RegionKey | None:
+    """A key of a region, or None."""
     row = conn.execute(
         f"SELECT {KEY_COLUMNS} FROM region_keys WHERE region = ? AND kid = ?",  # noqa: S608
         (code, kid),
@@ -70,6 +77,7 @@ def key(conn: sqlite3.Connection, code: str, kid: str) -> RegionKey | None:
 
 
 def keys(conn: sqlite3.Connection, code: str | None) -> list[RegionKey]:
+    """All keys (or a region's), ordered by region, not_before, kid."""
     query = f"SELECT {KEY_COLUMNS} FROM region_keys"  # noqa: S608
     params: tuple[str, ...] = ()
     if code is not None:
@@ -80,6 +88,7 @@ def keys(conn: sqlite3.Connection, code: str | None) -> list[RegionKey]:
 
 
 def upsert_region(conn: sqlite3.Connection, new: Region, actor: str, now: datetime) -> None:
+    """Insert or replace a region, audited and versioned only if it changed."""
     before = region(conn, new.code)
     cur = conn.execute(
         "INSERT INTO regions (code, name, mode, max_age_seconds, enabled)"
@@ -108,6 +117,7 @@ def upsert_region(conn: sqlite3.Connection, new: Region, actor: str, now: dateti
 def set_region_enabled(
     conn: sqlite3.Connection, code: str, enabled: bool, actor: str, now: datetime
 ) -> None:
+    """Enable or disable a region (audited when it changes); NotFoundError if unknown."""
     require_region(conn, code)
     cur = conn.execute(
         "UPDATE regions SET enabled = ? WHERE code = ? AND enabled != ?",
@@ -129,6 +139,7 @@ def set_region_enabled(
 
 
 def removed_key_conflicts(conn: sqlite3.Connection, new: RegionKey) -> bool:
+    """Whether a key set once removed another key under this key id."""
     row = conn.execute(
         "SELECT alg, spki FROM removed_keys WHERE region = ? AND kid = ?", (new.region, new.kid)
     ).fetchone()
@@ -136,6 +147,7 @@ def removed_key_conflicts(conn: sqlite3.Connection, new: RegionKey) -> bool:
 
 
 def add_key(conn: sqlite3.Connection, new: RegionKey, actor: str, now: datetime) -> bool:
+    """Insert a key; False for an identical one; AlreadyExistsError / KeyIdReusedError."""
     row = key_row(new)
     require_region(conn, new.region)
     existing = conn.execute(
@@ -171,6 +183,7 @@ def add_key(conn: sqlite3.Connection, new: RegionKey, actor: str, now: datetime)
 def revoke_key(
     conn: sqlite3.Connection, code: str, kid: str, at: datetime, actor: str, now: datetime
 ) -> RegionKey:
+    """Revoke a key from a time on (only ever earlier) and return it as stored."""
     before = key(conn, code, kid)
     cur = conn.execute(
         "UPDATE region_keys SET status = 'revoked',"
@@ -201,6 +214,7 @@ def revoke_key(
 def set_key_window(
     conn: sqlite3.Connection, current: RegionKey, updated: RegionKey, actor: str, now: datetime
 ) -> RegionKey:
+    """Store a planned window if the key is unchanged (ConcurrentChangeError otherwise)."""
     window = (ts(updated.not_before), ts(updated.not_after))
     if key(conn, current.region, current.kid) != current:
         raise ConcurrentChangeError(
@@ -225,6 +239,7 @@ def set_key_window(
 
 
 def keyset_versions(conn: sqlite3.Connection) -> tuple[tuple[str, int], ...]:
+    """Each region's current key-set version."""
     rows = conn.execute(
         "SELECT region, MAX(version) FROM keysets GROUP BY region ORDER BY region"
     ).fetchall()

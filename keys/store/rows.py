@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from keys import audit
-from keys.anchors import AnchorSet
 from keys.crypto import Algorithm, PublicKey
 from keys.jsonutil import canonical_json
 from keys.model import KeyStatus, Mode, Region, RegionKey
@@ -55,28 +54,34 @@ def ts(value: datetime) -> int:
 
 
 def opt_ts(value: datetime | None) -> int | None:
+    """Unix seconds of an optional time."""
     return None if value is None else ts(value)
 
 
 def opt_time(value: int | None) -> datetime | None:
+    """The time of optional unix seconds."""
     return None if value is None else from_unix(value)
 
 
 def check_limit(limit: int) -> None:
+    """Raise ``ValueError`` unless ``limit`` is 1..100000."""
     if isinstance(limit, bool) or not 1 <= limit <= MAX_LIST_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
 
 
 def check_actor(actor: str) -> None:
+    """Raise ``ValueError`` unless ``actor`` is ``<kind>:<name>``."""
     if audit.ACTOR_PATTERN.fullmatch(actor) is None:
         raise ValueError(f"actor {actor[:40]!r} is not '<kind>:<name>', e.g. 'operator:cli'")
 
 
 def sha256_text(text: str) -> str:
+    """SHA-256 hex of a text (the SQL function of migration 2)."""
     return hashlib.sha256(str(text).encode("utf-8")).hexdigest()
 
 
 def json_text(value: Any) -> str:
+    """Canonical JSON text of a value."""
     return canonical_json(value).decode("utf-8")
 
 
@@ -84,11 +89,13 @@ REGION_COLUMNS = "code, name, mode, max_age_seconds, enabled"
 
 
 def region_from_row(row: Any) -> Region:
+    """A region from its row."""
     code, name, mode, max_age, enabled = row
     return Region(code, name, Mode(mode), timedelta(seconds=max_age), bool(enabled))
 
 
 def region_row(region: Region) -> tuple[Any, ...]:
+    """A region's row."""
     return (
         region.code,
         region.name,
@@ -102,6 +109,7 @@ KEY_COLUMNS = "region, kid, alg, spki, not_before, not_after, status, revoked_at
 
 
 def key_from_row(row: Any) -> RegionKey:
+    """A key from its row (a key that no longer loads raises)."""
     region, kid, alg, spki, not_before, not_after, status, revoked_at = row
     return RegionKey(
         region=region,
@@ -115,6 +123,7 @@ def key_from_row(row: Any) -> RegionKey:
 
 
 def key_row(key: RegionKey) -> tuple[Any, ...]:
+    """A key's row."""
     return (
         key.region,
         key.kid,
@@ -128,6 +137,7 @@ def key_row(key: RegionKey) -> tuple[Any, ...]:
 
 
 def region_json(region: Region) -> dict[str, Any]:
+    """A region as the audit trail records it."""
     return {
         "code": region.code,
         "name": region.name,
@@ -138,6 +148,7 @@ def region_json(region: Region) -> dict[str, Any]:
 
 
 def key_json(key: RegionKey) -> dict[str, Any]:
+    """A key as the audit trail records it (fingerprint, not key bytes)."""
     return {
         "kid": key.kid,
         "alg": key.alg.value,
@@ -146,14 +157,4 @@ def key_json(key: RegionKey) -> dict[str, Any]:
         "not_after": to_unix(key.not_after),
         "status": key.status.value,
         "revoked_at": None if key.revoked_at is None else to_unix(key.revoked_at),
-    }
-
-
-def anchors_json(anchors: AnchorSet | None) -> dict[str, Any] | None:
-    if anchors is None:
-        return None
-    return {
-        "kids": sorted(anchors.kids),
-        "threshold": anchors.threshold,
-        "fingerprint": anchors.fingerprint(),
     }

@@ -271,6 +271,7 @@ def install_functions(conn: sqlite3.Connection, code_keys: CodeKeys | None) -> N
 
 
 def current_version(conn: sqlite3.Connection) -> int:
+    """The schema version the database is at (0 when new)."""
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"

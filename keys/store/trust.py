@@ -54,6 +54,7 @@ def _anchor_set(text: str, threshold: int) -> AnchorSet:
 
 
 def anchors(conn: sqlite3.Connection, code: str) -> tuple[int, AnchorSet | None]:
+    """A region's current anchor generation and anchors (0, None without any)."""
     row = conn.execute(
         "SELECT generation, anchors, threshold FROM anchor_sets WHERE region = ?"
         " ORDER BY generation DESC LIMIT 1",
@@ -65,6 +66,7 @@ def anchors(conn: sqlite3.Connection, code: str) -> tuple[int, AnchorSet | None]
 
 
 def all_anchors(conn: sqlite3.Connection) -> dict[str, AnchorSet]:
+    """Every region's current anchors."""
     rows = conn.execute(
         "SELECT a.region, a.anchors, a.threshold FROM anchor_sets a"
         " WHERE a.generation = (SELECT MAX(generation) FROM anchor_sets"
@@ -84,6 +86,7 @@ def _insert_anchors(
 
 
 def keyset_version(conn: sqlite3.Connection, code: str) -> int:
+    """A region's current key-set version (0: none yet)."""
     row = conn.execute(
         "SELECT COALESCE(MAX(version), 0) FROM keysets WHERE region = ?", (code,)
     ).fetchone()
@@ -91,6 +94,7 @@ def keyset_version(conn: sqlite3.Connection, code: str) -> int:
 
 
 def region_trust(conn: sqlite3.Connection, code: str) -> RegionTrust:
+    """A region, its anchors, key-set version and keys."""
     record = regions.region(conn, code)
     generation, current = anchors(conn, code)
     version = keyset_version(conn, code)
@@ -99,6 +103,7 @@ def region_trust(conn: sqlite3.Connection, code: str) -> RegionTrust:
 
 
 def submission(conn: sqlite3.Connection, digest: str) -> SubmissionResult | None:
+    """The stored result of a submission, flagged duplicate, or None."""
     row = conn.execute("SELECT result FROM submissions WHERE digest = ?", (digest,)).fetchone()
     if row is None:
         return None
@@ -129,6 +134,7 @@ def install_partner(
     actor: str,
     now: datetime,
 ) -> InstallResult:
+    """Install a partner file as :func:`keys.trustplans.plan_install` plans it."""
     check_actor(actor)
     at = ts(now)
     generation, current = anchors(conn, new.code)
@@ -169,6 +175,7 @@ def _removed(conn: sqlite3.Connection, code: str) -> dict[str, RemovedKey]:
 
 
 def apply_keyset(conn: sqlite3.Connection, change: KeySetChange) -> SubmissionResult:
+    """Apply a key set as :func:`keys.trustplans.plan_keyset` plans it."""
     check_actor(change.actor)
     at = ts(change.at)
     earlier = submission(conn, change.digest)
@@ -228,6 +235,7 @@ def apply_key_revocation(
     actor: str,
     now: datetime,
 ) -> SubmissionResult:
+    """Revoke a current or removed key from its compromise time on."""
     check_actor(actor)
     at = ts(compromised_at)
     earlier = submission(conn, digest)
@@ -273,6 +281,7 @@ def apply_key_revocation(
 def apply_revocation_batch(
     conn: sqlite3.Connection, change: RevocationBatchChange
 ) -> SubmissionResult:
+    """Record a revocation batch and revoke the conversions it reaches."""
     check_actor(change.actor)
     at = ts(change.effective_at)
     earlier = submission(conn, change.digest)
@@ -337,6 +346,7 @@ def _conversions_of(
 def revocations(
     conn: sqlite3.Connection, code: str | None
 ) -> tuple[list[CodeRevocation], list[HolderRevocation]]:
+    """Code revocations (code keys) and holder revocations (pseudonyms)."""
     where, params = ("", ()) if code is None else (" WHERE region = ?", (code,))
     rows = conn.execute(
         "SELECT region, code_key, effective_at FROM code_revocations" + where,  # noqa: S608

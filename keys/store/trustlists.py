@@ -24,6 +24,7 @@ def get(conn: sqlite3.Connection, version: int | None) -> TrustListVersion | Non
 def record(
     conn: sqlite3.Connection, digest: str, content: bytes, expected_latest: int, at: int
 ) -> TrustListVersion:
+    """Record content as the next version unless it is the latest already."""
     latest = get(conn, None)
     if latest is not None and latest.digest == digest:
         return latest
