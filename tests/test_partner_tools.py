@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from cli_support import Ran, one_line_error, trustgw
+from cryptography.hazmat.primitives import serialization
 
 from adapters.regions import REGION_ALGORITHMS, REGION_SPECS
 from keys.anchors import PartnerFile
@@ -106,7 +107,11 @@ def test_keygen_writes_an_encrypted_private_file_0600_and_public_jwk_and_pem(
     assert private.stat().st_mode & 0o777 == 0o600
     content = json.loads(private.read_text())
     assert content["type"] == "trustgw/partner-key/v1" and content["encrypted"] is True
-    assert content["private_key"].startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    # Encrypted under the passphrase: unreadable without it, and it opens with it.
+    pem = content["private_key"].encode("ascii")
+    with pytest.raises(TypeError):  # "Password was not given but private key is encrypted"
+        serialization.load_pem_private_key(pem, password=None)
+    assert serialization.load_pem_private_key(pem, password=PASSPHRASE.encode()) is not None
     jwk = json.loads((kit / "tj" / "tj-1.jwk").read_text())
     assert jwk["kid"] == "tj-1" and jwk["alg"] == "ES256" and "d" not in jwk
     assert (kit / "tj" / "tj-1.pem").read_text().startswith("-----BEGIN PUBLIC KEY-----")
