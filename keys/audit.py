@@ -27,6 +27,8 @@ from keys.jsonutil import canonical_json
 from keys.timeutil import ensure_utc, to_iso, to_unix
 
 if TYPE_CHECKING:
+    from keys.anchors import AnchorSet
+    from keys.model import Region, RegionKey
     from keys.store import AuditStore
 
 GENESIS_HASH = "0" * 64
@@ -202,3 +204,41 @@ async def verify_store(store: AuditStore, expected: AuditHead | None = None) -> 
             break
         _, entries = await store.read_audit(entries[-1].seq, VERIFY_CHUNK)
     return verifier.finish(head)
+
+
+# --- what the trail records of a region, a key and an anchor set ------------------------------
+
+
+def region_json(region: Region) -> dict[str, Any]:
+    """A region as the audit trail records it."""
+    return {
+        "code": region.code,
+        "name": region.name,
+        "mode": region.mode.value,
+        "max_age": int(region.max_age.total_seconds()),
+        "enabled": region.enabled,
+    }
+
+
+def key_json(key: RegionKey) -> dict[str, Any]:
+    """A key as the audit trail records it (fingerprint, not key bytes)."""
+    return {
+        "kid": key.kid,
+        "alg": key.alg.value,
+        "fingerprint": key.public_key.fingerprint(),
+        "not_before": to_unix(key.not_before),
+        "not_after": to_unix(key.not_after),
+        "status": key.status.value,
+        "revoked_at": None if key.revoked_at is None else to_unix(key.revoked_at),
+    }
+
+
+def anchors_json(anchors: AnchorSet | None) -> dict[str, Any] | None:
+    """An anchor set as the audit trail records it (key ids, threshold, fingerprint)."""
+    if anchors is None:
+        return None
+    return {
+        "kids": sorted(anchors.kids),
+        "threshold": anchors.threshold,
+        "fingerprint": anchors.fingerprint(),
+    }

@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
 from keys.anchors import AnchorSet
-from keys.audit import AuditEvent
+from keys.audit import AuditEvent, anchors_json, key_json, region_json
 from keys.errors import AlreadyExistsError, ConcurrentChangeError, KeyIdReusedError
 from keys.model import KeyStatus, Region, RegionKey
 from keys.records import (
@@ -25,39 +24,6 @@ from keys.records import (
     SubmissionResult,
 )
 from keys.timeutil import to_unix
-
-
-def _region_json(region: Region) -> dict[str, Any]:
-    return {
-        "code": region.code,
-        "name": region.name,
-        "mode": region.mode.value,
-        "max_age": int(region.max_age.total_seconds()),
-        "enabled": region.enabled,
-    }
-
-
-def _key_json(key: RegionKey) -> dict[str, Any]:
-    return {
-        "kid": key.kid,
-        "alg": key.alg.value,
-        "fingerprint": key.public_key.fingerprint(),
-        "not_before": to_unix(key.not_before),
-        "not_after": to_unix(key.not_after),
-        "status": key.status.value,
-        "revoked_at": None if key.revoked_at is None else to_unix(key.revoked_at),
-    }
-
-
-def _anchors_json(anchors: AnchorSet | None) -> dict[str, Any] | None:
-    if anchors is None:
-        return None
-    return {
-        "kids": sorted(anchors.kids),
-        "threshold": anchors.threshold,
-        "fingerprint": anchors.fingerprint(),
-    }
-
 
 # --- installing a partner file -------------------------------------------------------------
 
@@ -116,8 +82,8 @@ def plan_install(
         region.code,
         None
         if before is None
-        else {"region": _region_json(before), "anchors": _anchors_json(current)},
-        {"region": _region_json(stored), "anchors": _anchors_json(anchors)},
+        else {"region": region_json(before), "anchors": anchors_json(current)},
+        {"region": region_json(stored), "anchors": anchors_json(anchors)},
     )
     return InstallPlan(
         stored if before is None or region_changed else None,
@@ -225,15 +191,15 @@ def plan_keyset(
         change.region,
         {
             "version": version,
-            "keys": [_key_json(k) for k in old.values()],
-            "anchors": _anchors_json(anchors_before),
+            "keys": [key_json(k) for k in old.values()],
+            "anchors": anchors_json(anchors_before),
         },
         {
             "version": change.version,
             "digest": change.digest,
             "expires": to_unix(change.expires),
-            "keys": [_key_json(k) for k in after],
-            "anchors": _anchors_json(change.anchors or anchors_before),
+            "keys": [key_json(k) for k in after],
+            "anchors": anchors_json(change.anchors or anchors_before),
         },
     )
     return KeySetPlan(remove, tuple(put), tuple(restore), change.anchors, result, event)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime
 
-from keys.audit import AuditEvent
+from keys.audit import AuditEvent, key_json, region_json
 from keys.errors import (
     AlreadyExistsError,
     ConcurrentChangeError,
@@ -19,10 +19,8 @@ from keys.store.rows import (
     KEY_COLUMNS,
     REGION_COLUMNS,
     key_from_row,
-    key_json,
     key_row,
     region_from_row,
-    region_json,
     region_row,
     ts,
 )

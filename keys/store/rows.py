@@ -136,25 +136,5 @@ def key_row(key: RegionKey) -> tuple[Any, ...]:
     )
 
 
-def region_json(region: Region) -> dict[str, Any]:
-    """A region as the audit trail records it."""
-    return {
-        "code": region.code,
-        "name": region.name,
-        "mode": region.mode.value,
-        "max_age": int(region.max_age.total_seconds()),
-        "enabled": region.enabled,
-    }
 
 
-def key_json(key: RegionKey) -> dict[str, Any]:
-    """A key as the audit trail records it (fingerprint, not key bytes)."""
-    return {
-        "kid": key.kid,
-        "alg": key.alg.value,
-        "fingerprint": key.public_key.fingerprint(),
-        "not_before": to_unix(key.not_before),
-        "not_after": to_unix(key.not_after),
-        "status": key.status.value,
-        "revoked_at": None if key.revoked_at is None else to_unix(key.revoked_at),
-    }

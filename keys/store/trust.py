@@ -9,7 +9,7 @@ import sqlite3
 from datetime import datetime
 
 from keys.anchors import AnchorSet
-from keys.audit import AuditEvent
+from keys.audit import AuditEvent, key_json
 from keys.errors import BatchConflictError, NotFoundError
 from keys.model import Region
 from keys.records import (
@@ -27,7 +27,6 @@ from keys.store.rows import (
     KEY_COLUMNS,
     check_actor,
     json_text,
-    key_json,
     key_row,
     opt_time,
     opt_ts,
