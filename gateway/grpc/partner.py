@@ -15,6 +15,7 @@ accepted. Never run a plaintext server where partners can reach it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
@@ -23,6 +24,7 @@ import grpc
 
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import registry_pb2 as rpb
+from gateway.claims import ReceiptClaims
 from gateway.grpc.auth import caller
 from gateway.grpc.methods import MAX_SUBMISSION_REQUEST_BYTES, Method
 from gateway.pki import Role
@@ -33,7 +35,7 @@ from keys.jsonutil import loads_strict
 from keys.keystore import KeyRole
 from keys.records import SubmissionKind, SubmissionResult
 from keys.signed import MAX_ENVELOPE_BYTES, MAX_SIGNED_BYTES, Envelope
-from keys.timeutil import to_unix, utcnow
+from keys.timeutil import utcnow
 
 _KINDS = {
     SubmissionKind.KEYSET: rpb.SUBMISSION_KIND_KEYSET,
@@ -52,27 +54,20 @@ class _Apply(Protocol):
 
 def receipt(result: SubmissionResult, signed: Attestation) -> rpb.SubmissionReceipt:
     """The wire form of a submission's result, with its signed form ``signed``
-    (:func:`gateway.tokens.sign_receipt`)."""
+    (:func:`gateway.tokens.sign_receipt`): the same values the signature covers, since
+    :class:`ReceiptClaims` holds them under their proto names."""
+    claims = ReceiptClaims.of(result)
+    fields = {
+        f.name: getattr(claims, f.name)
+        for f in dataclasses.fields(claims)
+        if f.name not in ("kind", "iat", "exp")  # kind is an enum on the wire; no window
+    }
     return rpb.SubmissionReceipt(
         kind=_KINDS[result.kind],
-        region=result.region,
-        digest=result.digest,
-        accepted_at=to_unix(result.accepted_at),
-        duplicate=result.duplicate,
-        version=result.version or 0,
-        keys_added=list(result.keys_added),
-        keys_removed=list(result.keys_removed),
-        keys_kept=list(result.keys_kept),
-        anchors_rotated=result.anchors_rotated,
-        key_id=result.kid or "",
-        revoked_at=0 if result.revoked_at is None else to_unix(result.revoked_at),
-        batch_id=result.batch_id or "",
-        codes=result.codes,
-        holders=result.holders,
-        conversions_revoked=result.conversions_revoked,
         attestation=pb.Attestation(
             payload=signed.payload, key_id=signed.kid, alg=signed.alg, signature=signed.signature
         ),
+        **fields,
     )
 
 
