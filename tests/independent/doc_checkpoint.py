@@ -140,19 +140,7 @@ def verify_attestation(
 ) -> dict[str, Any]:
     """ "Attestation format": the key's algorithm over exactly the payload bytes; check, then
     parse. "Algorithms": an ``alg`` that is not its key's is MALFORMED."""
-    key = trust.keys.get((key_id, "attest"))
-    if key is not None and alg != key.alg:
-        raise Refused("MALFORMED", f"alg {alg} is not key {key_id}'s")
-    try:
-        claims = json.loads(payload)
-    except ValueError as exc:
-        raise Refused("MALFORMED") from exc
-    trust.check("attest", key_id, payload, signature, claims, t)
-    if canonical(claims) != payload:
-        raise Refused("MALFORMED", "payload is not canonical JSON")
-    if claims.get("typ") != "trustgw/attestation/v1" or claims.get("iss") != "370000":
-        raise Refused("MALFORMED", "typ/iss")
-    return claims
+    return _attest_form(trust, payload, key_id, alg, signature, t, "trustgw/attestation/v1")
 
 
 def verify_home_code(trust: TrustFile, code: str, t: int) -> dict[str, Any]:
@@ -194,8 +182,18 @@ def verify_receipt(
     trust: TrustFile, payload: bytes, key_id: str, alg: str, signature: bytes, t: int
 ) -> dict[str, Any]:
     """ "Submission receipts": the attestation form, an `attest` key, typ trustgw/receipt/v1."""
-    if alg != "EdDSA":
-        raise Refused("SIGNATURE_INVALID", f"alg {alg}")
+    return _attest_form(trust, payload, key_id, alg, signature, t, "trustgw/receipt/v1")
+
+
+def _attest_form(
+    trust: TrustFile, payload: bytes, key_id: str, alg: str, signature: bytes, t: int, typ: str
+) -> dict[str, Any]:
+    """The attestation form of "Attestation format" and "Submission receipts": an `attest` key's
+    algorithm ("Algorithms": another ``alg`` is MALFORMED) over exactly the payload bytes;
+    check, then parse; canonical JSON; ``typ`` and ``iss`` as given."""
+    key = trust.keys.get((key_id, "attest"))
+    if key is not None and alg != key.alg:
+        raise Refused("MALFORMED", f"alg {alg} is not key {key_id}'s")
     try:
         claims = json.loads(payload)
     except ValueError as exc:
@@ -203,7 +201,7 @@ def verify_receipt(
     trust.check("attest", key_id, payload, signature, claims, t)
     if canonical(claims) != payload:
         raise Refused("MALFORMED", "payload is not canonical JSON")
-    if claims.get("typ") != "trustgw/receipt/v1" or claims.get("iss") != "370000":
+    if claims.get("typ") != typ or claims.get("iss") != "370000":
         raise Refused("MALFORMED", "typ/iss")
     return claims
 
