@@ -481,6 +481,16 @@ class KeyDirectoryError(ConfigurationError):
     default_message = "the key directory is missing, unreadable or has unsafe permissions"
 
 
+class NoKeyringError(ConfigurationError):
+    """The database holds no gateway keys and there is no key directory to import."""
+
+    reason = "NO_GATEWAY_KEYS"
+    default_message = (
+        "the database holds no gateway keys: run trustgw init (with --database on a new "
+        "deployment) first"
+    )
+
+
 class InvalidConfigError(ConfigurationError):
     """The configuration has one or more problems; :attr:`problems` lists them all (each one
     printable: ``gateway.runtime.settings.Problem``)."""
