@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from datetime import datetime
-from pathlib import Path
 
 from adapters.regions import REGION_ALGORITHMS
 from gateway.engine import Conversions, Recogniser
@@ -25,7 +24,10 @@ from gateway.runtime.trustfeed import DEFAULT_RESEND as TRUSTLIST_RESEND
 from gateway.runtime.trustfeed import TrustListFeed
 from keys.crypto import PrivateKey
 from keys.errors import GatewayError, StoreUnavailableError
+from keys.gatewaykeys import open_keyring, reload_if_changed
+from keys.keyring import GatewayKeyring
 from keys.keystore import MANIFEST, GatewayKeyInfo, KeyDirectory, KeyRole
+from keys.model import KeyStatus
 from keys.pseudonym import Pseudonymiser
 from keys.registry import KeyRegistry
 from keys.store import SQLiteStore
@@ -43,7 +45,7 @@ class Gateway:
         self,
         store: SQLiteStore,
         registry: KeyRegistry,
-        key_dir: KeyDirectory,
+        key_dir: GatewayKeyring,
         config: GatewayConfig,
     ) -> None:
         self.store = store
@@ -76,7 +78,6 @@ class Gateway:
             resend=min(TRUSTLIST_RESEND, config.trustlist_ttl / 4),
         )
         self._config = config
-        self._key_dir_stamp = _stamp(config.key_dir)
         self._refresher = Background("refresh")
         self.metrics = Metrics()
         self.healthy = True
@@ -93,13 +94,24 @@ class Gateway:
 
     @classmethod
     async def open(cls, config: GatewayConfig) -> Gateway:
-        key_dir = KeyDirectory.open(config.key_dir, passphrase=config.passphrase)
-        # With the secret: an older database's code ids are keyed when its schema is upgraded.
-        store = await SQLiteStore.open(
-            config.database, code_keys=Pseudonymiser(key_dir.pseudonym_secret())
-        )
-        registry = KeyRegistry(store)
-        await registry.load()
+        """Open the store, unseal the gateway's keys from it (importing ``DATA_DIR/keys`` at the
+        first open of a database without a keyring), load the registry and start the
+        background work.
+
+        Raises :class:`keys.errors.ConfigurationError` (no keys, wrong passphrase, schema),
+        :class:`keys.errors.StoreUnavailableError`.
+        """
+        # Only an old database (schema 3 or older) needs the pseudonym secret to upgrade, and
+        # only a data directory from before the keyring has it in files.
+        code_keys = _DirectoryCodeKeys(config) if (config.key_dir / MANIFEST).exists() else None
+        store = await SQLiteStore.open(config.database, code_keys=code_keys)
+        try:
+            key_dir = await open_keyring(store, config.passphrase, import_from=config.key_dir)
+            registry = KeyRegistry(store)
+            await registry.load()
+        except BaseException:
+            await store.close()
+            raise
         gateway = cls(store, registry, key_dir, config)
         await gateway.check_health()
         gateway.update_key_metrics()
@@ -136,16 +148,19 @@ class Gateway:
                 log.info("registry reloaded, version %s", self.registry.snapshot.version)
         except StoreUnavailableError as exc:
             log.warning("registry refresh failed: %s", exc)
-        stamp = _stamp(self._config.key_dir)
-        if stamp != self._key_dir_stamp:
-            try:
-                # Decrypting keys is slow (scrypt): keep it off the event loop.
-                key_dir = await asyncio.to_thread(
-                    KeyDirectory.open, self._config.key_dir, passphrase=self._config.passphrase
-                )
-            except GatewayError as exc:
-                log.warning("key directory reload failed, keeping the loaded keys: %s", exc)
-                return
+        try:
+            key_dir = await reload_if_changed(self.store, self.key_dir, self._config.passphrase)
+        except GatewayError as exc:
+            log.warning("gateway keyring reload failed, keeping the loaded keys: %s", exc)
+            key_dir = None
+        if key_dir is not None:
+            withdrawn = _newly_withdrawn(self.key_dir, key_dir)
+            if withdrawn:
+                # A withdrawn key must not sign one more thing: its replacement signs at once,
+                # even before every watcher has the list that carries it (docs/operations.md,
+                # "Withdrawing a compromised gateway key").
+                self.key_dir = key_dir
+                log.warning("gateway key(s) withdrawn, no longer signing: %s", withdrawn)
             # A new key signs only once the trust list carrying it is recorded and every
             # watcher of this process has been sent it (docs/verifying.md, "Keys and rotation").
             self._trustlist_keys = key_dir
@@ -162,8 +177,11 @@ class Gateway:
                     self._push_timeout,
                 )
             self.key_dir = key_dir
-            self._key_dir_stamp = stamp
-            log.info("gateway keys reloaded: %s", [k.kid for k in key_dir.public_keys()])
+            log.info(
+                "gateway keys reloaded (keyring generation %d): %s",
+                key_dir.generation,
+                [k.kid for k in key_dir.public_keys()],
+            )
             self._metrics_updated = 0.0
         elif self.registry.snapshot.version != self._trustlist_seen:
             await self.publish_trustlist()
@@ -218,10 +236,32 @@ class Gateway:
         self._metrics_updated = time.monotonic()
 
 
-def _stamp(key_dir: Path) -> tuple[int, int]:
-    """Changes whenever the key directory's manifest is replaced."""
-    try:
-        st = (key_dir / MANIFEST).stat()
-    except OSError:
-        return (0, 0)
-    return (st.st_mtime_ns, st.st_ino)
+def _newly_withdrawn(before: GatewayKeyring, after: GatewayKeyring) -> list[str]:
+    """The kids REVOKED in ``after`` that were not in ``before``."""
+    was = {k.kid for k in before.public_keys() if k.status is KeyStatus.REVOKED}
+    return [
+        k.kid for k in after.public_keys() if k.status is KeyStatus.REVOKED and k.kid not in was
+    ]
+
+
+class _DirectoryCodeKeys:
+    """The code keys of the key directory's pseudonym secret, read only when a migration of an
+    old database asks for them (the keyring lives in the database being migrated)."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self._config = config
+        self._pseudonymiser: Pseudonymiser | None = None
+
+    def _get(self) -> Pseudonymiser:
+        if self._pseudonymiser is None:
+            directory = KeyDirectory.open(self._config.key_dir, passphrase=self._config.passphrase)
+            self._pseudonymiser = Pseudonymiser(directory.pseudonym_secret())
+        return self._pseudonymiser
+
+    def code_key(self, region: str, code_id: str) -> str:
+        """The keyed form of a partner code id."""
+        return self._get().code_key(region, code_id)
+
+    def from_code_hash(self, hashed: str) -> str:
+        """The code key of a partner-supplied code hash."""
+        return self._get().from_code_hash(hashed)
