@@ -8,6 +8,7 @@ into it. Nothing here imports gRPC.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import datetime
@@ -15,6 +16,7 @@ from datetime import datetime
 from adapters.regions import REGION_ALGORITHMS
 from gateway.engine import Conversions, Recogniser
 from gateway.observability import Metrics
+from gateway.runtime.changefeed import ChangeFeed, change_feed
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.reclog import RecognitionLog
 from gateway.runtime.retention import PeriodicPurge
@@ -79,6 +81,9 @@ class Gateway:
         )
         self._config = config
         self._refresher = Background("refresh")
+        self.changes: ChangeFeed = change_feed(
+            config.database, store.registry_version, config.refresh_interval
+        )
         self.metrics = Metrics()
         self.healthy = True
         self._metrics_updated = 0.0
@@ -133,10 +138,31 @@ class Gateway:
         await self.store.close()
 
     async def _refresh_loop(self) -> None:
-        """Pick up changes made by the CLI, partners or other replicas, without a restart."""
-        while True:
-            await asyncio.sleep(self._config.refresh_interval)
-            await self.refresh()
+        """Pick up changes made by the CLI, partners or other replicas, without a restart: a
+        reload whenever the change feed says so (pushed over PostgreSQL), and the health check
+        every ``refresh_interval`` between."""
+        changes = self.changes.watch_changes()
+        pending: asyncio.Task[int] | None = None
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(anext(changes))
+                done, _ = await asyncio.wait({pending}, timeout=self._config.refresh_interval)
+                if pending in done:
+                    version = pending.result()
+                    pending = None
+                    log.debug("change feed: registry version %s", version)
+                    await self.refresh()
+                else:
+                    await self.check_health()
+                    if time.monotonic() - self._metrics_updated > 30:
+                        self.update_key_metrics()
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+            await changes.aclose()
 
     async def refresh(self) -> None:
         """Reload the registry snapshot and the key directory when they changed.
