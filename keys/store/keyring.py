@@ -18,6 +18,7 @@ from keys.keyring import KeyringChange, KeyringRecord, SealedKey, info_json
 from keys.keystore import GatewayKeyInfo, KeyRole
 from keys.model import KeyStatus
 from keys.store import audit, regions
+from keys.store.dbapi import Connection
 from keys.store.rows import ts
 from keys.timeutil import from_unix, utcnow
 
@@ -25,13 +26,13 @@ HOME_REGION = "370000"  # the audit trail's region of the gateway's own keys
 _KEY_COLUMNS = "role, kid, alg, spki, not_before, not_after, status, revoked_at, sealed"
 
 
-def generation(conn: Any) -> int:
+def generation(conn: Connection) -> int:
     """The keyring's generation (0: no keyring in this database yet)."""
     row = conn.execute("SELECT generation FROM gateway_keyring_meta WHERE id = 1").fetchone()
     return 0 if row is None else int(row[0])
 
 
-def read(conn: Any) -> KeyringRecord | None:
+def read(conn: Connection) -> KeyringRecord | None:
     """The whole keyring, or None when the database holds none yet."""
     meta = conn.execute(
         "SELECT generation, kdf, check_blob, secret FROM gateway_keyring_meta WHERE id = 1"
@@ -54,7 +55,7 @@ def read(conn: Any) -> KeyringRecord | None:
     )
 
 
-def create(conn: Any, record: KeyringRecord, actor: str) -> bool:
+def create(conn: Connection, record: KeyringRecord, actor: str) -> bool:
     """Store a new keyring; False (nothing written) when the database holds one already: the
     first ``trustgw init`` of a deployment creates it, every later one joins it."""
     if conn.execute("SELECT 1 FROM gateway_keyring_meta WHERE id = 1").fetchone() is not None:
@@ -82,7 +83,7 @@ def create(conn: Any, record: KeyringRecord, actor: str) -> bool:
     return True
 
 
-def apply(conn: Any, change: KeyringChange) -> int:
+def apply(conn: Connection, change: KeyringChange) -> int:
     """Apply ``change`` whole; returns the new generation.
 
     Raises :class:`ConcurrentChangeError` (nothing written) unless the keyring is still at
@@ -135,7 +136,7 @@ def apply(conn: Any, change: KeyringChange) -> int:
     return current + 1
 
 
-def _insert(conn: Any, key: SealedKey) -> None:
+def _insert(conn: Connection, key: SealedKey) -> None:
     info = key.info
     conn.execute(
         f"INSERT INTO gateway_keyring ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
