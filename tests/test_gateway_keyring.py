@@ -228,3 +228,52 @@ def test_a_seal_opens_only_its_own_blobs() -> None:
         other.unseal(blob, "label-a")
     with pytest.raises(Exception, match="does not open"):
         seal.unseal(blob, "label-b")
+
+
+# --- the same keyring over PostgreSQL: what replicas on one database share ------------------------
+
+
+@pytest.mark.integration
+def test_replicas_on_postgresql_share_the_keyring_and_are_notified_of_its_changes(
+    pg_url: str,
+) -> None:
+    """Two PostgresStores on one database: the first creates the keyring, the second joins it
+    (a wrong passphrase refused), a rotation through one is read by the other, and it is
+    announced on trustgw_registry (the change feed's channel) when it commits."""
+    import psycopg
+
+    from gateway.runtime.changefeed import REGISTRY_CHANNEL
+    from keys.store.postgres import PostgresStore
+
+    async def scenario() -> None:
+        a = await PostgresStore.open(pg_url)
+        b = await PostgresStore.open(pg_url)
+        listener = await psycopg.AsyncConnection.connect(pg_url, autocommit=True)
+        try:
+            await listener.execute(f"LISTEN {REGISTRY_CHANNEL}")
+            created, first = await gatewaykeys.create_or_join(
+                a, dev=False, passphrase=PASS, now=T0
+            )
+            joined, again = await gatewaykeys.create_or_join(
+                b, dev=False, passphrase=PASS, now=T0
+            )
+            assert first and not again
+            assert joined.pseudonym_secret() == created.pseudonym_secret()
+            with pytest.raises(PassphraseError):
+                await gatewaykeys.open_keyring(b, b"not the passphrase")
+            version = await b.registry_version()
+            new = await gatewaykeys.rotate(a, PASS, KeyRole.ATTEST, T0, activate_at=T0)
+            payloads = []
+            async for notify in listener.notifies(timeout=30):
+                payloads.append(notify.payload)
+                if notify.payload.isdigit() and int(notify.payload) > version:
+                    break
+            assert str(await b.registry_version()) in payloads
+            reloaded = await gatewaykeys.reload_if_changed(b, joined, PASS)
+            assert reloaded is not None and reloaded.signer(KeyRole.ATTEST, T0)[0].kid == new.kid
+        finally:
+            await listener.close()
+            await a.close()
+            await b.close()
+
+    run(scenario())
