@@ -18,9 +18,11 @@ from gateway.cli._common import (
     path_type,
     print_json,
 )
+from gateway.cli._store import add_database
 from gateway.cli.config import add_settings_flags, settings_from
 from gateway.observability import configure_logging
 from gateway.runtime.datadir import DataDir
+from gateway.runtime.settings import load_database
 from keys.crypto import Algorithm
 from keys.errors import ConfigurationError, UsageError
 from keys.keystore import GATEWAY_ALGORITHMS, KeyDirectory, passphrase_from_env
@@ -33,11 +35,16 @@ log = logging.getLogger("trustgw.cli")
 
 
 async def _init(
-    data_dir: Path, dev: bool, now: Any, algorithm: Algorithm = Algorithm.EDDSA
+    data_dir: Path,
+    dev: bool,
+    now: Any,
+    algorithm: Algorithm = Algorithm.EDDSA,
+    database: str | Path | None = None,
 ) -> dict[str, Any]:
     from adapters.regions import REGION_SPECS
+    from gateway.runtime import dburl
     from keys.model import Region
-    from keys.store import SQLiteStore
+    from keys.store.factory import open_store
 
     passphrase = passphrase_from_env()
     if data_dir.exists() and not data_dir.is_dir():
@@ -51,7 +58,8 @@ async def _init(
     keys = KeyDirectory.create(
         key_dir, dev=dev, passphrase=passphrase, now=now, algorithm=algorithm
     )
-    store = await SQLiteStore.open(paths.database)
+    target = paths.database if database is None else database
+    store = await open_store(target)  # creates (SQLite) or migrates the schema
     try:
         for spec in REGION_SPECS:
             await store.upsert_region(
@@ -66,6 +74,7 @@ async def _init(
         DevCA.create(pki, now).issue("server", server=True, now=now)
     return {
         "data_dir": str(data_dir),
+        "database": dburl.redact(target),
         "pki": str(pki),
         "dev": keys.dev,
         "regions": len(REGION_SPECS),
@@ -78,12 +87,19 @@ async def _init(
 
 def cmd_init(opts: argparse.Namespace) -> int:
     result = asyncio.run(
-        _init(opts.data_dir, opts.dev, utcnow(), Algorithm(opts.gateway_algorithm))
+        _init(
+            opts.data_dir,
+            opts.dev,
+            utcnow(),
+            Algorithm(opts.gateway_algorithm),
+            load_database(opts.config, os.environ, opts.database),
+        )
     )
     if opts.json:
         print_json(result)
     else:
         print(f"initialised {result['data_dir']}: {result['regions']} partner regions")
+        print(f"  store: {result['database']}")
         for key in result["keys"]:
             print(f"  gateway {key['role']} key {key['kid']} ({key['alg']})")
         print(f"  TLS: a CA and server certificate in {result['pki']}")
@@ -181,6 +197,10 @@ def cmd_demo(opts: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     p = sub.add_parser("init", help="create keys, database and the 14 partner regions")
     add_data_dir(p, existing=False)
+    add_database(p)
+    p.add_argument(
+        "--config", type=path_type, metavar="FILE", help="TOML file whose database to use"
+    )
     p.add_argument("--dev", action="store_true", help="development mode: keys NOT encrypted")
     p.add_argument(
         "--gateway-algorithm",

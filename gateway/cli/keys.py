@@ -22,7 +22,7 @@ from gateway.cli._common import (
     read_input,
     time_type,
 )
-from gateway.cli._store import OPERATOR, region_arg
+from gateway.cli._store import OPERATOR, add_store_args, connect, region_arg
 from gateway.runtime.datadir import DataDir
 from keys.crypto import Algorithm
 from keys.errors import GatewayError, UsageError
@@ -40,10 +40,8 @@ MAX_KEY_FILE_BYTES = 64 * 1024
 # --- keys -------------------------------------------------------------------------------------
 
 
-async def _registry_keys(data_dir: Path) -> list[Any]:
-    from keys.store import SQLiteStore
-
-    store = await SQLiteStore.open(DataDir(data_dir).database)
+async def _registry_keys(opts: argparse.Namespace) -> list[Any]:
+    store = await connect(opts)
     try:
         return await store.list_keys()
     finally:
@@ -64,7 +62,7 @@ def cmd_keys_list(opts: argparse.Namespace) -> int:
         }
         for info in key_dir.public_keys()
     ]
-    for key in asyncio.run(_registry_keys(opts.data_dir)):
+    for key in asyncio.run(_registry_keys(opts)):
         rows.append(
             {
                 "owner": key.region,
@@ -109,7 +107,6 @@ async def _keys_add(opts: argparse.Namespace) -> dict[str, Any]:
     from keys.keywindow import default_not_before
     from keys.model import RegionKey, check_key_algorithm
     from keys.registry import KeyRegistry
-    from keys.store import SQLiteStore
 
     raw = read_input(opts.public_key, "public key file", MAX_KEY_FILE_BYTES)
     material: Any = raw
@@ -125,7 +122,7 @@ async def _keys_add(opts: argparse.Namespace) -> dict[str, Any]:
     kid = opts.kid or public_key.fingerprint()
     check_key_algorithm(opts.region, kid, public_key.alg, REGION_ALGORITHMS)
     now = utcnow()
-    store = await SQLiteStore.open(DataDir(opts.data_dir).database)
+    store = await connect(opts)
     try:
         trust = await store.region_trust(opts.region)
         if trust.region is None:
@@ -170,9 +167,8 @@ def cmd_keys_add(opts: argparse.Namespace) -> int:
 
 async def _keys_update(opts: argparse.Namespace) -> Any:
     from keys.registry import KeyRegistry
-    from keys.store import SQLiteStore
 
-    store = await SQLiteStore.open(DataDir(opts.data_dir).database)
+    store = await connect(opts)
     try:
         return await KeyRegistry(store).update_key_window(
             opts.region, opts.kid, opts.not_before, opts.not_after, actor=OPERATOR, now=utcnow()
@@ -205,9 +201,8 @@ def cmd_keys_update(opts: argparse.Namespace) -> int:
 
 async def _keys_revoke(opts: argparse.Namespace) -> Any:
     from keys.registry import KeyRegistry
-    from keys.store import SQLiteStore
 
-    store = await SQLiteStore.open(DataDir(opts.data_dir).database)
+    store = await connect(opts)
     try:
         registry = KeyRegistry(store)
         await registry.load()
@@ -275,7 +270,7 @@ def register(sub: Any) -> None:
     keys = sub.add_parser("keys", help="the gateway's keys and partners' signing keys")
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     p = ksub.add_parser("list", help="list every key the gateway holds or trusts")
-    add_data_dir(p)
+    add_store_args(p)
     add_json(p)
     p.set_defaults(func=cmd_keys_list)
     p = ksub.add_parser("export", help="write the gateway's public keys (trust file for verifiers)")
@@ -283,7 +278,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=path_type, help="file to write (default: standard output)")
     p.set_defaults(func=cmd_keys_export)
     p = ksub.add_parser("add", help="register a partner region's code-signing key")
-    add_data_dir(p)
+    add_store_args(p)
     p.add_argument("--region", required=True, type=region_arg, help="6-digit region code")
     p.add_argument(
         "--public-key",
@@ -309,7 +304,7 @@ def register(sub: Any) -> None:
     p = ksub.add_parser(
         "update", help="correct the validity window of a partner key added by an operator"
     )
-    add_data_dir(p)
+    add_store_args(p)
     p.add_argument("--region", required=True, type=region_arg, help="6-digit region code")
     p.add_argument("--kid", required=True, type=kid_type)
     p.add_argument("--not-before", required=True, type=time_type, help="new start of validity")
@@ -317,7 +312,7 @@ def register(sub: Any) -> None:
     add_json(p)
     p.set_defaults(func=cmd_keys_update)
     p = ksub.add_parser("revoke", help="revoke a partner's key from a compromise time")
-    add_data_dir(p)
+    add_store_args(p)
     p.add_argument("--region", required=True, type=region_arg)
     p.add_argument("--kid", required=True, type=kid_type)
     p.add_argument("--at", type=time_type, help="compromise time (default now)")

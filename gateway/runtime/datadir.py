@@ -43,5 +43,6 @@ class DataDir:
         )
 
     def is_initialised(self) -> bool:
-        """True when ``trustgw init`` has created the store here."""
-        return self.database.is_file()
+        """True when ``trustgw init`` has run here: the SQLite store or, for a gateway on
+        PostgreSQL (``--database``), the key directory is here."""
+        return self.database.is_file() or self.keys.is_dir()

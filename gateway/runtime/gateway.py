@@ -28,7 +28,8 @@ from keys.errors import GatewayError, StoreUnavailableError
 from keys.keystore import MANIFEST, GatewayKeyInfo, KeyDirectory, KeyRole
 from keys.pseudonym import Pseudonymiser
 from keys.registry import KeyRegistry
-from keys.store import SQLiteStore
+from keys.store import Store
+from keys.store.factory import open_store
 from keys.timeutil import utcnow
 from keys.trustpublisher import TrustListPublisher
 from keys.trustregistry import TrustRegistry
@@ -41,7 +42,7 @@ class Gateway:
 
     def __init__(
         self,
-        store: SQLiteStore,
+        store: Store,
         registry: KeyRegistry,
         key_dir: KeyDirectory,
         config: GatewayConfig,
@@ -95,8 +96,10 @@ class Gateway:
     async def open(cls, config: GatewayConfig) -> Gateway:
         key_dir = KeyDirectory.open(config.key_dir, passphrase=config.passphrase)
         # With the secret: an older database's code ids are keyed when its schema is upgraded.
-        store = await SQLiteStore.open(
-            config.database, code_keys=Pseudonymiser(key_dir.pseudonym_secret())
+        store = await open_store(
+            config.database,
+            code_keys=Pseudonymiser(key_dir.pseudonym_secret()),
+            migrate=config.migrate,
         )
         registry = KeyRegistry(store)
         await registry.load()
