@@ -8,6 +8,8 @@ import logging
 import os
 import signal
 import sys
+import warnings
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -21,10 +23,12 @@ from gateway.cli._common import (
 from gateway.cli._store import add_database
 from gateway.cli.config import add_settings_flags, settings_from
 from gateway.observability import configure_logging
+from gateway.runtime import dburl
 from gateway.runtime.datadir import DataDir
-from gateway.runtime.settings import load_database
+from gateway.runtime.settings import Settings, load_database
+from gateway.runtime.supervisor import WorkerLink, WorkerSlot, worker_config
 from keys.crypto import Algorithm
-from keys.errors import ConfigurationError, UsageError
+from keys.errors import ConfigurationError, GatewayError, SchemaOutdatedError, UsageError
 from keys.keystore import GATEWAY_ALGORITHMS, KeyDirectory, passphrase_from_env
 from keys.timeutil import utcnow
 
@@ -112,16 +116,18 @@ def cmd_init(opts: argparse.Namespace) -> int:
 # --- serve ------------------------------------------------------------------------------------
 
 
-async def _serve(opts: argparse.Namespace) -> None:
+async def _serve_settings(settings: Settings, worker: WorkerLink | None = None) -> None:
+    """One gateway process: the whole server, or (``worker``) one of ``--workers N``."""
     from gateway.grpc.server import build_server
     from gateway.runtime.gateway import Gateway
 
-    settings = settings_from(opts)  # flags > TRUSTGW_* environment > --config file > defaults
     config = settings.gateway_config(passphrase_from_env())
+    if worker is not None:
+        config = worker_config(config, worker.slot)
     configure_logging(settings.log_level, settings.log_format)
     if config.tls is not None:
         config.tls.read()  # fail now, with a clear message, rather than at the first call
-    else:
+    elif worker is None:
         log.warning("serving PLAINTEXT without client authentication: local development only")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -134,12 +140,23 @@ async def _serve(opts: argparse.Namespace) -> None:
         else:
             stop.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):  # before anything starts: no signal is missed
+    # Before anything starts: no signal is missed. A worker drains on its supervisor's SIGTERM
+    # only (SIGINT is ignored: see gateway/runtime/supervisor.py) or when the supervisor dies.
+    for sig in (signal.SIGTERM,) if worker is not None else (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    parent = worker.parent_sentinel() if worker is not None else None
+    if parent is not None:
+        loop.add_reader(parent, stop.set)
     gateway = await Gateway.open(config)
     try:
         try:
-            running = await build_server(gateway, config.listen, config.tls, config.metrics_listen)
+            running = await build_server(
+                gateway,
+                config.listen,
+                config.tls,
+                config.metrics_listen,
+                reuse_port=worker is not None,
+            )
         except RuntimeError as exc:  # grpc's "Failed to bind to address ..."
             if "bind" not in str(exc):
                 raise
@@ -149,7 +166,10 @@ async def _serve(opts: argparse.Namespace) -> None:
             ) from None
         host = config.listen.rsplit(":", 1)[0]
         mode = "plaintext (development)" if config.tls is None else "mutual TLS"
-        print(f"trustgw serving on {host}:{running.port} ({mode})", flush=True)
+        if worker is not None:
+            worker.ready(running.port)  # the supervisor says "serving" once all are
+        else:
+            print(f"trustgw serving on {host}:{running.port} ({mode})", flush=True)
         if running.metrics_port is not None:
             metrics_host = (config.metrics_listen or "").rpartition(":")[0]
             print(f"metrics on http://{metrics_host}:{running.metrics_port}/metrics", flush=True)
@@ -168,8 +188,51 @@ def _exit_now() -> NoReturn:
 
 
 def cmd_serve(opts: argparse.Namespace) -> int:
-    asyncio.run(_serve(opts))
+    settings = settings_from(opts)  # flags > TRUSTGW_* environment > --config file > defaults
+    if settings.workers > 1:
+        return _supervise(settings)
+    asyncio.run(_serve_settings(settings))
     return EXIT_OK
+
+
+def _supervise(settings: Settings) -> int:
+    """``serve --workers N``: checks made once here, then N worker processes."""
+    from gateway.runtime.supervisor import Supervisor
+    from keys.store.factory import schema_status
+
+    configure_logging(settings.log_level, settings.log_format)
+    tls = settings.tls_files()
+    if tls is not None:
+        tls.read()
+    else:
+        log.warning("serving PLAINTEXT without client authentication: local development only")
+    target = settings.database_target()
+    status = asyncio.run(schema_status(target))
+    if status.outdated:
+        raise SchemaOutdatedError(
+            f"the database {dburl.redact(target)} is at schema version {status.current}, this "
+            f"gateway needs {status.expected}: run trustgw db migrate",
+            current=status.current,
+            expected=status.expected,
+        )
+    supervisor = Supervisor(settings, settings.workers, _worker_main)
+    return asyncio.run(
+        supervisor.run(settings.listen, settings.metrics_listen, settings.grace_period)
+    )
+
+
+def _worker_main(settings: Settings, slot: WorkerSlot, conn: Connection) -> None:
+    """A worker process of ``serve --workers N`` (started by the supervisor, spawned)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # only the supervisor's SIGTERM drains
+    # Multiprocess metrics keep a cleared gauge's samples until the worker exits (documented).
+    warnings.filterwarnings("ignore", "Clearing labels has not been implemented", UserWarning)
+    link = WorkerLink(slot, conn)
+    try:
+        asyncio.run(_serve_settings(settings, link))
+    except GatewayError as exc:
+        log.error("worker %d could not serve: %s: %s", slot.index, exc.reason, exc)
+        link.failed(exc.reason, str(exc))
+        sys.exit(1)
 
 
 # --- demo -------------------------------------------------------------------------------------

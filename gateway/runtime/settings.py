@@ -99,6 +99,13 @@ OPTIONS: tuple[Option, ...] = (
         optional=True,
     ),
     Option("listen", "address", "HOST:PORT of the gRPC server"),
+    Option(
+        "workers",
+        "int",
+        "server processes sharing the port under one supervisor (1: this process serves)",
+        low=1,
+        high=64,
+    ),
     Option("insecure", "bool", "serve plaintext without client authentication (development only)"),
     Option(
         "tls.cert", "path", "server certificate (default DATA_DIR/pki/server.pem)", optional=True
@@ -189,6 +196,7 @@ class Settings:
     # A PostgreSQL URL (kept out of repr: it may hold a password), or a SQLite file.
     database: str | Path | None = field(default=None, repr=False)
     listen: str = "127.0.0.1:50051"
+    workers: int = 1
     insecure: bool = False
     tls_cert: Path | None = None
     tls_key: Path | None = None
