@@ -349,3 +349,28 @@ def test_a_store_command_with_a_bad_url_says_so_in_one_line_without_the_password
         ran = trustgw(capsys, "keys", "list", "--data-dir", str(own_data_dir), "--database", url)
         assert one_line_error(ran) == "CONFIG_INVALID"
         _no_secret(ran.err + ran.out)
+
+
+def test_the_upgrading_commands_run_as_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/operations.md "Upgrading": the ``sh db`` block, on a fresh data directory."""
+    import re
+    import shlex
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    block = re.search(r"^```sh db\n(.*?)^```\n", text, re.DOTALL | re.MULTILINE)
+    assert block is not None
+    lines = [re.sub(r"\s+#.*$", "", line).strip() for line in block.group(1).splitlines()]
+    monkeypatch.delenv("TRUSTGW_DATABASE", raising=False)
+    data_dir = tmp_path / "gw"
+    assert trustgw(capsys, "init", "--data-dir", str(data_dir), "--dev").status == 0
+    outputs = []
+    for line in filter(None, lines):
+        argv = shlex.split(line.replace("/var/lib/trustgw", str(data_dir)))
+        assert argv[0] == "trustgw"
+        ran = trustgw(capsys, *argv[1:])
+        assert ran.status == 0, f"{line}\n{ran.out}{ran.err}"
+        outputs.append(ran.out)
+    assert len(outputs) == 3
+    assert json.loads(outputs[-1])["state"] == "up to date"

@@ -430,3 +430,55 @@ def test_a_worker_keeps_every_other_setting() -> None:
     worker = worker_config(config, WorkerSlot(1, 2, "127.0.0.1:1"))
     assert worker.trustlist_ttl == config.trustlist_ttl
     assert worker.refresh_interval == config.refresh_interval and worker.grace == config.grace
+
+
+def _documented_serve_lines() -> list[str]:
+    """The ``serve --workers`` lines of README.md and docs/operations.md."""
+    import re
+
+    lines = []
+    for page in (REPO / "README.md", REPO / "docs" / "operations.md"):
+        for block in re.findall(r"^```sh[^\n]*\n(.*?)^```\n", page.read_text(), re.S | re.M):
+            for line in block.splitlines():
+                line = re.sub(r"\s+#.*$", "", line).strip()
+                if line.startswith("trustgw serve ") and "--workers" in line:
+                    lines.append(line)
+    return lines
+
+
+def test_the_documented_serve_lines_with_workers_run_as_written(tmp_path: Path) -> None:
+    """docs/operations.md "Processes and workers" and README.md "Running a gateway": the serve
+    lines, with the data directory a fresh ``init --dev`` one (its development CA gives the
+    server its mutual-TLS files) and the ports free ones; SIGTERM stops them with 0."""
+    import shlex
+
+    from gateway.cli import main
+
+    lines = _documented_serve_lines()
+    assert len(lines) == 2, lines
+    data_dir = tmp_path / "gw"
+    assert main(["init", "--data-dir", str(data_dir), "--dev"]) == 0
+
+    async def serve(line: str) -> None:
+        line = line.replace("/var/lib/trustgw", str(data_dir))
+        line = line.replace("0.0.0.0:50051", "127.0.0.1:0").replace(":9464", ":0")
+        argv = shlex.split(line)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli", *argv[1:],
+            cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )  # fmt: skip
+        try:
+            assert process.stdout is not None
+            first = (await asyncio.wait_for(process.stdout.readline(), DEADLINE)).decode()
+            assert first.startswith("trustgw serving on 127.0.0.1:"), first
+            assert first.rstrip().endswith("(mutual TLS, 2 workers)"), first
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(process.wait(), GRACE + DEADLINE) == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+    for line in lines:
+        asyncio.run(serve(line))
