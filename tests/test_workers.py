@@ -482,3 +482,34 @@ def test_the_documented_serve_lines_with_workers_run_as_written(tmp_path: Path) 
 
     for line in lines:
         asyncio.run(serve(line))
+
+
+def test_a_worker_that_cannot_start_stops_the_command_with_its_reason_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """Keys encrypted, no passphrase: each worker fails to open them; the supervisor stops the
+    others and the command ends with the worker's reason, exit 1 (no restart loop)."""
+    data_dir = tmp_path / "gw"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TRUSTGW_PASSPHRASE": "workers"}
+    env.pop("TRUSTGW_PASSPHRASE_FILE", None)
+
+    async def scenario() -> tuple[int, str, str]:
+        init = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli", "init", "--data-dir", str(data_dir),
+            cwd=REPO, env=env, stdout=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        assert await asyncio.wait_for(init.wait(), DEADLINE) == 0
+        without = {k: v for k, v in env.items() if k != "TRUSTGW_PASSPHRASE"}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli", "serve", "--insecure", "--workers", "2",
+            "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", "--log-format", "json",
+            cwd=REPO, env=without, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), DEADLINE)
+        return await process.wait(), out.decode(), err.decode()
+
+    code, out, err = asyncio.run(scenario())
+    assert code == 1 and "serving on" not in out
+    assert err.strip().splitlines()[-1].startswith("trustgw: PASSPHRASE: "), err
+    assert "restarting" not in err
