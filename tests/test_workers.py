@@ -513,3 +513,27 @@ def test_a_worker_that_cannot_start_stops_the_command_with_its_reason_in_one_lin
     assert code == 1 and "serving on" not in out
     assert err.strip().splitlines()[-1].startswith("trustgw: PASSPHRASE: "), err
     assert "restarting" not in err
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for its new parent counts as exited)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    return "\nState:\tZ" in status or "\nState:\tX" in status
+
+
+def test_workers_stop_by_themselves_when_the_supervisor_dies(prepared_dir: Any) -> None:
+    data_dir = prepared_dir(NOW)
+
+    async def scenario() -> None:
+        from support.wait import eventually
+
+        async with supervised(data_dir) as server:
+            pids = [await server.pid_of(0), await server.pid_of(1)]
+            server.process.kill()  # SIGKILL: no drain is forwarded
+            await server.process.wait()
+            await eventually(lambda: all(_gone(pid) for pid in pids), timeout=DEADLINE)
+
+    asyncio.run(scenario())
