@@ -8,6 +8,7 @@ applies it; ``trustgw db status`` says where the schema stands.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -374,3 +375,32 @@ def test_the_upgrading_commands_run_as_written(
         outputs.append(ran.out)
     assert len(outputs) == 3
     assert json.loads(outputs[-1])["state"] == "up to date"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(("init", "--dev"), id="init"),
+        pytest.param(("db", "status"), id="db-status"),
+        pytest.param(("db", "migrate"), id="db-migrate"),
+        pytest.param(("partner", "list"), id="partner-list"),
+    ],
+)
+def test_an_unreachable_postgresql_store_is_one_line_without_the_password(
+    command: tuple[str, ...],
+    own_data_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nothing listens on port 1: the command fails in one line; neither that line nor any log
+    line (what -v would show) holds the password."""
+    caplog.set_level(logging.DEBUG)
+    url = "postgresql://trustgw:s3cr3t-pw@127.0.0.1:1/trustgw?connect_timeout=5"
+    data_dir = tmp_path / "new-gw" if command[0] == "init" else own_data_dir
+    ran = trustgw(capsys, *command, "--data-dir", str(data_dir), "--database", url)
+    one_line_error(ran)
+    assert "s3cr3t-pw" not in ran.out + ran.err
+    assert all("s3cr3t-pw" not in record.getMessage() for record in caplog.records)
+    if command[0] == "init":  # nothing half-made: init can run again once the store is there
+        assert not (data_dir / "keys").exists()

@@ -28,7 +28,13 @@ from gateway.runtime.datadir import DataDir
 from gateway.runtime.settings import Settings, load_database
 from gateway.runtime.supervisor import WorkerLink, WorkerSlot, worker_config
 from keys.crypto import Algorithm
-from keys.errors import ConfigurationError, GatewayError, SchemaOutdatedError, UsageError
+from keys.errors import (
+    ConfigurationError,
+    GatewayError,
+    PassphraseError,
+    SchemaOutdatedError,
+    UsageError,
+)
 from keys.keystore import GATEWAY_ALGORITHMS, KeyDirectory, passphrase_from_env
 from keys.timeutil import utcnow
 
@@ -59,12 +65,15 @@ async def _init(
     key_dir = paths.keys
     if key_dir.exists():
         raise ConfigurationError(f"{key_dir} already exists: this data directory is initialised")
-    keys = KeyDirectory.create(
-        key_dir, dev=dev, passphrase=passphrase, now=now, algorithm=algorithm
-    )
+    if not dev and not passphrase:
+        raise PassphraseError()  # before anything is written
     target = paths.database if database is None else database
+    # The store first: a database that cannot be reached leaves no half-made data directory.
     store = await open_store(target)  # creates (SQLite) or migrates the schema
     try:
+        keys = KeyDirectory.create(
+            key_dir, dev=dev, passphrase=passphrase, now=now, algorithm=algorithm
+        )
         for spec in REGION_SPECS:
             await store.upsert_region(
                 Region(code=spec.code, name=spec.name, mode=spec.mode, max_age=spec.max_age)
