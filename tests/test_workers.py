@@ -352,9 +352,17 @@ def test_a_worker_killed_with_sigkill_is_restarted_logged_and_serves_again(
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+@pytest.mark.parametrize(
+    ("stop", "every_process"),
+    [
+        pytest.param(signal.SIGTERM, False, id="sigterm"),
+        pytest.param(signal.SIGINT, False, id="sigint"),
+        # systemd's KillMode=control-group: the workers get SIGTERM twice, theirs and forwarded
+        pytest.param(signal.SIGTERM, True, id="sigterm-to-the-control-group"),
+    ],
+)
 def test_a_signal_drains_every_worker_an_open_stream_is_answered_and_all_exit_0(
-    codes: Any, prepared_dir: Any, stop: signal.Signals
+    codes: Any, prepared_dir: Any, stop: signal.Signals, every_process: bool
 ) -> None:
     data_dir = prepared_dir(NOW)
     make = codes(CONVERT, NOW)
@@ -371,6 +379,9 @@ def test_a_signal_drains_every_worker_an_open_stream_is_answered_and_all_exit_0(
                 await stream.write(pb.RecogniseRequest(request_id="before", code=make()))
                 assert (await stream.read()).request_id == "before"
                 server.process.send_signal(stop)
+                if every_process:
+                    for pid in pids:
+                        os.kill(pid, stop)
                 # The stream's worker is draining: its health turns NOT_SERVING ...
                 while (status := await watch.read()) is not grpc.aio.EOF:
                     if status.status == NOT_SERVING:

@@ -144,7 +144,9 @@ async def _serve_settings(settings: Settings, worker: WorkerLink | None = None) 
     def on_signal() -> None:
         # One handler from the start: the first signal begins the drain, any later one stops
         # at once, with no window in which a second signal would only set ``stop`` again.
-        if stop.is_set():
+        # A worker's stops at once only by its supervisor's SIGKILL: a SIGTERM that systemd
+        # sends the whole control group besides the supervisor's own must not cut the drain.
+        if stop.is_set() and worker is None:
             _exit_now()
         else:
             stop.set()
