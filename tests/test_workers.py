@@ -274,22 +274,59 @@ async def _close(channels: list[Any]) -> None:
         await channel.close()
 
 
-def _trustlist_versions(data_dir: Path) -> list[tuple[int, str]]:
-    with sqlite3.connect(data_dir / "trustgw.db") as conn:
-        return conn.execute("SELECT version, digest FROM trustlist_versions").fetchall()
-
-
 # --- the scenarios ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Store:
+    """Where a scenario's gateway keeps its store: the data directory and the serve flags."""
+
+    data_dir: Path
+    flags: tuple[str, ...]
+    url: str | None = None  # PostgreSQL
+
+    def trustlist_versions(self) -> list[tuple[int, str]]:
+        query = "SELECT version, digest FROM trustlist_versions"
+        if self.url is None:
+            with sqlite3.connect(self.data_dir / "trustgw.db") as conn:
+                return conn.execute(query).fetchall()
+        import psycopg
+
+        with psycopg.connect(self.url) as conn:
+            return [(int(v), str(d)) for v, d in conn.execute(query).fetchall()]
+
+
+def _pg_url(request: pytest.FixtureRequest) -> str:
+    try:
+        return str(request.getfixturevalue("pg_url"))
+    except pytest.FixtureLookupError:
+        pytest.skip("no pg_url fixture: tests/support/pg.py (the PostgreSQL store) not merged")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, simulator: Any) -> Store:
+    """A data directory with the 14 simulated partners, its store SQLite or PostgreSQL."""
+    if request.param == "sqlite":
+        return Store(request.getfixturevalue("prepared_dir")(NOW), ())
+    from support.aio import run
+
+    from gateway.demo import prepare
+
+    url = _pg_url(request)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    run(prepare(data_dir, simulator, NOW, database=url))
+    assert not (data_dir / "trustgw.db").exists()
+    return Store(data_dir, ("--database", url), url)
+
+
 def test_two_workers_answer_on_one_port_and_the_metrics_count_the_calls_of_both(
-    codes: Any, prepared_dir: Any
+    codes: Any, store: Store
 ) -> None:
-    data_dir = prepared_dir(NOW)
     make = codes(SHOW, NOW)
 
     async def scenario() -> None:
-        async with supervised(data_dir) as server:
+        async with supervised(store.data_dir, *store.flags) as server:
             pids = [await server.pid_of(0), await server.pid_of(1)]
             assert len(set(pids)) == 2
             channels: list[Any] = []
@@ -307,20 +344,19 @@ def test_two_workers_answer_on_one_port_and_the_metrics_count_the_calls_of_both(
             server.process.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(server.process.wait(), GRACE + DEADLINE) == 0
         # Two workers recorded the trust list of one content at once: one version.
-        recorded = _trustlist_versions(data_dir)
+        recorded = store.trustlist_versions()
         assert len(recorded) == len({digest for _, digest in recorded}) == 1, recorded
 
     asyncio.run(scenario())
 
 
 def test_a_worker_killed_with_sigkill_is_restarted_logged_and_serves_again(
-    codes: Any, prepared_dir: Any
+    codes: Any, store: Store
 ) -> None:
-    data_dir = prepared_dir(NOW)
-    make = codes(SHOW, NOW)
+    make = codes(CONVERT, NOW)  # conversions: every worker writes to the store
 
     async def scenario() -> None:
-        async with supervised(data_dir) as server:
+        async with supervised(store.data_dir, *store.flags) as server:
             first, killed = await server.pid_of(0), await server.pid_of(1)
             channels: list[Any] = []
             try:
@@ -362,13 +398,12 @@ def test_a_worker_killed_with_sigkill_is_restarted_logged_and_serves_again(
     ],
 )
 def test_a_signal_drains_every_worker_an_open_stream_is_answered_and_all_exit_0(
-    codes: Any, prepared_dir: Any, stop: signal.Signals, every_process: bool
+    codes: Any, store: Store, stop: signal.Signals, every_process: bool
 ) -> None:
-    data_dir = prepared_dir(NOW)
     make = codes(CONVERT, NOW)
 
     async def scenario() -> None:
-        async with supervised(data_dir) as server:
+        async with supervised(store.data_dir, *store.flags) as server:
             pids = [await server.pid_of(0), await server.pid_of(1)]
             async with grpc.aio.insecure_channel(server.target, options=OWN_CONNECTION) as ch:
                 stub = pb_grpc.RecognitionServiceStub(ch)
