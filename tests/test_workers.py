@@ -380,8 +380,15 @@ def test_a_worker_killed_with_sigkill_is_restarted_logged_and_serves_again(
                 after = await call_on_new_connections(server, make, [first, restarted], channels)
                 # The dead worker's counts stay in the sums.
                 assert server.recognitions() == before + after
-                pids = {int(s.labels["pid"]) for s in server.metrics()["trustgw_registry_version"]}
+                metrics = server.metrics()
+                pids = {int(s.labels["pid"]) for s in metrics["trustgw_registry_version"]}
                 assert pids == {first, restarted}  # its gauges went with it
+                restarts = {
+                    s.labels["worker"]: s.value for s in metrics["trustgw_worker_restarts_total"]
+                }
+                assert restarts == {"0": 0, "1": 1}
+                workers = {s.labels["state"]: s.value for s in metrics["trustgw_workers"]}
+                assert workers == {"configured": 2, "serving": 2}
             finally:
                 await _close(channels)
 

@@ -394,6 +394,7 @@ class Supervisor:
         os.environ[MULTIPROC_ENV] = self._metrics_dir  # the workers inherit it at spawn
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self._metrics_dir)  # type: ignore[no-untyped-call]
+        registry.register(_SupervisorCollector(self))
         host, _, port = listen.rpartition(":")
         try:
             self._metrics_server, _thread = start_http_server(
@@ -404,6 +405,10 @@ class Supervisor:
                 f"cannot listen on {listen}: an address is in use or not this machine's"
             ) from None
         self.metrics_port = int(self._metrics_server.server_port)
+
+    def worker_states(self) -> list[tuple[int, bool, int]]:
+        """``(index, serving, restarts)`` of every worker (for the supervisor's own metrics)."""
+        return [(w.slot.index, w.ready, max(0, len(w.exits))) for w in self._workers]
 
     def _forget_metrics(self, pid: int) -> None:
         """A dead worker's gauges are no longer true; its counters stay in the sums."""
@@ -422,3 +427,30 @@ class Supervisor:
         if self._metrics_dir is not None:
             os.environ.pop(MULTIPROC_ENV, None)
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
+
+
+class _SupervisorCollector:
+    """The supervisor's own samples beside the workers' merged ones: how many workers serve,
+    and how often each was restarted (a counter an operator alerts on)."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._supervisor = supervisor
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        states = self._supervisor.worker_states()
+        workers = GaugeMetricFamily(
+            "trustgw_workers", "Worker processes of serve --workers, by state.", labels=["state"]
+        )
+        workers.add_metric(["configured"], len(states))
+        workers.add_metric(["serving"], sum(1 for _, serving, _ in states if serving))
+        yield workers
+        restarts = CounterMetricFamily(
+            "trustgw_worker_restarts",
+            "Times a worker exited while it should have run (each one was restarted).",
+            labels=["worker"],
+        )
+        for index, _, exits in states:
+            restarts.add_metric([str(index)], exits)
+        yield restarts
