@@ -22,8 +22,8 @@ import psycopg
 import pytest
 
 from keys.audit import verify_store
-from keys.errors import ConcurrentChangeError
 from keys.crypto import PrivateKey
+from keys.errors import ConcurrentChangeError
 from keys.model import ConversionRecord, Mode, Region, RegionKey
 from keys.personal import RecognitionEntry
 from keys.store import pgdb
