@@ -27,6 +27,9 @@ from keys.store.pgdb import shown, translate
 from keys.store.postgres import PostgresStore
 from keys.store.sqlitestore import SQLiteStore
 
+# Also at psycopg's floor (.ci/lowest-versions): notifies(stop_after=) is psycopg 3.2's.
+pytestmark = pytest.mark.lowest
+
 T = TypeVar("T")
 T0 = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
 ACTOR = "operator:test"

@@ -26,6 +26,7 @@ from keys.crypto import PrivateKey
 from keys.errors import ConcurrentChangeError
 from keys.model import ConversionRecord, Mode, Region, RegionKey
 from keys.personal import RecognitionEntry
+from keys.records import RevocationBatchChange
 from keys.store import pgdb
 from keys.store.postgres import PostgresStore
 
@@ -283,3 +284,43 @@ def test_a_replica_reads_what_another_committed_at_once(pg_url: str) -> None:
     assert asyncio.run(scenario()) == [ZHEJIANG]
     with psycopg.connect(pg_url, autocommit=True) as conn:
         assert conn.execute("SELECT version FROM registry_version").fetchone() == (1,)
+
+
+def test_conversions_claimed_while_a_revocation_batch_is_applied_are_all_revoked(
+    pg_url: str,
+) -> None:
+    """A revocation batch (exclusive) and conversions of the codes it names (concurrent, through
+    other replicas) at once: whichever commits first, every conversion of a revoked code ends up
+    revoked, from the batch's time."""
+    sources = [f"rv-{i:03d}" for i in range(60)]
+    effective = T0 + timedelta(minutes=5)
+
+    async def scenario() -> list[ConversionRecord]:
+        stores = await replicas(pg_url)
+        try:
+            await stores[0].upsert_region(ZHEJIANG, actor=ACTOR, now=T0)
+            claims = [
+                stores[1 + i % 2].claim_conversions([conversion(s, i % 2) for s in chunk])
+                for i, chunk in enumerate(sources[k : k + 5] for k in range(0, len(sources), 5))
+            ]
+            batch = RevocationBatchChange(
+                region=ZHEJIANG.code,
+                batch_id="b1",
+                effective_at=effective,
+                digest=digest("batch b1"),
+                codes=tuple(sources),
+                holders=(),
+                actor="partner:330000",
+                at=T0,
+            )
+            middle = len(claims) // 2
+            await asyncio.gather(
+                *claims[:middle], stores[0].apply_revocation_batch(batch), *claims[middle:]
+            )
+            return await stores[0].list_conversions(limit=1000)
+        finally:
+            await close(stores)
+
+    stored = asyncio.run(scenario())
+    assert sorted(r.source_key for r in stored) == sources
+    assert {r.revoked_at for r in stored} == {effective}

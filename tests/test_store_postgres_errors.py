@@ -31,7 +31,7 @@ from keys.store import pgdb
 from keys.store.dbapi import Connection
 from keys.store.postgres import PostgresStore
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.lowest]  # also at psycopg's floor
 
 T0 = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
 ACTOR = "operator:test"
