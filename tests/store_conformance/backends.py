@@ -60,6 +60,10 @@ class Backend(ABC):
     def mark_newer(self) -> None:
         """Record a schema version newer than this code knows in this test's database."""
 
+    @abstractmethod
+    def execute(self, sql: str) -> None:
+        """Run one statement on this test's database behind every store's back (tampering)."""
+
 
 class SQLiteBackend(Backend):
     """:class:`SQLiteStore` on a file in the test's temporary directory (WAL mode)."""
@@ -114,11 +118,16 @@ class SQLiteBackend(Backend):
         return SCHEMA_VERSION
 
     def mark_newer(self) -> None:
-        with sqlite3.connect(self.path) as conn:
-            conn.execute(
-                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)",
-                (SCHEMA_VERSION + 1,),
-            )
+        newer = SCHEMA_VERSION + 1
+        self.execute(f"INSERT INTO schema_migrations (version, applied_at) VALUES ({newer}, 0)")  # noqa: S608
+
+    def execute(self, sql: str) -> None:
+        conn = sqlite3.connect(self.path)
+        try:
+            with conn:
+                conn.execute(sql)
+        finally:
+            conn.close()
 
 
 # The backends, by name: the ``backend`` fixture is parametrized over these.
