@@ -61,6 +61,10 @@ class Backend(ABC):
         """Record a schema version newer than this code knows in this test's database."""
 
     @abstractmethod
+    def unmark_newer(self) -> None:
+        """Undo :meth:`mark_newer`."""
+
+    @abstractmethod
     def execute(self, sql: str) -> None:
         """Run one statement on this test's database behind every store's back (tampering)."""
 
@@ -120,6 +124,9 @@ class SQLiteBackend(Backend):
     def mark_newer(self) -> None:
         newer = SCHEMA_VERSION + 1
         self.execute(f"INSERT INTO schema_migrations (version, applied_at) VALUES ({newer}, 0)")  # noqa: S608
+
+    def unmark_newer(self) -> None:
+        self.execute(f"DELETE FROM schema_migrations WHERE version > {SCHEMA_VERSION}")  # noqa: S608
 
     def execute(self, sql: str) -> None:
         conn = sqlite3.connect(self.path)
