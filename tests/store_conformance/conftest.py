@@ -10,15 +10,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from keys.store import Store
 from store_conformance.backends import BACKENDS, Backend, SQLiteBackend
-
-T = TypeVar("T")
-Arun = Callable[[Coroutine[Any, Any, T]], T]
 
 
 @pytest.fixture(params=BACKENDS)
