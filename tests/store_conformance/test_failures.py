@@ -145,8 +145,15 @@ def test_a_closed_store_is_unavailable_and_closing_twice_is_harmless(
         store = await backend.open()
         await store.close()
         await store.close()
-        with pytest.raises(StoreUnavailableError) as caught:
-            await store.ping()
-        assert_unavailable(caught.value)
+        calls: list[Callable[[], Awaitable[object]]] = [
+            store.ping,
+            store.list_keys,
+            lambda: store.upsert_region(BEIJING, actor=ACTOR, now=T0),
+            lambda: store.claim_conversions([conversion("a")]),
+        ]
+        for call in calls:
+            with pytest.raises(StoreUnavailableError) as caught:
+                await call()
+            assert_unavailable(caught.value)
 
     arun(scenario())
