@@ -19,6 +19,7 @@ import pytest
 import keys.store.schema as schema_module
 from keys.audit import verify_store
 from keys.model import KeyStatus
+from keys.personal import RecognitionEntry
 from keys.pseudonym import Pseudonymiser, code_hash
 from keys.records import CodeRevocation, HolderRevocation
 from keys.store import SCHEMA_VERSION, SQLiteStore
@@ -33,6 +34,7 @@ from store_conformance.data import (
     digest,
     keyset,
     region_key,
+    revocation_batch,
     stock_batch,
 )
 
@@ -114,6 +116,27 @@ async def _write_through_the_store(store: SQLiteStore, version: int) -> None:
     if version >= 3:
         await store.open_stock_job(JOB, "city.csv", T0)
         await store.commit_stock_batch(stock_batch(JOB, 0, 1, 2))
+    if version >= 4:  # code ids keyed: the same rows as the SQL seeds of older versions
+        await store.claim_conversions(
+            [
+                conversion(
+                    KEYER.code_key("330000", RAW), holder="h1-old", converted_code_id="SD-old",
+                    converted_code="SD1:old",
+                )
+            ]
+        )  # fmt: skip
+        await store.apply_revocation_batch(
+            revocation_batch(
+                "330000", "b-1", codes=(KEYER.code_key("330000", REVOKED),), holders=("h1-revoked",)
+            )
+        )
+        await store.append_recognitions(
+            [
+                RecognitionEntry(T0, "330000", "convert", "recognised", "RECOGNISED", "h1-old",
+                                 KEYER.code_key("330000", RAW), "k1", "r1"),
+                RecognitionEntry(T0, "330000", "", "refused", "MALFORMED", request_id="r2"),
+            ]
+        )  # fmt: skip
 
 
 async def _readable(store: SQLiteStore, version: int) -> dict[str, Any]:
@@ -154,11 +177,12 @@ def _build(path: Path, version: int, arun: Any, monkeypatch: pytest.MonkeyPatch)
     with sqlite3.connect(path) as conn:
         if version == 1:
             _seed_v1(conn)
-        _seed_conversion(conn, version)
-        if version >= 2:
-            _seed_v2_revocations(conn)
-        if version >= 3:
-            _seed_v3_recognitions(conn)
+        if version < 4:  # from schema 4 on, the store writes these (_write_through_the_store)
+            _seed_conversion(conn, version)
+            if version >= 2:
+                _seed_v2_revocations(conn)
+            if version >= 3:
+                _seed_v3_recognitions(conn)
         found = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
     conn.close()
     assert found == version
@@ -185,7 +209,7 @@ def test_a_database_of_an_earlier_schema_upgrades_with_every_row_readable(
                                                  region_key("330000", 2).kid]  # fmt: skip
                 assert (keys[1].status, keys[1].revoked_at) == (KeyStatus.REVOKED, T0)
             head = await verify_store(store)  # the chain (empty from schema 1) still verifies
-            assert head.count == (0 if version == 1 else 5)
+            assert head.count == (0 if version == 1 else 5 if version < 4 else 6)
             # The conversion, found by its code key now: the same home code as before.
             [stored] = await store.claim_conversions(
                 [conversion(KEYER.code_key("330000", RAW), converted_code_id="SD-new")]
