@@ -139,3 +139,87 @@ class SQLiteBackend(Backend):
 
 # The backends, by name: the ``backend`` fixture is parametrized over these.
 BACKENDS: tuple[str, ...] = ("sqlite",)
+
+
+class PostgresBackend(Backend):
+    """:class:`PostgresStore` on a fresh database of the test's own (``tests/support/pg.py``)."""
+
+    name = "postgres"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def open(self, *, code_keys: CodeKeys | None = None) -> Store:
+        from keys.store.postgres import PostgresStore
+
+        return await PostgresStore.open(self.url, code_keys=code_keys)
+
+    async def open_down(self) -> Store:
+        from keys.store.postgres import PostgresStore
+
+        # Port 1 of the loopback: nothing listens there, the connection is refused at once.
+        return await PostgresStore.open("postgresql://postgres@127.0.0.1:1/trustgw_down")
+
+    def hold_lock(self) -> AbstractAsyncContextManager[None]:
+        return self._hold_lock()
+
+    @asynccontextmanager
+    async def _hold_lock(self) -> AsyncIterator[None]:
+        import psycopg
+
+        with psycopg.connect(self.url) as blocker:
+            tables = [
+                row[0]
+                for row in blocker.execute(
+                    "SELECT quote_ident(tablename) FROM pg_tables"
+                    " WHERE schemaname = current_schema()"
+                )
+            ]
+            # EXCLUSIVE: others may still read, no one may write (what SQLite's lock does).
+            blocker.execute(f"LOCK TABLE {', '.join(tables)} IN EXCLUSIVE MODE")
+            try:
+                yield
+            finally:
+                blocker.rollback()
+
+    def shorten_lock_wait(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import keys.store.pgdb as pgdb
+
+        monkeypatch.setattr(pgdb, "LOCK_TIMEOUT_SECONDS", 0.2)
+
+    async def sever(self, store: Store) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+    def schema_version(self) -> int:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            exists = conn.execute("SELECT to_regclass('schema_migrations')").fetchone()
+            if exists is None or exists[0] is None:
+                return 0
+            row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            return int(row.fetchone()[0])  # type: ignore[index]
+
+    def expected_version(self) -> int:
+        from keys.store.pgschema import SCHEMA_VERSION as PG_SCHEMA_VERSION
+
+        return PG_SCHEMA_VERSION
+
+    def mark_newer(self) -> None:
+        newer = self.expected_version() + 1
+        self.execute(f"INSERT INTO schema_migrations (version, applied_at) VALUES ({newer}, 0)")  # noqa: S608
+
+    def unmark_newer(self) -> None:
+        self.execute(f"DELETE FROM schema_migrations WHERE version > {self.expected_version()}")  # noqa: S608
+
+    def execute(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(sql)  # type: ignore[call-overload]
