@@ -6,18 +6,22 @@ open one on a database that is down, and how to break things the way its databas
 second connection holding a lock, a connection lost under a store. Everything else the suite does
 through the role protocols of :mod:`keys.store.protocols` only.
 
-Adding a backend is one entry in :data:`BACKENDS` (and its fixture setup in ``conftest.py``).
+Adding a backend is one entry in :data:`BACKENDS` and its case in the ``backend`` fixture of
+``conftest.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from support.wait import eventually
 
 from keys.store import SCHEMA_VERSION, SQLiteStore, Store
 from keys.store.schema import CodeKeys
@@ -27,10 +31,13 @@ class Backend(ABC):
     """One store implementation and its test database."""
 
     name: str
+    #: Whether a store recovers by itself after its connection was lost (a server backend opens
+    #: a new connection; SQLite's connection is the file it opened, there is nothing to redo).
+    reconnects: bool
 
     @abstractmethod
     async def open(self, *, code_keys: CodeKeys | None = None) -> Store:
-        """A new store (its own connection) on this test's database, migrated to current."""
+        """A new store (its own connections) on this test's database, migrated to current."""
 
     @abstractmethod
     async def open_down(self) -> Store:
@@ -38,15 +45,18 @@ class Backend(ABC):
 
     @abstractmethod
     def hold_lock(self) -> AbstractAsyncContextManager[None]:
-        """A second connection holding a lock every write of the store must wait for."""
+        """A second connection holding the lock every write of a store must wait for (another
+        process's or replica's long change)."""
 
     @abstractmethod
     def shorten_lock_wait(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """Make a store opened after this wait only briefly for a lock (a lock timeout)."""
+        """Make stores opened after this wait only briefly for a lock (a lock timeout)."""
 
     @abstractmethod
-    async def sever(self, store: Store) -> None:
-        """Lose the store's connection under it, as a network failure or a restart would."""
+    async def lose_connection_during(
+        self, store: Store, call: Callable[[], Awaitable[object]]
+    ) -> object:
+        """Run ``call`` (a use of ``store``) while the store's connection is lost under it."""
 
     @abstractmethod
     def schema_version(self) -> int:
@@ -58,7 +68,7 @@ class Backend(ABC):
 
     @abstractmethod
     def mark_newer(self) -> None:
-        """Record a schema version newer than this code knows in this test's database."""
+        """Record a schema version newer than this code can run on in this test's database."""
 
     @abstractmethod
     def unmark_newer(self) -> None:
@@ -73,6 +83,7 @@ class SQLiteBackend(Backend):
     """:class:`SQLiteStore` on a file in the test's temporary directory (WAL mode)."""
 
     name = "sqlite"
+    reconnects = False
 
     def __init__(self, tmp_path: Path) -> None:
         self.path = tmp_path / "conform.db"
@@ -94,7 +105,7 @@ class SQLiteBackend(Backend):
     async def _hold_lock(self) -> AsyncIterator[None]:
         blocker = sqlite3.connect(self.path, isolation_level=None)
         try:
-            blocker.execute("BEGIN EXCLUSIVE")
+            blocker.execute("BEGIN EXCLUSIVE")  # in WAL mode readers still read
             yield
         finally:
             blocker.execute("ROLLBACK")
@@ -105,18 +116,25 @@ class SQLiteBackend(Backend):
 
         monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT_SECONDS", 0.05)
 
-    async def sever(self, store: Store) -> None:
+    async def lose_connection_during(
+        self, store: Store, call: Callable[[], Awaitable[object]]
+    ) -> object:
         # The store's one connection closed under it (what a lost file handle looks like to
-        # sqlite3): every later call finds it gone. SQLite has no server to reconnect to.
+        # sqlite3). A call in flight on it cannot be interrupted safely from another thread;
+        # the call made next finds the connection gone, which is the same failure to the store.
         assert isinstance(store, SQLiteStore)
         await store._db.run_plain("sever", lambda conn: conn.close())
+        return await call()
 
     def schema_version(self) -> int:
         if not self.path.exists():
             return 0
-        with sqlite3.connect(self.path) as conn:
+        conn = sqlite3.connect(self.path)
+        try:
             row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
             return int(row.fetchone()[0])
+        finally:
+            conn.close()
 
     def expected_version(self) -> int:
         return SCHEMA_VERSION
@@ -137,14 +155,11 @@ class SQLiteBackend(Backend):
             conn.close()
 
 
-# The backends, by name: the ``backend`` fixture is parametrized over these.
-BACKENDS: tuple[str, ...] = ("sqlite",)
-
-
 class PostgresBackend(Backend):
     """:class:`PostgresStore` on a fresh database of the test's own (``tests/support/pg.py``)."""
 
     name = "postgres"
+    reconnects = True
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -160,66 +175,93 @@ class PostgresBackend(Backend):
         # Port 1 of the loopback: nothing listens there, the connection is refused at once.
         return await PostgresStore.open("postgresql://postgres@127.0.0.1:1/trustgw_down")
 
+    def _connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(self.url, autocommit=True)
+
+    @contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        from keys.store import pgdb
+
+        with self._connect() as blocker:
+            blocker.execute("SELECT pg_advisory_lock(%s)", (pgdb.WRITE_LOCK,))
+            try:
+                yield
+            finally:
+                blocker.execute("SELECT pg_advisory_unlock(%s)", (pgdb.WRITE_LOCK,))
+
     def hold_lock(self) -> AbstractAsyncContextManager[None]:
         return self._hold_lock()
 
     @asynccontextmanager
     async def _hold_lock(self) -> AsyncIterator[None]:
-        import psycopg
-
-        with psycopg.connect(self.url) as blocker:
-            tables = [
-                row[0]
-                for row in blocker.execute(
-                    "SELECT quote_ident(tablename) FROM pg_tables"
-                    " WHERE schemaname = current_schema()"
-                )
-            ]
-            # EXCLUSIVE: others may still read, no one may write (what SQLite's lock does).
-            blocker.execute(f"LOCK TABLE {', '.join(tables)} IN EXCLUSIVE MODE")
-            try:
-                yield
-            finally:
-                blocker.rollback()
+        # The lock every write takes (exclusive writes alone, the hot path's shared): what
+        # another replica holds during a long change. Reads take none.
+        with self._write_lock():
+            yield
 
     def shorten_lock_wait(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import keys.store.pgdb as pgdb
+        from keys.store import pgdb
 
         monkeypatch.setattr(pgdb, "LOCK_TIMEOUT_SECONDS", 0.2)
 
-    async def sever(self, store: Store) -> None:
-        import psycopg
+    def _waiting(self) -> list[int]:
+        """The store's connections waiting for the write lock."""
+        from keys.store import pgdb
 
-        with psycopg.connect(self.url, autocommit=True) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = %s AND wait_event_type = 'Lock'",
+                (pgdb.APPLICATION_NAME,),
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    async def lose_connection_during(
+        self, store: Store, call: Callable[[], Awaitable[object]]
+    ) -> object:
+        # Truly mid-call: the call waits for a lock another connection holds, and its backend
+        # is terminated while it waits (what a server restart or a failover does).
+        with self._write_lock():
+            task = asyncio.ensure_future(call())
+            pids = await eventually(self._waiting, what="the call waits for the lock")
+            with self._connect() as admin:
+                for pid in pids:
+                    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            return await task
 
     def schema_version(self) -> int:
-        import psycopg
-
-        with psycopg.connect(self.url, autocommit=True) as conn:
+        with self._connect() as conn:
             exists = conn.execute("SELECT to_regclass('schema_migrations')").fetchone()
             if exists is None or exists[0] is None:
                 return 0
             row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-            return int(row.fetchone()[0])  # type: ignore[index]
+            return int(row.fetchone()[0])
 
     def expected_version(self) -> int:
-        from keys.store.pgschema import SCHEMA_VERSION as PG_SCHEMA_VERSION
+        from keys.store import pgschema
 
-        return PG_SCHEMA_VERSION
+        return pgschema.SCHEMA_VERSION
 
     def mark_newer(self) -> None:
+        # Newer *and* not readable by this code (pgschema's readable_by: a newer schema that
+        # old code may still run on is accepted, for rolling upgrades).
         newer = self.expected_version() + 1
-        self.execute(f"INSERT INTO schema_migrations (version, applied_at) VALUES ({newer}, 0)")  # noqa: S608
+        insert = "INSERT INTO schema_migrations (version, readable_by, applied_at) VALUES"
+        self.execute(f"{insert} ({newer}, {newer}, 0)")
 
     def unmark_newer(self) -> None:
         self.execute(f"DELETE FROM schema_migrations WHERE version > {self.expected_version()}")  # noqa: S608
 
     def execute(self, sql: str) -> None:
-        import psycopg
+        with self._connect() as conn:
+            conn.execute(sql)
 
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute(sql)  # type: ignore[call-overload]
+
+# The backends, by name: the ``backend`` fixture is parametrized over these. A server backend's
+# tests open sockets: they are in the integration tier (tests/support/tiers.py).
+BACKENDS: tuple[Any, ...] = (
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.integration),
+)

@@ -156,8 +156,8 @@ def stock_batch(job: str, after_row: int, *numbers: int, **counts: int) -> Stock
     )
 
 
-async def snapshot(store: Store) -> dict[str, Any]:
-    """Everything the protocols can read back, to compare before and after a failure."""
+async def read_snapshot(store: Store) -> dict[str, Any]:
+    """What the protocols' reads give back (no write transaction, not even a dry run)."""
     head, entries = await store.read_audit(0, 1000)
     return {
         "registry": await store.read_registry(),
@@ -165,10 +165,16 @@ async def snapshot(store: Store) -> dict[str, Any]:
         "revocations": await store.list_revocations(),
         "audit": (head, entries),
         "trustlist": await store.latest_trustlist(),
-        "counts": await store.purge(
-            recognitions_before=FAR_FUTURE, conversions_before=FAR_FUTURE, dry_run=True
-        ),
     }
+
+
+async def snapshot(store: Store) -> dict[str, Any]:
+    """Everything the protocols can read back, to compare before and after a failure: the
+    reads, and the counts of what a purge would delete (a dry run, in a write transaction)."""
+    counts = await store.purge(
+        recognitions_before=FAR_FUTURE, conversions_before=FAR_FUTURE, dry_run=True
+    )
+    return {**await read_snapshot(store), "counts": counts}
 
 
 FAR_FUTURE = T0 + timedelta(days=3650)
