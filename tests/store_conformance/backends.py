@@ -31,6 +31,10 @@ class Backend(ABC):
     """One store implementation and its test database."""
 
     name: str
+    #: What the ``database`` setting names this test's database by (a SQLite path or a URL).
+    target: str
+    #: The backend as :func:`keys.store.factory.schema_status` names it.
+    status_name: str
     #: Whether a store recovers by itself after its connection was lost (a server backend opens
     #: a new connection; SQLite's connection is the file it opened, there is nothing to redo).
     reconnects: bool
@@ -83,10 +87,12 @@ class SQLiteBackend(Backend):
     """:class:`SQLiteStore` on a file in the test's temporary directory (WAL mode)."""
 
     name = "sqlite"
+    status_name = "sqlite"
     reconnects = False
 
     def __init__(self, tmp_path: Path) -> None:
         self.path = tmp_path / "conform.db"
+        self.target = str(self.path)
         self._tmp = tmp_path
 
     async def open(self, *, code_keys: CodeKeys | None = None) -> Store:
@@ -159,10 +165,12 @@ class PostgresBackend(Backend):
     """:class:`PostgresStore` on a fresh database of the test's own (``tests/support/pg.py``)."""
 
     name = "postgres"
+    status_name = "postgresql"
     reconnects = True
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.target = url
 
     async def open(self, *, code_keys: CodeKeys | None = None) -> Store:
         from keys.store.postgres import PostgresStore

@@ -1,5 +1,6 @@
 """Schema migrations every backend shares: from empty to current, once; a newer database refused;
-two stores migrating one empty database at once.
+two stores migrating one empty database at once; opening without migrating (the ``database``
+setting's :func:`keys.store.factory.open_store`, as ``trustgw serve`` does).
 
 Upgrades from each earlier version with data in it are per backend (each has its own migration
 list): ``test_migrations_sqlite.py`` and the PostgreSQL module beside it.
@@ -14,7 +15,8 @@ import grpc
 import pytest
 
 from gateway.grpc.errors import rich_status
-from keys.errors import ConfigurationError
+from keys.errors import ConfigurationError, SchemaOutdatedError
+from keys.store.factory import open_store, schema_status
 from store_conformance.backends import Backend
 from store_conformance.data import ACTOR, BEIJING, T0, populate, region_key, snapshot
 
@@ -88,5 +90,44 @@ def test_two_stores_migrating_one_empty_database_at_once_end_at_one_schema(
         finally:
             await one.close()
             await two.close()
+
+    arun(scenario())
+
+
+def test_a_store_opened_without_migrating_refuses_an_empty_database_and_leaves_it(
+    backend: Backend, arun: Any
+) -> None:
+    """``trustgw serve`` never migrates (docs/operations.md, "Upgrading"): a database behind
+    the code is SCHEMA_OUTDATED until ``trustgw db migrate``, and stays as it was."""
+    status = arun(schema_status(backend.target))
+    assert (status.backend, status.current, status.expected, status.outdated) == (
+        backend.status_name, 0, backend.expected_version(), True,
+    )  # fmt: skip
+    with pytest.raises(SchemaOutdatedError) as caught:
+        arun(open_store(backend.target, migrate=False))
+    error = caught.value
+    assert (error.reason, error.current, error.expected) == (
+        "SCHEMA_OUTDATED", 0, backend.expected_version(),
+    )  # fmt: skip
+    assert "trustgw db migrate" in error.message
+    assert rich_status(error).code is grpc.StatusCode.FAILED_PRECONDITION
+    assert backend.schema_version() == 0
+
+
+def test_a_migrated_database_opens_without_migrating(backend: Backend, arun: Any) -> None:
+    async def scenario() -> None:
+        store = await open_store(backend.target)
+        try:
+            await populate(store)
+            before = await snapshot(store)
+        finally:
+            await store.close()
+        status = await schema_status(backend.target)
+        assert (status.current, status.outdated) == (backend.expected_version(), False)
+        again = await open_store(backend.target, migrate=False)
+        try:
+            assert await snapshot(again) == before
+        finally:
+            await again.close()
 
     arun(scenario())
