@@ -14,6 +14,7 @@ from __future__ import annotations
 from keys.store.protocols import (
     AuditStore,
     ConversionStore,
+    GatewayKeyStore,
     HealthStore,
     PurgeStore,
     RecognitionStore,
@@ -37,6 +38,7 @@ __all__ = [
     "AuditStore",
     "CodeKeys",
     "ConversionStore",
+    "GatewayKeyStore",
     "HealthStore",
     "PurgeStore",
     "RecognitionStore",

@@ -278,9 +278,7 @@ def apply_key_revocation(
     return result
 
 
-def apply_revocation_batch(
-    conn: Connection, change: RevocationBatchChange
-) -> SubmissionResult:
+def apply_revocation_batch(conn: Connection, change: RevocationBatchChange) -> SubmissionResult:
     """Record a revocation batch and revoke the conversions it reaches."""
     check_actor(change.actor)
     at = ts(change.effective_at)
