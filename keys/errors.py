@@ -481,6 +481,16 @@ class KeyDirectoryError(ConfigurationError):
     default_message = "the key directory is missing, unreadable or has unsafe permissions"
 
 
+class NoKeyringError(ConfigurationError):
+    """The database holds no gateway keys and there is no key directory to import."""
+
+    reason = "NO_GATEWAY_KEYS"
+    default_message = (
+        "the database holds no gateway keys: run trustgw init (with --database on a new "
+        "deployment) first"
+    )
+
+
 class SchemaOutdatedError(ConfigurationError):
     """The database's schema is older than this code's and the caller did not ask to migrate
     (``trustgw serve`` never migrates: ``trustgw db migrate`` does)."""

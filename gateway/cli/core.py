@@ -22,8 +22,9 @@ from gateway.cli.config import add_settings_flags, settings_from
 from gateway.observability import configure_logging
 from gateway.runtime.datadir import DataDir
 from keys.crypto import Algorithm
-from keys.errors import ConfigurationError, UsageError
-from keys.keystore import GATEWAY_ALGORITHMS, KeyDirectory, passphrase_from_env
+from keys.errors import ConfigurationError, PassphraseError, UsageError
+from keys.gatewaykeys import create_or_join
+from keys.keystore import GATEWAY_ALGORITHMS, passphrase_from_env
 from keys.timeutil import utcnow
 
 log = logging.getLogger("trustgw.cli")
@@ -45,14 +46,20 @@ async def _init(
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     paths = DataDir(data_dir)
-    key_dir = paths.keys
-    if key_dir.exists():
-        raise ConfigurationError(f"{key_dir} already exists: this data directory is initialised")
-    keys = KeyDirectory.create(
-        key_dir, dev=dev, passphrase=passphrase, now=now, algorithm=algorithm
-    )
+    # A data directory's own database is initialised once; a shared database (--database) is
+    # joined by every further machine's init.
+    for taken in (paths.keys, paths.database):
+        if taken.exists():
+            raise ConfigurationError(f"{taken} already exists: this data directory is initialised")
+    if not dev and not passphrase:
+        raise PassphraseError()  # before anything is written
     store = await SQLiteStore.open(paths.database)
     try:
+        # The first machine of a deployment creates the keyring; the others join it with the
+        # same passphrase (docs/operations.md, "Where the keys live").
+        keys, created = await create_or_join(
+            store, dev=dev, passphrase=passphrase, now=now, algorithm=algorithm
+        )
         for spec in REGION_SPECS:
             await store.upsert_region(
                 Region(code=spec.code, name=spec.name, mode=spec.mode, max_age=spec.max_age)
@@ -68,6 +75,7 @@ async def _init(
         "data_dir": str(data_dir),
         "pki": str(pki),
         "dev": keys.dev,
+        "keyring": "created" if created else "joined",
         "regions": len(REGION_SPECS),
         "keys": [
             {"role": k.role.value, "kid": k.kid, "alg": k.public_key.alg.value}
@@ -84,6 +92,8 @@ def cmd_init(opts: argparse.Namespace) -> int:
         print_json(result)
     else:
         print(f"initialised {result['data_dir']}: {result['regions']} partner regions")
+        verb = "created" if result["keyring"] == "created" else "joined the existing"
+        print(f"  {verb} gateway keyring in the database:")
         for key in result["keys"]:
             print(f"  gateway {key['role']} key {key['kid']} ({key['alg']})")
         print(f"  TLS: a CA and server certificate in {result['pki']}")

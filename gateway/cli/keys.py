@@ -7,9 +7,10 @@ import asyncio
 import json
 import re
 import sys
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.cli._common import (
     EXIT_OK,
@@ -22,36 +23,46 @@ from gateway.cli._common import (
     read_input,
     time_type,
 )
+from gateway.cli._keys import gateway_keys
 from gateway.cli._store import OPERATOR, region_arg
 from gateway.runtime.datadir import DataDir
+from keys import gatewaykeys
 from keys.crypto import Algorithm
 from keys.errors import GatewayError, UsageError
 from keys.jsonutil import loads_strict
 from keys.keystore import (
     DEFAULT_ACTIVATION_DELAY,
     GATEWAY_ALGORITHMS,
-    KeyDirectory,
+    GatewayKeys,
+    KeyRole,
     passphrase_from_env,
 )
+from keys.model import HOME_REGION
+from keys.store import Store
 from keys.timeutil import to_iso, utcnow
 
 MAX_KEY_FILE_BYTES = 64 * 1024
+_T = TypeVar("_T")
 
 # --- keys -------------------------------------------------------------------------------------
 
 
-async def _registry_keys(data_dir: Path) -> list[Any]:
+async def _all_keys(data_dir: Path) -> tuple[GatewayKeys, list[Any]]:
     from keys.store import SQLiteStore
 
     store = await SQLiteStore.open(DataDir(data_dir).database)
     try:
-        return await store.list_keys()
+        return await gateway_keys(store, data_dir), await store.list_keys()
     finally:
         await store.close()
 
 
+async def _gateway_keys(data_dir: Path) -> GatewayKeys:
+    return (await _all_keys(data_dir))[0]
+
+
 def cmd_keys_list(opts: argparse.Namespace) -> int:
-    key_dir = KeyDirectory.open(DataDir(opts.data_dir).keys, passphrase=passphrase_from_env())
+    key_dir, registry_keys = asyncio.run(_all_keys(opts.data_dir))
     rows: list[dict[str, Any]] = [
         {
             "owner": "gateway",
@@ -61,10 +72,11 @@ def cmd_keys_list(opts: argparse.Namespace) -> int:
             "not_before": to_iso(info.not_before),
             "not_after": to_iso(info.not_after),
             "status": info.status.value,
+            **({"revoked_at": to_iso(info.revoked_at)} if info.revoked_at else {}),
         }
         for info in key_dir.public_keys()
     ]
-    for key in asyncio.run(_registry_keys(opts.data_dir)):
+    for key in registry_keys:
         rows.append(
             {
                 "owner": key.region,
@@ -85,14 +97,14 @@ def cmd_keys_list(opts: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _trust_from_key_dir(key_dir: KeyDirectory) -> Any:
+def _trust_from_key_dir(key_dir: GatewayKeys) -> Any:
     from gateway.tokens import GatewayTrust
 
     return GatewayTrust.from_key_infos(key_dir.public_keys())
 
 
 def cmd_keys_export(opts: argparse.Namespace) -> int:
-    key_dir = KeyDirectory.open(DataDir(opts.data_dir).keys, passphrase=passphrase_from_env())
+    key_dir = asyncio.run(_gateway_keys(opts.data_dir))
     text = json.dumps(_trust_from_key_dir(key_dir).to_json(), indent=2) + "\n"
     if opts.out:
         Path(opts.out).write_text(text)
@@ -218,10 +230,85 @@ async def _keys_revoke(opts: argparse.Namespace) -> Any:
         await store.close()
 
 
+async def _withdraw(opts: argparse.Namespace, now: datetime) -> dict[str, Any]:
+    from keys.errors import NotFoundError
+
+    async def change(store: Store) -> dict[str, Any]:
+        keyring = await gateway_keys(store, opts.data_dir)
+        roles = [k.role for k in keyring.public_keys() if k.kid == opts.kid]
+        role = KeyRole(opts.role) if opts.role else (roles[0] if roles else None)
+        if role is None:
+            raise NotFoundError(
+                f"the gateway has no key {opts.kid}: `trustgw keys list` shows its keys",
+                region=HOME_REGION,
+            )
+        withdrawn, replacement = await gatewaykeys.withdraw(
+            store, passphrase_from_env(), role, opts.kid, opts.at or now, now, actor=OPERATOR
+        )
+        return {
+            "owner": "gateway",
+            "role": withdrawn.role.value,
+            "kid": withdrawn.kid,
+            "status": withdrawn.status.value,
+            "revoked_at": to_iso(withdrawn.revoked_at or now),
+            "replacement": None
+            if replacement is None
+            else {
+                "kid": replacement.kid,
+                "alg": replacement.public_key.alg.value,
+                "not_before": to_iso(replacement.not_before),
+                "not_after": to_iso(replacement.not_after),
+            },
+        }
+
+    return await _in_keyring(opts.data_dir, change)
+
+
 def cmd_keys_revoke(opts: argparse.Namespace) -> int:
+    gateway_key = opts.role is not None or opts.region == HOME_REGION
+    if (opts.region is None and opts.role is None) or (
+        opts.role is not None and opts.region not in (None, HOME_REGION)
+    ):
+        raise UsageError(
+            "give --region REGION for a partner's key, or --role ROLE for one of the gateway's own "
+            f"keys (--region {HOME_REGION} also names the gateway's)"
+        )
+    if gateway_key:
+        try:
+            result = asyncio.run(_withdraw(opts, utcnow()))
+        except ValueError as exc:  # a compromise time in the future
+            raise UsageError(str(exc)) from None
+        if opts.json:
+            print_json(result)
+            return EXIT_OK
+        print(
+            f"withdrew gateway {result['role']} key {result['kid']} from {result['revoked_at']}: "
+            "it signs nothing more; verifiers refuse what it signed from then on"
+        )
+        if result["replacement"]:
+            new = result["replacement"]
+            print(f"  replaced by {result['role']} key {new['kid']} ({new['alg']}), signing now")
+        print("  next: trustgw keys export --out FILE, and hand the file to offline verifiers")
+        return EXIT_OK
     key = asyncio.run(_keys_revoke(opts))
+    if opts.json:
+        print_json({"owner": key.region, "kid": key.kid, "revoked_at": to_iso(key.revoked_at)})
+        return EXIT_OK
     print(f"revoked key {key.kid} of region {key.region} from {to_iso(key.revoked_at)}")
     return EXIT_OK
+
+
+async def _in_keyring(data_dir: Path, change: Callable[[Store], Awaitable[_T]]) -> _T:
+    """Run a keyring ``change`` on the data directory's store (importing ``keys/`` first if the
+    database has no keyring yet): in force on every replica at its next reload."""
+    from keys.store import SQLiteStore
+
+    store = await SQLiteStore.open(DataDir(data_dir).database)
+    try:
+        await gateway_keys(store, data_dir)
+        return await change(store)
+    finally:
+        await store.close()
 
 
 _DURATION = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,6})?)([smhd]?)")
@@ -240,18 +327,23 @@ def _duration(value: str) -> timedelta:
 
 
 def cmd_keys_rotate(opts: argparse.Namespace) -> int:
-    from keys.keystore import KeyRole
-
     if opts.validity <= timedelta(0):
         raise UsageError("--validity must be longer than 0")
     now = utcnow()
-    key_dir = KeyDirectory.open(DataDir(opts.data_dir).keys, passphrase=passphrase_from_env())
-    info = key_dir.rotate(
-        KeyRole(opts.role),
-        now,
-        activate_at=now + opts.activate_in,
-        validity=opts.validity,
-        algorithm=Algorithm(opts.algorithm) if opts.algorithm else None,
+    info = asyncio.run(
+        _in_keyring(
+            opts.data_dir,
+            lambda store: gatewaykeys.rotate(
+                store,
+                passphrase_from_env(),
+                KeyRole(opts.role),
+                now,
+                activate_at=now + opts.activate_in,
+                validity=opts.validity,
+                algorithm=Algorithm(opts.algorithm) if opts.algorithm else None,
+                actor=OPERATOR,
+            ),
+        )
     )
     result = {
         "role": info.role.value,
@@ -316,14 +408,30 @@ def register(sub: Any) -> None:
     p.add_argument("--not-after", type=time_type, help="new end of validity (default: kept)")
     add_json(p)
     p.set_defaults(func=cmd_keys_update)
-    p = ksub.add_parser("revoke", help="revoke a partner's key from a compromise time")
+    p = ksub.add_parser(
+        "revoke",
+        help="revoke a partner's key, or withdraw one of the gateway's own, from a compromise time",
+    )
     add_data_dir(p)
-    p.add_argument("--region", required=True, type=region_arg)
+    p.add_argument(
+        "--region", type=region_arg, help=f"a partner's region ({HOME_REGION}: the gateway)"
+    )
+    p.add_argument(
+        "--role",
+        choices=[r.value for r in KeyRole],
+        help="withdraw the gateway's own key of this role (instead of --region)",
+    )
     p.add_argument("--kid", required=True, type=kid_type)
-    p.add_argument("--at", type=time_type, help="compromise time (default now)")
+    p.add_argument(
+        "--at",
+        "--compromised-at",
+        dest="at",
+        type=time_type,
+        help="compromise time: the earliest moment the key may have been in other hands "
+        "(default now)",
+    )
+    add_json(p)
     p.set_defaults(func=cmd_keys_revoke)
-    from keys.keystore import KeyRole
-
     p = ksub.add_parser("rotate", help="rotate one of the gateway's own keys")
     add_data_dir(p)
     p.add_argument("--role", required=True, choices=[r.value for r in KeyRole])

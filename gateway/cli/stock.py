@@ -20,10 +20,10 @@ from gateway.cli._common import (
     print_json,
     time_type,
 )
+from gateway.cli._keys import gateway_keys
 from gateway.cli._store import region_arg
 from gateway.runtime.datadir import DataDir
 from keys.errors import UsageError
-from keys.keystore import KeyDirectory, passphrase_from_env
 from keys.timeutil import utcnow
 
 
@@ -43,9 +43,9 @@ async def _convert(opts: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     assert fmt in FORMATS
     now = opts.at or utcnow()
-    keys = KeyDirectory.open(DataDir(opts.data_dir).keys, passphrase=passphrase_from_env())
     store = await SQLiteStore.open(DataDir(opts.data_dir).database)
     try:
+        keys = await gateway_keys(store, opts.data_dir)
         try:
             converter = StockConverter(
                 store,

@@ -22,10 +22,9 @@ from gateway.cli._common import (
     print_json,
     time_type,
 )
+from gateway.cli._keys import gateway_keys
 from gateway.cli._store import open_store
-from gateway.runtime.datadir import DataDir
 from keys.errors import GatewayError, UsageError
-from keys.keystore import KeyDirectory, passphrase_from_env
 from keys.timeutil import to_iso, utcnow
 from keys.trustlist import MAX_TRUSTLIST_BYTES, PinnedKey, PublishedTrustList, TrustListVerifier
 
@@ -40,8 +39,8 @@ async def _export(opts: argparse.Namespace) -> PublishedTrustList:
     from keys.registry import KeyRegistry
     from keys.trustpublisher import TrustListPublisher
 
-    key_dir = KeyDirectory.open(DataDir(opts.data_dir).keys, passphrase=passphrase_from_env())
     async with open_store(opts.data_dir) as store:
+        key_dir = await gateway_keys(store, opts.data_dir)
         registry = KeyRegistry(store)
         await registry.load()
         publisher = TrustListPublisher(store, lambda: registry.snapshot, lambda: key_dir)

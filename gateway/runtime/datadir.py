@@ -28,7 +28,8 @@ class DataDir:
 
     @property
     def keys(self) -> Path:
-        """The gateway's key directory (:class:`keys.keystore.KeyDirectory`)."""
+        """Where earlier versions kept the gateway's keys (:class:`keys.keystore.KeyDirectory`):
+        imported into the database's keyring at its first open, not read afterwards."""
         return self.root / self.KEYS
 
     @property

@@ -20,6 +20,7 @@ from keys.store.postgres import PostgresStore
 from keys.store.protocols import (
     AuditStore,
     ConversionStore,
+    GatewayKeyStore,
     HealthStore,
     PurgeStore,
     RecognitionStore,
@@ -43,6 +44,7 @@ __all__ = [
     "AuditStore",
     "CodeKeys",
     "ConversionStore",
+    "GatewayKeyStore",
     "HealthStore",
     "PostgresStore",
     "PurgeStore",

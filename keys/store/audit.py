@@ -58,9 +58,7 @@ def _from_row(row: Any) -> AuditEntry:
     )
 
 
-def read(
-    conn: Connection, after_seq: int, limit: int
-) -> tuple[AuditHead, list[AuditEntry]]:
+def read(conn: Connection, after_seq: int, limit: int) -> tuple[AuditHead, list[AuditEntry]]:
     """The head and up to ``limit`` entries with seq > ``after_seq``, in seq order."""
     check_limit(limit)
     head = _head(conn)

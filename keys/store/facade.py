@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from keys.anchors import AnchorSet
 from keys.audit import AuditEntry, AuditHead
+from keys.keyring import KeyringChange, KeyringRecord
 from keys.model import ConversionRecord, Region, RegionKey
 from keys.personal import (
     PurgeResult,
@@ -41,7 +42,7 @@ from keys.records import (
     SubmissionResult,
     TrustListVersion,
 )
-from keys.store import audit, conversions, personal, regions, trust, trustlists
+from keys.store import audit, conversions, keyring, personal, regions, trust, trustlists
 from keys.store.dbapi import Connection
 from keys.store.protocols import RegistryData
 from keys.store.rows import DEFAULT_ACTOR, check_actor, ts
@@ -167,6 +168,27 @@ class StoreFacade(ABC):
         return await self._write(
             "set_key_window", lambda c: regions.set_key_window(c, current, updated, actor, now)
         )
+
+    # -- the gateway's own keys ------------------------------------------------------------
+
+    async def keyring_generation(self) -> int:
+        """The gateway keyring's change counter (0: none stored yet)."""
+        return await self._read("keyring_generation", keyring.generation)
+
+    async def read_keyring(self) -> KeyringRecord | None:
+        """The gateway keyring (keys sealed), or None."""
+        return await self._read("read_keyring", keyring.read)
+
+    async def create_keyring(self, record: KeyringRecord, *, actor: str) -> bool:
+        """Store a new keyring; False if the database holds one already (nothing written)."""
+        check_actor(actor)
+        return await self._write("create_keyring", lambda c: keyring.create(c, record, actor))
+
+    async def change_keyring(self, change: KeyringChange) -> int:
+        """Apply a planned keyring change (:mod:`keys.keyring`) whole; the new generation.
+        Raises :class:`ConcurrentChangeError`, :class:`AlreadyExistsError`."""
+        check_actor(change.actor)
+        return await self._write("change_keyring", lambda c: keyring.apply(c, change))
 
     # -- trust submissions -------------------------------------------------------------------
 

@@ -58,9 +58,7 @@ def _stock_row(record: StockConversion) -> tuple[Any, ...]:
     )
 
 
-def _stored_holders(
-    conn: Connection, keys: list[tuple[str, str]]
-) -> dict[tuple[str, str], str]:
+def _stored_holders(conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
     """The stored holder of each (city, certificate_id) already converted."""
     found: dict[tuple[str, str], str] = {}
     for chunk in batch_shapes(keys):

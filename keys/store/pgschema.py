@@ -243,6 +243,33 @@ MIGRATIONS: tuple[Migration, ...] = (
             " FOR EACH ROW EXECUTE FUNCTION trustgw_notify_registry()",
         ),
     ),
+    # The gateway's own keys, sealed (keys.keyring, keys/store/keyring.py): expanding (new
+    # tables only), so code of schema 1 runs beside it during a rolling upgrade.
+    Migration(
+        2,
+        1,
+        (
+            """CREATE TABLE gateway_keyring_meta (
+                   id SMALLINT PRIMARY KEY CHECK (id = 1),
+                   generation BIGINT NOT NULL CHECK (generation >= 1),
+                   kdf TEXT NOT NULL,
+                   check_blob BYTEA NOT NULL,
+                   secret BYTEA NOT NULL
+               )""",
+            """CREATE TABLE gateway_keyring (
+                   role TEXT NOT NULL CHECK (role IN ('attest', 'issue', 'trustlist')),
+                   kid TEXT NOT NULL,
+                   alg TEXT NOT NULL,
+                   spki BYTEA NOT NULL,
+                   not_before BIGINT NOT NULL,
+                   not_after BIGINT NOT NULL,
+                   status TEXT NOT NULL CHECK (status IN ('active', 'retired', 'revoked')),
+                   revoked_at BIGINT,
+                   sealed BYTEA NOT NULL,
+                   PRIMARY KEY (role, kid)
+               )""",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
