@@ -1,7 +1,9 @@
 """Open the store a ``database`` setting names: a PostgreSQL URL or a SQLite file.
 
-(The ``procs`` placeholder: SQLite only. The PostgreSQL backend's version of this module keeps
-these signatures and adds ``postgresql://`` targets.)
+A ``postgresql://`` or ``postgres://`` URL (:func:`is_postgres_url`) opens a
+:class:`keys.store.postgres.PostgresStore`; anything else is the path of a SQLite file
+(:class:`keys.store.sqlitestore.SQLiteStore`). Both have their own migrations and schema
+versions (:mod:`keys.store.schema`, :mod:`keys.store.pgschema`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from keys.errors import ConfigurationError, SchemaOutdatedError, StoreUnavailableError
+from keys.errors import SchemaOutdatedError, StoreUnavailableError
+from keys.store import postgres
+from keys.store.pgschema import SCHEMA_VERSION as PG_VERSION
+from keys.store.postgres import PostgresStore
 from keys.store.protocols import Store
 from keys.store.schema import SCHEMA_VERSION, CodeKeys
 from keys.store.sqlitestore import SQLiteStore
@@ -54,9 +59,7 @@ async def open_store(
     """
     text = os.fspath(target)
     if is_postgres_url(text):
-        raise ConfigurationError(
-            "this build has no PostgreSQL backend: give the database as a SQLite file path"
-        )
+        return await PostgresStore.open(text, code_keys=code_keys, migrate=migrate)
     if not migrate:
         status = await schema_status(text)
         if status.outdated:
@@ -78,9 +81,8 @@ async def schema_status(target: str | os.PathLike[str]) -> SchemaStatus:
     """
     text = os.fspath(target)
     if is_postgres_url(text):
-        raise ConfigurationError(
-            "this build has no PostgreSQL backend: give the database as a SQLite file path"
-        )
+        found = await postgres.schema_state(text)
+        return SchemaStatus(backend="postgresql", current=found.version, expected=PG_VERSION)
     current = await asyncio.to_thread(_sqlite_version, Path(text))
     return SchemaStatus(backend="sqlite", current=current, expected=SCHEMA_VERSION)
 
