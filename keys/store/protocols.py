@@ -179,7 +179,8 @@ class TrustStore(Protocol):
     async def list_revocations(
         self, region: str | None = None
     ) -> tuple[list[CodeRevocation], list[HolderRevocation]]:
-        """Code revocations (code keys) and holder revocations (pseudonyms)."""
+        """Code revocations (code keys) ordered by region and code key, and holder revocations
+        (pseudonyms) ordered by region, holder and effective time."""
         ...
 
 

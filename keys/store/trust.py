@@ -344,15 +344,20 @@ def _conversions_of(
 def revocations(
     conn: Connection, code: str | None
 ) -> tuple[list[CodeRevocation], list[HolderRevocation]]:
-    """Code revocations (code keys) and holder revocations (pseudonyms)."""
+    """Code revocations (code keys) and holder revocations (pseudonyms), each ordered by region
+    then key (then time): the same order from every backend."""
     where, params = ("", ()) if code is None else (" WHERE region = ?", (code,))
     rows = conn.execute(
-        "SELECT region, code_key, effective_at FROM code_revocations" + where,  # noqa: S608
+        "SELECT region, code_key, effective_at FROM code_revocations"  # noqa: S608
+        + where
+        + " ORDER BY region, code_key",
         params,
     ).fetchall()
     codes = [CodeRevocation(r[0], r[1], from_unix(r[2])) for r in rows]
     rows = conn.execute(
-        "SELECT region, holder, effective_at FROM holder_revocations" + where,  # noqa: S608
+        "SELECT region, holder, effective_at FROM holder_revocations"  # noqa: S608
+        + where
+        + " ORDER BY region, holder, effective_at",
         params,
     ).fetchall()
     holders = [HolderRevocation(r[0], r[1], from_unix(r[2])) for r in rows]
