@@ -251,6 +251,9 @@ def read_counts(config: Config) -> Counts:
                         other += sample.value
                 elif sample.name == "trustgw_rpc_errors_total":
                     errors += sample.value
+                elif sample.name == "grpc_server_handled_total":  # the go-grpc-prometheus name
+                    if sample.labels.get("grpc_code", "OK") != "OK":
+                        errors += sample.value
     return Counts(recognised, other, errors)
 
 
@@ -445,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             data_dir = tmpdir / ("pg" if on_pg else "sqlite")
             data_dir.mkdir()
             if on_pg:
-                asyncio.run(prepare(data_dir, simulator, now, database=pg_url))  # type: ignore[call-arg]
+                asyncio.run(prepare(data_dir, simulator, now, database=pg_url))
             else:
                 asyncio.run(prepare(data_dir, simulator, now))
             data_dirs[on_pg] = data_dir
