@@ -26,6 +26,89 @@ _ID_PREFIX = secrets.token_hex(4)
 _ID_COUNTER = itertools.count(1)
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
+ACCESS_LOGGER = "trustgw.access"
+# The libraries whose own logs are noise at the gateway's level (aiosqlite logs every
+# statement at debug): kept at WARNING unless ``log.libraries`` is on.
+LIBRARY_LOGGERS = ("aiosqlite", "psycopg", "psycopg.pool", "grpc", "asyncio", "hpack", "h2")
+
+
+class CallRecord:
+    """What the access log says of one call, filled in while it runs: set by the request
+    interceptor (:data:`CALL`), annotated by the handlers (:func:`note_outcome`).
+
+    Never a code, a name or an id number: only the method, the caller's certificate role and
+    name (a region code or a checkpoint's name), the region and reason of the outcome, counts.
+    """
+
+    __slots__ = ("method", "peer", "reason", "received", "region", "request_id", "sent", "stream")
+
+    def __init__(self, method: str, request_id: str, stream: bool) -> None:
+        self.method = method
+        self.request_id = request_id
+        self.stream = stream
+        self.peer = ""  # "role/name" from the client certificate, "" when there is none
+        self.region = ""
+        self.reason = ""
+        self.received = 0
+        self.sent = 0
+
+
+CALL: ContextVar[CallRecord | None] = ContextVar("call", default=None)
+
+
+def note_outcome(region: str | None, reason: str) -> None:
+    """Record the outcome of the current unary call (a decision's region and reason) for the
+    access log. A stream's many decisions are counted, not logged one by one."""
+    call = CALL.get()
+    if call is not None and not call.stream:
+        call.region = region or ""
+        call.reason = reason
+
+
+def note_failure(reason: str) -> None:
+    """Record the reason a call (unary or stream) ended with an error status."""
+    call = CALL.get()
+    if call is not None:
+        call.reason = reason
+
+
+class AccessLog:
+    """One line per call to the ``trustgw.access`` logger (docs/operations.md, "Access log"),
+    switched by ``log.access`` (re-read on SIGHUP: :attr:`enabled`)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._log = logging.getLogger(ACCESS_LOGGER)
+
+    def write(self, call: CallRecord, status: str, seconds: float, peer_address: str) -> None:
+        """Log ``call``, ended with ``status`` after ``seconds``."""
+        if not (self.enabled and self._log.isEnabledFor(logging.INFO)):
+            return
+        role, _, name = call.peer.partition("/")
+        fields = {
+            "method": call.method,
+            "status": status,
+            "reason": call.reason or ("OK" if status == "OK" else status),
+            "region": call.region,
+            "peer_role": role,
+            "peer_name": name,
+            "peer_address": peer_address,
+            "latency_ms": round(seconds * 1000, 3),
+            "messages_in": call.received,
+            "messages_out": call.sent,
+        }
+        self._log.info(
+            "%s %s %s %.3fms in=%d out=%d peer=%s",
+            call.method,
+            status,
+            fields["reason"],
+            fields["latency_ms"],
+            call.received,
+            call.sent,
+            call.peer or "-",
+            extra={"access": fields, "call_id": call.request_id},
+        )
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id, exception."""
@@ -38,15 +121,20 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
-            "request_id": REQUEST_ID.get(),
+            "request_id": getattr(record, "call_id", None) or REQUEST_ID.get(),
         }
+        access = getattr(record, "access", None)
+        if access is not None:
+            entry.update(access)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    """Configure the root logger once, for a server process."""
+def configure_logging(level: str = "info", fmt: str = "json", libraries: bool = False) -> None:
+    """Configure the root logger for a server process (again on SIGHUP: it replaces the
+    handler). ``libraries``: let aiosqlite, psycopg and grpc log at ``level`` too (otherwise
+    only their warnings)."""
     handler = logging.StreamHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -58,11 +146,13 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if libraries else logging.WARNING)
 
 
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = REQUEST_ID.get()
+        record.request_id = getattr(record, "call_id", None) or REQUEST_ID.get()
         return True
 
 

@@ -16,6 +16,12 @@ and a non-zero exit; ``-v`` adds the traceback (of errors raised while running a
 
 from __future__ import annotations
 
+import os
+
+# gRPC core writes its own lines (handshake failures, ...) to stderr, outside the JSON log:
+# silenced before grpc loads, unless the operator asks for them (docs/operations.md, "Logs").
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
 import argparse
 import logging
 import sys

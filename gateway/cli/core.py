@@ -19,7 +19,7 @@ from gateway.cli._common import (
     print_json,
 )
 from gateway.cli.config import add_settings_flags, settings_from
-from gateway.observability import configure_logging
+from gateway.observability import AccessLog, configure_logging
 from gateway.runtime.datadir import DataDir
 from keys.crypto import Algorithm
 from keys.errors import ConfigurationError, UsageError
@@ -102,7 +102,8 @@ async def _serve(opts: argparse.Namespace) -> None:
 
     settings = settings_from(opts)  # flags > TRUSTGW_* environment > --config file > defaults
     config = settings.gateway_config(passphrase_from_env())
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.log_libraries)
+    access = AccessLog(settings.log_access)
     if config.tls is not None:
         config.tls.read()  # fail now, with a clear message, rather than at the first call
     else:
@@ -123,7 +124,9 @@ async def _serve(opts: argparse.Namespace) -> None:
     gateway = await Gateway.open(config)
     try:
         try:
-            running = await build_server(gateway, config.listen, config.tls, config.metrics_listen)
+            running = await build_server(
+                gateway, config.listen, config.tls, config.metrics_listen, access
+            )
         except RuntimeError as exc:  # grpc's "Failed to bind to address ..."
             if "bind" not in str(exc):
                 raise

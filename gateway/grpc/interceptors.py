@@ -15,7 +15,17 @@ from typing import Any, TypeAlias
 import grpc
 
 from gateway.grpc.errors import fail
-from gateway.observability import REQUEST_ID, REQUEST_ID_HEADER, Metrics, request_id_from
+from gateway.observability import (
+    CALL,
+    REQUEST_ID,
+    REQUEST_ID_HEADER,
+    AccessLog,
+    CallRecord,
+    Metrics,
+    note_failure,
+    request_id_from,
+)
+from gateway.pki import peer_from_auth_context
 from keys.errors import MethodUnknownError
 
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
@@ -75,10 +85,11 @@ class RequestStream:
     Read by one task at a time, as gRPC requires.
     """
 
-    __slots__ = ("_context", "ended", "interrupted")
+    __slots__ = ("_call", "_context", "ended", "interrupted")
 
     def __init__(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         self._context = context
+        self._call = CALL.get()  # counts the messages read, for the access log
         self.ended = False  # the caller half-closed: nothing left to drain
         self.interrupted = False  # a read was cancelled: gRPC allows no further read
 
@@ -96,6 +107,8 @@ class RequestStream:
         if message is grpc.aio.EOF:
             self.ended = True
             raise StopAsyncIteration
+        if self._call is not None:
+            self._call.received += 1
         return message  # type: ignore[no-any-return]
 
     async def drain(self) -> None:
@@ -104,6 +117,19 @@ class RequestStream:
         if not (self.ended or self.interrupted):
             self.ended = True
             await drain_requests(self._context)
+
+
+def _peer_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """``role/name`` of the caller's client certificate, for the log ("" without one, or
+    "?" when it names no role the gateway knows)."""
+    auth = context.auth_context()
+    if not auth.get("x509_subject_alternative_name"):  # plaintext, or no such certificate
+        return ""
+    try:
+        peer = peer_from_auth_context({key: list(values) for key, values in auth.items()})
+    except Exception:
+        return "?"
+    return f"{peer.role.value}/{peer.name}"
 
 
 class RequestInterceptor(grpc.aio.ServerInterceptor):
@@ -119,8 +145,9 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
     NOT_SERVING.
     """
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, access: AccessLog | None = None) -> None:
         self._metrics = metrics
+        self.access = access or AccessLog(enabled=False)
         self._wrapped: dict[str, tuple[_Handler, _Handler]] = {}
         self._in_flight = 0
         self._seen = 0  # calls begun (not counting health checks)
@@ -189,10 +216,13 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         histogram = self._metrics.latency.labels(method)
         errors = self._metrics.errors
         exempt = full_method.startswith(_HEALTH_PREFIX)  # answers NOT_SERVING while draining
+        access = self.access
+        stream = handler.request_streaming or handler.response_streaming
 
         def begin(context: grpc.aio.ServicerContext[Any, Any]) -> float:
             request_id = request_id_from(context.invocation_metadata())
             REQUEST_ID.set(request_id)
+            CALL.set(CallRecord(full_method, request_id, stream))
             # Trailing metadata costs no extra round of the event loop, unlike initial metadata;
             # error statuses carry the id too (see gateway.grpc.methods.rich_status).
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
@@ -208,6 +238,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             if self._draining and not exempt:
                 if reads_stream:  # nothing read yet: let the caller finish writing first
                     await drain_requests(context)
+                note_failure("SHUTTING_DOWN")
                 await context.abort(
                     grpc.StatusCode.UNAVAILABLE,
                     "the gateway is shutting down: retry on another instance",
@@ -219,11 +250,20 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                 self._in_flight -= 1
                 if self._in_flight == 0:
                     self._idle.set()
-            histogram.observe(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            histogram.observe(seconds)
             code = context.code()
+            name = "OK"
             if code is not None and code != grpc.StatusCode.OK:
                 name = code.name if isinstance(code, grpc.StatusCode) else str(code)
                 errors.labels(method, name).inc()
+            if access.enabled:
+                call = CALL.get()
+                if call is not None:
+                    if not call.stream:
+                        call.received, call.sent = 1, int(name == "OK")
+                    call.peer = _peer_of(context)
+                    access.write(call, name, seconds, context.peer() or "")
 
         if handler.unary_unary is not None:
             # The stubs type a handler's behaviour for the synchronous server; grpc.aio calls
@@ -253,7 +293,10 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                 started = begin(context)
                 try:
                     await admit(context)
+                    call = CALL.get()
                     async for response in stream_responses(inner(first, context)):
+                        if call is not None:
+                            call.sent += 1
                         yield response
                 finally:
                     end(context, started)

@@ -25,6 +25,7 @@ from gateway.grpc.methods import (
 from gateway.grpc.partner import PartnerService
 from gateway.grpc.recognition import SERVICE_NAME, RecognitionService
 from gateway.grpc.trustlist import TrustListService
+from gateway.observability import AccessLog
 from gateway.pki import TlsFiles
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.memory import MemoryReleaser
@@ -96,11 +97,13 @@ async def build_server(
     listen: str,
     tls: TlsFiles | None = None,
     metrics_listen: str | None = None,
+    access: AccessLog | None = None,
 ) -> RunningServer:
     """Create and start the server on ``listen`` (``host:0`` picks a free port).
 
     With ``tls``, every client must present a certificate issued by ``tls.ca`` (mutual TLS);
-    without, the server speaks plaintext, which is for local development only.
+    without, the server speaks plaintext, which is for local development only. ``access``:
+    the access log (default: none).
     """
     options = [
         ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
@@ -111,7 +114,7 @@ async def build_server(
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ]
-    requests = RequestInterceptor(gateway.metrics)
+    requests = RequestInterceptor(gateway.metrics, access)
     server = grpc.aio.server(options=options, interceptors=[requests])
     health_servicer = DrainingHealthServicer()  # Watch streams end when shutdown begins
     names = (*SERVICE_NAMES, _HEALTH.full_name, _REFLECTION.full_name)

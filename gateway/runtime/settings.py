@@ -108,6 +108,12 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("log.level", "choice", "log level", choices=LOG_LEVELS),
     Option("log.format", "choice", "log format", choices=LOG_FORMATS),
+    Option("log.access", "bool", "one line per call in the access log (trustgw.access)"),
+    Option(
+        "log.libraries",
+        "bool",
+        "let aiosqlite, psycopg and grpc log at log.level (otherwise only their warnings)",
+    ),
     Option(
         "refresh_interval",
         "float",
@@ -185,6 +191,8 @@ class Settings:
     metrics_listen: str | None = None
     log_level: str = "info"
     log_format: str = "json"
+    log_access: bool = True
+    log_libraries: bool = False
     refresh_interval: float = 0.5
     grace_period: float = 5.0
     retention_recognitions_days: float = 30.0
