@@ -30,6 +30,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from keys.errors import (
     ConfigurationError,
+    FilePermissionError,
     PermissionDeniedError,
     UnauthenticatedError,
 )
@@ -541,6 +542,11 @@ class TlsFiles:
         """
         try:
             cert, key, ca = self.cert.read_bytes(), self.key.read_bytes(), self.ca.read_bytes()
+        except PermissionError as exc:
+            raise FilePermissionError(
+                f"cannot read TLS file {exc.filename}: {exc.strerror} (run as the user that "
+                "owns the data directory)"
+            ) from None
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot read TLS file {exc.filename}: {exc.strerror}"

@@ -118,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if opts.verbose:
             log.exception("command failed")
         reason, message, status = _describe(exc)
+        exit_status = getattr(opts, "exit_status", None)  # a command's own exit codes
+        if exit_status is not None:
+            status = exit_status(exc, status)
         if held is not None and held.records:
             message += f" (-v shows {len(held.records)} log line(s))"
         print(_one_line(reason, message), file=sys.stderr)

@@ -123,17 +123,9 @@ async def _serve(opts: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, on_signal)
     gateway = await Gateway.open(config)
     try:
-        try:
-            running = await build_server(
-                gateway, config.listen, config.tls, config.metrics_listen, access
-            )
-        except RuntimeError as exc:  # grpc's "Failed to bind to address ..."
-            if "bind" not in str(exc):
-                raise
-            where = " and ".join(filter(None, (config.listen, config.metrics_listen)))
-            raise ConfigurationError(
-                f"cannot listen on {where}: an address is in use or not this machine's"
-            ) from None
+        running = await build_server(
+            gateway, config.listen, config.tls, config.metrics_listen, access
+        )
         host = config.listen.rsplit(":", 1)[0]
         mode = "plaintext (development)" if config.tls is None else "mutual TLS"
         print(f"trustgw serving on {host}:{running.port} ({mode})", flush=True)
@@ -157,6 +149,30 @@ def _exit_now() -> NoReturn:
 def cmd_serve(opts: argparse.Namespace) -> int:
     asyncio.run(_serve(opts))
     return EXIT_OK
+
+
+# docs/operations.md "Exit codes": what ``trustgw serve`` exits with when it cannot start.
+EXIT_CONFIGURATION, EXIT_LISTEN, EXIT_PERMISSION, EXIT_STORE = 3, 4, 5, 6
+
+
+def serve_exit_status(exc: BaseException, status: int) -> int:
+    """The exit status of ``serve`` failing with ``exc`` (``status``: the general one)."""
+    from keys.errors import (
+        FilePermissionError,
+        ListenError,
+        ListenPermissionError,
+        StoreUnavailableError,
+    )
+
+    if isinstance(exc, ListenPermissionError | FilePermissionError | PermissionError):
+        return EXIT_PERMISSION
+    if isinstance(exc, ListenError):
+        return EXIT_LISTEN
+    if isinstance(exc, StoreUnavailableError):
+        return EXIT_STORE
+    if isinstance(exc, ConfigurationError):
+        return EXIT_CONFIGURATION
+    return status
 
 
 # --- demo -------------------------------------------------------------------------------------
@@ -197,7 +213,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("serve", help="run the gRPC gateway")
     add_settings_flags(p)  # --config FILE and one flag per setting (gateway/runtime/settings.py)
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_serve, exit_status=serve_exit_status)
 
     p = sub.add_parser("demo", help="run a self-contained demonstration with 14 simulated partners")
     p.add_argument(

@@ -5,6 +5,8 @@ port (port 0 in tests), ``RunningServer.stop`` drains it.
 
 from __future__ import annotations
 
+import errno
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +33,12 @@ from gateway.runtime.gateway import Gateway
 from gateway.runtime.memory import MemoryReleaser
 from gateway.runtime.tasks import Background
 from gateway.runtime.trustfeed import TrustListFeed
+from keys.errors import (
+    AddressInUseError,
+    AddressUnavailableError,
+    ListenError,
+    ListenPermissionError,
+)
 
 # The largest reply (received messages: per method and server-wide, gateway.grpc.methods).
 MAX_SEND_BYTES = 4 * 1024 * 1024  # a signed trust list is at most ~2 MiB
@@ -82,13 +90,58 @@ _REFLECTION = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
 _OPEN = Method(None, MAX_SMALL_REQUEST_BYTES)
 
 
+def _host_port(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    return ("::" if host in ("", "*") else host), int(port)
+
+
+def listen_error(what: str, listen: str, code: int | None = None) -> ListenError:
+    """The error of a listener (``what``: "gRPC", "metrics", "probe") that could not open
+    ``listen``: ``code`` is the bind's errno, or found by binding a socket there once more
+    (grpc says only "Failed to bind")."""
+    if code is None:
+        code = _bind_errno(listen)
+    where = f"cannot open the {what} port {listen}"
+    if code == errno.EADDRINUSE:
+        return AddressInUseError(f"{where}: another process is listening there")
+    if code in (errno.EACCES, errno.EPERM):
+        return ListenPermissionError(
+            f"{where}: not permitted (a port below 1024 needs CAP_NET_BIND_SERVICE)"
+        )
+    if code in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.ENOENT):
+        return AddressUnavailableError(f"{where}: the address is not one of this machine's")
+    detail = f": {errno.errorcode.get(code, code)}" if code else ""
+    return ListenError(f"{where}{detail}")
+
+
+def _bind_errno(listen: str) -> int | None:
+    """The errno of binding ``listen`` as a server would (``None``: it binds now)."""
+    host, port = _host_port(listen)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError):
+        return errno.EADDRNOTAVAIL
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                return exc.errno
+    return None
+
+
 def _start_metrics(listen: str, gateway: Gateway) -> tuple[Any, int]:
     from prometheus_client import start_http_server
 
-    host, _, port = listen.rpartition(":")
-    server, _thread = start_http_server(
-        int(port), addr=host or "127.0.0.1", registry=gateway.metrics.registry
-    )
+    host, port = _host_port(listen)
+    try:
+        server, _thread = start_http_server(
+            port, addr=host or "127.0.0.1", registry=gateway.metrics.registry
+        )
+    except OSError as exc:
+        raise listen_error("metrics", listen, exc.errno) from None
     return server, server.server_port
 
 
@@ -129,17 +182,34 @@ async def build_server(
         add_service(
             server, service, servicer, methods, tls=tls is not None, metrics=gateway.metrics
         )
-    if tls is None:
-        port = server.add_insecure_port(listen)
-    else:
-        cert, key, ca = tls.read()
-        credentials = grpc.ssl_server_credentials(
-            [(key, cert)], root_certificates=ca, require_client_auth=True
-        )
-        port = server.add_secure_port(listen, credentials)
+    try:
+        if tls is None:
+            port = server.add_insecure_port(listen)
+        else:
+            cert, key, ca = tls.read()
+            credentials = grpc.ssl_server_credentials(
+                [(key, cert)], root_certificates=ca, require_client_auth=True
+            )
+            port = server.add_secure_port(listen, credentials)
+    except RuntimeError:  # grpc's "Failed to bind to address ..."
+        port = 0
+    except BaseException:
+        await server.stop(None)
+        raise
     if port == 0:
-        raise OSError(f"cannot listen on {listen}")
-    await server.start()
+        await server.stop(None)  # never started; stopped, so that nothing is left for exit
+        raise listen_error("gRPC", listen)
+    metrics: tuple[Any, int] | None = None
+    try:
+        if metrics_listen:
+            metrics = _start_metrics(metrics_listen, gateway)
+        await server.start()
+    except BaseException:
+        if metrics is not None:
+            metrics[0].shutdown()
+            metrics[0].server_close()
+        await server.stop(None)
+        raise
     healthy = gateway.healthy
     initial = (
         health_pb2.HealthCheckResponse.SERVING
@@ -155,6 +225,6 @@ async def build_server(
         lambda: watch_health(gateway, health_servicer, SERVICE_NAMES, serving=healthy)
     )
     running.releaser.start(MemoryReleaser().run)
-    if metrics_listen:
-        running._metrics_server, running.metrics_port = _start_metrics(metrics_listen, gateway)
+    if metrics is not None:
+        running._metrics_server, running.metrics_port = metrics
     return running
