@@ -126,3 +126,11 @@ def test_a_permission_error_is_file_permission_exit_5_even_as_root(
     ran = trustgw(capsys, "serve", "--data-dir", str(own_data_dir), "--listen", "127.0.0.1:0")
     assert (ran.status, ran.reason) == (5, "FILE_PERMISSION"), ran.err
     assert str(key) in ran.err
+
+
+def test_a_busy_probe_port_is_address_in_use_exit_4(own_data_dir: Path, busy_port: int) -> None:
+    status, line, _ = serve(
+        own_data_dir, "--listen", "127.0.0.1:0", "--probe-listen", f"127.0.0.1:{busy_port}"
+    )
+    assert (status, reason(line)) == (4, "ADDRESS_IN_USE")
+    assert f"probe port 127.0.0.1:{busy_port}" in line

@@ -124,7 +124,7 @@ async def _serve(opts: argparse.Namespace) -> None:
     gateway = await Gateway.open(config)
     try:
         running = await build_server(
-            gateway, config.listen, config.tls, config.metrics_listen, access
+            gateway, config.listen, config.tls, config.metrics_listen, access, settings.probe_listen
         )
         host = config.listen.rsplit(":", 1)[0]
         mode = "plaintext (development)" if config.tls is None else "mutual TLS"
@@ -132,6 +132,9 @@ async def _serve(opts: argparse.Namespace) -> None:
         if running.metrics_port is not None:
             metrics_host = (config.metrics_listen or "").rpartition(":")[0]
             print(f"metrics on http://{metrics_host}:{running.metrics_port}/metrics", flush=True)
+        if running.probe_port is not None:
+            probe_host = (settings.probe_listen or "").rpartition(":")[0]
+            print(f"probes on {probe_host}:{running.probe_port} (plaintext)", flush=True)
         await stop.wait()
         log.info("shutting down: NOT_SERVING, draining for up to %ss", config.grace)
         await running.stop(config.grace)

@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import errno
 import socket
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import grpc
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
+from prometheus_client import make_wsgi_app
 
 from gateway.grpc.health import DrainingHealthServicer, watch_health
 from gateway.grpc.interceptors import RequestInterceptor
+from gateway.grpc.listen import host_port, listen_error
 from gateway.grpc.methods import (
     MAX_RECEIVE_BYTES,
     MAX_SMALL_REQUEST_BYTES,
@@ -25,6 +30,7 @@ from gateway.grpc.methods import (
     add_service,
 )
 from gateway.grpc.partner import PartnerService
+from gateway.grpc.probe import ProbeListener
 from gateway.grpc.recognition import SERVICE_NAME, RecognitionService
 from gateway.grpc.trustlist import TrustListService
 from gateway.observability import AccessLog
@@ -33,12 +39,6 @@ from gateway.runtime.gateway import Gateway
 from gateway.runtime.memory import MemoryReleaser
 from gateway.runtime.tasks import Background
 from gateway.runtime.trustfeed import TrustListFeed
-from keys.errors import (
-    AddressInUseError,
-    AddressUnavailableError,
-    ListenError,
-    ListenPermissionError,
-)
 
 # The largest reply (received messages: per method and server-wide, gateway.grpc.methods).
 MAX_SEND_BYTES = 4 * 1024 * 1024  # a signed trust list is at most ~2 MiB
@@ -64,6 +64,12 @@ class RunningServer:
     _metrics_server: Any = None
     requests: RequestInterceptor | None = None  # drains: refuses new calls, waits for the rest
     trustlist: TrustListFeed | None = None  # closed first, so that watch streams end with OK
+    probe: ProbeListener | None = None  # probe_listen: health without a client certificate
+
+    @property
+    def probe_port(self) -> int | None:
+        """The bound probe port (``None``: no probe listener)."""
+        return None if self.probe is None else self.probe.port
 
     async def stop(self, grace: float | None) -> None:
         """Turn health to NOT_SERVING, then drain in-flight calls for up to ``grace`` seconds."""
@@ -79,6 +85,8 @@ class RunningServer:
             await self.requests.drain(grace)
             grace = max(0.0, grace - (time.monotonic() - started))
         await self.server.stop(grace)
+        if self.probe is not None:
+            await self.probe.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
@@ -90,59 +98,40 @@ _REFLECTION = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
 _OPEN = Method(None, MAX_SMALL_REQUEST_BYTES)
 
 
-def _host_port(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    return ("::" if host in ("", "*") else host), int(port)
-
-
-def listen_error(what: str, listen: str, code: int | None = None) -> ListenError:
-    """The error of a listener (``what``: "gRPC", "metrics", "probe") that could not open
-    ``listen``: ``code`` is the bind's errno, or found by binding a socket there once more
-    (grpc says only "Failed to bind")."""
-    if code is None:
-        code = _bind_errno(listen)
-    where = f"cannot open the {what} port {listen}"
-    if code == errno.EADDRINUSE:
-        return AddressInUseError(f"{where}: another process is listening there")
-    if code in (errno.EACCES, errno.EPERM):
-        return ListenPermissionError(
-            f"{where}: not permitted (a port below 1024 needs CAP_NET_BIND_SERVICE)"
-        )
-    if code in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.ENOENT):
-        return AddressUnavailableError(f"{where}: the address is not one of this machine's")
-    detail = f": {errno.errorcode.get(code, code)}" if code else ""
-    return ListenError(f"{where}{detail}")
-
-
-def _bind_errno(listen: str) -> int | None:
-    """The errno of binding ``listen`` as a server would (``None``: it binds now)."""
-    host, port = _host_port(listen)
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (socket.gaierror, UnicodeError):
-        return errno.EADDRNOTAVAIL
-    for family, kind, proto, _, address in infos:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(address)
-            except OSError as exc:
-                return exc.errno
-    return None
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged."""
 
 
 def _start_metrics(listen: str, gateway: Gateway) -> tuple[Any, int]:
-    from prometheus_client import start_http_server
+    """Prometheus text at ``/metrics`` only (any other path is 404: the probes are elsewhere,
+    ``probe_listen``), in a thread of its own."""
+    app = make_wsgi_app(gateway.metrics.registry)
 
-    host, port = _host_port(listen)
+    def only_metrics(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == "/metrics":
+            return app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"not found: the metrics are at /metrics\n"]
+
+    host, port = host_port(listen)
     try:
-        server, _thread = start_http_server(
-            port, addr=host or "127.0.0.1", registry=gateway.metrics.registry
-        )
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except (socket.gaierror, UnicodeError):
+        raise listen_error("metrics", listen, errno.EADDRNOTAVAIL) from None
+    server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
+    try:
+        server: WSGIServer = make_server(host, port, only_metrics, server_class, _QuietHandler)
     except OSError as exc:
         raise listen_error("metrics", listen, exc.errno) from None
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server, server.server_port
+
+
+class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    """One thread per scrape, none kept at exit."""
+
+    daemon_threads = True
 
 
 async def build_server(
@@ -151,12 +140,14 @@ async def build_server(
     tls: TlsFiles | None = None,
     metrics_listen: str | None = None,
     access: AccessLog | None = None,
+    probe_listen: str | None = None,
 ) -> RunningServer:
     """Create and start the server on ``listen`` (``host:0`` picks a free port).
 
     With ``tls``, every client must present a certificate issued by ``tls.ca`` (mutual TLS);
     without, the server speaks plaintext, which is for local development only. ``access``:
-    the access log (default: none).
+    the access log (default: none); ``probe_listen``: the plaintext probe port
+    (:mod:`gateway.grpc.probe`, default: none).
     """
     options = [
         ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
@@ -200,11 +191,17 @@ async def build_server(
         await server.stop(None)  # never started; stopped, so that nothing is left for exit
         raise listen_error("gRPC", listen)
     metrics: tuple[Any, int] | None = None
+    probe: ProbeListener | None = None
     try:
         if metrics_listen:
             metrics = _start_metrics(metrics_listen, gateway)
+        if probe_listen:
+            probe = ProbeListener(gateway, health_servicer, lambda: health_servicer.shutting_down)
+            await probe.start(probe_listen)
         await server.start()
     except BaseException:
+        if probe is not None:
+            await probe.stop()
         if metrics is not None:
             metrics[0].shutdown()
             metrics[0].server_close()
@@ -219,7 +216,7 @@ async def build_server(
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, initial)
     running = RunningServer(
-        server, port, health_servicer, trustlist=gateway.trustlist, requests=requests
+        server, port, health_servicer, trustlist=gateway.trustlist, requests=requests, probe=probe
     )
     running.watcher.start(
         lambda: watch_health(gateway, health_servicer, SERVICE_NAMES, serving=healthy)

@@ -106,6 +106,13 @@ OPTIONS: tuple[Option, ...] = (
         "HOST:PORT of the Prometheus endpoint (unset: off)",
         optional=True,
     ),
+    Option(
+        "probe_listen",
+        "address",
+        "HOST:PORT of the plaintext probe port: grpc.health.v1 and HTTP /healthz, /readyz "
+        "(unset: off)",
+        optional=True,
+    ),
     Option("log.level", "choice", "log level", choices=LOG_LEVELS),
     Option("log.format", "choice", "log format", choices=LOG_FORMATS),
     Option("log.access", "bool", "one line per call in the access log (trustgw.access)"),
@@ -189,6 +196,7 @@ class Settings:
     tls_key: Path | None = None
     tls_ca: Path | None = None
     metrics_listen: str | None = None
+    probe_listen: str | None = None
     log_level: str = "info"
     log_format: str = "json"
     log_access: bool = True
