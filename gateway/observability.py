@@ -7,17 +7,27 @@ keyed pseudonyms, and log calls pass ids and reasons, not codes.
 
 from __future__ import annotations
 
+import importlib.metadata
 import itertools
 import json
 import logging
+import platform
 import re
 import secrets
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
 REQUEST_ID_HEADER = "x-request-id"
@@ -173,17 +183,42 @@ class Metrics:
             ["region"],
             registry=self.registry,
         )
-        self.latency = Histogram(
-            "trustgw_rpc_latency_seconds",
-            "Server-side handling time per RPC method.",
-            ["method"],
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        # The standard gRPC server metrics, named and labelled as go-grpc-prometheus names them
+        # (grpc_type: unary, client_stream, server_stream, bidi_stream).
+        rpc = ["grpc_type", "grpc_service", "grpc_method"]
+        self.grpc_started = Counter(
+            "grpc_server_started", "RPCs started on the server.", rpc, registry=self.registry
+        )
+        self.grpc_handled = Counter(
+            "grpc_server_handled",
+            "RPCs completed on the server, by status code.",
+            [*rpc, "grpc_code"],
             registry=self.registry,
         )
-        self.errors = Counter(
-            "trustgw_rpc_errors",
-            "RPCs that ended with a status other than OK.",
-            ["method", "code"],
+        self.grpc_msg_received = Counter(
+            "grpc_server_msg_received",
+            "Messages received by the server (1 per unary call).",
+            rpc,
+            registry=self.registry,
+        )
+        self.grpc_msg_sent = Counter(
+            "grpc_server_msg_sent",
+            "Messages sent by the server (1 per successful unary call).",
+            rpc,
+            registry=self.registry,
+        )
+        self.grpc_handling = Histogram(
+            "grpc_server_handling_seconds",
+            "Server-side handling time of unary RPCs (streams: trustgw_stream_duration_seconds).",
+            rpc,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            registry=self.registry,
+        )
+        self.stream_duration = Histogram(
+            "trustgw_stream_duration_seconds",
+            "How long streaming RPCs stay open (a recognition stream, a trust-list watch).",
+            rpc,
+            buckets=(0.01, 0.1, 1, 10, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400),
             registry=self.registry,
         )
         self.bad_requests = Counter(
@@ -193,12 +228,27 @@ class Metrics:
             ["method", "reason"],
             registry=self.registry,
         )
-        self.key_expiry_days = Gauge(
-            "trustgw_key_expiry_days",
-            "Days until a key the gateway holds or trusts stops being valid.",
+        self.key_expiry = Gauge(
+            "trustgw_key_expiry_timestamp_seconds",
+            "When a key the gateway holds or trusts stops being valid (unix time).",
             ["owner", "role", "kid"],
             registry=self.registry,
         )
+        self.tls_expiry = Gauge(
+            "trustgw_tls_certificate_expiry_timestamp_seconds",
+            "When the server's TLS certificate or the client CA stops being valid (unix time).",
+            ["certificate"],
+            registry=self.registry,
+        )
+        self.build_info = Gauge(
+            "trustgw_build_info",
+            "Always 1; the labels say what is running.",
+            ["version", "python", "grpc", "platform"],
+            registry=self.registry,
+        )
+        self.build_info.labels(*build_labels()).set(1)
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, ..._memory_bytes
+        PlatformCollector(registry=self.registry)  # python_info
         self.registry_version = Gauge(
             "trustgw_registry_version",
             "Version of the loaded key registry.",
@@ -211,11 +261,35 @@ class Metrics:
         )
 
     def set_key_expiry(self, rows: Iterable[tuple[str, str, str, datetime]], now: datetime) -> None:
-        """Replace the key-expiry gauges with ``(owner, role, kid, not_after)`` rows."""
-        self.key_expiry_days.clear()
+        """Replace the key-expiry gauges with ``(owner, role, kid, not_after)`` rows (``now``:
+        the time of the reading; the gauges hold timestamps, which need no clock)."""
+        del now
+        self.key_expiry.clear()
         for owner, role, kid, not_after in rows:
-            days = (not_after - now).total_seconds() / 86400
-            self.key_expiry_days.labels(owner, role, kid).set(round(days, 3))
+            self.key_expiry.labels(owner, role, kid).set(not_after.timestamp())
+
+    def set_tls_expiry(self, expiry: Mapping[str, datetime]) -> None:
+        """Replace the TLS expiry gauges: ``{"server": not_after, "ca": not_after}``."""
+        self.tls_expiry.clear()
+        for name, not_after in expiry.items():
+            self.tls_expiry.labels(name).set(not_after.timestamp())
+
+
+def version() -> str:
+    """The installed trustgw's version (the source tree's when not installed)."""
+    try:
+        return importlib.metadata.version("trustgw")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def build_labels() -> tuple[str, str, str, str]:
+    """``trustgw_build_info``'s labels: trustgw, Python and grpc versions, and the platform."""
+    try:
+        grpc_version = importlib.metadata.version("grpcio")
+    except importlib.metadata.PackageNotFoundError:
+        grpc_version = "unknown"
+    return version(), platform.python_version(), grpc_version, sys.platform
 
 
 def request_id_from(metadata: Iterable[tuple[str, Any]] | None) -> str:

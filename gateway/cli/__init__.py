@@ -43,6 +43,7 @@ from gateway.cli import (
     verify,
 )
 from gateway.cli._common import EXIT_REJECTED, EXIT_USAGE
+from gateway.observability import version
 from keys.errors import GatewayError, UsageError
 
 log = logging.getLogger("trustgw.cli")
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_ERRORS_HELP,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="tracebacks and debug logs")
+    parser.add_argument(
+        "--version", action="version", version=f"trustgw {version()}", help="print the version"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for area in (*_AREAS, *_REGISTRY_AREAS):
         area.register(sub)

@@ -72,6 +72,14 @@ async def drain_requests(context: grpc.aio.ServicerContext[Any, Any]) -> None:
                 total += len(message) if isinstance(message, bytes) else 0
 
 
+# grpc_type of go-grpc-prometheus, by (request streaming, response streaming).
+_GRPC_TYPES = {
+    (False, False): "unary",
+    (True, False): "client_stream",
+    (False, True): "server_stream",
+    (True, True): "bidi_stream",
+}
+
 # A method handler as the interceptor sees it: of any service, so of any message types (a
 # string: grpc's runtime class is not subscriptable, only its stub is generic).
 _Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
@@ -212,17 +220,28 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap(self, full_method: str, handler: _Handler) -> _Handler:
-        method = full_method.rsplit("/", 1)[-1]
-        histogram = self._metrics.latency.labels(method)
-        errors = self._metrics.errors
+        service, _, method = full_method.lstrip("/").rpartition("/")
+        kind = _GRPC_TYPES[handler.request_streaming, handler.response_streaming]
+        labels = (kind, service, method)
+        metrics = self._metrics
+        histogram = (metrics.stream_duration if kind != "unary" else metrics.grpc_handling).labels(
+            *labels
+        )
+        started_total = metrics.grpc_started.labels(*labels)
+        received_total = metrics.grpc_msg_received.labels(*labels)
+        sent_total = metrics.grpc_msg_sent.labels(*labels)
+        handled: dict[str, Any] = {}  # grpc_code -> its counter, made at the first such call
         exempt = full_method.startswith(_HEALTH_PREFIX)  # answers NOT_SERVING while draining
         access = self.access
+        reads_stream = handler.request_streaming
         stream = handler.request_streaming or handler.response_streaming
 
         def begin(context: grpc.aio.ServicerContext[Any, Any]) -> float:
             request_id = request_id_from(context.invocation_metadata())
             REQUEST_ID.set(request_id)
-            CALL.set(CallRecord(full_method, request_id, stream))
+            call = CallRecord(full_method, request_id, stream)
+            call.received = int(not reads_stream)  # a unary request is one message
+            CALL.set(call)
             # Trailing metadata costs no extra round of the event loop, unlike initial metadata;
             # error statuses carry the id too (see gateway.grpc.methods.rich_status).
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
@@ -230,9 +249,8 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                 self._seen += 1
                 self._in_flight += 1
                 self._idle.clear()
+            started_total.inc()
             return time.perf_counter()
-
-        reads_stream = handler.request_streaming
 
         async def admit(context: grpc.aio.ServicerContext[Any, Any]) -> None:
             if self._draining and not exempt:
@@ -256,14 +274,20 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             name = "OK"
             if code is not None and code != grpc.StatusCode.OK:
                 name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-                errors.labels(method, name).inc()
+            counter = handled.get(name)
+            if counter is None:
+                counter = handled[name] = metrics.grpc_handled.labels(*labels, name)
+            counter.inc()
+            call = CALL.get()
+            if call is None:
+                return
+            if not call.stream:
+                call.received, call.sent = 1, int(name == "OK")
+            received_total.inc(call.received)
+            sent_total.inc(call.sent)
             if access.enabled:
-                call = CALL.get()
-                if call is not None:
-                    if not call.stream:
-                        call.received, call.sent = 1, int(name == "OK")
-                    call.peer = _peer_of(context)
-                    access.write(call, name, seconds, context.peer() or "")
+                call.peer = _peer_of(context)
+                access.write(call, name, seconds, context.peer() or "")
 
         if handler.unary_unary is not None:
             # The stubs type a handler's behaviour for the synchronous server; grpc.aio calls

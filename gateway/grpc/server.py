@@ -11,11 +11,13 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import grpc
+from cryptography import x509
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from prometheus_client import make_wsgi_app
@@ -98,6 +100,14 @@ _REFLECTION = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
 _OPEN = Method(None, MAX_SMALL_REQUEST_BYTES)
 
 
+def tls_expiry(cert: bytes, ca: bytes) -> dict[str, datetime]:
+    """``trustgw_tls_certificate_expiry_timestamp_seconds``: when the server certificate (the
+    first of its chain) and the client CA (the first of the bundle to expire) stop being valid."""
+    server = x509.load_pem_x509_certificates(cert)[0].not_valid_after_utc
+    authority = min(c.not_valid_after_utc for c in x509.load_pem_x509_certificates(ca))
+    return {"server": server, "ca": authority}
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Scrapes are not logged."""
@@ -178,6 +188,7 @@ async def build_server(
             port = server.add_insecure_port(listen)
         else:
             cert, key, ca = tls.read()
+            gateway.metrics.set_tls_expiry(tls_expiry(cert, ca))
             credentials = grpc.ssl_server_credentials(
                 [(key, cert)], root_certificates=ca, require_client_auth=True
             )
