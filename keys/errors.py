@@ -320,6 +320,14 @@ class UnauthenticatedError(GatewayError):
     default_message = "the call carries no client certificate the gateway recognises"
 
 
+class CertificateDeniedError(UnauthenticatedError):
+    """The caller's client certificate is on the gateway's deny list (``trustgw pki deny`` /
+    ``pki revoke``)."""
+
+    reason = "CERTIFICATE_DENIED"
+    default_message = "this client certificate has been revoked: ask the operator for a new one"
+
+
 # --- calls made by the client SDK ----------------------------------------------------------
 
 

@@ -97,7 +97,9 @@ def cmd_init(opts: argparse.Namespace) -> int:
 
 
 async def _serve(opts: argparse.Namespace) -> None:
+    from gateway.cli._reload import reload_on_signal
     from gateway.grpc.server import build_server
+    from gateway.pki import DENY_FILE
     from gateway.runtime.gateway import Gateway
 
     settings = settings_from(opts)  # flags > TRUSTGW_* environment > --config file > defaults
@@ -121,11 +123,20 @@ async def _serve(opts: argparse.Namespace) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):  # before anything starts: no signal is missed
         loop.add_signal_handler(sig, on_signal)
+    reload_requested = asyncio.Event()  # SIGHUP: reload (gateway/cli/_reload.py), never exit
+    loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
     gateway = await Gateway.open(config)
     try:
         running = await build_server(
-            gateway, config.listen, config.tls, config.metrics_listen, access, settings.probe_listen
+            gateway,
+            config.listen,
+            config.tls,
+            config.metrics_listen,
+            access,
+            settings.probe_listen,
+            deny_list=config.paths.pki / DENY_FILE,
         )
+        reloader = asyncio.create_task(reload_on_signal(reload_requested, opts, running, access))
         host = config.listen.rsplit(":", 1)[0]
         mode = "plaintext (development)" if config.tls is None else "mutual TLS"
         print(f"trustgw serving on {host}:{running.port} ({mode})", flush=True)
@@ -136,6 +147,7 @@ async def _serve(opts: argparse.Namespace) -> None:
             probe_host = (settings.probe_listen or "").rpartition(":")[0]
             print(f"probes on {probe_host}:{running.probe_port} (plaintext)", flush=True)
         await stop.wait()
+        reloader.cancel()
         log.info("shutting down: NOT_SERVING, draining for up to %ss", config.grace)
         await running.stop(config.grace)
         log.info("drained; stopped")

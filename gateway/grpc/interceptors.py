@@ -25,8 +25,8 @@ from gateway.observability import (
     note_failure,
     request_id_from,
 )
-from gateway.pki import peer_from_auth_context
-from keys.errors import MethodUnknownError
+from gateway.pki import DenyList, peer_from_auth_context
+from keys.errors import CertificateDeniedError, MethodUnknownError
 
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 # The label under which calls of methods the gateway does not serve are timed and counted (one
@@ -156,6 +156,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: Metrics, access: AccessLog | None = None) -> None:
         self._metrics = metrics
         self.access = access or AccessLog(enabled=False)
+        self.deny = DenyList()  # client certificates refused (replaced on reload)
         self._wrapped: dict[str, tuple[_Handler, _Handler]] = {}
         self._in_flight = 0
         self._seen = 0  # calls begun (not counting health checks)
@@ -253,6 +254,16 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             return time.perf_counter()
 
         async def admit(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            deny = self.deny
+            if deny:  # checked on every call: grpc has no hook in the handshake for it
+                pem = next(iter(context.auth_context().get("x509_pem_cert", ())), None)
+                if pem is not None:
+                    try:
+                        deny.check_pem(pem)
+                    except CertificateDeniedError as exc:
+                        if reads_stream:
+                            await drain_requests(context)
+                        await fail(context, method, metrics, exc)
             if self._draining and not exempt:
                 if reads_stream:  # nothing read yet: let the caller finish writing first
                     await drain_requests(context)

@@ -6,12 +6,14 @@ port (port 0 in tests), ``RunningServer.stop`` drains it.
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -35,12 +37,15 @@ from gateway.grpc.partner import PartnerService
 from gateway.grpc.probe import ProbeListener
 from gateway.grpc.recognition import SERVICE_NAME, RecognitionService
 from gateway.grpc.trustlist import TrustListService
-from gateway.observability import AccessLog
-from gateway.pki import TlsFiles
+from gateway.observability import AccessLog, Metrics
+from gateway.pki import DENY_FILE, DenyList, TlsFiles
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.memory import MemoryReleaser
 from gateway.runtime.tasks import Background
 from gateway.runtime.trustfeed import TrustListFeed
+from keys.errors import GatewayError
+
+log = logging.getLogger("trustgw.server")
 
 # The largest reply (received messages: per method and server-wide, gateway.grpc.methods).
 MAX_SEND_BYTES = 4 * 1024 * 1024  # a signed trust list is at most ~2 MiB
@@ -67,6 +72,32 @@ class RunningServer:
     requests: RequestInterceptor | None = None  # drains: refuses new calls, waits for the rest
     trustlist: TrustListFeed | None = None  # closed first, so that watch streams end with OK
     probe: ProbeListener | None = None  # probe_listen: health without a client certificate
+    tls: ServerTls | None = None  # the certificate served, replaced by reload()
+    deny_list: Path | None = None  # the denied client certificates, read again by reload()
+
+    def reload(self) -> list[str]:
+        """Read the server certificate and key, the client CA and the deny list again (SIGHUP).
+        Each part that fails keeps what is served now and is logged; returns what failed.
+        Calls in flight and open connections are not touched."""
+        failed = []
+        if self.tls is not None:
+            try:
+                self.tls.reload()
+                log.info("TLS files reloaded: new connections get %s", self.tls.files.cert)
+            except GatewayError as exc:
+                failed.append("tls")
+                log.error("TLS reload failed, still serving the previous files: %s", exc)
+        if self.deny_list is not None and self.requests is not None:
+            try:
+                self.requests.deny = DenyList.load(self.deny_list)
+                log.info(
+                    "deny list reloaded: %d client certificate(s) refused",
+                    len(self.requests.deny.entries),
+                )
+            except GatewayError as exc:
+                failed.append("deny-list")
+                log.error("deny list reload failed, keeping the previous one: %s", exc)
+        return failed
 
     @property
     def probe_port(self) -> int | None:
@@ -98,6 +129,43 @@ class RunningServer:
 _HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"]
 _REFLECTION = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
 _OPEN = Method(None, MAX_SMALL_REQUEST_BYTES)
+
+
+class ServerTls:
+    """The server's certificate, key and client CA, replaceable while serving: grpc asks
+    :meth:`_fetch` at every new handshake (``dynamic_ssl_server_credentials``), and gets the
+    files :meth:`reload` last read and checked. Connections already open keep theirs."""
+
+    def __init__(self, files: TlsFiles, metrics: Metrics) -> None:
+        self.files = files
+        self._metrics = metrics
+        self._pending: grpc.ServerCertificateConfiguration | None = None
+        initial = self._configuration()
+        self.credentials = grpc.dynamic_ssl_server_credentials(
+            initial,
+            self._fetch,  # type: ignore[arg-type]  # grpc documents None as "no change"
+            require_client_authentication=True,
+        )
+
+    def _configuration(self) -> grpc.ServerCertificateConfiguration:
+        """The files, read and checked (a pair, PEM, the CA): raises ConfigurationError."""
+        cert, key, ca = self.files.read()
+        expiry = tls_expiry(cert, ca)
+        configuration = grpc.ssl_server_certificate_configuration(
+            [(key, cert)], root_certificates=ca
+        )
+        self._metrics.set_tls_expiry(expiry)
+        return configuration
+
+    def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        pending, self._pending = self._pending, None
+        return pending  # None: no change
+
+    def reload(self) -> None:
+        """Read the files again; from the next handshake on, serve them. A file that is
+        missing, malformed, or a key that is not the certificate's raises
+        :class:`keys.errors.ConfigurationError` and keeps the files served now."""
+        self._pending = self._configuration()
 
 
 def tls_expiry(cert: bytes, ca: bytes) -> dict[str, datetime]:
@@ -151,13 +219,16 @@ async def build_server(
     metrics_listen: str | None = None,
     access: AccessLog | None = None,
     probe_listen: str | None = None,
+    deny_list: Path | None = None,
 ) -> RunningServer:
     """Create and start the server on ``listen`` (``host:0`` picks a free port).
 
     With ``tls``, every client must present a certificate issued by ``tls.ca`` (mutual TLS);
     without, the server speaks plaintext, which is for local development only. ``access``:
     the access log (default: none); ``probe_listen``: the plaintext probe port
-    (:mod:`gateway.grpc.probe`, default: none).
+    (:mod:`gateway.grpc.probe`, default: none); ``deny_list``: the file of denied client
+    certificates (default: ``denied.json`` beside ``tls.ca``). :meth:`RunningServer.reload`
+    reads the TLS files and the deny list again (SIGHUP).
     """
     options = [
         ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
@@ -183,16 +254,14 @@ async def build_server(
         add_service(
             server, service, servicer, methods, tls=tls is not None, metrics=gateway.metrics
         )
+    server_tls = None if tls is None else ServerTls(tls, gateway.metrics)
+    if tls is not None:
+        requests.deny = DenyList.load(deny_list or tls.ca.parent / DENY_FILE)
     try:
-        if tls is None:
+        if server_tls is None:
             port = server.add_insecure_port(listen)
         else:
-            cert, key, ca = tls.read()
-            gateway.metrics.set_tls_expiry(tls_expiry(cert, ca))
-            credentials = grpc.ssl_server_credentials(
-                [(key, cert)], root_certificates=ca, require_client_auth=True
-            )
-            port = server.add_secure_port(listen, credentials)
+            port = server.add_secure_port(listen, server_tls.credentials)
     except RuntimeError:  # grpc's "Failed to bind to address ..."
         port = 0
     except BaseException:
@@ -229,6 +298,8 @@ async def build_server(
     running = RunningServer(
         server, port, health_servicer, trustlist=gateway.trustlist, requests=requests, probe=probe
     )
+    running.tls = server_tls
+    running.deny_list = None if tls is None else (deny_list or tls.ca.parent / DENY_FILE)
     running.watcher.start(
         lambda: watch_health(gateway, health_servicer, SERVICE_NAMES, serving=healthy)
     )
