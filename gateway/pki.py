@@ -584,8 +584,9 @@ _HEX = frozenset("0123456789abcdef")
 def normal_serial(text: str) -> str:
     """A serial as ``openssl`` and ``pki list`` print it (upper-case hex, whole bytes), from
     hex with or without colons. Raises ``ValueError``."""
-    digits = text.replace(":", "").strip().lower().lstrip("0") or "0"
-    if not set(digits) <= _HEX or len(digits) > 40:
+    given = text.replace(":", "").strip().lower()
+    digits = given.lstrip("0") or "0"
+    if not given or not set(digits) <= _HEX or len(digits) > 40:
         raise ValueError(f"not a certificate serial number (hex, at most 20 bytes): {text!r}")
     return digits.upper().zfill(len(digits) + len(digits) % 2)
 
