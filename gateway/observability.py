@@ -7,6 +7,7 @@ keyed pseudonyms, and log calls pass ids and reasons, not codes.
 
 from __future__ import annotations
 
+import errno
 import importlib.metadata
 import itertools
 import json
@@ -14,11 +15,15 @@ import logging
 import platform
 import re
 import secrets
+import socket
 import sys
+import threading
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from datetime import datetime
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     CollectorRegistry,
@@ -27,6 +32,7 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    make_wsgi_app,
 )
 
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
@@ -297,3 +303,46 @@ def request_id_from(metadata: Iterable[tuple[str, Any]] | None) -> str:
         if key == REQUEST_ID_HEADER and isinstance(value, str) and _REQUEST_ID_OK.match(value):
             return value
     return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFF:08x}"
+
+
+# --- the metrics endpoint ---------------------------------------------------------------------
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged."""
+
+
+def start_metrics_http(listen: str, registry: CollectorRegistry) -> tuple[WSGIServer, int]:
+    """Serve ``registry`` as Prometheus text at ``/metrics`` only (any other path is 404: the
+    probes are elsewhere, ``probe_listen``), in a thread of its own; (server, bound port).
+
+    Raises :class:`keys.errors.ListenError` when ``listen`` cannot be opened."""
+    from gateway.listen import host_port, listen_error
+
+    app = make_wsgi_app(registry)
+
+    def only_metrics(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == "/metrics":
+            return app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"not found: the metrics are at /metrics\n"]
+
+    host, port = host_port(listen)
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except (socket.gaierror, UnicodeError):
+        raise listen_error("metrics", listen, errno.EADDRNOTAVAIL) from None
+    server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
+    try:
+        server: WSGIServer = make_server(host, port, only_metrics, server_class, _QuietHandler)
+    except OSError as exc:
+        raise listen_error("metrics", listen, exc.errno) from None
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server, server.server_port
+
+
+class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    """One thread per scrape, none kept at exit."""
+
+    daemon_threads = True

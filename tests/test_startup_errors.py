@@ -58,7 +58,7 @@ def reason(line: str) -> str:
 def test_a_busy_grpc_port_is_address_in_use_exit_4(own_data_dir: Path, busy_port: int) -> None:
     status, line, _ = serve(own_data_dir, "--listen", f"127.0.0.1:{busy_port}")
     assert (status, reason(line)) == (4, "ADDRESS_IN_USE")
-    assert f"gRPC port 127.0.0.1:{busy_port}" in line
+    assert f"gRPC port 127.0.0.1:{busy_port}: in use" in line
 
 
 def test_a_busy_metrics_port_is_address_in_use_exit_4(own_data_dir: Path, busy_port: int) -> None:

@@ -8,22 +8,35 @@ is served now and says so in the log.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
+import os
 
-from gateway.cli.config import settings_from
 from gateway.grpc.server import RunningServer
 from gateway.observability import AccessLog, configure_logging
+from gateway.runtime import settings as config
+from gateway.runtime.settings import Settings
 from keys.errors import GatewayError
 
 log = logging.getLogger("trustgw.server")
 
 
-def reload_settings(opts: argparse.Namespace, access: AccessLog) -> bool:
+def reread(settings: Settings) -> Settings:
+    """``settings`` read again: the same file (as it is now), the environment and the same
+    flags. Works in a worker of ``--workers N`` too, which has the settings but not the command
+    line. Raises :class:`keys.errors.InvalidConfigError`."""
+    flags = {
+        attr: getattr(settings, attr)
+        for attr, source in settings.sources.items()
+        if source.startswith("flag ")
+    }
+    return config.load(settings.config_file, os.environ, flags)
+
+
+def reload_settings(settings: Settings, access: AccessLog) -> bool:
     """Apply the log settings as they read now; False (and a log line) when they are invalid."""
     try:
-        settings = settings_from(opts)
+        settings = reread(settings)
     except GatewayError as exc:
         log.error("reload: the settings are not valid, keeping the current ones: %s", exc)
         return False
@@ -34,7 +47,7 @@ def reload_settings(opts: argparse.Namespace, access: AccessLog) -> bool:
 
 async def reload_on_signal(
     requested: asyncio.Event,
-    opts: argparse.Namespace,
+    settings: Settings,
     running: RunningServer,
     access: AccessLog,
 ) -> None:
@@ -42,7 +55,7 @@ async def reload_on_signal(
     while True:
         await requested.wait()
         requested.clear()
-        ok = reload_settings(opts, access)
+        ok = reload_settings(settings, access)
         # Reading and checking the files is quick but is file I/O: off the event loop.
         failed = await asyncio.to_thread(running.reload)
         if not ok:

@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 
-from gateway.grpc.listen import host_port, listen_error
+from gateway.listen import host_port, listen_error
 from gateway.runtime.gateway import Gateway
 from keys.errors import GatewayError
 from keys.keystore import KeyRole

@@ -5,28 +5,21 @@ port (port 0 in tests), ``RunningServer.stop`` drains it.
 
 from __future__ import annotations
 
-import errno
 import logging
-import socket
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import grpc
 from cryptography import x509
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
-from prometheus_client import make_wsgi_app
 
 from gateway.grpc.health import DrainingHealthServicer, watch_health
 from gateway.grpc.interceptors import RequestInterceptor
-from gateway.grpc.listen import host_port, listen_error
 from gateway.grpc.methods import (
     MAX_RECEIVE_BYTES,
     MAX_SMALL_REQUEST_BYTES,
@@ -37,7 +30,8 @@ from gateway.grpc.partner import PartnerService
 from gateway.grpc.probe import ProbeListener
 from gateway.grpc.recognition import SERVICE_NAME, RecognitionService
 from gateway.grpc.trustlist import TrustListService
-from gateway.observability import AccessLog, Metrics
+from gateway.listen import listen_error
+from gateway.observability import AccessLog, Metrics, start_metrics_http
 from gateway.pki import DENY_FILE, DenyList, TlsFiles
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.memory import MemoryReleaser
@@ -176,40 +170,8 @@ def tls_expiry(cert: bytes, ca: bytes) -> dict[str, datetime]:
     return {"server": server, "ca": authority}
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Scrapes are not logged."""
-
-
 def _start_metrics(listen: str, gateway: Gateway) -> tuple[Any, int]:
-    """Prometheus text at ``/metrics`` only (any other path is 404: the probes are elsewhere,
-    ``probe_listen``), in a thread of its own."""
-    app = make_wsgi_app(gateway.metrics.registry)
-
-    def only_metrics(environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("PATH_INFO") == "/metrics":
-            return app(environ, start_response)
-        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-        return [b"not found: the metrics are at /metrics\n"]
-
-    host, port = host_port(listen)
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    except (socket.gaierror, UnicodeError):
-        raise listen_error("metrics", listen, errno.EADDRNOTAVAIL) from None
-    server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
-    try:
-        server: WSGIServer = make_server(host, port, only_metrics, server_class, _QuietHandler)
-    except OSError as exc:
-        raise listen_error("metrics", listen, exc.errno) from None
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-    return server, server.server_port
-
-
-class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    """One thread per scrape, none kept at exit."""
-
-    daemon_threads = True
+    return start_metrics_http(listen, gateway.metrics.registry)
 
 
 async def build_server(
@@ -219,7 +181,9 @@ async def build_server(
     metrics_listen: str | None = None,
     access: AccessLog | None = None,
     probe_listen: str | None = None,
+    *,
     deny_list: Path | None = None,
+    reuse_port: bool = False,
 ) -> RunningServer:
     """Create and start the server on ``listen`` (``host:0`` picks a free port).
 
@@ -228,12 +192,14 @@ async def build_server(
     the access log (default: none); ``probe_listen``: the plaintext probe port
     (:mod:`gateway.grpc.probe`, default: none); ``deny_list``: the file of denied client
     certificates (default: ``denied.json`` beside ``tls.ca``). :meth:`RunningServer.reload`
-    reads the TLS files and the deny list again (SIGHUP).
+    reads the TLS files and the deny list again (SIGHUP). ``reuse_port`` (the workers of
+    ``serve --workers N``) shares the port with other processes that set it
+    (``SO_REUSEPORT``); otherwise a port in use is refused.
     """
     options = [
         ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
         ("grpc.max_send_message_length", MAX_SEND_BYTES),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
         # Long-lived WatchTrustList streams: ping idle connections, accept clients' pings.
         ("grpc.keepalive_time_ms", 60_000),
         ("grpc.keepalive_permit_without_calls", 1),

@@ -29,7 +29,7 @@ def listen_error(what: str, listen: str, code: int | None = None) -> ListenError
         code = _bind_errno(listen)
     where = f"cannot open the {what} port {listen}"
     if code == errno.EADDRINUSE:
-        return AddressInUseError(f"{where}: another process is listening there")
+        return AddressInUseError(f"{where}: in use by another process")
     if code in (errno.EACCES, errno.EPERM):
         return ListenPermissionError(
             f"{where}: not permitted (a port below 1024 needs CAP_NET_BIND_SERVICE)"
