@@ -251,12 +251,8 @@ def test_replicas_on_postgresql_share_the_keyring_and_are_notified_of_its_change
         listener = await psycopg.AsyncConnection.connect(pg_url, autocommit=True)
         try:
             await listener.execute(f"LISTEN {REGISTRY_CHANNEL}")
-            created, first = await gatewaykeys.create_or_join(
-                a, dev=False, passphrase=PASS, now=T0
-            )
-            joined, again = await gatewaykeys.create_or_join(
-                b, dev=False, passphrase=PASS, now=T0
-            )
+            created, first = await gatewaykeys.create_or_join(a, dev=False, passphrase=PASS, now=T0)
+            joined, again = await gatewaykeys.create_or_join(b, dev=False, passphrase=PASS, now=T0)
             assert first and not again
             assert joined.pseudonym_secret() == created.pseudonym_secret()
             with pytest.raises(PassphraseError):

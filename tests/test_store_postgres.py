@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -25,6 +26,9 @@ from keys.store.factory import is_postgres_url, open_store, schema_status
 from keys.store.pgdb import shown, translate
 from keys.store.postgres import PostgresStore
 from keys.store.sqlitestore import SQLiteStore
+
+# Also at psycopg's floor (.ci/lowest-versions): notifies(stop_after=) is psycopg 3.2's.
+pytestmark = pytest.mark.lowest
 
 T = TypeVar("T")
 T0 = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
@@ -274,3 +278,12 @@ def test_sqlite_and_postgresql_give_the_same_answers(pg_url: str, tmp_path: Path
 
     on_sqlite, on_postgres = run(both())
     assert on_sqlite == on_postgres
+
+
+@pytest.mark.integration
+def test_a_url_with_several_hosts_finds_the_one_that_answers(pg_url: str) -> None:
+    """libpq's failover list: the first host is down, the store connects to the second."""
+    parts = urlsplit(pg_url)
+    url = urlunsplit((parts.scheme, f"{parts.username}@127.0.0.1:1,{parts.hostname}:{parts.port}",
+                      parts.path, "target_session_attrs=read-write", ""))  # fmt: skip
+    assert with_store(url, lambda s: s.registry_version()) == 0

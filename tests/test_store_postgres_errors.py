@@ -31,7 +31,7 @@ from keys.store import pgdb
 from keys.store.dbapi import Connection
 from keys.store.postgres import PostgresStore
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.lowest]  # also at psycopg's floor
 
 T0 = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
 ACTOR = "operator:test"
@@ -263,3 +263,22 @@ def test_serialization_failures_and_deadlocks_are_retried_whole(
     assert result == outcome
     assert len(attempts) == min(failures, pgdb.RETRIES) + 1
     assert rows == (1 if outcome == "done" else 0)  # each failed attempt was rolled back
+
+
+def test_a_read_that_writes_is_a_bug_not_an_outage(pg_url: str) -> None:
+    """Reads run READ ONLY: a unit of work that writes in one fails as the programming error
+    it is (INTERNAL with an incident id), not as UNAVAILABLE for a client to retry."""
+
+    def writes(conn: Connection) -> None:
+        conn.execute("UPDATE registry_version SET version = version + 1")
+
+    async def scenario() -> int:
+        store = await PostgresStore.open(pg_url)
+        try:
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                await store._read("writes", writes)
+            return await store.registry_version()
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == 0

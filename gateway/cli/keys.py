@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 from gateway.cli._common import (
     EXIT_OK,
-    add_data_dir,
     add_json,
     kid_type,
     path_type,
@@ -24,8 +23,7 @@ from gateway.cli._common import (
     time_type,
 )
 from gateway.cli._keys import gateway_keys
-from gateway.cli._store import OPERATOR, region_arg
-from gateway.runtime.datadir import DataDir
+from gateway.cli._store import OPERATOR, add_store_args, connect, region_arg
 from keys import gatewaykeys
 from keys.crypto import Algorithm
 from keys.errors import GatewayError, UsageError
@@ -47,22 +45,20 @@ _T = TypeVar("_T")
 # --- keys -------------------------------------------------------------------------------------
 
 
-async def _all_keys(data_dir: Path) -> tuple[GatewayKeys, list[Any]]:
-    from keys.store import SQLiteStore
-
-    store = await SQLiteStore.open(DataDir(data_dir).database)
+async def _all_keys(opts: argparse.Namespace) -> tuple[GatewayKeys, list[Any]]:
+    store = await connect(opts)
     try:
-        return await gateway_keys(store, data_dir), await store.list_keys()
+        return await gateway_keys(store, opts.data_dir), await store.list_keys()
     finally:
         await store.close()
 
 
-async def _gateway_keys(data_dir: Path) -> GatewayKeys:
-    return (await _all_keys(data_dir))[0]
+async def _gateway_keys(opts: argparse.Namespace) -> GatewayKeys:
+    return (await _all_keys(opts))[0]
 
 
 def cmd_keys_list(opts: argparse.Namespace) -> int:
-    key_dir, registry_keys = asyncio.run(_all_keys(opts.data_dir))
+    key_dir, registry_keys = asyncio.run(_all_keys(opts))
     rows: list[dict[str, Any]] = [
         {
             "owner": "gateway",
@@ -104,7 +100,7 @@ def _trust_from_key_dir(key_dir: GatewayKeys) -> Any:
 
 
 def cmd_keys_export(opts: argparse.Namespace) -> int:
-    key_dir = asyncio.run(_gateway_keys(opts.data_dir))
+    key_dir = asyncio.run(_gateway_keys(opts))
     text = json.dumps(_trust_from_key_dir(key_dir).to_json(), indent=2) + "\n"
     if opts.out:
         Path(opts.out).write_text(text)
@@ -121,7 +117,6 @@ async def _keys_add(opts: argparse.Namespace) -> dict[str, Any]:
     from keys.keywindow import default_not_before
     from keys.model import RegionKey, check_key_algorithm
     from keys.registry import KeyRegistry
-    from keys.store import SQLiteStore
 
     raw = read_input(opts.public_key, "public key file", MAX_KEY_FILE_BYTES)
     material: Any = raw
@@ -137,7 +132,7 @@ async def _keys_add(opts: argparse.Namespace) -> dict[str, Any]:
     kid = opts.kid or public_key.fingerprint()
     check_key_algorithm(opts.region, kid, public_key.alg, REGION_ALGORITHMS)
     now = utcnow()
-    store = await SQLiteStore.open(DataDir(opts.data_dir).database)
+    store = await connect(opts)
     try:
         trust = await store.region_trust(opts.region)
         if trust.region is None:
@@ -182,9 +177,8 @@ def cmd_keys_add(opts: argparse.Namespace) -> int:
 
 async def _keys_update(opts: argparse.Namespace) -> Any:
     from keys.registry import KeyRegistry
-    from keys.store import SQLiteStore
 
-    store = await SQLiteStore.open(DataDir(opts.data_dir).database)
+    store = await connect(opts)
     try:
         return await KeyRegistry(store).update_key_window(
             opts.region, opts.kid, opts.not_before, opts.not_after, actor=OPERATOR, now=utcnow()
@@ -217,9 +211,8 @@ def cmd_keys_update(opts: argparse.Namespace) -> int:
 
 async def _keys_revoke(opts: argparse.Namespace) -> Any:
     from keys.registry import KeyRegistry
-    from keys.store import SQLiteStore
 
-    store = await SQLiteStore.open(DataDir(opts.data_dir).database)
+    store = await connect(opts)
     try:
         registry = KeyRegistry(store)
         await registry.load()
@@ -261,7 +254,7 @@ async def _withdraw(opts: argparse.Namespace, now: datetime) -> dict[str, Any]:
             },
         }
 
-    return await _in_keyring(opts.data_dir, change)
+    return await _in_keyring(opts, change)
 
 
 def cmd_keys_revoke(opts: argparse.Namespace) -> int:
@@ -298,14 +291,12 @@ def cmd_keys_revoke(opts: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _in_keyring(data_dir: Path, change: Callable[[Store], Awaitable[_T]]) -> _T:
-    """Run a keyring ``change`` on the data directory's store (importing ``keys/`` first if the
+async def _in_keyring(opts: argparse.Namespace, change: Callable[[Store], Awaitable[_T]]) -> _T:
+    """Run a keyring ``change`` on the command's store (importing ``DATA_DIR/keys`` first if the
     database has no keyring yet): in force on every replica at its next reload."""
-    from keys.store import SQLiteStore
-
-    store = await SQLiteStore.open(DataDir(data_dir).database)
+    store = await connect(opts)
     try:
-        await gateway_keys(store, data_dir)
+        await gateway_keys(store, opts.data_dir)
         return await change(store)
     finally:
         await store.close()
@@ -332,7 +323,7 @@ def cmd_keys_rotate(opts: argparse.Namespace) -> int:
     now = utcnow()
     info = asyncio.run(
         _in_keyring(
-            opts.data_dir,
+            opts,
             lambda store: gatewaykeys.rotate(
                 store,
                 passphrase_from_env(),
@@ -367,15 +358,15 @@ def register(sub: Any) -> None:
     keys = sub.add_parser("keys", help="the gateway's keys and partners' signing keys")
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     p = ksub.add_parser("list", help="list every key the gateway holds or trusts")
-    add_data_dir(p)
+    add_store_args(p)
     add_json(p)
     p.set_defaults(func=cmd_keys_list)
     p = ksub.add_parser("export", help="write the gateway's public keys (trust file for verifiers)")
-    add_data_dir(p)
+    add_store_args(p)
     p.add_argument("--out", type=path_type, help="file to write (default: standard output)")
     p.set_defaults(func=cmd_keys_export)
     p = ksub.add_parser("add", help="register a partner region's code-signing key")
-    add_data_dir(p)
+    add_store_args(p)
     p.add_argument("--region", required=True, type=region_arg, help="6-digit region code")
     p.add_argument(
         "--public-key",
@@ -401,7 +392,7 @@ def register(sub: Any) -> None:
     p = ksub.add_parser(
         "update", help="correct the validity window of a partner key added by an operator"
     )
-    add_data_dir(p)
+    add_store_args(p)
     p.add_argument("--region", required=True, type=region_arg, help="6-digit region code")
     p.add_argument("--kid", required=True, type=kid_type)
     p.add_argument("--not-before", required=True, type=time_type, help="new start of validity")
@@ -412,7 +403,7 @@ def register(sub: Any) -> None:
         "revoke",
         help="revoke a partner's key, or withdraw one of the gateway's own, from a compromise time",
     )
-    add_data_dir(p)
+    add_store_args(p)
     p.add_argument(
         "--region", type=region_arg, help=f"a partner's region ({HOME_REGION}: the gateway)"
     )
@@ -433,7 +424,7 @@ def register(sub: Any) -> None:
     add_json(p)
     p.set_defaults(func=cmd_keys_revoke)
     p = ksub.add_parser("rotate", help="rotate one of the gateway's own keys")
-    add_data_dir(p)
+    add_store_args(p)
     p.add_argument("--role", required=True, choices=[r.value for r in KeyRole])
     p.add_argument(
         "--activate-in",

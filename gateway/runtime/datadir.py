@@ -44,5 +44,7 @@ class DataDir:
         )
 
     def is_initialised(self) -> bool:
-        """True when ``trustgw init`` has created the store here."""
-        return self.database.is_file()
+        """True when ``trustgw init`` has run here: the SQLite store is here or, for a gateway
+        whose store is elsewhere (``--database``: the keys are in that database), the ``pki/``
+        ``init`` made (or a key directory from before the keyring)."""
+        return self.database.is_file() or self.keys.is_dir() or self.pki.is_dir()

@@ -32,7 +32,8 @@ from keys.keystore import MANIFEST, GatewayKeyInfo, KeyDirectory, KeyRole
 from keys.model import KeyStatus
 from keys.pseudonym import Pseudonymiser
 from keys.registry import KeyRegistry
-from keys.store import SQLiteStore
+from keys.store import Store
+from keys.store.factory import open_store
 from keys.timeutil import utcnow
 from keys.trustpublisher import TrustListPublisher
 from keys.trustregistry import TrustRegistry
@@ -45,7 +46,7 @@ class Gateway:
 
     def __init__(
         self,
-        store: SQLiteStore,
+        store: Store,
         registry: KeyRegistry,
         key_dir: GatewayKeyring,
         config: GatewayConfig,
@@ -109,7 +110,7 @@ class Gateway:
         # Only an old database (schema 3 or older) needs the pseudonym secret to upgrade, and
         # only a data directory from before the keyring has it in files.
         code_keys = _DirectoryCodeKeys(config) if (config.key_dir / MANIFEST).exists() else None
-        store = await SQLiteStore.open(config.database, code_keys=code_keys)
+        store = await open_store(config.database, code_keys=code_keys, migrate=config.migrate)
         try:
             key_dir = await open_keyring(store, config.passphrase, import_from=config.key_dir)
             registry = KeyRegistry(store)

@@ -9,7 +9,7 @@ from keys.errors import AlreadyExistsError
 from keys.model import ConversionRecord
 from keys.store import regions
 from keys.store.dbapi import INTEGRITY_ERRORS, Connection
-from keys.store.rows import check_limit, opt_time, opt_ts, ts
+from keys.store.rows import batch_shapes, check_limit, opt_time, opt_ts, ts, values_sql
 from keys.timeutil import from_unix
 
 _COLUMNS = (
@@ -74,6 +74,10 @@ def get(conn: Connection, region: str, source_key: str) -> ConversionRecord | No
 
 
 def _insert(conn: Connection, records: Sequence[ConversionRecord]) -> None:
+    # In key order: two transactions inserting overlapping batches then take the keys' locks
+    # in the same order and cannot deadlock (PostgreSQL). The sort is stable: of two records
+    # of one source in a batch the first still wins.
+    records = sorted(records, key=lambda r: (r.region, r.source_key))
     rows = [_row(r) for r in records]
     try:
         conn.executemany(
@@ -98,8 +102,30 @@ def put(conn: Connection, records: Sequence[ConversionRecord]) -> None:
 def claim(conn: Connection, records: Sequence[ConversionRecord]) -> list[ConversionRecord]:
     """Insert the new conversions and return the stored record of each, in order."""
     _insert(conn, records)
-    stored = [get(conn, r.region, r.source_key) for r in records]
-    return [s for s in stored if s is not None]
+    stored = _stored(conn, sorted({(r.region, r.source_key) for r in records}))
+    found = (stored.get((r.region, r.source_key)) for r in records)
+    return [s for s in found if s is not None]
+
+
+def _stored(
+    conn: Connection, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], ConversionRecord]:
+    """The stored records of these (region, source_key) pairs, in few statements."""
+    found: dict[tuple[str, str], ConversionRecord] = {}
+    for chunk in batch_shapes(keys):
+        rows = conn.execute(
+            values_sql(
+                f"SELECT {_COLUMNS} FROM conversions"  # noqa: S608
+                " WHERE (region, source_key) IN (VALUES {values})",
+                2,
+                len(chunk),
+            ),
+            [value for key in chunk for value in key],
+        ).fetchall()
+        for row in rows:
+            record = _from_row(row)
+            found[(record.region, record.source_key)] = record
+    return found
 
 
 def listed(conn: Connection, region: str | None, limit: int) -> list[ConversionRecord]:

@@ -315,6 +315,8 @@ class PgDatabase:
                     log.info("retrying %s after %s (attempt %s)", what, exc.sqlstate, attempt)
                     continue
                 if isinstance(exc, Exception) and is_unavailable(exc):
+                    if lock_sql is None and isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+                        raise  # a read unit that writes: our bug, not a read-only server
                     raise self._unavailable(what, exc) from exc
                 raise
 

@@ -16,6 +16,11 @@ transaction, the write lock, the error mapping) is :mod:`keys.store.pgdb`, the s
 - conversions and the recognition log are written in batches, one round trip per batch;
 - every registry change is announced on :data:`keys.store.pgschema.REGISTRY_CHANNEL` when it
   commits, so that other replicas refresh at once.
+
+With a primary and a standby, give libpq both hosts and ask for the writable one
+(``postgresql://gw@db1,db2/trustgw?target_session_attrs=read-write``): after a failover the
+store's next connection finds the new primary (connections found dead are replaced at the next
+call; a call cut in the middle is ``UNAVAILABLE``, for the client to retry).
 """
 
 from __future__ import annotations

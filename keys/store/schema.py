@@ -329,7 +329,7 @@ def apply(conn: sqlite3.Connection, version: int, path: str, code_keys: CodeKeys
                 raise ConfigurationError(
                     f"registry database {path} holds code ids that schema version "
                     f"{version} stores keyed: upgrade it with the gateway's key directory "
-                    "(start trustgw serve once, with its passphrase)"
+                    "(trustgw db migrate, with its passphrase)"
                 )
     for statement in dict(MIGRATIONS)[version]:
         conn.execute(statement)
