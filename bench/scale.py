@@ -249,8 +249,6 @@ def read_counts(config: Config) -> Counts:
                         recognised += sample.value
                     else:
                         other += sample.value
-                elif sample.name == "trustgw_rpc_errors_total":
-                    errors += sample.value
                 elif sample.name == "grpc_server_handled_total":  # the go-grpc-prometheus name
                     if sample.labels.get("grpc_code", "OK") != "OK":
                         errors += sample.value
