@@ -376,14 +376,21 @@ def scratch_database(server_url: str) -> Iterator[str]:
 
 def postgres_unsupported(opts: Options) -> str | None:
     """Why the replica runs cannot happen here, or None."""
-    import importlib.util
-
     if opts.database is None:
         return "--database none"
-    if importlib.util.find_spec("keys.store.postgres") is None:
-        return "this checkout has no PostgreSQL store (keys.store.postgres)"
-    if _psql() is None:
+    psql = _psql()
+    if psql is None:
         return "no psql client to create the benchmark's database"
+    reached = subprocess.run(  # noqa: S603
+        [psql, "-X", "-q", "-d", opts.database, "-c", "SELECT 1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if reached.returncode != 0:
+        why = " ".join(reached.stderr.split())[:200]
+        return f"cannot reach the PostgreSQL server of --database: {why}"
     return None
 
 

@@ -20,7 +20,6 @@ exits, each under one deadline.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import signal
 import sys
@@ -55,7 +54,6 @@ SOURCES_PER_PHASE = 50  # convert-mode codes of one phase (a long phase sends th
 # retries with short backoffs within it.
 CALL_TIMEOUT = 30.0
 PATIENT = RetryPolicy(attempts=10_000, initial_backoff=0.02, max_backoff=0.25)
-HAS_POSTGRES_STORE = importlib.util.find_spec("keys.store.postgres") is not None
 
 
 def _env() -> dict[str, str]:
@@ -204,8 +202,6 @@ async def database(backend: str) -> AsyncIterator[Database]:
     if backend == "sqlite":
         yield Database(None, None)
         return
-    if not HAS_POSTGRES_STORE:
-        pytest.skip("the PostgreSQL store (keys.store.postgres) is not on this branch yet")
     with private_cluster() as cluster:
         cluster.psql("CREATE DATABASE failover")
         yield Database(cluster.url("failover"), cluster)
