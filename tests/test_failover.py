@@ -2,7 +2,8 @@
 
 Three real ``trustgw serve`` processes on one database and one SDK client over all three under
 sustained load of idempotent calls (recognitions of show-mode codes, and conversions: each
-convert-mode code is sent twice, by different calls, so mostly through different replicas).
+convert-mode code is sent twice, by different calls, so mostly through different replicas; and
+every 20th call the reads, GetGatewayKeys and GetTrustList).
 Under that load one replica is killed with SIGKILL and later restarted on its port, and (on
 PostgreSQL, a private cluster: tests/support/pgcluster.py) the database is restarted once.
 
@@ -144,6 +145,7 @@ class Load:
     phases: list[list[tuple[str, bool]]]
     phase: int = 0
     done: int = 0
+    reads: int = 0  # GetGatewayKeys + GetTrustList pairs answered
     converted_in: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
     failures: list[str] = field(default_factory=list)
     home_codes: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
@@ -162,6 +164,12 @@ class Load:
             code, converts = codes[self._next % len(codes)]
             self._next += 1
             try:
+                if self._next % 20 == 0:  # the reads are idempotent calls too
+                    keys = await client.gateway_keys(timeout=CALL_TIMEOUT)
+                    trust = await client.trust_list(timeout=CALL_TIMEOUT)
+                    self.reads += 1
+                    if not keys.keys or trust.version < 1:
+                        self.failures.append(f"an empty read: {keys!r:.80} {trust!r:.80}")
                 decision = await client.recognise(code, timeout=CALL_TIMEOUT)
             except Exception as exc:  # every failure is counted, none stops the load
                 self.failures.append(f"{type(exc).__name__}: {exc}")
@@ -294,7 +302,7 @@ def test_a_killed_replica_and_a_restarted_database_fail_no_idempotent_call(
 
     load, stored, after_restart = run(scenario())
     assert load.failures == [], load.failures[:5]
-    assert load.done >= 4 * PHASE_CALLS
+    assert load.done >= 4 * PHASE_CALLS and load.reads > 0
     assert after_restart > 0
     # Every phase made new conversions (through the kill, the restarts, after them).
     assert all(load.converted_in[phase] for phase in range(PHASES)), load.converted_in.keys()
