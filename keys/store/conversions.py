@@ -73,7 +73,17 @@ def get(conn: Connection, region: str, source_key: str) -> ConversionRecord | No
     return None if row is None else _from_row(row)
 
 
-def _insert(conn: Connection, records: Sequence[ConversionRecord]) -> None:
+def _insert(
+    conn: Connection, records: Sequence[ConversionRecord]
+) -> dict[tuple[str, str], ConversionRecord]:
+    """Insert the records whose source is new; the stored record of every source.
+
+    ``ON CONFLICT DO NOTHING`` without a target: two replicas claiming the same source at once
+    insert the same row, whose converted code id (derived from the source) is unique too, and
+    PostgreSQL may meet that index before the primary key's; either conflict is the other
+    replica's win, read back below. A record whose source is still not stored lost its converted
+    code id to *another* source: that is :class:`AlreadyExistsError` (the transaction is undone).
+    """
     # In key order: two transactions inserting overlapping batches then take the keys' locks
     # in the same order and cannot deadlock (PostgreSQL). The sort is stable: of two records
     # of one source in a batch the first still wins.
@@ -82,14 +92,22 @@ def _insert(conn: Connection, records: Sequence[ConversionRecord]) -> None:
     try:
         conn.executemany(
             f"INSERT INTO conversions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
-            " ON CONFLICT (region, source_key) DO NOTHING",
+            " ON CONFLICT DO NOTHING",
             rows,
         )
-    except INTEGRITY_ERRORS as exc:  # expected: a converted code id taken by another source
+    except INTEGRITY_ERRORS as exc:  # expected: an unknown region
         raise AlreadyExistsError(
             f"a conversion could not be stored (unknown region or id reused): {exc}"
         ) from exc
+    stored = _stored(conn, sorted({(r.region, r.source_key) for r in records}))
+    lost = next((r for r in records if (r.region, r.source_key) not in stored), None)
+    if lost is not None:
+        raise AlreadyExistsError(
+            "a conversion could not be stored (unknown region or id reused): the converted "
+            f"code id {lost.converted_code_id} belongs to another source"
+        )
     conn.executemany(_REVOKE_NEW, [{"region": r.region, "source": r.source_key} for r in records])
+    return stored
 
 
 def put(conn: Connection, records: Sequence[ConversionRecord]) -> None:
@@ -101,8 +119,7 @@ def put(conn: Connection, records: Sequence[ConversionRecord]) -> None:
 
 def claim(conn: Connection, records: Sequence[ConversionRecord]) -> list[ConversionRecord]:
     """Insert the new conversions and return the stored record of each, in order."""
-    _insert(conn, records)
-    stored = _stored(conn, sorted({(r.region, r.source_key) for r in records}))
+    stored = _insert(conn, records)
     found = (stored.get((r.region, r.source_key)) for r in records)
     return [s for s in found if s is not None]
 
