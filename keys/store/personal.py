@@ -166,19 +166,28 @@ def count_stock_conversions(conn: Connection) -> int:
     return int(row[0]) if row else 0
 
 
+def _text(value: str, bound: int) -> str:
+    """``value`` cut to ``bound``, a NUL replaced (PostgreSQL's text cannot hold one)."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    return value[:bound]
+
+
 def recognition_rows(entries: Sequence[RecognitionEntry]) -> list[tuple[Any, ...]]:
-    """The rows of log entries, each field cut to its column's bound."""
+    """The rows of log entries, each field cut to its column's bound. A refused code's key id
+    is the sender's text: a NUL in it is replaced, so that one odd code cannot make a whole
+    batch of the log unwritable on PostgreSQL (both backends store the same)."""
     return [
         (
             int(e.at.timestamp()),
-            e.region[:16],
-            e.mode[:16],
-            e.decision[:16],
-            e.reason[:64],
-            e.holder[:64],
-            e.code_id[:64],
-            e.kid[:128],
-            e.request_id[:128],
+            _text(e.region, 16),
+            _text(e.mode, 16),
+            _text(e.decision, 16),
+            _text(e.reason, 64),
+            _text(e.holder, 64),
+            _text(e.code_id, 64),
+            _text(e.kid, 128),
+            _text(e.request_id, 128),
         )
         for e in entries
     ]
