@@ -73,23 +73,40 @@ def get(conn: Connection, region: str, source_key: str) -> ConversionRecord | No
     return None if row is None else _from_row(row)
 
 
-def _insert(conn: Connection, records: Sequence[ConversionRecord]) -> None:
+def _insert(
+    conn: Connection, records: Sequence[ConversionRecord]
+) -> dict[tuple[str, str], ConversionRecord]:
+    """Insert the records of sources not converted yet; the stored record of every source.
+
+    ``ON CONFLICT DO NOTHING`` on every unique key, not only (region, source_key): on
+    PostgreSQL two transactions inserting the same record at once may meet on the converted
+    code id's index first, and the second must then find the first's record, not fail. A record
+    that is still not stored afterwards lost its converted code id to *another* source:
+    :class:`AlreadyExistsError`, and the caller's transaction stores nothing.
+    """
     # In key order: two transactions inserting overlapping batches then take the keys' locks
     # in the same order and cannot deadlock (PostgreSQL). The sort is stable: of two records
     # of one source in a batch the first still wins.
-    records = sorted(records, key=lambda r: (r.region, r.source_key))
-    rows = [_row(r) for r in records]
+    ordered = sorted(records, key=lambda r: (r.region, r.source_key))
     try:
         conn.executemany(
             f"INSERT INTO conversions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
-            " ON CONFLICT (region, source_key) DO NOTHING",
-            rows,
+            " ON CONFLICT DO NOTHING",
+            [_row(r) for r in ordered],
         )
-    except INTEGRITY_ERRORS as exc:  # expected: a converted code id taken by another source
+    except INTEGRITY_ERRORS as exc:  # expected: a region that is not registered
         raise AlreadyExistsError(
             f"a conversion could not be stored (unknown region or id reused): {exc}"
         ) from exc
-    conn.executemany(_REVOKE_NEW, [{"region": r.region, "source": r.source_key} for r in records])
+    conn.executemany(_REVOKE_NEW, [{"region": r.region, "source": r.source_key} for r in ordered])
+    stored = _stored(conn, sorted({(r.region, r.source_key) for r in ordered}))
+    for record in ordered:
+        if (record.region, record.source_key) not in stored:
+            raise AlreadyExistsError(
+                "a conversion could not be stored (unknown region or id reused): its converted"
+                f" code id is another source's (region {record.region})"
+            )
+    return stored
 
 
 def put(conn: Connection, records: Sequence[ConversionRecord]) -> None:
@@ -101,10 +118,8 @@ def put(conn: Connection, records: Sequence[ConversionRecord]) -> None:
 
 def claim(conn: Connection, records: Sequence[ConversionRecord]) -> list[ConversionRecord]:
     """Insert the new conversions and return the stored record of each, in order."""
-    _insert(conn, records)
-    stored = _stored(conn, sorted({(r.region, r.source_key) for r in records}))
-    found = (stored.get((r.region, r.source_key)) for r in records)
-    return [s for s in found if s is not None]
+    stored = _insert(conn, records)
+    return [stored[(r.region, r.source_key)] for r in records]
 
 
 def _stored(
