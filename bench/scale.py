@@ -101,7 +101,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--codes", type=int, default=8, help="distinct codes, one h2load each")
     p.add_argument(
         "--database",
-        default=os.environ.get("TRUSTGW_BENCH_DATABASE", "postgresql://postgres@127.0.0.1:5432/test"),
+        default=os.environ.get(
+            "TRUSTGW_BENCH_DATABASE", "postgresql://postgres@127.0.0.1:5432/test"
+        ),
         help="a PostgreSQL server for the replica runs (a new database is created on it and "
         "dropped after); 'none' skips them (default: %(default)s)",
     )
@@ -147,11 +149,7 @@ def _process_tree(pid: int) -> list[int]:
         parent = frontier.pop()
         try:
             tasks = Path(f"/proc/{parent}/task").iterdir()
-            children = [
-                int(c)
-                for task in tasks
-                for c in (task / "children").read_text().split()
-            ]
+            children = [int(c) for task in tasks for c in (task / "children").read_text().split()]
         except OSError:
             continue
         tree += children
@@ -251,8 +249,9 @@ def read_counts(config: Config) -> Counts:
                         recognised += sample.value
                     else:
                         other += sample.value
-                elif sample.name == "trustgw_rpc_errors_total":
-                    errors += sample.value
+                elif sample.name == "grpc_server_handled_total":  # the go-grpc-prometheus name
+                    if sample.labels.get("grpc_code", "OK") != "OK":
+                        errors += sample.value
     return Counts(recognised, other, errors)
 
 
@@ -377,14 +376,21 @@ def scratch_database(server_url: str) -> Iterator[str]:
 
 def postgres_unsupported(opts: Options) -> str | None:
     """Why the replica runs cannot happen here, or None."""
-    import importlib.util
-
     if opts.database is None:
         return "--database none"
-    if importlib.util.find_spec("keys.store.postgres") is None:
-        return "this checkout has no PostgreSQL store (keys.store.postgres)"
-    if _psql() is None:
+    psql = _psql()
+    if psql is None:
         return "no psql client to create the benchmark's database"
+    reached = subprocess.run(  # noqa: S603
+        [psql, "-X", "-q", "-d", opts.database, "-c", "SELECT 1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if reached.returncode != 0:
+        why = " ".join(reached.stderr.split())[:200]
+        return f"cannot reach the PostgreSQL server of --database: {why}"
     return None
 
 
@@ -429,9 +435,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"x {opts.streams} streams; {os.cpu_count()} cpus, nothing pinned"
     )
     runs: dict[str, list[Run]] = {name: [] for name, *_ in plans}
-    with tempfile.TemporaryDirectory(prefix="trustgw-scale-") as tmp, _maybe_database(
-        opts, any(pg for *_, pg in plans)
-    ) as pg_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="trustgw-scale-") as tmp,
+        _maybe_database(opts, any(pg for *_, pg in plans)) as pg_url,
+    ):
         tmpdir = Path(tmp)
         now = utcnow()
         simulator = PartnerSimulator.generate()
@@ -446,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             data_dir = tmpdir / ("pg" if on_pg else "sqlite")
             data_dir.mkdir()
             if on_pg:
-                asyncio.run(prepare(data_dir, simulator, now, database=pg_url))  # type: ignore[call-arg]
+                asyncio.run(prepare(data_dir, simulator, now, database=pg_url))
             else:
                 asyncio.run(prepare(data_dir, simulator, now))
             data_dirs[on_pg] = data_dir
@@ -503,6 +510,7 @@ def report(
 ) -> dict[str, object]:
     out: dict[str, object] = {"skipped": skipped, "rounds": opts.rounds}
     out.update(duration_s=opts.duration, warmup_s=opts.warmup, cpu_count=os.cpu_count())
+    out["loadavg_end"] = round(os.getloadavg()[0], 2)
     print(f"{'configuration':16}{'req/s':>9}{'server cpu':>12}{'h2load cpu':>12}  per round")
     for name, items in runs.items():
         rps = statistics.median(r.rps for r in items)
@@ -527,6 +535,23 @@ def report(
             verdict = "meets" if value >= GOAL else "BELOW"
             print(f"{ratio}: {value:.2f} ({verdict} the {GOAL} goal; per round "
                   + " ".join(f"{v:.2f}" for v in per_round) + ")")  # fmt: skip
+            # Requests per core-second of server CPU, 2 against 1: 1.0 is linear scaling of
+            # the work itself, whatever share of the machine the servers were given.
+            efficiency = statistics.median(
+                (b.rps / b.server_cpu) / (a.rps / a.server_cpu)
+                for a, b in zip(runs[one], runs[two], strict=True)
+                if a.server_cpu > 0 and b.server_cpu > 0
+            )
+            out[f"{ratio}_per_core"] = round(efficiency, 3)
+            got = statistics.median(r.server_cpu for r in runs[two])
+            out[f"{two}_contended"] = got < 1.7
+            print(f"  per core of server CPU: {efficiency:.2f} of linear")
+            if got < 1.7:
+                print(
+                    f"  WARNING: the 2-process servers got {got:.2f} cores of "
+                    f"{os.cpu_count()}: other processes took the rest (load average "
+                    f"{os.getloadavg()[0]:.1f}); the ratio is the machine's, not the gateway's"
+                )
     every = [r for items in runs.values() for r in items]
     out["errors"] = sum(r.errors for r in every)
     out["all_checks_ok"] = all(r.check == "ok" for r in every)
