@@ -21,9 +21,10 @@ def no_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     pg.unreachable.cache_clear()
 
 
+@pytest.mark.usefixtures("no_server")
 @pytest.mark.parametrize("ci", ["", "false", "0"])
 def test_without_a_server_a_postgresql_test_is_skipped_with_one_reason(
-    no_server: None, monkeypatch: pytest.MonkeyPatch, ci: str
+    monkeypatch: pytest.MonkeyPatch, ci: str
 ) -> None:
     monkeypatch.setenv(pg.CI_ENV, ci)
     with pytest.raises(pytest.skip.Exception) as caught:
@@ -33,9 +34,10 @@ def test_without_a_server_a_postgresql_test_is_skipped_with_one_reason(
     assert "127.0.0.1:1" in reason and pg.DATABASE_ENV in reason
 
 
+@pytest.mark.usefixtures("no_server")
 @pytest.mark.parametrize("ci", ["true", "TRUE", "1"])
 def test_under_ci_a_postgresql_test_without_a_server_fails(
-    no_server: None, monkeypatch: pytest.MonkeyPatch, ci: str
+    monkeypatch: pytest.MonkeyPatch, ci: str
 ) -> None:
     monkeypatch.setenv(pg.CI_ENV, ci)
     with pytest.raises(pytest.fail.Exception, match="CI=true requires"):
