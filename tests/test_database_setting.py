@@ -221,6 +221,8 @@ def test_every_command_that_opens_the_store_takes_database() -> None:
         ("pki", "renew"),
         ("pki", "list"),
         ("pki", "show"),
+        ("pki", "deny"),  # the deny list is a file in DATA_DIR/pki
+        ("pki", "revoke"),
     }
     missing = []
     for words, parser in _walk(build_parser()):
