@@ -137,8 +137,8 @@ def cmd_init(opts: argparse.Namespace) -> int:
 async def _serve_settings(settings: Settings, worker: WorkerLink | None = None) -> None:
     """One gateway process: the whole server, or (``worker``) one of ``--workers N``."""
     from gateway.cli._reload import reload_on_signal
+    from gateway.denylist import DENY_FILE
     from gateway.grpc.server import build_server
-    from gateway.pki import DENY_FILE
     from gateway.runtime.gateway import Gateway
 
     config = settings.gateway_config(passphrase_from_env())
