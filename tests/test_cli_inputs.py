@@ -419,6 +419,11 @@ def _valid(words: tuple[str, ...], dest: str, files: Files, tmp: Path) -> str:
     return table[dest]
 
 
+# Commands whose --data-dir is optional (a --database may stand for it) but that the baseline
+# gives.
+OPTIONAL_DATA_DIR = {("serve",), ("db", "status"), ("db", "migrate")}
+
+
 def baseline(words: tuple[str, ...], files: Files, tmp: Path) -> list[str]:
     """The shortest command line that runs: required options and positionals only."""
     parser = LEAVES[words]
@@ -428,7 +433,7 @@ def baseline(words: tuple[str, ...], files: Files, tmp: Path) -> list[str]:
         flag = _flag(action)
         if flag is None:
             positionals.append(_valid(words, action.dest, files, tmp))
-        elif action.required or (words == ("serve",) and action.dest == "data_dir"):
+        elif action.required or (words in OPTIONAL_DATA_DIR and action.dest == "data_dir"):
             argv += [flag, _valid(words, action.dest, files, tmp)]
     return [*argv, *positionals]
 
@@ -449,7 +454,7 @@ def with_value(
                 argv.append(f"{flag}={value}")
         elif flag is None:
             positionals.append(_valid(words, other.dest, files, tmp))
-        elif other.required or (words == ("serve",) and other.dest == "data_dir"):
+        elif other.required or (words in OPTIONAL_DATA_DIR and other.dest == "data_dir"):
             argv += [flag, _valid(words, other.dest, files, tmp)]
     return [*argv, "--", *positionals] if positionals else argv
 
