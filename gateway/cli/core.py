@@ -144,11 +144,13 @@ async def _serve_settings(settings: Settings, worker: WorkerLink | None = None) 
     config = settings.gateway_config(passphrase_from_env())
     if worker is not None:
         config = worker_config(config, worker.slot)
-    configure_logging(settings.log_level, settings.log_format, settings.log_libraries)
-    access = AccessLog(settings.log_access)
     if config.tls is not None:
         config.tls.read()  # fail now, with a clear message, rather than at the first call
-    elif worker is None:
+    # After the checks that end in the one error line: a command that fails to start leaves
+    # the process's logging as it found it.
+    configure_logging(settings.log_level, settings.log_format, settings.log_libraries)
+    access = AccessLog(settings.log_access)
+    if config.tls is None and worker is None:
         log.warning("serving PLAINTEXT without client authentication: local development only")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
