@@ -231,20 +231,31 @@ EXIT_CONFIGURATION, EXIT_LISTEN, EXIT_PERMISSION, EXIT_STORE = 3, 4, 5, 6
 
 
 def serve_exit_status(exc: BaseException, status: int) -> int:
-    """The exit status of ``serve`` failing with ``exc`` (``status``: the general one)."""
+    """The exit status of ``serve`` failing with ``exc`` (``status``: the general one). By the
+    error's reason, so that a worker's failure, which reaches the supervisor as its reason and
+    message, exits as the same failure of a single process would."""
     from keys.errors import (
+        AddressInUseError,
+        AddressUnavailableError,
         FilePermissionError,
         ListenError,
         ListenPermissionError,
         StoreUnavailableError,
     )
 
-    if isinstance(exc, ListenPermissionError | FilePermissionError | PermissionError):
+    by_reason = {
+        AddressInUseError.reason: EXIT_LISTEN,
+        AddressUnavailableError.reason: EXIT_LISTEN,
+        ListenError.reason: EXIT_LISTEN,
+        ListenPermissionError.reason: EXIT_PERMISSION,
+        FilePermissionError.reason: EXIT_PERMISSION,
+        StoreUnavailableError.reason: EXIT_STORE,
+    }
+    if isinstance(exc, PermissionError):
         return EXIT_PERMISSION
-    if isinstance(exc, ListenError):
-        return EXIT_LISTEN
-    if isinstance(exc, StoreUnavailableError):
-        return EXIT_STORE
+    reason = exc.reason if isinstance(exc, GatewayError) else None
+    if reason in by_reason:
+        return by_reason[reason]
     if isinstance(exc, ConfigurationError):
         return EXIT_CONFIGURATION
     return status
