@@ -541,7 +541,8 @@ def test_a_worker_that_cannot_start_stops_the_command_with_its_reason_in_one_lin
     tmp_path: Path,
 ) -> None:
     """Keys encrypted, no passphrase: each worker fails to open them; the supervisor stops the
-    others and the command ends with the worker's reason, exit 1 (no restart loop)."""
+    others and the command ends with the worker's reason, exit 3: configuration (no restart
+    loop; docs/operations.md "Exit codes")."""
     data_dir = tmp_path / "gw"
     env = {**os.environ, "PYTHONPATH": str(REPO), "TRUSTGW_PASSPHRASE": "workers"}
     env.pop("TRUSTGW_PASSPHRASE_FILE", None)
