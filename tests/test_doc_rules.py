@@ -34,7 +34,7 @@ def test_without_a_valid_signing_key_recognise_is_failed_precondition_until_rota
     no gateway ``attest``/``issue`` key is valid now, health NOT_SERVING; refused codes are still
     decisions; ``keys rotate`` (``--activate-in 0``) brings both back without a restart."""
     import random
-    import shutil
+    import sqlite3
     from datetime import timedelta
 
     import grpc
@@ -51,14 +51,28 @@ def test_without_a_valid_signing_key_recognise_is_failed_precondition_until_rota
     from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
     from gateway.cli import main
     from gateway.demo import prepare
-    from keys.keystore import KeyDirectory
+    from keys import gatewaykeys
+    from keys.store import SQLiteStore
 
     now = REAL_NOW  # the server reads the real clock
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     run(prepare(data_dir, simulator, now))
-    shutil.rmtree(data_dir / "keys")  # keys that expired a month ago
-    KeyDirectory.create(data_dir / "keys", dev=True, passphrase=None, now=now - timedelta(days=400))
+    # The gateway's keyring replaced by keys that expired a month ago.
+    with sqlite3.connect(data_dir / "trustgw.db") as conn:
+        conn.execute("DELETE FROM gateway_keyring")
+        conn.execute("DELETE FROM gateway_keyring_meta")
+
+    async def expired_keys() -> None:
+        store = await SQLiteStore.open(data_dir / "trustgw.db")
+        try:
+            await gatewaykeys.create_or_join(
+                store, dev=True, passphrase=None, now=now - timedelta(days=400)
+            )
+        finally:
+            await store.close()
+
+    run(expired_keys())
     holder_id, name = fake_holder(random.Random(3))
     green = simulator.issuer("110000").issue(
         holder_id=holder_id,

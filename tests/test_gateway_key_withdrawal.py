@@ -57,7 +57,11 @@ def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 
 
 @pytest.mark.integration
-@pytest.mark.doc('verifying.md "When a signed output is valid"', 'verifying.md "The trust file"')
+@pytest.mark.doc(
+    'verifying.md "When a signed output is valid"',
+    'verifying.md "The trust file"',
+    'api.md "GetGatewayKeys"',
+)
 def test_the_withdrawal_runbook_end_to_end(
     prepared_dir: Any, codes: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:

@@ -30,6 +30,7 @@ from keys.partner import PartnerSigner
 from keys.pseudonym import Pseudonymiser
 from keys.signed import Envelope, Signature, canonical_json
 from keys.statements import KeyRevocation, KeySet, KeySetKey
+from tests.support.keyring import stored_keys
 
 BAD_KIDS = [
     pytest.param("K 1", id="space"),
@@ -80,8 +81,7 @@ def test_a_key_id_from_a_code_is_not_echoed() -> None:
 
 
 def test_the_gateways_own_key_ids_follow_the_rule(dev_data_dir: Path) -> None:
-    manifest = json.loads((dev_data_dir / "keys" / "keys.json").read_text())
-    kids = [k["kid"] for k in manifest["keys"]]
+    kids = [k.kid for k in stored_keys(dev_data_dir).public_keys()]
     assert kids and all(is_kid(kid) for kid in kids)
 
 

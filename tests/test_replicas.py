@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
+from registry_grpc_support import partner_for
 from support.aio import run
 from support.clock import REAL_NOW
 from support.wait import eventually, measured
@@ -31,6 +32,8 @@ from support.wait import eventually, measured
 from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
+from gateway.api.v1 import registry_pb2 as rpb
+from gateway.api.v1 import registry_pb2_grpc as rpb_grpc
 from gateway.demo import prepare
 from gateway.runtime.changefeed import (
     REGISTRY_CHANNEL,
@@ -173,6 +176,10 @@ class Replica:
     @property
     def recognition(self) -> pb_grpc.RecognitionServiceStub:
         return pb_grpc.RecognitionServiceStub(self.channel)
+
+    @property
+    def partner(self) -> rpb_grpc.PartnerServiceStub:
+        return rpb_grpc.PartnerServiceStub(self.channel)
 
     async def gateway_kids(self) -> dict[str, tuple[str, int]]:
         reply = await self.recognition.GetGatewayKeys(pb.GetGatewayKeysRequest(), timeout=10)
@@ -359,14 +366,34 @@ def test_changes_made_through_the_cli_on_any_machine_are_in_force_on_every_repli
                 delays[f"withdrawn key stops signing on {r.name}"] = await until_within(
                     signs_anew, f"{r.name} signs with the replacement"
                 )
-            # 4. Operators of both machines write at once: one audit chain.
+            # 4. The partner (through both replicas) and the operators of both machines write
+            # at once: one audit chain.
+            signer = partner_for(next(spec for spec in REGION_SPECS if spec.code == SHOW))
+            partner_file = tmp_path / "partner.json"
+            partner_file.write_bytes(signer.partner_file())
+            status, _, err = await trustgw_cli(
+                "partner", "add", *where_a, "--file", str(partner_file)
+            )
+            assert status == 0, err
+            batches = [
+                (a, b)[n % 2].partner.PublishRevocations(
+                    rpb.SubmissionRequest(
+                        submission=signer.revocations(
+                            f"batch-{n}", NOW - timedelta(hours=1), code_ids=[f"code-{n}"]
+                        )
+                    ),
+                    timeout=30,
+                )
+                for n in range(6)
+            ]
             writes = [
                 trustgw_cli("keys", "rotate", *where, "--role", role, "--json")
                 for where in (where_a, where_b)
                 for role in ("issue", "trustlist")
             ]
-            results = await asyncio.gather(*writes)
-            assert all(status == 0 for status, _, _ in results), [e for _, _, e in results]
+            results = await asyncio.gather(*writes, *batches)
+            assert all(status == 0 for status, _, _ in results[: len(writes)]), results
+            assert all(receipt.batch_id for receipt in results[len(writes) :])
             status, out, err = await trustgw_cli("audit", "verify", *where_a)
             assert status == 0, (out, err)
         return delays
