@@ -40,6 +40,7 @@ from keys.errors import (
     MalformedError,
     PassphraseError,
 )
+from keys.keylabels import signing_key  # the one rule of who signs, also behind the labels
 from keys.model import KeyStatus
 from keys.privatefiles import (
     MAX_FILE_BYTES,
@@ -329,23 +330,14 @@ class KeyDirectory:
         Raises :class:`ConfigurationError` if there is none (all expired: rotate the keys).
         """
         now = ensure_utc(now)
-        usable = [
-            e
-            for e in self._entries
-            if e.info.role is role
-            and e.info.status is not KeyStatus.REVOKED
-            and e.info.valid_at(now)
-        ]
-        if not usable:
+        best = signing_key((e.info for e in self._entries), role, now)
+        if best is None:
             raise ConfigurationError(
                 f"no {role} key of the gateway is valid at {to_iso(now)}: "
                 f"rotate the keys in {self._path}"
             )
-        best = max(
-            usable,
-            key=lambda e: (e.info.status is KeyStatus.ACTIVE, e.info.not_before, e.info.kid),
-        )
-        return best.info, best.private
+        entry = next(e for e in self._entries if e.info is best)
+        return entry.info, entry.private
 
     def signers(self, role: KeyRole, now: datetime) -> list[tuple[GatewayKeyInfo, PrivateKey]]:
         """Every key of ``role`` valid at ``now`` and not revoked, newest first.
