@@ -2,7 +2,8 @@
 
 The package, by aggregate: ``regions`` (regions and their keys), ``trust`` (anchors, key sets,
 submissions, revocations), ``audit``, ``trustlists``, ``conversions``, ``personal`` (stock
-conversions, the recognition log, purges), ``schema`` (migrations). Each holds the SQL of its
+conversions, the recognition log, purges), ``stockoutput`` (what each batch job's rows
+produced), ``schema`` (migrations). Each holds the SQL of its
 aggregate as plain functions of a connection; the rules of trust changes are pure plans in
 :mod:`keys.trustplans`. ``sqlite`` is the execution model (one connection on one thread, a unit
 of work per hop, one error mapping) and ``sqlitestore`` the :class:`SQLiteStore` over it. The
@@ -19,6 +20,7 @@ from keys.store.protocols import (
     RecognitionStore,
     RegistryData,
     RegistryStore,
+    StockOutputStore,
     StockStore,
     Store,
     TrustListStore,
@@ -43,6 +45,7 @@ __all__ = [
     "RegistryData",
     "RegistryStore",
     "SQLiteStore",
+    "StockOutputStore",
     "StockStore",
     "Store",
     "TrustListStore",

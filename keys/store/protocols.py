@@ -27,6 +27,7 @@ from keys.personal import (
     StockBatch,
     StockBatchResult,
     StockJob,
+    StockOutputRow,
 )
 from keys.records import (
     CodeRevocation,
@@ -245,6 +246,26 @@ class StockStore(Protocol):
         ...
 
 
+class StockOutputStore(Protocol):
+    """What batch jobs produced, to hand the codes out (``convert-batch --out``, ``stock``)."""
+
+    async def list_stock_jobs(self, limit: int = 1000) -> list[StockJob]:
+        """Batch jobs, the most recently started first, at most ``limit`` (1..100000)."""
+        ...
+
+    async def find_stock_job(self, prefix: str) -> StockJob:
+        """The job whose SHA-256 starts with ``prefix`` (8 to 64 hex digits). Raises
+        ``ValueError`` (a bad or ambiguous prefix), :class:`keys.errors.NotFoundError`."""
+        ...
+
+    async def stock_job_rows(
+        self, digest: str, *, after_row: int = 0, limit: int = 10_000
+    ) -> list[StockOutputRow]:
+        """The output rows of job ``digest`` after row ``after_row``, in order, at most
+        ``limit``: page with the last row's number."""
+        ...
+
+
 class PurgeStore(Protocol):
     """The retention purge."""
 
@@ -269,6 +290,7 @@ class Store(
     ConversionStore,
     RecognitionStore,
     StockStore,
+    StockOutputStore,
     PurgeStore,
     Protocol,
 ):

@@ -28,6 +28,7 @@ from keys.personal import (
     StockBatch,
     StockBatchResult,
     StockJob,
+    StockOutputRow,
 )
 from keys.records import (
     CodeRevocation,
@@ -39,7 +40,16 @@ from keys.records import (
     SubmissionResult,
     TrustListVersion,
 )
-from keys.store import audit, conversions, personal, regions, schema, trust, trustlists
+from keys.store import (
+    audit,
+    conversions,
+    personal,
+    regions,
+    schema,
+    stockoutput,
+    trust,
+    trustlists,
+)
 from keys.store.protocols import RegistryData
 from keys.store.rows import DEFAULT_ACTOR, check_actor, ts
 from keys.store.schema import CodeKeys
@@ -360,6 +370,25 @@ class SQLiteStore:
     async def count_stock_conversions(self) -> int:
         """How many stock conversions are stored."""
         return await self._read("count_stock_conversions", personal.count_stock_conversions)
+
+    async def list_stock_jobs(self, limit: int = 1000) -> list[StockJob]:
+        """Batch jobs, the most recently started first, at most ``limit``. Raises
+        ``ValueError`` if ``limit`` is not in 1..100000."""
+        return await self._read("list_stock_jobs", lambda c: stockoutput.list_jobs(c, limit))
+
+    async def find_stock_job(self, prefix: str) -> StockJob:
+        """The job whose SHA-256 starts with ``prefix`` (8 to 64 hex digits). Raises
+        ``ValueError``, :class:`NotFoundError`."""
+        return await self._read("find_stock_job", lambda c: stockoutput.find_job(c, prefix))
+
+    async def stock_job_rows(
+        self, digest: str, *, after_row: int = 0, limit: int = 10_000
+    ) -> list[StockOutputRow]:
+        """The output rows of job ``digest`` after ``after_row``, in row order, at most
+        ``limit``. Raises ``ValueError`` for a ``limit`` out of 1..100000."""
+        return await self._read(
+            "stock_job_rows", lambda c: stockoutput.job_rows(c, digest, after_row, limit)
+        )
 
     async def append_recognitions(self, entries: Sequence[RecognitionEntry]) -> None:
         """Append ``entries`` (code ids already keyed: :meth:`RecognitionEntry.keyed`) to the
