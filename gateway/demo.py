@@ -34,7 +34,7 @@ from keys.crypto import Algorithm
 from keys.keystore import KeyDirectory
 from keys.model import Region
 from keys.registry import KeyRegistry
-from keys.store import SQLiteStore
+from keys.store.factory import open_store
 from keys.timeutil import utcnow
 
 
@@ -80,9 +80,12 @@ async def prepare(
     now: datetime,
     *,
     gateway_algorithm: Algorithm = Algorithm.EDDSA,
+    database: str | Path | None = None,
 ) -> None:
     """Initialise a development data directory with the simulated partners' keys; the
-    gateway's own keys are of ``gateway_algorithm`` (``trustgw init --gateway-algorithm``)."""
+    gateway's own keys are of ``gateway_algorithm`` (``trustgw init --gateway-algorithm``), the
+    store the ``database`` given (a PostgreSQL URL or a SQLite file; default
+    ``DATA_DIR/trustgw.db``)."""
     paths = DataDir(data_dir)
     KeyDirectory.create(
         paths.keys,
@@ -91,7 +94,7 @@ async def prepare(
         now=now - timedelta(days=1),
         algorithm=gateway_algorithm,
     )
-    store = await SQLiteStore.open(paths.database)
+    store = await open_store(paths.database if database is None else database)
     try:
         registry = KeyRegistry(store)
         for issuer in simulator.issuers():

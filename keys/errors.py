@@ -481,6 +481,29 @@ class KeyDirectoryError(ConfigurationError):
     default_message = "the key directory is missing, unreadable or has unsafe permissions"
 
 
+class NoKeyringError(ConfigurationError):
+    """The database holds no gateway keys and there is no key directory to import."""
+
+    reason = "NO_GATEWAY_KEYS"
+    default_message = (
+        "the database holds no gateway keys: run trustgw init (with --database on a new "
+        "deployment) first"
+    )
+
+
+class SchemaOutdatedError(ConfigurationError):
+    """The database's schema is older than this code's and the caller did not ask to migrate
+    (``trustgw serve`` never migrates: ``trustgw db migrate`` does)."""
+
+    reason = "SCHEMA_OUTDATED"
+    default_message = "the database needs a schema migration: run trustgw db migrate"
+
+    def __init__(self, message: str | None = None, *, current: int = 0, expected: int = 0) -> None:
+        self.current = current
+        self.expected = expected
+        super().__init__(message)
+
+
 class InvalidConfigError(ConfigurationError):
     """The configuration has one or more problems; :attr:`problems` lists them all (each one
     printable: ``gateway.runtime.settings.Problem``)."""

@@ -25,7 +25,7 @@ from keys.model import KeyStatus
 from keys.timeutil import ensure_utc
 
 if TYPE_CHECKING:
-    from keys.keystore import GatewayKeyInfo, KeyRole
+    from keys.keyset import GatewayKeyInfo, KeyRole
 
 __all__ = ["KeyLabel", "key_labels", "labelled", "signing_key"]
 
@@ -47,7 +47,7 @@ def signing_key(
     Among the role's keys valid at ``now`` and not revoked, one whose stored status is ``active``
     before a ``retired`` one (a retired key signs only while its announced successor is not yet
     valid), then the newest ``not_before``, then the greatest kid: one rule, used both to sign
-    (:meth:`keys.keystore.KeyDirectory.signer`) and to label.
+    (:meth:`keys.keyset.GatewayKeys.signer`) and to label.
     """
     now = ensure_utc(now)
     usable = [

@@ -74,7 +74,7 @@ def build_content(
         keys.append(
             _key_entry(
                 HOME_REGION, info.role.value, info.kid, info.public_key, info.not_before,
-                info.not_after, label.value, None,
+                info.not_after, label.value, info.revoked_at,
             )
         )  # fmt: skip
     keys.sort(key=lambda k: (k["owner"], k["kid"]))

@@ -305,6 +305,11 @@ VALUES: dict[str, list[tuple[str, str]]] = {
     "setting-address": [("no-port", "localhost"), ("bad-port", "127.0.0.1:99999")],
     "setting-float": [("word", "many"), ("nan", "nan"), ("negative", "-1"), ("huge", "1e999")],
     "setting-path": [],
+    "setting-database": [
+        ("other-scheme", "mysql://u:pw@h/db"),
+        ("bad-port", "postgresql://u:pw@h:99999/db"),
+        ("space", "postgresql://u:pw@h/a b"),
+    ],
 }
 FILE_VALUES = {
     "input": [
@@ -322,6 +327,9 @@ FILE_VALUES_FOR = {
     (("demo",), "keep"): ["a-file", "nonempty-directory", "under-a-file"],
     (("serve",), "config"): ["missing", "directory", "bad-json", "binary", "under-a-file"],
     (("config", "show"), "config"): ["missing", "directory", "bad-json", "binary", "under-a-file"],
+    (("init",), "config"): ["missing", "directory", "bad-json", "binary", "under-a-file"],
+    (("db", "status"), "config"): ["missing", "directory", "bad-json", "binary", "under-a-file"],
+    (("db", "migrate"), "config"): ["missing", "directory", "bad-json", "binary", "under-a-file"],
     # config show shows the paths it is given; only serve uses them.
     (("config", "show"), "data_dir"): [],
     (("config", "show"), "tls_cert"): [],
@@ -342,6 +350,7 @@ EXTRA: dict[tuple[str, ...], list[str]] = {
     ("partner-tools", "keygen"): ["--dev"],
     ("partner-tools", "keyset"): ["--region", "110000", "--version", "1"],
     ("partner-tools", "revocations"): ["--code-id", "c0ffee01"],
+    ("keys", "revoke"): ["--region", "110000"],  # a partner's key (or --role: the gateway's)
 }
 
 

@@ -21,6 +21,7 @@ pytestmark  # pytest reads a module's marks
 contained  # tests/test_cli_inputs.py: a fixture, used by name in usefixtures
 recognitions_before  # gateway/runtime/retention.py PurgeStore: a protocol's parameter
 conversions_before  # gateway/runtime/retention.py PurgeStore: a protocol's parameter
+params  # keys/store/dbapi.py Connection.execute: a protocol's parameter
 
 # Used by keys/store*, which vulture skips while it is split (w-store owns it).
 KeyIdReusedError  # raised by the store (keys/store)

@@ -26,6 +26,7 @@ from gateway.cli import (
     audit,
     config,
     core,
+    db,
     keys,
     partner,
     partner_tools,
@@ -41,7 +42,7 @@ from keys.errors import GatewayError, UsageError
 
 log = logging.getLogger("trustgw.cli")
 
-_AREAS = (core, config, keys, pki, verify, stock, purge)
+_AREAS = (core, config, db, keys, pki, verify, stock, purge)
 _REGISTRY_AREAS = (partner, revocations, trustlist, audit, partner_tools)  # the trust registry
 _ERRORS_HELP = (
     "Errors print one line 'trustgw: REASON: message' on stderr: exit 2 for a command line or "

@@ -13,7 +13,6 @@ from typing import Any
 from gateway.cli._common import (
     EXIT_OK,
     EXIT_REJECTED,
-    add_data_dir,
     add_json,
     float_type,
     int_type,
@@ -22,10 +21,9 @@ from gateway.cli._common import (
     print_table,
     time_type,
 )
-from gateway.cli._store import open_store, region_arg
-from gateway.runtime.datadir import DataDir
+from gateway.cli._keys import gateway_keys
+from gateway.cli._store import add_store_args, connect, open_store, region_arg
 from keys.errors import UsageError
-from keys.keystore import KeyDirectory, passphrase_from_env
 from keys.timeutil import to_iso, utcnow
 
 
@@ -34,7 +32,6 @@ async def _convert(opts: argparse.Namespace) -> int:
     from gateway.stock.progress import stderr_is_tty
     from gateway.stock.rows import FORMATS, detect_format
     from keys.pseudonym import Pseudonymiser
-    from keys.store import SQLiteStore
 
     path: Path = opts.file
     if not path.is_file():
@@ -46,9 +43,9 @@ async def _convert(opts: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     assert fmt in FORMATS
     now = opts.at or utcnow()
-    keys = KeyDirectory.open(DataDir(opts.data_dir).keys, passphrase=passphrase_from_env())
-    store = await SQLiteStore.open(DataDir(opts.data_dir).database)
+    store = await connect(opts)
     try:
+        keys = await gateway_keys(store, opts.data_dir)
         try:
             converter = StockConverter(
                 store,
@@ -124,7 +121,7 @@ async def _write(store: Any, job: Any, opts: argparse.Namespace, fmt: str | None
 
 
 async def _jobs(opts: argparse.Namespace) -> list[Any]:
-    async with open_store(opts.data_dir) as store:
+    async with open_store(opts) as store:
         return await store.list_stock_jobs(opts.limit)
 
 
@@ -158,7 +155,7 @@ def cmd_stock_jobs(opts: argparse.Namespace) -> int:
 
 
 async def _export(opts: argparse.Namespace, fmt: str | None) -> Any:
-    async with open_store(opts.data_dir) as store:
+    async with open_store(opts) as store:
         try:
             job = await store.find_stock_job(opts.job)
         except ValueError as exc:
@@ -196,7 +193,7 @@ def register(sub: Any) -> None:
         "same command again after an interruption. See docs/stock-conversion.md.",
     )
     p.add_argument("file", type=path_type, help="CSV (.csv) or JSON Lines (.jsonl) file")
-    add_data_dir(p)
+    add_store_args(p)
     p.add_argument("--format", choices=("csv", "jsonl"), help="default: from the file extension")
     p.add_argument(
         "--report", type=path_type, help="append bad rows here (JSON Lines: row, reason, message)"
@@ -222,13 +219,13 @@ def register(sub: Any) -> None:
     stock = sub.add_parser("stock", help="batch conversion jobs and their output")
     ssub = stock.add_subparsers(dest="stock_command", metavar="ACTION", required=True)
     p = ssub.add_parser("jobs", help="list the batch conversion jobs, newest first")
-    add_data_dir(p)
+    add_store_args(p)
     p.add_argument("--limit", type=int_type(1, 100_000), default=1000, help="(default 1000)")
     add_json(p)
     p.set_defaults(func=cmd_stock_jobs)
     p = ssub.add_parser("export", help="write an earlier job's home codes (and QR images)")
     p.add_argument("job", help="the job: 8 to 64 hex digits of its SHA-256 (trustgw stock jobs)")
-    add_data_dir(p)
+    add_store_args(p)
     _add_output_options(p, required=True)
     add_json(p)
     p.set_defaults(func=cmd_stock_export)

@@ -239,6 +239,7 @@ class RecognitionService:
                     not_before=to_unix(info.not_before),
                     not_after=to_unix(info.not_after),
                     status=label.value,
+                    revoked_at=0 if info.revoked_at is None else to_unix(info.revoked_at),
                 )
                 for info, label in labelled(self._gateway.published_keys(), now)
             ],

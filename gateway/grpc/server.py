@@ -96,16 +96,20 @@ async def build_server(
     listen: str,
     tls: TlsFiles | None = None,
     metrics_listen: str | None = None,
+    *,
+    reuse_port: bool = False,
 ) -> RunningServer:
     """Create and start the server on ``listen`` (``host:0`` picks a free port).
 
     With ``tls``, every client must present a certificate issued by ``tls.ca`` (mutual TLS);
-    without, the server speaks plaintext, which is for local development only.
+    without, the server speaks plaintext, which is for local development only. ``reuse_port``
+    (the workers of ``serve --workers N``) shares the port with other processes that set it
+    (``SO_REUSEPORT``); otherwise a port in use is refused.
     """
     options = [
         ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
         ("grpc.max_send_message_length", MAX_SEND_BYTES),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
         # Long-lived WatchTrustList streams: ping idle connections, accept clients' pings.
         ("grpc.keepalive_time_ms", 60_000),
         ("grpc.keepalive_permit_without_calls", 1),

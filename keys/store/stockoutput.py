@@ -9,11 +9,11 @@ statements. Rows are written in the transaction of the batch that converts them
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 
 from keys.errors import NotFoundError
 from keys.personal import StockJob, StockOutputRow, StockRowOutcome
+from keys.store.dbapi import Connection
 from keys.store.rows import batch_shapes, check_limit, opt_time, values_sql
 from keys.timeutil import from_unix
 
@@ -21,7 +21,7 @@ _JOB_COLUMNS = "digest, source, committed_rows, counts, started_at, updated_at, 
 MIN_JOB_PREFIX = 8  # hex digits of a job's SHA-256 that name it on the command line
 
 
-def record_rows(conn: sqlite3.Connection, digest: str, rows: Sequence[StockRowOutcome]) -> None:
+def record_rows(conn: Connection, digest: str, rows: Sequence[StockRowOutcome]) -> None:
     """Insert the outcomes of a batch's rows (in the caller's transaction)."""
     for chunk in batch_shapes(rows):
         conn.execute(
@@ -48,7 +48,7 @@ def _job(row: Sequence[object]) -> StockJob:
     )
 
 
-def list_jobs(conn: sqlite3.Connection, limit: int) -> list[StockJob]:
+def list_jobs(conn: Connection, limit: int) -> list[StockJob]:
     """Batch jobs, the most recently started first, at most ``limit``."""
     check_limit(limit)
     found = conn.execute(
@@ -58,7 +58,7 @@ def list_jobs(conn: sqlite3.Connection, limit: int) -> list[StockJob]:
     return [_job(r) for r in found]
 
 
-def find_job(conn: sqlite3.Connection, prefix: str) -> StockJob:
+def find_job(conn: Connection, prefix: str) -> StockJob:
     """The one job whose SHA-256 starts with ``prefix`` (at least 8 lowercase hex digits).
 
     Raises ``ValueError`` for a prefix that is too short, not hex or names several jobs,
@@ -82,9 +82,7 @@ def find_job(conn: sqlite3.Connection, prefix: str) -> StockJob:
     return _job(found[0])
 
 
-def job_rows(
-    conn: sqlite3.Connection, digest: str, after_row: int, limit: int
-) -> list[StockOutputRow]:
+def job_rows(conn: Connection, digest: str, after_row: int, limit: int) -> list[StockOutputRow]:
     """The output rows of job ``digest`` numbered after ``after_row``, in row order, at most
     ``limit`` (page through a large job). A certificate purged since has no row."""
     check_limit(limit)
