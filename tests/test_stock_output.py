@@ -311,3 +311,33 @@ def test_purged_certificates_leave_the_jobs_output(
                   str(out))  # fmt: skip
     assert ran.status == 0, ran.err
     assert _read_csv(out) == []
+
+
+@pytest.mark.integration  # a PostgreSQL server (tests/support/pg.py)
+def test_the_output_is_the_same_over_postgresql(
+    data_dir: Path, tmp_path: Path, capsys: Any, pg_url: str
+) -> None:
+    from keys.store.factory import open_store
+
+    async def create() -> None:
+        await (await open_store(pg_url)).close()
+
+    run(create())
+    rows = _rows(6)
+    source = tmp_path / "certs.csv"
+    write_csv(source, iter([*rows, {**rows[2], "id_number": OTHER_ID}]))
+    out = tmp_path / "codes.jsonl"
+    ran = convert(capsys, data_dir, source, "--database", pg_url, "--out", str(out))
+    assert ran.status == 0, ran.err
+    lines = _read_jsonl(out)
+    assert [line["row"] for line in lines] == list(range(1, 8))
+    assert [line["status"] for line in lines][-1] == "holder_conflict"
+    trust = _trust(data_dir)
+    for line in lines[:-1]:
+        assert tokens.verify_home_code(line["home_code"], trust, NOW)["id"] == line["code_id"]
+    store = ("--data-dir", str(data_dir), "--database", pg_url)
+    (job,) = trustgw(capsys, "stock", "jobs", *store, "--json").json()
+    again = tmp_path / "again.jsonl"
+    ran = trustgw(capsys, "stock", "export", job["job"], *store, "--out", str(again))
+    assert ran.status == 0, ran.err
+    assert _read_jsonl(again) == lines
