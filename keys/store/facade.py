@@ -284,6 +284,17 @@ class StoreFacade(ABC):
             lambda c: trustlists.record(c, digest, content, expected_latest, at),
         )
 
+    async def raise_trustlist_floor(self, floor: int, *, now: datetime) -> TrustListVersion:
+        """Make every version recorded from now on greater than ``floor``: the newest content
+        is recorded again as ``floor + 1`` unless a newer version exists. Returns the newest.
+        Raises ``ValueError`` for a ``floor`` out of 0..2**53-2."""
+        if isinstance(floor, bool) or not 0 <= floor < 2**53 - 1:
+            raise ValueError("a trust-list floor is a version number from 0 to 2**53 - 2")
+        at = ts(now)
+        return await self._write(
+            "raise_trustlist_floor", lambda c: trustlists.raise_floor(c, floor, at)
+        )
+
     # -- conversions -------------------------------------------------------------------------
 
     async def get_conversion(self, region: str, source_key: str) -> ConversionRecord | None:

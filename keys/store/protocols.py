@@ -211,6 +211,12 @@ class TrustListStore(Protocol):
         Raises :class:`ConcurrentChangeError` if another version was recorded meanwhile."""
         ...
 
+    async def raise_trustlist_floor(self, floor: int, *, now: datetime) -> TrustListVersion:
+        """Make every version published from now on greater than ``floor`` (after a restore:
+        above anything published before it); returns the newest version. Raises
+        ``ValueError`` for a negative ``floor``."""
+        ...
+
 
 class ConversionStore(Protocol):
     """Partner conversions, written in batches by the conversion writer."""
