@@ -101,7 +101,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--codes", type=int, default=8, help="distinct codes, one h2load each")
     p.add_argument(
         "--database",
-        default=os.environ.get("TRUSTGW_BENCH_DATABASE", "postgresql://postgres@127.0.0.1:5432/test"),
+        default=os.environ.get(
+            "TRUSTGW_BENCH_DATABASE", "postgresql://postgres@127.0.0.1:5432/test"
+        ),
         help="a PostgreSQL server for the replica runs (a new database is created on it and "
         "dropped after); 'none' skips them (default: %(default)s)",
     )
@@ -147,11 +149,7 @@ def _process_tree(pid: int) -> list[int]:
         parent = frontier.pop()
         try:
             tasks = Path(f"/proc/{parent}/task").iterdir()
-            children = [
-                int(c)
-                for task in tasks
-                for c in (task / "children").read_text().split()
-            ]
+            children = [int(c) for task in tasks for c in (task / "children").read_text().split()]
         except OSError:
             continue
         tree += children
@@ -251,8 +249,9 @@ def read_counts(config: Config) -> Counts:
                         recognised += sample.value
                     else:
                         other += sample.value
-                elif sample.name == "trustgw_rpc_errors_total":
-                    errors += sample.value
+                elif sample.name == "grpc_server_handled_total":  # the go-grpc-prometheus name
+                    if sample.labels.get("grpc_code", "OK") != "OK":
+                        errors += sample.value
     return Counts(recognised, other, errors)
 
 
@@ -429,9 +428,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"x {opts.streams} streams; {os.cpu_count()} cpus, nothing pinned"
     )
     runs: dict[str, list[Run]] = {name: [] for name, *_ in plans}
-    with tempfile.TemporaryDirectory(prefix="trustgw-scale-") as tmp, _maybe_database(
-        opts, any(pg for *_, pg in plans)
-    ) as pg_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="trustgw-scale-") as tmp,
+        _maybe_database(opts, any(pg for *_, pg in plans)) as pg_url,
+    ):
         tmpdir = Path(tmp)
         now = utcnow()
         simulator = PartnerSimulator.generate()
@@ -446,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             data_dir = tmpdir / ("pg" if on_pg else "sqlite")
             data_dir.mkdir()
             if on_pg:
-                asyncio.run(prepare(data_dir, simulator, now, database=pg_url))  # type: ignore[call-arg]
+                asyncio.run(prepare(data_dir, simulator, now, database=pg_url))
             else:
                 asyncio.run(prepare(data_dir, simulator, now))
             data_dirs[on_pg] = data_dir

@@ -31,7 +31,7 @@ from gateway.runtime.gateway import Gateway
 from gateway.sdk import trust_from_proto
 from gateway.sdk.channel import aio_channel
 from keys.crypto import Algorithm
-from keys.keystore import KeyDirectory
+from keys.gatewaykeys import create_or_join
 from keys.model import Region
 from keys.registry import KeyRegistry
 from keys.store.factory import open_store
@@ -87,15 +87,19 @@ async def prepare(
     store the ``database`` given (a PostgreSQL URL or a SQLite file; default
     ``DATA_DIR/trustgw.db``)."""
     paths = DataDir(data_dir)
-    KeyDirectory.create(
-        paths.keys,
-        dev=True,
-        passphrase=None,
-        now=now - timedelta(days=1),
-        algorithm=gateway_algorithm,
-    )
+    # What marks a data directory whose store is elsewhere as initialised (DataDir.is_initialised).
+    paths.pki.mkdir(mode=0o700, exist_ok=True)
     store = await open_store(paths.database if database is None else database)
     try:
+        # The gateway's keys in the store's keyring (development: unsealed, and said so).
+        await create_or_join(
+            store,
+            dev=True,
+            passphrase=None,
+            now=now - timedelta(days=1),
+            algorithm=gateway_algorithm,
+            actor="operator:demo",
+        )
         registry = KeyRegistry(store)
         for issuer in simulator.issuers():
             spec = issuer.spec

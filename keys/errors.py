@@ -320,6 +320,14 @@ class UnauthenticatedError(GatewayError):
     default_message = "the call carries no client certificate the gateway recognises"
 
 
+class CertificateDeniedError(UnauthenticatedError):
+    """The caller's client certificate is on the gateway's deny list (``trustgw pki deny`` /
+    ``pki revoke``)."""
+
+    reason = "CERTIFICATE_DENIED"
+    default_message = "this client certificate has been revoked: ask the operator for a new one"
+
+
 # --- calls made by the client SDK ----------------------------------------------------------
 
 
@@ -514,3 +522,39 @@ class InvalidConfigError(ConfigurationError):
     def __init__(self, problems: Sequence[Any]) -> None:
         self.problems: tuple[Any, ...] = tuple(problems)
         super().__init__("; ".join(str(p) for p in problems) or self.default_message)
+
+
+class ListenError(ConfigurationError):
+    """A server socket (gRPC, metrics or probe) could not be opened (docs/operations.md,
+    "Exit codes")."""
+
+    reason = "LISTEN_FAILED"
+    default_message = "cannot listen on the address configured"
+
+
+class AddressInUseError(ListenError):
+    """Another process holds the address a listener is configured on."""
+
+    reason = "ADDRESS_IN_USE"
+    default_message = "the address is in use by another process"
+
+
+class AddressUnavailableError(ListenError):
+    """The address a listener is configured on is not one of this machine's."""
+
+    reason = "ADDRESS_UNAVAILABLE"
+    default_message = "the address is not one of this machine's"
+
+
+class ListenPermissionError(ListenError):
+    """The process may not listen on that address (a port below 1024 without the capability)."""
+
+    reason = "LISTEN_PERMISSION"
+    default_message = "not permitted to listen on the address (a port below 1024?)"
+
+
+class FilePermissionError(ConfigurationError):
+    """A file the gateway needs (TLS, keys, configuration) is not readable by its user."""
+
+    reason = "FILE_PERMISSION"
+    default_message = "a file the gateway needs is not readable by its user"

@@ -404,3 +404,87 @@ def test_an_unreachable_postgresql_store_is_one_line_without_the_password(
     assert all("s3cr3t-pw" not in record.getMessage() for record in caplog.records)
     if command[0] == "init":  # nothing half-made: init can run again once the store is there
         assert not (data_dir / "keys").exists()
+
+
+# --- the same on PostgreSQL ---------------------------------------------------------------
+
+
+def _with_password(url: str, password: str) -> str:
+    """``url`` with a password in its userinfo (the test server trusts, and ignores it)."""
+    scheme, _, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    user = userinfo if at else "postgres"
+    return f"{scheme}://{user}:{password}@{hostpart if at else rest}"
+
+
+@pytest.mark.integration
+def test_init_serve_and_db_on_postgresql_go_by_the_one_setting(
+    pg_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An empty PostgreSQL database: serve refuses it (SCHEMA_OUTDATED), db status says so,
+    init fills it and leaves only keys/ and pki/ in the data directory, the store commands
+    find it by TRUSTGW_DATABASE; the password in the URL is never printed nor logged."""
+    import gateway.cli.core
+
+    monkeypatch.setattr(gateway.cli.core, "configure_logging", lambda *_: None)
+    caplog.set_level(logging.DEBUG)
+    url = _with_password(pg_url, "s3cr3t-pw")
+    data_dir = tmp_path / "gw"
+    printed = []
+
+    def run_cli(*argv: str) -> Ran:
+        ran = trustgw(capsys, *argv)
+        printed.append(ran.out + ran.err)
+        return ran
+
+    ran = run_cli("db", "status", "--database", url, "--json")  # no data directory needed
+    assert ran.status == 1
+    status = ran.json()
+    assert (status["backend"], status["current"], status["state"]) == (
+        "postgresql",
+        0,
+        "needs migration",
+    )
+    assert status["database"] == dburl.redact(url) and ":***@" in status["database"]
+    ran = run_cli("init", "--data-dir", str(data_dir), "--dev", "--database", url, "--json")
+    assert ran.status == 0, ran.err
+    assert (
+        sorted(p.name for p in data_dir.iterdir()) == ["keys", "pki"]
+        or not (data_dir / "trustgw.db").exists()
+    )
+    monkeypatch.setenv("TRUSTGW_DATABASE", url)
+    ran = run_cli("partner", "list", "--data-dir", str(data_dir), "--json")
+    assert ran.status == 0, ran.err
+    assert len(ran.json()) == 14
+    ran = run_cli("db", "status", "--data-dir", str(data_dir))
+    assert ran.status == 0 and "(postgresql)" in ran.out and "up to date" in ran.out
+    ran = run_cli("config", "show", "--data-dir", str(data_dir), "--json")
+    row = next(r for r in ran.json()["settings"] if r["key"] == "database")
+    assert row["value"] == dburl.redact(url) and row["source"] == "env TRUSTGW_DATABASE"
+    for text in printed:
+        assert "s3cr3t-pw" not in text
+    assert all("s3cr3t-pw" not in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.integration
+def test_serve_refuses_an_empty_postgresql_database_and_db_migrate_prepares_it(
+    pg_url: str,
+    own_data_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gateway.cli.core
+
+    monkeypatch.setattr(gateway.cli.core, "configure_logging", lambda *_: None)
+    where = ["--data-dir", str(own_data_dir), "--database", pg_url]
+    ran = trustgw(capsys, "serve", *where, "--insecure", "--listen", "127.0.0.1:0")
+    assert one_line_error(ran) == "SCHEMA_OUTDATED"
+    assert "run trustgw db migrate" in ran.err
+    ran = trustgw(capsys, "db", "migrate", *where, "--json")
+    assert ran.status == 0, ran.err
+    assert ran.json()["backend"] == "postgresql" and ran.json()["migrated"] is True
+    assert run(schema_status(pg_url)).outdated is False

@@ -113,7 +113,9 @@ def test_every_documented_command_is_one_the_cli_takes(
 def _block(page: str, heading: str) -> list[str]:
     """The ``trustgw`` lines of the shell blocks of one section of a page."""
     text = (ROOT / "docs" / page).read_text(encoding="utf-8")
-    start = text.index(heading)
+    found = re.search(rf"^{re.escape(heading)}\b.*$", text, re.MULTILINE)
+    assert found is not None, f"{page} has no heading {heading!r}"
+    start = found.start()
     end = text.find("\n## ", start + len(heading))
     section = text[start : end if end > 0 else None]
     lines = []

@@ -48,7 +48,9 @@ REPO = Path(__file__).resolve().parent.parent
 SHOW = next(s.code for s in REGION_SPECS if s.mode is Mode.SHOW)
 CONVERT = next(s.code for s in REGION_SPECS if s.mode is Mode.CONVERT)
 DEADLINE = 150.0  # the whole scenario; only a failing run waits this long
-PHASE_CALLS = 60  # calls the client completes in each phase
+PHASE_CALLS = 60  # calls the client completes in each phase (at least)
+PHASES = 5
+SOURCES_PER_PHASE = 50  # convert-mode codes of one phase (a long phase sends them again)
 # Every call may wait out a database restart or a replica's death: a deadline of its own,
 # retries with short backoffs within it.
 CALL_TIMEOUT = 30.0
@@ -139,17 +141,27 @@ class Replica:
 class Load:
     """The client's sustained load: what it sent, what came back, what failed."""
 
-    codes: list[tuple[str, bool]]  # (code, is a conversion), sent in turn
+    # One list of (code, is a conversion) per phase, each sent in turn and cycled within its
+    # phase: every phase converts codes no earlier phase sent (its own new conversions).
+    phases: list[list[tuple[str, bool]]]
+    phase: int = 0
     done: int = 0
+    converted_in: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
     failures: list[str] = field(default_factory=list)
     home_codes: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     progressed: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _next: int = 0
 
+    def next_phase(self) -> None:
+        self.phase += 1
+        self._next = 0
+
     async def worker(self, client: AsyncGatewayClient) -> None:
         while not self.stopping.is_set():
-            code, converts = self.codes[self._next % len(self.codes)]
+            phase = self.phase
+            codes = self.phases[phase]
+            code, converts = codes[self._next % len(codes)]
             self._next += 1
             try:
                 decision = await client.recognise(code, timeout=CALL_TIMEOUT)
@@ -157,6 +169,8 @@ class Load:
                 self.failures.append(f"{type(exc).__name__}: {exc}")
                 continue
             self._record(code, converts, decision)
+            if converts:
+                self.converted_in[phase].add(code)
             self.done += 1
             self.progressed.set()
 
@@ -226,11 +240,14 @@ def test_a_killed_replica_and_a_restarted_database_fail_no_idempotent_call(
     backend: str, tmp_path: Path, simulator, codes: Callable[[str, Any], Any]
 ) -> None:
     convert, show = codes(CONVERT, NOW), codes(SHOW, NOW)
-    pool: list[tuple[str, bool]] = []
     shows = [show() for _ in range(20)]
-    for i in range(400):  # new conversions through every phase, each source sent twice
-        source = convert()
-        pool += [(source, True), (shows[i % len(shows)], False), (source, True)]
+    phases: list[list[tuple[str, bool]]] = []
+    for _ in range(PHASES):
+        pool: list[tuple[str, bool]] = []
+        for i in range(SOURCES_PER_PHASE):  # each source sent twice, mostly via two replicas
+            source = convert()
+            pool += [(source, True), (shows[i % len(shows)], False), (source, True)]
+        phases.append(pool)
     data_dir = tmp_path / "gw"
     data_dir.mkdir()
 
@@ -242,7 +259,7 @@ def test_a_killed_replica_and_a_restarted_database_fail_no_idempotent_call(
             if db.setting is not None:
                 serve += ["--database", db.setting]
             replicas = [Replica(n, serve, tmp_path / f"{n}.log") for n in ("r1", "r2", "r3")]
-            load = Load(pool)
+            load = Load(phases)
             try:
                 await asyncio.gather(*(r.start() for r in replicas))
                 async with AsyncGatewayClient(
@@ -256,17 +273,21 @@ def test_a_killed_replica_and_a_restarted_database_fail_no_idempotent_call(
                         async with asyncio.timeout(DEADLINE):
                             await load.until(PHASE_CALLS)
                             victim = replicas[0]
+                            load.next_phase()  # 1: a replica killed
                             await victim.kill()
                             await load.until(PHASE_CALLS)  # two replicas carry the load
+                            load.next_phase()  # 2: the replica restarting
                             await victim.start()
                             # The client sends to the restarted replica again (health-checked
                             # round robin): its own counter of decisions moves.
                             while not await asyncio.to_thread(victim.recognitions):
                                 await load.until(1)
                             after_restart = await asyncio.to_thread(victim.recognitions)
+                            load.next_phase()  # 3: the database restarted
                             if db.cluster is not None:
                                 await asyncio.to_thread(db.cluster.restart, "fast")
-                                await load.until(PHASE_CALLS)  # after the database is back
+                            await load.until(PHASE_CALLS)  # after the database is back
+                            load.next_phase()  # 4: all up again
                             await load.until(PHASE_CALLS)
                     finally:
                         load.stopping.set()
@@ -279,6 +300,8 @@ def test_a_killed_replica_and_a_restarted_database_fail_no_idempotent_call(
     assert load.failures == [], load.failures[:5]
     assert load.done >= 4 * PHASE_CALLS
     assert after_restart > 0
+    # Every phase made new conversions (through the kill, the restarts, after them).
+    assert all(load.converted_in[phase] for phase in range(PHASES)), load.converted_in.keys()
     # 0 duplicates: each source code has one record, and every caller got its home code.
     by_source: dict[str, list[str]] = defaultdict(list)
     for record in stored:

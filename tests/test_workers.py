@@ -472,9 +472,9 @@ def test_workers_refuse_a_busy_port_in_one_line(prepared_dir: Any) -> None:
         code, out, err = asyncio.run(scenario())
     finally:
         taken.close()
-    assert code == 1 and out == b""
+    assert code == 4 and out == b""  # docs/operations.md "Exit codes"
     last = err.decode().strip().splitlines()[-1]
-    assert last.startswith("trustgw: CONFIGURATION: cannot listen on 127.0.0.1:"), err
+    assert last.startswith("trustgw: ADDRESS_IN_USE: cannot open the gRPC port 127.0.0.1:"), err
 
 
 def test_a_worker_keeps_every_other_setting() -> None:

@@ -35,3 +35,5 @@ expected_generation
 # Not ours to delete now: tell the owner.
 Background  # gateway/runtime/tasks.py: w-rooms' one background helper, being adopted
 BYTES_ID_REGIONS  # tests/independent/doc_issuer.py (w-docs): documents partners.md §5
+_.log_message  # gateway/grpc/server.py: http.server calls it for every request (scrapes not logged)
+_.daemon_threads  # socketserver.ThreadingMixIn reads it

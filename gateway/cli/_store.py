@@ -51,7 +51,13 @@ def database_target(
         os.environ if environ is None else environ,
         getattr(opts, "database", None),
     )
-    return target if target is not None else DataDir(opts.data_dir).database
+    if target is not None:
+        return target
+    if getattr(opts, "data_dir", None) is None:
+        raise UsageError(
+            "give the store: --database URL-or-PATH, or --data-dir DIR for its trustgw.db"
+        )
+    return DataDir(opts.data_dir).database
 
 
 async def connect(

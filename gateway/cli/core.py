@@ -22,7 +22,7 @@ from gateway.cli._common import (
 )
 from gateway.cli._store import add_database
 from gateway.cli.config import add_settings_flags, settings_from
-from gateway.observability import configure_logging
+from gateway.observability import AccessLog, configure_logging
 from gateway.runtime import dburl
 from gateway.runtime.datadir import DataDir
 from gateway.runtime.settings import Settings, load_database
@@ -136,13 +136,16 @@ def cmd_init(opts: argparse.Namespace) -> int:
 
 async def _serve_settings(settings: Settings, worker: WorkerLink | None = None) -> None:
     """One gateway process: the whole server, or (``worker``) one of ``--workers N``."""
+    from gateway.cli._reload import reload_on_signal
     from gateway.grpc.server import build_server
+    from gateway.pki import DENY_FILE
     from gateway.runtime.gateway import Gateway
 
     config = settings.gateway_config(passphrase_from_env())
     if worker is not None:
         config = worker_config(config, worker.slot)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.log_libraries)
+    access = AccessLog(settings.log_access)
     if config.tls is not None:
         config.tls.read()  # fail now, with a clear message, rather than at the first call
     elif worker is None:
@@ -164,26 +167,28 @@ async def _serve_settings(settings: Settings, worker: WorkerLink | None = None) 
     # only (SIGINT is ignored: see gateway/runtime/supervisor.py) or when the supervisor dies.
     for sig in (signal.SIGTERM,) if worker is not None else (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    reload_requested = asyncio.Event()  # SIGHUP: reload (gateway/cli/_reload.py), never exit
+    loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
     parent = worker.parent_sentinel() if worker is not None else None
     if parent is not None:
         loop.add_reader(parent, stop.set)
     gateway = await Gateway.open(config)
     try:
-        try:
-            running = await build_server(
-                gateway,
-                config.listen,
-                config.tls,
-                config.metrics_listen,
-                reuse_port=worker is not None,
-            )
-        except RuntimeError as exc:  # grpc's "Failed to bind to address ..."
-            if "bind" not in str(exc):
-                raise
-            where = " and ".join(filter(None, (config.listen, config.metrics_listen)))
-            raise ConfigurationError(
-                f"cannot listen on {where}: an address is in use or not this machine's"
-            ) from None
+        # With --workers N, worker 0 alone opens the probe port (one port, one owner).
+        probe = settings.probe_listen if worker is None or worker.slot.index == 0 else None
+        running = await build_server(
+            gateway,
+            config.listen,
+            config.tls,
+            config.metrics_listen,
+            access,
+            probe,
+            deny_list=config.paths.pki / DENY_FILE,
+            reuse_port=worker is not None,
+        )
+        reloader = asyncio.create_task(
+            reload_on_signal(reload_requested, settings, running, access)
+        )
         host = config.listen.rsplit(":", 1)[0]
         mode = "plaintext (development)" if config.tls is None else "mutual TLS"
         if worker is not None:
@@ -193,7 +198,11 @@ async def _serve_settings(settings: Settings, worker: WorkerLink | None = None) 
         if running.metrics_port is not None:
             metrics_host = (config.metrics_listen or "").rpartition(":")[0]
             print(f"metrics on http://{metrics_host}:{running.metrics_port}/metrics", flush=True)
+        if running.probe_port is not None and worker is None:
+            probe_host = (settings.probe_listen or "").rpartition(":")[0]
+            print(f"probes on {probe_host}:{running.probe_port} (plaintext)", flush=True)
         await stop.wait()
+        reloader.cancel()
         log.info("shutting down: NOT_SERVING, draining for up to %ss", config.grace)
         await running.stop(config.grace)
         log.info("drained; stopped")
@@ -215,12 +224,36 @@ def cmd_serve(opts: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# docs/operations.md "Exit codes": what ``trustgw serve`` exits with when it cannot start.
+EXIT_CONFIGURATION, EXIT_LISTEN, EXIT_PERMISSION, EXIT_STORE = 3, 4, 5, 6
+
+
+def serve_exit_status(exc: BaseException, status: int) -> int:
+    """The exit status of ``serve`` failing with ``exc`` (``status``: the general one)."""
+    from keys.errors import (
+        FilePermissionError,
+        ListenError,
+        ListenPermissionError,
+        StoreUnavailableError,
+    )
+
+    if isinstance(exc, ListenPermissionError | FilePermissionError | PermissionError):
+        return EXIT_PERMISSION
+    if isinstance(exc, ListenError):
+        return EXIT_LISTEN
+    if isinstance(exc, StoreUnavailableError):
+        return EXIT_STORE
+    if isinstance(exc, ConfigurationError):
+        return EXIT_CONFIGURATION
+    return status
+
+
 def _supervise(settings: Settings) -> int:
     """``serve --workers N``: checks made once here, then N worker processes."""
     from gateway.runtime.supervisor import Supervisor
     from keys.store.factory import schema_status
 
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.log_libraries)
     tls = settings.tls_files()
     if tls is not None:
         tls.read()
@@ -297,7 +330,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("serve", help="run the gRPC gateway")
     add_settings_flags(p)  # --config FILE and one flag per setting (gateway/runtime/settings.py)
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_serve, exit_status=serve_exit_status)
 
     p = sub.add_parser("demo", help="run a self-contained demonstration with 14 simulated partners")
     p.add_argument(

@@ -10,8 +10,15 @@ import argparse
 import asyncio
 from typing import Any
 
-from gateway.cli._common import EXIT_OK, EXIT_REJECTED, add_json, path_type, print_json
-from gateway.cli._store import add_store_args, database_target
+from gateway.cli._common import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    add_json,
+    existing_data_dir_type,
+    path_type,
+    print_json,
+)
+from gateway.cli._store import add_database, database_target
 from gateway.runtime import dburl
 from gateway.runtime.datadir import DataDir
 from keys.errors import PassphraseError
@@ -59,6 +66,8 @@ def _code_keys(opts: argparse.Namespace) -> CodeKeys | None:
     passphrase for encrypted keys ``None``: such a migration then refuses and says why. Only a
     data directory from before the keyring has the secret in files (``keys/``): a database of
     schema 3 or older is older than the keyring."""
+    if opts.data_dir is None:
+        return None
     passphrase = passphrase_from_env()
     if not (DataDir(opts.data_dir).keys / MANIFEST).exists():
         return None
@@ -117,7 +126,14 @@ def register(sub: Any) -> None:
         ("migrate", "bring the store's schema up to date (serve refuses an old one)", cmd_migrate),
     ):
         p = area.add_parser(name, help=text)
-        add_store_args(p)
+        # --data-dir only for the SQLite file in it (and, for migrate, its key directory): a
+        # PostgreSQL database needs none.
+        p.add_argument(
+            "--data-dir",
+            type=existing_data_dir_type,
+            help="the gateway's data directory (its trustgw.db, unless --database)",
+        )
+        add_database(p)
         p.add_argument(
             "--config", type=path_type, metavar="FILE", help="TOML file whose database to use"
         )

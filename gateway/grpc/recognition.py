@@ -21,6 +21,7 @@ from gateway.grpc.methods import (
     Method,
     decode,
 )
+from gateway.observability import note_outcome
 from gateway.pki import Role
 from gateway.runtime.gateway import Gateway
 from keys.errors import InvalidRequestError
@@ -98,6 +99,7 @@ class RecognitionService:
         self._gateway = gateway
 
     def _respond(self, request_id: str, decision: Recognition) -> pb.RecogniseResponse:
+        note_outcome(decision.region, decision.reason)
         metrics = self._gateway.metrics
         metrics.recognitions.labels(
             decision.region or "-",

@@ -122,8 +122,21 @@ OPTIONS: tuple[Option, ...] = (
         "HOST:PORT of the Prometheus endpoint (unset: off)",
         optional=True,
     ),
+    Option(
+        "probe_listen",
+        "address",
+        "HOST:PORT of the plaintext probe port: grpc.health.v1 and HTTP /healthz, /readyz "
+        "(unset: off)",
+        optional=True,
+    ),
     Option("log.level", "choice", "log level", choices=LOG_LEVELS),
     Option("log.format", "choice", "log format", choices=LOG_FORMATS),
+    Option("log.access", "bool", "one line per call in the access log (trustgw.access)"),
+    Option(
+        "log.libraries",
+        "bool",
+        "let aiosqlite, psycopg and grpc log at log.level (otherwise only their warnings)",
+    ),
     Option(
         "refresh_interval",
         "float",
@@ -202,8 +215,11 @@ class Settings:
     tls_key: Path | None = None
     tls_ca: Path | None = None
     metrics_listen: str | None = None
+    probe_listen: str | None = None
     log_level: str = "info"
     log_format: str = "json"
+    log_access: bool = True
+    log_libraries: bool = False
     refresh_interval: float = 0.5
     grace_period: float = 5.0
     retention_recognitions_days: float = 30.0
@@ -213,6 +229,8 @@ class Settings:
     trustlist_ttl_hours: float = 24.0
     # Where each value came from: attribute -> "default", "file F", "env NAME", "flag --name".
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # The file the settings were read from (read again on SIGHUP: gateway/cli/_reload.py).
+    config_file: Path | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         problems: list[Problem] = []
@@ -527,7 +545,7 @@ def load(
         for attr, (value, source) in layer.items():
             merged[attr] = value
             sources[attr] = source
-    return Settings(**merged, sources=sources)
+    return Settings(**merged, sources=sources, config_file=file)
 
 
 def check_file(path: Path) -> list[Problem]:

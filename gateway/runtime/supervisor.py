@@ -135,8 +135,11 @@ def reserve_port(listen: str) -> tuple[socket.socket, int]:
     """A socket bound to ``listen`` with ``SO_REUSEPORT`` (never listening): it holds the port
     for the workers, fails now when the port is taken, and resolves port 0.
 
-    Raises :class:`ConfigurationError`.
+    Raises :class:`ConfigurationError` (:class:`keys.errors.ListenError` for a port in use or
+    an address not this machine's: ``serve`` exits 4).
     """
+    from gateway.listen import listen_error
+
     host, _, port_text = listen.rpartition(":")
     host = host.strip("[]")
     try:
@@ -153,11 +156,9 @@ def reserve_port(listen: str) -> tuple[socket.socket, int]:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise ConfigurationError(
-            f"cannot listen on {listen}: an address is in use or not this machine's"
-        ) from None
+        raise listen_error("gRPC", listen, exc.errno) from None
     return sock, int(sock.getsockname()[1])
 
 
@@ -387,24 +388,18 @@ class Supervisor:
     # -- metrics -----------------------------------------------------------------------------
 
     def _start_metrics(self, listen: str) -> None:
-        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client import CollectorRegistry
         from prometheus_client.multiprocess import MultiProcessCollector
+
+        from gateway.observability import start_metrics_http
 
         self._metrics_dir = tempfile.mkdtemp(prefix="trustgw-metrics-")
         os.environ[MULTIPROC_ENV] = self._metrics_dir  # the workers inherit it at spawn
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self._metrics_dir)  # type: ignore[no-untyped-call]
         registry.register(_SupervisorCollector(self))
-        host, _, port = listen.rpartition(":")
-        try:
-            self._metrics_server, _thread = start_http_server(
-                int(port), addr=host or "127.0.0.1", registry=registry
-            )
-        except OSError:
-            raise ConfigurationError(
-                f"cannot listen on {listen}: an address is in use or not this machine's"
-            ) from None
-        self.metrics_port = int(self._metrics_server.server_port)
+        # /metrics only, and a port that cannot be opened is the one ListenError (exit 4)
+        self._metrics_server, self.metrics_port = start_metrics_http(listen, registry)
 
     def worker_states(self) -> list[tuple[int, bool, int]]:
         """``(index, serving, restarts)`` of every worker (for the supervisor's own metrics)."""

@@ -36,6 +36,8 @@ from store_conformance.data import (
     snapshot,
 )
 
+pytestmark = pytest.mark.doc('api.md "RPC errors"')
+
 
 def assert_unavailable(error: StoreUnavailableError) -> None:
     """The documented status of a database outage, and a message an operator can read."""

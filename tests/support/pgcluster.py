@@ -145,7 +145,35 @@ class PgCluster:
         return done.returncode == 0
 
 
-def _private_root() -> Path:
+def shell(line: str, env: dict[str, str], *, timeout: float = START_TIMEOUT + 30) -> str:
+    """Run one documented shell ``line`` with ``bash -c`` as the postgres user, with ``env``
+    added (``PGDATA``, ``PGPORT``, …) and the binaries first on ``PATH``; returns its standard
+    output, raises with its output when it fails."""
+    binaries = require_binaries()
+    extra = {"PATH": f"{binaries}:{os.environ.get('PATH', '/usr/bin:/bin')}", **env}
+    argv = _as_postgres(["env", *(f"{k}={v}" for k, v in extra.items()), "bash", "-c", line])
+    # Output to a file, not a pipe: a server started by the line inherits it and keeps it open.
+    with tempfile.TemporaryFile() as out:
+        done = subprocess.run(  # noqa: S603 - the documented line, run as documented
+            argv, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=False, cwd="/"
+        )
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    if done.returncode != 0:
+        raise AssertionError(f"{line!r} failed ({done.returncode}):\n{text}")
+    return text
+
+
+def owned_dir(path: Path) -> Path:
+    """Make ``path`` (mode 0700) owned by the postgres user, for its data, archive or backups."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    if os.geteuid() == 0:
+        shutil.chown(path, PG_USER, PG_USER)
+    return path
+
+
+def private_root() -> Path:
     """A new temporary directory the postgres user owns (pytest's tmp dirs are 0700 root)."""
     root = Path(tempfile.mkdtemp(prefix="trustgw-pg-"))
     root.chmod(0o700)
@@ -168,7 +196,7 @@ def init_cluster(binaries: Path, root: Path, name: str = "primary") -> PgCluster
 def private_cluster(name: str = "primary") -> Iterator[PgCluster]:
     """A started private cluster, stopped and deleted afterwards (skipped without binaries)."""
     binaries = require_binaries()
-    root = _private_root()
+    root = private_root()
     cluster = init_cluster(binaries, root, name)
     try:
         cluster.start()
