@@ -178,3 +178,28 @@ def test_restore_refuses_a_data_directory_in_use(
     )
     ran = trustgw(capsys, "restore", str(backup), "--data-dir", str(own_data_dir))
     assert (ran.status, ran.reason) == (2, "USAGE")
+
+
+def test_a_backup_is_a_consistent_copy_taken_while_a_writer_is_busy(
+    own_data_dir: Path, tmp_path: Path, capsys: Any
+) -> None:
+    database = own_data_dir / "trustgw.db"
+    job = "INSERT INTO stock_jobs VALUES (?, 'f.csv', 0, '{}', 0, 0, NULL)"
+    writer = sqlite3.connect(database, isolation_level=None)
+    try:
+        assert writer.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        writer.execute("PRAGMA wal_autocheckpoint = 0")  # the commit stays in the -wal file
+        writer.execute(job, ("a" * 64,))  # committed, not yet in trustgw.db itself
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute(job, ("b" * 64,))  # a writer in the middle of a transaction
+        backup = tmp_path / "gw.tar.gz"
+        ran = trustgw(capsys, "backup", "--data-dir", str(own_data_dir), "--out", str(backup))
+        assert ran.status == 0, ran.err
+        writer.execute("COMMIT")
+    finally:
+        writer.close()
+    restored = tmp_path / "restored"
+    assert trustgw(capsys, "restore", str(backup), "--data-dir", str(restored)).status == 0
+    with sqlite3.connect(restored / "trustgw.db") as conn:
+        jobs = {d[0] for (d,) in conn.execute("SELECT digest FROM stock_jobs")}
+    assert jobs == {"a"}  # the committed row, not the one uncommitted at the time
