@@ -151,3 +151,24 @@ def test_keys_list_and_export_show_a_staged_rotation_the_right_way_round(
         assert ran.status == 0, ran.err
         listed = {k["kid"]: k["status"] for k in json.loads(out.read_text())["keys"]}
         assert (listed[old], listed[new]) == expected
+
+
+def test_get_gateway_keys_carries_the_labels_at_the_time_of_the_call(tmp_path: Path) -> None:
+    import asyncio
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from support.clock import REAL_NOW  # the servicer reads the clock, once per call
+
+    from gateway.api.v1 import recognition_pb2 as pb
+    from gateway.grpc.recognition import RecognitionService
+
+    keys = KeyDirectory.create(
+        tmp_path / "keys", dev=True, passphrase=None, now=REAL_NOW - timedelta(days=1)
+    )
+    old, _ = keys.signer(ATTEST, REAL_NOW)
+    new = keys.rotate(ATTEST, REAL_NOW, activate_at=REAL_NOW + timedelta(days=1))
+    service = RecognitionService(cast(Any, SimpleNamespace(published_keys=keys.public_keys)))
+    reply = asyncio.run(service.GetGatewayKeys(pb.GetGatewayKeysRequest(), cast(Any, None)))
+    statuses = {k.key_id: k.status for k in reply.keys if k.role == "attest"}
+    assert statuses == {old.kid: "active", new.kid: "pending"}
