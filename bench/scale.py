@@ -376,14 +376,21 @@ def scratch_database(server_url: str) -> Iterator[str]:
 
 def postgres_unsupported(opts: Options) -> str | None:
     """Why the replica runs cannot happen here, or None."""
-    import importlib.util
-
     if opts.database is None:
         return "--database none"
-    if importlib.util.find_spec("keys.store.postgres") is None:
-        return "this checkout has no PostgreSQL store (keys.store.postgres)"
-    if _psql() is None:
+    psql = _psql()
+    if psql is None:
         return "no psql client to create the benchmark's database"
+    reached = subprocess.run(  # noqa: S603
+        [psql, "-X", "-q", "-d", opts.database, "-c", "SELECT 1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if reached.returncode != 0:
+        why = " ".join(reached.stderr.split())[:200]
+        return f"cannot reach the PostgreSQL server of --database: {why}"
     return None
 
 
@@ -503,6 +510,7 @@ def report(
 ) -> dict[str, object]:
     out: dict[str, object] = {"skipped": skipped, "rounds": opts.rounds}
     out.update(duration_s=opts.duration, warmup_s=opts.warmup, cpu_count=os.cpu_count())
+    out["loadavg_end"] = round(os.getloadavg()[0], 2)
     print(f"{'configuration':16}{'req/s':>9}{'server cpu':>12}{'h2load cpu':>12}  per round")
     for name, items in runs.items():
         rps = statistics.median(r.rps for r in items)
@@ -527,6 +535,23 @@ def report(
             verdict = "meets" if value >= GOAL else "BELOW"
             print(f"{ratio}: {value:.2f} ({verdict} the {GOAL} goal; per round "
                   + " ".join(f"{v:.2f}" for v in per_round) + ")")  # fmt: skip
+            # Requests per core-second of server CPU, 2 against 1: 1.0 is linear scaling of
+            # the work itself, whatever share of the machine the servers were given.
+            efficiency = statistics.median(
+                (b.rps / b.server_cpu) / (a.rps / a.server_cpu)
+                for a, b in zip(runs[one], runs[two], strict=True)
+                if a.server_cpu > 0 and b.server_cpu > 0
+            )
+            out[f"{ratio}_per_core"] = round(efficiency, 3)
+            got = statistics.median(r.server_cpu for r in runs[two])
+            out[f"{two}_contended"] = got < 1.7
+            print(f"  per core of server CPU: {efficiency:.2f} of linear")
+            if got < 1.7:
+                print(
+                    f"  WARNING: the 2-process servers got {got:.2f} cores of "
+                    f"{os.cpu_count()}: other processes took the rest (load average "
+                    f"{os.getloadavg()[0]:.1f}); the ratio is the machine's, not the gateway's"
+                )
     every = [r for items in runs.values() for r in items]
     out["errors"] = sum(r.errors for r in every)
     out["all_checks_ok"] = all(r.check == "ok" for r in every)
