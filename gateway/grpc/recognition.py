@@ -25,6 +25,7 @@ from gateway.observability import note_outcome
 from gateway.pki import Role
 from gateway.runtime.gateway import Gateway
 from keys.errors import InvalidRequestError
+from keys.keylabels import labelled
 from keys.model import HOME_REGION, Mode
 from keys.personal import RecognitionEntry
 from keys.regioncode import is_region_code
@@ -228,6 +229,7 @@ class RecognitionService:
     async def GetGatewayKeys(
         self, request: pb.GetGatewayKeysRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GatewayKeys:
+        now = utcnow()  # read once: every key's status at the same instant
         return pb.GatewayKeys(
             region=HOME_REGION,
             keys=[
@@ -238,9 +240,9 @@ class RecognitionService:
                     public_key=info.public_key.spki,
                     not_before=to_unix(info.not_before),
                     not_after=to_unix(info.not_after),
-                    status=info.status.value,
+                    status=label.value,
                     revoked_at=0 if info.revoked_at is None else to_unix(info.revoked_at),
                 )
-                for info in self._gateway.published_keys()
+                for info, label in labelled(self._gateway.published_keys(), now)
             ],
         )
