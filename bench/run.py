@@ -138,6 +138,7 @@ class Options:
     serve_cmd: str
     tls: bool
     workloads: tuple[str, ...]
+    forms: tuple[str, ...]
     sync_ideal: bool
 
 
@@ -172,6 +173,11 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         default=",".join(WORKLOADS),
         help="comma-separated workloads to measure: repeat (every code from the pool), mixed "
         "(--fresh new), fresh (every code new) (default %(default)s)",
+    )
+    p.add_argument(
+        "--forms",
+        default=",".join(FORMS),
+        help="comma-separated forms to measure (default %(default)s; for profiling one form)",
     )
     p.add_argument(
         "--no-sync-ideal",
@@ -221,8 +227,11 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         serve_cmd=a.serve_cmd,
         tls=not a.plaintext,
         workloads=tuple(w.strip() for w in a.workloads.split(",") if w.strip()),
+        forms=tuple(f.strip() for f in a.forms.split(",") if f.strip()),
         sync_ideal=not a.no_sync_ideal,
     )
+    if set(opts.forms) - set(FORMS) or not opts.forms:
+        p.error(f"--forms: choose from {', '.join(FORMS)}")
     if a.plaintext and a.tls:
         p.error("--plaintext and --tls exclude each other")
     unknown = set(opts.workloads) - set(WORKLOADS)
@@ -361,7 +370,7 @@ class Bench:
         o = self.opts
         for r in range(o.rounds):
             for workload in o.workloads:
-                for form in FORMS:
+                for form in o.forms:
                     order = (gateway, ideal) if r % 2 == 0 else (ideal, gateway)  # ABBA
                     for target in order:
                         if target is gateway:
@@ -408,7 +417,7 @@ def report(
         f"{'srv cpu':>9}{'cli cpu':>9}{'errors':>8}   per round req/s"
     )
     errors = 0
-    rows = [(w, f, n) for w in opts.workloads for f in FORMS for n in ("gateway", "ideal")]
+    rows = [(w, f, n) for w in opts.workloads for f in opts.forms for n in ("gateway", "ideal")]
     if ("ideal-sync", "all", "unary") in bench.results:
         rows.append(("all", "unary", "ideal-sync"))
     for workload, form, name in rows:
@@ -435,7 +444,7 @@ def report(
     client_bound: list[str] = []
     goals_met = True
     for workload in opts.workloads:
-        for form in FORMS:
+        for form in opts.forms:
             gw = bench.results[("gateway", workload, form)]
             ideal = bench.results[("ideal", workload, form)]
             g, i = _summary(gw), _summary(ideal)
@@ -462,7 +471,7 @@ def report(
             if i["server_cpu"] < 0.85 and i["client_cpu"] > 0.9:
                 client_bound.append(f"{workload}-{form}")
     sync = bench.results.get(("ideal-sync", "all", "unary"))
-    if sync:
+    if sync and "unary" in opts.forms:
         s_rps = _summary(sync)["rps"]
         for workload in opts.workloads:
             g_rps = _summary(bench.results[("gateway", workload, "unary")])["rps"]

@@ -134,7 +134,3 @@ def key_row(key: RegionKey) -> tuple[Any, ...]:
         key.status.value,
         opt_ts(key.revoked_at),
     )
-
-
-
-
