@@ -31,10 +31,10 @@ from gateway.runtime.gateway import Gateway
 from gateway.sdk import trust_from_proto
 from gateway.sdk.channel import aio_channel
 from keys.crypto import Algorithm
-from keys.keystore import KeyDirectory
+from keys.gatewaykeys import create_or_join
 from keys.model import Region
 from keys.registry import KeyRegistry
-from keys.store import SQLiteStore
+from keys.store.factory import open_store
 from keys.timeutil import utcnow
 
 
@@ -80,19 +80,26 @@ async def prepare(
     now: datetime,
     *,
     gateway_algorithm: Algorithm = Algorithm.EDDSA,
+    database: str | Path | None = None,
 ) -> None:
     """Initialise a development data directory with the simulated partners' keys; the
-    gateway's own keys are of ``gateway_algorithm`` (``trustgw init --gateway-algorithm``)."""
+    gateway's own keys are of ``gateway_algorithm`` (``trustgw init --gateway-algorithm``), the
+    store the ``database`` given (a PostgreSQL URL or a SQLite file; default
+    ``DATA_DIR/trustgw.db``)."""
     paths = DataDir(data_dir)
-    KeyDirectory.create(
-        paths.keys,
-        dev=True,
-        passphrase=None,
-        now=now - timedelta(days=1),
-        algorithm=gateway_algorithm,
-    )
-    store = await SQLiteStore.open(paths.database)
+    # What marks a data directory whose store is elsewhere as initialised (DataDir.is_initialised).
+    paths.pki.mkdir(mode=0o700, exist_ok=True)
+    store = await open_store(paths.database if database is None else database)
     try:
+        # The gateway's keys in the store's keyring (development: unsealed, and said so).
+        await create_or_join(
+            store,
+            dev=True,
+            passphrase=None,
+            now=now - timedelta(days=1),
+            algorithm=gateway_algorithm,
+            actor="operator:demo",
+        )
         registry = KeyRegistry(store)
         for issuer in simulator.issuers():
             spec = issuer.spec

@@ -7,17 +7,33 @@ keyed pseudonyms, and log calls pass ids and reasons, not codes.
 
 from __future__ import annotations
 
+import errno
+import importlib.metadata
 import itertools
 import json
 import logging
+import platform
 import re
 import secrets
-from collections.abc import Iterable
+import socket
+import sys
+import threading
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from datetime import datetime
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    make_wsgi_app,
+)
 
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
 REQUEST_ID_HEADER = "x-request-id"
@@ -25,6 +41,89 @@ REQUEST_ID_HEADER = "x-request-id"
 _ID_PREFIX = secrets.token_hex(4)
 _ID_COUNTER = itertools.count(1)
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+ACCESS_LOGGER = "trustgw.access"
+# The libraries whose own logs are noise at the gateway's level (aiosqlite logs every
+# statement at debug): kept at WARNING unless ``log.libraries`` is on.
+LIBRARY_LOGGERS = ("aiosqlite", "psycopg", "psycopg.pool", "grpc", "asyncio", "hpack", "h2")
+
+
+class CallRecord:
+    """What the access log says of one call, filled in while it runs: set by the request
+    interceptor (:data:`CALL`), annotated by the handlers (:func:`note_outcome`).
+
+    Never a code, a name or an id number: only the method, the caller's certificate role and
+    name (a region code or a checkpoint's name), the region and reason of the outcome, counts.
+    """
+
+    __slots__ = ("method", "peer", "reason", "received", "region", "request_id", "sent", "stream")
+
+    def __init__(self, method: str, request_id: str, stream: bool) -> None:
+        self.method = method
+        self.request_id = request_id
+        self.stream = stream
+        self.peer = ""  # "role/name" from the client certificate, "" when there is none
+        self.region = ""
+        self.reason = ""
+        self.received = 0
+        self.sent = 0
+
+
+CALL: ContextVar[CallRecord | None] = ContextVar("call", default=None)
+
+
+def note_outcome(region: str | None, reason: str) -> None:
+    """Record the outcome of the current unary call (a decision's region and reason) for the
+    access log. A stream's many decisions are counted, not logged one by one."""
+    call = CALL.get()
+    if call is not None and not call.stream:
+        call.region = region or ""
+        call.reason = reason
+
+
+def note_failure(reason: str) -> None:
+    """Record the reason a call (unary or stream) ended with an error status."""
+    call = CALL.get()
+    if call is not None:
+        call.reason = reason
+
+
+class AccessLog:
+    """One line per call to the ``trustgw.access`` logger (docs/operations.md, "Access log"),
+    switched by ``log.access`` (re-read on SIGHUP: :attr:`enabled`)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._log = logging.getLogger(ACCESS_LOGGER)
+
+    def write(self, call: CallRecord, status: str, seconds: float, peer_address: str) -> None:
+        """Log ``call``, ended with ``status`` after ``seconds``."""
+        if not (self.enabled and self._log.isEnabledFor(logging.INFO)):
+            return
+        role, _, name = call.peer.partition("/")
+        fields = {
+            "method": call.method,
+            "status": status,
+            "reason": call.reason or ("OK" if status == "OK" else status),
+            "region": call.region,
+            "peer_role": role,
+            "peer_name": name,
+            "peer_address": peer_address,
+            "latency_ms": round(seconds * 1000, 3),
+            "messages_in": call.received,
+            "messages_out": call.sent,
+        }
+        self._log.info(
+            "%s %s %s %.3fms in=%d out=%d peer=%s",
+            call.method,
+            status,
+            fields["reason"],
+            fields["latency_ms"],
+            call.received,
+            call.sent,
+            call.peer or "-",
+            extra={"access": fields, "call_id": call.request_id},
+        )
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,15 +137,20 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
-            "request_id": REQUEST_ID.get(),
+            "request_id": getattr(record, "call_id", None) or REQUEST_ID.get(),
         }
+        access = getattr(record, "access", None)
+        if access is not None:
+            entry.update(access)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    """Configure the root logger once, for a server process."""
+def configure_logging(level: str = "info", fmt: str = "json", libraries: bool = False) -> None:
+    """Configure the root logger for a server process (again on SIGHUP: it replaces the
+    handler). ``libraries``: let aiosqlite, psycopg and grpc log at ``level`` too (otherwise
+    only their warnings)."""
     handler = logging.StreamHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -58,11 +162,13 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if libraries else logging.WARNING)
 
 
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = REQUEST_ID.get()
+        record.request_id = getattr(record, "call_id", None) or REQUEST_ID.get()
         return True
 
 
@@ -83,17 +189,42 @@ class Metrics:
             ["region"],
             registry=self.registry,
         )
-        self.latency = Histogram(
-            "trustgw_rpc_latency_seconds",
-            "Server-side handling time per RPC method.",
-            ["method"],
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        # The standard gRPC server metrics, named and labelled as go-grpc-prometheus names them
+        # (grpc_type: unary, client_stream, server_stream, bidi_stream).
+        rpc = ["grpc_type", "grpc_service", "grpc_method"]
+        self.grpc_started = Counter(
+            "grpc_server_started", "RPCs started on the server.", rpc, registry=self.registry
+        )
+        self.grpc_handled = Counter(
+            "grpc_server_handled",
+            "RPCs completed on the server, by status code.",
+            [*rpc, "grpc_code"],
             registry=self.registry,
         )
-        self.errors = Counter(
-            "trustgw_rpc_errors",
-            "RPCs that ended with a status other than OK.",
-            ["method", "code"],
+        self.grpc_msg_received = Counter(
+            "grpc_server_msg_received",
+            "Messages received by the server (1 per unary call).",
+            rpc,
+            registry=self.registry,
+        )
+        self.grpc_msg_sent = Counter(
+            "grpc_server_msg_sent",
+            "Messages sent by the server (1 per successful unary call).",
+            rpc,
+            registry=self.registry,
+        )
+        self.grpc_handling = Histogram(
+            "grpc_server_handling_seconds",
+            "Server-side handling time of unary RPCs (streams: trustgw_stream_duration_seconds).",
+            rpc,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            registry=self.registry,
+        )
+        self.stream_duration = Histogram(
+            "trustgw_stream_duration_seconds",
+            "How long streaming RPCs stay open (a recognition stream, a trust-list watch).",
+            rpc,
+            buckets=(0.01, 0.1, 1, 10, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400),
             registry=self.registry,
         )
         self.bad_requests = Counter(
@@ -103,12 +234,27 @@ class Metrics:
             ["method", "reason"],
             registry=self.registry,
         )
-        self.key_expiry_days = Gauge(
-            "trustgw_key_expiry_days",
-            "Days until a key the gateway holds or trusts stops being valid.",
+        self.key_expiry = Gauge(
+            "trustgw_key_expiry_timestamp_seconds",
+            "When a key the gateway holds or trusts stops being valid (unix time).",
             ["owner", "role", "kid"],
             registry=self.registry,
         )
+        self.tls_expiry = Gauge(
+            "trustgw_tls_certificate_expiry_timestamp_seconds",
+            "When the server's TLS certificate or the client CA stops being valid (unix time).",
+            ["certificate"],
+            registry=self.registry,
+        )
+        self.build_info = Gauge(
+            "trustgw_build_info",
+            "Always 1; the labels say what is running.",
+            ["version", "python", "grpc", "platform"],
+            registry=self.registry,
+        )
+        self.build_info.labels(*build_labels()).set(1)
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, ..._memory_bytes
+        PlatformCollector(registry=self.registry)  # python_info
         self.registry_version = Gauge(
             "trustgw_registry_version",
             "Version of the loaded key registry.",
@@ -121,11 +267,35 @@ class Metrics:
         )
 
     def set_key_expiry(self, rows: Iterable[tuple[str, str, str, datetime]], now: datetime) -> None:
-        """Replace the key-expiry gauges with ``(owner, role, kid, not_after)`` rows."""
-        self.key_expiry_days.clear()
+        """Replace the key-expiry gauges with ``(owner, role, kid, not_after)`` rows (``now``:
+        the time of the reading; the gauges hold timestamps, which need no clock)."""
+        del now
+        self.key_expiry.clear()
         for owner, role, kid, not_after in rows:
-            days = (not_after - now).total_seconds() / 86400
-            self.key_expiry_days.labels(owner, role, kid).set(round(days, 3))
+            self.key_expiry.labels(owner, role, kid).set(not_after.timestamp())
+
+    def set_tls_expiry(self, expiry: Mapping[str, datetime]) -> None:
+        """Replace the TLS expiry gauges: ``{"server": not_after, "ca": not_after}``."""
+        self.tls_expiry.clear()
+        for name, not_after in expiry.items():
+            self.tls_expiry.labels(name).set(not_after.timestamp())
+
+
+def version() -> str:
+    """The installed trustgw's version (the source tree's when not installed)."""
+    try:
+        return importlib.metadata.version("trustgw")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def build_labels() -> tuple[str, str, str, str]:
+    """``trustgw_build_info``'s labels: trustgw, Python and grpc versions, and the platform."""
+    try:
+        grpc_version = importlib.metadata.version("grpcio")
+    except importlib.metadata.PackageNotFoundError:
+        grpc_version = "unknown"
+    return version(), platform.python_version(), grpc_version, sys.platform
 
 
 def request_id_from(metadata: Iterable[tuple[str, Any]] | None) -> str:
@@ -133,3 +303,46 @@ def request_id_from(metadata: Iterable[tuple[str, Any]] | None) -> str:
         if key == REQUEST_ID_HEADER and isinstance(value, str) and _REQUEST_ID_OK.match(value):
             return value
     return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFF:08x}"
+
+
+# --- the metrics endpoint ---------------------------------------------------------------------
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged."""
+
+
+def start_metrics_http(listen: str, registry: CollectorRegistry) -> tuple[WSGIServer, int]:
+    """Serve ``registry`` as Prometheus text at ``/metrics`` only (any other path is 404: the
+    probes are elsewhere, ``probe_listen``), in a thread of its own; (server, bound port).
+
+    Raises :class:`keys.errors.ListenError` when ``listen`` cannot be opened."""
+    from gateway.listen import host_port, listen_error
+
+    app = make_wsgi_app(registry)
+
+    def only_metrics(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == "/metrics":
+            return app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"not found: the metrics are at /metrics\n"]
+
+    host, port = host_port(listen)
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except (socket.gaierror, UnicodeError):
+        raise listen_error("metrics", listen, errno.EADDRNOTAVAIL) from None
+    server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
+    try:
+        server: WSGIServer = make_server(host, port, only_metrics, server_class, _QuietHandler)
+    except OSError as exc:
+        raise listen_error("metrics", listen, exc.errno) from None
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server, server.server_port
+
+
+class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    """One thread per scrape, none kept at exit."""
+
+    daemon_threads = True

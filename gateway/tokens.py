@@ -86,7 +86,9 @@ class TrustedKey:
     """One of the gateway's public keys, as a verifier holds it.
 
     The key signs in ``[not_before, not_after)``; ``status`` is ``active``, ``retired`` (a
-    successor signs; what it signed stays valid) or ``revoked`` (nothing it signed is valid).
+    successor signs; what it signed stays valid) or ``revoked`` (withdrawn: what it signed at
+    or after ``revoked_at``, the compromise time, is refused; without a ``revoked_at``,
+    everything it signed is).
     """
 
     kid: str
@@ -95,6 +97,7 @@ class TrustedKey:
     not_before: datetime
     not_after: datetime
     status: str = "active"
+    revoked_at: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.status not in KEY_STATUSES:
@@ -110,6 +113,7 @@ class TrustedKey:
             "not_before": to_unix(self.not_before),
             "not_after": to_unix(self.not_after),
             "status": self.status,
+            "revoked_at": None if self.revoked_at is None else to_unix(self.revoked_at),
         }
 
     def check_signed(self, iat: datetime, exp: datetime) -> None:
@@ -118,8 +122,13 @@ class TrustedKey:
         Raises :class:`KeyRevokedError` if the key is revoked, :class:`KeyNotValidError` unless
         ``not_before <= iat < not_after`` and ``exp <= not_after``.
         """
-        if self.status == REVOKED:
-            raise KeyRevokedError(f"gateway key {self.kid} is revoked", kid=self.kid)
+        if self.status == REVOKED and (self.revoked_at is None or iat >= self.revoked_at):
+            since = "" if self.revoked_at is None else f" from {self.revoked_at.isoformat()}"
+            raise KeyRevokedError(
+                f"gateway key {self.kid} is withdrawn{since}: what it signed then or later is "
+                "refused",
+                kid=self.kid,
+            )
         if not self.not_before <= iat < self.not_after:
             raise KeyNotValidError(
                 f"gateway key {self.kid} was not valid at signing time {iat.isoformat()}",
@@ -181,6 +190,7 @@ class GatewayTrust:
                     not_before=from_unix(int(k["not_before"])),
                     not_after=from_unix(int(k["not_after"])),
                     status=str(k.get("status", "active")),
+                    revoked_at=_optional_time(k.get("revoked_at")),
                 )
                 for k in obj["keys"]
             )
@@ -195,7 +205,13 @@ class GatewayTrust:
             HOME_REGION,
             tuple(
                 TrustedKey(
-                    i.kid, i.role.value, i.public_key, i.not_before, i.not_after, i.status.value
+                    i.kid,
+                    i.role.value,
+                    i.public_key,
+                    i.not_before,
+                    i.not_after,
+                    i.status.value,
+                    i.revoked_at,
                 )
                 for i in infos
             ),
@@ -218,6 +234,7 @@ class GatewayTrust:
                         from_unix(entry["not_before"]),
                         from_unix(entry["not_after"]),
                         str(entry["status"]),
+                        _optional_time(entry.get("revoked_at")),
                     )
                 )
         except GatewayError:
@@ -225,6 +242,15 @@ class GatewayTrust:
         except (KeyError, TypeError, ValueError) as exc:
             raise MalformedError(f"the trust list's gateway keys are not valid: {exc}") from None
         return cls(HOME_REGION, tuple(keys))
+
+
+def _optional_time(value: Any) -> datetime | None:
+    """A compromise time as a trust file or list states it: unix seconds, or absent/null."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError("revoked_at is whole unix seconds")
+    return from_unix(value)
 
 
 # --- the validity every signed output states ---------------------------------------------------

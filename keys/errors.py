@@ -320,6 +320,14 @@ class UnauthenticatedError(GatewayError):
     default_message = "the call carries no client certificate the gateway recognises"
 
 
+class CertificateDeniedError(UnauthenticatedError):
+    """The caller's client certificate is on the gateway's deny list (``trustgw pki deny`` /
+    ``pki revoke``)."""
+
+    reason = "CERTIFICATE_DENIED"
+    default_message = "this client certificate has been revoked: ask the operator for a new one"
+
+
 # --- calls made by the client SDK ----------------------------------------------------------
 
 
@@ -481,6 +489,29 @@ class KeyDirectoryError(ConfigurationError):
     default_message = "the key directory is missing, unreadable or has unsafe permissions"
 
 
+class NoKeyringError(ConfigurationError):
+    """The database holds no gateway keys and there is no key directory to import."""
+
+    reason = "NO_GATEWAY_KEYS"
+    default_message = (
+        "the database holds no gateway keys: run trustgw init (with --database on a new "
+        "deployment) first"
+    )
+
+
+class SchemaOutdatedError(ConfigurationError):
+    """The database's schema is older than this code's and the caller did not ask to migrate
+    (``trustgw serve`` never migrates: ``trustgw db migrate`` does)."""
+
+    reason = "SCHEMA_OUTDATED"
+    default_message = "the database needs a schema migration: run trustgw db migrate"
+
+    def __init__(self, message: str | None = None, *, current: int = 0, expected: int = 0) -> None:
+        self.current = current
+        self.expected = expected
+        super().__init__(message)
+
+
 class InvalidConfigError(ConfigurationError):
     """The configuration has one or more problems; :attr:`problems` lists them all (each one
     printable: ``gateway.runtime.settings.Problem``)."""
@@ -491,3 +522,39 @@ class InvalidConfigError(ConfigurationError):
     def __init__(self, problems: Sequence[Any]) -> None:
         self.problems: tuple[Any, ...] = tuple(problems)
         super().__init__("; ".join(str(p) for p in problems) or self.default_message)
+
+
+class ListenError(ConfigurationError):
+    """A server socket (gRPC, metrics or probe) could not be opened (docs/operations.md,
+    "Exit codes")."""
+
+    reason = "LISTEN_FAILED"
+    default_message = "cannot listen on the address configured"
+
+
+class AddressInUseError(ListenError):
+    """Another process holds the address a listener is configured on."""
+
+    reason = "ADDRESS_IN_USE"
+    default_message = "the address is in use by another process"
+
+
+class AddressUnavailableError(ListenError):
+    """The address a listener is configured on is not one of this machine's."""
+
+    reason = "ADDRESS_UNAVAILABLE"
+    default_message = "the address is not one of this machine's"
+
+
+class ListenPermissionError(ListenError):
+    """The process may not listen on that address (a port below 1024 without the capability)."""
+
+    reason = "LISTEN_PERMISSION"
+    default_message = "not permitted to listen on the address (a port below 1024?)"
+
+
+class FilePermissionError(ConfigurationError):
+    """A file the gateway needs (TLS, keys, configuration) is not readable by its user."""
+
+    reason = "FILE_PERMISSION"
+    default_message = "a file the gateway needs is not readable by its user"

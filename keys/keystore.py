@@ -24,22 +24,22 @@ import logging
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from keys.crypto import Algorithm, PrivateKey, PublicKey
+from keys.crypto import Algorithm, PrivateKey
 from keys.errors import (
     ConfigurationError,
     KeyDirectoryError,
     MalformedError,
     PassphraseError,
 )
+from keys.keyset import GatewayKeyInfo, GatewayKeys, KeyEntry, KeyRole, Signers
 from keys.model import KeyStatus
 from keys.privatefiles import (
     MAX_FILE_BYTES,
@@ -90,41 +90,19 @@ def check_gateway_algorithm(alg: Algorithm) -> Algorithm:
     return alg
 
 
-class KeyRole(StrEnum):
-    """What a gateway key signs."""
-
-    ATTEST = "attest"  # the gateway's signed recognition decisions
-    ISSUE = "issue"  # home-province codes issued by conversion
-    TRUSTLIST = "trustlist"  # the signed trust list of all regions' keys and the gateway's
-
-
-@dataclass(frozen=True)
-class GatewayKeyInfo:
-    """The public half and validity of one of the gateway's own keys."""
-
-    role: KeyRole
-    kid: str
-    public_key: PublicKey
-    not_before: datetime
-    not_after: datetime
-    status: KeyStatus
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "not_before", ensure_utc(self.not_before))
-        object.__setattr__(self, "not_after", ensure_utc(self.not_after))
-        if self.not_after <= self.not_before:
-            raise ValueError("not_after must be later than not_before")
-
-    def valid_at(self, when: datetime) -> bool:
-        """True if ``when`` lies in [not_before, not_after)."""
-        return self.not_before <= ensure_utc(when) < self.not_after
-
-
-@dataclass(frozen=True)
-class _Entry:
-    info: GatewayKeyInfo
-    file: str
-    private: PrivateKey
+_Entry = KeyEntry
+__all__ = [
+    "DEFAULT_ACTIVATION_DELAY",
+    "GATEWAY_ALGORITHMS",
+    "GatewayKeyInfo",
+    "GatewayKeys",
+    "KeyDirectory",
+    "KeyEntry",
+    "KeyRole",
+    "Signers",
+    "check_gateway_algorithm",
+    "passphrase_from_env",
+]
 
 
 def passphrase_from_env(environ: Mapping[str, str] = os.environ) -> bytes | None:
@@ -164,17 +142,7 @@ def passphrase_from_env(environ: Mapping[str, str] = os.environ) -> bytes | None
     return data
 
 
-class Signers(Protocol):
-    """What signs the gateway's outputs (the engine's, the stock converter's): the key of
-    ``role`` that signs at ``now`` and its public description. :class:`KeyDirectory` is one."""
-
-    def signer(self, role: KeyRole, now: datetime) -> tuple[GatewayKeyInfo, PrivateKey]:
-        """The private key of ``role`` that signs at ``now``; raises
-        :class:`ConfigurationError` when there is none."""
-        ...
-
-
-class KeyDirectory:
+class KeyDirectory(GatewayKeys):
     """The gateway's signing keys and pseudonym secret, loaded from a key directory.
 
     All private keys are decrypted when the directory is opened, so that a wrong passphrase or a
@@ -191,11 +159,14 @@ class KeyDirectory:
         pseudonym_secret: bytes,
     ) -> None:
         """Use :meth:`create` or :meth:`open`."""
+        super().__init__(dev=dev, entries=entries, pseudonym_secret=pseudonym_secret)
         self._path = path
-        self._dev = dev
         self._passphrase = passphrase
-        self._entries = entries
-        self._pseudonym_secret = pseudonym_secret
+
+    @property
+    def where(self) -> str:
+        """Where the keys are kept, for messages."""
+        return str(self._path)
 
     def __repr__(self) -> str:
         return f"KeyDirectory({str(self._path)!r}, dev={self._dev})"
@@ -309,77 +280,10 @@ class KeyDirectory:
             log.info("key directory %s had no trustlist key: created %s", path, info.kid)
         return directory
 
-    # -- queries -----------------------------------------------------------------------------
-
     @property
     def path(self) -> Path:
         """Where the directory lives."""
         return self._path
-
-    @property
-    def dev(self) -> bool:
-        """True if the keys are stored unencrypted (development only)."""
-        return self._dev
-
-    def signer(self, role: KeyRole, now: datetime) -> tuple[GatewayKeyInfo, PrivateKey]:
-        """The key that signs for ``role`` at ``now``, and its info.
-
-        Among the role's keys valid at ``now`` and not revoked, the newest ACTIVE one; a RETIRED
-        key signs only while its announced successor is not yet valid (see :meth:`rotate`).
-        Raises :class:`ConfigurationError` if there is none (all expired: rotate the keys).
-        """
-        now = ensure_utc(now)
-        usable = [
-            e
-            for e in self._entries
-            if e.info.role is role
-            and e.info.status is not KeyStatus.REVOKED
-            and e.info.valid_at(now)
-        ]
-        if not usable:
-            raise ConfigurationError(
-                f"no {role} key of the gateway is valid at {to_iso(now)}: "
-                f"rotate the keys in {self._path}"
-            )
-        best = max(
-            usable,
-            key=lambda e: (e.info.status is KeyStatus.ACTIVE, e.info.not_before, e.info.kid),
-        )
-        return best.info, best.private
-
-    def signers(self, role: KeyRole, now: datetime) -> list[tuple[GatewayKeyInfo, PrivateKey]]:
-        """Every key of ``role`` valid at ``now`` and not revoked, newest first.
-
-        The trust list is signed by all of them, so that verifiers that know only the previous
-        key keep accepting it across a rotation.
-        """
-        now = ensure_utc(now)
-        usable = [
-            e
-            for e in self._entries
-            if e.info.role is role
-            and e.info.status is not KeyStatus.REVOKED
-            and e.info.valid_at(now)
-        ]
-        usable.sort(key=lambda e: (e.info.not_before, e.info.kid), reverse=True)
-        return [(e.info, e.private) for e in usable]
-
-    def public_keys(self) -> list[GatewayKeyInfo]:
-        """Every published key (active, announced and retired), by role then not_before."""
-        return sorted(
-            (e.info for e in self._entries), key=lambda i: (i.role.value, i.not_before, i.kid)
-        )
-
-    def algorithm(self, role: KeyRole) -> Algorithm:
-        """The algorithm of the role's newest key (what its next rotation keeps by default)."""
-        keys = [e.info for e in self._entries if e.info.role is role]
-        if not keys:
-            return Algorithm.EDDSA
-        return max(keys, key=lambda i: (i.not_before, i.kid)).public_key.alg
-
-    def pseudonym_secret(self) -> bytes:
-        """The secret under which holder identifiers are pseudonymised (32 bytes)."""
-        return self._pseudonym_secret
 
     # -- rotation ----------------------------------------------------------------------------
 

@@ -69,7 +69,7 @@ def build_content(
         keys.append(
             _key_entry(
                 HOME_REGION, info.role.value, info.kid, info.public_key, info.not_before,
-                info.not_after, info.status.value, None,
+                info.not_after, info.status.value, info.revoked_at,
             )
         )  # fmt: skip
     keys.sort(key=lambda k: (k["owner"], k["kid"]))

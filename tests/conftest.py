@@ -13,6 +13,7 @@ import pytest
 from support import conformance, tiers
 from support.aio import run
 from support.codes import CodeFactory
+from support.pg import pg_module_url, pg_url  # the PostgreSQL fixtures (support/pg.py)
 
 from adapters.simulator import PartnerSimulator
 
@@ -28,6 +29,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     conformance.check(item)
+
+
+__all__ = ["pg_module_url", "pg_url"]
 
 
 @pytest.fixture(scope="session")

@@ -15,13 +15,14 @@ from adapters.simulator import PartnerSimulator
 from gateway import tokens
 from gateway.claims import AttestationClaims, HomeCodeClaims, PartnerSource
 from gateway.engine import Conversions, Recogniser
-from keys.keystore import KeyDirectory, KeyRole
+from keys.keystore import GatewayKeys, KeyDirectory, KeyRole
 from keys.model import Region
 from keys.pseudonym import Pseudonymiser
 from keys.records import SubmissionKind, SubmissionResult
 from keys.registry import KeyRegistry
 from keys.store import SQLiteStore
 from keys.timeutil import to_unix
+from tests.support.keyring import open_stored_keys
 
 
 async def fresh_data_dir(data_dir: Path, simulator: PartnerSimulator, init_at: datetime) -> Path:
@@ -49,7 +50,7 @@ class Engine:
 
     store: SQLiteStore
     registry: KeyRegistry
-    keys: KeyDirectory
+    keys: GatewayKeys
     conversions: Conversions
     recogniser: Recogniser
 
@@ -63,7 +64,7 @@ async def engine(data_dir: Path) -> AsyncIterator[Engine]:
     store = await SQLiteStore.open(data_dir / "trustgw.db")
     registry = KeyRegistry(store)
     await registry.load()
-    keys = KeyDirectory.open(data_dir / "keys", passphrase=None)
+    keys = await open_stored_keys(data_dir)
     conversions = Conversions(store)
     conversions.start()
     recogniser = Recogniser(

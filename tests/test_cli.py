@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import stat
 from datetime import timedelta
 from pathlib import Path
@@ -70,12 +71,14 @@ def test_init_with_a_passphrase_encrypts_keys_at_rest(tmp_path, capsys, monkeypa
     data_dir = tmp_path / "gw"
     assert main(["init", "--data-dir", str(data_dir), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["dev"] is False
-    files = [p for p in (data_dir / "keys").iterdir() if p.is_file()]
-    assert files
-    for path in files:
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-        assert PLAIN_PEM not in path.read_bytes(), path
+    assert result["dev"] is False and result["keyring"] == "created"
+    # The keys live sealed in the database (keys.keyring), not in files.
+    assert not (data_dir / "keys").exists()
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    with sqlite3.connect(data_dir / "trustgw.db") as conn:
+        blobs = [bytes(r[0]) for r in conn.execute("SELECT sealed FROM gateway_keyring")]
+    assert len(blobs) == 3
+    assert all(PLAIN_PEM not in blob and blob[:1] == b"\x01" for blob in blobs)
     assert main(["keys", "list", "--data-dir", str(data_dir), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["role"] for r in rows if r["owner"] == "gateway"} == {"attest", "issue", "trustlist"}

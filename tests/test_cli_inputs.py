@@ -93,6 +93,8 @@ TYPE_KINDS: dict[Any, str] = {
     cli_pki.host_type: "host",
     cli_pki.name_type: "name",
     cli_pki.ip_type: "ip",
+    cli_pki.serial_type: "serial",
+    cli_pki.fingerprint_type: "fingerprint",
     _partner_rpc.address_type: "address",
 }
 # Where a path is written rather than read.
@@ -206,6 +208,8 @@ def files(dev_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Files
     partner_file.write_bytes(PartnerSigner.generate("110000").partner_file())
     trust = root / "trust.json"
     assert main(["keys", "export", "--data-dir", str(data_dir), "--out", str(trust)]) == 0
+    argv = ["pki", "issue", "--data-dir", str(data_dir), "--role", "verifier", "--name", "cp-1"]
+    assert main(argv) == 0  # for pki revoke
     trustlist = root / "trustlist.json"
     argv = ["trustlist", "export", "--data-dir", str(data_dir), "--out", str(trustlist)]
     assert main(argv) == 0
@@ -301,10 +305,17 @@ VALUES: dict[str, list[tuple[str, str]]] = {
     "address": [("no-port", "localhost"), ("bad-port", "localhost:99999"), ("port-0", "a:0"),
                 ("non-ascii", "检查站:50051"), ("fullwidth-port", "a:\uff15")],
     "ip": [("name", "gw.internal"), ("five-octets", "1.2.3.4.5"), ("fullwidth", "\uff11.2.3.4")],
+    "serial": [("not-hex", "xyz"), ("fullwidth", "\uff11"), ("21-bytes", "a" * 42)],
+    "fingerprint": [("short", "ab" * 10), ("not-hex", "g" * 64), ("fullwidth", "\uff11" * 64)],
     "text": [("301-chars", "x" * 301), ("bidi-override", "ab\u202ecd")],
     "setting-address": [("no-port", "localhost"), ("bad-port", "127.0.0.1:99999")],
     "setting-float": [("word", "many"), ("nan", "nan"), ("negative", "-1"), ("huge", "1e999")],
     "setting-path": [],
+    "setting-database": [
+        ("other-scheme", "mysql://u:pw@h/db"),
+        ("bad-port", "postgresql://u:pw@h:99999/db"),
+        ("space", "postgresql://u:pw@h/a b"),
+    ],
 }
 FILE_VALUES = {
     "input": [
@@ -322,6 +333,9 @@ FILE_VALUES_FOR = {
     (("demo",), "keep"): ["a-file", "nonempty-directory", "under-a-file"],
     (("serve",), "config"): ["missing", "directory", "bad-json", "binary", "under-a-file"],
     (("config", "show"), "config"): ["missing", "directory", "bad-json", "binary", "under-a-file"],
+    (("init",), "config"): ["missing", "directory", "bad-json", "binary", "under-a-file"],
+    (("db", "status"), "config"): ["missing", "directory", "bad-json", "binary", "under-a-file"],
+    (("db", "migrate"), "config"): ["missing", "directory", "bad-json", "binary", "under-a-file"],
     # config show shows the paths it is given; only serve uses them.
     (("config", "show"), "data_dir"): [],
     (("config", "show"), "tls_cert"): [],
@@ -339,9 +353,11 @@ EXTRA: dict[tuple[str, ...], list[str]] = {
     ("init",): ["--dev"],
     ("serve",): ["--listen", "127.0.0.1:0"],
     ("pki", "issue"): ["--name", "checkpoint-1"],  # --name is required for client roles
+    ("pki", "deny"): ["--fingerprint", "ab" * 32],  # one of --serial, --fingerprint
     ("partner-tools", "keygen"): ["--dev"],
     ("partner-tools", "keyset"): ["--region", "110000", "--version", "1"],
     ("partner-tools", "revocations"): ["--code-id", "c0ffee01"],
+    ("keys", "revoke"): ["--region", "110000"],  # a partner's key (or --role: the gateway's)
 }
 
 
@@ -396,9 +412,16 @@ def _valid(words: tuple[str, ...], dest: str, files: Files, tmp: Path) -> str:
             return value
     if words == ("pki", "renew") and dest == "certificate":
         return "server"
+    if words == ("pki", "revoke") and dest == "certificate":
+        return "verifier-cp-1"
     if words == ("pki", "show") and dest == "certificate":
         return str(files.data_dir / "pki" / "server.pem")
     return table[dest]
+
+
+# Commands whose --data-dir is optional (a --database may stand for it) but that the baseline
+# gives.
+OPTIONAL_DATA_DIR = {("serve",), ("db", "status"), ("db", "migrate")}
 
 
 def baseline(words: tuple[str, ...], files: Files, tmp: Path) -> list[str]:
@@ -410,7 +433,7 @@ def baseline(words: tuple[str, ...], files: Files, tmp: Path) -> list[str]:
         flag = _flag(action)
         if flag is None:
             positionals.append(_valid(words, action.dest, files, tmp))
-        elif action.required or (words == ("serve",) and action.dest == "data_dir"):
+        elif action.required or (words in OPTIONAL_DATA_DIR and action.dest == "data_dir"):
             argv += [flag, _valid(words, action.dest, files, tmp)]
     return [*argv, *positionals]
 
@@ -431,7 +454,7 @@ def with_value(
                 argv.append(f"{flag}={value}")
         elif flag is None:
             positionals.append(_valid(words, other.dest, files, tmp))
-        elif other.required or (words == ("serve",) and other.dest == "data_dir"):
+        elif other.required or (words in OPTIONAL_DATA_DIR and other.dest == "data_dir"):
             argv += [flag, _valid(words, other.dest, files, tmp)]
     return [*argv, "--", *positionals] if positionals else argv
 

@@ -193,14 +193,14 @@ def test_settings_validate_in_the_constructor() -> None:
 
 
 def test_serve_without_a_data_dir_says_where_to_set_it(capsys) -> None:
-    assert main(["serve", "--insecure"]) == 1
+    assert main(["serve", "--insecure"]) == 3  # configuration (docs/operations.md "Exit codes")
     err = capsys.readouterr().err
     assert "data_dir" in err and "TRUSTGW_DATA_DIR" in err and "--data-dir" in err
 
 
 def test_serve_refuses_an_invalid_file_before_starting(tmp_path: Path, capsys) -> None:
     path = write(tmp_path, f'data_dir = "{tmp_path}"\ngrace_period = "long"\n')
-    assert main(["serve", "--config", str(path)]) == 1
+    assert main(["serve", "--config", str(path)]) == 3
     assert "grace_period: expected a number" in capsys.readouterr().err
 
 

@@ -38,7 +38,8 @@ def test_init_creates_what_the_layout_names_and_serve_reads_it(
     paths = DataDir(data_dir)
     assert paths.is_initialised()
     assert paths.database.is_file()
-    assert paths.keys.is_dir()
+    # The gateway's keys are in the database's keyring; keys/ is only read to import it once.
+    assert not paths.keys.exists()
     tls = paths.server_tls()
     assert tls.cert.is_file() and tls.key.is_file() and tls.ca.is_file()
     tls.read()  # a usable certificate, key and CA

@@ -23,6 +23,7 @@ from keys.model import Mode
 from keys.pseudonym import Pseudonymiser
 from keys.registry import KeyRegistry
 from keys.store import SQLiteStore
+from tests.support.keyring import open_stored_keys
 
 NOW = T0  # every call here takes its time: no real clock
 REGIONS = [pytest.param(spec.code, id=f"{spec.code}-{spec.name}") for spec in REGION_SPECS]
@@ -38,7 +39,7 @@ class Engine:
         self.store = await SQLiteStore.open(self.data_dir / "trustgw.db")
         self.registry = KeyRegistry(self.store)
         await self.registry.load()
-        self.keys = KeyDirectory.open(self.data_dir / "keys", passphrase=None)
+        self.keys = await open_stored_keys(self.data_dir)
         self.conversions = Conversions(self.store)
         self.conversions.start()
         self.recogniser = Recogniser(

@@ -42,6 +42,7 @@ from keys.timeutil import to_iso, to_unix
 from keys.trustclaims import TrustListClaims
 from keys.trustlist import PinnedKey, TrustListVerifier, content_digest, sign_trustlist
 from keys.trustpublisher import build_content
+from tests.support.keyring import stored_keys
 
 T0 = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
 NOW = REAL_NOW  # a serving gateway reads the real clock
@@ -183,7 +184,7 @@ def test_init_with_sm2_export_rotate_and_verify_on_the_command_line(
     assert ("attest", "SM2") in algs and ("issue", "SM2") in algs and ("issue", "EdDSA") in algs
 
     # An attestation the gateway signed with its SM2 key, checked by `trustgw verify`.
-    keys = KeyDirectory.open(data_dir / "keys", passphrase=b"correct horse battery staple")
+    keys = stored_keys(data_dir, b"correct horse battery staple")
     # one second into the validity of the key `init` made (the rotated one is not valid yet)
     at = min(i.not_before for i in keys.public_keys() if i.role is KeyRole.ATTEST)
     at += timedelta(seconds=1)

@@ -30,6 +30,10 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("independent/doc_issuer.py", "datetime.now"): (
         "written from the docs alone (it shares no code with the suite), for a real `trustgw serve`"
     ),
+    ("test_gateway_key_withdrawal.py", "utcnow"): (
+        "`keys revoke` reads the command's own clock (--compromised-at is the compromise time): "
+        "the test signs after it with the replacement key"
+    ),
     ("test_key_activation.py", "utcnow"): (
         "`keys rotate` takes no --at: the test brackets the command's own reading of the clock"
     ),

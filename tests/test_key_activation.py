@@ -31,10 +31,12 @@ from gateway.cli import main
 from gateway.grpc.trustlist import TrustListService
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.gateway import Gateway
-from keys.keystore import DEFAULT_ACTIVATION_DELAY, KeyDirectory, KeyRole
+from keys import gatewaykeys
+from keys.keystore import DEFAULT_ACTIVATION_DELAY, KeyRole
 from keys.model import HOME_REGION, Mode
 from keys.timeutil import utcnow
 from keys.trustlist import PinnedKey, TrustListVerifier
+from tests.support.keyring import stored_keys
 
 NOW = REAL_NOW  # a serving gateway reads the real clock
 SHOW = next(s.code for s in REGION_SPECS if s.mode is Mode.SHOW)
@@ -97,9 +99,10 @@ def test_a_reloaded_key_signs_only_after_every_watcher_took_the_list_carrying_it
 
             following = asyncio.create_task(follow(stream))
             old, _ = gateway.signer(KeyRole.ATTEST, NOW)
-            keys = KeyDirectory.open(data_dir / "keys", passphrase=None)
             rotated_at = NOW + timedelta(minutes=1)  # after the keys of prepared_dir(NOW)
-            new = keys.rotate(KeyRole.ATTEST, rotated_at, activate_at=rotated_at)  # emergency
+            new = await gatewaykeys.rotate(  # emergency, in the database's keyring
+                gateway.store, None, KeyRole.ATTEST, rotated_at, activate_at=rotated_at
+            )
             at = rotated_at + timedelta(minutes=1)  # the new key is valid: only the gate holds it
             reloading = asyncio.create_task(gateway.refresh())
             await asyncio.wait_for(received.wait(), 30)
@@ -146,9 +149,10 @@ def test_a_watcher_that_does_not_read_delays_a_new_key_only_until_the_push_timeo
         gateway._push_timeout = timedelta(milliseconds=200)
         try:
             with gateway.trustlist.watching(gateway.trustlist.version):  # never delivers
-                keys = KeyDirectory.open(data_dir / "keys", passphrase=None)
                 rotated_at = NOW + timedelta(minutes=1)  # after the keys of prepared_dir(NOW)
-                new = keys.rotate(KeyRole.ATTEST, rotated_at, activate_at=rotated_at)
+                new = await gatewaykeys.rotate(
+                    gateway.store, None, KeyRole.ATTEST, rotated_at, activate_at=rotated_at
+                )
                 with caplog.at_level(logging.WARNING, logger="trustgw.server"):
                     await gateway.refresh()
                 decision = await gateway.recogniser.recognise(
@@ -250,7 +254,7 @@ def test_a_rotation_without_activate_in_signs_after_the_default_lead_time(
     result = json.loads(capsys.readouterr().out)
     not_before = datetime.fromisoformat(result["not_before"].replace("Z", "+00:00"))
     assert before + DEFAULT_ACTIVATION_DELAY <= not_before <= after + DEFAULT_ACTIVATION_DELAY
-    keys = KeyDirectory.open(data_dir / "keys", passphrase=None)
+    keys = stored_keys(data_dir)
     assert result["kid"] in {i.kid for i in keys.public_keys()}
     assert keys.signer(KeyRole.ISSUE, not_before - timedelta(seconds=1))[0].kid != result["kid"]
     assert keys.signer(KeyRole.ISSUE, not_before)[0].kid == result["kid"]

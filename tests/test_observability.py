@@ -69,9 +69,13 @@ def test_request_id_is_returned_and_metrics_are_scraped(codes, prepared_dir) -> 
         f'region="{REGION}"}} 1.0' in metrics
     )
     assert 'reason="REGION_UNKNOWN"' in metrics
-    assert 'trustgw_rpc_latency_seconds_count{method="Recognise"} 3.0' in metrics
-    assert 'trustgw_rpc_errors_total{code="INVALID_ARGUMENT",method="Recognise"} 1.0' in metrics
-    assert "trustgw_key_expiry_days{kid=" in metrics
+    unary = 'grpc_method="Recognise",grpc_service="gateway.api.v1.RecognitionService"'
+    assert f'grpc_server_handling_seconds_count{{{unary},grpc_type="unary"}} 3.0' in metrics
+    assert (
+        f'grpc_server_handled_total{{grpc_code="INVALID_ARGUMENT",{unary},grpc_type="unary"}} 1.0'
+        in metrics
+    )
+    assert "trustgw_key_expiry_timestamp_seconds{kid=" in metrics
     assert "trustgw_registry_version" in metrics
 
 

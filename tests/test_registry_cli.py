@@ -266,12 +266,13 @@ def _resigned(cli: Cli, source: str, out: Path, *, issued_at: int, expires: int)
     """The list in ``source`` with another validity, signed by the gateway's own trustlist key
     (as whoever holds that key could sign it, inside its window or not)."""
     from keys.jsonutil import canonical_json
-    from keys.keystore import KeyDirectory, KeyRole
+    from keys.keystore import KeyRole
     from keys.signed import Envelope
+    from tests.support.keyring import stored_keys
 
     body = json.loads(Envelope.from_bytes(Path(source).read_bytes()).signed)
     body.update(issued_at=issued_at, expires=expires)
-    key_dir = KeyDirectory.open(cli.data_dir / "keys", passphrase=None, now=NOW)
+    key_dir = stored_keys(cli.data_dir)
     signers = key_dir.signers(KeyRole.TRUSTLIST, NOW)
     envelope = Envelope.sign(canonical_json(body), [(info.kid, key) for info, key in signers])
     out.write_bytes(envelope.to_bytes())

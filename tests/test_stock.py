@@ -31,6 +31,7 @@ from keys.personal import StockBatch
 from keys.pseudonym import Pseudonymiser
 from keys.store import SQLiteStore
 from keys.timeutil import to_iso
+from tests.support.keyring import open_stored_keys, stored_keys
 
 NOW = datetime(2026, 3, 11, 4, 0, tzinfo=UTC)  # 12:00 in China Standard Time
 TODAY = date(2026, 3, 11)
@@ -291,7 +292,7 @@ def _codes(data_dir: Path) -> list[tuple[str, str, str, str]]:
 
 
 def _trust(data_dir: Path) -> tokens.GatewayTrust:
-    keys = KeyDirectory.open(data_dir / "keys", passphrase=None)
+    keys = stored_keys(data_dir)
     return tokens.GatewayTrust(
         "370000",
         tuple(
@@ -371,7 +372,7 @@ class Interrupt(BaseException):
 def _convert_until(data_dir: Path, path: Path, report: Path, stop_after: int | None) -> Any:
     async def scenario() -> Any:
         store = await SQLiteStore.open(data_dir / "trustgw.db")
-        keys = KeyDirectory.open(data_dir / "keys", passphrase=None)
+        keys = await open_stored_keys(data_dir)
         converter = StockConverter(
             store, keys, Pseudonymiser(keys.pseudonym_secret()), now=NOW, batch_size=50
         )

@@ -1,4 +1,8 @@
-"""SQLiteStore: round trips, idempotence, conflicts, revocation, versions, conversions, failures."""
+"""What only SQLiteStore has: its conversion inspection methods, its file and its pragmas.
+
+Every role protocol's behaviour (regions, keys, versions, failures, ...) is the store
+conformance suite's, run against every backend: tests/store_conformance/.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +18,11 @@ import pytest
 from keys.crypto import PrivateKey
 from keys.errors import (
     AlreadyExistsError,
-    ConfigurationError,
     NotFoundError,
     StoreUnavailableError,
 )
-from keys.model import ConversionRecord, KeyStatus, Mode, Region, RegionKey
-from keys.store import MIGRATIONS, SCHEMA_VERSION, SQLiteStore, Store
+from keys.model import ConversionRecord, Mode, Region, RegionKey
+from keys.store import MIGRATIONS, SQLiteStore
 
 T = TypeVar("T")
 T0 = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
@@ -66,212 +69,6 @@ def conversion(source: str, region: str = "330000", **changes: Any) -> Conversio
     }
     fields.update(changes)
     return ConversionRecord(**fields)
-
-
-def test_sqlite_store_satisfies_protocol() -> None:
-    async def check(store: SQLiteStore) -> None:
-        typed: Store = store  # checked by mypy; at runtime just a smoke test
-        await typed.ping()
-
-    run(check)
-
-
-def test_fresh_database_is_empty_at_version_zero() -> None:
-    async def check(store: SQLiteStore) -> tuple[int, list[Region], list[RegionKey]]:
-        return await store.registry_version(), await store.list_regions(), await store.list_keys()
-
-    assert run(check) == (0, [], [])
-
-
-def test_region_round_trip_and_update() -> None:
-    async def check(store: SQLiteStore) -> None:
-        await store.upsert_region(ZHEJIANG)
-        await store.upsert_region(BEIJING)
-        assert await store.list_regions() == [BEIJING, ZHEJIANG]
-        renamed = Region("110000", "Beijing City", Mode.CONVERT, timedelta(hours=6), False)
-        await store.upsert_region(renamed)
-        assert await store.list_regions() == [renamed, ZHEJIANG]
-
-    run(check)
-
-
-def test_set_region_enabled() -> None:
-    async def check(store: SQLiteStore) -> None:
-        await store.upsert_region(BEIJING)
-        await store.set_region_enabled("110000", False)
-        assert (await store.list_regions())[0].enabled is False
-        await store.set_region_enabled("110000", True)
-        assert (await store.list_regions())[0].enabled is True
-        with pytest.raises(NotFoundError):
-            await store.set_region_enabled("990000", True)
-
-    run(check)
-
-
-def test_key_round_trip_rebuilds_public_key_from_spki() -> None:
-    key = region_key()
-
-    async def check(store: SQLiteStore) -> list[RegionKey]:
-        await store.upsert_region(BEIJING)
-        assert await store.add_key(key) is True
-        return await store.list_keys("110000")
-
-    [stored] = run(check)
-    assert stored == key
-    message = b"code"
-    stored.public_key.verify(message, PrivateKey.from_ed25519_seed(b"\x01" * 32).sign(message))
-
-
-def test_times_are_stored_to_the_second() -> None:
-    key = region_key(not_before=T0 + timedelta(microseconds=700_000))
-
-    async def check(store: SQLiteStore) -> list[RegionKey]:
-        await store.upsert_region(BEIJING)
-        await store.add_key(key)
-        assert await store.add_key(key) is False  # still the same key after truncation
-        return await store.list_keys()
-
-    [stored] = run(check)
-    assert stored.not_before == T0
-
-
-def test_add_key_twice_is_idempotent() -> None:
-    async def check(store: SQLiteStore) -> tuple[bool, bool, int, int]:
-        await store.upsert_region(BEIJING)
-        first = await store.add_key(region_key())
-        version = await store.registry_version()
-        second = await store.add_key(region_key())
-        return first, second, version, await store.registry_version()
-
-    first, second, before, after = run(check)
-    assert (first, second) == (True, False)
-    assert before == after
-
-
-@pytest.mark.parametrize(
-    "changes",
-    [
-        pytest.param({"not_after": T0 + timedelta(days=10)}, id="other-validity"),
-        pytest.param(
-            {"public_key": PrivateKey.from_ed25519_seed(b"\x02" * 32).public_key()},
-            id="other-key-material",
-        ),
-        pytest.param(
-            {"status": KeyStatus.REVOKED, "revoked_at": T0}, id="status-change-through-add"
-        ),
-    ],
-)
-def test_add_key_with_same_kid_and_other_content_conflicts(changes: dict[str, Any]) -> None:
-    original = region_key()
-
-    async def check(store: SQLiteStore) -> None:
-        await store.upsert_region(BEIJING)
-        await store.add_key(original)
-        version = await store.registry_version()
-        with pytest.raises(AlreadyExistsError):
-            await store.add_key(region_key(kid=original.kid, **changes))
-        assert await store.list_keys() == [original]
-        assert await store.registry_version() == version
-
-    run(check)
-
-
-def test_late_retry_of_add_does_not_unrevoke() -> None:
-    async def check(store: SQLiteStore) -> list[RegionKey]:
-        await store.upsert_region(BEIJING)
-        await store.add_key(region_key())
-        await store.revoke_key("110000", region_key().kid, T0)
-        assert await store.add_key(region_key()) is False
-        return await store.list_keys()
-
-    [stored] = run(check)
-    assert stored.status is KeyStatus.REVOKED
-    assert stored.revoked_at == T0
-
-
-def test_add_key_to_unknown_region_is_not_found() -> None:
-    async def check(store: SQLiteStore) -> None:
-        with pytest.raises(NotFoundError):
-            await store.add_key(region_key())
-        assert await store.list_keys() == []
-
-    run(check)
-
-
-@pytest.mark.parametrize(
-    ("first", "second", "expected"),
-    [
-        pytest.param(T0, T0 + timedelta(hours=1), T0, id="later-revocation-keeps-earlier"),
-        pytest.param(T0, T0 - timedelta(hours=1), T0 - timedelta(hours=1), id="earlier-wins"),
-        pytest.param(T0, T0, T0, id="same-time"),
-    ],
-)
-def test_revocation_only_moves_earlier(
-    first: datetime, second: datetime, expected: datetime
-) -> None:
-    kid = region_key().kid
-
-    async def check(store: SQLiteStore) -> RegionKey:
-        await store.upsert_region(BEIJING)
-        await store.add_key(region_key())
-        revoked = await store.revoke_key("110000", kid, first)
-        assert revoked.status is KeyStatus.REVOKED and revoked.revoked_at == first
-        returned = await store.revoke_key("110000", kid, second)
-        [stored] = await store.list_keys()
-        assert returned == stored
-        return stored
-
-    stored = run(check)
-    assert stored.revoked_at == expected
-
-
-def test_revoke_unknown_key_is_not_found() -> None:
-    async def check(store: SQLiteStore) -> None:
-        await store.upsert_region(BEIJING)
-        with pytest.raises(NotFoundError):
-            await store.revoke_key("110000", "nope", T0)
-        with pytest.raises(NotFoundError):
-            await store.revoke_key("990000", "nope", T0)
-
-    run(check)
-
-
-def test_list_keys_filters_by_region() -> None:
-    async def check(store: SQLiteStore) -> None:
-        await store.upsert_region(BEIJING)
-        await store.upsert_region(ZHEJIANG)
-        await store.add_key(region_key("110000", 1))
-        await store.add_key(region_key("330000", 2))
-        assert {k.region for k in await store.list_keys("110000")} == {"110000"}
-        assert {k.region for k in await store.list_keys("330000")} == {"330000"}
-        assert len(await store.list_keys()) == 2
-        assert await store.list_keys("120000") == []
-
-    run(check)
-
-
-def test_registry_version_increases_on_every_change_only() -> None:
-    async def check(store: SQLiteStore) -> list[int]:
-        versions = [await store.registry_version()]
-
-        async def step(action: Awaitable[Any]) -> None:
-            await action
-            versions.append(await store.registry_version())
-
-        kid = region_key().kid
-        await step(store.upsert_region(BEIJING))  # change
-        await step(store.upsert_region(BEIJING))  # no change
-        await step(store.set_region_enabled("110000", False))  # change
-        await step(store.set_region_enabled("110000", False))  # no change
-        await step(store.add_key(region_key()))  # change
-        await step(store.add_key(region_key()))  # no change
-        await step(store.revoke_key("110000", kid, T0))  # change
-        await step(store.revoke_key("110000", kid, T0 + timedelta(1)))  # no change
-        await step(store.revoke_key("110000", kid, T0 - timedelta(1)))  # change
-        await step(store.put_conversions([conversion("a", region="110000")]))  # not registry
-        return versions
-
-    assert run(check) == [0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
 
 
 def test_conversions_insert_or_ignore() -> None:
@@ -336,20 +133,6 @@ def test_list_conversions_rejects_bad_limit(limit: int) -> None:
     run(check)
 
 
-def test_data_survives_reopen(tmp_path: Path) -> None:
-    db = tmp_path / "registry.db"
-
-    async def write(store: SQLiteStore) -> None:
-        await store.upsert_region(BEIJING)
-        await store.add_key(region_key())
-
-    async def read(store: SQLiteStore) -> tuple[int, list[Region], list[RegionKey]]:
-        return await store.registry_version(), await store.list_regions(), await store.list_keys()
-
-    run(write, db)
-    assert run(read, db) == (2, [BEIJING], [region_key()])
-
-
 def test_schema_is_versioned_and_wal(tmp_path: Path) -> None:
     db = tmp_path / "registry.db"
     run(lambda store: store.ping(), db)
@@ -361,31 +144,7 @@ def test_schema_is_versioned_and_wal(tmp_path: Path) -> None:
     assert mode == "wal"
 
 
-def test_newer_schema_is_refused(tmp_path: Path) -> None:
-    db = tmp_path / "registry.db"
-    run(lambda store: store.ping(), db)
-    with sqlite3.connect(db) as conn:
-        conn.execute("INSERT INTO schema_migrations VALUES (?, 0)", (SCHEMA_VERSION + 1,))
-    with pytest.raises(ConfigurationError, match="upgrade"):
-        run(lambda store: store.ping(), db)
-
-
 # --- failures ----------------------------------------------------------------------------------
-
-
-def test_closed_store_is_unavailable() -> None:
-    async def check() -> None:
-        store = await SQLiteStore.open(":memory:")
-        await store.close()
-        await store.close()  # idempotent
-        with pytest.raises(StoreUnavailableError):
-            await store.ping()
-        with pytest.raises(StoreUnavailableError):
-            await store.upsert_region(BEIJING)
-        with pytest.raises(StoreUnavailableError):
-            await store.list_keys()
-
-    asyncio.run(check())
 
 
 @pytest.mark.parametrize(
@@ -423,39 +182,3 @@ def test_read_only_database_refuses_writes_and_keeps_data(tmp_path: Path) -> Non
         assert await store.registry_version() == 1
 
     run(check, db)
-
-
-def test_locked_database_is_unavailable_and_writes_nothing(tmp_path: Path) -> None:
-    db = tmp_path / "registry.db"
-    run(lambda store: store.upsert_region(BEIJING), db)
-    blocker = sqlite3.connect(db, timeout=0, isolation_level=None)
-    try:
-        blocker.execute("BEGIN EXCLUSIVE")
-
-        async def check(store: SQLiteStore) -> None:
-            with pytest.raises(StoreUnavailableError):
-                await store.set_region_enabled("110000", False)
-
-        import keys.store.sqlite as sqlite_module
-
-        original = sqlite_module.BUSY_TIMEOUT_SECONDS
-        sqlite_module.BUSY_TIMEOUT_SECONDS = 0.1
-        try:
-            run(check, db)
-        finally:
-            sqlite_module.BUSY_TIMEOUT_SECONDS = original
-    finally:
-        blocker.rollback()
-        blocker.close()
-    assert run(lambda store: store.list_regions(), db) == [BEIJING]
-
-
-def test_concurrent_writes_on_one_store_are_serialised() -> None:
-    async def check(store: SQLiteStore) -> None:
-        await store.upsert_region(BEIJING)
-        results = await asyncio.gather(*(store.add_key(region_key(seed=i)) for i in range(1, 21)))
-        assert all(results)
-        assert len(await store.list_keys()) == 20
-        assert await store.registry_version() == 21
-
-    run(check)

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from support.aio import run
 
-from keys.errors import AlreadyExistsError, StoreUnavailableError
 from keys.model import ConversionRecord, Mode, Region
 from keys.store import SQLiteStore
 
@@ -46,30 +45,3 @@ def test_an_earlier_conversion_wins_and_new_ones_are_stored(tmp_path: Path, path
     assert [r.converted_code for r in first] == ["SD1:one"]
     assert [r.converted_code for r in again] == ["SD1:one", "SD1:three"]
     assert count == 2
-
-
-def test_a_reused_converted_code_id_stores_nothing(tmp_path: Path) -> None:
-    async def scenario() -> int:
-        store = await SQLiteStore.open(tmp_path / "db.sqlite")
-        try:
-            await store.upsert_region(Region("110000", "Beijing", Mode.CONVERT, timedelta(days=1)))
-            await store.claim_conversions([_record("a", "one")])
-            clash = _record("b", "x")
-            clash = ConversionRecord(**{**clash.__dict__, "converted_code_id": "SD-a-one"})
-            with pytest.raises(AlreadyExistsError):
-                await store.claim_conversions([_record("c", "y"), clash])
-            return len(await store.list_conversions())
-        finally:
-            await store.close()
-
-    assert run(scenario()) == 1
-
-
-def test_claim_after_close_is_unavailable(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        store = await SQLiteStore.open(tmp_path / "db.sqlite")
-        await store.close()
-        with pytest.raises(StoreUnavailableError):
-            await store.claim_conversions([_record("a", "one")])
-
-    run(scenario())

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from support.aio import run
 
-from keys.errors import StoreUnavailableError
 from keys.store import SQLiteStore
 from keys.store.sqlite import Database, is_unavailable
 
@@ -71,27 +70,6 @@ def test_a_bug_in_a_unit_of_work_propagates_as_itself_and_rolls_back(tmp_path: P
     run(body())
 
 
-def test_a_locked_database_is_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import keys.store.sqlite as sqlite_module
-
-    monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT_SECONDS", 0.05)
-    path = tmp_path / "t.db"
-
-    async def body() -> None:
-        store = await SQLiteStore.open(path)
-        blocker = sqlite3.connect(path, isolation_level=None)
-        try:
-            blocker.execute("BEGIN EXCLUSIVE")
-            with pytest.raises(StoreUnavailableError, match="locked"):
-                await store.set_region_enabled("110000", True)
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
-            await store.close()
-
-    run(body())
-
-
 def test_in_memory_stores_take_the_same_path_for_every_write() -> None:
     """``:memory:`` is one connection on one thread like a file: batched writes work too."""
     from datetime import UTC, datetime
@@ -112,14 +90,3 @@ def test_in_memory_stores_take_the_same_path_for_every_write() -> None:
             await store.close()
 
     assert run(body()) == 7
-
-
-def test_a_closed_store_is_unavailable() -> None:
-    async def body() -> None:
-        store = await SQLiteStore.open(":memory:")
-        await store.close()
-        await store.close()  # idempotent
-        with pytest.raises(StoreUnavailableError, match="closed"):
-            await store.ping()
-
-    run(body())

@@ -146,5 +146,5 @@ def test_serve_refuses_to_start_without_tls_files(tmp_path, capsys) -> None:
     assert main(["init", "--data-dir", str(data_dir), "--dev"]) == 0
     (data_dir / "pki" / "server.pem").unlink()
     capsys.readouterr()
-    assert main(["serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"]) == 1
+    assert main(["serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"]) == 3
     assert "server.pem" in capsys.readouterr().err

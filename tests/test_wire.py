@@ -217,7 +217,7 @@ def test_a_caller_without_the_role_is_refused_before_its_bytes_are_decoded(world
 
 def test_a_malformed_request_is_one_warning_without_traceback_and_a_count(world, caplog) -> None:
     """docs/api.md, The order of checks on every call: one warning in the log (no traceback),
-    trustgw_bad_requests_total, and the RPC in trustgw_rpc_errors_total."""
+    trustgw_bad_requests_total, and the RPC in grpc_server_handled_total."""
     caplog.set_level(logging.INFO)
 
     async def body(gateway, channels, running) -> tuple[Any, float | None, float | None]:
@@ -226,7 +226,13 @@ def test_a_malformed_request_is_one_warning_without_traceback_and_a_count(world,
 
         def errors() -> float | None:
             return registry.get_sample_value(
-                "trustgw_rpc_errors_total", {"method": "Recognise", "code": "INVALID_ARGUMENT"}
+                "grpc_server_handled_total",
+                {
+                    "grpc_type": "unary",
+                    "grpc_service": "gateway.api.v1.RecognitionService",
+                    "grpc_method": "Recognise",
+                    "grpc_code": "INVALID_ARGUMENT",
+                },
             )
 
         # The status reaches the caller before the handler's frame unwinds: the RPC error is

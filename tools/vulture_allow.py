@@ -21,6 +21,7 @@ pytestmark  # pytest reads a module's marks
 contained  # tests/test_cli_inputs.py: a fixture, used by name in usefixtures
 recognitions_before  # gateway/runtime/retention.py PurgeStore: a protocol's parameter
 conversions_before  # gateway/runtime/retention.py PurgeStore: a protocol's parameter
+params  # keys/store/dbapi.py Connection.execute: a protocol's parameter
 
 # Used by keys/store*, which vulture skips while it is split (w-store owns it).
 KeyIdReusedError  # raised by the store (keys/store)
@@ -34,3 +35,5 @@ expected_generation
 # Not ours to delete now: tell the owner.
 Background  # gateway/runtime/tasks.py: w-rooms' one background helper, being adopted
 BYTES_ID_REGIONS  # tests/independent/doc_issuer.py (w-docs): documents partners.md §5
+_.log_message  # gateway/grpc/server.py: http.server calls it for every request (scrapes not logged)
+_.daemon_threads  # socketserver.ThreadingMixIn reads it

@@ -16,6 +16,12 @@ and a non-zero exit; ``-v`` adds the traceback (of errors raised while running a
 
 from __future__ import annotations
 
+import os
+
+# gRPC core writes its own lines (handshake failures, ...) to stderr, outside the JSON log:
+# silenced before grpc loads, unless the operator asks for them (docs/operations.md, "Logs").
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
 import argparse
 import logging
 import sys
@@ -26,6 +32,7 @@ from gateway.cli import (
     audit,
     config,
     core,
+    db,
     keys,
     partner,
     partner_tools,
@@ -37,11 +44,12 @@ from gateway.cli import (
     verify,
 )
 from gateway.cli._common import EXIT_REJECTED, EXIT_USAGE
+from gateway.observability import version
 from keys.errors import GatewayError, UsageError
 
 log = logging.getLogger("trustgw.cli")
 
-_AREAS = (core, config, keys, pki, verify, stock, purge)
+_AREAS = (core, config, db, keys, pki, verify, stock, purge)
 _REGISTRY_AREAS = (partner, revocations, trustlist, audit, partner_tools)  # the trust registry
 _ERRORS_HELP = (
     "Errors print one line 'trustgw: REASON: message' on stderr: exit 2 for a command line or "
@@ -80,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_ERRORS_HELP,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="tracebacks and debug logs")
+    parser.add_argument(
+        "--version", action="version", version=f"trustgw {version()}", help="print the version"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for area in (*_AREAS, *_REGISTRY_AREAS):
         area.register(sub)
@@ -112,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if opts.verbose:
             log.exception("command failed")
         reason, message, status = _describe(exc)
+        exit_status = getattr(opts, "exit_status", None)  # a command's own exit codes
+        if exit_status is not None:
+            status = exit_status(exc, status)
         if held is not None and held.records:
             message += f" (-v shows {len(held.records)} log line(s))"
         print(_one_line(reason, message), file=sys.stderr)

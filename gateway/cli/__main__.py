@@ -2,4 +2,5 @@ import sys
 
 from gateway.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a `serve --workers` worker re-imports the main module
+    sys.exit(main())

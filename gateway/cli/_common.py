@@ -59,12 +59,13 @@ def data_dir_type(value: str) -> Path:
 
 
 def existing_data_dir_type(value: str) -> Path:
-    """The data directory of an initialised gateway: it holds ``trustgw.db``."""
+    """The data directory of an initialised gateway: it holds ``trustgw.db``, ``pki/`` or
+    ``keys/`` (:meth:`DataDir.is_initialised`)."""
     path = data_dir_type(value)
     if not DataDir(path).is_initialised():
         raise argparse.ArgumentTypeError(
-            f"{_shown(str(path))} is not a gateway data directory (no trustgw.db; "
-            "make one with trustgw init)"
+            f"{_shown(str(path))} is not a gateway data directory (no trustgw.db, no pki/, "
+            "no keys/; make one with trustgw init)"
         )
     return path
 

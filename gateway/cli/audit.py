@@ -15,12 +15,11 @@ from typing import Any
 from gateway.cli._common import (
     EXIT_OK,
     EXIT_REJECTED,
-    add_data_dir,
     add_json,
     int_type,
     print_json,
 )
-from gateway.cli._store import open_store
+from gateway.cli._store import add_store_args, open_store
 from keys.audit import AuditHead, verify_store
 from keys.errors import AuditIntegrityError
 from keys.timeutil import to_iso
@@ -42,7 +41,7 @@ _limit_arg = int_type(1, 1000)
 
 
 async def _show(opts: argparse.Namespace) -> tuple[AuditHead, list[Any]]:
-    async with open_store(opts.data_dir) as store:
+    async with open_store(opts) as store:
         head, entries = await store.read_audit(opts.after, opts.limit)
     return head, entries
 
@@ -71,7 +70,7 @@ def cmd_show(opts: argparse.Namespace) -> int:
 
 
 async def _verify(opts: argparse.Namespace) -> AuditHead:
-    async with open_store(opts.data_dir) as store:
+    async with open_store(opts) as store:
         return await verify_store(store, opts.expect_head)
 
 
@@ -103,7 +102,7 @@ def register(sub: Any) -> None:
     audit = sub.add_parser("audit", help="the hash-chained audit trail of registry changes")
     asub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     p = asub.add_parser("show", help="list audit entries")
-    add_data_dir(p)
+    add_store_args(p)
     p.add_argument(
         "--after",
         type=int_type(0, 2**53 - 1),
@@ -114,7 +113,7 @@ def register(sub: Any) -> None:
     add_json(p)
     p.set_defaults(func=cmd_show)
     p = asub.add_parser("verify", help="check the chain; exit 1 with AUDIT_TAMPERED if broken")
-    add_data_dir(p)
+    add_store_args(p)
     p.add_argument(
         "--expect-head",
         type=_head_arg,

@@ -12,7 +12,14 @@ from typing import Any
 from gateway.cli._common import EXIT_OK, EXIT_REJECTED, add_json, path_type, print_json
 from gateway.runtime import settings as config
 
-_METAVARS = {"path": "PATH", "address": "HOST:PORT", "int": "N", "float": "X", "choice": None}
+_METAVARS = {
+    "path": "PATH",
+    "database": "URL-or-PATH",
+    "address": "HOST:PORT",
+    "int": "N",
+    "float": "X",
+    "choice": None,
+}
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:

@@ -7,13 +7,13 @@ import asyncio
 import json
 import re
 import sys
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.cli._common import (
     EXIT_OK,
-    add_data_dir,
     add_json,
     kid_type,
     path_type,
@@ -22,36 +22,43 @@ from gateway.cli._common import (
     read_input,
     time_type,
 )
-from gateway.cli._store import OPERATOR, region_arg
-from gateway.runtime.datadir import DataDir
+from gateway.cli._keys import gateway_keys
+from gateway.cli._store import OPERATOR, add_store_args, connect, region_arg
+from keys import gatewaykeys
 from keys.crypto import Algorithm
 from keys.errors import GatewayError, UsageError
 from keys.jsonutil import loads_strict
 from keys.keystore import (
     DEFAULT_ACTIVATION_DELAY,
     GATEWAY_ALGORITHMS,
-    KeyDirectory,
+    GatewayKeys,
+    KeyRole,
     passphrase_from_env,
 )
+from keys.model import HOME_REGION
+from keys.store import Store
 from keys.timeutil import to_iso, utcnow
 
 MAX_KEY_FILE_BYTES = 64 * 1024
+_T = TypeVar("_T")
 
 # --- keys -------------------------------------------------------------------------------------
 
 
-async def _registry_keys(data_dir: Path) -> list[Any]:
-    from keys.store import SQLiteStore
-
-    store = await SQLiteStore.open(DataDir(data_dir).database)
+async def _all_keys(opts: argparse.Namespace) -> tuple[GatewayKeys, list[Any]]:
+    store = await connect(opts)
     try:
-        return await store.list_keys()
+        return await gateway_keys(store, opts.data_dir), await store.list_keys()
     finally:
         await store.close()
 
 
+async def _gateway_keys(opts: argparse.Namespace) -> GatewayKeys:
+    return (await _all_keys(opts))[0]
+
+
 def cmd_keys_list(opts: argparse.Namespace) -> int:
-    key_dir = KeyDirectory.open(DataDir(opts.data_dir).keys, passphrase=passphrase_from_env())
+    key_dir, registry_keys = asyncio.run(_all_keys(opts))
     rows: list[dict[str, Any]] = [
         {
             "owner": "gateway",
@@ -61,10 +68,11 @@ def cmd_keys_list(opts: argparse.Namespace) -> int:
             "not_before": to_iso(info.not_before),
             "not_after": to_iso(info.not_after),
             "status": info.status.value,
+            **({"revoked_at": to_iso(info.revoked_at)} if info.revoked_at else {}),
         }
         for info in key_dir.public_keys()
     ]
-    for key in asyncio.run(_registry_keys(opts.data_dir)):
+    for key in registry_keys:
         rows.append(
             {
                 "owner": key.region,
@@ -85,14 +93,14 @@ def cmd_keys_list(opts: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _trust_from_key_dir(key_dir: KeyDirectory) -> Any:
+def _trust_from_key_dir(key_dir: GatewayKeys) -> Any:
     from gateway.tokens import GatewayTrust
 
     return GatewayTrust.from_key_infos(key_dir.public_keys())
 
 
 def cmd_keys_export(opts: argparse.Namespace) -> int:
-    key_dir = KeyDirectory.open(DataDir(opts.data_dir).keys, passphrase=passphrase_from_env())
+    key_dir = asyncio.run(_gateway_keys(opts))
     text = json.dumps(_trust_from_key_dir(key_dir).to_json(), indent=2) + "\n"
     if opts.out:
         Path(opts.out).write_text(text)
@@ -109,7 +117,6 @@ async def _keys_add(opts: argparse.Namespace) -> dict[str, Any]:
     from keys.keywindow import default_not_before
     from keys.model import RegionKey, check_key_algorithm
     from keys.registry import KeyRegistry
-    from keys.store import SQLiteStore
 
     raw = read_input(opts.public_key, "public key file", MAX_KEY_FILE_BYTES)
     material: Any = raw
@@ -125,7 +132,7 @@ async def _keys_add(opts: argparse.Namespace) -> dict[str, Any]:
     kid = opts.kid or public_key.fingerprint()
     check_key_algorithm(opts.region, kid, public_key.alg, REGION_ALGORITHMS)
     now = utcnow()
-    store = await SQLiteStore.open(DataDir(opts.data_dir).database)
+    store = await connect(opts)
     try:
         trust = await store.region_trust(opts.region)
         if trust.region is None:
@@ -170,9 +177,8 @@ def cmd_keys_add(opts: argparse.Namespace) -> int:
 
 async def _keys_update(opts: argparse.Namespace) -> Any:
     from keys.registry import KeyRegistry
-    from keys.store import SQLiteStore
 
-    store = await SQLiteStore.open(DataDir(opts.data_dir).database)
+    store = await connect(opts)
     try:
         return await KeyRegistry(store).update_key_window(
             opts.region, opts.kid, opts.not_before, opts.not_after, actor=OPERATOR, now=utcnow()
@@ -205,9 +211,8 @@ def cmd_keys_update(opts: argparse.Namespace) -> int:
 
 async def _keys_revoke(opts: argparse.Namespace) -> Any:
     from keys.registry import KeyRegistry
-    from keys.store import SQLiteStore
 
-    store = await SQLiteStore.open(DataDir(opts.data_dir).database)
+    store = await connect(opts)
     try:
         registry = KeyRegistry(store)
         await registry.load()
@@ -218,10 +223,83 @@ async def _keys_revoke(opts: argparse.Namespace) -> Any:
         await store.close()
 
 
+async def _withdraw(opts: argparse.Namespace, now: datetime) -> dict[str, Any]:
+    from keys.errors import NotFoundError
+
+    async def change(store: Store) -> dict[str, Any]:
+        keyring = await gateway_keys(store, opts.data_dir)
+        roles = [k.role for k in keyring.public_keys() if k.kid == opts.kid]
+        role = KeyRole(opts.role) if opts.role else (roles[0] if roles else None)
+        if role is None:
+            raise NotFoundError(
+                f"the gateway has no key {opts.kid}: `trustgw keys list` shows its keys",
+                region=HOME_REGION,
+            )
+        withdrawn, replacement = await gatewaykeys.withdraw(
+            store, passphrase_from_env(), role, opts.kid, opts.at or now, now, actor=OPERATOR
+        )
+        return {
+            "owner": "gateway",
+            "role": withdrawn.role.value,
+            "kid": withdrawn.kid,
+            "status": withdrawn.status.value,
+            "revoked_at": to_iso(withdrawn.revoked_at or now),
+            "replacement": None
+            if replacement is None
+            else {
+                "kid": replacement.kid,
+                "alg": replacement.public_key.alg.value,
+                "not_before": to_iso(replacement.not_before),
+                "not_after": to_iso(replacement.not_after),
+            },
+        }
+
+    return await _in_keyring(opts, change)
+
+
 def cmd_keys_revoke(opts: argparse.Namespace) -> int:
+    gateway_key = opts.role is not None or opts.region == HOME_REGION
+    if (opts.region is None and opts.role is None) or (
+        opts.role is not None and opts.region not in (None, HOME_REGION)
+    ):
+        raise UsageError(
+            "give --region REGION for a partner's key, or --role ROLE for one of the gateway's own "
+            f"keys (--region {HOME_REGION} also names the gateway's)"
+        )
+    if gateway_key:
+        try:
+            result = asyncio.run(_withdraw(opts, utcnow()))
+        except ValueError as exc:  # a compromise time in the future
+            raise UsageError(str(exc)) from None
+        if opts.json:
+            print_json(result)
+            return EXIT_OK
+        print(
+            f"withdrew gateway {result['role']} key {result['kid']} from {result['revoked_at']}: "
+            "it signs nothing more; verifiers refuse what it signed from then on"
+        )
+        if result["replacement"]:
+            new = result["replacement"]
+            print(f"  replaced by {result['role']} key {new['kid']} ({new['alg']}), signing now")
+        print("  next: trustgw keys export --out FILE, and hand the file to offline verifiers")
+        return EXIT_OK
     key = asyncio.run(_keys_revoke(opts))
+    if opts.json:
+        print_json({"owner": key.region, "kid": key.kid, "revoked_at": to_iso(key.revoked_at)})
+        return EXIT_OK
     print(f"revoked key {key.kid} of region {key.region} from {to_iso(key.revoked_at)}")
     return EXIT_OK
+
+
+async def _in_keyring(opts: argparse.Namespace, change: Callable[[Store], Awaitable[_T]]) -> _T:
+    """Run a keyring ``change`` on the command's store (importing ``DATA_DIR/keys`` first if the
+    database has no keyring yet): in force on every replica at its next reload."""
+    store = await connect(opts)
+    try:
+        await gateway_keys(store, opts.data_dir)
+        return await change(store)
+    finally:
+        await store.close()
 
 
 _DURATION = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,6})?)([smhd]?)")
@@ -240,18 +318,23 @@ def _duration(value: str) -> timedelta:
 
 
 def cmd_keys_rotate(opts: argparse.Namespace) -> int:
-    from keys.keystore import KeyRole
-
     if opts.validity <= timedelta(0):
         raise UsageError("--validity must be longer than 0")
     now = utcnow()
-    key_dir = KeyDirectory.open(DataDir(opts.data_dir).keys, passphrase=passphrase_from_env())
-    info = key_dir.rotate(
-        KeyRole(opts.role),
-        now,
-        activate_at=now + opts.activate_in,
-        validity=opts.validity,
-        algorithm=Algorithm(opts.algorithm) if opts.algorithm else None,
+    info = asyncio.run(
+        _in_keyring(
+            opts,
+            lambda store: gatewaykeys.rotate(
+                store,
+                passphrase_from_env(),
+                KeyRole(opts.role),
+                now,
+                activate_at=now + opts.activate_in,
+                validity=opts.validity,
+                algorithm=Algorithm(opts.algorithm) if opts.algorithm else None,
+                actor=OPERATOR,
+            ),
+        )
     )
     result = {
         "role": info.role.value,
@@ -275,15 +358,15 @@ def register(sub: Any) -> None:
     keys = sub.add_parser("keys", help="the gateway's keys and partners' signing keys")
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     p = ksub.add_parser("list", help="list every key the gateway holds or trusts")
-    add_data_dir(p)
+    add_store_args(p)
     add_json(p)
     p.set_defaults(func=cmd_keys_list)
     p = ksub.add_parser("export", help="write the gateway's public keys (trust file for verifiers)")
-    add_data_dir(p)
+    add_store_args(p)
     p.add_argument("--out", type=path_type, help="file to write (default: standard output)")
     p.set_defaults(func=cmd_keys_export)
     p = ksub.add_parser("add", help="register a partner region's code-signing key")
-    add_data_dir(p)
+    add_store_args(p)
     p.add_argument("--region", required=True, type=region_arg, help="6-digit region code")
     p.add_argument(
         "--public-key",
@@ -309,23 +392,39 @@ def register(sub: Any) -> None:
     p = ksub.add_parser(
         "update", help="correct the validity window of a partner key added by an operator"
     )
-    add_data_dir(p)
+    add_store_args(p)
     p.add_argument("--region", required=True, type=region_arg, help="6-digit region code")
     p.add_argument("--kid", required=True, type=kid_type)
     p.add_argument("--not-before", required=True, type=time_type, help="new start of validity")
     p.add_argument("--not-after", type=time_type, help="new end of validity (default: kept)")
     add_json(p)
     p.set_defaults(func=cmd_keys_update)
-    p = ksub.add_parser("revoke", help="revoke a partner's key from a compromise time")
-    add_data_dir(p)
-    p.add_argument("--region", required=True, type=region_arg)
+    p = ksub.add_parser(
+        "revoke",
+        help="revoke a partner's key, or withdraw one of the gateway's own, from a compromise time",
+    )
+    add_store_args(p)
+    p.add_argument(
+        "--region", type=region_arg, help=f"a partner's region ({HOME_REGION}: the gateway)"
+    )
+    p.add_argument(
+        "--role",
+        choices=[r.value for r in KeyRole],
+        help="withdraw the gateway's own key of this role (instead of --region)",
+    )
     p.add_argument("--kid", required=True, type=kid_type)
-    p.add_argument("--at", type=time_type, help="compromise time (default now)")
+    p.add_argument(
+        "--at",
+        "--compromised-at",
+        dest="at",
+        type=time_type,
+        help="compromise time: the earliest moment the key may have been in other hands "
+        "(default now)",
+    )
+    add_json(p)
     p.set_defaults(func=cmd_keys_revoke)
-    from keys.keystore import KeyRole
-
     p = ksub.add_parser("rotate", help="rotate one of the gateway's own keys")
-    add_data_dir(p)
+    add_store_args(p)
     p.add_argument("--role", required=True, choices=[r.value for r in KeyRole])
     p.add_argument(
         "--activate-in",

@@ -8,13 +8,12 @@ from typing import Any
 
 from gateway.cli._common import (
     EXIT_OK,
-    add_data_dir,
     add_json,
     path_type,
     print_json,
     print_table,
 )
-from gateway.cli._store import OPERATOR, open_store, region_arg
+from gateway.cli._store import OPERATOR, add_store_args, open_store, region_arg
 from keys.anchors import PartnerFile
 from keys.errors import AnchorsMissingError, NotFoundError, UsageError
 from keys.records import RegionTrust
@@ -61,7 +60,7 @@ def _summary(trust: RegionTrust) -> dict[str, Any]:
 
 async def _add(opts: argparse.Namespace) -> dict[str, Any]:
     parsed = PartnerFile.from_bytes(_read_file(opts.file))
-    async with open_store(opts.data_dir) as store:
+    async with open_store(opts) as store:
         result = await store.install_partner(
             parsed.region,
             parsed.anchors,
@@ -104,7 +103,7 @@ def cmd_add(opts: argparse.Namespace) -> int:
 
 
 async def _list(opts: argparse.Namespace) -> list[dict[str, Any]]:
-    async with open_store(opts.data_dir) as store:
+    async with open_store(opts) as store:
         regions = await store.list_regions()
         return [_summary(await store.region_trust(r.code)) for r in regions]
 
@@ -142,7 +141,7 @@ def _key_row(key: Any) -> dict[str, Any]:
 
 
 async def _show(opts: argparse.Namespace) -> dict[str, Any]:
-    async with open_store(opts.data_dir) as store:
+    async with open_store(opts) as store:
         trust = await _trust(store, opts.region)
         codes, holders = await store.list_revocations(opts.region)
     return {
@@ -181,7 +180,7 @@ def cmd_show(opts: argparse.Namespace) -> int:
 
 
 async def _anchors(opts: argparse.Namespace) -> dict[str, Any]:
-    async with open_store(opts.data_dir) as store:
+    async with open_store(opts) as store:
         trust = await _trust(store, opts.region)
     if trust.anchors is None:
         raise AnchorsMissingError(
@@ -219,7 +218,7 @@ def cmd_anchors(opts: argparse.Namespace) -> int:
 
 
 async def _set_enabled(opts: argparse.Namespace, enabled: bool) -> None:
-    async with open_store(opts.data_dir) as store:
+    async with open_store(opts) as store:
         await store.set_region_enabled(opts.region, enabled, actor=OPERATOR, now=utcnow())
 
 
@@ -239,7 +238,7 @@ def register(sub: Any) -> None:
     partner = sub.add_parser("partner", help="partner regions: onboard, inspect, disable")
     psub = partner.add_subparsers(dest="partner_command", metavar="ACTION", required=True)
     p = psub.add_parser("add", help="onboard or update a region from its partner file")
-    add_data_dir(p)
+    add_store_args(p)
     p.add_argument(
         "--file",
         required=True,
@@ -254,7 +253,7 @@ def register(sub: Any) -> None:
     add_json(p)
     p.set_defaults(func=cmd_add)
     p = psub.add_parser("list", help="every region: mode, enabled, anchors, key set version")
-    add_data_dir(p)
+    add_store_args(p)
     add_json(p)
     p.set_defaults(func=cmd_list)
     for name, func, text in [
@@ -265,7 +264,7 @@ def register(sub: Any) -> None:
     ]:
         p = psub.add_parser(name, help=text)
         p.add_argument("region", type=region_arg, help="6-digit region code")
-        add_data_dir(p)
+        add_store_args(p)
         if name in ("show", "anchors"):
             add_json(p)
         p.set_defaults(func=func)

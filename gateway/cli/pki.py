@@ -24,18 +24,24 @@ from gateway.cli._common import (
     path_type,
     print_json,
     print_table,
+    text_type,
 )
 from gateway.pki import (
     CA_DAYS,
     CLIENT_DAYS,
     DEFAULT_HOSTS,
+    DENY_FILE,
     MAX_DAYS,
     SERVER_DAYS,
     CertInfo,
+    DeniedCertificate,
+    DenyList,
     DevCA,
     Issued,
     Peer,
     Role,
+    normal_fingerprint,
+    normal_serial,
     read_certificate,
 )
 from gateway.runtime.datadir import DataDir
@@ -242,6 +248,66 @@ def cmd_pki_renew(opts: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def serial_type(value: str) -> str:
+    """A certificate serial number in hex (``pki list``'s form, colons allowed)."""
+    try:
+        return normal_serial(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def fingerprint_type(value: str) -> str:
+    """A SHA-256 certificate fingerprint in hex (``pki list``'s form, colons allowed)."""
+    try:
+        return normal_fingerprint(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _deny(opts: argparse.Namespace, entry: DeniedCertificate) -> int:
+    path = DataDir(opts.data_dir).pki / DENY_FILE
+    before = DenyList.load(path)
+    after = before.with_entry(entry)
+    if after is not before:
+        after.save(path)
+    result = {"deny_list": str(path), "added": after is not before, **entry.to_json()}
+    if opts.json:
+        print_json(result)
+        return EXIT_OK
+    what = " ".join(
+        f"{label} {value}"
+        for label, value in (("serial", entry.serial), ("sha256", entry.fingerprint))
+        if value
+    )
+    verb = "denied" if result["added"] else "already denied"
+    print(f"{verb}: {entry.name or 'client certificate'} ({what}) in {path}")
+    print("  a running gateway refuses it after SIGHUP: systemctl reload trustgw")
+    return EXIT_OK
+
+
+def cmd_pki_deny(opts: argparse.Namespace) -> int:
+    entry = DeniedCertificate(opts.serial, opts.fingerprint, None, opts.reason or "", utcnow())
+    return _deny(opts, entry)
+
+
+def cmd_pki_revoke(opts: argparse.Namespace) -> int:
+    ca = _ca(opts.data_dir)
+    path = ca.directory / f"{opts.certificate}.pem"
+    if not path.is_file():
+        raise UsageError(
+            f"no certificate {opts.certificate!r} in {ca.directory} (see trustgw pki list; "
+            "a certificate from elsewhere: pki deny --serial or --fingerprint)"
+        )
+    info = read_certificate(path)
+    if info.role not in {r.value for r in Role}:
+        raise UsageError(
+            f"{opts.certificate} is a {info.role} certificate: only client certificates are "
+            "revoked (re-issue a server certificate with pki issue --role server)"
+        )
+    entry = DeniedCertificate(info.serial, info.fingerprint, info.name, opts.reason or "", utcnow())
+    return _deny(opts, entry)
+
+
 def _names(info: CertInfo) -> str:
     names = [*info.dns_names, *info.ip_addresses, *([info.uri] if info.uri else [])]
     return ",".join(names) or "-"
@@ -385,6 +451,37 @@ def register(sub: Any) -> None:
     )
     add_json(p)
     p.set_defaults(func=cmd_pki_list)
+
+    p = psub.add_parser(
+        "deny",
+        help="refuse a client certificate by serial or SHA-256 fingerprint (DATA_DIR/pki/"
+        "denied.json; a running gateway after SIGHUP)",
+    )
+    add_data_dir(p, existing=False)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--serial", type=serial_type, help="the serial in hex (pki list)")
+    which.add_argument(
+        "--fingerprint", type=fingerprint_type, help="the SHA-256 fingerprint in hex (pki list)"
+    )
+    p.add_argument("--reason", type=text_type(), help="why (kept in the deny list)")
+    add_json(p)
+    p.set_defaults(func=cmd_pki_deny)
+
+    p = psub.add_parser(
+        "revoke",
+        help="refuse a client certificate this CA issued, by name (its serial and fingerprint "
+        "join the deny list)",
+    )
+    add_data_dir(p, existing=False)
+    p.add_argument(
+        "certificate",
+        type=name_type,
+        metavar="NAME",
+        help="as trustgw pki list names it: verifier-checkpoint-1, partner-110000 ...",
+    )
+    p.add_argument("--reason", type=text_type(), help="why (kept in the deny list)")
+    add_json(p)
+    p.set_defaults(func=cmd_pki_revoke)
 
     p = psub.add_parser("show", help="one certificate: a name in DATA_DIR/pki, or any PEM file")
     p.add_argument(

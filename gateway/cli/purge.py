@@ -7,15 +7,14 @@ import asyncio
 import re
 from typing import Any
 
-from gateway.cli._common import EXIT_OK, add_data_dir, add_json, print_json, time_type
-from gateway.runtime.datadir import DataDir
+from gateway.cli._common import EXIT_OK, add_json, print_json, time_type
+from gateway.cli._store import add_store_args, connect
 from keys.errors import UsageError
 from keys.timeutil import to_iso, utcnow
 
 
 async def _purge(opts: argparse.Namespace) -> dict[str, Any]:
     from gateway.runtime.retention import RetentionPolicy, purge
-    from keys.store import SQLiteStore
 
     try:
         policy = RetentionPolicy(
@@ -23,11 +22,8 @@ async def _purge(opts: argparse.Namespace) -> dict[str, Any]:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    database = DataDir(opts.data_dir).database
-    if not database.is_file():
-        raise UsageError(f"{database} does not exist: is {opts.data_dir} a data directory?")
     now = opts.at or utcnow()
-    store = await SQLiteStore.open(database)
+    store = await connect(opts)
     try:
         result = await purge(store, policy, now, dry_run=opts.dry_run)
     finally:
@@ -88,7 +84,7 @@ def register(sub: Any) -> None:
         description="Delete personal records older than their retention period. Revocations, "
         "keys and the audit trail are never purged. See docs/retention.md.",
     )
-    add_data_dir(p)
+    add_store_args(p)
     p.add_argument(
         "--recognitions-days",
         type=_days,

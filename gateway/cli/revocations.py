@@ -11,8 +11,8 @@ import argparse
 import asyncio
 from typing import Any
 
-from gateway.cli._common import EXIT_OK, add_data_dir, add_json, print_json
-from gateway.cli._store import open_store, region_arg
+from gateway.cli._common import EXIT_OK, add_json, print_json
+from gateway.cli._store import add_store_args, open_store, region_arg
 from keys.audit import VERIFY_CHUNK
 from keys.timeutil import from_unix, to_iso
 
@@ -46,7 +46,7 @@ async def _batches(store: Any, region: str | None) -> list[dict[str, Any]]:
 
 
 async def _list(opts: argparse.Namespace) -> dict[str, Any]:
-    async with open_store(opts.data_dir) as store:
+    async with open_store(opts) as store:
         codes, holders = await store.list_revocations(opts.region)
         batches = await _batches(store, opts.region)
     regions: dict[str, dict[str, int]] = {}
@@ -97,7 +97,7 @@ def register(sub: Any) -> None:
     revocations = sub.add_parser("revocations", help="code and holder revocations by partners")
     rsub = revocations.add_subparsers(dest="revocations_command", metavar="ACTION", required=True)
     p = rsub.add_parser("list", help="counts per region and the batches accepted")
-    add_data_dir(p)
+    add_store_args(p)
     p.add_argument("--region", type=region_arg, help="only this 6-digit region")
     add_json(p)
     p.add_argument(

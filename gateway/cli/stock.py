@@ -12,7 +12,6 @@ from typing import Any
 from gateway.cli._common import (
     EXIT_OK,
     EXIT_REJECTED,
-    add_data_dir,
     add_json,
     float_type,
     int_type,
@@ -20,10 +19,9 @@ from gateway.cli._common import (
     print_json,
     time_type,
 )
-from gateway.cli._store import region_arg
-from gateway.runtime.datadir import DataDir
+from gateway.cli._keys import gateway_keys
+from gateway.cli._store import add_store_args, connect, region_arg
 from keys.errors import UsageError
-from keys.keystore import KeyDirectory, passphrase_from_env
 from keys.timeutil import utcnow
 
 
@@ -32,7 +30,6 @@ async def _convert(opts: argparse.Namespace) -> int:
     from gateway.stock.progress import stderr_is_tty
     from gateway.stock.rows import FORMATS, detect_format
     from keys.pseudonym import Pseudonymiser
-    from keys.store import SQLiteStore
 
     path: Path = opts.file
     if not path.is_file():
@@ -43,9 +40,9 @@ async def _convert(opts: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     assert fmt in FORMATS
     now = opts.at or utcnow()
-    keys = KeyDirectory.open(DataDir(opts.data_dir).keys, passphrase=passphrase_from_env())
-    store = await SQLiteStore.open(DataDir(opts.data_dir).database)
+    store = await connect(opts)
     try:
+        keys = await gateway_keys(store, opts.data_dir)
         try:
             converter = StockConverter(
                 store,
@@ -99,7 +96,7 @@ def register(sub: Any) -> None:
         "same command again after an interruption. See docs/stock-conversion.md.",
     )
     p.add_argument("file", type=path_type, help="CSV (.csv) or JSON Lines (.jsonl) file")
-    add_data_dir(p)
+    add_store_args(p)
     p.add_argument("--format", choices=("csv", "jsonl"), help="default: from the file extension")
     p.add_argument(
         "--report", type=path_type, help="append bad rows here (JSON Lines: row, reason, message)"

@@ -15,17 +15,15 @@ from typing import Any
 from gateway.cli._common import (
     EXIT_OK,
     EXIT_REJECTED,
-    add_data_dir,
     add_json,
     int_type,
     path_type,
     print_json,
     time_type,
 )
-from gateway.cli._store import open_store
-from gateway.runtime.datadir import DataDir
+from gateway.cli._keys import gateway_keys
+from gateway.cli._store import add_store_args, open_store
 from keys.errors import GatewayError, UsageError
-from keys.keystore import KeyDirectory, passphrase_from_env
 from keys.timeutil import to_iso, utcnow
 from keys.trustlist import MAX_TRUSTLIST_BYTES, PinnedKey, PublishedTrustList, TrustListVerifier
 
@@ -40,8 +38,8 @@ async def _export(opts: argparse.Namespace) -> PublishedTrustList:
     from keys.registry import KeyRegistry
     from keys.trustpublisher import TrustListPublisher
 
-    key_dir = KeyDirectory.open(DataDir(opts.data_dir).keys, passphrase=passphrase_from_env())
-    async with open_store(opts.data_dir) as store:
+    async with open_store(opts) as store:
+        key_dir = await gateway_keys(store, opts.data_dir)
         registry = KeyRegistry(store)
         await registry.load()
         publisher = TrustListPublisher(store, lambda: registry.snapshot, lambda: key_dir)
@@ -174,7 +172,7 @@ def register(sub: Any) -> None:
     trustlist = sub.add_parser("trustlist", help="the signed trust list: export, verify offline")
     tsub = trustlist.add_subparsers(dest="trustlist_command", metavar="ACTION", required=True)
     p = tsub.add_parser("export", help="write the current signed trust list (full or delta)")
-    add_data_dir(p)
+    add_store_args(p)
     p.add_argument(
         "--since",
         type=int_type(0, MAX_VERSION),

@@ -16,7 +16,7 @@ import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from gateway.observability import REQUEST_ID, REQUEST_ID_HEADER, Metrics
+from gateway.observability import REQUEST_ID, REQUEST_ID_HEADER, Metrics, note_failure
 from keys.errors import (
     GatewayError,
     InvalidRequestError,
@@ -76,8 +76,10 @@ async def fail(
         if isinstance(exc, InvalidRequestError):
             note_bad_request(metrics, method, exc)
         status = rich_status(exc)
+        note_failure(exc.reason)
     else:
         incident = uuid.uuid4().hex[:12]
+        note_failure("INTERNAL")
         log.error("unexpected error in %s, incident %s", method, incident, exc_info=exc)
         status = internal_status(incident)
     # The abort's exception refers to this one, and grpc keeps it with the call's state in a

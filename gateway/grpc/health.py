@@ -26,6 +26,11 @@ class DrainingHealthServicer(health.aio.HealthServicer):
         self._changed = asyncio.Event()
         self._shutting_down = False
 
+    @property
+    def shutting_down(self) -> bool:
+        """A graceful shutdown has begun (everything NOT_SERVING from then on)."""
+        return self._shutting_down
+
     def _wake(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()

@@ -15,8 +15,18 @@ from typing import Any, TypeAlias
 import grpc
 
 from gateway.grpc.errors import fail
-from gateway.observability import REQUEST_ID, REQUEST_ID_HEADER, Metrics, request_id_from
-from keys.errors import MethodUnknownError
+from gateway.observability import (
+    CALL,
+    REQUEST_ID,
+    REQUEST_ID_HEADER,
+    AccessLog,
+    CallRecord,
+    Metrics,
+    note_failure,
+    request_id_from,
+)
+from gateway.pki import DenyList, peer_from_auth_context
+from keys.errors import CertificateDeniedError, MethodUnknownError
 
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 # The label under which calls of methods the gateway does not serve are timed and counted (one
@@ -62,6 +72,14 @@ async def drain_requests(context: grpc.aio.ServicerContext[Any, Any]) -> None:
                 total += len(message) if isinstance(message, bytes) else 0
 
 
+# grpc_type of go-grpc-prometheus, by (request streaming, response streaming).
+_GRPC_TYPES = {
+    (False, False): "unary",
+    (True, False): "client_stream",
+    (False, True): "server_stream",
+    (True, True): "bidi_stream",
+}
+
 # A method handler as the interceptor sees it: of any service, so of any message types (a
 # string: grpc's runtime class is not subscriptable, only its stub is generic).
 _Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
@@ -75,10 +93,11 @@ class RequestStream:
     Read by one task at a time, as gRPC requires.
     """
 
-    __slots__ = ("_context", "ended", "interrupted")
+    __slots__ = ("_call", "_context", "ended", "interrupted")
 
     def __init__(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         self._context = context
+        self._call = CALL.get()  # counts the messages read, for the access log
         self.ended = False  # the caller half-closed: nothing left to drain
         self.interrupted = False  # a read was cancelled: gRPC allows no further read
 
@@ -96,6 +115,8 @@ class RequestStream:
         if message is grpc.aio.EOF:
             self.ended = True
             raise StopAsyncIteration
+        if self._call is not None:
+            self._call.received += 1
         return message  # type: ignore[no-any-return]
 
     async def drain(self) -> None:
@@ -104,6 +125,19 @@ class RequestStream:
         if not (self.ended or self.interrupted):
             self.ended = True
             await drain_requests(self._context)
+
+
+def _peer_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """``role/name`` of the caller's client certificate, for the log ("" without one, or
+    "?" when it names no role the gateway knows)."""
+    auth = context.auth_context()
+    if not auth.get("x509_subject_alternative_name"):  # plaintext, or no such certificate
+        return ""
+    try:
+        peer = peer_from_auth_context({key: list(values) for key, values in auth.items()})
+    except Exception:
+        return "?"
+    return f"{peer.role.value}/{peer.name}"
 
 
 class RequestInterceptor(grpc.aio.ServerInterceptor):
@@ -119,8 +153,10 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
     NOT_SERVING.
     """
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, access: AccessLog | None = None) -> None:
         self._metrics = metrics
+        self.access = access or AccessLog(enabled=False)
+        self.deny = DenyList()  # client certificates refused (replaced on reload)
         self._wrapped: dict[str, tuple[_Handler, _Handler]] = {}
         self._in_flight = 0
         self._seen = 0  # calls begun (not counting health checks)
@@ -185,14 +221,28 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap(self, full_method: str, handler: _Handler) -> _Handler:
-        method = full_method.rsplit("/", 1)[-1]
-        histogram = self._metrics.latency.labels(method)
-        errors = self._metrics.errors
+        service, _, method = full_method.lstrip("/").rpartition("/")
+        kind = _GRPC_TYPES[handler.request_streaming, handler.response_streaming]
+        labels = (kind, service, method)
+        metrics = self._metrics
+        histogram = (metrics.stream_duration if kind != "unary" else metrics.grpc_handling).labels(
+            *labels
+        )
+        started_total = metrics.grpc_started.labels(*labels)
+        received_total = metrics.grpc_msg_received.labels(*labels)
+        sent_total = metrics.grpc_msg_sent.labels(*labels)
+        handled: dict[str, Any] = {}  # grpc_code -> its counter, made at the first such call
         exempt = full_method.startswith(_HEALTH_PREFIX)  # answers NOT_SERVING while draining
+        access = self.access
+        reads_stream = handler.request_streaming
+        stream = handler.request_streaming or handler.response_streaming
 
         def begin(context: grpc.aio.ServicerContext[Any, Any]) -> float:
             request_id = request_id_from(context.invocation_metadata())
             REQUEST_ID.set(request_id)
+            call = CallRecord(full_method, request_id, stream)
+            call.received = int(not reads_stream)  # a unary request is one message
+            CALL.set(call)
             # Trailing metadata costs no extra round of the event loop, unlike initial metadata;
             # error statuses carry the id too (see gateway.grpc.methods.rich_status).
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
@@ -200,14 +250,24 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                 self._seen += 1
                 self._in_flight += 1
                 self._idle.clear()
+            started_total.inc()
             return time.perf_counter()
 
-        reads_stream = handler.request_streaming
-
         async def admit(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            deny = self.deny
+            if deny:  # checked on every call: grpc has no hook in the handshake for it
+                pem = next(iter(context.auth_context().get("x509_pem_cert", ())), None)
+                if pem is not None:
+                    try:
+                        deny.check_pem(pem)
+                    except CertificateDeniedError as exc:
+                        if reads_stream:
+                            await drain_requests(context)
+                        await fail(context, method, metrics, exc)
             if self._draining and not exempt:
                 if reads_stream:  # nothing read yet: let the caller finish writing first
                     await drain_requests(context)
+                note_failure("SHUTTING_DOWN")
                 await context.abort(
                     grpc.StatusCode.UNAVAILABLE,
                     "the gateway is shutting down: retry on another instance",
@@ -219,11 +279,26 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                 self._in_flight -= 1
                 if self._in_flight == 0:
                     self._idle.set()
-            histogram.observe(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            histogram.observe(seconds)
             code = context.code()
+            name = "OK"
             if code is not None and code != grpc.StatusCode.OK:
                 name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-                errors.labels(method, name).inc()
+            counter = handled.get(name)
+            if counter is None:
+                counter = handled[name] = metrics.grpc_handled.labels(*labels, name)
+            counter.inc()
+            call = CALL.get()
+            if call is None:
+                return
+            if not call.stream:
+                call.received, call.sent = 1, int(name == "OK")
+            received_total.inc(call.received)
+            sent_total.inc(call.sent)
+            if access.enabled:
+                call.peer = _peer_of(context)
+                access.write(call, name, seconds, context.peer() or "")
 
         if handler.unary_unary is not None:
             # The stubs type a handler's behaviour for the synchronous server; grpc.aio calls
@@ -253,7 +328,10 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
                 started = begin(context)
                 try:
                     await admit(context)
+                    call = CALL.get()
                     async for response in stream_responses(inner(first, context)):
+                        if call is not None:
+                            call.sent += 1
                         yield response
                 finally:
                     end(context, started)

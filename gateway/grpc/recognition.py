@@ -21,6 +21,7 @@ from gateway.grpc.methods import (
     Method,
     decode,
 )
+from gateway.observability import note_outcome
 from gateway.pki import Role
 from gateway.runtime.gateway import Gateway
 from keys.errors import InvalidRequestError
@@ -123,6 +124,7 @@ class RecognitionService:
             conv.inc()
 
     def _respond(self, request_id: str, decision: Recognition) -> pb.RecogniseResponse:
+        note_outcome(decision.region, decision.reason)
         self._count(decision)
         reclog = self._gateway.reclog
         if reclog is not None:  # queued in memory; written in batches off the request path
@@ -255,6 +257,7 @@ class RecognitionService:
                     not_before=to_unix(info.not_before),
                     not_after=to_unix(info.not_after),
                     status=info.status.value,
+                    revoked_at=0 if info.revoked_at is None else to_unix(info.revoked_at),
                 )
                 for info in self._gateway.published_keys()
             ],

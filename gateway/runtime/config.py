@@ -18,6 +18,11 @@ class GatewayConfig:
     the settings by :meth:`gateway.runtime.settings.Settings.gateway_config`."""
 
     data_dir: Path
+    # The store: a PostgreSQL URL or a SQLite file; None: DATA_DIR/trustgw.db.
+    database_target: str | Path | None = field(default=None, repr=False)
+    # Bring the database's schema up to date on open (``trustgw serve`` does not: it refuses an
+    # outdated one and ``trustgw db migrate`` migrates).
+    migrate: bool = True
     listen: str = "127.0.0.1:50051"
     passphrase: bytes | None = None
     refresh_interval: float = 0.5  # seconds between registry change checks
@@ -32,8 +37,9 @@ class GatewayConfig:
         return DataDir(self.data_dir)
 
     @property
-    def database(self) -> Path:
-        return self.paths.database
+    def database(self) -> str | Path:
+        """What :func:`keys.store.factory.open_store` opens (a URL or a SQLite file)."""
+        return self.database_target if self.database_target is not None else self.paths.database
 
     @property
     def key_dir(self) -> Path:

@@ -28,7 +28,8 @@ class DataDir:
 
     @property
     def keys(self) -> Path:
-        """The gateway's key directory (:class:`keys.keystore.KeyDirectory`)."""
+        """Where earlier versions kept the gateway's keys (:class:`keys.keystore.KeyDirectory`):
+        imported into the database's keyring at its first open, not read afterwards."""
         return self.root / self.KEYS
 
     @property
@@ -43,5 +44,7 @@ class DataDir:
         )
 
     def is_initialised(self) -> bool:
-        """True when ``trustgw init`` has created the store here."""
-        return self.database.is_file()
+        """True when ``trustgw init`` has run here: the SQLite store is here or, for a gateway
+        whose store is elsewhere (``--database``: the keys are in that database), the ``pki/``
+        ``init`` made (or a key directory from before the keyring)."""
+        return self.database.is_file() or self.keys.is_dir() or self.pki.is_dir()

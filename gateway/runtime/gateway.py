@@ -8,14 +8,15 @@ into it. Nothing here imports gRPC.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import datetime
-from pathlib import Path
 
 from adapters.regions import REGION_ALGORITHMS
 from gateway.engine import Conversions, Recogniser
 from gateway.observability import Metrics
+from gateway.runtime.changefeed import ChangeFeed, change_feed
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.reclog import RecognitionLog
 from gateway.runtime.retention import PeriodicPurge
@@ -25,10 +26,14 @@ from gateway.runtime.trustfeed import DEFAULT_RESEND as TRUSTLIST_RESEND
 from gateway.runtime.trustfeed import TrustListFeed
 from keys.crypto import PrivateKey
 from keys.errors import GatewayError, StoreUnavailableError
+from keys.gatewaykeys import open_keyring, reload_if_changed
+from keys.keyring import GatewayKeyring
 from keys.keystore import MANIFEST, GatewayKeyInfo, KeyDirectory, KeyRole
+from keys.model import KeyStatus
 from keys.pseudonym import Pseudonymiser
 from keys.registry import KeyRegistry
-from keys.store import SQLiteStore
+from keys.store import Store
+from keys.store.factory import open_store
 from keys.timeutil import utcnow
 from keys.trustpublisher import TrustListPublisher
 from keys.trustregistry import TrustRegistry
@@ -41,9 +46,9 @@ class Gateway:
 
     def __init__(
         self,
-        store: SQLiteStore,
+        store: Store,
         registry: KeyRegistry,
-        key_dir: KeyDirectory,
+        key_dir: GatewayKeyring,
         config: GatewayConfig,
     ) -> None:
         self.store = store
@@ -76,8 +81,10 @@ class Gateway:
             resend=min(TRUSTLIST_RESEND, config.trustlist_ttl / 4),
         )
         self._config = config
-        self._key_dir_stamp = _stamp(config.key_dir)
         self._refresher = Background("refresh")
+        self.changes: ChangeFeed = change_feed(
+            config.database, store.registry_version, config.refresh_interval
+        )
         self.metrics = Metrics()
         self.healthy = True
         self._metrics_updated = 0.0
@@ -93,13 +100,24 @@ class Gateway:
 
     @classmethod
     async def open(cls, config: GatewayConfig) -> Gateway:
-        key_dir = KeyDirectory.open(config.key_dir, passphrase=config.passphrase)
-        # With the secret: an older database's code ids are keyed when its schema is upgraded.
-        store = await SQLiteStore.open(
-            config.database, code_keys=Pseudonymiser(key_dir.pseudonym_secret())
-        )
-        registry = KeyRegistry(store)
-        await registry.load()
+        """Open the store, unseal the gateway's keys from it (importing ``DATA_DIR/keys`` at the
+        first open of a database without a keyring), load the registry and start the
+        background work.
+
+        Raises :class:`keys.errors.ConfigurationError` (no keys, wrong passphrase, schema),
+        :class:`keys.errors.StoreUnavailableError`.
+        """
+        # Only an old database (schema 3 or older) needs the pseudonym secret to upgrade, and
+        # only a data directory from before the keyring has it in files.
+        code_keys = _DirectoryCodeKeys(config) if (config.key_dir / MANIFEST).exists() else None
+        store = await open_store(config.database, code_keys=code_keys, migrate=config.migrate)
+        try:
+            key_dir = await open_keyring(store, config.passphrase, import_from=config.key_dir)
+            registry = KeyRegistry(store)
+            await registry.load()
+        except BaseException:
+            await store.close()
+            raise
         gateway = cls(store, registry, key_dir, config)
         await gateway.check_health()
         gateway.update_key_metrics()
@@ -121,10 +139,31 @@ class Gateway:
         await self.store.close()
 
     async def _refresh_loop(self) -> None:
-        """Pick up changes made by the CLI, partners or other replicas, without a restart."""
-        while True:
-            await asyncio.sleep(self._config.refresh_interval)
-            await self.refresh()
+        """Pick up changes made by the CLI, partners or other replicas, without a restart: a
+        reload whenever the change feed says so (pushed over PostgreSQL), and the health check
+        every ``refresh_interval`` between."""
+        changes = self.changes.watch_changes()
+        pending: asyncio.Task[int] | None = None
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(anext(changes))
+                done, _ = await asyncio.wait({pending}, timeout=self._config.refresh_interval)
+                if pending in done:
+                    version = pending.result()
+                    pending = None
+                    log.debug("change feed: registry version %s", version)
+                    await self.refresh()
+                else:
+                    await self.check_health()
+                    if time.monotonic() - self._metrics_updated > 30:
+                        self.update_key_metrics()
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+            await changes.aclose()
 
     async def refresh(self) -> None:
         """Reload the registry snapshot and the key directory when they changed.
@@ -136,16 +175,19 @@ class Gateway:
                 log.info("registry reloaded, version %s", self.registry.snapshot.version)
         except StoreUnavailableError as exc:
             log.warning("registry refresh failed: %s", exc)
-        stamp = _stamp(self._config.key_dir)
-        if stamp != self._key_dir_stamp:
-            try:
-                # Decrypting keys is slow (scrypt): keep it off the event loop.
-                key_dir = await asyncio.to_thread(
-                    KeyDirectory.open, self._config.key_dir, passphrase=self._config.passphrase
-                )
-            except GatewayError as exc:
-                log.warning("key directory reload failed, keeping the loaded keys: %s", exc)
-                return
+        try:
+            key_dir = await reload_if_changed(self.store, self.key_dir, self._config.passphrase)
+        except GatewayError as exc:
+            log.warning("gateway keyring reload failed, keeping the loaded keys: %s", exc)
+            key_dir = None
+        if key_dir is not None:
+            withdrawn = _newly_withdrawn(self.key_dir, key_dir)
+            if withdrawn:
+                # A withdrawn key must not sign one more thing: its replacement signs at once,
+                # even before every watcher has the list that carries it (docs/operations.md,
+                # "Withdrawing a compromised gateway key").
+                self.key_dir = key_dir
+                log.warning("gateway key(s) withdrawn, no longer signing: %s", withdrawn)
             # A new key signs only once the trust list carrying it is recorded and every
             # watcher of this process has been sent it (docs/verifying.md, "Keys and rotation").
             self._trustlist_keys = key_dir
@@ -162,8 +204,11 @@ class Gateway:
                     self._push_timeout,
                 )
             self.key_dir = key_dir
-            self._key_dir_stamp = stamp
-            log.info("gateway keys reloaded: %s", [k.kid for k in key_dir.public_keys()])
+            log.info(
+                "gateway keys reloaded (keyring generation %d): %s",
+                key_dir.generation,
+                [k.kid for k in key_dir.public_keys()],
+            )
             self._metrics_updated = 0.0
         elif self.registry.snapshot.version != self._trustlist_seen:
             await self.publish_trustlist()
@@ -218,10 +263,32 @@ class Gateway:
         self._metrics_updated = time.monotonic()
 
 
-def _stamp(key_dir: Path) -> tuple[int, int]:
-    """Changes whenever the key directory's manifest is replaced."""
-    try:
-        st = (key_dir / MANIFEST).stat()
-    except OSError:
-        return (0, 0)
-    return (st.st_mtime_ns, st.st_ino)
+def _newly_withdrawn(before: GatewayKeyring, after: GatewayKeyring) -> list[str]:
+    """The kids REVOKED in ``after`` that were not in ``before``."""
+    was = {k.kid for k in before.public_keys() if k.status is KeyStatus.REVOKED}
+    return [
+        k.kid for k in after.public_keys() if k.status is KeyStatus.REVOKED and k.kid not in was
+    ]
+
+
+class _DirectoryCodeKeys:
+    """The code keys of the key directory's pseudonym secret, read only when a migration of an
+    old database asks for them (the keyring lives in the database being migrated)."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self._config = config
+        self._pseudonymiser: Pseudonymiser | None = None
+
+    def _get(self) -> Pseudonymiser:
+        if self._pseudonymiser is None:
+            directory = KeyDirectory.open(self._config.key_dir, passphrase=self._config.passphrase)
+            self._pseudonymiser = Pseudonymiser(directory.pseudonym_secret())
+        return self._pseudonymiser
+
+    def code_key(self, region: str, code_id: str) -> str:
+        """The keyed form of a partner code id."""
+        return self._get().code_key(region, code_id)
+
+    def from_code_hash(self, hashed: str) -> str:
+        """The code key of a partner-supplied code hash."""
+        return self._get().from_code_hash(hashed)

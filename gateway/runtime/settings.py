@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.pki import TlsFiles
+from gateway.runtime import dburl
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.datadir import DataDir
 from gateway.runtime.retention import RetentionPolicy
@@ -39,7 +40,7 @@ _NUMBER = re.compile(r"-?(?:[0-9]{1,18}(?:\.[0-9]{0,9})?|\.[0-9]{1,9})(?:[eE][-+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "text")
 
-Kind = Literal["path", "address", "bool", "int", "float", "choice"]
+Kind = Literal["path", "database", "address", "bool", "int", "float", "choice"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ class Option:
         """What a valid value looks like, for error messages."""
         if self.kind == "path":
             return "a path (string)"
+        if self.kind == "database":
+            return "a PostgreSQL URL (postgresql://...) or the path of a SQLite file"
         if self.kind == "address":
             return 'a "HOST:PORT" string with a port from 0 to 65535'
         if self.kind == "bool":
@@ -89,7 +92,20 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "data_dir", "path", "the gateway's data directory (keys, trustgw.db, pki)", optional=True
     ),
+    Option(
+        "database",
+        "database",
+        "the store: a postgresql:// URL, or a SQLite file (default DATA_DIR/trustgw.db)",
+        optional=True,
+    ),
     Option("listen", "address", "HOST:PORT of the gRPC server"),
+    Option(
+        "workers",
+        "int",
+        "server processes sharing the port under one supervisor (1: this process serves)",
+        low=1,
+        high=64,
+    ),
     Option("insecure", "bool", "serve plaintext without client authentication (development only)"),
     Option(
         "tls.cert", "path", "server certificate (default DATA_DIR/pki/server.pem)", optional=True
@@ -106,8 +122,21 @@ OPTIONS: tuple[Option, ...] = (
         "HOST:PORT of the Prometheus endpoint (unset: off)",
         optional=True,
     ),
+    Option(
+        "probe_listen",
+        "address",
+        "HOST:PORT of the plaintext probe port: grpc.health.v1 and HTTP /healthz, /readyz "
+        "(unset: off)",
+        optional=True,
+    ),
     Option("log.level", "choice", "log level", choices=LOG_LEVELS),
     Option("log.format", "choice", "log format", choices=LOG_FORMATS),
+    Option("log.access", "bool", "one line per call in the access log (trustgw.access)"),
+    Option(
+        "log.libraries",
+        "bool",
+        "let aiosqlite, psycopg and grpc log at log.level (otherwise only their warnings)",
+    ),
     Option(
         "refresh_interval",
         "float",
@@ -177,14 +206,20 @@ class Settings:
     """
 
     data_dir: Path | None = None
+    # A PostgreSQL URL (kept out of repr: it may hold a password), or a SQLite file.
+    database: str | Path | None = field(default=None, repr=False)
     listen: str = "127.0.0.1:50051"
+    workers: int = 1
     insecure: bool = False
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
     metrics_listen: str | None = None
+    probe_listen: str | None = None
     log_level: str = "info"
     log_format: str = "json"
+    log_access: bool = True
+    log_libraries: bool = False
     refresh_interval: float = 0.5
     grace_period: float = 5.0
     retention_recognitions_days: float = 30.0
@@ -194,6 +229,8 @@ class Settings:
     trustlist_ttl_hours: float = 24.0
     # Where each value came from: attribute -> "default", "file F", "env NAME", "flag --name".
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # The file the settings were read from (read again on SIGHUP: gateway/cli/_reload.py).
+    config_file: Path | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         problems: list[Problem] = []
@@ -226,6 +263,12 @@ class Settings:
             )
         return self.data_dir
 
+    def database_target(self) -> str | Path:
+        """The store to open: the ``database`` setting, else ``DATA_DIR/trustgw.db``."""
+        if self.database is not None:
+            return self.database
+        return DataDir(self.require_data_dir()).database
+
     def tls_files(self) -> TlsFiles | None:
         """The server's TLS files (``DATA_DIR/pki/...`` unless given); ``None`` if ``insecure``."""
         if self.insecure:
@@ -241,6 +284,8 @@ class Settings:
         """The :class:`gateway.runtime.config.GatewayConfig` for these settings."""
         return GatewayConfig(
             data_dir=self.require_data_dir(),
+            database_target=self.database,
+            migrate=False,  # serve refuses an outdated schema: trustgw db migrate
             listen=self.listen,
             passphrase=passphrase,
             refresh_interval=self.refresh_interval,
@@ -265,6 +310,10 @@ class Settings:
             if value is None and option.key.startswith("tls.") and not self.insecure:
                 derived = getattr(self.tls_files() if self.data_dir else None, option.key[4:], None)
                 value, source = derived, "default (DATA_DIR/pki)" if derived else source
+            if option.kind == "database":
+                if value is None and self.data_dir is not None:
+                    value, source = self.database_target(), "default (DATA_DIR/trustgw.db)"
+                value = None if value is None else dburl.redact(value)  # never the password
             rows.append(
                 {
                     "key": option.key,
@@ -282,6 +331,8 @@ def _check(option: Option, value: Any) -> Any:
             return None
         raise ValueError(f"expected {option.expected()}, got nothing")
     kind = option.kind
+    if kind == "database":
+        return _check_database(value)
     if kind == "path":
         text = str(value) if isinstance(value, (str, Path)) else ""
         if text and len(text) <= MAX_PATH_CHARS and text.isprintable():
@@ -316,6 +367,22 @@ def _check(option: Option, value: Any) -> Any:
     if not low <= value <= high:
         raise ValueError(f"expected {option.expected()}, got {value!r}")
     return value if kind == "int" else float(value)
+
+
+def _check_database(value: Any) -> str | Path:
+    """A PostgreSQL URL (kept as text, checked by :func:`gateway.runtime.dburl.parse`) or a
+    SQLite file path. Messages show a URL only redacted."""
+    if isinstance(value, str) and dburl.is_url(value):
+        dburl.parse(value)  # ValueError with a redacted message
+        return value
+    if isinstance(value, (str, Path)):
+        text = str(value)
+        if text and len(text) <= MAX_PATH_CHARS and text.isprintable():
+            return Path(text).expanduser()
+        raise ValueError(
+            f"expected {BY_KEY['database'].expected()}, got {dburl.redact(text)[:80]!r}"
+        )
+    raise ValueError(f"expected {BY_KEY['database'].expected()}, got {_describe(value)}")
 
 
 def _describe(value: Any) -> str:
@@ -366,7 +433,7 @@ def read_file(path: Path) -> tuple[Layer, list[Problem]]:
         except ValueError as exc:
             problems.append(Problem(key, str(exc), source))
             continue
-        if option.kind == "path" and not value.is_absolute():
+        if isinstance(value, Path) and not value.is_absolute():
             value = (path.parent / value).resolve()
         layer[option.attr] = (value, source)
     return layer, problems
@@ -478,7 +545,7 @@ def load(
         for attr, (value, source) in layer.items():
             merged[attr] = value
             sources[attr] = source
-    return Settings(**merged, sources=sources)
+    return Settings(**merged, sources=sources, config_file=file)
 
 
 def check_file(path: Path) -> list[Problem]:
@@ -493,3 +560,34 @@ def check_file(path: Path) -> list[Problem]:
     except InvalidConfigError as exc:
         return list(exc.problems)
     return []
+
+
+def load_database(
+    file: Path | None, environ: Mapping[str, str], flag: str | None
+) -> str | Path | None:
+    """The ``database`` setting alone, for commands that open the store but do not serve:
+    ``--database`` > ``TRUSTGW_DATABASE`` > the file's ``database`` > ``None`` (the data
+    directory's SQLite file). Other ``TRUSTGW_*`` variables are not read.
+
+    Raises :class:`InvalidConfigError` for a bad value (or any problem in a given file).
+    """
+    option = BY_KEY["database"]
+    layers: list[Layer] = []
+    problems: list[Problem] = []
+    if file is not None:
+        layer, found = read_file(file)
+        layers.append(layer)
+        problems += found
+    layer, found = read_env({option.env: environ[option.env]} if option.env in environ else {})
+    layers.append(layer)
+    problems += found
+    layer, found = read_flags({option.attr: flag})
+    layers.append(layer)
+    problems += found
+    if problems:
+        raise InvalidConfigError(problems)
+    value: str | Path | None = None
+    for layer in layers:
+        if option.attr in layer:
+            value = layer[option.attr][0]
+    return value

@@ -10,6 +10,12 @@ Results are frozen dataclasses of plain Python types, never protobuf messages::
         decision = client.recognise(scanned_text)
         if decision.recognised: ...
 
+The target is one ``HOST:PORT`` (a DNS name with several records reaches every replica) or a list
+of replicas' ``IP:PORT`` (over TLS with ``server_name=``, the name in their certificates). Calls
+are spread round robin over the replicas that report SERVING on ``grpc.health.v1``; an idempotent
+call refused with UNAVAILABLE is retried at once on another replica (gRPC's ``retryPolicy``, see
+:mod:`gateway.sdk.targets` and docs/api.md "Several gateways").
+
 Every call has a deadline (``timeout``, seconds, covering all its attempts). Idempotent calls are
 retried with exponential backoff and full jitter, only when the gateway was UNAVAILABLE (not
 reachable, or shutting down and refusing calls it had not started): such a call was never
@@ -139,16 +145,21 @@ def check_size(method: str, request: Any) -> None:
 class AsyncGatewayClient:
     """An asyncio client. Use ``async with`` or call :meth:`close`.
 
-    ``tls`` gives the client certificate, key and the CA of the gateway (mutual TLS); a
-    plaintext channel needs ``insecure=True`` explicitly (local development only).
+    ``target`` is one ``HOST:PORT`` or a list of the replicas' ``IP:PORT``
+    (:func:`gateway.sdk.targets.resolve_target`). ``tls`` gives the client certificate, key and
+    the CA of the gateway (mutual TLS); ``server_name`` the name the gateways' certificates are
+    checked against (required over TLS with a list; by default the target's host name). A
+    plaintext channel needs ``insecure=True`` explicitly (local development only). Raises
+    ``ValueError`` for a target or settings that cannot work, before connecting.
     """
 
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         tls: TlsFiles | None = None,
         *,
         insecure: bool = False,
+        server_name: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retry: RetryPolicy = RetryPolicy(),
         rng: random.Random | None = None,
@@ -157,7 +168,9 @@ class AsyncGatewayClient:
             raise ValueError("give tls=TlsFiles(...) or, for local development, insecure=True")
         if timeout <= 0:
             raise ValueError("timeout must be positive")
-        self._channel = aio_channel(target, None if insecure else tls)
+        self._channel = aio_channel(
+            target, None if insecure else tls, server_name=None if insecure else server_name
+        )
         self._recognition = pb_grpc.RecognitionServiceStub(self._channel)
         self._timeout = timeout
         self._retry = retry
@@ -416,17 +429,25 @@ class GatewayClient:
 
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         tls: TlsFiles | None = None,
         *,
         insecure: bool = False,
+        server_name: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retry: RetryPolicy = RetryPolicy(),
     ) -> None:
         self._loop = asyncio.new_event_loop()
         try:
             self._client = self._loop.run_until_complete(
-                _make(target, tls, insecure=insecure, timeout=timeout, retry=retry)
+                _make(
+                    target,
+                    tls,
+                    insecure=insecure,
+                    server_name=server_name,
+                    timeout=timeout,
+                    retry=retry,
+                )
             )
         except BaseException:
             self._loop.close()
@@ -501,7 +522,9 @@ class GatewayClient:
         return self._run(self._client.trust_list(since_version, timeout=timeout))
 
 
-async def _make(target: str, tls: TlsFiles | None, **kwargs: Any) -> AsyncGatewayClient:
+async def _make(
+    target: str | Sequence[str], tls: TlsFiles | None, **kwargs: Any
+) -> AsyncGatewayClient:
     return AsyncGatewayClient(target, tls, **kwargs)  # the channel binds to the running loop
 
 

@@ -129,6 +129,7 @@ def trust_from_proto(keys: pb.GatewayKeys) -> tokens.GatewayTrust:
                 from_unix(k.not_before),
                 from_unix(k.not_after),
                 k.status or "active",
+                from_unix(k.revoked_at) if k.revoked_at else None,
             )
             for k in keys.keys
         ),

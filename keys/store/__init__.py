@@ -2,18 +2,25 @@
 
 The package, by aggregate: ``regions`` (regions and their keys), ``trust`` (anchors, key sets,
 submissions, revocations), ``audit``, ``trustlists``, ``conversions``, ``personal`` (stock
-conversions, the recognition log, purges), ``schema`` (migrations). Each holds the SQL of its
-aggregate as plain functions of a connection; the rules of trust changes are pure plans in
-:mod:`keys.trustplans`. ``sqlite`` is the execution model (one connection on one thread, a unit
-of work per hop, one error mapping) and ``sqlitestore`` the :class:`SQLiteStore` over it. The
-roles consumers depend on are the protocols of :mod:`keys.store.protocols`.
+conversions, the recognition log, purges). Each holds the SQL of its aggregate as plain
+functions of a :class:`keys.store.dbapi.Connection`, the same SQL on both backends; the rules of
+trust changes are pure plans in :mod:`keys.trustplans`. :class:`StoreFacade` holds every role
+method once over a backend's read and write. Two backends: ``sqlite`` (one connection on one
+thread), ``schema`` (its migrations) and :class:`SQLiteStore`, the embedded default; ``pgdb``
+(a few connections, the write lock), ``pgschema`` (its migrations, rolling upgrades,
+notifications) and :class:`PostgresStore`, for replicas. :func:`keys.store.factory.open_store`
+opens either from the ``database`` setting. The roles consumers depend on are the protocols of
+:mod:`keys.store.protocols`.
 """
 
 from __future__ import annotations
 
+from keys.store.facade import StoreFacade
+from keys.store.postgres import PostgresStore
 from keys.store.protocols import (
     AuditStore,
     ConversionStore,
+    GatewayKeyStore,
     HealthStore,
     PurgeStore,
     RecognitionStore,
@@ -37,7 +44,9 @@ __all__ = [
     "AuditStore",
     "CodeKeys",
     "ConversionStore",
+    "GatewayKeyStore",
     "HealthStore",
+    "PostgresStore",
     "PurgeStore",
     "RecognitionStore",
     "RegistryData",
@@ -45,6 +54,7 @@ __all__ = [
     "SQLiteStore",
     "StockStore",
     "Store",
+    "StoreFacade",
     "TrustListStore",
     "TrustStore",
     "batch_shapes",

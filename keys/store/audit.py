@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from keys import audit
 from keys.audit import AuditEntry, AuditEvent, AuditHead
 from keys.errors import AuditIntegrityError
+from keys.store.dbapi import Connection
 from keys.store.rows import check_limit, json_text
 from keys.timeutil import from_unix, to_unix
 
 _AUDIT_COLUMNS = "seq, at, actor, action, region, before, after, prev_hash, hash"
 
 
-def _head(conn: sqlite3.Connection) -> AuditHead:
+def _head(conn: Connection) -> AuditHead:
     row = conn.execute("SELECT count, hash FROM audit_head WHERE id = 1").fetchone()
     if row is None:
         raise AuditIntegrityError("the registry database has no audit head row")
     return AuditHead(int(row[0]), str(row[1]))
 
 
-def append(conn: sqlite3.Connection, event: AuditEvent) -> AuditEntry:
+def append(conn: Connection, event: AuditEvent) -> AuditEntry:
     """Chain ``event`` after the head, in the caller's write transaction."""
     entry = audit.chain(event, _head(conn))
     conn.execute(
@@ -58,9 +58,7 @@ def _from_row(row: Any) -> AuditEntry:
     )
 
 
-def read(
-    conn: sqlite3.Connection, after_seq: int, limit: int
-) -> tuple[AuditHead, list[AuditEntry]]:
+def read(conn: Connection, after_seq: int, limit: int) -> tuple[AuditHead, list[AuditEntry]]:
     """The head and up to ``limit`` entries with seq > ``after_seq``, in seq order."""
     check_limit(limit)
     head = _head(conn)

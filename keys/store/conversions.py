@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from keys.errors import AlreadyExistsError
 from keys.model import ConversionRecord
 from keys.store import regions
-from keys.store.rows import check_limit, opt_time, opt_ts, ts
+from keys.store.dbapi import INTEGRITY_ERRORS, Connection
+from keys.store.rows import batch_shapes, check_limit, opt_time, opt_ts, ts, values_sql
 from keys.timeutil import from_unix
 
 _COLUMNS = (
@@ -29,7 +29,7 @@ UPDATE conversions SET revoked_at = (
         SELECT effective_at AS t FROM holder_revocations
          WHERE region = conversions.region AND holder = conversions.holder
            AND effective_at > conversions.issued_at
-    )
+    ) AS candidates
 )
 WHERE region = :region AND source_key = :source AND revoked_at IS NULL
 """
@@ -64,7 +64,7 @@ def _row(record: ConversionRecord) -> tuple[Any, ...]:
     )
 
 
-def get(conn: sqlite3.Connection, region: str, source_key: str) -> ConversionRecord | None:
+def get(conn: Connection, region: str, source_key: str) -> ConversionRecord | None:
     """The stored record or version asked for, or None."""
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM conversions WHERE region = ? AND source_key = ?",  # noqa: S608
@@ -73,7 +73,11 @@ def get(conn: sqlite3.Connection, region: str, source_key: str) -> ConversionRec
     return None if row is None else _from_row(row)
 
 
-def _insert(conn: sqlite3.Connection, records: Sequence[ConversionRecord]) -> None:
+def _insert(conn: Connection, records: Sequence[ConversionRecord]) -> None:
+    # In key order: two transactions inserting overlapping batches then take the keys' locks
+    # in the same order and cannot deadlock (PostgreSQL). The sort is stable: of two records
+    # of one source in a batch the first still wins.
+    records = sorted(records, key=lambda r: (r.region, r.source_key))
     rows = [_row(r) for r in records]
     try:
         conn.executemany(
@@ -81,28 +85,50 @@ def _insert(conn: sqlite3.Connection, records: Sequence[ConversionRecord]) -> No
             " ON CONFLICT (region, source_key) DO NOTHING",
             rows,
         )
-    except sqlite3.IntegrityError as exc:  # expected: a converted code id taken by another source
+    except INTEGRITY_ERRORS as exc:  # expected: a converted code id taken by another source
         raise AlreadyExistsError(
             f"a conversion could not be stored (unknown region or id reused): {exc}"
         ) from exc
     conn.executemany(_REVOKE_NEW, [{"region": r.region, "source": r.source_key} for r in records])
 
 
-def put(conn: sqlite3.Connection, records: Sequence[ConversionRecord]) -> None:
+def put(conn: Connection, records: Sequence[ConversionRecord]) -> None:
     """Insert conversions (regions must exist); a source already converted is kept."""
     for code in sorted({r.region for r in records}):
         regions.require_region(conn, code)
     _insert(conn, records)
 
 
-def claim(conn: sqlite3.Connection, records: Sequence[ConversionRecord]) -> list[ConversionRecord]:
+def claim(conn: Connection, records: Sequence[ConversionRecord]) -> list[ConversionRecord]:
     """Insert the new conversions and return the stored record of each, in order."""
     _insert(conn, records)
-    stored = [get(conn, r.region, r.source_key) for r in records]
-    return [s for s in stored if s is not None]
+    stored = _stored(conn, sorted({(r.region, r.source_key) for r in records}))
+    found = (stored.get((r.region, r.source_key)) for r in records)
+    return [s for s in found if s is not None]
 
 
-def listed(conn: sqlite3.Connection, region: str | None, limit: int) -> list[ConversionRecord]:
+def _stored(
+    conn: Connection, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], ConversionRecord]:
+    """The stored records of these (region, source_key) pairs, in few statements."""
+    found: dict[tuple[str, str], ConversionRecord] = {}
+    for chunk in batch_shapes(keys):
+        rows = conn.execute(
+            values_sql(
+                f"SELECT {_COLUMNS} FROM conversions"  # noqa: S608
+                " WHERE (region, source_key) IN (VALUES {values})",
+                2,
+                len(chunk),
+            ),
+            [value for key in chunk for value in key],
+        ).fetchall()
+        for row in rows:
+            record = _from_row(row)
+            found[(record.region, record.source_key)] = record
+    return found
+
+
+def listed(conn: Connection, region: str | None, limit: int) -> list[ConversionRecord]:
     """Conversion records, oldest first, at most ``limit`` (ValueError outside 1..100000)."""
     check_limit(limit)
     query = f"SELECT {_COLUMNS} FROM conversions"  # noqa: S608

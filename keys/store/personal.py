@@ -5,7 +5,6 @@ log, and the retention purge. Written in few statements of fixed shapes per batc
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -19,6 +18,7 @@ from keys.personal import (
     StockConversion,
     StockJob,
 )
+from keys.store.dbapi import INTEGRITY_ERRORS, Connection
 from keys.store.rows import batch_shapes, check_limit, json_text, opt_time, ts, values_sql
 from keys.timeutil import from_unix
 
@@ -29,7 +29,7 @@ _RECOGNITION_COLUMNS = "at, region, mode, decision, reason, holder, code_key, ki
 
 
 def _insert_rows(
-    conn: sqlite3.Connection, table: str, columns: str, rows: Sequence[tuple[Any, ...]]
+    conn: Connection, table: str, columns: str, rows: Sequence[tuple[Any, ...]]
 ) -> None:
     """INSERT ``rows`` into ``table`` with few statements of fixed shapes (see BATCH_SHAPES)."""
     width = columns.count(",") + 1
@@ -58,9 +58,7 @@ def _stock_row(record: StockConversion) -> tuple[Any, ...]:
     )
 
 
-def _stored_holders(
-    conn: sqlite3.Connection, keys: list[tuple[str, str]]
-) -> dict[tuple[str, str], str]:
+def _stored_holders(conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
     """The stored holder of each (city, certificate_id) already converted."""
     found: dict[tuple[str, str], str] = {}
     for chunk in batch_shapes(keys):
@@ -77,7 +75,7 @@ def _stored_holders(
     return found
 
 
-def stock_job(conn: sqlite3.Connection, digest: str) -> StockJob:
+def stock_job(conn: Connection, digest: str) -> StockJob:
     """The batch job of a file; :class:`NotFoundError` if there is none."""
     row = conn.execute(
         "SELECT digest, source, committed_rows, counts, started_at, updated_at, finished_at"
@@ -98,7 +96,7 @@ def stock_job(conn: sqlite3.Connection, digest: str) -> StockJob:
     )
 
 
-def open_stock_job(conn: sqlite3.Connection, digest: str, source: str, at: int) -> StockJob:
+def open_stock_job(conn: Connection, digest: str, source: str, at: int) -> StockJob:
     """The batch job of a file, created at row 0 if new."""
     conn.execute(
         "INSERT INTO stock_jobs (digest, source, committed_rows, counts, started_at,"
@@ -108,7 +106,7 @@ def open_stock_job(conn: sqlite3.Connection, digest: str, source: str, at: int) 
     return stock_job(conn, digest)
 
 
-def commit_stock_batch(conn: sqlite3.Connection, batch: StockBatch) -> StockBatchResult:
+def commit_stock_batch(conn: Connection, batch: StockBatch) -> StockBatchResult:
     """Store a batch's new certificates and move its job on, or refuse if the job moved."""
     rows = [_stock_row(r) for r in batch.records]
     at = ts(batch.at)
@@ -141,7 +139,7 @@ def commit_stock_batch(conn: sqlite3.Connection, batch: StockBatch) -> StockBatc
             counts["holder_conflicts"] = counts.get("holder_conflicts", 0) + 1
     try:
         _insert_rows(conn, "stock_conversions", _STOCK_COLUMNS, new)
-    except sqlite3.IntegrityError as exc:  # expected: a code id another certificate has
+    except INTEGRITY_ERRORS as exc:  # expected: a code id another certificate has
         raise AlreadyExistsError(
             f"a stock conversion could not be stored (code id reused): {exc}"
         ) from exc
@@ -152,7 +150,7 @@ def commit_stock_batch(conn: sqlite3.Connection, batch: StockBatch) -> StockBatc
     return StockBatchResult(counts, tuple(conflicts))
 
 
-def finish_stock_job(conn: sqlite3.Connection, digest: str, at: int) -> StockJob:
+def finish_stock_job(conn: Connection, digest: str, at: int) -> StockJob:
     """Mark a batch job complete and return it."""
     conn.execute(
         "UPDATE stock_jobs SET finished_at = COALESCE(finished_at, ?), updated_at = ?"
@@ -162,7 +160,7 @@ def finish_stock_job(conn: sqlite3.Connection, digest: str, at: int) -> StockJob
     return stock_job(conn, digest)
 
 
-def count_stock_conversions(conn: sqlite3.Connection) -> int:
+def count_stock_conversions(conn: Connection) -> int:
     """How many stock conversions are stored."""
     row = conn.execute("SELECT COUNT(*) FROM stock_conversions").fetchone()
     return int(row[0]) if row else 0
@@ -186,14 +184,14 @@ def recognition_rows(entries: Sequence[RecognitionEntry]) -> list[tuple[Any, ...
     ]
 
 
-def append_recognitions(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+def append_recognitions(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     # Multi-row statements, not executemany: sqlite3 releases the GIL on every step, and under
     # load each re-acquisition waits for the event loop's switch interval.
     """Append log rows with statements of fixed shapes."""
     _insert_rows(conn, "recognitions", _RECOGNITION_COLUMNS, rows)
 
 
-def list_recognitions(conn: sqlite3.Connection, limit: int) -> list[RecognitionEntry]:
+def list_recognitions(conn: Connection, limit: int) -> list[RecognitionEntry]:
     """The recognition log, oldest first, at most ``limit``."""
     check_limit(limit)
     found = conn.execute(
@@ -207,7 +205,7 @@ def list_recognitions(conn: sqlite3.Connection, limit: int) -> list[RecognitionE
 
 
 def purge(
-    conn: sqlite3.Connection,
+    conn: Connection,
     recognitions_before: datetime | None,
     conversions_before: datetime | None,
     dry_run: bool,

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from keys.anchors import AnchorSet
 from keys.audit import AuditEntry, AuditHead
+from keys.keyring import KeyringChange, KeyringRecord
 from keys.model import ConversionRecord, Region, RegionKey
 from keys.personal import (
     PurgeResult,
@@ -178,7 +179,8 @@ class TrustStore(Protocol):
     async def list_revocations(
         self, region: str | None = None
     ) -> tuple[list[CodeRevocation], list[HolderRevocation]]:
-        """Code revocations (code keys) and holder revocations (pseudonyms)."""
+        """Code revocations (code keys) ordered by region and code key, and holder revocations
+        (pseudonyms) ordered by region, holder and effective time."""
         ...
 
 
@@ -260,8 +262,32 @@ class PurgeStore(Protocol):
         ...
 
 
+class GatewayKeyStore(Protocol):
+    """The gateway's own keys, sealed (:mod:`keys.keyring`), beside the registry: every replica
+    reads the same rows. Each change also increases :meth:`RegistryStore.registry_version`, so
+    that replicas watching the registry reload the keys."""
+
+    async def keyring_generation(self) -> int:
+        """The keyring's change counter (0 while the database holds no keyring)."""
+        ...
+
+    async def read_keyring(self) -> KeyringRecord | None:
+        """The whole keyring in one read, or None."""
+        ...
+
+    async def create_keyring(self, record: KeyringRecord, *, actor: str) -> bool:
+        """Store a new keyring; False (nothing written) if the database holds one already."""
+        ...
+
+    async def change_keyring(self, change: KeyringChange) -> int:
+        """Apply ``change`` whole and return the new generation. Raises
+        :class:`ConcurrentChangeError` unless the keyring is at ``change.expected_generation``."""
+        ...
+
+
 class Store(
     HealthStore,
+    GatewayKeyStore,
     RegistryStore,
     TrustStore,
     AuditStore,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 
 from keys.audit import AuditEvent, key_json, region_json
@@ -15,7 +14,9 @@ from keys.errors import (
 )
 from keys.model import KeyStatus, Region, RegionKey
 from keys.store import audit
+from keys.store.dbapi import Connection
 from keys.store.rows import (
+    EARLIER_AT,
     KEY_COLUMNS,
     REGION_COLUMNS,
     key_from_row,
@@ -26,12 +27,12 @@ from keys.store.rows import (
 )
 
 
-def bump_version(conn: sqlite3.Connection) -> None:
+def bump_version(conn: Connection) -> None:
     """Increase the registry's change counter, in the caller's transaction."""
     conn.execute("UPDATE registry_version SET version = version + 1 WHERE id = 1")
 
 
-def version(conn: sqlite3.Connection) -> int:
+def version(conn: Connection) -> int:
     """The registry's change counter."""
     row = conn.execute("SELECT version FROM registry_version WHERE id = 1").fetchone()
     if row is None:
@@ -39,18 +40,18 @@ def version(conn: sqlite3.Connection) -> int:
     return int(row[0])
 
 
-def region_exists(conn: sqlite3.Connection, code: str) -> bool:
+def region_exists(conn: Connection, code: str) -> bool:
     """Whether the region is registered."""
     return conn.execute("SELECT 1 FROM regions WHERE code = ?", (code,)).fetchone() is not None
 
 
-def require_region(conn: sqlite3.Connection, code: str) -> None:
+def require_region(conn: Connection, code: str) -> None:
     """Raise :class:`NotFoundError` unless the region is registered."""
     if not region_exists(conn, code):
         raise NotFoundError(f"region {code} is not registered", region=code)
 
 
-def region(conn: sqlite3.Connection, code: str) -> Region | None:
+def region(conn: Connection, code: str) -> Region | None:
     """A region, or None."""
     row = conn.execute(
         f"SELECT {REGION_COLUMNS} FROM regions WHERE code = ?",  # noqa: S608
@@ -59,13 +60,13 @@ def region(conn: sqlite3.Connection, code: str) -> Region | None:
     return None if row is None else region_from_row(row)
 
 
-def regions(conn: sqlite3.Connection) -> list[Region]:
+def regions(conn: Connection) -> list[Region]:
     """All regions, ordered by code."""
     rows = conn.execute(f"SELECT {REGION_COLUMNS} FROM regions ORDER BY code")  # noqa: S608
     return [region_from_row(row) for row in rows.fetchall()]
 
 
-def key(conn: sqlite3.Connection, code: str, kid: str) -> RegionKey | None:
+def key(conn: Connection, code: str, kid: str) -> RegionKey | None:
     """A key of a region, or None."""
     row = conn.execute(
         f"SELECT {KEY_COLUMNS} FROM region_keys WHERE region = ? AND kid = ?",  # noqa: S608
@@ -74,7 +75,7 @@ def key(conn: sqlite3.Connection, code: str, kid: str) -> RegionKey | None:
     return None if row is None else key_from_row(row)
 
 
-def keys(conn: sqlite3.Connection, code: str | None) -> list[RegionKey]:
+def keys(conn: Connection, code: str | None) -> list[RegionKey]:
     """All keys (or a region's), ordered by region, not_before, kid."""
     query = f"SELECT {KEY_COLUMNS} FROM region_keys"  # noqa: S608
     params: tuple[str, ...] = ()
@@ -85,7 +86,7 @@ def keys(conn: sqlite3.Connection, code: str | None) -> list[RegionKey]:
     return [key_from_row(row) for row in rows]
 
 
-def upsert_region(conn: sqlite3.Connection, new: Region, actor: str, now: datetime) -> None:
+def upsert_region(conn: Connection, new: Region, actor: str, now: datetime) -> None:
     """Insert or replace a region, audited and versioned only if it changed."""
     before = region(conn, new.code)
     cur = conn.execute(
@@ -93,8 +94,9 @@ def upsert_region(conn: sqlite3.Connection, new: Region, actor: str, now: dateti
         " VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (code) DO UPDATE SET name = excluded.name, mode = excluded.mode,"
         " max_age_seconds = excluded.max_age_seconds, enabled = excluded.enabled"
-        " WHERE (name, mode, max_age_seconds, enabled) IS NOT"
-        " (excluded.name, excluded.mode, excluded.max_age_seconds, excluded.enabled)",
+        " WHERE regions.name <> excluded.name OR regions.mode <> excluded.mode"
+        " OR regions.max_age_seconds <> excluded.max_age_seconds"
+        " OR regions.enabled <> excluded.enabled",
         region_row(new),
     )
     if cur.rowcount > 0:
@@ -113,7 +115,7 @@ def upsert_region(conn: sqlite3.Connection, new: Region, actor: str, now: dateti
 
 
 def set_region_enabled(
-    conn: sqlite3.Connection, code: str, enabled: bool, actor: str, now: datetime
+    conn: Connection, code: str, enabled: bool, actor: str, now: datetime
 ) -> None:
     """Enable or disable a region (audited when it changes); NotFoundError if unknown."""
     require_region(conn, code)
@@ -136,7 +138,7 @@ def set_region_enabled(
         )
 
 
-def removed_key_conflicts(conn: sqlite3.Connection, new: RegionKey) -> bool:
+def removed_key_conflicts(conn: Connection, new: RegionKey) -> bool:
     """Whether a key set once removed another key under this key id."""
     row = conn.execute(
         "SELECT alg, spki FROM removed_keys WHERE region = ? AND kid = ?", (new.region, new.kid)
@@ -144,7 +146,7 @@ def removed_key_conflicts(conn: sqlite3.Connection, new: RegionKey) -> bool:
     return row is not None and (row[0], bytes(row[1])) != (new.alg.value, new.public_key.spki)
 
 
-def add_key(conn: sqlite3.Connection, new: RegionKey, actor: str, now: datetime) -> bool:
+def add_key(conn: Connection, new: RegionKey, actor: str, now: datetime) -> bool:
     """Insert a key; False for an identical one; AlreadyExistsError / KeyIdReusedError."""
     row = key_row(new)
     require_region(conn, new.region)
@@ -179,13 +181,13 @@ def add_key(conn: sqlite3.Connection, new: RegionKey, actor: str, now: datetime)
 
 
 def revoke_key(
-    conn: sqlite3.Connection, code: str, kid: str, at: datetime, actor: str, now: datetime
+    conn: Connection, code: str, kid: str, at: datetime, actor: str, now: datetime
 ) -> RegionKey:
     """Revoke a key from a time on (only ever earlier) and return it as stored."""
     before = key(conn, code, kid)
     cur = conn.execute(
-        "UPDATE region_keys SET status = 'revoked',"
-        " revoked_at = MIN(COALESCE(revoked_at, :at), :at)"
+        "UPDATE region_keys SET status = 'revoked',"  # noqa: S608
+        f" revoked_at = {EARLIER_AT}"
         " WHERE region = :region AND kid = :kid"
         " AND (status != 'revoked' OR revoked_at IS NULL OR revoked_at > :at)",
         {"at": ts(at), "region": code, "kid": kid},
@@ -210,7 +212,7 @@ def revoke_key(
 
 
 def set_key_window(
-    conn: sqlite3.Connection, current: RegionKey, updated: RegionKey, actor: str, now: datetime
+    conn: Connection, current: RegionKey, updated: RegionKey, actor: str, now: datetime
 ) -> RegionKey:
     """Store a planned window if the key is unchanged (ConcurrentChangeError otherwise)."""
     window = (ts(updated.not_before), ts(updated.not_after))
@@ -236,7 +238,7 @@ def set_key_window(
     return after
 
 
-def keyset_versions(conn: sqlite3.Connection) -> tuple[tuple[str, int], ...]:
+def keyset_versions(conn: Connection) -> tuple[tuple[str, int], ...]:
     """Each region's current key-set version."""
     rows = conn.execute(
         "SELECT region, MAX(version) FROM keysets GROUP BY region ORDER BY region"

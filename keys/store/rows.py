@@ -85,6 +85,10 @@ def json_text(value: Any) -> str:
     return canonical_json(value).decode("utf-8")
 
 
+# ``revoked_at`` moved to ``:at`` unless it is already earlier: SQLite's scalar ``MIN(a, b)`` is
+# PostgreSQL's ``LEAST``; ``CASE`` is both.
+EARLIER_AT = "CASE WHEN revoked_at IS NULL OR revoked_at > :at THEN :at ELSE revoked_at END"
+
 REGION_COLUMNS = "code, name, mode, max_age_seconds, enabled"
 
 

@@ -250,6 +250,32 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "UPDATE recognitions SET code_key = trustgw_code_key_of(code_key) WHERE code_key != ''",
         ),
     ),
+    (
+        6,
+        (
+            # The gateway's own keys (keys.keyring): private keys sealed under a key derived
+            # from each machine's passphrase, so that every replica reads the same keys.
+            """CREATE TABLE gateway_keyring_meta (
+                   id INTEGER PRIMARY KEY CHECK (id = 1),
+                   generation INTEGER NOT NULL CHECK (generation >= 1),
+                   kdf TEXT NOT NULL,
+                   check_blob BLOB NOT NULL,
+                   secret BLOB NOT NULL
+               )""",
+            """CREATE TABLE gateway_keyring (
+                   role TEXT NOT NULL CHECK (role IN ('attest', 'issue', 'trustlist')),
+                   kid TEXT NOT NULL,
+                   alg TEXT NOT NULL,
+                   spki BLOB NOT NULL,
+                   not_before INTEGER NOT NULL,
+                   not_after INTEGER NOT NULL,
+                   status TEXT NOT NULL CHECK (status IN ('active', 'retired', 'revoked')),
+                   revoked_at INTEGER,
+                   sealed BLOB NOT NULL,
+                   PRIMARY KEY (role, kid)
+               )""",
+        ),
+    ),
 )
 # Migrations that rewrite stored code ids need the gateway's secret (SQLiteStore.open(code_keys=)).
 _KEYED_MIGRATIONS = frozenset({4})
@@ -303,7 +329,7 @@ def apply(conn: sqlite3.Connection, version: int, path: str, code_keys: CodeKeys
                 raise ConfigurationError(
                     f"registry database {path} holds code ids that schema version "
                     f"{version} stores keyed: upgrade it with the gateway's key directory "
-                    "(start trustgw serve once, with its passphrase)"
+                    "(trustgw db migrate, with its passphrase)"
                 )
     for statement in dict(MIGRATIONS)[version]:
         conn.execute(statement)

@@ -5,7 +5,6 @@ the state a plan needs and writes what the plan says, in the caller's transactio
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import datetime
 
 from keys.anchors import AnchorSet
@@ -23,7 +22,9 @@ from keys.records import (
     SubmissionResult,
 )
 from keys.store import audit, regions
+from keys.store.dbapi import Connection
 from keys.store.rows import (
+    EARLIER_AT,
     KEY_COLUMNS,
     check_actor,
     json_text,
@@ -52,7 +53,7 @@ def _anchor_set(text: str, threshold: int) -> AnchorSet:
     return anchors
 
 
-def anchors(conn: sqlite3.Connection, code: str) -> tuple[int, AnchorSet | None]:
+def anchors(conn: Connection, code: str) -> tuple[int, AnchorSet | None]:
     """A region's current anchor generation and anchors (0, None without any)."""
     row = conn.execute(
         "SELECT generation, anchors, threshold FROM anchor_sets WHERE region = ?"
@@ -64,7 +65,7 @@ def anchors(conn: sqlite3.Connection, code: str) -> tuple[int, AnchorSet | None]
     return int(row[0]), _anchor_set(row[1], row[2])
 
 
-def all_anchors(conn: sqlite3.Connection) -> dict[str, AnchorSet]:
+def all_anchors(conn: Connection) -> dict[str, AnchorSet]:
     """Every region's current anchors."""
     rows = conn.execute(
         "SELECT a.region, a.anchors, a.threshold FROM anchor_sets a"
@@ -75,7 +76,7 @@ def all_anchors(conn: sqlite3.Connection) -> dict[str, AnchorSet]:
 
 
 def _insert_anchors(
-    conn: sqlite3.Connection, code: str, generation: int, new: AnchorSet, at: int, source: str
+    conn: Connection, code: str, generation: int, new: AnchorSet, at: int, source: str
 ) -> None:
     conn.execute(
         "INSERT INTO anchor_sets (region, generation, threshold, anchors, installed_at, source)"
@@ -84,7 +85,7 @@ def _insert_anchors(
     )
 
 
-def keyset_version(conn: sqlite3.Connection, code: str) -> int:
+def keyset_version(conn: Connection, code: str) -> int:
     """A region's current key-set version (0: none yet)."""
     row = conn.execute(
         "SELECT COALESCE(MAX(version), 0) FROM keysets WHERE region = ?", (code,)
@@ -92,7 +93,7 @@ def keyset_version(conn: sqlite3.Connection, code: str) -> int:
     return int(row[0]) if row else 0
 
 
-def region_trust(conn: sqlite3.Connection, code: str) -> RegionTrust:
+def region_trust(conn: Connection, code: str) -> RegionTrust:
     """A region, its anchors, key-set version and keys."""
     record = regions.region(conn, code)
     generation, current = anchors(conn, code)
@@ -101,7 +102,7 @@ def region_trust(conn: sqlite3.Connection, code: str) -> RegionTrust:
     return RegionTrust(record, current, generation, version, tuple(keys))
 
 
-def submission(conn: sqlite3.Connection, digest: str) -> SubmissionResult | None:
+def submission(conn: Connection, digest: str) -> SubmissionResult | None:
     """The stored result of a submission, flagged duplicate, or None."""
     row = conn.execute("SELECT result FROM submissions WHERE digest = ?", (digest,)).fetchone()
     if row is None:
@@ -109,7 +110,7 @@ def submission(conn: sqlite3.Connection, digest: str) -> SubmissionResult | None
     return SubmissionResult.from_json(json.loads(row[0]), duplicate=True)
 
 
-def _record_submission(conn: sqlite3.Connection, result: SubmissionResult, actor: str) -> None:
+def _record_submission(conn: Connection, result: SubmissionResult, actor: str) -> None:
     conn.execute(
         "INSERT INTO submissions (digest, region, kind, batch_id, actor, received_at, result)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -126,7 +127,7 @@ def _record_submission(conn: sqlite3.Connection, result: SubmissionResult, actor
 
 
 def install_partner(
-    conn: sqlite3.Connection,
+    conn: Connection,
     new: Region,
     new_anchors: AnchorSet,
     replace: bool,
@@ -166,14 +167,14 @@ def install_partner(
     return plan.result
 
 
-def _removed(conn: sqlite3.Connection, code: str) -> dict[str, RemovedKey]:
+def _removed(conn: Connection, code: str) -> dict[str, RemovedKey]:
     rows = conn.execute(
         "SELECT kid, alg, spki, revoked_at FROM removed_keys WHERE region = ?", (code,)
     ).fetchall()
     return {str(r[0]): RemovedKey(str(r[0]), str(r[1]), bytes(r[2]), opt_time(r[3])) for r in rows}
 
 
-def apply_keyset(conn: sqlite3.Connection, change: KeySetChange) -> SubmissionResult:
+def apply_keyset(conn: Connection, change: KeySetChange) -> SubmissionResult:
     """Apply a key set as :func:`keys.trustplans.plan_keyset` plans it."""
     check_actor(change.actor)
     at = ts(change.at)
@@ -226,7 +227,7 @@ def apply_keyset(conn: sqlite3.Connection, change: KeySetChange) -> SubmissionRe
 
 
 def apply_key_revocation(
-    conn: sqlite3.Connection,
+    conn: Connection,
     code: str,
     kid: str,
     compromised_at: datetime,
@@ -244,8 +245,8 @@ def apply_key_revocation(
     params = {"at": at, "region": code, "kid": kid}
     if before is not None:
         conn.execute(
-            "UPDATE region_keys SET status = 'revoked',"
-            " revoked_at = MIN(COALESCE(revoked_at, :at), :at)"
+            "UPDATE region_keys SET status = 'revoked',"  # noqa: S608
+            f" revoked_at = {EARLIER_AT}"
             " WHERE region = :region AND kid = :kid",
             params,
         )
@@ -255,7 +256,7 @@ def apply_key_revocation(
         before_json, after_json = key_json(before), key_json(after)
     else:
         cur = conn.execute(
-            "UPDATE removed_keys SET revoked_at = MIN(COALESCE(revoked_at, :at), :at)"
+            f"UPDATE removed_keys SET revoked_at = {EARLIER_AT}"  # noqa: S608
             " WHERE region = :region AND kid = :kid",
             params,
         )
@@ -277,9 +278,7 @@ def apply_key_revocation(
     return result
 
 
-def apply_revocation_batch(
-    conn: sqlite3.Connection, change: RevocationBatchChange
-) -> SubmissionResult:
+def apply_revocation_batch(conn: Connection, change: RevocationBatchChange) -> SubmissionResult:
     """Record a revocation batch and revoke the conversions it reaches."""
     check_actor(change.actor)
     at = ts(change.effective_at)
@@ -324,7 +323,7 @@ def apply_revocation_batch(
 
 
 def _conversions_of(
-    conn: sqlite3.Connection, code: str, keys: tuple[str, ...], holders: tuple[str, ...]
+    conn: Connection, code: str, keys: tuple[str, ...], holders: tuple[str, ...]
 ) -> list[StoredConversion]:
     """The region's conversions whose source key or holder is among those named."""
     found: dict[str, StoredConversion] = {}
@@ -343,17 +342,22 @@ def _conversions_of(
 
 
 def revocations(
-    conn: sqlite3.Connection, code: str | None
+    conn: Connection, code: str | None
 ) -> tuple[list[CodeRevocation], list[HolderRevocation]]:
-    """Code revocations (code keys) and holder revocations (pseudonyms)."""
+    """Code revocations (code keys) and holder revocations (pseudonyms), each ordered by region
+    then key (then time): the same order from every backend."""
     where, params = ("", ()) if code is None else (" WHERE region = ?", (code,))
     rows = conn.execute(
-        "SELECT region, code_key, effective_at FROM code_revocations" + where,  # noqa: S608
+        "SELECT region, code_key, effective_at FROM code_revocations"  # noqa: S608
+        + where
+        + " ORDER BY region, code_key",
         params,
     ).fetchall()
     codes = [CodeRevocation(r[0], r[1], from_unix(r[2])) for r in rows]
     rows = conn.execute(
-        "SELECT region, holder, effective_at FROM holder_revocations" + where,  # noqa: S608
+        "SELECT region, holder, effective_at FROM holder_revocations"  # noqa: S608
+        + where
+        + " ORDER BY region, holder, effective_at",
         params,
     ).fetchall()
     holders = [HolderRevocation(r[0], r[1], from_unix(r[2])) for r in rows]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 from keys.errors import ConcurrentChangeError
 from keys.records import TrustListVersion
+from keys.store.dbapi import Connection
 from keys.timeutil import from_unix
 
 
-def get(conn: sqlite3.Connection, version: int | None) -> TrustListVersion | None:
+def get(conn: Connection, version: int | None) -> TrustListVersion | None:
     """One kept version, or the newest (``version`` None)."""
     query = "SELECT version, digest, content, created_at FROM trustlist_versions"
     if version is None:
@@ -22,7 +21,7 @@ def get(conn: sqlite3.Connection, version: int | None) -> TrustListVersion | Non
 
 
 def record(
-    conn: sqlite3.Connection, digest: str, content: bytes, expected_latest: int, at: int
+    conn: Connection, digest: str, content: bytes, expected_latest: int, at: int
 ) -> TrustListVersion:
     """Record content as the next version unless it is the latest already."""
     latest = get(conn, None)

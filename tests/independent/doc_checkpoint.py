@@ -68,6 +68,7 @@ class TrustedKey:
     not_before: int
     not_after: int
     status: str
+    revoked_at: int | None = None  # "the compromise time" of a withdrawn key
 
 
 class TrustFile:
@@ -105,6 +106,7 @@ class TrustFile:
                     entry["not_before"],
                     entry["not_after"],
                     status,
+                    entry.get("revoked_at"),
                 )
             )
         return cls(keys)
@@ -120,11 +122,13 @@ class TrustFile:
             key.public.verify(signature, signed)
         except InvalidSignature as exc:
             raise Refused("SIGNATURE_INVALID") from exc
-        if key.status == "revoked":  # 2
+        if key.status == "revoked" and key.revoked_at is None:  # 2
             raise Refused("KEY_REVOKED")
         iat, exp = claims.get("iat"), claims.get("exp")
         if type(iat) is not int or type(exp) is not int or exp < iat:  # 5 (form)
             raise Refused("MALFORMED", "iat/exp")
+        if key.status == "revoked" and key.revoked_at is not None and iat >= key.revoked_at:  # 2
+            raise Refused("KEY_REVOKED", "signed at or after the key's compromise time")
         if not key.not_before <= iat < key.not_after:  # 3
             raise Refused("KEY_NOT_VALID", "key not valid when the gateway signed")
         if exp > key.not_after:  # 4

@@ -57,3 +57,16 @@ async def eventually(
         if loop.time() >= deadline:
             raise AssertionError(f"not within {timeout} s: {what or predicate!r}")
         await asyncio.sleep(POLL)
+
+
+async def measured(awaitable: Awaitable[T], *, timeout: float, what: str = "") -> tuple[T, float]:
+    """Await ``awaitable`` with a deadline; its result and how long it took (seconds, for the
+    test's output: never asserted as a timing). Raises AssertionError (naming ``what``) when
+    ``timeout`` seconds pass first."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        value = await asyncio.wait_for(awaitable, timeout)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout} s: {what or awaitable!r}") from None
+    return value, loop.time() - started

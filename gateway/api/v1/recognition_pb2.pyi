@@ -248,6 +248,7 @@ class GatewayKey(_message.Message):
     NOT_BEFORE_FIELD_NUMBER: _builtins.int
     NOT_AFTER_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    REVOKED_AT_FIELD_NUMBER: _builtins.int
     key_id: _builtins.str
     role: _builtins.str
     """"attest" (signs decisions) or "issue" (signs converted home-province codes)."""
@@ -257,6 +258,10 @@ class GatewayKey(_message.Message):
     not_before: _builtins.int
     not_after: _builtins.int
     status: _builtins.str
+    revoked_at: _builtins.int
+    """For a withdrawn ("revoked") key: the compromise time, unix seconds; what the key signed at
+    or after it is refused. 0 for a key that is not withdrawn.
+    """
     def __init__(
         self,
         *,
@@ -267,10 +272,11 @@ class GatewayKey(_message.Message):
         not_before: _builtins.int = ...,
         not_after: _builtins.int = ...,
         status: _builtins.str = ...,
+        revoked_at: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alg", b"alg", "key_id", b"key_id", "not_after", b"not_after", "not_before", b"not_before", "public_key", b"public_key", "role", b"role", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alg", b"alg", "key_id", b"key_id", "not_after", b"not_after", "not_before", b"not_before", "public_key", b"public_key", "revoked_at", b"revoked_at", "role", b"role", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,183 @@
+"""The access log (docs/operations.md "Access log"): one JSON line per call on the
+``trustgw.access`` logger, findable by the request id the caller sent or was given, with the
+method, the caller's certificate role and name, status, reason, region, latency and message
+counts, and nothing a code carries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from cli_support import trustgw
+from support.aio import run
+from support.clock import REAL_NOW
+
+from adapters.regions import REGION_SPECS
+from gateway.api.v1 import recognition_pb2 as pb
+from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
+from gateway.grpc.server import build_server
+from gateway.observability import ACCESS_LOGGER, AccessLog, JsonFormatter
+from gateway.pki import TlsFiles
+from gateway.runtime.config import GatewayConfig
+from gateway.runtime.gateway import Gateway
+
+NOW = REAL_NOW  # a serving gateway reads the real clock
+REGION = REGION_SPECS[0].code
+RECOGNISE = "/gateway.api.v1.RecognitionService/Recognise"
+
+
+class _Lines(logging.Handler):
+    """The access log's lines, formatted as the server writes them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.setFormatter(JsonFormatter())
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def by_id(self, request_id: str) -> list[dict[str, Any]]:
+        entries = [json.loads(line) for line in self.lines]
+        return [e for e in entries if e["request_id"] == request_id]
+
+
+@pytest.fixture
+def access_lines() -> Iterator[_Lines]:
+    handler = _Lines()
+    logger = logging.getLogger(ACCESS_LOGGER)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _client(capsys: pytest.CaptureFixture[str], data_dir: Path, role: str, name: str) -> TlsFiles:
+    d = str(data_dir)
+    ran = trustgw(capsys, "pki", "issue", "--data-dir", d, "--role", role, "--name", name)
+    assert ran.status == 0, ran.err
+    pki = data_dir / "pki"
+    return TlsFiles(pki / f"{role}-{name}.pem", pki / f"{role}-{name}.key", pki / "ca.pem")
+
+
+def _channel(port: int, client: TlsFiles) -> grpc.aio.Channel:
+    cert, key, ca = client.read()
+    credentials = grpc.ssl_channel_credentials(ca, key, cert)
+    return grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials)
+
+
+@pytest.mark.integration
+def test_a_denied_an_invalid_a_refused_and_an_ok_call_are_found_by_request_id(
+    codes, prepared_dir, capsys: pytest.CaptureFixture[str], access_lines: _Lines
+) -> None:
+    data_dir = prepared_dir(NOW)
+    assert trustgw(capsys, "pki", "init", "--data-dir", str(data_dir)).status == 0
+    verifier = _client(capsys, data_dir, "verifier", "cp-1")
+    partner = _client(capsys, data_dir, "partner", REGION)
+    pki = data_dir / "pki"
+    server_tls = TlsFiles(pki / "server.pem", pki / "server.key", pki / "ca.pem")
+    good = codes(REGION, NOW)()
+
+    async def scenario() -> str:
+        gateway = await Gateway.open(GatewayConfig(data_dir=data_dir, tls=server_tls))
+        running = await build_server(gateway, "127.0.0.1:0", server_tls, access=AccessLog())
+        try:
+            async with _channel(running.port, verifier) as channel:
+                stub = pb_grpc.RecognitionServiceStub(channel)
+                await stub.Recognise(
+                    pb.RecogniseRequest(code=good), metadata=(("x-request-id", "ok-1"),)
+                )
+                await stub.Recognise(
+                    pb.RecogniseRequest(code="junk"), metadata=(("x-request-id", "refused-1"),)
+                )
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await stub.Recognise(
+                        pb.RecogniseRequest(request_id="x" * 200, code="x"),
+                        metadata=(("x-request-id", "invalid-1"),),
+                    )
+                stream = stub.RecogniseStream(metadata=(("x-request-id", "stream-1"),))
+                for n in range(3):
+                    await stream.write(pb.RecogniseRequest(request_id=str(n), code=good))
+                await stream.done_writing()
+                assert len([r async for r in stream]) == 3
+                call = stub.Recognise(pb.RecogniseRequest(code=good))  # no id: one is made
+                await call
+                generated = dict(await call.trailing_metadata())["x-request-id"]
+            async with _channel(running.port, partner) as channel:
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await pb_grpc.RecognitionServiceStub(channel).Recognise(
+                        pb.RecogniseRequest(code=good), metadata=(("x-request-id", "denied-1"),)
+                    )
+        finally:
+            await running.stop(0.5)
+            await gateway.close()
+        return str(generated)
+
+    generated = run(scenario())
+
+    def one(request_id: str) -> dict[str, Any]:
+        found = access_lines.by_id(request_id)
+        assert len(found) == 1, (request_id, access_lines.lines)
+        entry = found[0]
+        assert entry["logger"] == ACCESS_LOGGER and entry["latency_ms"] >= 0
+        return entry
+
+    ok = one("ok-1")
+    assert (ok["method"], ok["status"], ok["reason"], ok["region"]) == (
+        RECOGNISE, "OK", "RECOGNISED", REGION,
+    )  # fmt: skip
+    assert (ok["peer_role"], ok["peer_name"], ok["messages_in"], ok["messages_out"]) == (
+        "verifier", "cp-1", 1, 1,
+    )  # fmt: skip
+    refused = one("refused-1")
+    assert (refused["status"], refused["reason"]) == ("OK", "REGION_UNKNOWN")
+    invalid = one("invalid-1")
+    assert (invalid["status"], invalid["reason"]) == ("INVALID_ARGUMENT", "INVALID_REQUEST")
+    assert invalid["messages_out"] == 0
+    denied = one("denied-1")
+    assert (denied["status"], denied["reason"]) == ("PERMISSION_DENIED", "PERMISSION_DENIED")
+    assert (denied["peer_role"], denied["peer_name"]) == ("partner", REGION)
+    stream = one("stream-1")
+    assert stream["method"].endswith("/RecogniseStream") and stream["status"] == "OK"
+    assert (stream["messages_in"], stream["messages_out"]) == (3, 3)
+    assert one(generated)["status"] == "OK"
+    everything = "\n".join(access_lines.lines)
+    assert good not in everything and good[:24] not in everything  # nothing a code carries
+
+
+@pytest.mark.integration
+def test_the_access_log_switched_off_writes_nothing(
+    codes, prepared_dir, access_lines: _Lines
+) -> None:
+    data_dir = prepared_dir(NOW)
+
+    async def scenario() -> None:
+        gateway = await Gateway.open(GatewayConfig(data_dir=data_dir))
+        access = AccessLog(enabled=False)
+        running = await build_server(gateway, "127.0.0.1:0", access=access)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                stub = pb_grpc.RecognitionServiceStub(channel)
+                await stub.Recognise(pb.RecogniseRequest(code="junk"))
+                access.enabled = True  # as a SIGHUP with log.access = true does
+                await stub.Recognise(
+                    pb.RecogniseRequest(code="junk"), metadata=(("x-request-id", "on-1"),)
+                )
+        finally:
+            await running.stop(0.5)
+            await gateway.close()
+
+    run(scenario())
+    assert len(access_lines.lines) == 1
+    entry = json.loads(access_lines.lines[0])
+    assert entry["request_id"] == "on-1" and entry["peer_role"] == ""
