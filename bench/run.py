@@ -380,7 +380,9 @@ class Bench:
                             requests = self.ideal_pool
                         result = await self.one(target, workload, form, requests, r)
                         if target is gateway:
-                            self.estimates[(workload, form)] = result.rps
+                            self.estimates[(workload, form)] = max(
+                                self.estimates.get((workload, form), 0.0), result.rps
+                            )
                     say(
                         f"  round {r + 1}/{o.rounds} {workload} {form}: gateway "
                         f"{self.results[('gateway', workload, form)][-1].rps:.0f}/s, ideal "
