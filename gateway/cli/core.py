@@ -191,6 +191,9 @@ async def _serve_settings(settings: Settings, worker: WorkerLink | None = None) 
         reloader = asyncio.create_task(
             reload_on_signal(reload_requested, settings, running, access)
         )
+        from gateway.runtime import heap
+
+        heap.settle()  # start-up's objects out of every later collection (bench/PROFILE.md)
         host = config.listen.rsplit(":", 1)[0]
         mode = "plaintext (development)" if config.tls is None else "mutual TLS"
         if worker is not None:

@@ -97,18 +97,36 @@ class RecognitionService:
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
+        # The metric children by label values, bound once: ``labels()`` takes a lock and
+        # builds a key per call. The label values are bounded (regions x modes x reasons).
+        self._counted: dict[tuple[str, str, bool, str], Any] = {}
+        self._converted: dict[str, Any] = {}
+
+    def _count(self, decision: Recognition) -> None:
+        metrics = self._gateway.metrics
+        mode = decision.mode.value if decision.mode else "-"
+        key = (decision.region or "-", mode, decision.recognised, decision.reason)
+        child = self._counted.get(key)
+        if child is None:
+            if len(self._counted) >= 4096:  # never unbounded, whatever the decisions carry
+                self._counted.clear()
+            child = self._counted[key] = metrics.recognitions.labels(
+                key[0], mode, "recognised" if decision.recognised else "refused", decision.reason
+            )
+        child.inc()
+        if decision.converted is not None:
+            conv = self._converted.get(decision.region)
+            if conv is None:
+                if len(self._converted) >= 4096:
+                    self._converted.clear()
+                conv = self._converted[decision.region] = metrics.conversions.labels(
+                    decision.region
+                )
+            conv.inc()
 
     def _respond(self, request_id: str, decision: Recognition) -> pb.RecogniseResponse:
         note_outcome(decision.region, decision.reason)
-        metrics = self._gateway.metrics
-        metrics.recognitions.labels(
-            decision.region or "-",
-            decision.mode.value if decision.mode else "-",
-            "recognised" if decision.recognised else "refused",
-            decision.reason,
-        ).inc()
-        if decision.converted is not None:
-            metrics.conversions.labels(decision.region).inc()
+        self._count(decision)
         reclog = self._gateway.reclog
         if reclog is not None:  # queued in memory; written in batches off the request path
             reclog.record(
