@@ -27,7 +27,9 @@ import os
 import random
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent import futures
 from pathlib import Path
 
 import grpc
@@ -198,6 +200,59 @@ class IdealService(pb_grpc.RecognitionServiceServicer):
             yield self._decide(request)
 
 
+class IdealSyncService(pb_grpc.RecognitionServiceServicer):
+    """The same work on gRPC's thread-pool server (``--sync``): the cost of the server kind."""
+
+    def __init__(self, verify_key: VerifyKey, signing_key: SigningKey) -> None:
+        self._decide = IdealService(verify_key, signing_key)._decide
+
+    def Recognise(
+        self, request: pb.RecogniseRequest, context: grpc.ServicerContext
+    ) -> pb.RecogniseResponse:
+        return self._decide(request)
+
+    def RecogniseStream(
+        self, request_iterator: Iterator[pb.RecogniseRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.RecogniseResponse]:
+        for request in request_iterator:
+            yield self._decide(request)
+
+
+def _credentials(tls: tuple[bytes, bytes, bytes]) -> grpc.ServerCredentials:
+    cert, key, ca = tls
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=True
+    )
+
+
+def serve_sync(
+    listen: str,
+    verify_key: VerifyKey,
+    signing_key: SigningKey,
+    tls: tuple[bytes, bytes, bytes] | None = None,
+    threads: int = 16,
+) -> None:
+    """Serve on ``grpc.server`` with a pool of ``threads`` until SIGTERM/SIGINT."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=SERVER_OPTIONS)
+    pb_grpc.add_RecognitionServiceServicer_to_server(
+        IdealSyncService(verify_key, signing_key), server
+    )
+    port = (
+        server.add_insecure_port(listen)
+        if tls is None
+        else server.add_secure_port(listen, _credentials(tls))
+    )
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    server.start()
+    print(f"ideal serving on {listen.rsplit(':', 1)[0]}:{port}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    server.stop(1.0).wait()
+
+
 async def serve(
     listen: str,
     verify_key: VerifyKey,
@@ -211,11 +266,7 @@ async def serve(
     if tls is None:
         port = server.add_insecure_port(listen)
     else:
-        cert, key, ca = tls
-        credentials = grpc.ssl_server_credentials(
-            [(key, cert)], root_certificates=ca, require_client_auth=True
-        )
-        port = server.add_secure_port(listen, credentials)
+        port = server.add_secure_port(listen, _credentials(tls))
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()
@@ -236,14 +287,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tls-cert", type=Path, help="server certificate (PEM): mutual TLS")
     parser.add_argument("--tls-key", type=Path, help="server key (PEM)")
     parser.add_argument("--tls-ca", type=Path, help="CA of the client certificates (PEM)")
+    parser.add_argument(
+        "--sync", action="store_true", help="gRPC's thread-pool server instead of grpc.aio"
+    )
     opts = parser.parse_args(argv)
     seed = bytes.fromhex(opts.signing_seed) if opts.signing_seed else os.urandom(32)
     tls = None
     if opts.tls_cert:
         tls = (opts.tls_cert.read_bytes(), opts.tls_key.read_bytes(), opts.tls_ca.read_bytes())
-    asyncio.run(
-        serve(opts.listen, VerifyKey(bytes.fromhex(opts.verify_key)), SigningKey(seed), tls)
-    )
+    verify_key, signing_key = VerifyKey(bytes.fromhex(opts.verify_key)), SigningKey(seed)
+    if opts.sync:
+        serve_sync(opts.listen, verify_key, signing_key, tls)
+    else:
+        asyncio.run(serve(opts.listen, verify_key, signing_key, tls))
     return 0
 
 

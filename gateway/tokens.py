@@ -55,6 +55,7 @@ from keys.errors import (
     OversizedError,
 )
 from keys.jsonutil import canonical_json, loads_strict
+from keys.keylabels import labelled
 from keys.model import HOME_REGION
 from keys.records import SubmissionResult
 from keys.timeutil import ensure_utc, from_unix, to_unix
@@ -68,7 +69,8 @@ MAX_TOKEN_BYTES = 4096
 MAX_TRUST_FILE_BYTES = 256 * 1024
 MAX_JSON_DEPTH = 8  # payloads and trust files are two or three levels deep
 REVOKED = "revoked"  # the one key status that matters to a verifier
-KEY_STATUSES = frozenset({"active", "retired", REVOKED})
+# The labels of keys.keylabels.KeyLabel: pending (signs later), active (signs now), retired.
+KEY_STATUSES = frozenset({"pending", "active", "retired", REVOKED})
 
 
 def _parse_json_object(data: bytes, what: str) -> dict[str, Any]:
@@ -85,10 +87,11 @@ def _parse_json_object(data: bytes, what: str) -> dict[str, Any]:
 class TrustedKey:
     """One of the gateway's public keys, as a verifier holds it.
 
-    The key signs in ``[not_before, not_after)``; ``status`` is ``active``, ``retired`` (a
-    successor signs; what it signed stays valid) or ``revoked`` (withdrawn: what it signed at
-    or after ``revoked_at``, the compromise time, is refused; without a ``revoked_at``,
-    everything it signed is).
+    The key signs in ``[not_before, not_after)``; ``status`` is what it did when the file was
+    written: ``pending`` (signs from ``not_before`` on), ``active`` (signed then), ``retired`` (a
+    successor signs; what it signed stays valid) — all three verify alike within the window — or
+    ``revoked`` (withdrawn: what it signed at or after ``revoked_at``, the compromise time, is
+    refused; without a ``revoked_at``, everything it signed is).
     """
 
     kid: str
@@ -199,8 +202,9 @@ class GatewayTrust:
             raise MalformedError(f"the trust file is not valid: {exc}") from None
 
     @classmethod
-    def from_key_infos(cls, infos: Iterable[GatewayKeyInfo]) -> GatewayTrust:
-        """The trust a verifier gets from the gateway's published keys (``keys export``)."""
+    def from_key_infos(cls, infos: Iterable[GatewayKeyInfo], *, now: datetime) -> GatewayTrust:
+        """The trust a verifier gets from the gateway's published keys (``keys export``), each
+        with its status at ``now`` (:mod:`keys.keylabels`)."""
         return cls(
             HOME_REGION,
             tuple(
@@ -210,10 +214,10 @@ class GatewayTrust:
                     i.public_key,
                     i.not_before,
                     i.not_after,
-                    i.status.value,
+                    label.value,
                     i.revoked_at,
                 )
-                for i in infos
+                for i, label in labelled(infos, now)
             ),
         )
 

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from keys.crypto import Algorithm, PrivateKey, PublicKey
 from keys.errors import ConfigurationError
+from keys.keylabels import signing_key
 from keys.model import KeyStatus
 from keys.timeutil import ensure_utc, to_iso
 
@@ -109,23 +110,14 @@ class GatewayKeys:
         Raises :class:`ConfigurationError` if there is none (all expired: rotate the keys).
         """
         now = ensure_utc(now)
-        usable = [
-            e
-            for e in self._entries
-            if e.info.role is role
-            and e.info.status is not KeyStatus.REVOKED
-            and e.info.valid_at(now)
-        ]
-        if not usable:
+        best = signing_key((e.info for e in self._entries), role, now)  # the labels' rule too
+        if best is None:
             raise ConfigurationError(
                 f"no {role} key of the gateway is valid at {to_iso(now)}: "
                 f"rotate the keys in {self.where}"
             )
-        best = max(
-            usable,
-            key=lambda e: (e.info.status is KeyStatus.ACTIVE, e.info.not_before, e.info.kid),
-        )
-        return best.info, best.private
+        entry = next(e for e in self._entries if e.info is best)
+        return entry.info, entry.private
 
     def signers(self, role: KeyRole, now: datetime) -> list[tuple[GatewayKeyInfo, PrivateKey]]:
         """Every key of ``role`` valid at ``now`` and not revoked, newest first.

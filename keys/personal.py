@@ -119,3 +119,44 @@ class PurgeResult:
     kept_revoked: int = 0  # expired conversions kept because of a recent revocation
     dry_run: bool = False
     cutoffs: Mapping[str, datetime] = field(default_factory=dict)
+
+
+STOCK_ROW_OUTCOMES = ("converted", "already_converted", "holder_conflict")
+
+
+@dataclass(frozen=True)
+class StockRowOutcome:
+    """What one row of a batch job produced: its certificate and whether this job converted it
+    (``converted``), found it converted earlier for the same holder (``already_converted``: the
+    earlier code is the row's code) or for another holder (``holder_conflict``: no code for this
+    row). Rejected rows have none (the error report has them)."""
+
+    row: int
+    city: str
+    certificate_id: str
+    outcome: str
+
+    def __post_init__(self) -> None:
+        if self.outcome not in STOCK_ROW_OUTCOMES:
+            raise ValueError(f"unknown stock row outcome {self.outcome[:24]!r}")
+        if self.row < 1:
+            raise ValueError("row numbers start at 1")
+
+
+@dataclass(frozen=True)
+class StockOutputRow:
+    """One line of a batch job's output (``convert-batch --out``, ``stock export``).
+
+    ``code``, ``code_id``, ``colour`` and the validity are empty for a ``holder_conflict`` row:
+    the stored code is another holder's. No name, ID number or holder pseudonym.
+    """
+
+    row: int
+    city: str
+    certificate_id: str
+    status: str  # one of STOCK_ROW_OUTCOMES
+    code_id: str = ""
+    code: str = ""
+    colour: str = ""
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None

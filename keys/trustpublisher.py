@@ -18,6 +18,7 @@ from keys.errors import (
     ConcurrentChangeError,
 )
 from keys.jsonutil import canonical_json
+from keys.keylabels import labelled
 from keys.keystore import GatewayKeyInfo
 from keys.model import HOME_REGION
 from keys.records import TrustListVersion
@@ -36,9 +37,13 @@ from keys.trustlist import (
 
 
 def build_content(
-    snapshot: RegistrySnapshot, gateway_keys: Iterable[GatewayKeyInfo]
+    snapshot: RegistrySnapshot, gateway_keys: Iterable[GatewayKeyInfo], *, now: datetime
 ) -> dict[str, Any]:
     """The trust list's content: regions and keys, sorted, as canonical-JSON-ready data.
+
+    The gateway's keys carry their status at ``now`` (:mod:`keys.keylabels`): a staged
+    rotation's new key is ``pending`` until it signs, so the list changes (a new version) when
+    it starts to.
 
     Keys of disabled regions are left out (their codes are not recognised); revoked keys stay
     in with ``revoked_at``, so that a verifier can still accept codes issued before it.
@@ -65,11 +70,11 @@ def build_content(
                 key.status.value, key.revoked_at,
             )
         )  # fmt: skip
-    for info in gateway_keys:
+    for info, label in labelled(gateway_keys, now):
         keys.append(
             _key_entry(
                 HOME_REGION, info.role.value, info.kid, info.public_key, info.not_before,
-                info.not_after, info.status.value, info.revoked_at,
+                info.not_after, label.value, info.revoked_at,
             )
         )  # fmt: skip
     keys.sort(key=lambda k: (k["owner"], k["kid"]))
@@ -128,7 +133,7 @@ class TrustListPublisher:
 
         Raises :class:`keys.errors.StoreUnavailableError`.
         """
-        content = build_content(self._snapshot(), self._keys().public_keys())
+        content = build_content(self._snapshot(), self._keys().public_keys(), now=now)
         data = canonical_json(content)
         digest = hashlib.sha256(data).hexdigest()
         for _ in range(3):

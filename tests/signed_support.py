@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from support.clock import T0
+
 from adapters.simulator import PartnerSimulator
 from gateway import tokens
 from gateway.claims import AttestationClaims, HomeCodeClaims, PartnerSource
@@ -56,7 +58,7 @@ class Engine:
 
     def trust(self) -> tokens.GatewayTrust:
         """What ``trustgw keys export`` writes, now."""
-        return tokens.GatewayTrust.from_key_infos(self.keys.public_keys())
+        return tokens.GatewayTrust.from_key_infos(self.keys.public_keys(), now=T0)
 
 
 @asynccontextmanager

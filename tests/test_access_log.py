@@ -181,3 +181,58 @@ def test_the_access_log_switched_off_writes_nothing(
     assert len(access_lines.lines) == 1
     entry = json.loads(access_lines.lines[0])
     assert entry["request_id"] == "on-1" and entry["peer_role"] == ""
+
+
+@pytest.mark.integration
+def test_grpc_cores_own_lines_stay_out_of_the_json_log(own_data_dir: Path) -> None:
+    """A failed TLS handshake (a plaintext client on the TLS port) makes gRPC core write
+    ``… ssl_transport_security.cc … Handshake failed`` (at INFO; at its default, ERROR, only
+    its errors); ``trustgw`` sets ``GRPC_VERBOSITY=NONE`` before grpc loads unless the operator
+    set it, so every line on stderr is JSON."""
+    import asyncio
+    import os
+    import signal
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRUSTGW_", "GRPC_"))}
+    env["PYTHONPATH"] = str(root)
+    env["GRPC_TRACE"] = ""
+    argv = [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(own_data_dir),
+            "--listen", "127.0.0.1:0", "--log-level", "debug"]  # fmt: skip
+
+    async def scenario() -> tuple[int | None, bytes]:
+        process = await asyncio.create_subprocess_exec(
+            *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        assert process.stdout is not None and process.stderr is not None
+        try:
+            ready = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
+            port = int(ready.split(":")[-1].split(" ")[0])
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await pb_grpc.RecognitionServiceStub(channel).Recognise(
+                        pb.RecogniseRequest(code="x"), timeout=5
+                    )
+            process.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(process.communicate(), 60)
+            return process.returncode, err
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+    code, err = run(scenario())
+    probe = "import gateway.cli, os, grpc; print(os.environ['GRPC_VERBOSITY'])"
+    import subprocess
+
+    seen = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert seen.stdout.strip() == "NONE", seen.stderr
+    assert code == 0
+    lines = err.decode().splitlines()
+    assert lines
+    for line in lines:
+        json.loads(line)  # no "E1203 … Handshake failed" between them
+    assert not [line for line in lines if '"logger": "aiosqlite"' in line]  # libraries: off

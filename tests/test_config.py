@@ -48,7 +48,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_every_setting_has_one_option_and_one_field() -> None:
-    assert {f.name for f in fields(Settings)} == {*config.BY_ATTR, "sources"}
+    assert {f.name for f in fields(Settings)} == {*config.BY_ATTR, "sources", "config_file"}
     envs = [o.env for o in config.OPTIONS]
     assert len(set(envs)) == len(envs)
     assert "TRUSTGW_PASSPHRASE" not in envs  # never a setting

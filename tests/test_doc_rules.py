@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +27,28 @@ def test_the_offline_verifiers_import_no_grpc(module: str) -> None:
     assert done.stdout.strip() == "[]"
 
 
+def _replace_keyring(db: Path, made_at: datetime) -> None:
+    """The store's gateway keyring replaced by development keys made at ``made_at``."""
+    import sqlite3
+
+    from keys import gatewaykeys
+    from keys.store import SQLiteStore
+
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM gateway_keyring")
+        conn.execute("DELETE FROM gateway_keyring_meta")
+    conn.close()
+
+    async def create() -> None:
+        store = await SQLiteStore.open(db)
+        try:
+            await gatewaykeys.create_or_join(store, dev=True, passphrase=None, now=made_at)
+        finally:
+            await store.close()
+
+    asyncio.run(create())
+
+
 @pytest.mark.integration
 @pytest.mark.doc('api.md "RPC errors"', 'api.md "Health"', 'verifying.md "Keys and rotation"')
 def test_without_a_valid_signing_key_recognise_is_failed_precondition_until_rotated(
@@ -34,7 +58,6 @@ def test_without_a_valid_signing_key_recognise_is_failed_precondition_until_rota
     no gateway ``attest``/``issue`` key is valid now, health NOT_SERVING; refused codes are still
     decisions; ``keys rotate`` (``--activate-in 0``) brings both back without a restart."""
     import random
-    import sqlite3
     from datetime import timedelta
 
     import grpc
@@ -51,28 +74,12 @@ def test_without_a_valid_signing_key_recognise_is_failed_precondition_until_rota
     from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
     from gateway.cli import main
     from gateway.demo import prepare
-    from keys import gatewaykeys
-    from keys.store import SQLiteStore
 
     now = REAL_NOW  # the server reads the real clock
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     run(prepare(data_dir, simulator, now))
-    # The gateway's keyring replaced by keys that expired a month ago.
-    with sqlite3.connect(data_dir / "trustgw.db") as conn:
-        conn.execute("DELETE FROM gateway_keyring")
-        conn.execute("DELETE FROM gateway_keyring_meta")
-
-    async def expired_keys() -> None:
-        store = await SQLiteStore.open(data_dir / "trustgw.db")
-        try:
-            await gatewaykeys.create_or_join(
-                store, dev=True, passphrase=None, now=now - timedelta(days=400)
-            )
-        finally:
-            await store.close()
-
-    run(expired_keys())
+    _replace_keyring(data_dir / "trustgw.db", now - timedelta(days=400))  # expired a month ago
     holder_id, name = fake_holder(random.Random(3))
     green = simulator.issuer("110000").issue(
         holder_id=holder_id,

@@ -10,6 +10,7 @@ own test (tests/test_onboarding_walkthrough.py).
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -57,6 +58,7 @@ def shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
         assert ran.status == 0, f"{line}\n{ran.out}{ran.err}"
         return ran
 
+    run.data_dir = data_dir  # type: ignore[attr-defined]
     return run
 
 
@@ -82,9 +84,15 @@ def test_the_readme_partner_tools_commands_run_as_written(shell) -> None:
 def test_the_tls_certificates_section_runs_as_written(shell) -> None:
     """docs/operations.md "TLS certificates": the ``sh tls`` block, in order."""
     lines = block_lines((ROOT / "docs" / "operations.md").read_text(), "sh tls")
-    assert {shlex.split(line)[2] for line in lines} == {"init", "issue", "renew", "list", "show"}
+    assert {shlex.split(line)[2] for line in lines} == {
+        "init", "issue", "renew", "list", "show", "revoke", "deny",
+    }  # fmt: skip
     for line in lines:
         shell(line)
+    denied = json.loads((shell.data_dir / "pki" / "denied.json").read_text())["denied"]
+    assert [(e["name"], e["reason"]) for e in denied] == [
+        ("verifier-checkpoint-2", "checkpoint lost"), (None, "leaked key"),
+    ]  # fmt: skip
 
 
 def test_testing_recognition_without_the_partner_runs_as_written(shell, capsys) -> None:

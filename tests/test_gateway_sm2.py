@@ -97,7 +97,7 @@ def test_an_sm2_key_directory_is_encrypted_reopens_and_keeps_its_algorithm(tmp_p
 
 def _trust_list_trust(keys: KeyDirectory, at: datetime) -> tokens.GatewayTrust:
     """The gateway's keys as an SM2-signed trust list publishes them, verified offline."""
-    content = build_content(RegistrySnapshot(1, {}), keys.public_keys())
+    content = build_content(RegistrySnapshot(1, {}), keys.public_keys(), now=at)
     claims = TrustListClaims(1, content_digest(content), content)
     signed = sign_trustlist(claims, keys, at, timedelta(days=1))
     pinned = PinnedKey.of(keys.public_keys())
@@ -120,7 +120,7 @@ def test_sm2_outputs_verify_with_the_trust_file_and_the_trust_list(
     if kind != "home":
         assert output.alg == "SM2"
     trust_file = tokens.GatewayTrust.from_json(
-        json.dumps(tokens.GatewayTrust.from_key_infos(keys.public_keys()).to_json())
+        json.dumps(tokens.GatewayTrust.from_key_infos(keys.public_keys(), now=at).to_json())
     )
     assert {k.public_key.alg for k in trust_file.keys} == {Algorithm.SM2}
     for trust in (trust_file, _trust_list_trust(keys, at)):
@@ -147,7 +147,7 @@ def test_an_sm2_attestation_under_an_eddsa_key_id_is_refused(tmp_path: Path) -> 
     ed = KeyDirectory.create(tmp_path / "b", dev=True, passphrase=None, now=T0)
     att, _, _ = sign("attestation", sm2, T0 + HOUR)
     ed_info, _ = ed.signer(KeyRole.ATTEST, T0 + HOUR)
-    trust = tokens.GatewayTrust.from_key_infos(ed.public_keys())
+    trust = tokens.GatewayTrust.from_key_infos(ed.public_keys(), now=T0)
     moved = tokens.Attestation(att.payload, ed_info.kid, att.alg, att.signature)
     assert reason(lambda: tokens.verify_attestation(moved, trust, T0 + HOUR)) == "MALFORMED"
     relabelled = tokens.Attestation(att.payload, ed_info.kid, "EdDSA", att.signature)

@@ -255,7 +255,7 @@ def test_a_signed_output_verifies_exactly_within_its_stated_validity(
 
 
 def trust_of(keys: KeyDirectory) -> tokens.GatewayTrust:
-    return tokens.GatewayTrust.from_key_infos(keys.public_keys())
+    return tokens.GatewayTrust.from_key_infos(keys.public_keys(), now=T0)
 
 
 def revoke_all(trust: tokens.GatewayTrust) -> tokens.GatewayTrust:
@@ -302,7 +302,7 @@ def test_a_window_the_signing_rule_never_states_is_refused(
 
 
 def signed_list(keys: KeyDirectory, at: datetime, ttl: timedelta = DAY) -> Any:
-    content = build_content(RegistrySnapshot(1, {}), keys.public_keys())
+    content = build_content(RegistrySnapshot(1, {}), keys.public_keys(), now=at)
     claims = TrustListClaims(1, content_digest(content), content)
     return sign_trustlist(claims, keys, at, ttl)
 
@@ -453,7 +453,9 @@ def test_every_receipt_is_signed_and_verifies_offline_with_every_published_form_
                 accepted = TrustListVerifier(pinned).verify(listed_now.envelope, at)
                 trusts = {
                     "GetGatewayKeys": trust_from_proto(keys),
-                    "keys export": tokens.GatewayTrust.from_key_infos(gateway.published_keys()),
+                    "keys export": tokens.GatewayTrust.from_key_infos(
+                        gateway.published_keys(), now=at
+                    ),
                     "trust list": tokens.GatewayTrust.from_trustlist(accepted),
                 }
                 return receipts, trusts, gateway.published_keys()

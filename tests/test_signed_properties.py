@@ -126,9 +126,12 @@ class Timeline:
 
 def trusts(infos: list[GatewayKeyInfo]) -> list[tokens.GatewayTrust]:
     """The same published keys as a trust file and as a verified trust list carries them."""
-    content = build_content(RegistrySnapshot(1, {}), infos)
+    content = build_content(RegistrySnapshot(1, {}), infos, now=T0)
     listed = TrustList(1, T0, T0 + SECOND, content_digest(content), content)
-    return [tokens.GatewayTrust.from_key_infos(infos), tokens.GatewayTrust.from_trustlist(listed)]
+    return [
+        tokens.GatewayTrust.from_key_infos(infos, now=T0),
+        tokens.GatewayTrust.from_trustlist(listed),
+    ]
 
 
 def outcome(call: Any, *args: Any) -> str:
@@ -201,7 +204,7 @@ def test_tokens_verify_exactly_within_their_stated_validity(
 
 
 def list_claims(infos: list[GatewayKeyInfo]) -> TrustListClaims:
-    content = build_content(RegistrySnapshot(1, {}), infos)
+    content = build_content(RegistrySnapshot(1, {}), infos, now=T0)
     return TrustListClaims(1, content_digest(content), content)
 
 

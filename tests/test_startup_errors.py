@@ -134,3 +134,17 @@ def test_a_busy_probe_port_is_address_in_use_exit_4(own_data_dir: Path, busy_por
     )
     assert (status, reason(line)) == (4, "ADDRESS_IN_USE")
     assert f"probe port 127.0.0.1:{busy_port}" in line
+
+
+def test_a_workers_failure_exits_as_the_single_process_would() -> None:
+    """With --workers N a worker's error reaches the supervisor as its reason and message (a
+    ConfigurationError carrying that reason): the exit code follows the reason."""
+    from gateway.cli.core import serve_exit_status
+    from keys.errors import ConfigurationError
+
+    cases = {"ADDRESS_IN_USE": 4, "FILE_PERMISSION": 5, "STORE_UNAVAILABLE": 6, "PASSPHRASE": 3}
+    for reason, expected in cases.items():
+        relayed = ConfigurationError("from worker 0")
+        relayed.reason = reason  # type: ignore[misc]  # as the supervisor relays it
+        assert serve_exit_status(relayed, 1) == expected, reason
+    assert serve_exit_status(ValueError("a bug"), 1) == 1

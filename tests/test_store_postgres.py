@@ -20,6 +20,7 @@ import pytest
 
 from keys.errors import ConfigurationError, NotFoundError, SchemaOutdatedError
 from keys.model import Mode, Region
+from keys.personal import RecognitionEntry
 from keys.store import pgschema, regions
 from keys.store.dbapi import Connection
 from keys.store.factory import is_postgres_url, open_store, schema_status
@@ -287,3 +288,19 @@ def test_a_url_with_several_hosts_finds_the_one_that_answers(pg_url: str) -> Non
     url = urlunsplit((parts.scheme, f"{parts.username}@127.0.0.1:1,{parts.hostname}:{parts.port}",
                       parts.path, "target_session_attrs=read-write", ""))  # fmt: skip
     assert with_store(url, lambda s: s.registry_version()) == 0
+
+
+@pytest.mark.integration
+def test_a_nul_in_a_logged_key_id_does_not_lose_the_batch(pg_url: str) -> None:
+    """A refused code's key id is whatever the sender wrote; PostgreSQL's text holds no NUL."""
+    entries = [
+        RecognitionEntry(T0, "110000", "show", "refused", "KEY_UNKNOWN", "", "", "k\x00id", "r1"),
+        RecognitionEntry(T0, "110000", "show", "recognised", "OK", "h", "c", "kid", "r2"),
+    ]
+
+    async def story(store: PostgresStore) -> list[RecognitionEntry]:
+        await store.append_recognitions(entries)
+        return await store.list_recognitions()
+
+    logged = with_store(pg_url, story)
+    assert [(e.kid, e.request_id) for e in logged] == [("k\ufffdid", "r1"), ("kid", "r2")]

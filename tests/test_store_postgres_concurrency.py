@@ -265,6 +265,7 @@ def test_conversions_and_the_log_are_written_in_a_few_statements_per_batch(
 
     claimed, claim, logged, log = asyncio.run(scenario())
     assert (claimed, logged) == (n, n)
+    assert psycopg.Pipeline.is_supported()  # so each executemany is one pipelined round trip
     # insert (one pipelined batch), revocations that apply (one batch), read back (few shapes)
     assert claim <= 2 + 5 * 4
     assert log <= 5 * 4  # multi-row inserts of the fixed shapes
@@ -324,3 +325,26 @@ def test_conversions_claimed_while_a_revocation_batch_is_applied_are_all_revoked
     stored = asyncio.run(scenario())
     assert sorted(r.source_key for r in stored) == sources
     assert {r.revoked_at for r in stored} == {effective}
+
+
+def test_the_same_record_claimed_again_and_again_at_once_is_stored_once_without_an_error(
+    pg_url: str,
+) -> None:
+    """A writer that retries a batch through another replica sends the very same records (the
+    same converted code ids): the retry meets the first on any of the unique keys and gets
+    the stored records back, never ALREADY_EXISTS."""
+    records = [conversion(f"same-{i:03d}", 0) for i in range(120)]
+    # Overlapping windows: each record is in several batches, at different places in each.
+    batches = [records[start : start + 24] for start in range(0, len(records), 4)] * 2
+
+    async def scenario() -> list[list[ConversionRecord]]:
+        stores = await replicas(pg_url)
+        try:
+            await stores[0].upsert_region(ZHEJIANG, actor=ACTOR, now=T0)
+            calls = [stores[i % len(stores)].claim_conversions(b) for i, b in enumerate(batches)]
+            return list(await asyncio.gather(*calls))
+        finally:
+            await close(stores)
+
+    answers = asyncio.run(scenario())
+    assert answers == batches

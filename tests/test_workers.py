@@ -541,7 +541,8 @@ def test_a_worker_that_cannot_start_stops_the_command_with_its_reason_in_one_lin
     tmp_path: Path,
 ) -> None:
     """Keys encrypted, no passphrase: each worker fails to open them; the supervisor stops the
-    others and the command ends with the worker's reason, exit 1 (no restart loop)."""
+    others and the command ends with the worker's reason, exit 3: configuration (no restart
+    loop; docs/operations.md "Exit codes")."""
     data_dir = tmp_path / "gw"
     env = {**os.environ, "PYTHONPATH": str(REPO), "TRUSTGW_PASSPHRASE": "workers"}
     env.pop("TRUSTGW_PASSPHRASE_FILE", None)
@@ -563,7 +564,7 @@ def test_a_worker_that_cannot_start_stops_the_command_with_its_reason_in_one_lin
         return await process.wait(), out.decode(), err.decode()
 
     code, out, err = asyncio.run(scenario())
-    assert code == 1 and "serving on" not in out
+    assert code == 3 and "serving on" not in out  # serve exits 3 for a configuration error
     assert err.strip().splitlines()[-1].startswith("trustgw: PASSPHRASE: "), err
     assert "restarting" not in err
 
@@ -588,5 +589,35 @@ def test_workers_stop_by_themselves_when_the_supervisor_dies(prepared_dir: Any) 
             server.process.kill()  # SIGKILL: no drain is forwarded
             await server.process.wait()
             await eventually(lambda: all(_gone(pid) for pid in pids), timeout=DEADLINE)
+
+    asyncio.run(scenario())
+
+
+def test_sighup_to_the_supervisor_reloads_every_worker_and_stops_none(
+    codes: Any, prepared_dir: Any
+) -> None:
+    """docs/operations.md "Processes and workers": SIGHUP is forwarded; each worker reloads
+    (opsserve's "Reloading on SIGHUP") and keeps serving; the supervisor keeps running."""
+    data_dir = prepared_dir(NOW)
+    make = codes(SHOW, NOW)
+
+    async def scenario() -> None:
+        async with supervised(data_dir) as server:
+            pids = [await server.pid_of(0), await server.pid_of(1)]
+            server.process.send_signal(signal.SIGHUP)
+
+            def reloads() -> int:
+                return sum(m.startswith("SIGHUP: reloaded") for m in server.messages())
+
+            async with server.changed:
+                await asyncio.wait_for(server.changed.wait_for(lambda: reloads() == 2), DEADLINE)
+            channels: list[Any] = []
+            try:
+                await call_on_new_connections(server, make, pids, channels)  # the same pids
+            finally:
+                await _close(channels)
+            assert not any("exited" in m for m in server.messages())
+            server.process.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(server.process.wait(), GRACE + DEADLINE) == 0
 
     asyncio.run(scenario())

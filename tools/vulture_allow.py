@@ -19,6 +19,7 @@ nextitem  # the pytest hook's signature
 _.longrepr  # pytest reads a report's longrepr
 pytestmark  # pytest reads a module's marks
 contained  # tests/test_cli_inputs.py: a fixture, used by name in usefixtures
+no_server  # tests/test_pg_support.py: a fixture, used by name in usefixtures
 recognitions_before  # gateway/runtime/retention.py PurgeStore: a protocol's parameter
 conversions_before  # gateway/runtime/retention.py PurgeStore: a protocol's parameter
 params  # keys/store/dbapi.py Connection.execute: a protocol's parameter

@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 
 from gateway.cli import (
     audit,
+    backup,
     config,
     core,
     db,
@@ -49,7 +50,7 @@ from keys.errors import GatewayError, UsageError
 
 log = logging.getLogger("trustgw.cli")
 
-_AREAS = (core, config, db, keys, pki, verify, stock, purge)
+_AREAS = (core, config, db, keys, pki, verify, stock, purge, backup)
 _REGISTRY_AREAS = (partner, revocations, trustlist, audit, partner_tools)  # the trust registry
 _ERRORS_HELP = (
     "Errors print one line 'trustgw: REASON: message' on stderr: exit 2 for a command line or "

@@ -137,18 +137,20 @@ def cmd_init(opts: argparse.Namespace) -> int:
 async def _serve_settings(settings: Settings, worker: WorkerLink | None = None) -> None:
     """One gateway process: the whole server, or (``worker``) one of ``--workers N``."""
     from gateway.cli._reload import reload_on_signal
+    from gateway.denylist import DENY_FILE
     from gateway.grpc.server import build_server
-    from gateway.pki import DENY_FILE
     from gateway.runtime.gateway import Gateway
 
     config = settings.gateway_config(passphrase_from_env())
     if worker is not None:
         config = worker_config(config, worker.slot)
-    configure_logging(settings.log_level, settings.log_format, settings.log_libraries)
-    access = AccessLog(settings.log_access)
     if config.tls is not None:
         config.tls.read()  # fail now, with a clear message, rather than at the first call
-    elif worker is None:
+    # After the checks that end in the one error line: a command that fails to start leaves
+    # the process's logging as it found it.
+    configure_logging(settings.log_level, settings.log_format, settings.log_libraries)
+    access = AccessLog(settings.log_access)
+    if config.tls is None and worker is None:
         log.warning("serving PLAINTEXT without client authentication: local development only")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -189,6 +191,9 @@ async def _serve_settings(settings: Settings, worker: WorkerLink | None = None) 
         reloader = asyncio.create_task(
             reload_on_signal(reload_requested, settings, running, access)
         )
+        from gateway.runtime import heap
+
+        heap.settle()  # start-up's objects out of every later collection (bench/PROFILE.md)
         host = config.listen.rsplit(":", 1)[0]
         mode = "plaintext (development)" if config.tls is None else "mutual TLS"
         if worker is not None:
@@ -229,20 +234,31 @@ EXIT_CONFIGURATION, EXIT_LISTEN, EXIT_PERMISSION, EXIT_STORE = 3, 4, 5, 6
 
 
 def serve_exit_status(exc: BaseException, status: int) -> int:
-    """The exit status of ``serve`` failing with ``exc`` (``status``: the general one)."""
+    """The exit status of ``serve`` failing with ``exc`` (``status``: the general one). By the
+    error's reason, so that a worker's failure, which reaches the supervisor as its reason and
+    message, exits as the same failure of a single process would."""
     from keys.errors import (
+        AddressInUseError,
+        AddressUnavailableError,
         FilePermissionError,
         ListenError,
         ListenPermissionError,
         StoreUnavailableError,
     )
 
-    if isinstance(exc, ListenPermissionError | FilePermissionError | PermissionError):
+    by_reason = {
+        AddressInUseError.reason: EXIT_LISTEN,
+        AddressUnavailableError.reason: EXIT_LISTEN,
+        ListenError.reason: EXIT_LISTEN,
+        ListenPermissionError.reason: EXIT_PERMISSION,
+        FilePermissionError.reason: EXIT_PERMISSION,
+        StoreUnavailableError.reason: EXIT_STORE,
+    }
+    if isinstance(exc, PermissionError):
         return EXIT_PERMISSION
-    if isinstance(exc, ListenError):
-        return EXIT_LISTEN
-    if isinstance(exc, StoreUnavailableError):
-        return EXIT_STORE
+    reason = exc.reason if isinstance(exc, GatewayError) else None
+    if reason in by_reason:
+        return by_reason[reason]
     if isinstance(exc, ConfigurationError):
         return EXIT_CONFIGURATION
     return status

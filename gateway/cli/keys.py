@@ -28,6 +28,7 @@ from keys import gatewaykeys
 from keys.crypto import Algorithm
 from keys.errors import GatewayError, UsageError
 from keys.jsonutil import loads_strict
+from keys.keylabels import labelled
 from keys.keystore import (
     DEFAULT_ACTIVATION_DELAY,
     GATEWAY_ALGORITHMS,
@@ -58,6 +59,7 @@ async def _gateway_keys(opts: argparse.Namespace) -> GatewayKeys:
 
 
 def cmd_keys_list(opts: argparse.Namespace) -> int:
+    now = opts.at or utcnow()
     key_dir, registry_keys = asyncio.run(_all_keys(opts))
     rows: list[dict[str, Any]] = [
         {
@@ -67,10 +69,10 @@ def cmd_keys_list(opts: argparse.Namespace) -> int:
             "alg": str(info.public_key.alg),
             "not_before": to_iso(info.not_before),
             "not_after": to_iso(info.not_after),
-            "status": info.status.value,
+            "status": label.value,
             **({"revoked_at": to_iso(info.revoked_at)} if info.revoked_at else {}),
         }
-        for info in key_dir.public_keys()
+        for info, label in labelled(key_dir.public_keys(), now)
     ]
     for key in registry_keys:
         rows.append(
@@ -93,15 +95,16 @@ def cmd_keys_list(opts: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _trust_from_key_dir(key_dir: GatewayKeys) -> Any:
+def _trust_from_key_dir(key_dir: GatewayKeys, now: datetime) -> Any:
     from gateway.tokens import GatewayTrust
 
-    return GatewayTrust.from_key_infos(key_dir.public_keys())
+    return GatewayTrust.from_key_infos(key_dir.public_keys(), now=now)
 
 
 def cmd_keys_export(opts: argparse.Namespace) -> int:
     key_dir = asyncio.run(_gateway_keys(opts))
-    text = json.dumps(_trust_from_key_dir(key_dir).to_json(), indent=2) + "\n"
+    trust = _trust_from_key_dir(key_dir, opts.at or utcnow())
+    text = json.dumps(trust.to_json(), indent=2) + "\n"
     if opts.out:
         Path(opts.out).write_text(text)
         print(f"wrote the gateway's public keys to {opts.out}")
@@ -354,15 +357,26 @@ def cmd_keys_rotate(opts: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_status_at(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--at",
+        type=time_type,
+        help="show each gateway key's status (pending, active, retired, revoked) as of this time "
+        "(default now)",
+    )
+
+
 def register(sub: Any) -> None:
     keys = sub.add_parser("keys", help="the gateway's keys and partners' signing keys")
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     p = ksub.add_parser("list", help="list every key the gateway holds or trusts")
     add_store_args(p)
+    _add_status_at(p)
     add_json(p)
     p.set_defaults(func=cmd_keys_list)
     p = ksub.add_parser("export", help="write the gateway's public keys (trust file for verifiers)")
     add_store_args(p)
+    _add_status_at(p)
     p.add_argument("--out", type=path_type, help="file to write (default: standard output)")
     p.set_defaults(func=cmd_keys_export)
     p = ksub.add_parser("add", help="register a partner region's code-signing key")

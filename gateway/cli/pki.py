@@ -26,22 +26,24 @@ from gateway.cli._common import (
     print_table,
     text_type,
 )
+from gateway.denylist import (
+    DENY_FILE,
+    DeniedCertificate,
+    DenyList,
+    normal_fingerprint,
+    normal_serial,
+)
 from gateway.pki import (
     CA_DAYS,
     CLIENT_DAYS,
     DEFAULT_HOSTS,
-    DENY_FILE,
     MAX_DAYS,
     SERVER_DAYS,
     CertInfo,
-    DeniedCertificate,
-    DenyList,
     DevCA,
     Issued,
     Peer,
     Role,
-    normal_fingerprint,
-    normal_serial,
     read_certificate,
 )
 from gateway.runtime.datadir import DataDir

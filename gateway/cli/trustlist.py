@@ -1,4 +1,4 @@
-"""``trustgw trustlist``: export the signed trust list, verify one offline.
+"""``trustgw trustlist``: export the signed trust list, verify one offline, raise the version floor.
 
 ``verify`` exits 0 when the list is accepted, 1 when it is refused (bad signature, expired,
 rolled back, conflicting), 2 on a usage error (unreadable file, no pinned trustlist key).
@@ -168,6 +168,28 @@ def cmd_verify(opts: argparse.Namespace) -> int:
     return EXIT_OK if result["verdict"] == "accept" else EXIT_REJECTED
 
 
+# --- floor ------------------------------------------------------------------------------------
+
+
+async def raise_floor(opts: argparse.Namespace, floor: int) -> Any:
+    """Raise the store's trust-list version floor (also used by ``trustgw restore``)."""
+    async with open_store(opts) as store:
+        return await store.raise_trustlist_floor(floor, now=utcnow())
+
+
+def cmd_floor(opts: argparse.Namespace) -> int:
+    latest = asyncio.run(raise_floor(opts, opts.floor))
+    result = {"floor": opts.floor, "latest_version": latest.version}
+    if opts.json:
+        print_json(result)
+    else:
+        print(
+            f"trust-list versions published from now on are above {opts.floor} "
+            f"(the newest is {latest.version})"
+        )
+    return EXIT_OK
+
+
 def register(sub: Any) -> None:
     trustlist = sub.add_parser("trustlist", help="the signed trust list: export, verify offline")
     tsub = trustlist.add_subparsers(dest="trustlist_command", metavar="ACTION", required=True)
@@ -184,6 +206,15 @@ def register(sub: Any) -> None:
     )
     add_json(p)
     p.set_defaults(func=cmd_export)
+    p = tsub.add_parser(
+        "floor",
+        help="publish only versions above N from now on (after a restore: the newest version a "
+        "verifier may have seen)",
+    )
+    add_store_args(p)
+    p.add_argument("floor", type=int_type(0, MAX_VERSION - 1), metavar="N")
+    add_json(p)
+    p.set_defaults(func=cmd_floor)
     p = tsub.add_parser("verify", help="verify a trust list offline (exit 0 accept, 1 reject)")
     p.add_argument(
         "--pinned",

@@ -11,6 +11,13 @@ import grpc
 from gateway.pki import Peer, Role, peer_from_auth_context
 from keys.errors import UnauthenticatedError
 
+_SAN = "x509_subject_alternative_name"
+# The caller's identity by the subject alternative names of its verified certificate: every call
+# of a connection carries the same names, so they are parsed once, not per call. Bounded (a
+# province has a few hundred verifier certificates); cleared whole when full.
+_PEERS: dict[tuple[bytes, ...], Peer] = {}
+_MAX_PEERS = 4096
+
 
 def caller(context: grpc.aio.ServicerContext[Any, Any], tls: bool) -> Peer | None:
     """The authenticated caller; ``None`` on a plaintext (development) server."""
@@ -19,7 +26,14 @@ def caller(context: grpc.aio.ServicerContext[Any, Any], tls: bool) -> Peer | Non
     auth = context.auth_context()
     if not auth:
         raise UnauthenticatedError()
-    return peer_from_auth_context({key: list(values) for key, values in auth.items()})
+    names = tuple(auth.get(_SAN, ()))
+    peer = _PEERS.get(names)
+    if peer is None:
+        peer = peer_from_auth_context({_SAN: list(names)})  # raises for no usable name
+        if len(_PEERS) >= _MAX_PEERS:
+            _PEERS.clear()
+        _PEERS[names] = peer
+    return peer
 
 
 def require(context: grpc.aio.ServicerContext[Any, Any], tls: bool, *roles: Role) -> Peer | None:

@@ -14,6 +14,7 @@ from typing import Any, TypeAlias
 
 import grpc
 
+from gateway.denylist import DenyList
 from gateway.grpc.errors import fail
 from gateway.observability import (
     CALL,
@@ -25,7 +26,7 @@ from gateway.observability import (
     note_failure,
     request_id_from,
 )
-from gateway.pki import DenyList, peer_from_auth_context
+from gateway.pki import peer_from_auth_context
 from keys.errors import CertificateDeniedError, MethodUnknownError
 
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"

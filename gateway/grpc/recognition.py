@@ -25,6 +25,7 @@ from gateway.observability import note_outcome
 from gateway.pki import Role
 from gateway.runtime.gateway import Gateway
 from keys.errors import InvalidRequestError
+from keys.keylabels import labelled
 from keys.model import HOME_REGION, Mode
 from keys.personal import RecognitionEntry
 from keys.regioncode import is_region_code
@@ -96,18 +97,36 @@ class RecognitionService:
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
+        # The metric children by label values, bound once: ``labels()`` takes a lock and
+        # builds a key per call. The label values are bounded (regions x modes x reasons).
+        self._counted: dict[tuple[str, str, bool, str], Any] = {}
+        self._converted: dict[str, Any] = {}
+
+    def _count(self, decision: Recognition) -> None:
+        metrics = self._gateway.metrics
+        mode = decision.mode.value if decision.mode else "-"
+        key = (decision.region or "-", mode, decision.recognised, decision.reason)
+        child = self._counted.get(key)
+        if child is None:
+            if len(self._counted) >= 4096:  # never unbounded, whatever the decisions carry
+                self._counted.clear()
+            child = self._counted[key] = metrics.recognitions.labels(
+                key[0], mode, "recognised" if decision.recognised else "refused", decision.reason
+            )
+        child.inc()
+        if decision.converted is not None:
+            conv = self._converted.get(decision.region)
+            if conv is None:
+                if len(self._converted) >= 4096:
+                    self._converted.clear()
+                conv = self._converted[decision.region] = metrics.conversions.labels(
+                    decision.region
+                )
+            conv.inc()
 
     def _respond(self, request_id: str, decision: Recognition) -> pb.RecogniseResponse:
         note_outcome(decision.region, decision.reason)
-        metrics = self._gateway.metrics
-        metrics.recognitions.labels(
-            decision.region or "-",
-            decision.mode.value if decision.mode else "-",
-            "recognised" if decision.recognised else "refused",
-            decision.reason,
-        ).inc()
-        if decision.converted is not None:
-            metrics.conversions.labels(decision.region).inc()
+        self._count(decision)
         reclog = self._gateway.reclog
         if reclog is not None:  # queued in memory; written in batches off the request path
             reclog.record(
@@ -228,6 +247,7 @@ class RecognitionService:
     async def GetGatewayKeys(
         self, request: pb.GetGatewayKeysRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GatewayKeys:
+        now = utcnow()  # read once: every key's status at the same instant
         return pb.GatewayKeys(
             region=HOME_REGION,
             keys=[
@@ -238,9 +258,9 @@ class RecognitionService:
                     public_key=info.public_key.spki,
                     not_before=to_unix(info.not_before),
                     not_after=to_unix(info.not_after),
-                    status=info.status.value,
+                    status=label.value,
                     revoked_at=0 if info.revoked_at is None else to_unix(info.revoked_at),
                 )
-                for info in self._gateway.published_keys()
+                for info, label in labelled(self._gateway.published_keys(), now)
             ],
         )

@@ -18,6 +18,7 @@ from cryptography import x509
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from gateway.denylist import DENY_FILE, DenyList
 from gateway.grpc.health import DrainingHealthServicer, watch_health
 from gateway.grpc.interceptors import RequestInterceptor
 from gateway.grpc.methods import (
@@ -32,7 +33,7 @@ from gateway.grpc.recognition import SERVICE_NAME, RecognitionService
 from gateway.grpc.trustlist import TrustListService
 from gateway.listen import listen_error
 from gateway.observability import AccessLog, Metrics, start_metrics_http
-from gateway.pki import DENY_FILE, DenyList, TlsFiles
+from gateway.pki import TlsFiles
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.memory import MemoryReleaser
 from gateway.runtime.tasks import Background

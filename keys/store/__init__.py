@@ -2,7 +2,8 @@
 
 The package, by aggregate: ``regions`` (regions and their keys), ``trust`` (anchors, key sets,
 submissions, revocations), ``audit``, ``trustlists``, ``conversions``, ``personal`` (stock
-conversions, the recognition log, purges). Each holds the SQL of its aggregate as plain
+conversions, the recognition log, purges), ``stockoutput`` (what each batch job's rows
+produced). Each holds the SQL of its aggregate as plain
 functions of a :class:`keys.store.dbapi.Connection`, the same SQL on both backends; the rules of
 trust changes are pure plans in :mod:`keys.trustplans`. :class:`StoreFacade` holds every role
 method once over a backend's read and write. Two backends: ``sqlite`` (one connection on one
@@ -26,6 +27,7 @@ from keys.store.protocols import (
     RecognitionStore,
     RegistryData,
     RegistryStore,
+    StockOutputStore,
     StockStore,
     Store,
     TrustListStore,
@@ -52,6 +54,7 @@ __all__ = [
     "RegistryData",
     "RegistryStore",
     "SQLiteStore",
+    "StockOutputStore",
     "StockStore",
     "Store",
     "StoreFacade",

@@ -76,37 +76,36 @@ def get(conn: Connection, region: str, source_key: str) -> ConversionRecord | No
 def _insert(
     conn: Connection, records: Sequence[ConversionRecord]
 ) -> dict[tuple[str, str], ConversionRecord]:
-    """Insert the records whose source is new; the stored record of every source.
+    """Insert the records of sources not converted yet; the stored record of every source.
 
-    ``ON CONFLICT DO NOTHING`` without a target: two replicas claiming the same source at once
-    insert the same row, whose converted code id (derived from the source) is unique too, and
-    PostgreSQL may meet that index before the primary key's; either conflict is the other
-    replica's win, read back below. A record whose source is still not stored lost its converted
-    code id to *another* source: that is :class:`AlreadyExistsError` (the transaction is undone).
+    ``ON CONFLICT DO NOTHING`` on every unique key, not only (region, source_key): on
+    PostgreSQL two transactions inserting the same record at once may meet on the converted
+    code id's index first, and the second must then find the first's record, not fail. A record
+    that is still not stored afterwards lost its converted code id to *another* source:
+    :class:`AlreadyExistsError`, and the caller's transaction stores nothing.
     """
     # In key order: two transactions inserting overlapping batches then take the keys' locks
     # in the same order and cannot deadlock (PostgreSQL). The sort is stable: of two records
     # of one source in a batch the first still wins.
-    records = sorted(records, key=lambda r: (r.region, r.source_key))
-    rows = [_row(r) for r in records]
+    ordered = sorted(records, key=lambda r: (r.region, r.source_key))
     try:
         conn.executemany(
             f"INSERT INTO conversions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
             " ON CONFLICT DO NOTHING",
-            rows,
+            [_row(r) for r in ordered],
         )
-    except INTEGRITY_ERRORS as exc:  # expected: an unknown region
+    except INTEGRITY_ERRORS as exc:  # expected: a region that is not registered
         raise AlreadyExistsError(
             f"a conversion could not be stored (unknown region or id reused): {exc}"
         ) from exc
-    stored = _stored(conn, sorted({(r.region, r.source_key) for r in records}))
-    lost = next((r for r in records if (r.region, r.source_key) not in stored), None)
-    if lost is not None:
-        raise AlreadyExistsError(
-            "a conversion could not be stored (unknown region or id reused): the converted "
-            f"code id {lost.converted_code_id} belongs to another source"
-        )
-    conn.executemany(_REVOKE_NEW, [{"region": r.region, "source": r.source_key} for r in records])
+    conn.executemany(_REVOKE_NEW, [{"region": r.region, "source": r.source_key} for r in ordered])
+    stored = _stored(conn, sorted({(r.region, r.source_key) for r in ordered}))
+    for record in ordered:
+        if (record.region, record.source_key) not in stored:
+            raise AlreadyExistsError(
+                "a conversion could not be stored (unknown region or id reused): its converted"
+                f" code id is another source's (region {record.region})"
+            )
     return stored
 
 
@@ -120,8 +119,7 @@ def put(conn: Connection, records: Sequence[ConversionRecord]) -> None:
 def claim(conn: Connection, records: Sequence[ConversionRecord]) -> list[ConversionRecord]:
     """Insert the new conversions and return the stored record of each, in order."""
     stored = _insert(conn, records)
-    found = (stored.get((r.region, r.source_key)) for r in records)
-    return [s for s in found if s is not None]
+    return [stored[(r.region, r.source_key)] for r in records]
 
 
 def _stored(

@@ -31,6 +31,7 @@ from keys.personal import (
     StockBatch,
     StockBatchResult,
     StockJob,
+    StockOutputRow,
 )
 from keys.records import (
     CodeRevocation,
@@ -42,7 +43,16 @@ from keys.records import (
     SubmissionResult,
     TrustListVersion,
 )
-from keys.store import audit, conversions, keyring, personal, regions, trust, trustlists
+from keys.store import (
+    audit,
+    conversions,
+    keyring,
+    personal,
+    regions,
+    stockoutput,
+    trust,
+    trustlists,
+)
 from keys.store.dbapi import Connection
 from keys.store.protocols import RegistryData
 from keys.store.rows import DEFAULT_ACTOR, check_actor, ts
@@ -274,6 +284,17 @@ class StoreFacade(ABC):
             lambda c: trustlists.record(c, digest, content, expected_latest, at),
         )
 
+    async def raise_trustlist_floor(self, floor: int, *, now: datetime) -> TrustListVersion:
+        """Make every version recorded from now on greater than ``floor``: the newest content
+        is recorded again as ``floor + 1`` unless a newer version exists. Returns the newest.
+        Raises ``ValueError`` for a ``floor`` out of 0..2**53-2."""
+        if isinstance(floor, bool) or not 0 <= floor < 2**53 - 1:
+            raise ValueError("a trust-list floor is a version number from 0 to 2**53 - 2")
+        at = ts(now)
+        return await self._write(
+            "raise_trustlist_floor", lambda c: trustlists.raise_floor(c, floor, at)
+        )
+
     # -- conversions -------------------------------------------------------------------------
 
     async def get_conversion(self, region: str, source_key: str) -> ConversionRecord | None:
@@ -334,6 +355,25 @@ class StoreFacade(ABC):
         at = ts(now)
         return await self._write(
             "finish_stock_job", lambda c: personal.finish_stock_job(c, digest, at)
+        )
+
+    async def list_stock_jobs(self, limit: int = 1000) -> list[StockJob]:
+        """Batch jobs, the most recently started first, at most ``limit``. Raises
+        ``ValueError`` if ``limit`` is not in 1..100000."""
+        return await self._read("list_stock_jobs", lambda c: stockoutput.list_jobs(c, limit))
+
+    async def find_stock_job(self, prefix: str) -> StockJob:
+        """The job whose SHA-256 starts with ``prefix`` (8 to 64 hex digits). Raises
+        ``ValueError``, :class:`NotFoundError`."""
+        return await self._read("find_stock_job", lambda c: stockoutput.find_job(c, prefix))
+
+    async def stock_job_rows(
+        self, digest: str, *, after_row: int = 0, limit: int = 10_000
+    ) -> list[StockOutputRow]:
+        """The output rows of job ``digest`` after ``after_row``, in row order, at most
+        ``limit``. Raises ``ValueError`` for a ``limit`` out of 1..100000."""
+        return await self._read(
+            "stock_job_rows", lambda c: stockoutput.job_rows(c, digest, after_row, limit)
         )
 
     async def count_stock_conversions(self) -> int:

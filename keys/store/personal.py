@@ -17,7 +17,9 @@ from keys.personal import (
     StockBatchResult,
     StockConversion,
     StockJob,
+    StockRowOutcome,
 )
+from keys.store import stockoutput
 from keys.store.dbapi import INTEGRITY_ERRORS, Connection
 from keys.store.rows import batch_shapes, check_limit, json_text, opt_time, ts, values_sql
 from keys.timeutil import from_unix
@@ -124,6 +126,7 @@ def commit_stock_batch(conn: Connection, batch: StockBatch) -> StockBatchResult:
     seen = _stored_holders(conn, [(r.city, r.certificate_id) for r in batch.records])
     new: list[tuple[Any, ...]] = []
     conflicts: list[int] = []
+    outcomes: list[StockRowOutcome] = []
     for record, row, number in zip(batch.records, rows, batch.rows, strict=True):
         key = (record.city, record.certificate_id)
         holder = seen.get(key)
@@ -132,17 +135,22 @@ def commit_stock_batch(conn: Connection, batch: StockBatch) -> StockBatchResult:
             new.append(row)
             counts["converted"] = counts.get("converted", 0) + 1
             counts[record.colour] = counts.get(record.colour, 0) + 1
+            outcomes.append(StockRowOutcome(number, *key, "converted"))
             continue
         counts["already_converted"] = counts.get("already_converted", 0) + 1
         if holder != record.holder:
             conflicts.append(number)
             counts["holder_conflicts"] = counts.get("holder_conflicts", 0) + 1
+            outcomes.append(StockRowOutcome(number, *key, "holder_conflict"))
+        else:
+            outcomes.append(StockRowOutcome(number, *key, "already_converted"))
     try:
         _insert_rows(conn, "stock_conversions", _STOCK_COLUMNS, new)
     except INTEGRITY_ERRORS as exc:  # expected: a code id another certificate has
         raise AlreadyExistsError(
             f"a stock conversion could not be stored (code id reused): {exc}"
         ) from exc
+    stockoutput.record_rows(conn, batch.digest, outcomes)  # the job's output, same transaction
     conn.execute(
         "UPDATE stock_jobs SET committed_rows = ?, counts = ?, updated_at = ? WHERE digest = ?",
         (batch.last_row, json_text(counts), at, batch.digest),
@@ -166,19 +174,28 @@ def count_stock_conversions(conn: Connection) -> int:
     return int(row[0]) if row else 0
 
 
+def _text(value: str, bound: int) -> str:
+    """``value`` cut to ``bound``, a NUL replaced (PostgreSQL's text cannot hold one)."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    return value[:bound]
+
+
 def recognition_rows(entries: Sequence[RecognitionEntry]) -> list[tuple[Any, ...]]:
-    """The rows of log entries, each field cut to its column's bound."""
+    """The rows of log entries, each field cut to its column's bound. A refused code's key id
+    is the sender's text: a NUL in it is replaced, so that one odd code cannot make a whole
+    batch of the log unwritable on PostgreSQL (both backends store the same)."""
     return [
         (
             int(e.at.timestamp()),
-            e.region[:16],
-            e.mode[:16],
-            e.decision[:16],
-            e.reason[:64],
-            e.holder[:64],
-            e.code_id[:64],
-            e.kid[:128],
-            e.request_id[:128],
+            _text(e.region, 16),
+            _text(e.mode, 16),
+            _text(e.decision, 16),
+            _text(e.reason, 64),
+            _text(e.holder, 64),
+            _text(e.code_id, 64),
+            _text(e.kid, 128),
+            _text(e.request_id, 128),
         )
         for e in entries
     ]
@@ -234,6 +251,7 @@ def purge(
         stock = count("SELECT COUNT(*)" + where, conv_at)
         if not dry_run and stock:
             conn.execute("DELETE" + where, (conv_at,))
+            conn.execute(stockoutput.PURGE_ORPHANS)  # their rows in the jobs' output go too
     cutoffs = {
         name: value
         for name, value in (

@@ -191,13 +191,15 @@ class PgDatabase:
         Raises :class:`StoreUnavailableError` if the database fails (see :func:`is_unavailable`);
         anything else ``fn`` raises propagates unchanged, after the rollback.
         """
+        # BEGIN and the lock in one round trip (several statements, no parameters: psycopg
+        # sends them as one simple query).
         if not write:
-            begin, lock_sql = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", None
+            begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
         elif concurrent:
-            begin, lock_sql = "BEGIN", f"SELECT pg_advisory_xact_lock_shared({int(lock)})"
+            begin = f"BEGIN; SELECT pg_advisory_xact_lock_shared({int(lock)})"
         else:
-            begin, lock_sql = "BEGIN", f"SELECT pg_advisory_xact_lock({int(lock)})"
-        return await self._hop(lambda: self._unit(what, fn, begin, lock_sql))
+            begin = f"BEGIN; SELECT pg_advisory_xact_lock({int(lock)})"
+        return await self._hop(lambda: self._unit(what, fn, begin, write))
 
     async def close(self) -> None:
         """Close every connection and stop the threads. Idempotent."""
@@ -271,7 +273,7 @@ class PgDatabase:
             pass  # already lost
 
     def _unit(
-        self, what: str, fn: Callable[[PgConnection], _R], begin: str, lock_sql: str | None
+        self, what: str, fn: Callable[[PgConnection], _R], begin: str, write: bool
     ) -> _R:
         attempt = 0
         reconnected = False
@@ -286,15 +288,19 @@ class PgDatabase:
             try:
                 conn.execute(begin)
             except psycopg.Error as exc:
-                # Nothing was sent but BEGIN: on a connection found dead, try once on a new one.
-                self._drop(conn)
-                if is_unavailable(exc) and not reconnected:
-                    reconnected = True
-                    continue
-                raise self._unavailable(what, exc) from exc
+                if _is_lost(conn):
+                    # Nothing was done but BEGIN: on a connection found dead, try once more on
+                    # a new one.
+                    self._drop(conn)
+                    if not reconnected:
+                        reconnected = True
+                        continue
+                else:
+                    self._rollback(conn)  # the lock was not granted (lock_timeout)
+                if is_unavailable(exc):
+                    raise self._unavailable(what, exc) from exc
+                raise
             try:
-                if lock_sql is not None:
-                    conn.execute(lock_sql)
                 result = fn(PgConnection(conn))
                 conn.execute("COMMIT")
                 return result
@@ -315,7 +321,7 @@ class PgDatabase:
                     log.info("retrying %s after %s (attempt %s)", what, exc.sqlstate, attempt)
                     continue
                 if isinstance(exc, Exception) and is_unavailable(exc):
-                    if lock_sql is None and isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+                    if not write and isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
                         raise  # a read unit that writes: our bug, not a read-only server
                     raise self._unavailable(what, exc) from exc
                 raise

@@ -270,6 +270,24 @@ MIGRATIONS: tuple[Migration, ...] = (
                )""",
         ),
     ),
+    # What each row of a batch job produced (keys/store/stockoutput.py; SQLite migration 5):
+    # expanding (a new table), so older code runs beside it; rows it converts have no output.
+    Migration(
+        3,
+        1,
+        (
+            """CREATE TABLE stock_job_rows (
+                   digest TEXT NOT NULL REFERENCES stock_jobs (digest) ON DELETE CASCADE,
+                   row BIGINT NOT NULL CHECK (row > 0),
+                   city TEXT NOT NULL CHECK (length(city) = 6),
+                   certificate_id TEXT NOT NULL,
+                   outcome TEXT NOT NULL
+                       CHECK (outcome IN ('converted', 'already_converted', 'holder_conflict')),
+                   PRIMARY KEY (digest, row)
+               )""",
+            "CREATE INDEX stock_job_rows_by_certificate ON stock_job_rows (city, certificate_id)",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

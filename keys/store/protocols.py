@@ -28,6 +28,7 @@ from keys.personal import (
     StockBatch,
     StockBatchResult,
     StockJob,
+    StockOutputRow,
 )
 from keys.records import (
     CodeRevocation,
@@ -210,6 +211,12 @@ class TrustListStore(Protocol):
         Raises :class:`ConcurrentChangeError` if another version was recorded meanwhile."""
         ...
 
+    async def raise_trustlist_floor(self, floor: int, *, now: datetime) -> TrustListVersion:
+        """Make every version published from now on greater than ``floor`` (after a restore:
+        above anything published before it); returns the newest version. Raises
+        ``ValueError`` for a negative ``floor``."""
+        ...
+
 
 class ConversionStore(Protocol):
     """Partner conversions, written in batches by the conversion writer."""
@@ -244,6 +251,26 @@ class StockStore(Protocol):
 
     async def finish_stock_job(self, digest: str, now: datetime) -> StockJob:
         """Mark a batch job complete."""
+        ...
+
+
+class StockOutputStore(Protocol):
+    """What batch jobs produced, to hand the codes out (``convert-batch --out``, ``stock``)."""
+
+    async def list_stock_jobs(self, limit: int = 1000) -> list[StockJob]:
+        """Batch jobs, the most recently started first, at most ``limit`` (1..100000)."""
+        ...
+
+    async def find_stock_job(self, prefix: str) -> StockJob:
+        """The job whose SHA-256 starts with ``prefix`` (8 to 64 hex digits). Raises
+        ``ValueError`` (a bad or ambiguous prefix), :class:`keys.errors.NotFoundError`."""
+        ...
+
+    async def stock_job_rows(
+        self, digest: str, *, after_row: int = 0, limit: int = 10_000
+    ) -> list[StockOutputRow]:
+        """The output rows of job ``digest`` after row ``after_row``, in order, at most
+        ``limit``: page with the last row's number."""
         ...
 
 
@@ -295,6 +322,7 @@ class Store(
     ConversionStore,
     RecognitionStore,
     StockStore,
+    StockOutputStore,
     PurgeStore,
     Protocol,
 ):

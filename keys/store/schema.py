@@ -251,6 +251,26 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         ),
     ),
     (
+        5,
+        (
+            # What each row of a batch job produced, so that the job's output (certificate id,
+            # home code, validity, status) can be written again later (trustgw stock export).
+            # The code itself stays in stock_conversions; a row points at its certificate.
+            # Rejected rows are not here (the error report has them): their certificate id may
+            # be the personal value that got them rejected.
+            """CREATE TABLE stock_job_rows (
+                   digest TEXT NOT NULL REFERENCES stock_jobs (digest) ON DELETE CASCADE,
+                   row INTEGER NOT NULL CHECK (row > 0),
+                   city TEXT NOT NULL CHECK (length(city) = 6),
+                   certificate_id TEXT NOT NULL,
+                   outcome TEXT NOT NULL
+                       CHECK (outcome IN ('converted', 'already_converted', 'holder_conflict')),
+                   PRIMARY KEY (digest, row)
+               )""",
+            "CREATE INDEX stock_job_rows_by_certificate ON stock_job_rows (city, certificate_id)",
+        ),
+    ),
+    (
         6,
         (
             # The gateway's own keys (keys.keyring): private keys sealed under a key derived

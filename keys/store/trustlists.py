@@ -1,8 +1,11 @@
-"""The trust-list aggregate's SQL: the signed trust list's content versions."""
+"""The trust-list aggregate's SQL: the signed trust list's content versions, and their floor."""
 
 from __future__ import annotations
 
+import hashlib
+
 from keys.errors import ConcurrentChangeError
+from keys.jsonutil import canonical_json
 from keys.records import TrustListVersion
 from keys.store.dbapi import Connection
 from keys.timeutil import from_unix
@@ -35,3 +38,27 @@ def record(
         (current + 1, digest, content, at),
     )
     return TrustListVersion(current + 1, digest, content, from_unix(at))
+
+
+# The content recorded under a raised floor when no version was ever recorded: no region, no key
+# (replaced by the real content as the next version as soon as a gateway publishes).
+_EMPTY = canonical_json({"regions": [], "keys": []})
+
+
+def raise_floor(conn: Connection, floor: int, at: int) -> TrustListVersion:
+    """Make every version recorded from now on greater than ``floor``: if the newest version is
+    ``floor`` or less, record its content again as version ``floor + 1`` (the same list under a
+    version no verifier has seen). Returns the newest version afterwards."""
+    latest = get(conn, None)
+    if latest is not None and latest.version > floor:
+        return latest
+    digest, content = (
+        (latest.digest, latest.content)
+        if latest is not None
+        else (hashlib.sha256(_EMPTY).hexdigest(), _EMPTY)
+    )
+    conn.execute(
+        "INSERT INTO trustlist_versions (version, digest, content, created_at) VALUES (?, ?, ?, ?)",
+        (floor + 1, digest, content, at),
+    )
+    return TrustListVersion(floor + 1, digest, content, from_unix(at))

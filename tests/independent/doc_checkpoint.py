@@ -96,7 +96,7 @@ class TrustFile:
                 assert isinstance(loaded, ed25519.Ed25519PublicKey)
                 public = loaded
             status = entry.get("status", "active")
-            assert status in ("active", "retired", "revoked")
+            assert status in ("pending", "active", "retired", "revoked")
             keys.append(
                 TrustedKey(
                     entry["kid"],

@@ -189,3 +189,33 @@ async def populate(store: Store) -> None:
     await store.claim_conversions([conversion("a"), conversion("b")])
     await store.append_recognitions([recognition(1), recognition(2)])
     await store.record_trustlist(digest("list 1"), b'{"v":1}', expected_latest=0, now=T0)
+
+
+# A stock job with two converted certificates, as rows of the stock tables (their shape is the
+# same since they were created): old schemas are seeded with these statements, not through the
+# current store, whose commit_stock_batch may also write tables a later migration adds.
+STOCK_JOB_SQL = (
+    "INSERT INTO stock_jobs (digest, source, committed_rows, counts, started_at, updated_at,"
+    ' finished_at) VALUES (?, \'city.csv\', 2, \'{"converted": 2, "green": 2, "read": 2}\','
+    " ?, ?, NULL)"
+)
+STOCK_ROW_SQL = (
+    "INSERT INTO stock_conversions (city, certificate_id, holder, code_id, code, colour,"
+    " issued_at, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def stock_seed(job: str) -> list[tuple[str, tuple[Any, ...]]]:
+    """The statements and parameters of :data:`STOCK_JOB_SQL` and two certificates."""
+    at = int(T0.timestamp())
+    rows: list[tuple[str, tuple[Any, ...]]] = [(STOCK_JOB_SQL, (job, at, at))]
+    for n in (1, 2):
+        record = stock(n)
+        rows.append(
+            (
+                STOCK_ROW_SQL,
+                (record.city, record.certificate_id, record.holder, record.code_id, record.code,
+                 record.colour, at, int(record.expires_at.timestamp()), at),
+            )
+        )  # fmt: skip
+    return rows
