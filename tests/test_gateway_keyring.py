@@ -273,3 +273,36 @@ def test_replicas_on_postgresql_share_the_keyring_and_are_notified_of_its_change
             await b.close()
 
     run(scenario())
+
+
+@pytest.mark.integration
+def test_init_on_a_second_machine_joins_the_database_and_a_wrong_passphrase_is_one_line(
+    pg_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """docs/operations.md, "Where the keys live": `trustgw init --database URL` creates the
+    keyring on a new database; on a second machine it joins it (the same keys, none created);
+    with another passphrase it is one line, exit 1, and nothing is created."""
+    import json
+
+    from gateway.cli import main
+
+    monkeypatch.delenv("TRUSTGW_PASSPHRASE_FILE", raising=False)
+    monkeypatch.setenv("TRUSTGW_PASSPHRASE", PASS.decode())
+    first = ["init", "--data-dir", str(tmp_path / "a"), "--database", pg_url, "--json"]
+    assert main(first) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert created["keyring"] == "created"
+    second = ["init", "--data-dir", str(tmp_path / "b"), "--database", pg_url, "--json"]
+    assert main(second) == 0
+    joined = json.loads(capsys.readouterr().out)
+    assert joined["keyring"] == "joined" and joined["keys"] == created["keys"]
+    monkeypatch.setenv("TRUSTGW_PASSPHRASE", "not the passphrase")
+    third = ["init", "--data-dir", str(tmp_path / "c"), "--database", pg_url]
+    assert main(third) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("trustgw: PASSPHRASE: ") and len(err.strip().splitlines()) == 1
+    assert "wrong passphrase" in err
+    assert not (tmp_path / "c" / "pki").exists()  # no half-made data directory
