@@ -223,6 +223,9 @@ def test_every_command_that_opens_the_store_takes_database() -> None:
         ("pki", "show"),
         ("pki", "deny"),  # the deny list is a file in DATA_DIR/pki
         ("pki", "revoke"),
+        # restore writes a new data directory (its SQLite file, or prints the pg_restore command
+        # for a pg_dump); it opens no configured store
+        ("restore",),
     }
     missing = []
     for words, parser in _walk(build_parser()):

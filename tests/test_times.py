@@ -103,7 +103,8 @@ def test_every_time_option_refuses_a_time_without_an_offset(
     flag = _flag(action)
     ran = trustgw(capsys, *words, f"{flag}=2026-01-01T00:00:00", "--no-such-option")
     assert one_line_error(ran) == "TIME_OFFSET_REQUIRED" and ran.status == 2
-    assert ran.err.startswith(f"trustgw: TIME_OFFSET_REQUIRED: {flag}: '2026-01-01T00:00:00' ")
+    named = "/".join(action.option_strings)  # argparse names an option by all its spellings
+    assert ran.err.startswith(f"trustgw: TIME_OFFSET_REQUIRED: {named}: '2026-01-01T00:00:00' ")
     assert "2026-01-01T00:00:00+08:00 (China Standard Time)" in ran.err
 
 

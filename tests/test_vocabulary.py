@@ -51,7 +51,7 @@ def test_the_names_that_used_to_mean_two_types_mean_one() -> None:
     assert Decision is not Recognition  # the client's answer; the engine's
     assert ConvertedCode is not HomeCode
     assert SignedTrustList is not PublishedTrustList
-    assert Signers.__module__ == "keys.keystore"  # one protocol for the engine and the stock job
+    assert Signers.__module__ == "keys.keyset"  # one protocol for the engine and the stock job
 
 
 def test_registry_names_the_key_registry_and_the_trust_registry_only() -> None:

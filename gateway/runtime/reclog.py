@@ -98,4 +98,6 @@ class RecognitionLog:
             except TimeoutError:
                 pass
             self._wakeup.clear()
-            await self.flush()
+            # Shielded: stop() cancels this task, and a batch already taken out of the queue
+            # must still reach the store; stop()'s own flush waits for it on the lock.
+            await asyncio.shield(self.flush())
