@@ -56,13 +56,24 @@ class CallRecord:
     name (a region code or a checkpoint's name), the region and reason of the outcome, counts.
     """
 
-    __slots__ = ("method", "peer", "reason", "received", "region", "request_id", "sent", "stream")
+    __slots__ = (
+        "address",
+        "method",
+        "peer",
+        "reason",
+        "received",
+        "region",
+        "request_id",
+        "sent",
+        "stream",
+    )
 
     def __init__(self, method: str, request_id: str, stream: bool) -> None:
         self.method = method
         self.request_id = request_id
         self.stream = stream
         self.peer = ""  # "role/name" from the client certificate, "" when there is none
+        self.address = ""  # the connection's address (grpc's peer string)
         self.region = ""
         self.reason = ""
         self.received = 0

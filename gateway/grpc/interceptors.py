@@ -244,6 +244,12 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             call = CallRecord(full_method, request_id, stream)
             call.received = int(not reads_stream)  # a unary request is one message
             CALL.set(call)
+            if access.enabled:
+                # Read at the start, while grpc's call is alive: the wrapper's ``finally`` of a
+                # stream can run after a cancelled call is released, and grpc's auth context
+                # and peer read then crash the process (a segfault seen under load).
+                call.peer = _peer_of(context)
+                call.address = context.peer() or ""
             # Trailing metadata costs no extra round of the event loop, unlike initial metadata;
             # error statuses carry the id too (see gateway.grpc.methods.rich_status).
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
@@ -298,8 +304,7 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             received_total.inc(call.received)
             sent_total.inc(call.sent)
             if access.enabled:
-                call.peer = _peer_of(context)
-                access.write(call, name, seconds, context.peer() or "")
+                access.write(call, name, seconds, call.address)
 
         if handler.unary_unary is not None:
             # The stubs type a handler's behaviour for the synchronous server; grpc.aio calls
