@@ -15,6 +15,7 @@ Pins README.md "Running a gateway" and docs/trust-registry.md §13: "Errors prin
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from gateway.cli import audit as cli_audit
 from gateway.cli import keys as cli_keys
 from gateway.cli import pki as cli_pki
 from gateway.cli import purge as cli_purge
+from gateway.cli import stock as cli_stock
 from gateway.cli import verify as cli_verify
 from gateway.runtime import settings as gateway_config
 from keys.crypto import Algorithm, PrivateKey
@@ -96,9 +98,16 @@ TYPE_KINDS: dict[Any, str] = {
     cli_pki.serial_type: "serial",
     cli_pki.fingerprint_type: "fingerprint",
     _partner_rpc.address_type: "address",
+    cli_stock.job_type: "job",
 }
 # Where a path is written rather than read.
 OUTPUTS = {"out", "report", "keep", "out_dir", "receipt_out"}
+# Directories written into, made when missing: only a path under a file is refused.
+OUTPUT_DIRS = {
+    (("convert-batch",), "qr_dir"),
+    (("stock", "export"), "qr_dir"),
+    (("restore",), "data_dir"),
+}
 # Inputs whose content is what the command judges: bad content is its answer (a verdict or a
 # report on stdout), not an input error; a file that cannot be read still is one.
 SUBJECTS = {
@@ -119,6 +128,8 @@ def kind_of(words: tuple[str, ...], action: argparse.Action) -> str:
         return "choice"
     if action.type in TYPE_KINDS:
         kind = TYPE_KINDS[action.type]
+        if kind == "path" and (words, action.dest) in OUTPUT_DIRS:
+            return "output_dir"
         if kind == "path":
             return "output" if action.dest in OUTPUTS else "input"
         return kind
@@ -217,11 +228,15 @@ def files(dev_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Files
     toml.write_text(f'data_dir = "{data_dir}"\nlisten = "127.0.0.1:0"\n')
     csv = root / "stock.csv"
     csv.write_text("city,certificate_id,id_number,name,status,resident_since\n")
+    job_csv = root / "stock-job.csv"  # a finished job, for stock export (stock.csv stays new)
+    job_csv.write_text("city,certificate_id,id_number,name,status,resident_since\r\n")
+    assert main(["convert-batch", str(job_csv), "--data-dir", str(data_dir)]) == 0
     argv = ["keys", "add", "--data-dir", str(data_dir), "--region", "110000",
             "--public-key", str(jwk), "--kid", "K1"]  # fmt: skip
     assert main(argv) == 0
     argv = ["partner", "add", "--data-dir", str(data_dir), "--file", str(partner_file)]
     assert main(argv) == 0
+    assert main(["backup", "--data-dir", str(data_dir), "--out", str(root / "backup.tar.gz")]) == 0
     tools = root / "tools"  # a partner's development kit, made with partner-tools itself
     pt = ["partner-tools"]
     assert main([*pt, "keygen", "--region", "110000", "--role", "anchor", "--kid", "a1",
@@ -306,6 +321,8 @@ VALUES: dict[str, list[tuple[str, str]]] = {
                 ("non-ascii", "检查站:50051"), ("fullwidth-port", "a:\uff15")],
     "ip": [("name", "gw.internal"), ("five-octets", "1.2.3.4.5"), ("fullwidth", "\uff11.2.3.4")],
     "serial": [("not-hex", "xyz"), ("fullwidth", "\uff11"), ("21-bytes", "a" * 42)],
+    "job": [("short", "abc1234"), ("not-hex", "g" * 16), ("fullwidth", "\uff11" * 16),
+            ("65-digits", "a" * 65)],
     "fingerprint": [("short", "ab" * 10), ("not-hex", "g" * 64), ("fullwidth", "\uff11" * 64)],
     "text": [("301-chars", "x" * 301), ("bidi-override", "ab\u202ecd")],
     "setting-address": [("no-port", "localhost"), ("bad-port", "127.0.0.1:99999")],
@@ -324,6 +341,7 @@ FILE_VALUES = {
     ],
     "subject": ["missing", "directory", "broken-link", "under-a-file"],
     "output": ["directory", "under-a-file"],
+    "output_dir": ["under-a-file"],
     "data_dir": ["missing", "empty", "under-a-file"],
     "new_dir": ["a-file", "under-a-file"],
     "setting-path": ["missing", "directory", "bad-pem"],
@@ -364,6 +382,8 @@ EXTRA: dict[tuple[str, ...], list[str]] = {
 def _valid(words: tuple[str, ...], dest: str, files: Files, tmp: Path) -> str:
     """A value that the command accepts for this option (the other options' baseline)."""
     if dest == "data_dir":
+        if words == ("restore",):
+            return str(tmp / "restored")  # a new directory, as restore wants
         return str(tmp / "new-gw") if words in (("init",), ("pki", "init")) else str(files.data_dir)
     table: dict[str, str] = {
         "region": "110000",
@@ -377,6 +397,8 @@ def _valid(words: tuple[str, ...], dest: str, files: Files, tmp: Path) -> str:
         "pinned": str(files.trust),
         "out": str(tmp / "out.json"),
         "config": str(files.toml),
+        "job": hashlib.sha256((files.root / "stock-job.csv").read_bytes()).hexdigest(),
+        "floor": "1",
         # keys update: a start K1 may take (narrowing the window it was added with)
         "not_before": to_iso(REAL_NOW),
     }
@@ -386,6 +408,8 @@ def _valid(words: tuple[str, ...], dest: str, files: Files, tmp: Path) -> str:
         return str(files.trustlist)
     if words == ("config", "check") and dest == "file":
         return str(files.toml)
+    if words == ("restore",) and dest == "file":
+        return str(files.root / "backup.tar.gz")
     if words == ("convert-batch",) and dest == "file":
         return str(files.csv)
     if words[0] == "partner-tools":

@@ -102,6 +102,8 @@ def _check_output_options(opts: argparse.Namespace) -> str | None:
         raise UsageError(f"--qr-dir {opts.qr_dir} is not a directory")
     if opts.out.is_dir():
         raise UsageError(f"--out {opts.out} is a directory")
+    if not opts.out.parent.is_dir():  # refused before any row is converted
+        raise UsageError(f"--out {opts.out}: {opts.out.parent} is not a directory")
     try:
         return out_format(opts.out, opts.out_format)
     except ValueError as exc:
@@ -161,6 +163,16 @@ async def _export(opts: argparse.Namespace, fmt: str | None) -> Any:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         return await _write(store, job, opts, fmt)
+
+
+def job_type(value: str) -> str:
+    """A stock job named by 8 to 64 hex digits of its SHA-256 (``trustgw stock jobs``' form)."""
+    text = value.strip().lower()
+    if not 8 <= len(text) <= 64 or not all(c in "0123456789abcdef" for c in text):
+        raise argparse.ArgumentTypeError(
+            f"{value[:80]!r} is not a job: 8 to 64 hex digits of its SHA-256 (trustgw stock jobs)"
+        )
+    return text
 
 
 def cmd_stock_export(opts: argparse.Namespace) -> int:
@@ -224,7 +236,9 @@ def register(sub: Any) -> None:
     add_json(p)
     p.set_defaults(func=cmd_stock_jobs)
     p = ssub.add_parser("export", help="write an earlier job's home codes (and QR images)")
-    p.add_argument("job", help="the job: 8 to 64 hex digits of its SHA-256 (trustgw stock jobs)")
+    p.add_argument(
+        "job", type=job_type, help="the job: 8 to 64 hex digits of its SHA-256 (trustgw stock jobs)"
+    )
     add_store_args(p)
     _add_output_options(p, required=True)
     add_json(p)
