@@ -92,21 +92,23 @@ def test_stock_batches_of_every_length_use_few_statement_texts(tmp_path: Path) -
         shapes.seen.clear()  # the schema's migrations run once, at open
         try:
             await store.open_stock_job(digest, "file.csv", T0)
-            row = 0
+            row = made = 0
             for size in [*range(1, 130), 501]:
                 # every batch also repeats one certificate already stored (an "already converted")
-                numbers = [row + i for i in range(size)] + ([0] if row else [])
+                # on a row of its own: each row of the file is in one batch only
+                numbers = [made + i for i in range(size)] + ([0] if made else [])
                 batch = StockBatch(
                     digest,
                     row,
-                    row + size,
+                    row + len(numbers),
                     tuple(record(i) for i in numbers),
-                    tuple(i + 1 for i in numbers),
-                    {"rows": size},
+                    tuple(row + k + 1 for k in range(len(numbers))),
+                    {"rows": len(numbers)},
                     T0,
                 )
                 await store.commit_stock_batch(batch)
-                row += size
+                row += len(numbers)
+                made += size
             return await store.count_stock_conversions()
         finally:
             await store.close()
