@@ -51,9 +51,7 @@ def signing_key(
     """
     now = ensure_utc(now)
     usable = [
-        i
-        for i in infos
-        if i.role is role and i.status is not KeyStatus.REVOKED and i.valid_at(now)
+        i for i in infos if i.role is role and i.status is not KeyStatus.REVOKED and i.valid_at(now)
     ]
     if not usable:
         return None

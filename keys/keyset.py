@@ -25,6 +25,7 @@ class KeyRole(StrEnum):
     ATTEST = "attest"  # the gateway's signed recognition decisions
     ISSUE = "issue"  # home-province codes issued by conversion
     TRUSTLIST = "trustlist"  # the signed trust list of all regions' keys and the gateway's
+    PLACE = "place"  # venues' place codes (gateway.places)
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,8 @@ from keys.timeutil import ensure_utc, parse_time, to_iso
 
 log = logging.getLogger("trustgw.keys")
 
+# Roles a key directory written before they existed may lack (KeyDirectory.open).
+_LATER_ROLES = frozenset({KeyRole.TRUSTLIST, KeyRole.PLACE})
 MANIFEST = "keys.json"
 PSEUDONYM_FILE = "pseudonym.key"
 FORMAT_VERSION = 1
@@ -268,7 +270,10 @@ class KeyDirectory(GatewayKeys):
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise KeyDirectoryError(f"{path / MANIFEST} is damaged: {exc!r}") from None
         for role in KeyRole:
-            if role is not KeyRole.TRUSTLIST and not any(e.info.role is role for e in entries):
+            # trustlist and place came later: a directory without them gets/needs a rotation
+            if role in _LATER_ROLES:
+                continue
+            if not any(e.info.role is role for e in entries):
                 raise KeyDirectoryError(f"{path / MANIFEST} lists no {role} key")
         directory = cls(
             path, dev=dev, passphrase=passphrase, entries=entries, pseudonym_secret=secret

@@ -54,6 +54,7 @@ from keys.store import (
     trustlists,
 )
 from keys.store.dbapi import Connection
+from keys.store.places import PlaceStoreMethods
 from keys.store.protocols import RegistryData
 from keys.store.rows import DEFAULT_ACTOR, check_actor, ts
 from keys.timeutil import utcnow
@@ -61,7 +62,7 @@ from keys.timeutil import utcnow
 _R = TypeVar("_R")
 
 
-class StoreFacade(ABC):
+class StoreFacade(PlaceStoreMethods, ABC):
     """Every store role, over a backend's :meth:`_read` and :meth:`_write`."""
 
     @abstractmethod

@@ -272,9 +272,7 @@ class PgDatabase:
         except psycopg.Error:
             pass  # already lost
 
-    def _unit(
-        self, what: str, fn: Callable[[PgConnection], _R], begin: str, write: bool
-    ) -> _R:
+    def _unit(self, what: str, fn: Callable[[PgConnection], _R], begin: str, write: bool) -> _R:
         attempt = 0
         reconnected = False
         while True:

@@ -45,6 +45,7 @@ import psycopg
 
 from keys.errors import ConfigurationError
 from keys.store.pgdb import MIGRATION_LOCK
+from keys.store.schema import PLACE_TABLES
 
 log = logging.getLogger("trustgw.keys")
 
@@ -286,6 +287,19 @@ MIGRATIONS: tuple[Migration, ...] = (
                    PRIMARY KEY (digest, row)
                )""",
             "CREATE INDEX stock_job_rows_by_certificate ON stock_job_rows (city, certificate_id)",
+        ),
+    ),
+    # Venues and visits (keys/store/places.py; SQLite migration 8) and the keyring's "place"
+    # role. Contracting (readable_by 5): code that does not know the place role cannot read a
+    # keyring that holds a place key.
+    Migration(
+        5,
+        5,
+        (
+            "ALTER TABLE gateway_keyring DROP CONSTRAINT gateway_keyring_role_check",
+            "ALTER TABLE gateway_keyring ADD CONSTRAINT gateway_keyring_role_check"
+            " CHECK (role IN ('attest', 'issue', 'trustlist', 'place'))",
+            *PLACE_TABLES,
         ),
     ),
 )

@@ -19,9 +19,10 @@ from datetime import datetime
 from typing import Protocol
 
 from keys.anchors import AnchorSet
-from keys.audit import AuditEntry, AuditHead
+from keys.audit import AuditEntry, AuditEvent, AuditHead
 from keys.keyring import KeyringChange, KeyringRecord
 from keys.model import ConversionRecord, Region, RegionKey
+from keys.places import Contact, Venue, VisitEntry
 from keys.personal import (
     PurgeResult,
     RecognitionEntry,
@@ -289,6 +290,68 @@ class PurgeStore(Protocol):
         ...
 
 
+class PlaceStore(Protocol):
+    """Venues, their visits and the tracing queries over them (keys/store/places.py)."""
+
+    async def place_version(self) -> int:
+        """The venues' change counter (increases with every venue change)."""
+        ...
+
+    async def add_venue(self, venue: Venue, *, actor: str, now: datetime) -> Venue:
+        """Store a new venue, audited. Raises :class:`AlreadyExistsError`."""
+        ...
+
+    async def set_venue_enabled(
+        self, venue_id: str, enabled: bool, *, actor: str, now: datetime
+    ) -> Venue:
+        """Enable or disable a venue (audited when it changes). Raises :class:`NotFoundError`."""
+        ...
+
+    async def set_venue_code(
+        self, venue_id: str, code: str, kid: str, *, actor: str, now: datetime
+    ) -> Venue:
+        """Replace a venue's place code (audited). Raises :class:`NotFoundError`."""
+        ...
+
+    async def get_venue(self, venue_id: str) -> Venue:
+        """One venue. Raises :class:`NotFoundError`."""
+        ...
+
+    async def list_venues(self, *, include_disabled: bool = True) -> list[Venue]:
+        """Every venue (or the enabled ones), by division, name and id."""
+        ...
+
+    async def append_visits(self, entries: Sequence[VisitEntry]) -> None:
+        """Append visits in one transaction."""
+        ...
+
+    async def visits_of(
+        self, holders: Sequence[str], start: datetime, end: datetime, *, limit: int
+    ) -> list[VisitEntry]:
+        """The visits of any of ``holders`` from ``start`` to ``end``, oldest first."""
+        ...
+
+    async def contacts_of(
+        self,
+        holders: Sequence[str],
+        start: datetime,
+        end: datetime,
+        *,
+        margin_seconds: int,
+        limit: int,
+    ) -> list[Contact]:
+        """Other holders at the same venues within ``margin_seconds`` of those visits."""
+        ...
+
+    async def purge_visits(self, before: datetime, *, dry_run: bool = False) -> int:
+        """Delete (or count) the visits recorded before ``before``."""
+        ...
+
+    async def record_trace(self, event: AuditEvent) -> None:
+        """Write a tracing query to the audit trail."""
+        ...
+
+
 class GatewayKeyStore(Protocol):
     """The gateway's own keys, sealed (:mod:`keys.keyring`), beside the registry: every replica
     reads the same rows. Each change also increases :meth:`RegistryStore.registry_version`, so
@@ -324,6 +387,7 @@ class Store(
     StockStore,
     StockOutputStore,
     PurgeStore,
+    PlaceStore,
     Protocol,
 ):
     """Every role at once: what a whole gateway process opens (:class:`SQLiteStore`)."""

@@ -30,6 +30,40 @@ class CodeKeys(Protocol):
         ...
 
 
+# The venue and visit tables (migration 8 here, 5 on PostgreSQL: the same statements, in the
+# types both accept). ``place_version`` counts venue changes, so that a serving gateway reloads
+# its venues when another process added or disabled one.
+PLACE_TABLES = (
+    """CREATE TABLE venues (
+           id TEXT PRIMARY KEY CHECK (length(id) = 18),
+           name TEXT NOT NULL,
+           division TEXT NOT NULL CHECK (length(division) = 6),
+           category TEXT NOT NULL,
+           address TEXT NOT NULL,
+           enabled SMALLINT NOT NULL CHECK (enabled IN (0, 1)),
+           code TEXT NOT NULL,
+           kid TEXT NOT NULL,
+           created_at BIGINT NOT NULL,
+           disabled_at BIGINT
+       )""",
+    """CREATE TABLE place_version (
+           id SMALLINT PRIMARY KEY CHECK (id = 1),
+           version BIGINT NOT NULL
+       )""",
+    "INSERT INTO place_version (id, version) VALUES (1, 0)",
+    # One row per scan of a place code with a holder's code: the holder's keyed pseudonym only.
+    """CREATE TABLE visits (
+           at BIGINT NOT NULL,
+           venue TEXT NOT NULL,
+           holder TEXT NOT NULL,
+           decision TEXT NOT NULL,
+           reason TEXT NOT NULL
+       )""",
+    "CREATE INDEX visits_by_holder ON visits (holder, at)",
+    "CREATE INDEX visits_by_venue ON visits (venue, at)",
+    "CREATE INDEX visits_by_time ON visits (at)",
+)
+
 # Each migration runs once, in its own transaction, and is recorded in schema_migrations.
 # Append only: never edit a migration that has been released.
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
@@ -294,6 +328,31 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                    sealed BLOB NOT NULL,
                    PRIMARY KEY (role, kid)
                )""",
+        ),
+    ),
+    (
+        8,
+        (
+            # Venues and their visits (keys/store/places.py, docs/operations.md "Venues and
+            # place codes"), and the gateway keyring's new role "place" (the key that signs
+            # place codes): SQLite cannot widen a CHECK, so the keyring table is rebuilt.
+            """CREATE TABLE gateway_keyring_v8 (
+                   role TEXT NOT NULL CHECK (role IN ('attest', 'issue', 'trustlist', 'place')),
+                   kid TEXT NOT NULL,
+                   alg TEXT NOT NULL,
+                   spki BLOB NOT NULL,
+                   not_before INTEGER NOT NULL,
+                   not_after INTEGER NOT NULL,
+                   status TEXT NOT NULL CHECK (status IN ('active', 'retired', 'revoked')),
+                   revoked_at INTEGER,
+                   sealed BLOB NOT NULL,
+                   PRIMARY KEY (role, kid)
+               )""",
+            "INSERT INTO gateway_keyring_v8 SELECT role, kid, alg, spki, not_before, not_after,"
+            " status, revoked_at, sealed FROM gateway_keyring",
+            "DROP TABLE gateway_keyring",
+            "ALTER TABLE gateway_keyring_v8 RENAME TO gateway_keyring",
+            *PLACE_TABLES,
         ),
     ),
 )
