@@ -200,6 +200,18 @@ class Metrics:
             ["region"],
             registry=self.registry,
         )
+        self.place_scans = Counter(
+            "trustgw_place_scans",
+            "Place codes scanned with a holder's code, by outcome (VISIT_RECORDED or why not).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.trace_queries = Counter(
+            "trustgw_trace_queries",
+            "Tracing queries by tracer (certificate name), query and outcome (OK or a reason).",
+            ["tracer", "query", "outcome"],
+            registry=self.registry,
+        )
         # The standard gRPC server metrics, named and labelled as go-grpc-prometheus names them
         # (grpc_type: unary, client_stream, server_stream, bidi_stream).
         rpc = ["grpc_type", "grpc_service", "grpc_method"]

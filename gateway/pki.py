@@ -5,7 +5,9 @@ certificate's subjectAltName, which the gateway reads from the verified TLS sess
 
 * ``trustgw://partner/<region>``: a partner provincial system; may write only that region;
 * ``trustgw://verifier/<name>``: a checkpoint or verifier system; may recognise codes and read;
-* ``trustgw://operator/<name>``: operator tooling; may read everything.
+* ``trustgw://operator/<name>``: operator tooling; may read everything;
+* ``trustgw://tracer/<name>``: a contact tracer; may make the TracingService's queries, nothing
+  else (and no other role may make them).
 
 ``trustgw pki`` creates a CA and certificates for development and tests. Production deployments
 use the province's own CA with the same subjectAltName convention.
@@ -44,6 +46,7 @@ class Role(StrEnum):
     PARTNER = "partner"
     VERIFIER = "verifier"
     OPERATOR = "operator"
+    TRACER = "tracer"  # contact tracers: TracingService only (gateway.grpc.tracing)
 
 
 @dataclass(frozen=True)

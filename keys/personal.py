@@ -119,6 +119,7 @@ class PurgeResult:
     kept_revoked: int = 0  # expired conversions kept because of a recent revocation
     dry_run: bool = False
     cutoffs: Mapping[str, datetime] = field(default_factory=dict)
+    visits: int = 0  # venue visits (keys.places), purged by their own cut-off
 
 
 STOCK_ROW_OUTCOMES = ("converted", "already_converted", "holder_conflict")

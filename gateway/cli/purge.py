@@ -18,7 +18,9 @@ async def _purge(opts: argparse.Namespace) -> dict[str, Any]:
 
     try:
         policy = RetentionPolicy(
-            recognitions_days=opts.recognitions_days, conversions_days=opts.conversions_days
+            recognitions_days=opts.recognitions_days,
+            conversions_days=opts.conversions_days,
+            visits_days=opts.visits_days,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -35,6 +37,7 @@ async def _purge(opts: argparse.Namespace) -> dict[str, Any]:
         "conversions": result.conversions,
         "stock_conversions": result.stock_conversions,
         "kept_revoked_conversions": result.kept_revoked,
+        "visits": result.visits,
         "cutoffs": {name: to_iso(value) for name, value in result.cutoffs.items()},
     }
 
@@ -54,6 +57,10 @@ def cmd_purge(opts: argparse.Namespace) -> int:
         f"{verb} {result['conversions']:,} partner conversions and "
         f"{result['stock_conversions']:,} stock conversions"
         + (f" expired before {cutoffs['conversions']}" if "conversions" in cutoffs else "")
+    )
+    print(
+        f"{verb} {result['visits']:,} venue visits"
+        + (f" recorded before {cutoffs['visits']}" if "visits" in cutoffs else "")
     )
     if result["kept_revoked_conversions"]:
         print(
@@ -98,6 +105,13 @@ def register(sub: Any) -> None:
         default=defaults.conversions_days,
         metavar="N",
         help="keep conversions N days after their code expired (default %(default)s)",
+    )
+    p.add_argument(
+        "--visits-days",
+        type=_days,
+        default=defaults.visits_days,
+        metavar="N",
+        help="keep venue visits (place code scans) N days (default %(default)s)",
     )
     p.add_argument("--dry-run", action="store_true", help="count, delete nothing")
     p.add_argument("--at", type=time_type, help=argparse.SUPPRESS)

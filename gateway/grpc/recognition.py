@@ -21,8 +21,10 @@ from gateway.grpc.methods import (
     Method,
     decode,
 )
+from gateway.grpc.visits import record_visit
 from gateway.observability import note_outcome
 from gateway.pki import Role
+from gateway.places.book import PlaceOutcome
 from gateway.runtime.gateway import Gateway
 from keys.errors import InvalidRequestError
 from keys.keylabels import labelled
@@ -124,14 +126,17 @@ class RecognitionService:
                 )
             conv.inc()
 
-    def _respond(self, request_id: str, decision: Recognition) -> pb.RecogniseResponse:
+    def _respond(
+        self, request_id: str, decision: Recognition, place: PlaceOutcome | None = None
+    ) -> pb.RecogniseResponse:
         note_outcome(decision.region, decision.reason)
         self._count(decision)
+        now = utcnow()
         reclog = self._gateway.reclog
         if reclog is not None:  # queued in memory; written in batches off the request path
             reclog.record(
                 RecognitionEntry(
-                    utcnow(),
+                    now,
                     decision.region,
                     decision.mode.value if decision.mode else "",
                     "recognised" if decision.recognised else "refused",
@@ -142,22 +147,31 @@ class RecognitionService:
                     request_id,
                 )
             )
-        return decision_to_proto(request_id, decision)
+        response = decision_to_proto(request_id, decision)
+        if place is not None:
+            record_visit(self._gateway, response, decision, place, now)
+        return response
 
     async def _finish(
-        self, request_id: str, pending: Coroutine[Any, Any, Recognition]
+        self,
+        request_id: str,
+        pending: Coroutine[Any, Any, Recognition],
+        place: PlaceOutcome | None,
     ) -> pb.RecogniseResponse:
-        return self._respond(request_id, await pending)
+        return self._respond(request_id, await pending, place)
 
     def _start(
         self, request: pb.RecogniseRequest
     ) -> pb.RecogniseResponse | Coroutine[Any, Any, pb.RecogniseResponse]:
         """The response to a checked request, or a coroutine when the decision waits for I/O
         (a new conversion)."""
-        result = self._gateway.recogniser.start(request.code, utcnow(), request.region_hint)
+        now = utcnow()
+        result = self._gateway.recogniser.start(request.code, now, request.region_hint)
+        # A place code never changes the decision on the holder's code (docs/api.md).
+        place = self._gateway.places.check(request.place, now) if request.place else None
         if isinstance(result, Recognition):
-            return self._respond(request.request_id, result)
-        return self._finish(request.request_id, result)
+            return self._respond(request.request_id, result, place)
+        return self._finish(request.request_id, result, place)
 
     def _start_in_stream(
         self, raw: bytes

@@ -30,6 +30,8 @@ from gateway.grpc.methods import (
 from gateway.grpc.partner import PartnerService
 from gateway.grpc.probe import ProbeListener
 from gateway.grpc.recognition import SERVICE_NAME, RecognitionService
+from gateway.grpc.tracing import SERVICE_NAME as TRACING_SERVICE
+from gateway.grpc.tracing import TracingService
 from gateway.grpc.trustlist import TrustListService
 from gateway.listen import listen_error
 from gateway.observability import AccessLog, Metrics, start_metrics_http
@@ -48,6 +50,7 @@ SERVICE_NAMES = (
     SERVICE_NAME,
     "gateway.api.v1.PartnerService",
     "gateway.api.v1.TrustListService",
+    TRACING_SERVICE,
 )
 
 
@@ -214,6 +217,7 @@ async def build_server(
         (RecognitionService.service, RecognitionService(gateway), RecognitionService.methods),
         (PartnerService.service, PartnerService(gateway, tls is not None), PartnerService.methods),
         (TrustListService.service, TrustListService(gateway), TrustListService.methods),
+        (TracingService.service, TracingService(gateway, tls is not None), TracingService.methods),
         (_HEALTH, health_servicer, {"Check": _OPEN, "Watch": _OPEN, "List": None}),
         (_REFLECTION, reflection.aio.ReflectionServicer(names), {"ServerReflectionInfo": _OPEN}),
     ]

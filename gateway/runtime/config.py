@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from gateway.pki import TlsFiles
+from gateway.places.tracing import TraceLimits
 from gateway.runtime.datadir import DataDir
 from gateway.runtime.retention import RetentionPolicy
 from keys.trustlist import DEFAULT_TTL as TRUSTLIST_TTL
@@ -31,6 +32,7 @@ class GatewayConfig:
     metrics_listen: str | None = None  # HOST:PORT of the Prometheus endpoint, None: off
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # docs/retention.md
     trustlist_ttl: timedelta = TRUSTLIST_TTL  # how long a signed trust list stays valid
+    tracing: TraceLimits = field(default_factory=TraceLimits)  # docs/operations.md, "Tracing"
 
     @property
     def paths(self) -> DataDir:

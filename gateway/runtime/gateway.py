@@ -16,6 +16,9 @@ from datetime import datetime
 from adapters.regions import REGION_ALGORITHMS
 from gateway.engine import Conversions, Recogniser
 from gateway.observability import Metrics
+from gateway.places.book import PlaceBook
+from gateway.places.tracing import Tracing
+from gateway.places.visits import VisitLog
 from gateway.runtime.changefeed import ChangeFeed, change_feed
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.reclog import RecognitionLog
@@ -60,6 +63,12 @@ class Gateway:
             RecognitionLog(store, pseudonymiser.code_key)
             if config.retention.recognition_log
             else None
+        )
+        self.pseudonymiser = pseudonymiser  # also what a tracing query names a person with
+        self.places = PlaceBook(store, lambda: self.key_dir)  # venues, checked in memory
+        self.visits = VisitLog(store)  # visits, batched like the recognition log
+        self.tracing = Tracing(
+            store, pseudonymiser, lambda: self.registry.snapshot.regions, config.tracing
         )
         self.purger = PeriodicPurge(store, config.retention)
         self.recogniser = Recogniser(
@@ -115,16 +124,18 @@ class Gateway:
             key_dir = await open_keyring(store, config.passphrase, import_from=config.key_dir)
             registry = KeyRegistry(store)
             await registry.load()
+            gateway = cls(store, registry, key_dir, config)
+            await gateway.places.load()
         except BaseException:
             await store.close()
             raise
-        gateway = cls(store, registry, key_dir, config)
         await gateway.check_health()
         gateway.update_key_metrics()
         await gateway.publish_trustlist()
         gateway.conversions.start()
         if gateway.reclog is not None:
             gateway.reclog.start()
+        gateway.visits.start()
         gateway.purger.start()
         gateway._refresher.start(gateway._refresh_loop)
         return gateway
@@ -135,6 +146,7 @@ class Gateway:
         await self.purger.stop()
         if self.reclog is not None:
             await self.reclog.stop()
+        await self.visits.stop()
         await self.conversions.stop()
         await self.store.close()
 
@@ -175,6 +187,10 @@ class Gateway:
                 log.info("registry reloaded, version %s", self.registry.snapshot.version)
         except StoreUnavailableError as exc:
             log.warning("registry refresh failed: %s", exc)
+        try:
+            await self.places.refresh_if_changed()
+        except StoreUnavailableError as exc:
+            log.warning("venue refresh failed: %s", exc)
         try:
             key_dir = await reload_if_changed(self.store, self.key_dir, self._config.passphrase)
         except GatewayError as exc:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 from gateway.runtime.tasks import Background
 from keys.errors import GatewayError
@@ -25,33 +26,36 @@ from keys.personal import RecognitionEntry
 from keys.store.protocols import RecognitionStore
 
 log = logging.getLogger("trustgw.reclog")
+_E = TypeVar("_E")
 
 
-class RecognitionLog:
-    """Batches recognition entries to the store. ``record`` is safe to call on the event loop."""
+class BatchLog(Generic[_E]):
+    """Batches entries to a store write (``write``, one transaction per batch): the recognition
+    log's and the visit log's (:class:`gateway.places.visits.VisitLog`) one way of writing.
+    ``record`` is safe to call on the event loop."""
 
     def __init__(
         self,
-        store: RecognitionStore,
-        code_key: Callable[[str, str], str],
+        write: Callable[[list[_E]], Awaitable[None]],
         *,
+        name: str,
         interval: float = 0.25,
         max_batch: int = 10_000,
         max_pending: int = 200_000,
     ) -> None:
-        self._store = store
-        self._code_key = code_key
+        self._write = write
+        self._name = name
         self._interval = interval
         self._max_batch = max_batch
         self._max_pending = max_pending
-        self._entries: list[RecognitionEntry] = []
+        self._entries: list[_E] = []
         self._wakeup = asyncio.Event()
         self._flushing = asyncio.Lock()  # one flush at a time: the background's or a caller's
-        self._task = Background("recognition-log")
+        self._task = Background(name)
         self.written = 0
         self.dropped = 0
 
-    def record(self, entry: RecognitionEntry) -> None:
+    def record(self, entry: _E) -> None:
         """Queue one entry (no I/O)."""
         entries = self._entries
         entries.append(entry)
@@ -78,16 +82,14 @@ class RecognitionLog:
             batch = self._entries[: self._max_batch]
             del self._entries[: self._max_batch]
             try:
-                await self._store.append_recognitions([e.keyed(self._code_key) for e in batch])
+                await self._write(batch)
             except GatewayError as exc:
                 self._entries[:0] = batch  # keep them for the next try, within bounds
                 excess = len(self._entries) - self._max_pending
                 if excess > 0:
                     del self._entries[:excess]
                     self.dropped += excess
-                log.warning(
-                    "recognition log write failed (%s waiting): %s", len(self._entries), exc
-                )
+                log.warning("%s write failed (%s waiting): %s", self._name, len(self._entries), exc)
                 return
             self.written += len(batch)
 
@@ -101,3 +103,27 @@ class RecognitionLog:
             # Shielded: stop() cancels this task, and a batch already taken out of the queue
             # must still reach the store; stop()'s own flush waits for it on the lock.
             await asyncio.shield(self.flush())
+
+
+class RecognitionLog(BatchLog[RecognitionEntry]):
+    """Batches recognition entries to the store, code ids keyed before they leave memory."""
+
+    def __init__(
+        self,
+        store: RecognitionStore,
+        code_key: Callable[[str, str], str],
+        *,
+        interval: float = 0.25,
+        max_batch: int = 10_000,
+        max_pending: int = 200_000,
+    ) -> None:
+        async def write(batch: list[RecognitionEntry]) -> None:
+            await store.append_recognitions([e.keyed(code_key) for e in batch])
+
+        super().__init__(
+            write,
+            name="recognition-log",
+            interval=interval,
+            max_batch=max_batch,
+            max_pending=max_pending,
+        )

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from gateway.runtime.tasks import Background
 from keys.errors import GatewayError
 from keys.personal import PurgeResult
-from keys.store.protocols import PurgeStore
+from keys.store.protocols import PlaceStore, PurgeStore
 from keys.timeutil import ensure_utc, utcnow
 
 log = logging.getLogger("trustgw.retention")
+
+
+class _Purged(PurgeStore, PlaceStore, Protocol):
+    """What a purge deletes from: the personal records and the visits."""
 
 
 @dataclass(frozen=True)
@@ -34,9 +39,12 @@ class RetentionPolicy:
     conversions_days: float | None = 180.0
     interval_seconds: float = 3600.0
     recognition_log: bool = True
+    # Visits (place code scans): 28 days, twice the 14-day incubation period the plan counts
+    # with, so that a case found late can still be traced back 14 days (docs/operations.md).
+    visits_days: float | None = 28.0
 
     def __post_init__(self) -> None:
-        for name in ("recognitions_days", "conversions_days"):
+        for name in ("recognitions_days", "conversions_days", "visits_days"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not 0 <= value <= 36500):
                 raise ValueError(f"{name} must be between 0 and 36500 days, or None (keep)")
@@ -54,22 +62,27 @@ class RetentionPolicy:
 
 
 async def purge(
-    store: PurgeStore, policy: RetentionPolicy, now: datetime, *, dry_run: bool = False
+    store: _Purged, policy: RetentionPolicy, now: datetime, *, dry_run: bool = False
 ) -> PurgeResult:
     """Delete (or count, with ``dry_run``) what ``policy`` no longer keeps at ``now``.
 
     Raises :class:`keys.errors.StoreUnavailableError`.
     """
     recognitions, conversions = policy.cutoffs(now)
-    return await store.purge(
+    result = await store.purge(
         recognitions_before=recognitions, conversions_before=conversions, dry_run=dry_run
     )
+    if policy.visits_days is None:
+        return result
+    before = ensure_utc(now) - timedelta(days=policy.visits_days)
+    visits = await store.purge_visits(before, dry_run=dry_run)
+    return replace(result, visits=visits, cutoffs={**result.cutoffs, "visits": before})
 
 
 class PeriodicPurge:
     """The server's purge task: once shortly after start, then every ``interval_seconds``."""
 
-    def __init__(self, store: PurgeStore, policy: RetentionPolicy, *, first_delay: float = 5.0):
+    def __init__(self, store: _Purged, policy: RetentionPolicy, *, first_delay: float = 5.0):
         self._store = store
         self._policy = policy
         self._first_delay = first_delay
@@ -93,12 +106,14 @@ class PeriodicPurge:
             )
             return None
         self.last = result
-        if result.recognitions or result.conversions or result.stock_conversions:
+        if result.recognitions or result.conversions or result.stock_conversions or result.visits:
             log.info(
-                "retention purge: %s recognitions, %s conversions, %s stock conversions deleted",
+                "retention purge: %s recognitions, %s conversions, %s stock conversions, "
+                "%s visits deleted",
                 result.recognitions,
                 result.conversions,
                 result.stock_conversions,
+                result.visits,
             )
         return result
 

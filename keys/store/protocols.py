@@ -22,7 +22,6 @@ from keys.anchors import AnchorSet
 from keys.audit import AuditEntry, AuditEvent, AuditHead
 from keys.keyring import KeyringChange, KeyringRecord
 from keys.model import ConversionRecord, Region, RegionKey
-from keys.places import Contact, Venue, VisitEntry
 from keys.personal import (
     PurgeResult,
     RecognitionEntry,
@@ -31,6 +30,7 @@ from keys.personal import (
     StockJob,
     StockOutputRow,
 )
+from keys.places import Contact, Venue, VisitEntry
 from keys.records import (
     CodeRevocation,
     HolderRevocation,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n gateway/api/v1/recognition.proto\x12\x0egateway.api.v1\"I\n\x10RecogniseRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x13\n\x0bregion_hint\x18\x03 \x01(\t\"N\n\x0b\x41ttestation\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x0b\n\x03\x61lg\x18\x03 \x01(\t\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"R\n\rConvertedCode\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\x03\x12\x0f\n\x07\x63ode_id\x18\x04 \x01(\t\"\xb1\x02\n\x11RecogniseResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nrecognised\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0e\n\x06region\x18\x05 \x01(\t\x12\"\n\x04mode\x18\x06 \x01(\x0e\x32\x14.gateway.api.v1.Mode\x12&\n\x06\x63olour\x18\x07 \x01(\x0e\x32\x16.gateway.api.v1.Colour\x12\x30\n\x0b\x61ttestation\x18\x08 \x01(\x0b\x32\x1b.gateway.api.v1.Attestation\x12\x30\n\tconverted\x18\t \x01(\x0b\x32\x1d.gateway.api.v1.ConvertedCode\x12\x13\n\x0bvalid_until\x18\n \x01(\x03\"\x17\n\x15GetGatewayKeysRequest\"\x96\x01\n\nGatewayKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0b\n\x03\x61lg\x18\x03 \x01(\t\x12\x12\n\npublic_key\x18\x04 \x01(\x0c\x12\x12\n\nnot_before\x18\x05 \x01(\x03\x12\x11\n\tnot_after\x18\x06 \x01(\x03\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x12\n\nrevoked_at\x18\x08 \x01(\x03\"G\n\x0bGatewayKeys\x12\x0e\n\x06region\x18\x01 \x01(\t\x12(\n\x04keys\x18\x02 \x03(\x0b\x32\x1a.gateway.api.v1.GatewayKey*U\n\x06\x43olour\x12\x16\n\x12\x43OLOUR_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x43OLOUR_GREEN\x10\x01\x12\x11\n\rCOLOUR_YELLOW\x10\x02\x12\x0e\n\nCOLOUR_RED\x10\x03*=\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_SHOW\x10\x01\x12\x10\n\x0cMODE_CONVERT\x10\x02\x32\x98\x02\n\x12RecognitionService\x12P\n\tRecognise\x12 .gateway.api.v1.RecogniseRequest\x1a!.gateway.api.v1.RecogniseResponse\x12Z\n\x0fRecogniseStream\x12 .gateway.api.v1.RecogniseRequest\x1a!.gateway.api.v1.RecogniseResponse(\x01\x30\x01\x12T\n\x0eGetGatewayKeys\x12%.gateway.api.v1.GetGatewayKeysRequest\x1a\x1b.gateway.api.v1.GatewayKeysB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n gateway/api/v1/recognition.proto\x12\x0egateway.api.v1\"X\n\x10RecogniseRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x13\n\x0bregion_hint\x18\x03 \x01(\t\x12\r\n\x05place\x18\x04 \x01(\t\"N\n\x0b\x41ttestation\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x0b\n\x03\x61lg\x18\x03 \x01(\t\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"R\n\rConvertedCode\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\x03\x12\x0f\n\x07\x63ode_id\x18\x04 \x01(\t\"\xf0\x02\n\x11RecogniseResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nrecognised\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0e\n\x06region\x18\x05 \x01(\t\x12\"\n\x04mode\x18\x06 \x01(\x0e\x32\x14.gateway.api.v1.Mode\x12&\n\x06\x63olour\x18\x07 \x01(\x0e\x32\x16.gateway.api.v1.Colour\x12\x30\n\x0b\x61ttestation\x18\x08 \x01(\x0b\x32\x1b.gateway.api.v1.Attestation\x12\x30\n\tconverted\x18\t \x01(\x0b\x32\x1d.gateway.api.v1.ConvertedCode\x12\x13\n\x0bvalid_until\x18\n \x01(\x03\x12\x14\n\x0cplace_reason\x18\x0b \x01(\t\x12\x15\n\rplace_message\x18\x0c \x01(\t\x12\x10\n\x08venue_id\x18\r \x01(\t\"\x17\n\x15GetGatewayKeysRequest\"\x96\x01\n\nGatewayKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0b\n\x03\x61lg\x18\x03 \x01(\t\x12\x12\n\npublic_key\x18\x04 \x01(\x0c\x12\x12\n\nnot_before\x18\x05 \x01(\x03\x12\x11\n\tnot_after\x18\x06 \x01(\x03\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x12\n\nrevoked_at\x18\x08 \x01(\x03\"G\n\x0bGatewayKeys\x12\x0e\n\x06region\x18\x01 \x01(\t\x12(\n\x04keys\x18\x02 \x03(\x0b\x32\x1a.gateway.api.v1.GatewayKey*U\n\x06\x43olour\x12\x16\n\x12\x43OLOUR_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x43OLOUR_GREEN\x10\x01\x12\x11\n\rCOLOUR_YELLOW\x10\x02\x12\x0e\n\nCOLOUR_RED\x10\x03*=\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_SHOW\x10\x01\x12\x10\n\x0cMODE_CONVERT\x10\x02\x32\x98\x02\n\x12RecognitionService\x12P\n\tRecognise\x12 .gateway.api.v1.RecogniseRequest\x1a!.gateway.api.v1.RecogniseResponse\x12Z\n\x0fRecogniseStream\x12 .gateway.api.v1.RecogniseRequest\x1a!.gateway.api.v1.RecogniseResponse(\x01\x30\x01\x12T\n\x0eGetGatewayKeys\x12%.gateway.api.v1.GetGatewayKeysRequest\x1a\x1b.gateway.api.v1.GatewayKeysB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,24 +32,24 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gateway.api.v1.recognition_
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001'
-  _globals['_COLOUR']._serialized_start=850
-  _globals['_COLOUR']._serialized_end=935
-  _globals['_MODE']._serialized_start=937
-  _globals['_MODE']._serialized_end=998
+  _globals['_COLOUR']._serialized_start=928
+  _globals['_COLOUR']._serialized_end=1013
+  _globals['_MODE']._serialized_start=1015
+  _globals['_MODE']._serialized_end=1076
   _globals['_RECOGNISEREQUEST']._serialized_start=52
-  _globals['_RECOGNISEREQUEST']._serialized_end=125
-  _globals['_ATTESTATION']._serialized_start=127
-  _globals['_ATTESTATION']._serialized_end=205
-  _globals['_CONVERTEDCODE']._serialized_start=207
-  _globals['_CONVERTEDCODE']._serialized_end=289
-  _globals['_RECOGNISERESPONSE']._serialized_start=292
-  _globals['_RECOGNISERESPONSE']._serialized_end=597
-  _globals['_GETGATEWAYKEYSREQUEST']._serialized_start=599
-  _globals['_GETGATEWAYKEYSREQUEST']._serialized_end=622
-  _globals['_GATEWAYKEY']._serialized_start=625
-  _globals['_GATEWAYKEY']._serialized_end=775
-  _globals['_GATEWAYKEYS']._serialized_start=777
-  _globals['_GATEWAYKEYS']._serialized_end=848
-  _globals['_RECOGNITIONSERVICE']._serialized_start=1001
-  _globals['_RECOGNITIONSERVICE']._serialized_end=1281
+  _globals['_RECOGNISEREQUEST']._serialized_end=140
+  _globals['_ATTESTATION']._serialized_start=142
+  _globals['_ATTESTATION']._serialized_end=220
+  _globals['_CONVERTEDCODE']._serialized_start=222
+  _globals['_CONVERTEDCODE']._serialized_end=304
+  _globals['_RECOGNISERESPONSE']._serialized_start=307
+  _globals['_RECOGNISERESPONSE']._serialized_end=675
+  _globals['_GETGATEWAYKEYSREQUEST']._serialized_start=677
+  _globals['_GETGATEWAYKEYSREQUEST']._serialized_end=700
+  _globals['_GATEWAYKEY']._serialized_start=703
+  _globals['_GATEWAYKEY']._serialized_end=853
+  _globals['_GATEWAYKEYS']._serialized_start=855
+  _globals['_GATEWAYKEYS']._serialized_end=926
+  _globals['_RECOGNITIONSERVICE']._serialized_start=1079
+  _globals['_RECOGNITIONSERVICE']._serialized_end=1359
 # @@protoc_insertion_point(module_scope)

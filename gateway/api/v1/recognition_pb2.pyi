@@ -69,6 +69,7 @@ class RecogniseRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int
     REGION_HINT_FIELD_NUMBER: _builtins.int
+    PLACE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Chosen by the caller, echoed in the response (at most 128 characters)."""
     code: _builtins.str
@@ -77,16 +78,22 @@ class RecogniseRequest(_message.Message):
     """Optional: the 6-digit region the checkpoint believes the code is from. Detection by the
     code's own prefix wins; a mismatching hint is refused with REGION_MISMATCH.
     """
+    place: _builtins.str
+    """Optional: the venue's place code (SDP1:..., at most 1024 characters), scanned at the
+    checkpoint with the holder's code. The holder's code is decided exactly as without it; the
+    place code's own outcome is place_reason (docs/api.md, "Place codes and visits").
+    """
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         code: _builtins.str = ...,
         region_hint: _builtins.str = ...,
+        place: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "region_hint", b"region_hint", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "place", b"place", "region_hint", b"region_hint", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -171,6 +178,9 @@ class RecogniseResponse(_message.Message):
     ATTESTATION_FIELD_NUMBER: _builtins.int
     CONVERTED_FIELD_NUMBER: _builtins.int
     VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    PLACE_REASON_FIELD_NUMBER: _builtins.int
+    PLACE_MESSAGE_FIELD_NUMBER: _builtins.int
+    VENUE_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     recognised: _builtins.bool
     """True only for a verified, valid, green code of an enabled partner region."""
@@ -192,6 +202,15 @@ class RecogniseResponse(_message.Message):
     """
     valid_until: _builtins.int
     """Unix seconds: until when the decision holds (never later than the code's expiry)."""
+    place_reason: _builtins.str
+    """Only when the request carried a place code: VISIT_RECORDED (the visit is recorded), or why
+    not: MALFORMED, OVERSIZED, SIGNATURE_INVALID, KEY_UNKNOWN, KEY_REVOKED, KEY_NOT_VALID,
+    CODE_EXPIRED, CODE_NOT_YET_VALID, VENUE_UNKNOWN, VENUE_DISABLED. Never changes the decision.
+    """
+    place_message: _builtins.str
+    """A sentence for a person about the place code."""
+    venue_id: _builtins.str
+    """The venue the place code names, once it verified."""
     @_builtins.property
     def attestation(self) -> Global___Attestation:
         """Present only when recognised."""
@@ -213,10 +232,13 @@ class RecogniseResponse(_message.Message):
         attestation: Global___Attestation | None = ...,
         converted: Global___ConvertedCode | None = ...,
         valid_until: _builtins.int = ...,
+        place_reason: _builtins.str = ...,
+        place_message: _builtins.str = ...,
+        venue_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attestation", b"attestation", "converted", b"converted"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation", b"attestation", "colour", b"colour", "converted", b"converted", "message", b"message", "mode", b"mode", "reason", b"reason", "recognised", b"recognised", "region", b"region", "request_id", b"request_id", "valid_until", b"valid_until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation", b"attestation", "colour", b"colour", "converted", b"converted", "message", b"message", "mode", b"mode", "place_message", b"place_message", "place_reason", b"place_reason", "reason", b"reason", "recognised", b"recognised", "region", b"region", "request_id", b"request_id", "valid_until", b"valid_until", "venue_id", b"venue_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -251,7 +273,9 @@ class GatewayKey(_message.Message):
     REVOKED_AT_FIELD_NUMBER: _builtins.int
     key_id: _builtins.str
     role: _builtins.str
-    """"attest" (signs decisions) or "issue" (signs converted home-province codes)."""
+    """"attest" (signs decisions), "issue" (signs converted home-province codes), "trustlist"
+    (signs the trust list) or "place" (signs venues' place codes).
+    """
     alg: _builtins.str
     public_key: _builtins.bytes
     """DER SubjectPublicKeyInfo."""

@@ -1,0 +1,98 @@
+"""The venues a serving gateway knows, and the check of a scanned place code against them.
+
+The hot path never reads the store: the venues are a snapshot in memory, reloaded when their
+change counter moves (:meth:`PlaceBook.refresh_if_changed`, from the gateway's refresh, which
+the change feed wakes). A place code's signature is verified once and its claims kept (a
+checkpoint sends the same code all day): the cache is bounded and emptied whenever the
+gateway's keys change, so a withdrawn place key refuses its codes at the next reload.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import NamedTuple
+
+from gateway.places.code import PlaceCodeClaims, verify_place_code
+from gateway.tokens import GatewayTrust
+from keys.errors import ForeignDataError, VenueDisabledError, VenueUnknownError
+from keys.keyset import GatewayKeys
+from keys.places import Venue
+from keys.store.protocols import PlaceStore
+from keys.timeutil import utcnow
+
+log = logging.getLogger("trustgw.places")
+
+VISIT_RECORDED = "VISIT_RECORDED"
+MAX_CACHED_CODES = 4096
+
+
+class PlaceOutcome(NamedTuple):
+    """What a scanned place code gave: ``VISIT_RECORDED`` with its venue, or the reason it was
+    refused (:mod:`keys.errors` reasons) and no venue."""
+
+    reason: str
+    message: str
+    venue: Venue | None = None
+
+
+class PlaceBook:
+    """The venues in memory and the place-code check of the recognition hot path."""
+
+    def __init__(self, store: PlaceStore, keys: Callable[[], GatewayKeys]) -> None:
+        self._store = store
+        self._keys = keys
+        self._venues: dict[str, Venue] = {}
+        self._version = -1
+        self._keys_seen: GatewayKeys | None = None
+        self._trust: GatewayTrust | None = None
+        self._verified: dict[str, PlaceCodeClaims] = {}
+
+    @property
+    def venues(self) -> dict[str, Venue]:
+        """The venues loaded, by id (enabled and disabled)."""
+        return self._venues
+
+    async def load(self) -> None:
+        """Read every venue (raises :class:`keys.errors.StoreUnavailableError`)."""
+        version = await self._store.place_version()
+        venues = await self._store.list_venues(include_disabled=True)
+        self._venues = {v.id: v for v in venues}
+        self._version = version
+
+    async def refresh_if_changed(self) -> bool:
+        """Reload the venues if another process changed them; True if reloaded."""
+        if await self._store.place_version() == self._version:
+            return False
+        await self.load()
+        log.info("venues reloaded: %d known", len(self._venues))
+        return True
+
+    def _trust_now(self) -> GatewayTrust:
+        keys = self._keys()
+        if keys is not self._keys_seen or self._trust is None:
+            self._trust = GatewayTrust.from_key_infos(keys.public_keys(), now=utcnow())
+            self._keys_seen = keys
+            self._verified.clear()  # verified with the keys before: check again
+        return self._trust
+
+    def check(self, code: str, now: datetime) -> PlaceOutcome:
+        """The outcome of a scanned place code at ``now``: it verifies (signature, ``place``
+        key, window) and names a known, enabled venue. Never raises for bad input."""
+        trust = self._trust_now()
+        claims = self._verified.get(code)
+        try:
+            if claims is None or not claims.iat <= now.timestamp() <= claims.exp:
+                claims = verify_place_code(code, trust, now)
+                if len(self._verified) >= MAX_CACHED_CODES:
+                    self._verified.clear()
+                self._verified[code] = claims
+            venue = self._venues.get(claims.venue)
+            if venue is None:
+                raise VenueUnknownError(f"the place code names venue {claims.venue}, not known")
+            if not venue.enabled:
+                raise VenueDisabledError(f"venue {venue.id} ({venue.name}) is disabled")
+        except ForeignDataError as exc:
+            return PlaceOutcome(exc.reason, exc.message)
+        return PlaceOutcome(VISIT_RECORDED, f"visit to {venue.name} recorded", venue)
