@@ -38,6 +38,7 @@ from gateway.cli import (
     partner,
     partner_tools,
     pki,
+    place,
     purge,
     revocations,
     stock,
@@ -50,7 +51,7 @@ from keys.errors import GatewayError, UsageError
 
 log = logging.getLogger("trustgw.cli")
 
-_AREAS = (core, config, db, keys, pki, verify, stock, purge, backup)
+_AREAS = (core, config, db, keys, pki, verify, stock, place, purge, backup)
 _REGISTRY_AREAS = (partner, revocations, trustlist, audit, partner_tools)  # the trust registry
 _ERRORS_HELP = (
     "Errors print one line 'trustgw: REASON: message' on stderr: exit 2 for a command line or "

@@ -31,7 +31,7 @@ from keys.timeutil import from_unix, utcnow
 
 MAX_INPUT_BYTES = 1024 * 1024
 _FRACTIONAL_UNIX = re.compile(r"[0-9]{1,12}\.[0-9]{1,9}")
-GATEWAY_FORMATS = ("attestation", "home", "receipt")
+GATEWAY_FORMATS = ("attestation", "home", "receipt", "place")
 CREDENTIAL_FORMATS = ("hc1", "shc")
 
 
@@ -153,6 +153,10 @@ def _gateway_output(fmt: str, text: str, trust: bytes, path: str, at: Any) -> Ve
             with step("INPUT"):
                 receipt = _signed_input.read_receipt(text)
             return tokens.verify_receipt(receipt, gateway_trust, at)
+        if fmt == "place":
+            from gateway.places.code import verify_place_code
+
+            return verify_place_code(text.strip(), gateway_trust, at).to_json()
         with step("INPUT"):
             code = _signed_input.read_home_code(text)
         return tokens.verify_home_code(code, gateway_trust, at)
@@ -189,8 +193,9 @@ def register(sub: Any) -> None:
         help=(
             "hc1: an EU DCC 'HC1:' code; shc: a SMART Health Card (shc:/ numeric, chunks one "
             "per line, compact JWS or a .smart-health-card file); a 6-digit region code: that "
-            "partner's own format; attestation / home / receipt: what the gateway signs (a "
-            "decision's attestation, a home-province code, a partner submission's receipt)"
+            "partner's own format; attestation / home / receipt / place: what the gateway signs "
+            "(a decision's attestation, a home-province code, a partner submission's receipt, "
+            "a venue's place code)"
         ),
     )
     p.add_argument(
@@ -199,8 +204,8 @@ def register(sub: Any) -> None:
         type=path_type,
         help=(
             "hc1: signer certificate(s), PEM/DER; shc: the issuer's JWKS; region: the partner's "
-            "public key (PEM/DER/certificate/JWK/JWKS); attestation/home/receipt: trustgw keys "
-            "export"
+            "public key (PEM/DER/certificate/JWK/JWKS); attestation/home/receipt/place: "
+            "trustgw keys export"
         ),
     )
     p.add_argument(

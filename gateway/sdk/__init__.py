@@ -3,8 +3,10 @@
 ``from gateway.sdk import GatewayClient`` (blocking) or ``AsyncGatewayClient``; see
 :mod:`gateway.sdk.client` and examples/README.md. This package imports nothing from the server
 side (``gateway.runtime``, ``gateway.grpc``, the store): tests/test_layering.py checks it.
+:func:`verify_place_code` checks a venue's place code offline (docs/verifying.md, "Place codes").
 """
 
+from gateway.places.code import PlaceCodeClaims, verify_place_code
 from gateway.sdk.client import (
     AsyncGatewayClient,
     GatewayClient,
@@ -29,6 +31,7 @@ __all__ = [
     "Decision",
     "GatewayClient",
     "GatewayRpcError",
+    "PlaceCodeClaims",
     "RetryPolicy",
     "SignedTrustList",
     "SubmissionReceipt",
@@ -37,4 +40,5 @@ __all__ = [
     "receipt_from_proto",
     "trust_from_proto",
     "trust_list_from_proto",
+    "verify_place_code",
 ]

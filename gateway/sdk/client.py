@@ -238,10 +238,12 @@ class AsyncGatewayClient:
         code: str,
         *,
         region_hint: str | None = None,
+        place: str | None = None,
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> Decision:
-        """The gateway's decision on one scanned code.
+        """The gateway's decision on one scanned code (with ``place``, the venue's place code
+        scanned beside it: the visit's outcome is ``Decision.place_reason``).
 
         A code that is not recognised is a normal :class:`Decision` (``reason`` says why).
         Raises :class:`GatewayRpcError` for a malformed request (``REQUEST_TOO_LARGE`` before
@@ -250,7 +252,9 @@ class AsyncGatewayClient:
         same code always yields the same decision and the same converted code).
         """
         rid = request_id or new_request_id()
-        request = pb.RecogniseRequest(request_id=rid, code=code, region_hint=region_hint or "")
+        request = pb.RecogniseRequest(
+            request_id=rid, code=code, region_hint=region_hint or "", place=place or ""
+        )
         response, server_id = await self._call(
             self._recognition.Recognise,
             _RECOGNITION + "Recognise",
@@ -478,13 +482,18 @@ class GatewayClient:
         code: str,
         *,
         region_hint: str | None = None,
+        place: str | None = None,
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> Decision:
         """See :meth:`AsyncGatewayClient.recognise`."""
         return self._run(
             self._client.recognise(
-                code, region_hint=region_hint, request_id=request_id, timeout=timeout
+                code,
+                region_hint=region_hint,
+                place=place,
+                request_id=request_id,
+                timeout=timeout,
             )
         )
 

@@ -40,6 +40,9 @@ class Decision:
     attestation: tokens.Attestation | None  # verify offline with gateway.tokens
     converted: ConvertedCode | None
     server_request_id: str  # the id in the gateway's logs (x-request-id)
+    # With a place code: VISIT_RECORDED, or why no visit was recorded (docs/api.md).
+    place_reason: str | None = None
+    venue_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,8 @@ def decision_from_proto(response: pb.RecogniseResponse, server_request_id: str) 
         attestation=attestation,
         converted=converted,
         server_request_id=server_request_id,
+        place_reason=response.place_reason or None,
+        venue_id=response.venue_id or None,
     )
 
 
