@@ -301,61 +301,36 @@ class MethodUnknownError(InvalidRequestError):
     default_message = "the gateway serves no such method"
 
 
-# --- places and tracing (docs/api.md, "Place codes and visits", "TracingService") -------------
-
-
-class VenueUnknownError(ForeignDataError):
-    """A place code that verifies names a venue the gateway does not know (or no longer)."""
-
-    reason = "VENUE_UNKNOWN"
-    grpc_status = "NOT_FOUND"
-    default_message = "the place code names no venue the gateway knows"
-
-
-class VenueDisabledError(ForeignDataError):
-    """A place code of a venue the operator disabled: no visit is recorded."""
-
-    reason = "VENUE_DISABLED"
-    default_message = "the place code's venue is disabled"
-
-
-class TraceRefusedError(InvalidRequestError):
-    """A tracing query outside its bounds: refused before anything is read."""
-
-    reason = "TRACE_REFUSED"
-    default_message = "the tracing query is not acceptable"
-
-
-class TracePurposeRequiredError(TraceRefusedError):
-    """A tracing query without a stated purpose (it is written to the audit trail)."""
+class TracePurposeRequiredError(InvalidRequestError):
+    """A tracing query without a usable purpose (it is written to the audit trail)."""
 
     reason = "TRACE_PURPOSE_REQUIRED"
     default_message = "a tracing query states its purpose (8 to 200 characters)"
 
 
-class TraceWindowTooLongError(TraceRefusedError):
-    """A tracing query whose time window is empty, reversed or longer than allowed."""
+class TraceWindowTooLongError(InvalidRequestError):
+    """A tracing query whose window is empty, reversed or longer than allowed."""
 
     reason = "TRACE_WINDOW_TOO_LONG"
     default_message = "the tracing window is empty or longer than allowed"
 
 
-class TraceMarginTooLongError(TraceRefusedError):
-    """A contacts query whose time margin is negative or longer than allowed."""
+class TraceMarginTooLongError(InvalidRequestError):
+    """A contacts query whose margin is negative or longer than allowed."""
 
     reason = "TRACE_MARGIN_TOO_LONG"
     default_message = "the contact margin is negative or longer than allowed"
 
 
-class TraceResultTooLargeError(TraceRefusedError):
-    """A tracing query that would return more results than allowed: narrow the window."""
+class TraceResultTooLargeError(InvalidRequestError):
+    """A tracing query that finds more results than one answer may carry."""
 
     reason = "TRACE_RESULT_TOO_LARGE"
     grpc_status = "FAILED_PRECONDITION"
     default_message = "the query finds more results than one answer may carry: narrow it"
 
 
-class TraceQuotaExceededError(TraceRefusedError):
+class TraceQuotaExceededError(InvalidRequestError):
     """A tracer asked more queries today (UTC) than its quota allows."""
 
     reason = "TRACE_QUOTA_EXCEEDED"

@@ -155,7 +155,7 @@ def test_keep_forever_skips_a_kind(tmp_path: Path) -> None:
     async def scenario() -> Any:
         store = await _filled(path)
         try:
-            return await purge(store, RetentionPolicy(conversions_days=None), T0)
+            return await purge(store, RetentionPolicy(conversions_days=None, visits_days=None), T0)
         finally:
             await store.close()
 

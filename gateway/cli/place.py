@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from gateway.cli._common import EXIT_OK, add_json, path_type, print_json, print_table, time_type
 from gateway.cli._keys import gateway_keys
 from gateway.cli._store import OPERATOR, add_store_args, open_store
-from keys.errors import ConfigurationError, UsageError, VenueDisabledError
+from keys.errors import ConfigurationError, UsageError
 from keys.places import (
     MAX_ADDRESS_CHARS,
     MAX_NAME_CHARS,
@@ -241,7 +242,11 @@ def cmd_qr(opts: argparse.Namespace) -> int:
     if fmt not in QR_FORMATS:
         raise UsageError("say --format png or svg (the --out extension does not)")
     if not venue.enabled:
-        raise VenueDisabledError(f"venue {venue.id} is disabled: enable it to print its code")
+        print(
+            f"trustgw: note: venue {venue.id} is disabled: its scans record no visit until "
+            "trustgw place enable",
+            file=sys.stderr,
+        )
     data = qr_image(venue.code, fmt)
     _write(opts.out, data)
     if opts.json:

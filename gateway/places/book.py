@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from gateway.places.code import PlaceCodeClaims, verify_place_code
 from gateway.tokens import GatewayTrust
-from keys.errors import ForeignDataError, VenueDisabledError, VenueUnknownError
+from keys.errors import ForeignDataError
 from keys.keyset import GatewayKeys
 from keys.places import Venue
 from keys.store.protocols import PlaceStore
@@ -24,7 +24,11 @@ from keys.timeutil import utcnow
 
 log = logging.getLogger("trustgw.places")
 
+# The outcomes of a place code that verified (a decision, not an error, like the engine's
+# RECOGNISED and NOT_GREEN); one that does not verify has its error's reason (MALFORMED ...).
 VISIT_RECORDED = "VISIT_RECORDED"
+VENUE_UNKNOWN = "VENUE_UNKNOWN"  # no venue of that id (yet: added in another process?)
+VENUE_DISABLED = "VENUE_DISABLED"  # the operator disabled the venue
 MAX_CACHED_CODES = 4096
 
 
@@ -82,17 +86,19 @@ class PlaceBook:
         key, window) and names a known, enabled venue. Never raises for bad input."""
         trust = self._trust_now()
         claims = self._verified.get(code)
-        try:
-            if claims is None or not claims.iat <= now.timestamp() <= claims.exp:
+        if claims is None or not claims.iat <= now.timestamp() <= claims.exp:
+            try:
                 claims = verify_place_code(code, trust, now)
-                if len(self._verified) >= MAX_CACHED_CODES:
-                    self._verified.clear()
-                self._verified[code] = claims
-            venue = self._venues.get(claims.venue)
-            if venue is None:
-                raise VenueUnknownError(f"the place code names venue {claims.venue}, not known")
-            if not venue.enabled:
-                raise VenueDisabledError(f"venue {venue.id} ({venue.name}) is disabled")
-        except ForeignDataError as exc:
-            return PlaceOutcome(exc.reason, exc.message)
+            except ForeignDataError as exc:
+                return PlaceOutcome(exc.reason, exc.message)
+            if len(self._verified) >= MAX_CACHED_CODES:
+                self._verified.clear()
+            self._verified[code] = claims
+        venue = self._venues.get(claims.venue)
+        if venue is None:
+            return PlaceOutcome(
+                VENUE_UNKNOWN, f"the place code names venue {claims.venue}, unknown"
+            )
+        if not venue.enabled:
+            return PlaceOutcome(VENUE_DISABLED, f"venue {venue.id} ({venue.name}) is disabled")
         return PlaceOutcome(VISIT_RECORDED, f"visit to {venue.name} recorded", venue)

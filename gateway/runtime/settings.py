@@ -177,41 +177,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "trustlist.ttl_hours", "float", "hours a signed trust list stays valid", low=0.1, high=8760
     ),
-    Option(
-        "retention.visits_days",
-        "float",
-        "days a venue visit (place code scan) is kept",
-        low=0,
-        high=36500,
-    ),
-    Option(
-        "tracing.max_window_days",
-        "float",
-        "the longest time window of a tracing query, in days",
-        low=0.01,
-        high=90,
-    ),
-    Option(
-        "tracing.max_margin_minutes",
-        "float",
-        "the largest contact margin of a tracing query, in minutes",
-        low=0,
-        high=1440,
-    ),
-    Option(
-        "tracing.max_results",
-        "int",
-        "the most results one tracing answer carries",
-        low=1,
-        high=100000,
-    ),
-    Option(
-        "tracing.daily_quota",
-        "int",
-        "tracing queries per tracer certificate and UTC day (per process)",
-        low=1,
-        high=1000000,
-    ),
+    Option("retention.visits_days", "float", "days a venue visit is kept", low=0, high=36500),
+    Option("tracing.daily_quota", "int", "queries per tracer and UTC day", low=1, high=1000000),
 )
 BY_KEY: Mapping[str, Option] = {o.key: o for o in OPTIONS}
 BY_ATTR: Mapping[str, Option] = {o.attr: o for o in OPTIONS}
@@ -264,9 +231,6 @@ class Settings:
     retention_purge_interval_seconds: float = 3600.0
     trustlist_ttl_hours: float = 24.0
     retention_visits_days: float = 28.0
-    tracing_max_window_days: float = 14.0
-    tracing_max_margin_minutes: float = 240.0
-    tracing_max_results: int = 1000
     tracing_daily_quota: int = 200
     # Where each value came from: attribute -> "default", "file F", "env NAME", "flag --name".
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -341,12 +305,7 @@ class Settings:
                 visits_days=self.retention_visits_days,
             ),
             trustlist_ttl=timedelta(hours=self.trustlist_ttl_hours),
-            tracing=TraceLimits(
-                max_window=timedelta(days=self.tracing_max_window_days),
-                max_margin=timedelta(minutes=self.tracing_max_margin_minutes),
-                max_results=self.tracing_max_results,
-                daily_quota=self.tracing_daily_quota,
-            ),
+            tracing=TraceLimits(daily_quota=self.tracing_daily_quota),
         )
 
     def effective(self) -> list[dict[str, Any]]:
