@@ -47,7 +47,7 @@ def test_create_then_open_with_passphrase(key_dir: Path) -> None:
     opened = KeyDirectory.open(key_dir, passphrase=PASS)
     assert opened.dev is False
     infos = opened.public_keys()
-    assert [i.role for i in infos] == [KeyRole.ATTEST, KeyRole.ISSUE, KeyRole.PLACE, KeyRole.TRUSTLIST]
+    assert [i.role for i in infos] == sorted(KeyRole, key=lambda r: r.value)  # one per role
     for info in infos:
         assert info.public_key.alg is Algorithm.EDDSA
         assert info.kid == info.public_key.fingerprint()

@@ -196,7 +196,7 @@ def test_claims_without_a_key_and_window_are_not_signed(keyring: GatewayKeyring)
         pytest.param("370100", False, id="a-city"),
         pytest.param("110101", False, id="another-province"),
         pytest.param("37010", False, id="five-digits"),
-        pytest.param("３７０１０２", False, id="full-width-digits"),
+        pytest.param("\uff13\uff17\uff10\uff11\uff10\uff12", False, id="full-width-digits"),
     ],
 )
 def test_a_venue_is_in_a_district_of_the_home_province(code: str, ok: bool) -> None:
