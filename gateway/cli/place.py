@@ -237,10 +237,10 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def cmd_qr(opts: argparse.Namespace) -> int:
-    venue = asyncio.run(_get(opts))
-    fmt = opts.format or (opts.out.suffix.lower().lstrip(".") if opts.out else "")
+    fmt = opts.format or opts.out.suffix.lower().lstrip(".")
     if fmt not in QR_FORMATS:
         raise UsageError("say --format png or svg (the --out extension does not)")
+    venue = asyncio.run(_get(opts))
     if not venue.enabled:
         print(
             f"trustgw: note: venue {venue.id} is disabled: its scans record no visit until "
