@@ -248,3 +248,50 @@ def test_nothing_personal_in_a_live_database_and_its_wal(
         if found := _found(data, needles):
             hits[label] = found
     assert hits == {}
+
+
+@pytest.mark.integration
+def test_no_identifier_in_visits_tracing_queries_or_their_logs(
+    tmp_path: Path,
+    simulator: Any,
+    capfd: pytest.CaptureFixture[str],
+    debug_logs: pytest.LogCaptureFixture,
+) -> None:
+    """Known people scanned at venues with place codes and traced by a tracer (by ID number,
+    with a purpose): the data directory, the PKI, the QR images, the logs and the output hold
+    them as pseudonyms only (docs/api.md, "TracingService")."""
+    import sqlite3
+
+    from places_support import add_venues, make_pki, scenario
+    from support.aio import run as arun
+
+    now = REAL_NOW  # a serving gateway reads the real clock
+    show = next(s.code for s in REGION_SPECS if s.mode.value == "show")
+    people = {
+        who: (id_number, name) for who, (name, id_number) in zip("abcde", KNOWN, strict=False)
+    }
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    arun(demo.prepare(data_dir, simulator, now))
+    venues = add_venues(data_dir, tmp_path)
+    outcome = arun(scenario(data_dir, make_pki(tmp_path / "pki", now), simulator, show, people,
+                            now, venues))  # fmt: skip
+    assert len(outcome.traced["contacts:a"].contacts) == 3 and outcome.audit
+    with sqlite3.connect(data_dir / "trustgw.db") as conn:
+        visits = conn.execute("SELECT COUNT(*), COUNT(DISTINCT holder) FROM visits").fetchone()
+    assert visits == (8, 6)  # five people and the forged code's empty holder
+    out, err = capfd.readouterr()
+    needles = _needles()
+    hits = _scan_tree(tmp_path, needles)  # the data directory, the PKI, the QR images
+    for label, data in (
+        ("logs", debug_logs.text.encode()),
+        ("log record arguments", repr([r.args for r in debug_logs.records]).encode()),
+        ("answers", repr([outcome.traced, outcome.scans, outcome.audit]).encode()),
+        ("stdout", out.encode()),
+        ("stderr", err.encode()),
+    ):
+        found = _found(data, needles)
+        if found:
+            hits[label] = found
+    assert hits == {}
+    assert debug_logs.records, "logging was captured"
