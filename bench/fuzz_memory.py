@@ -52,6 +52,7 @@ from adapters.base import Colour  # noqa: E402
 from adapters.simulator import PartnerSimulator, fake_holder  # noqa: E402
 from gateway.api.v1 import recognition_pb2 as pb  # noqa: E402
 from gateway.api.v1 import registry_pb2 as rpb  # noqa: E402
+from gateway.api.v1 import tracing_pb2 as tpb  # noqa: E402
 
 PARTNER_REGION = "110000"
 WATCH_SECONDS = 1.0  # a watch that has nothing to send yet is ended by its deadline
@@ -103,6 +104,10 @@ METHODS = [
         "operator",
         rpb.WatchTrustListRequest,
     ),
+    Method(
+        "/gateway.api.v1.TracingService/VenuesVisited", "unary", "tracer", tpb.VenuesVisitedRequest
+    ),
+    Method("/gateway.api.v1.TracingService/Contacts", "unary", "tracer", tpb.ContactsRequest),
     Method("/grpc.health.v1.Health/Check", "unary", "verifier", health_pb2.HealthCheckRequest),
     Method(
         "/grpc.health.v1.Health/Watch", "server-stream", "verifier", health_pb2.HealthCheckRequest
@@ -305,6 +310,7 @@ def serving(tmp: Path, now: datetime) -> Iterator[World]:
         "verifier": "trustgw://verifier/fuzz",
         "partner": f"trustgw://partner/{PARTNER_REGION}",
         "operator": "trustgw://operator/fuzz",
+        "tracer": "trustgw://tracer/fuzz",
     }
     argv = [
         sys.executable,

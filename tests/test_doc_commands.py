@@ -50,6 +50,7 @@ VALUES = {
     "REGION_CODE": "110000",
     "CODE": "code.txt",
     "CODE...": "code.txt",
+    "VENUE_ID": "PL0123456789abcdef",
 }
 # The data directory: D, DATA_DIR, the README's /var/lib/trustgw, the walkthrough's gw.
 DATA_DIRS = ("/var/lib/trustgw", "D", "DATA_DIR", "gw")

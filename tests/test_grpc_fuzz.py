@@ -222,7 +222,7 @@ def test_random_wire_bytes_never_get_internal_or_unknown(world: World, method: M
 
 @pytest.mark.doc('api.md "Who may call what"', "trust-registry.md §12")
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.path.rsplit("/", 1)[1])
-@pytest.mark.parametrize("role", ["verifier", "partner", "operator"])
+@pytest.mark.parametrize("role", ["verifier", "partner", "operator", "tracer"])
 def test_each_role_may_make_exactly_the_calls_the_table_gives_it(
     world: World, method: Method, role: str
 ) -> None:
@@ -232,8 +232,9 @@ def test_each_role_may_make_exactly_the_calls_the_table_gives_it(
         "RecognitionService": {"verifier"},
         "PartnerService": {"partner"},
         "TrustListService": {"verifier", "partner", "operator"},
-        "Health": {"verifier", "partner", "operator"},
-        "ServerReflection": {"verifier", "partner", "operator"},
+        "TracingService": {"tracer"},
+        "Health": {"verifier", "partner", "operator", "tracer"},
+        "ServerReflection": {"verifier", "partner", "operator", "tracer"},
     }[service]
     if method.path.endswith("/GetGatewayKeys"):
         allowed = {"verifier", "partner", "operator"}
