@@ -5,6 +5,9 @@ verify --format place`` checks one offline; every refusal is one line (docs/oper
 
 from __future__ import annotations
 
+import json
+import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +163,36 @@ def test_purge_deletes_visits_past_their_retention(own_data_dir: Path, capsys: A
     kept = trustgw(capsys, "purge", "--data-dir", str(own_data_dir), "--visits-days", "keep",
                    "--json")  # fmt: skip
     assert "visits" not in kept.json()["cutoffs"]
+
+
+def _block(info: str) -> list[str]:
+    """The command lines of docs/operations.md's fenced blocks whose info string is ``info``."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    fence = re.compile(rf"^```{re.escape(info)}\n(.*?)^```\n", re.DOTALL | re.MULTILINE)
+    return [line.strip() for block in fence.findall(text) for line in block.splitlines()]
+
+
+def test_the_venues_section_runs_as_written(
+    own_data_dir: Path, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/operations.md "Venues and place codes": the ``sh places`` block, in order, with the
+    data directory, the venue id ``add`` printed and its place code filled in."""
+    monkeypatch.chdir(tmp_path)
+    lines = _block("sh places")
+    assert [shlex.split(line)[1:3] for line in lines][:2] == [["place", "add"], ["place", "list"]]
+    venue: dict[str, Any] = {}
+    outputs = []
+    for line in lines:
+        line = line.replace("/var/lib/trustgw", str(own_data_dir))
+        line = line.replace("VENUE_ID", venue.get("id", "VENUE_ID"))
+        argv = shlex.split(line.replace("CODE", venue.get("place_code", "CODE")))
+        ran = trustgw(capsys, *argv[1:], *(["--json"] if argv[1:3] == ["place", "add"] else []))
+        assert ran.status == 0, f"{line}\n{ran.out}{ran.err}"
+        if argv[1:3] == ["place", "add"]:
+            venue = ran.json()
+        outputs.append(ran.out)
+    assert decode_png((tmp_path / "venue.png").read_bytes()) == [venue["place_code"]]
+    assert decode_svg((tmp_path / "venue.svg").read_bytes()) == [venue["place_code"]]
+    assert any(out.startswith("accept: OK") for out in outputs)
+    listed = json.loads(outputs[-1])
+    assert [(v["id"], v["enabled"]) for v in listed] == [(venue["id"], True)]
