@@ -51,6 +51,9 @@ FORMS = ("unary", "stream")
 # The workloads, by the share of gateway requests carrying a code it has never seen; "mixed"
 # takes its share from --fresh (today's default, 0.2) and keeps the JSON's unprefixed keys.
 WORKLOADS = ("repeat", "mixed", "fresh")
+# --place: the repeat pool again, every request with a venue's place code (a visit recorded
+# per call), measured in the same run as "repeat" so that their ratio is the cost of a visit.
+PLACE = "place"
 READY = re.compile(r"serving on (\S+):(\d+)")
 
 
@@ -205,6 +208,12 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         help="both servers without TLS, the gateway with --insecure (default: mutual TLS with a "
         "development CA, as a province runs it)",
     )
+    p.add_argument(
+        "--place",
+        action="store_true",
+        help="also measure the 'place' workload: the repeat pool with a venue's place code on "
+        "every request (a visit recorded per call), against 'repeat' in the same run",
+    )
     p.add_argument("--tls", action="store_true", help=argparse.SUPPRESS)  # the default now
     p.add_argument("--quick", action="store_true", help="short smoke run (about a minute)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every run as it finishes")
@@ -226,7 +235,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         verbose=a.verbose,
         serve_cmd=a.serve_cmd,
         tls=not a.plaintext,
-        workloads=tuple(w.strip() for w in a.workloads.split(",") if w.strip()),
+        workloads=_workloads(a.workloads, a.place),
         forms=tuple(f.strip() for f in a.forms.split(",") if f.strip()),
         sync_ideal=not a.no_sync_ideal,
     )
@@ -234,7 +243,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         p.error(f"--forms: choose from {', '.join(FORMS)}")
     if a.plaintext and a.tls:
         p.error("--plaintext and --tls exclude each other")
-    unknown = set(opts.workloads) - set(WORKLOADS)
+    unknown = set(opts.workloads) - {*WORKLOADS, PLACE}
     if unknown or not opts.workloads:
         p.error(f"--workloads: choose from {', '.join(WORKLOADS)}")
     if opts.duration <= 0 or opts.rounds < 1 or opts.concurrency < 1 or opts.streams < 1:
@@ -242,6 +251,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     if not 0 <= opts.fresh <= 1:
         p.error("--fresh is a share between 0 and 1")
     return opts
+
+
+def _workloads(text: str, place: bool) -> tuple[str, ...]:
+    named = [w.strip() for w in text.split(",") if w.strip()]
+    if place:  # "repeat" is the baseline of "place": both in every round
+        named += ["repeat", PLACE]
+    return tuple(dict.fromkeys(named))
 
 
 def choose_cores(opts: Options) -> tuple[int | None, int | None, str]:
@@ -282,11 +298,12 @@ class Bench:
         # (server, workload, form) -> one result per round
         self.results: dict[tuple[str, str, str], list[RunResult]] = {}
         self.generate_seconds = 0.0
+        self.place_pool: list[Request] = []  # the pool with a place code (--place)
         self.side_failures = 0  # failures while priming and warming up (not in any figure)
 
     def share(self, workload: str) -> float:
         """Share of the workload's gateway requests that carry a never-seen code."""
-        return {"repeat": 0.0, "mixed": self.opts.fresh, "fresh": 1.0}[workload]
+        return {"repeat": 0.0, "mixed": self.opts.fresh, "fresh": 1.0, PLACE: 0.0}[workload]
 
     async def run(
         self, target: Target, form: str, requests: Sequence[Request], duration: float, **kw: object
@@ -335,6 +352,8 @@ class Bench:
             )
 
     def gateway_requests(self, workload: str, form: str) -> list[Request]:
+        if workload == PLACE:
+            return self.place_pool
         share = self.share(workload)
         if share <= 0:
             return self.gw_pool
@@ -479,6 +498,22 @@ def report(
             # is off.
             if i["server_cpu"] < 0.85 and i["client_cpu"] > 0.9:
                 client_bound.append(f"{workload}-{form}")
+    if PLACE in opts.workloads and "repeat" in opts.workloads:
+        for form in opts.forms:
+            base = bench.results[("gateway", "repeat", form)]
+            placed = bench.results[("gateway", PLACE, form)]
+            b, p = _summary(base), _summary(placed)
+            rps_ratio = p["rps"] / b["rps"]
+            cpu_ratio = p["cpu_us_per_call"] / b["cpu_us_per_call"]
+            per_round = [x.rps / y.rps for x, y in zip(placed, base, strict=True)]
+            say(
+                f"place  {form:6} with/without a place code: throughput {rps_ratio:.2f} (per "
+                "round " + " ".join(f"{x:.2f}" for x in per_round) + f"); server CPU per call "
+                f"{cpu_ratio:.2f} ({p['cpu_us_per_call']:.0f} / {b['cpu_us_per_call']:.0f} µs)"
+            )
+            out[f"place_{form}_vs_repeat_rps_ratio"] = round(rps_ratio, 3)
+            out[f"place_{form}_vs_repeat_rps_ratio_per_round"] = [round(x, 3) for x in per_round]
+            out[f"place_{form}_vs_repeat_cpu_ratio"] = round(cpu_ratio, 3)
     sync = bench.results.get(("ideal-sync", "all", "unary"))
     if sync and "unary" in opts.forms:
         s_rps = _summary(sync)["rps"]
@@ -669,6 +704,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if client_core is not None:
             os.sched_setaffinity(0, {client_core})  # before any client thread exists
         bench = Bench(opts, codes, gw_pool, ideal_pool)
+        if PLACE in opts.workloads:
+            place_code = _add_venue(data_dir)
+            bench.place_pool = [_with_place(r, place_code) for r in gw_pool]
+            say(f"  place workload: every request carries a {len(place_code)}-character place code")
         try:
             asyncio.run(
                 drive(
@@ -691,6 +730,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
         say(f"  generated fresh codes in {bench.generate_seconds:.1f}s between runs")
         summary = report(bench, opts, cores, started, (gw_len, ideal_len))
+        if PLACE in opts.workloads:
+            stop(procs[0])  # its visit log flushes on the way out
+            summary["place_visits_recorded"] = _count_visits(data_dir)
+            say(f"visits recorded by the place workload: {summary['place_visits_recorded']}")
     print(json.dumps(summary, sort_keys=True), flush=True)
     return 0
 
@@ -699,6 +742,38 @@ def _code_of(request: Request) -> str:
     from gateway.api.v1 import recognition_pb2 as pb
 
     return pb.RecogniseRequest.FromString(request.data).code
+
+
+def _add_venue(data_dir: Path) -> str:
+    """A venue added with ``trustgw place add``: its place code."""
+    import io
+
+    from gateway.cli import main as trustgw
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = trustgw(["place", "add", "--data-dir", str(data_dir), "--name", "bench venue",
+                          "--division", "370102", "--category", "mall", "--json"])  # fmt: skip
+    if status != 0:
+        raise SystemExit(f"trustgw place add failed ({status})")
+    return str(json.loads(out.getvalue())["place_code"])
+
+
+def _with_place(request: Request, place: str) -> Request:
+    from dataclasses import replace
+
+    from gateway.api.v1 import recognition_pb2 as pb
+
+    message = pb.RecogniseRequest.FromString(request.data)
+    message.place = place
+    return replace(request, data=message.SerializeToString())
+
+
+def _count_visits(data_dir: Path) -> int:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(data_dir / "trustgw.db")) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM visits").fetchone()[0])
 
 
 if __name__ == "__main__":

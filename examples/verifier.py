@@ -2,6 +2,10 @@
 
     python examples/verifier.py --target HOST:PORT --cert C --key K --ca CA CODE
     python examples/verifier.py --target HOST:PORT --insecure - < code.txt
+    python examples/verifier.py ... --place "$(cat venue-code.txt)" CODE   # at a venue
+
+With ``--place``, the venue's place code (``trustgw place qr``) is verified offline first, then
+sent with the holder's code: the gateway records the visit and says so (``place_reason``).
 
 The gateway's keys come from ``--trust FILE`` (``trustgw keys export``) or, without it, from the
 gateway itself (``GetGatewayKeys``). Exit status: 0 recognised and the signed result verified,
@@ -17,7 +21,7 @@ from pathlib import Path
 
 from gateway import tokens
 from gateway.pki import TlsFiles
-from gateway.sdk import GatewayClient, GatewayRpcError
+from gateway.sdk import GatewayClient, GatewayRpcError, verify_place_code
 from keys.errors import GatewayError
 
 
@@ -31,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--insecure", action="store_true", help="plaintext (development only)")
     parser.add_argument("--trust", type=Path, help="trust file from `trustgw keys export`")
     parser.add_argument("--region-hint", help="the 6-digit region the code should be from")
+    parser.add_argument("--place", help="the venue's place code (SDP1:...), scanned with it")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
     opts = parser.parse_args(argv)
     code = sys.stdin.read().strip() if opts.code == "-" else opts.code
@@ -42,15 +47,24 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with GatewayClient(opts.target, tls, insecure=opts.insecure, timeout=opts.timeout) as gw:
-            decision = gw.recognise(code, region_hint=opts.region_hint)
-            print(f"request {decision.server_request_id}: {decision.reason}: {decision.message}")
-            print(f"  region {decision.region} mode {decision.mode} colour {decision.colour}")
-            if not decision.recognised:
-                return 1
             if opts.trust:
                 trust = tokens.GatewayTrust.from_json(opts.trust.read_bytes())
             else:
                 trust = gw.gateway_keys()
+            if opts.place:  # offline: a checkpoint can tell a forged place code on its own
+                try:
+                    venue = verify_place_code(opts.place, trust, datetime.now(UTC))
+                except GatewayError as exc:
+                    print(f"place code does NOT verify: {exc.reason}: {exc}", file=sys.stderr)
+                    return 2
+                print(f"  place code verified: venue {venue.venue} {venue.name} ({venue.division})")
+            decision = gw.recognise(code, region_hint=opts.region_hint, place=opts.place)
+            print(f"request {decision.server_request_id}: {decision.reason}: {decision.message}")
+            print(f"  region {decision.region} mode {decision.mode} colour {decision.colour}")
+            if decision.place_reason:
+                print(f"  visit: {decision.place_reason} (venue {decision.venue_id})")
+            if not decision.recognised:
+                return 1
     except GatewayRpcError as exc:
         print(f"gateway refused the call: {exc.status} {exc.reason}: {exc}", file=sys.stderr)
         return 2

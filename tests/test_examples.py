@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import os
 import sys
@@ -12,6 +14,7 @@ import pytest
 from support.aio import run, serving
 
 from adapters.regions import REGION_SPECS
+from gateway.cli import main
 from gateway.pki import TlsFiles
 from keys.model import Mode
 
@@ -47,6 +50,11 @@ def test_setup_then_verifier_and_partner_against_a_real_gateway(tmp_path: Path) 
     show = codes[sorted_regions.index(next(r for r in sorted_regions if MODES[r] is Mode.SHOW))]
     yellow = codes[-1]
     trust_file = tmp_path / "trustgw-keys.json"
+    added = io.StringIO()
+    with contextlib.redirect_stdout(added):  # a venue, with `trustgw place add`
+        assert main(["place", "add", "--data-dir", str(data_dir), "--name", "银座商城",
+                     "--division", "370102", "--category", "mall", "--json"]) == 0  # fmt: skip
+    venue = json.loads(added.getvalue())
 
     def client(role: str) -> list[str]:
         return ["--cert", str(pki / f"{role}.pem"), "--key", str(pki / f"{role}.key"),
@@ -67,6 +75,13 @@ def test_setup_then_verifier_and_partner_against_a_real_gateway(tmp_path: Path) 
             results["offline-trust"] = await script(
                 "verifier.py", *target, *client("verifier"), "--trust", str(trust_file), show
             )
+            results["at-a-venue"] = await script(
+                "verifier.py", *target, *client("verifier"), "--place", venue["place_code"], show
+            )
+            forged = venue["place_code"].replace("SDP1:ey", "SDP1:ez", 1)
+            results["forged-place"] = await script(
+                "verifier.py", *target, *client("verifier"), "--place", forged, show
+            )
         return results
 
     results = run(scenario())
@@ -86,6 +101,11 @@ def test_setup_then_verifier_and_partner_against_a_real_gateway(tmp_path: Path) 
     code, out, err = results["offline-trust"]
     assert code == 0, err
     assert "attestation verified" in out
+    code, out, err = results["at-a-venue"]
+    assert code == 0, err
+    assert "place code verified" in out and f"visit: VISIT_RECORDED (venue {venue['id']})" in out
+    code, out, err = results["forged-place"]
+    assert code == 2 and "place code does NOT verify" in err
 
 
 def test_an_unreachable_gateway_is_exit_2(tmp_path: Path) -> None:
