@@ -20,7 +20,6 @@ from keys.errors import ForeignDataError
 from keys.keyset import GatewayKeys
 from keys.places import Venue
 from keys.store.protocols import PlaceStore
-from keys.timeutil import utcnow
 
 log = logging.getLogger("trustgw.places")
 
@@ -73,10 +72,10 @@ class PlaceBook:
         log.info("venues reloaded: %d known", len(self._venues))
         return True
 
-    def _trust_now(self) -> GatewayTrust:
+    def _trust_at(self, now: datetime) -> GatewayTrust:
         keys = self._keys()
         if keys is not self._keys_seen or self._trust is None:
-            self._trust = GatewayTrust.from_key_infos(keys.public_keys(), now=utcnow())
+            self._trust = GatewayTrust.from_key_infos(keys.public_keys(), now=now)
             self._keys_seen = keys
             self._verified.clear()  # verified with the keys before: check again
         return self._trust
@@ -84,7 +83,7 @@ class PlaceBook:
     def check(self, code: str, now: datetime) -> PlaceOutcome:
         """The outcome of a scanned place code at ``now``: it verifies (signature, ``place``
         key, window) and names a known, enabled venue. Never raises for bad input."""
-        trust = self._trust_now()
+        trust = self._trust_at(now)
         claims = self._verified.get(code)
         if claims is None or not claims.iat <= now.timestamp() <= claims.exp:
             try:
