@@ -57,7 +57,7 @@ DEFAULT_BURST = 100
 
 
 class Holders(Protocol):
-    """Makes a status document's holder reference (:meth:`keys.pseudonym.Pseudonymiser.holder_ref`)."""
+    """Makes the holder reference of a status document (``Pseudonymiser.holder_ref``)."""
 
     def holder_ref(self, audience: str, pseudonym: str) -> str:
         """The reference ``audience`` gets for the holder ``pseudonym``."""

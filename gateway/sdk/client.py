@@ -47,7 +47,6 @@ from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.limits import REQUEST_LIMITS, too_large
 from gateway.pki import TlsFiles
 from gateway.sdk.channel import aio_channel
-from gateway.sdk.status import CodeStatusAnswer, new_nonce
 from gateway.sdk.results import (
     ConvertedCode,
     Decision,
@@ -58,6 +57,7 @@ from gateway.sdk.results import (
     trust_from_proto,
     trust_list_from_proto,
 )
+from gateway.sdk.status import CodeStatusAnswer, new_nonce
 from keys.errors import GatewayRpcError
 
 DEFAULT_TIMEOUT = 5.0

@@ -166,8 +166,7 @@ def home_code(conn: Connection, code_id: str) -> IssuedHomeCode | None:
     if row is not None:
         return IssuedHomeCode(row[0], row[1], row[2], from_unix(row[3]), opt_time(row[4]))
     row = conn.execute(
-        "SELECT code_id, code, holder, expires_at, colour FROM stock_conversions"
-        " WHERE code_id = ?",
+        "SELECT code_id, code, holder, expires_at, colour FROM stock_conversions WHERE code_id = ?",
         (code_id,),
     ).fetchone()
     if row is None:
