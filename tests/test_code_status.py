@@ -100,7 +100,7 @@ def world(prepared_dir, pki):
     return go
 
 
-@pytest.mark.doc("partners.md §8.1", "verifying.md \"Status documents\"")
+@pytest.mark.doc("partners.md §8.1", 'verifying.md "Status documents"')
 def test_a_partner_gets_a_signed_valid_answer_by_code_and_by_code_id(world, codes) -> None:
     make = codes(CONVERT.code, NOW)
 
@@ -220,18 +220,17 @@ def test_an_expired_home_code_answers_expired(world, codes) -> None:
     assert claims.valid_until < later
 
 
-@pytest.mark.doc("partners.md §8.3", "api.md \"Limits\"")
+@pytest.mark.doc("partners.md §8.3", 'api.md "Limits"')
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
         pytest.param({}, "INVALID_REQUEST", id="neither-code-nor-id"),
-        pytest.param({"code": "SD1:e30.AA", "code_id": "SD" + "0" * 30}, "INVALID_REQUEST",
-                     id="both"),  # fmt: skip
+        pytest.param(
+            {"code": "SD1:e30.AA", "code_id": "SD" + "0" * 30}, "INVALID_REQUEST", id="both"
+        ),
         pytest.param({"code_id": "SD" + "0" * 30, "nonce": ""}, "MALFORMED", id="no-nonce"),
-        pytest.param({"code_id": "SD" + "0" * 30, "nonce": "short"}, "MALFORMED",
-                     id="short-nonce"),  # fmt: skip
-        pytest.param({"code_id": "SD" + "0" * 30, "nonce": "n" * 65}, "MALFORMED",
-                     id="long-nonce"),  # fmt: skip
+        pytest.param({"code_id": "SD" + "0" * 30, "nonce": "short"}, "MALFORMED", id="short-nonce"),
+        pytest.param({"code_id": "SD" + "0" * 30, "nonce": "n" * 65}, "MALFORMED", id="long-nonce"),
         pytest.param({"code_id": "SD 00"}, "MALFORMED", id="bad-code-id"),
         pytest.param({"code_id": "x" * 65}, "MALFORMED", id="long-code-id"),
         pytest.param({"code": "BJ1:not-a-home-code"}, "MALFORMED", id="not-sd1"),
@@ -247,11 +246,12 @@ def test_bad_questions_get_a_stable_reason_never_internal(world, fields, expecte
     assert world(body) == (grpc.StatusCode.INVALID_ARGUMENT, expected)
 
 
-@pytest.mark.doc("partners.md §8.3", "api.md \"Limits\"")
+@pytest.mark.doc("partners.md §8.3", 'api.md "Limits"')
 def test_only_partners_may_ask_within_the_size_and_rate_limits(world) -> None:
     async def body(gateway, c: dict[str, Client]) -> Any:
         refused = [
-            await failure(ask(c[name], code_id="SD" + "0" * 30)) for name in ("verifier", "operator")
+            await failure(ask(c[name], code_id="SD" + "0" * 30))
+            for name in ("verifier", "operator")
         ]
         too_large = await failure(ask(c["partner"], code="SD1:" + "A" * 9000 + ".AA"))
         clock = [0.0]
@@ -270,7 +270,7 @@ def test_only_partners_may_ask_within_the_size_and_rate_limits(world) -> None:
     assert limited == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
 
 
-@pytest.mark.doc("verifying.md \"Status documents\"")
+@pytest.mark.doc('verifying.md "Status documents"')
 def test_answers_verify_with_the_trust_list_across_an_attest_key_rotation(
     world, codes, capsys
 ) -> None:
