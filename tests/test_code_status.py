@@ -1,6 +1,6 @@
 """GetCodeStatus: partners ask the gateway about the home province's own codes (issue 14, mutual).
 
-Pins docs/partners.md §8 (the question, the answer, the limits) and docs/verifying.md "Status
+Pins docs/partners.md §10 (the question, the answer, the limits) and docs/verifying.md "Status
 documents" (the offline check): the answer is the status document of the online wire, for region
 370000, signed with the gateway's attest key; it verifies with the keys the gateway publishes,
 across an attest-key rotation; a revocation shows at the next call; a code the gateway never
@@ -83,10 +83,12 @@ def pki(tmp_path: Path) -> Any:
 def world(prepared_dir, pki):
     """``world(body)`` runs ``body(gateway, clients)`` against a real gateway over mTLS."""
     data_dir = prepared_dir(NOW)
+    state: dict[str, int] = {}
 
     def go(body: Any) -> Any:
         async def scenario() -> Any:
             async with serving(data_dir, pki["server"]) as (gateway, port):
+                state["port"] = port
                 clients = {name: client(port, pki[name]) for name in pki if name != "server"}
                 try:
                     return await body(gateway, clients)
@@ -97,10 +99,11 @@ def world(prepared_dir, pki):
         return run(scenario())
 
     go.data_dir = data_dir  # type: ignore[attr-defined]
+    go.state = state  # type: ignore[attr-defined]
     return go
 
 
-@pytest.mark.doc("partners.md §8.1", 'verifying.md "Status documents"')
+@pytest.mark.doc("partners.md §10.1", 'verifying.md "Status documents"')
 def test_a_partner_gets_a_signed_valid_answer_by_code_and_by_code_id(world, codes) -> None:
     make = codes(CONVERT.code, NOW)
 
@@ -146,7 +149,7 @@ def test_a_partner_gets_a_signed_valid_answer_by_code_and_by_code_id(world, code
     assert reason_of(lambda: verify_code_status(forged, trust, now)) == "SIGNATURE_INVALID"
 
 
-@pytest.mark.doc("partners.md §8.2")
+@pytest.mark.doc("partners.md §10.2")
 def test_a_code_the_gateway_never_issued_is_unknown_and_nothing_else(world, codes) -> None:
     make = codes(CONVERT.code, NOW)
 
@@ -175,7 +178,7 @@ def test_a_code_the_gateway_never_issued_is_unknown_and_nothing_else(world, code
         }  # fmt: skip
 
 
-@pytest.mark.doc("partners.md §8.2")
+@pytest.mark.doc("partners.md §10.2")
 def test_a_revocation_of_the_source_shows_at_the_next_call(world, simulator, codes) -> None:
     """No cache: the call after the partner's revocation batch answers "revoked"."""
     partner = partner_for(CONVERT)
@@ -202,7 +205,7 @@ def test_a_revocation_of_the_source_shows_at_the_next_call(world, simulator, cod
     assert (revoked.status, revoked.colour) == ("revoked", "green")
 
 
-@pytest.mark.doc("partners.md §8.2")
+@pytest.mark.doc("partners.md §10.2")
 def test_an_expired_home_code_answers_expired(world, codes) -> None:
     make = codes(CONVERT.code, NOW)
 
@@ -220,7 +223,7 @@ def test_an_expired_home_code_answers_expired(world, codes) -> None:
     assert claims.valid_until < later
 
 
-@pytest.mark.doc("partners.md §8.3", 'api.md "Limits"')
+@pytest.mark.doc("partners.md §10.3", 'api.md "Limits"')
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
@@ -246,7 +249,7 @@ def test_bad_questions_get_a_stable_reason_never_internal(world, fields, expecte
     assert world(body) == (grpc.StatusCode.INVALID_ARGUMENT, expected)
 
 
-@pytest.mark.doc("partners.md §8.3", 'api.md "Limits"')
+@pytest.mark.doc("partners.md §10.3", 'api.md "Limits"')
 def test_only_partners_may_ask_within_the_size_and_rate_limits(world) -> None:
     async def body(gateway, c: dict[str, Client]) -> Any:
         refused = [
@@ -306,3 +309,33 @@ def test_answers_verify_with_the_trust_list_across_an_attest_key_rotation(
     for document in (old, new):
         claims: StatusClaims = verify_code_status(document, trust, now)
         assert claims.status == "valid"
+
+
+@pytest.mark.doc("partners.md §10.4")
+def test_the_partner_command_asks_and_verifies(world, codes, pki, capsys, tmp_path) -> None:
+    """``trustgw partner-tools code-status``: exit 0 for a valid code, 1 for any other status,
+    one ``trustgw: REASON: message`` line for a bad code id (before anything connects)."""
+    from gateway.cli import main
+
+    make = codes(CONVERT.code, NOW)
+    files = pki["partner"]
+    tls = ["--cert", str(files.cert), "--key", str(files.key), "--ca", str(files.ca)]
+
+    async def body(gateway, c: dict[str, Client]) -> Any:
+        converted = (await home_code(c["verifier"], make())).converted
+        port = world.state["port"]
+        base = ["partner-tools", "code-status", "--gateway", f"localhost:{port}", *tls, "--json"]
+        ran = []
+        for code in (converted.code, converted.code_id, "SD" + "0" * 30):
+            status = await asyncio.to_thread(main, [*base, code])
+            ran.append((status, json.loads(capsys.readouterr().out)))
+        bad = await asyncio.to_thread(main, [*base, "not a code id"])
+        return ran, bad, capsys.readouterr().err
+
+    ran, bad, err = world(body)
+    assert [(status, out["status"]) for status, out in ran] == [
+        (0, "valid"), (0, "valid"), (1, "unknown"),
+    ]  # fmt: skip
+    assert ran[0][1]["colour"] == "green" and ran[0][1]["status_document"].count(".") == 2
+    assert bad == 1 and err.strip().startswith("trustgw: MALFORMED: ")
+    assert len(err.strip().splitlines()) == 1

@@ -1,4 +1,4 @@
-"""The status document's format (keys/statusdoc.py, docs/partners.md §8): one JWS compact form
+"""The status document's format (keys/statusdoc.py, docs/partners.md §10): one JWS compact form
 for both directions of the online wire. Unit tier: no sockets, fixed times."""
 
 from __future__ import annotations
