@@ -215,6 +215,14 @@ class TrustListConflictError(ForeignDataError):
     default_message = "the trust list contradicts the one already trusted for that version"
 
 
+class StatusMismatchError(ForeignDataError):
+    """A status document that verified but does not answer the question asked: another region,
+    issuer, code or nonce, checked in the future, or older than it may be kept."""
+
+    reason = "STATUS_MISMATCH"
+    default_message = "the status document does not answer the question asked"
+
+
 # --- operator input ------------------------------------------------------------------------
 
 
@@ -301,11 +309,13 @@ class MethodUnknownError(InvalidRequestError):
     default_message = "the gateway serves no such method"
 
 
-class TracePurposeRequiredError(InvalidRequestError):
-    """A tracing query without a usable purpose (it is written to the audit trail)."""
+class RateLimitedError(InvalidRequestError):
+    """The caller asked more often than its allowance (per partner region; per tracer and UTC
+    day for tracing queries): retry later."""
 
-    reason = "TRACE_PURPOSE_REQUIRED"
-    default_message = "a tracing query states its purpose (8 to 200 characters)"
+    reason = "RATE_LIMITED"
+    grpc_status = "RESOURCE_EXHAUSTED"
+    default_message = "too many requests from this caller: retry later"
 
 
 class TraceWindowTooLongError(InvalidRequestError):
@@ -328,14 +338,6 @@ class TraceResultTooLargeError(InvalidRequestError):
     reason = "TRACE_RESULT_TOO_LARGE"
     grpc_status = "FAILED_PRECONDITION"
     default_message = "the query finds more results than one answer may carry: narrow it"
-
-
-class TraceQuotaExceededError(InvalidRequestError):
-    """A tracer asked more queries today (UTC) than its quota allows."""
-
-    reason = "TRACE_QUOTA_EXCEEDED"
-    grpc_status = "RESOURCE_EXHAUSTED"
-    default_message = "this tracer's daily query quota is used up"
 
 
 # --- who may call --------------------------------------------------------------------------

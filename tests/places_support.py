@@ -358,7 +358,7 @@ async def scenario(
             outcome.audit = [e for e in entries if e.action.startswith("trace.")]
             registry = gateway.metrics.registry
             for query in ("venues", "contacts"):
-                for result in ("OK", "TRACE_WINDOW_TOO_LONG", "TRACE_QUOTA_EXCEEDED"):
+                for result in ("OK", "TRACE_WINDOW_TOO_LONG", "RATE_LIMITED"):
                     outcome.metrics[f"{query}:{result}"] = registry.get_sample_value(
                         "trustgw_trace_queries_total",
                         {"tracer": TRACER, "query": query, "outcome": result},

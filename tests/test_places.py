@@ -284,12 +284,12 @@ def _check(tracing: Tracing, **changes: Any) -> Any:
     ("changes", "expected"),
     [
         pytest.param({}, "OK", id="within-bounds"),
-        pytest.param({"purpose": ""}, "TRACE_PURPOSE_REQUIRED", id="no-purpose"),
-        pytest.param({"purpose": "  case  "}, "TRACE_PURPOSE_REQUIRED", id="purpose-too-short"),
-        pytest.param({"purpose": "x" * 201}, "TRACE_PURPOSE_REQUIRED", id="purpose-too-long"),
-        pytest.param({"purpose": f"trace {ID_NUMBER}"}, "TRACE_PURPOSE_REQUIRED",
+        pytest.param({"purpose": ""}, "INVALID_REQUEST", id="no-purpose"),
+        pytest.param({"purpose": "  case  "}, "INVALID_REQUEST", id="purpose-too-short"),
+        pytest.param({"purpose": "x" * 201}, "INVALID_REQUEST", id="purpose-too-long"),
+        pytest.param({"purpose": f"trace {ID_NUMBER}"}, "INVALID_REQUEST",
                      id="an-id-number-in-the-purpose"),
-        pytest.param({"purpose": f"trace {ID_NUMBER[:17].lower()}x"}, "TRACE_PURPOSE_REQUIRED",
+        pytest.param({"purpose": f"trace {ID_NUMBER[:17].lower()}x"}, "INVALID_REQUEST",
                      id="any-id-number-in-the-purpose"),
         pytest.param({"end": T0 + 14 * DAY}, "OK", id="the-longest-window"),
         pytest.param({"end": T0 + 14 * DAY + timedelta(seconds=1)}, "TRACE_WINDOW_TOO_LONG",
@@ -325,7 +325,7 @@ def test_queries_are_counted_per_tracer_and_utc_day(store: SQLiteStore) -> None:
     tracing = _tracing(store, daily_quota=2)
     _check(tracing)
     _check(tracing)
-    assert reason(lambda: _check(tracing)) == "TRACE_QUOTA_EXCEEDED"
+    assert reason(lambda: _check(tracing)) == "RATE_LIMITED"
     assert reason(lambda: _check(tracing, tracer="cdc-qingdao")) == "OK"  # its own quota
     assert tracing.used("cdc-jinan", T0 + DAY) == 2
     next_day = T0 + 2 * DAY

@@ -141,11 +141,11 @@ def test_the_tracer_finds_exactly_the_contacts(outcome: Outcome) -> None:
                      id="window-too-long"),
         pytest.param("margin", grpc.StatusCode.INVALID_ARGUMENT, "TRACE_MARGIN_TOO_LONG",
                      id="margin-too-wide"),
-        pytest.param("purpose", grpc.StatusCode.INVALID_ARGUMENT, "TRACE_PURPOSE_REQUIRED",
+        pytest.param("purpose", grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST",
                      id="no-purpose"),
         pytest.param("purpose-with-id", grpc.StatusCode.INVALID_ARGUMENT,
-                     "TRACE_PURPOSE_REQUIRED", id="an-id-number-as-purpose"),
-        pytest.param("quota", grpc.StatusCode.RESOURCE_EXHAUSTED, "TRACE_QUOTA_EXCEEDED",
+                     "INVALID_REQUEST", id="an-id-number-as-purpose"),
+        pytest.param("quota", grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED",
                      id="quota"),
         pytest.param("verifier:venues", grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED",
                      id="a-verifier-may-not-trace-venues"),
@@ -192,5 +192,5 @@ def test_queries_and_scans_are_counted(outcome: Outcome) -> None:
     metrics: dict[str, Any] = outcome.metrics
     assert (metrics["venues:OK"], metrics["contacts:OK"]) == (3, 2)
     assert metrics["venues:TRACE_WINDOW_TOO_LONG"] == 1
-    assert metrics["venues:TRACE_QUOTA_EXCEEDED"] == 1
+    assert metrics["venues:RATE_LIMITED"] == 1
     assert metrics["scans:VISIT_RECORDED"] == 8  # a, a, b, c, d, d, e and the forged code

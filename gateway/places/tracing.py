@@ -20,9 +20,8 @@ from typing import Any
 from keys.audit import AuditEvent
 from keys.errors import (
     InvalidRequestError,
+    RateLimitedError,
     TraceMarginTooLongError,
-    TracePurposeRequiredError,
-    TraceQuotaExceededError,
     TraceResultTooLargeError,
     TraceWindowTooLongError,
 )
@@ -131,19 +130,22 @@ class Tracing:
     ) -> TraceQuery:
         """The query, checked against its bounds and counted against the quota.
 
-        Raises :class:`TracePurposeRequiredError`, :class:`TraceWindowTooLongError`,
-        :class:`TraceMarginTooLongError`, :class:`InvalidRequestError` (an unusable ID number or
-        region), :class:`TraceQuotaExceededError`.
+        Raises :class:`InvalidRequestError` (no usable purpose, ID number or region),
+        :class:`TraceWindowTooLongError`, :class:`TraceMarginTooLongError`,
+        :class:`RateLimitedError` (the tracer's daily quota).
         """
         purpose = " ".join(purpose.split())
         if not MIN_PURPOSE_CHARS <= len(purpose) <= MAX_PURPOSE_CHARS:
-            raise TracePurposeRequiredError()
+            raise InvalidRequestError(
+                f"a tracing query states its purpose ({MIN_PURPOSE_CHARS} to "
+                f"{MAX_PURPOSE_CHARS} characters): it is written to the audit trail"
+            )
         try:
             normalised = normalise_identifier(id_number)
         except ValueError:
             raise InvalidRequestError("subject.id_number must have 1 to 128 characters") from None
         if _LONG_NUMBER.search(purpose) or (len(normalised) >= 6 and normalised in purpose.upper()):
-            raise TracePurposeRequiredError(
+            raise InvalidRequestError(
                 "the purpose must not hold an ID number (it is kept in the audit trail): "
                 "state the case or task instead"
             )
@@ -171,7 +173,7 @@ class Tracing:
             quota.day, quota.counts = today, {}
         used = quota.counts.get(tracer, 0)
         if used >= self.limits.daily_quota:
-            raise TraceQuotaExceededError(
+            raise RateLimitedError(
                 f"tracer {tracer[:64]} made {used} queries today (UTC), its quota: "
                 "ask an operator to raise tracing.daily_quota"
             )
