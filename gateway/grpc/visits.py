@@ -10,12 +10,17 @@ visit log (:class:`gateway.places.visits.VisitLog`): no store access on the requ
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.engine import Recognition
 from gateway.places.book import PlaceOutcome
 from gateway.runtime.gateway import Gateway
 from keys.places import VisitEntry
+
+# The metric's children by reason, bound once (``labels()`` takes a lock and builds a key per
+# call); the reasons are the bounded set of docs/api.md, "Place codes and visits".
+_COUNTED: dict[tuple[int, str], Any] = {}
 
 
 def record_visit(
@@ -28,7 +33,13 @@ def record_visit(
     """Fill the place fields of ``response`` and queue the visit when there is one."""
     response.place_reason = place.reason
     response.place_message = place.message
-    gateway.metrics.place_scans.labels(place.reason).inc()
+    key = (id(gateway.metrics), place.reason)
+    child = _COUNTED.get(key)
+    if child is None:
+        if len(_COUNTED) >= 256:
+            _COUNTED.clear()
+        child = _COUNTED[key] = gateway.metrics.place_scans.labels(place.reason)
+    child.inc()
     venue = place.venue
     if venue is None:
         return

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import NamedTuple
 
-from gateway.places.code import PlaceCodeClaims, verify_place_code
+from gateway.places.code import verify_place_code
 from gateway.tokens import GatewayTrust
 from keys.errors import ForeignDataError
 from keys.keyset import GatewayKeys
@@ -50,7 +50,9 @@ class PlaceBook:
         self._version = -1
         self._keys_seen: GatewayKeys | None = None
         self._trust: GatewayTrust | None = None
-        self._verified: dict[str, PlaceCodeClaims] = {}
+        # A verified code's outcome and window (iat, exp): emptied when the keys or the venues
+        # change, so that a withdrawn key or a disabled venue takes effect at the next scan.
+        self._known: dict[str, tuple[PlaceOutcome, int, int]] = {}
 
     @property
     def venues(self) -> dict[str, Venue]:
@@ -63,6 +65,7 @@ class PlaceBook:
         venues = await self._store.list_venues(include_disabled=True)
         self._venues = {v.id: v for v in venues}
         self._version = version
+        self._known = {}
 
     async def refresh_if_changed(self) -> bool:
         """Reload the venues if another process changed them; True if reloaded."""
@@ -72,32 +75,32 @@ class PlaceBook:
         log.info("venues reloaded: %d known", len(self._venues))
         return True
 
-    def _trust_at(self, now: datetime) -> GatewayTrust:
-        keys = self._keys()
-        if keys is not self._keys_seen or self._trust is None:
-            self._trust = GatewayTrust.from_key_infos(keys.public_keys(), now=now)
-            self._keys_seen = keys
-            self._verified.clear()  # verified with the keys before: check again
-        return self._trust
-
     def check(self, code: str, now: datetime) -> PlaceOutcome:
         """The outcome of a scanned place code at ``now``: it verifies (signature, ``place``
         key, window) and names a known, enabled venue. Never raises for bad input."""
-        trust = self._trust_at(now)
-        claims = self._verified.get(code)
-        if claims is None or not claims.iat <= now.timestamp() <= claims.exp:
-            try:
-                claims = verify_place_code(code, trust, now)
-            except ForeignDataError as exc:
-                return PlaceOutcome(exc.reason, exc.message)
-            if len(self._verified) >= MAX_CACHED_CODES:
-                self._verified.clear()
-            self._verified[code] = claims
+        keys = self._keys()
+        if keys is not self._keys_seen:  # verified with the keys before: check again
+            self._trust = GatewayTrust.from_key_infos(keys.public_keys(), now=now)
+            self._keys_seen = keys
+            self._known = {}
+        known = self._known.get(code)
+        if known is not None and known[1] <= now.timestamp() <= known[2]:
+            return known[0]
+        assert self._trust is not None  # set with _keys_seen
+        try:
+            claims = verify_place_code(code, self._trust, now)
+        except ForeignDataError as exc:
+            return PlaceOutcome(exc.reason, exc.message)
         venue = self._venues.get(claims.venue)
-        if venue is None:
+        if venue is None:  # not kept: the venue may be added in a moment
             return PlaceOutcome(
                 VENUE_UNKNOWN, f"the place code names venue {claims.venue}, unknown"
             )
-        if not venue.enabled:
-            return PlaceOutcome(VENUE_DISABLED, f"venue {venue.id} ({venue.name}) is disabled")
-        return PlaceOutcome(VISIT_RECORDED, f"visit to {venue.name} recorded", venue)
+        if venue.enabled:
+            outcome = PlaceOutcome(VISIT_RECORDED, f"visit to {venue.name} recorded", venue)
+        else:
+            outcome = PlaceOutcome(VENUE_DISABLED, f"venue {venue.id} ({venue.name}) is disabled")
+        if len(self._known) >= MAX_CACHED_CODES:
+            self._known = {}
+        self._known[code] = (outcome, claims.iat, claims.exp)
+        return outcome
