@@ -32,7 +32,7 @@ from keys.crypto import b64url_decode
 from keys.errors import GatewayError
 from keys.model import Mode
 from keys.statusdoc import StatusClaims, StatusDocument
-from keys.timeutil import utcnow
+from keys.timeutil import from_unix
 from keys.trustlist import PinnedKey, TrustListVerifier
 
 pytestmark = pytest.mark.integration  # a real server (tests/support/tiers.py)
@@ -66,6 +66,12 @@ async def ask(c: Client, **fields: str) -> str:
 
 async def published(c: Client) -> GatewayTrust:
     return trust_from_proto(await c.recognition.GetGatewayKeys(pb.GetGatewayKeysRequest()))
+
+
+def signed_at(document: str) -> Any:
+    """The document's own ``checked_at`` (read unverified): when the serving gateway signed it,
+    on the real clock; each test verifies there, or later on purpose."""
+    return StatusClaims.from_json(json.loads(StatusDocument.parse(document).payload)).checked_at
 
 
 async def home_code(c: Client, code: str) -> pb.RecogniseResponse:
@@ -114,7 +120,7 @@ def test_a_partner_gets_a_signed_valid_answer_by_code_and_by_code_id(world, code
         return converted, by_code, by_id, await published(c["partner"])
 
     converted, by_code, by_id, trust = world(body)
-    now = utcnow()
+    now = signed_at(by_id)
     first = verify_code_status(by_code, trust, now, code_id=converted.code_id, nonce=NONCE)
     second = verify_code_status(by_id, trust, now, code_id=converted.code_id, nonce=NONCE + "x")
     for claims in (first, second):
@@ -167,7 +173,7 @@ def test_a_code_the_gateway_never_issued_is_unknown_and_nothing_else(world, code
 
     documents, trust = world(body)
     for document in documents:
-        claims = verify_code_status(document, trust, utcnow())
+        claims = verify_code_status(document, trust, signed_at(document))
         assert (claims.status, claims.max_age) == ("unknown", 0)
         assert (claims.colour, claims.holder_ref, claims.valid_from, claims.valid_until) == (
             None, None, None, None,
@@ -187,21 +193,22 @@ def test_a_revocation_of_the_source_shows_at_the_next_call(world, simulator, cod
 
     async def body(gateway, c: dict[str, Client]) -> Any:
         await gateway.trust.install_partner(partner.partner_file(), actor="operator:t", now=NOW)
-        keyset = partner.keyset(1, [listed(simulator.issuer(CONVERT.code))], expires=NOW + HOUR)
-        await gateway.trust.publish_keyset(keyset, caller_region=CONVERT.code, now=utcnow())
+        keyset = partner.keyset(
+            1, [listed(simulator.issuer(CONVERT.code))], expires=NOW + 24 * HOUR
+        )
+        await gateway.trust.publish_keyset(keyset, caller_region=CONVERT.code, now=NOW)
         converted = (await home_code(c["verifier"], source)).converted
         before = await ask(c["partner"], code=converted.code)
         batch = partner.revocations(
-            "b-0001", utcnow() - timedelta(seconds=5), code_ids=["revoke-me-0001"]
+            "b-0001", NOW - timedelta(seconds=5), code_ids=["revoke-me-0001"]
         )
-        await gateway.trust.publish_revocations(batch, caller_region=CONVERT.code, now=utcnow())
+        await gateway.trust.publish_revocations(batch, caller_region=CONVERT.code, now=NOW)
         after = await ask(c["partner"], code=converted.code, nonce=NONCE + "2")
         return before, after, await published(c["partner"])
 
     before, after, trust = world(body)
-    now = utcnow()
-    assert verify_code_status(before, trust, now).status == "valid"
-    revoked = verify_code_status(after, trust, now, nonce=NONCE + "2")
+    assert verify_code_status(before, trust, signed_at(before)).status == "valid"
+    revoked = verify_code_status(after, trust, signed_at(after), nonce=NONCE + "2")
     assert (revoked.status, revoked.colour) == ("revoked", "green")
 
 
@@ -211,7 +218,7 @@ def test_an_expired_home_code_answers_expired(world, codes) -> None:
 
     async def body(gateway, c: dict[str, Client]) -> Any:
         converted = (await home_code(c["verifier"], make())).converted
-        later = utcnow() + timedelta(days=2)  # past the source's validity, inside the key's
+        later = NOW + timedelta(days=2)  # past the source's validity, inside the key's
         document = await gateway.code_status.answer(
             code="", code_id=converted.code_id, nonce=NONCE, asker="110000", now=later
         )
@@ -298,16 +305,17 @@ def test_answers_verify_with_the_trust_list_across_an_attest_key_rotation(
 
         new = await eventually(signed_by_new_key, what="the new attest key signs")
         listed_now = await c["partner"].trustlist.GetTrustList(rpb.GetTrustListRequest())
-        return old, new, new_kid, listed_now.envelope, gateway.published_keys()
+        return old, new, new_kid, listed_now, gateway.published_keys()
 
-    old, new, new_kid, envelope, keys = world(body)
-    now = utcnow()
-    trust_list = TrustListVerifier(PinnedKey.of(keys)).verify(envelope, now)
+    old, new, new_kid, listed_now, keys = world(body)
+    trust_list = TrustListVerifier(PinnedKey.of(keys)).verify(
+        listed_now.envelope, from_unix(listed_now.issued_at)
+    )
     trust = GatewayTrust.from_trustlist(trust_list)
     kids = [StatusDocument.parse(d).kid for d in (old, new)]
     assert kids[0] != kids[1] == new_kid
     for document in (old, new):
-        claims: StatusClaims = verify_code_status(document, trust, now)
+        claims: StatusClaims = verify_code_status(document, trust, signed_at(document))
         assert claims.status == "valid"
 
 
