@@ -347,3 +347,35 @@ def test_the_partner_command_asks_and_verifies(world, codes, pki, capsys, tmp_pa
     assert ran[0][1]["colour"] == "green" and ran[0][1]["status_document"].count(".") == 2
     assert bad == 1 and err.strip().startswith("trustgw: MALFORMED: ")
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.doc("partners.md §10.1", 'verifying.md "Algorithms"')
+def test_a_deployment_that_signs_with_sm2_answers_with_sm2(tmp_path, simulator, codes) -> None:
+    """``--gateway-algorithm SM2``: the status document's ``alg`` is SM2 (the attest key's), and
+    it verifies with the published SM2 key (over a plaintext development server)."""
+    pytest.importorskip("tongsuopy", reason="SM2 needs the tongsuopy wheel (docs/crypto.md)")
+    from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
+    from gateway.api.v1 import registry_pb2_grpc as rpb_grpc
+    from gateway.demo import prepare
+    from keys.crypto import Algorithm
+
+    data_dir = tmp_path / "sm2"
+    data_dir.mkdir()
+    run(prepare(data_dir, simulator, NOW, gateway_algorithm=Algorithm.SM2))
+    make = codes(CONVERT.code, NOW)
+
+    async def scenario() -> Any:
+        async with serving(data_dir) as (_, port):
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                recognition = pb_grpc.RecognitionServiceStub(channel)
+                answer = await recognition.Recognise(pb.RecogniseRequest(code=make()), timeout=10)
+                partner = rpb_grpc.PartnerServiceStub(channel)
+                request = rpb.GetCodeStatusRequest(code=answer.converted.code, nonce=NONCE)
+                response = await partner.GetCodeStatus(request, timeout=10)
+                keys = await recognition.GetGatewayKeys(pb.GetGatewayKeysRequest(), timeout=10)
+                return response.status_document, trust_from_proto(keys)
+
+    document, trust = run(scenario())
+    assert StatusDocument.parse(document).alg is Algorithm.SM2
+    claims = verify_code_status(document, trust, signed_at(document), nonce=NONCE)
+    assert (claims.status, claims.colour) == ("valid", "green")
