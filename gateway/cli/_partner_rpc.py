@@ -302,7 +302,7 @@ def register(tsub: Any) -> None:
     p.add_argument(
         "--nonce",
         type=text_type(64),
-        help="16-64 base64url characters (default: a fresh random one)",
+        help="16-32 base64url characters (default: a fresh random one)",
     )
     p.add_argument(
         "code",
