@@ -213,6 +213,38 @@ def test_a_revocation_of_the_source_shows_at_the_next_call(world, simulator, cod
 
 
 @pytest.mark.doc("partners.md §10.2")
+def test_a_withdrawn_issuing_key_makes_its_home_codes_revoked(world, codes, capsys) -> None:
+    """``keys revoke`` of the gateway's issue key from before the code was signed: the next
+    answers after the reload say "revoked" (docs/operations.md, "Withdrawing a compromised
+    gateway key")."""
+    from gateway.cli import main
+
+    make = codes(CONVERT.code, NOW)
+    data_dir = world.data_dir
+
+    async def body(gateway, c: dict[str, Client]) -> Any:
+        converted = (await home_code(c["verifier"], make())).converted
+        before = await ask(c["partner"], code_id=converted.code_id)
+        compromised = str(int(NOW.timestamp()) - 3600)  # before the code was signed
+        args = ["keys", "revoke", "--data-dir", str(data_dir), "--role", "issue",
+                "--kid", converted.key_id, "--compromised-at", compromised]  # fmt: skip
+        assert await asyncio.to_thread(main, args) == 0, capsys.readouterr().err
+
+        async def revoked() -> str | None:
+            document = await ask(c["partner"], code_id=converted.code_id)
+            status = json.loads(StatusDocument.parse(document).payload)["status"]
+            return document if status == "revoked" else None
+
+        after = await eventually(revoked, what="the withdrawal reaches the status call")
+        return before, after, await published(c["partner"])
+
+    before, after, trust = world(body)
+    assert verify_code_status(before, trust, signed_at(before)).status == "valid"
+    claims = verify_code_status(after, trust, signed_at(after))
+    assert (claims.status, claims.max_age) == ("revoked", 3600)
+
+
+@pytest.mark.doc("partners.md §10.2")
 def test_an_expired_home_code_answers_expired(world, codes) -> None:
     make = codes(CONVERT.code, NOW)
 
