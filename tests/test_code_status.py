@@ -37,7 +37,8 @@ from keys.trustlist import PinnedKey, TrustListVerifier
 
 pytestmark = pytest.mark.integration  # a real server (tests/support/tiers.py)
 
-CONVERT = next(s for s in REGION_SPECS if s.mode is Mode.CONVERT)
+CONVERT = next(s for s in REGION_SPECS if s.code == "230000")  # Heilongjiang: offline, SM2
+assert CONVERT.mode is Mode.CONVERT
 NONCE = "bm9uY2Utbm9uY2Utbm9uY2U"
 HOUR = timedelta(hours=1)
 
