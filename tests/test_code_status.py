@@ -31,6 +31,7 @@ from gateway.tokens import GatewayTrust
 from keys.crypto import b64url_decode
 from keys.errors import GatewayError
 from keys.model import Mode
+from keys.pseudonym import holder_hash
 from keys.statusdoc import StatusClaims, StatusDocument
 from keys.timeutil import from_unix
 from keys.trustlist import PinnedKey, TrustListVerifier
@@ -41,6 +42,7 @@ CONVERT = next(s for s in REGION_SPECS if s.code == "230000")  # Heilongjiang: o
 assert CONVERT.mode is Mode.CONVERT
 NONCE = "bm9uY2Utbm9uY2Utbm9uY2U"
 HOUR = timedelta(hours=1)
+HOLDER = ("23010219900307001X", "Wang Wei")  # a holder ID number and name of the source code
 
 
 def reason_of(call: Any) -> str:
@@ -115,7 +117,7 @@ def test_a_partner_gets_a_signed_valid_answer_by_code_and_by_code_id(world, code
     make = codes(CONVERT.code, NOW)
 
     async def body(gateway, c: dict[str, Client]) -> Any:
-        converted = (await home_code(c["verifier"], make())).converted
+        converted = (await home_code(c["verifier"], make(holder=HOLDER))).converted
         by_code = await ask(c["partner"], code=converted.code)
         by_id = await ask(c["other"], code_id=converted.code_id, nonce=NONCE + "x")
         return converted, by_code, by_id, await published(c["partner"])
@@ -138,6 +140,10 @@ def test_a_partner_gets_a_signed_valid_answer_by_code_and_by_code_id(world, code
     payload = json.loads(StatusDocument.parse(by_code).payload)
     holder = json.loads(b64url_decode(converted.code[4:].split(".")[0]))["holder"]
     assert holder.startswith("h1-") and holder not in json.dumps(payload)
+    for document in (by_code, by_id):
+        text = StatusDocument.parse(document).payload.decode()
+        for personal in (HOLDER[0], HOLDER[1], holder_hash(CONVERT.code, HOLDER[0])):
+            assert personal not in text  # no identifier, nor its unkeyed hash
     header = json.loads(b64url_decode(by_code.split(".")[0]))
     assert header["typ"] == "trustgw-status+jwt" and header["alg"] == "EdDSA"
     # The answer is the other question's for no other nonce or code id.
