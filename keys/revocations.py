@@ -8,41 +8,287 @@ A holder revocation names a person (by keyed pseudonym): from its effective time
 holder's codes *issued before* that time are refused (their status was
 overtaken, e.g. the holder turned red); codes issued afterwards carry the new status and are
 judged on their own.
+
+**Packed, so that the index stays small with millions of entries.** A province's registry holds
+millions of revoked codes and holders; as Python strings in a dict that is well over 100 bytes
+each. Here each region's entries are one sorted table of fixed-width digests in three flat
+arrays (:class:`PackedTable`): a 96-bit BLAKE2b digest of the keyed value (64 + 32 bits) and
+the index of its effective time in a small palette of distinct times (a batch has one time), 14
+bytes an entry. A lookup is a binary search (``bisect`` on the array, in C). Two different keyed
+values share a digest with probability about 2^-96 per pair: a false match would refuse a
+good code; for a million entries it is ~10^-23 per lookup, far below any other failure.
+
+**Changes apply incrementally.** :meth:`RevocationIndex.with_rows` returns a new index with the
+rows of a change (a revocation batch read from the store) in a small overlay dictionary beside
+the packed tables, which are shared, not copied; once the overlay holds more than
+:data:`MERGE_AT` entries, :meth:`RevocationIndex.merged` folds it into new tables of the
+regions it touches (the caller runs that off the event loop, keys.registry). An index is never
+changed after construction: readers keep whichever one they hold.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable
+import hashlib
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 
 from keys.errors import CodeRevokedError
 from keys.records import CodeRevocation, HolderRevocation
-from keys.timeutil import to_iso
+from keys.timeutil import from_unix, to_iso, to_unix
+
+DIGEST_BYTES = 12  # 96 bits: the 64-bit sort key and a 32-bit check
+MERGE_AT = 50_000  # overlay entries above which the overlay is folded into the tables
+_LO_MASK = (1 << 32) - 1
+_TIME_BITS = 34  # effective times are seconds since 1970, 2000 to 2200: below 2**34
+_TIME_MASK = (1 << _TIME_BITS) - 1
+
+#: One row of a revocation table as the store reads it: region, keyed value, unix seconds.
+Row = tuple[str, str, int]
+
+
+def digest(value: str) -> int:
+    """The 96-bit digest under which a code key or holder pseudonym is indexed."""
+    raw = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=DIGEST_BYTES)
+    return int.from_bytes(raw.digest(), "big")
+
+
+def _clamp(seconds: int) -> int:
+    return min(max(int(seconds), 0), _TIME_MASK)
+
+
+class PackedTable:
+    """One region's revocations of one kind: sorted digests and their effective times.
+
+    ``hi`` (64-bit) and ``lo`` (32-bit) are the digest, sorted by (digest, time); ``at`` is
+    the index of the entry's time in ``times`` (ascending unix seconds). A code appears once
+    (its earliest time); a holder once per distinct time.
+    """
+
+    __slots__ = ("at", "hi", "lo", "times")
+
+    def __init__(self, hi: array[int], lo: array[int], at: array[int], times: tuple[int, ...]):
+        if not len(hi) == len(lo) == len(at):
+            raise ValueError("a packed table's arrays have one length")
+        self.hi = hi
+        self.lo = lo
+        self.at = at
+        self.times = times
+
+    @classmethod
+    def pack(cls, keyed: list[int], unique: bool) -> PackedTable:
+        """A table from ``(digest << 34) | seconds`` values (any order; the list is sorted in
+        place). ``unique``: keep only the earliest time of each digest (codes)."""
+        keyed.sort()
+        kept: list[int] = []
+        last = -1
+        for value in keyed:
+            d = value >> _TIME_BITS
+            if d == last and (unique or value == kept[-1]):
+                continue
+            kept.append(value)
+            last = d
+        times = tuple(sorted({v & _TIME_MASK for v in kept}))
+        where = {t: i for i, t in enumerate(times)}
+        hi = array("Q", [v >> (_TIME_BITS + 32) for v in kept])
+        lo = array("I", [(v >> _TIME_BITS) & _LO_MASK for v in kept])
+        at = array("H" if len(times) <= 1 << 16 else "I", [where[v & _TIME_MASK] for v in kept])
+        return cls(hi, lo, at, times)
+
+    def __len__(self) -> int:
+        return len(self.hi)
+
+    def nbytes(self) -> int:
+        """The bytes the table's arrays take."""
+        return sum(a.itemsize * len(a) for a in (self.hi, self.lo, self.at)) + 8 * len(self.times)
+
+    def times_of(self, d: int) -> list[int]:
+        """The effective times (ascending unix seconds) stored for digest ``d``."""
+        h, lo = d >> 32, d & _LO_MASK
+        his = self.hi
+        i = bisect.bisect_left(his, h)
+        found: list[int] = []
+        n = len(his)
+        while i < n and his[i] == h:
+            if self.lo[i] == lo:
+                found.append(self.times[self.at[i]])
+            i += 1
+        return found
+
+    def keyed(self) -> Iterator[int]:
+        """Every entry as ``(digest << 34) | seconds`` (what :meth:`pack` takes)."""
+        times = self.times
+        for h, lo, a in zip(self.hi, self.lo, self.at, strict=True):
+            yield (((h << 32) | lo) << _TIME_BITS) | times[a]
+
+
+class RevocationRows:
+    """Revocation rows as the store streams them (codes, then holders), grouped by region and
+    packed a region at a time (:meth:`keys.store.StoreFacade.read_registry_changes` feeds it).
+
+    Rows arriving ordered by region (a full read) are packed as each region ends, so only one
+    region's rows are ever held unpacked."""
+
+    def __init__(self) -> None:
+        self.codes: dict[str, list[int]] = {}
+        self.holders: dict[str, list[int]] = {}
+        self.code_tables: dict[str, PackedTable] = {}
+        self.holder_tables: dict[str, PackedTable] = {}
+        self.count = 0
+        self._open: tuple[str, str] | None = None  # (kind, region) being streamed
+
+    def add_codes(self, rows: Iterable[Row]) -> None:
+        """Code revocations: (region, code key, effective unix seconds)."""
+        self._add("codes", self.codes, rows)
+
+    def add_holders(self, rows: Iterable[Row]) -> None:
+        """Holder revocations: (region, pseudonym, effective unix seconds)."""
+        self._add("holders", self.holders, rows)
+
+    def _add(self, kind: str, into: dict[str, list[int]], rows: Iterable[Row]) -> None:
+        for region, value, seconds in rows:
+            if self._open != (kind, region):
+                self._close_region()
+                self._open = (kind, region)
+            keyed = into.get(region)
+            if keyed is None:
+                keyed = into[region] = []
+            keyed.append((digest(value) << _TIME_BITS) | _clamp(seconds))
+            self.count += 1
+
+    def _close_region(self) -> None:
+        """Pack the region just streamed if it has enough rows to be worth a table."""
+        if self._open is None:
+            return
+        kind, region = self._open
+        self._open = None
+        into, tables = (
+            (self.codes, self.code_tables) if kind == "codes" else (self.holders, self.holder_tables)
+        )
+        keyed = into.get(region)
+        if keyed is not None and len(keyed) >= MERGE_AT and region not in tables:
+            tables[region] = PackedTable.pack(into.pop(region), unique=kind == "codes")
+
+    def finish(self) -> RevocationRows:
+        """Pack the last region streamed; returns self."""
+        self._close_region()
+        return self
+
+
+def _merge_overlay(
+    overlay: Mapping[tuple[str, int], tuple[int, ...]], region: str, keyed: list[int]
+) -> None:
+    for (r, d), times in overlay.items():
+        if r == region:
+            keyed.extend((d << _TIME_BITS) | t for t in times)
 
 
 class RevocationIndex:
-    """Immutable after construction; every question is one or two dict lookups."""
+    """Immutable after construction; every question is a dict lookup and a binary search."""
 
-    __slots__ = ("_code_regions", "_codes", "_holders")
+    __slots__ = (
+        "_code_regions",
+        "_codes",
+        "_count",
+        "_holder_regions",
+        "_holders",
+        "_ocodes",
+        "_oholders",
+    )
 
     def __init__(
         self, codes: Iterable[CodeRevocation] = (), holders: Iterable[HolderRevocation] = ()
     ) -> None:
-        by_code: dict[tuple[str, str], datetime] = {}
-        for c in codes:
-            key = (c.region, c.code_key)
-            if key not in by_code or c.effective_at < by_code[key]:
-                by_code[key] = c.effective_at
-        by_holder: dict[tuple[str, str], list[datetime]] = {}
-        for h in holders:
-            by_holder.setdefault((h.region, h.holder), []).append(h.effective_at)
-        self._codes = by_code
-        self._code_regions = frozenset(region for region, _ in by_code)
-        self._holders = {k: tuple(sorted(set(v))) for k, v in by_holder.items()}
+        rows = RevocationRows()
+        rows.add_codes((c.region, c.code_key, to_unix(c.effective_at)) for c in codes)
+        rows.add_holders((h.region, h.holder, to_unix(h.effective_at)) for h in holders)
+        empty = _empty_parts()
+        self._set(*_apply(empty, rows.finish(), pack_all=True))
+
+    def _set(
+        self,
+        codes: dict[str, PackedTable],
+        holders: dict[str, PackedTable],
+        ocodes: dict[tuple[str, int], tuple[int, ...]],
+        oholders: dict[tuple[str, int], tuple[int, ...]],
+    ) -> None:
+        self._codes = codes
+        self._holders = holders
+        self._ocodes = ocodes
+        self._oholders = oholders
+        self._code_regions = frozenset(codes) | {r for r, _ in ocodes}
+        self._holder_regions = frozenset(holders) | {r for r, _ in oholders}
+        self._count = (
+            sum(map(len, codes.values()))
+            + sum(map(len, holders.values()))
+            + len(ocodes)
+            + sum(map(len, oholders.values()))
+        )
+
+    @classmethod
+    def _make(cls, parts: _Parts) -> RevocationIndex:
+        index = cls.__new__(cls)
+        index._set(*parts)
+        return index
+
+    @classmethod
+    def from_rows(cls, rows: RevocationRows) -> RevocationIndex:
+        """The index of a full read (every region packed)."""
+        return cls._make(_apply(_empty_parts(), rows.finish(), pack_all=True))
+
+    def with_rows(self, rows: RevocationRows) -> RevocationIndex:
+        """This index plus a change's rows, in the overlay (the tables are shared)."""
+        if not rows.count:
+            return self
+        return self._make(_apply(self._parts(), rows.finish(), pack_all=False))
+
+    @property
+    def overlay_size(self) -> int:
+        """Entries held in the overlay, outside the packed tables."""
+        return len(self._ocodes) + len(self._oholders)
+
+    def merged(self) -> RevocationIndex:
+        """The same revocations with the overlay folded into new tables of the regions it
+        touches (the others are shared). CPU-bound: run it off the event loop."""
+        if not self.overlay_size:
+            return self
+        codes, holders = dict(self._codes), dict(self._holders)
+        for tables, overlay, unique in (
+            (codes, self._ocodes, True),
+            (holders, self._oholders, False),
+        ):
+            for region in sorted({r for r, _ in overlay}):
+                table = tables.get(region)
+                keyed = list(table.keyed()) if table is not None else []
+                _merge_overlay(overlay, region, keyed)
+                tables[region] = PackedTable.pack(keyed, unique=unique)
+        return self._make((codes, holders, {}, {}))
+
+    def _parts(self) -> _Parts:
+        return self._codes, self._holders, self._ocodes, self._oholders
 
     def __len__(self) -> int:
-        return len(self._codes) + sum(len(v) for v in self._holders.values())
+        return self._count
+
+    def nbytes(self) -> int:
+        """The bytes of the packed tables (the overlay not counted)."""
+        return sum(t.nbytes() for t in (*self._codes.values(), *self._holders.values()))
+
+    def _times(
+        self,
+        tables: Mapping[str, PackedTable],
+        overlay: Mapping[tuple[str, int], tuple[int, ...]],
+        region: str,
+        value: str,
+    ) -> list[int]:
+        d = digest(value)
+        table = tables.get(region)
+        found = table.times_of(d) if table is not None else []
+        extra = overlay.get((region, d)) if overlay else None
+        if extra:
+            found = sorted({*found, *extra})
+        return found
 
     def code_revoked_at(
         self, region: str, code_id: str, now: datetime, code_key: Callable[[str, str], str]
@@ -53,19 +299,23 @@ class RevocationIndex:
         region has revoked codes."""
         if region not in self._code_regions:
             return None
-        at = self._codes.get((region, code_key(region, code_id)))
-        return at if at is not None and at <= now else None
+        times = self._times(self._codes, self._ocodes, region, code_key(region, code_id))
+        if times and times[0] <= now.timestamp():
+            return from_unix(times[0])
+        return None
 
     def holder_revoked_at(
         self, region: str, holder: str, issued_at: datetime, now: datetime
     ) -> datetime | None:
         """The latest holder revocation in force at ``now`` that postdates ``issued_at``."""
-        times = self._holders.get((region, holder))
+        if region not in self._holder_regions:
+            return None
+        times = self._times(self._holders, self._oholders, region, holder)
         if not times:
             return None
-        index = bisect.bisect_right(times, now) - 1
-        if index >= 0 and issued_at < times[index]:
-            return times[index]
+        index = bisect.bisect_right(times, now.timestamp()) - 1
+        if index >= 0 and issued_at.timestamp() < times[index]:
+            return from_unix(times[index])
         return None
 
     def check(
@@ -89,6 +339,57 @@ class RevocationIndex:
                 f"region {region} revoked the holder's codes issued before {to_iso(at)}",
                 region=region,
             )
+
+
+_Overlay = dict[tuple[str, int], tuple[int, ...]]
+_Parts = tuple[dict[str, PackedTable], dict[str, PackedTable], _Overlay, _Overlay]
+
+
+def _empty_parts() -> _Parts:
+    return {}, {}, {}, {}
+
+
+def _apply(parts: _Parts, rows: RevocationRows, *, pack_all: bool) -> _Parts:
+    """``parts`` plus ``rows``: the rows' packed tables taken over, the rest packed too
+    (``pack_all``) or put into a copy of the overlay."""
+    codes, holders, ocodes, oholders = parts
+    codes, ocodes = _apply_kind(codes, ocodes, rows.codes, rows.code_tables, True, pack_all)
+    holders, oholders = _apply_kind(
+        holders, oholders, rows.holders, rows.holder_tables, False, pack_all
+    )
+    return codes, holders, ocodes, oholders
+
+
+def _apply_kind(
+    tables: dict[str, PackedTable],
+    overlay: _Overlay,
+    loose: dict[str, list[int]],
+    packed: dict[str, PackedTable],
+    unique: bool,
+    pack_all: bool,
+) -> tuple[dict[str, PackedTable], _Overlay]:
+    tables, overlay = dict(tables), dict(overlay)
+    for region, table in packed.items():
+        if region in tables:  # a change as large as a table: fold it in like the overlay
+            loose.setdefault(region, []).extend(table.keyed())
+        else:
+            tables[region] = table
+    for region, keyed in loose.items():
+        if pack_all:
+            if region in tables:
+                keyed.extend(tables[region].keyed())
+            tables[region] = PackedTable.pack(keyed, unique=unique)
+            continue
+        for value in keyed:
+            key = (region, value >> _TIME_BITS)
+            t = value & _TIME_MASK
+            before = overlay.get(key, ())
+            if unique:
+                if not before or t < before[0]:
+                    overlay[key] = (t,)
+            elif t not in before:
+                overlay[key] = tuple(sorted((*before, t)))
+    return tables, overlay
 
 
 EMPTY_INDEX = RevocationIndex()
