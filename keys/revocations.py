@@ -32,11 +32,11 @@ import bisect
 import hashlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 
 from keys.errors import CodeRevokedError
 from keys.records import CodeRevocation, HolderRevocation
-from keys.timeutil import from_unix, to_iso, to_unix
+from keys.timeutil import to_iso, to_unix
 
 DIGEST_BYTES = 12  # 96 bits: the 64-bit sort key and a 32-bit check
 MERGE_AT = 50_000  # overlay entries above which the overlay is folded into the tables
@@ -52,6 +52,10 @@ def digest(value: str) -> int:
     """The 96-bit digest under which a code key or holder pseudonym is indexed."""
     raw = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=DIGEST_BYTES)
     return int.from_bytes(raw.digest(), "big")
+
+
+def _time(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def _clamp(seconds: int) -> int:
@@ -163,9 +167,10 @@ class RevocationRows:
             return
         kind, region = self._open
         self._open = None
-        into, tables = (
-            (self.codes, self.code_tables) if kind == "codes" else (self.holders, self.holder_tables)
-        )
+        if kind == "codes":
+            into, tables = self.codes, self.code_tables
+        else:
+            into, tables = self.holders, self.holder_tables
         keyed = into.get(region)
         if keyed is not None and len(keyed) >= MERGE_AT and region not in tables:
             tables[region] = PackedTable.pack(into.pop(region), unique=kind == "codes")
@@ -269,6 +274,8 @@ class RevocationIndex:
         return self._codes, self._holders, self._ocodes, self._oholders
 
     def __len__(self) -> int:
+        """Entries held: exact once folded; until then a code the overlay revokes again
+        (earlier) is counted in the table and in the overlay."""
         return self._count
 
     def nbytes(self) -> int:
@@ -301,7 +308,7 @@ class RevocationIndex:
             return None
         times = self._times(self._codes, self._ocodes, region, code_key(region, code_id))
         if times and times[0] <= now.timestamp():
-            return from_unix(times[0])
+            return _time(times[0])
         return None
 
     def holder_revoked_at(
@@ -315,7 +322,7 @@ class RevocationIndex:
             return None
         index = bisect.bisect_right(times, now.timestamp()) - 1
         if index >= 0 and issued_at.timestamp() < times[index]:
-            return from_unix(times[index])
+            return _time(times[index])
         return None
 
     def check(

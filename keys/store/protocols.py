@@ -56,8 +56,9 @@ class RegistryData:
 
 
 class RevocationSink(Protocol):
-    """What takes revocation rows streamed from the store (:class:`keys.revocations.RevocationRows`):
-    ``(region, keyed value, effective unix seconds)``, codes before holders."""
+    """What takes revocation rows streamed from the store
+    (:class:`keys.revocations.RevocationRows`): ``(region, keyed value, effective unix
+    seconds)``, codes before holders."""
 
     def add_codes(self, rows: Iterable[tuple[str, str, int]]) -> None:
         """Code revocations: (region, code key, effective seconds)."""
