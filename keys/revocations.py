@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import re
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 
 from keys.errors import CodeRevokedError
+from keys.pseudonym import CODE_KEY_PREFIX, PSEUDONYM_PREFIX
 from keys.records import CodeRevocation, HolderRevocation
 from keys.timeutil import to_iso, to_unix
 
@@ -48,18 +50,27 @@ _TIME_MASK = (1 << _TIME_BITS) - 1
 Row = tuple[str, str, int]
 
 
+# Code keys and pseudonyms are a prefix and 32 base32 symbols (keys.pseudonym): their digest is
+# the first 19 symbols (95 of the 160 bits), read in the symbols' byte order, so that rows the
+# store reads ordered by value arrive ordered by digest and pack without a sort (RevocationRows).
+_KEYED = re.compile(rf"(?:{CODE_KEY_PREFIX}|{PSEUDONYM_PREFIX})[a-z2-7]{{32}}")
+_TO_DIGITS = bytes.maketrans(
+    b"234567abcdefghijklmnopqrstuvwxyz", b"0123456789abcdefghijklmnopqrstuv"
+)
+
+
 def digest(value: str) -> int:
-    """The 96-bit digest under which a code key or holder pseudonym is indexed."""
+    """The 95- or 96-bit digest under which a code key or holder pseudonym is indexed: the
+    leading 95 bits of a keyed value of today's form (order-preserving), else 96 bits of
+    BLAKE2b."""
+    if len(value) == 35 and _KEYED.fullmatch(value):
+        return int(value.encode("ascii")[3:22].translate(_TO_DIGITS), 32)
     raw = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=DIGEST_BYTES)
     return int.from_bytes(raw.digest(), "big")
 
 
 def _time(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
-
-
-def _clamp(seconds: int) -> int:
-    return min(max(int(seconds), 0), _TIME_MASK)
 
 
 class PackedTable:
@@ -118,6 +129,8 @@ class PackedTable:
             if self.lo[i] == lo:
                 found.append(self.times[self.at[i]])
             i += 1
+        if len(found) > 1:
+            found.sort()
         return found
 
     def keyed(self) -> Iterator[int]:
@@ -127,53 +140,100 @@ class PackedTable:
             yield (((h << 32) | lo) << _TIME_BITS) | times[a]
 
 
-class RevocationRows:
-    """Revocation rows as the store streams them (codes, then holders), grouped by region and
-    packed a region at a time (:meth:`keys.store.StoreFacade.read_registry_changes` feeds it).
+class _TableBuilder:
+    """One region's rows of one kind, appended to flat arrays as they stream in; a table
+    without a sort when they arrive ordered by digest (a full read), sorted at the end if not."""
 
-    Rows arriving ordered by region (a full read) are packed as each region ends, so only one
-    region's rows are ever held unpacked."""
+    __slots__ = ("at", "hi", "last", "lo", "ordered", "palette", "unique")
+
+    def __init__(self, unique: bool) -> None:
+        self.hi: array[int] = array("Q")
+        self.lo: array[int] = array("I")
+        self.at: array[int] = array("I")
+        self.palette: dict[int, int] = {}  # time -> its index in the table's times
+        self.last = -1
+        self.ordered = True
+        self.unique = unique
+
+    def add(self, d: int, seconds: int) -> None:
+        ix = self.palette.get(seconds)
+        if ix is None:
+            ix = self.palette[seconds] = len(self.palette)
+        if d < self.last:
+            self.ordered = False
+        elif d == self.last and self.ordered:
+            if self.unique:  # the same code again, in order: keep its earliest time
+                times = list(self.palette)
+                if seconds < times[self.at[-1]]:
+                    self.at[-1] = ix
+                return
+            i, h, lo = len(self.hi) - 1, d >> 32, d & _LO_MASK
+            while i >= 0 and self.hi[i] == h and self.lo[i] == lo:  # a holder: once per time
+                if self.at[i] == ix:
+                    return
+                i -= 1
+        self.last = max(self.last, d)
+        self.hi.append(d >> 32)
+        self.lo.append(d & _LO_MASK)
+        self.at.append(ix)
+
+    def __len__(self) -> int:
+        return len(self.hi)
+
+    def finish(self) -> PackedTable:
+        times = tuple(self.palette)
+        table = PackedTable(self.hi, self.lo, self.at, times)
+        if not self.ordered:
+            return PackedTable.pack(list(table.keyed()), unique=self.unique)
+        if len(times) <= 1 << 16:
+            table.at = array("H", self.at)
+        return table
+
+
+class RevocationRows:
+    """Revocation rows as the store streams them (codes, then holders), packed into one table
+    per region and kind as they arrive (:meth:`keys.store.StoreFacade.read_registry_changes`
+    feeds it): a full read, ordered by region and value, is never held as Python objects."""
 
     def __init__(self) -> None:
-        self.codes: dict[str, list[int]] = {}
-        self.holders: dict[str, list[int]] = {}
         self.code_tables: dict[str, PackedTable] = {}
         self.holder_tables: dict[str, PackedTable] = {}
         self.count = 0
         self._open: tuple[str, str] | None = None  # (kind, region) being streamed
+        self._builder: _TableBuilder | None = None
 
     def add_codes(self, rows: Iterable[Row]) -> None:
         """Code revocations: (region, code key, effective unix seconds)."""
-        self._add("codes", self.codes, rows)
+        self._add("codes", rows)
 
     def add_holders(self, rows: Iterable[Row]) -> None:
         """Holder revocations: (region, pseudonym, effective unix seconds)."""
-        self._add("holders", self.holders, rows)
+        self._add("holders", rows)
 
-    def _add(self, kind: str, into: dict[str, list[int]], rows: Iterable[Row]) -> None:
+    def _add(self, kind: str, rows: Iterable[Row]) -> None:
+        builder = self._builder
+        n = 0
         for region, value, seconds in rows:
-            if self._open != (kind, region):
+            if builder is None or self._open != (kind, region):
                 self._close_region()
                 self._open = (kind, region)
-            keyed = into.get(region)
-            if keyed is None:
-                keyed = into[region] = []
-            keyed.append((digest(value) << _TIME_BITS) | _clamp(seconds))
-            self.count += 1
+                builder = self._builder = _TableBuilder(unique=kind == "codes")
+            builder.add(digest(value), min(max(seconds, 0), _TIME_MASK))
+            n += 1
+        self.count += n
 
     def _close_region(self) -> None:
-        """Pack the region just streamed if it has enough rows to be worth a table."""
-        if self._open is None:
+        builder, self._builder = self._builder, None
+        if builder is None or self._open is None:
             return
         kind, region = self._open
         self._open = None
-        if kind == "codes":
-            into, tables = self.codes, self.code_tables
-        else:
-            into, tables = self.holders, self.holder_tables
-        keyed = into.get(region)
-        if keyed is not None and len(keyed) >= MERGE_AT and region not in tables:
-            tables[region] = PackedTable.pack(into.pop(region), unique=kind == "codes")
+        tables = self.code_tables if kind == "codes" else self.holder_tables
+        table = builder.finish()
+        before = tables.get(region)
+        if before is not None:  # the region's rows came in two runs (a read by batch)
+            table = PackedTable.pack([*before.keyed(), *table.keyed()], unique=kind == "codes")
+        tables[region] = table
 
     def finish(self) -> RevocationRows:
         """Pack the last region streamed; returns self."""
@@ -357,45 +417,43 @@ def _empty_parts() -> _Parts:
 
 
 def _apply(parts: _Parts, rows: RevocationRows, *, pack_all: bool) -> _Parts:
-    """``parts`` plus ``rows``: the rows' packed tables taken over, the rest packed too
-    (``pack_all``) or put into a copy of the overlay."""
+    """``parts`` plus ``rows``: the rows' tables taken over (``pack_all``, or a region as
+    large as :data:`MERGE_AT`: folded into the region's table), the rest into a copy of the
+    overlay."""
     codes, holders, ocodes, oholders = parts
-    codes, ocodes = _apply_kind(codes, ocodes, rows.codes, rows.code_tables, True, pack_all)
-    holders, oholders = _apply_kind(
-        holders, oholders, rows.holders, rows.holder_tables, False, pack_all
-    )
+    codes, ocodes = _apply_kind(codes, ocodes, rows.code_tables, True, pack_all)
+    holders, oholders = _apply_kind(holders, oholders, rows.holder_tables, False, pack_all)
     return codes, holders, ocodes, oholders
 
 
 def _apply_kind(
     tables: dict[str, PackedTable],
     overlay: _Overlay,
-    loose: dict[str, list[int]],
-    packed: dict[str, PackedTable],
+    changed: dict[str, PackedTable],
     unique: bool,
     pack_all: bool,
 ) -> tuple[dict[str, PackedTable], _Overlay]:
     tables, overlay = dict(tables), dict(overlay)
-    for region, table in packed.items():
-        if region in tables:  # a change as large as a table: fold it in like the overlay
-            loose.setdefault(region, []).extend(table.keyed())
-        else:
+    for region, table in changed.items():
+        before = tables.get(region)
+        if before is None and (pack_all or len(table) >= MERGE_AT):
             tables[region] = table
-    for region, keyed in loose.items():
-        if pack_all:
-            if region in tables:
-                keyed.extend(tables[region].keyed())
+            continue
+        if before is not None and (pack_all or len(table) >= MERGE_AT):
+            keyed = [*before.keyed(), *table.keyed()]
+            _merge_overlay(overlay, region, keyed)
+            overlay = {k: v for k, v in overlay.items() if k[0] != region}
             tables[region] = PackedTable.pack(keyed, unique=unique)
             continue
-        for value in keyed:
+        for value in table.keyed():
             key = (region, value >> _TIME_BITS)
             t = value & _TIME_MASK
-            before = overlay.get(key, ())
+            held = overlay.get(key, ())
             if unique:
-                if not before or t < before[0]:
+                if not held or t < held[0]:
                     overlay[key] = (t,)
-            elif t not in before:
-                overlay[key] = tuple(sorted((*before, t)))
+            elif t not in held:
+                overlay[key] = tuple(sorted((*held, t)))
     return tables, overlay
 
 

@@ -11,6 +11,7 @@ several times, values that are not pseudonyms at all.
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,12 +21,17 @@ from hypothesis import strategies as st
 from keys import revocations
 from keys.errors import CodeRevokedError
 from keys.records import CodeRevocation, HolderRevocation
+from keys.pseudonym import Pseudonymiser
 from keys.revocations import PackedTable, RevocationIndex, RevocationRows
 from keys.timeutil import from_unix, to_unix
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 REGIONS = ("110000", "230000", "330000")
 VALUES = ("c1-aaaa", "c1-bbbb", "h1-cccc", "", "ü-ß", "x" * 200, "\ud800")
+
+
+def same(region: str, code_id: str) -> str:
+    return code_id
 
 
 def code_key(region: str, code_id: str) -> str:
@@ -155,19 +161,31 @@ def test_the_packed_index_agrees_with_a_plain_set(
     assert len(stepped.merged()) == len(whole)
 
 
-def test_a_region_large_enough_is_packed_as_it_streams_and_still_answers() -> None:
-    """A full read packs each region when its rows end (only one region is held unpacked)."""
-    n = revocations.MERGE_AT + 10
+def test_a_full_read_is_packed_as_it_streams_and_still_answers() -> None:
+    """Rows ordered by value (a full read) go straight into the region's arrays, each region
+    packed when its rows end."""
+    n = 20_000
+    keyed = sorted(Pseudonymiser(b"k" * 32).code_key("110000", str(i)) for i in range(n))
     rows = RevocationRows()
-    rows.add_codes(("110000", f"c1-{i}", T0 + i % 7) for i in range(n))
+    rows.add_codes(("110000", key, T0 + i % 7) for i, key in enumerate(keyed))
     rows.add_codes([("230000", "c1-x", T0)])
-    assert "110000" in rows.code_tables and "110000" not in rows.codes
+    assert "110000" in rows.code_tables  # packed once the next region began
     index = RevocationIndex.from_rows(rows)
     assert len(index) == n + 1
-    at = index.code_revoked_at("110000", "c1-5", from_unix(T0 + 100), lambda r, c: c)
-    assert at == from_unix(T0 + 5)
-    assert index.code_revoked_at("110000", f"c1-{n}", from_unix(T0 + 100), lambda r, c: c) is None
+    for i in (0, 5, n - 1):
+        at = index.code_revoked_at("110000", keyed[i], from_unix(T0 + 100), lambda r, c: c)
+        assert at == from_unix(T0 + i % 7)
+    assert index.code_revoked_at("110000", "c1-" + "a" * 32, from_unix(T0 + 9), same) is None
     assert index.nbytes() <= 15 * len(index)  # 14 bytes an entry, and a small time palette
+
+
+@given(st.lists(st.binary(min_size=20, max_size=20), min_size=2, max_size=50))
+def test_the_digest_of_keyed_values_keeps_their_order(macs: list[bytes]) -> None:
+    """So that rows read in the store's order arrive in digest order (no sort at start-up)."""
+    keyed = sorted("h1-" + base64.b32encode(m).decode().lower() for m in macs)
+    digests = [revocations.digest(k) for k in keyed]
+    assert digests == sorted(digests)
+    assert len(set(digests)) == len(set(keyed))  # 96 of 160 random bits: distinct here
 
 
 def test_a_change_shares_the_tables_and_folding_keeps_every_answer() -> None:

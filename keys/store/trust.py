@@ -396,7 +396,7 @@ def stream_revocations(conn: Connection, after: int, into: RevocationSink) -> in
     ):
         select = f"SELECT region, {column}, effective_at FROM {table}"  # noqa: S608
         if batches is None:
-            _feed(conn.execute(select + " ORDER BY region"), add)
+            _feed(conn.execute(select + f" ORDER BY region, {column}"), add)
             continue
         for region, batch_id in batches:
             _feed(
