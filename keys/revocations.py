@@ -11,12 +11,17 @@ judged on their own.
 
 **Packed, so that the index stays small with millions of entries.** A province's registry holds
 millions of revoked codes and holders; as Python strings in a dict that is well over 100 bytes
-each. Here each region's entries are one sorted table of fixed-width digests in three flat
-arrays (:class:`PackedTable`): a 96-bit BLAKE2b digest of the keyed value (64 + 32 bits) and
-the index of its effective time in a small palette of distinct times (a batch has one time), 14
-bytes an entry. A lookup is a binary search (``bisect`` on the array, in C). Two different keyed
-values share a digest with probability about 2^-96 per pair: a false match would refuse a
-good code; for a million entries it is ~10^-23 per lookup, far below any other failure.
+each. Here each region's entries are one sorted table of fixed-width digests in flat arrays
+(:class:`PackedTable`): a 75-bit digest of the keyed value (11 bits pick one of 2,048 buckets,
+64 are stored) and the index of its effective time in a small palette of distinct times (a
+batch has one time): 9 bytes an entry. A lookup is a binary search within one bucket
+(``bisect`` on the array, in C). Keyed values are HMAC outputs, so two of them share a digest
+with probability 2^-75 per pair: a false match would refuse a good code; with a million
+entries in one region that is ~3 x 10^-17 per lookup, far below any other failure.
+
+The digest of a code key or pseudonym is its own leading bits, in symbol order: the rows of a
+full read (ordered by value) arrive ordered by digest and go straight into the arrays, without
+a sort and without a Python object per entry (:class:`RevocationRows`).
 
 **Changes apply incrementally.** :meth:`RevocationIndex.with_rows` returns a new index with the
 rows of a change (a revocation batch read from the store) in a small overlay dictionary beside
@@ -40,7 +45,7 @@ from keys.pseudonym import CODE_KEY_PREFIX, PSEUDONYM_PREFIX
 from keys.records import CodeRevocation, HolderRevocation
 from keys.timeutil import to_iso, to_unix
 
-DIGEST_BYTES = 12  # 96 bits: the 64-bit sort key and a 32-bit check
+_BUCKETS = 1 << 11  # a digest's top 11 bits pick its bucket; 64 more bits are stored
 MERGE_AT = 50_000  # overlay entries above which the overlay is folded into the tables
 _LO_MASK = (1 << 32) - 1
 _TIME_BITS = 34  # effective times are seconds since 1970, 2000 to 2200: below 2**34
@@ -51,7 +56,7 @@ Row = tuple[str, str, int]
 
 
 # Code keys and pseudonyms are a prefix and 32 base32 symbols (keys.pseudonym): their digest is
-# the first 19 symbols (95 of the 160 bits), read in the symbols' byte order, so that rows the
+# the first 15 symbols (75 of the 160 bits), read in the symbols' byte order, so that rows the
 # store reads ordered by value arrive ordered by digest and pack without a sort (RevocationRows).
 _KEYED = re.compile(rf"(?:{CODE_KEY_PREFIX}|{PSEUDONYM_PREFIX})[a-z2-7]{{32}}")
 _TO_DIGITS = bytes.maketrans(
@@ -60,33 +65,48 @@ _TO_DIGITS = bytes.maketrans(
 
 
 def digest(value: str) -> int:
-    """The 95- or 96-bit digest under which a code key or holder pseudonym is indexed: the
-    leading 95 bits of a keyed value of today's form (order-preserving), else 96 bits of
-    BLAKE2b."""
+    """The 75-bit digest under which a code key or holder pseudonym is indexed: the leading 75
+    bits of a keyed value of today's form (order-preserving), else of its BLAKE2b digest."""
     if len(value) == 35 and _KEYED.fullmatch(value):
-        return int(value.encode("ascii")[3:22].translate(_TO_DIGITS), 32)
-    raw = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=DIGEST_BYTES)
-    return int.from_bytes(raw.digest(), "big")
+        return int(value.encode("ascii")[3:18].translate(_TO_DIGITS), 32)
+    raw = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=10)
+    return int.from_bytes(raw.digest(), "big") >> 5
 
 
 def _time(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
+def _at_array(indexes: Iterable[int], palette: int) -> array[int]:
+    """The smallest array type for indexes into a palette of ``palette`` times."""
+    code = "B" if palette <= 1 << 8 else "H" if palette <= 1 << 16 else "I"
+    return array(code, indexes)
+
+
 class PackedTable:
     """One region's revocations of one kind: sorted digests and their effective times.
 
-    ``hi`` (64-bit) and ``lo`` (32-bit) are the digest, sorted by (digest, time); ``at`` is
-    the index of the entry's time in ``times`` (ascending unix seconds). A code appears once
-    (its earliest time); a holder once per distinct time.
+    A digest (75 bits) is its bucket (the top 11 bits) and two 32-bit words, ``mid`` and
+    ``lo``; entries are sorted by (digest, time) and ``buckets[b]`` is where bucket ``b``'s
+    entries begin (``buckets[b + 1]`` where they end), so only 8 bytes of each digest are
+    stored. ``at`` is the index of the entry's time in ``times`` (unix seconds). A code
+    appears once (its earliest time); a holder once per distinct time.
     """
 
-    __slots__ = ("at", "hi", "lo", "times")
+    __slots__ = ("at", "buckets", "lo", "mid", "times")
 
-    def __init__(self, hi: array[int], lo: array[int], at: array[int], times: tuple[int, ...]):
-        if not len(hi) == len(lo) == len(at):
+    def __init__(
+        self,
+        buckets: array[int],
+        mid: array[int],
+        lo: array[int],
+        at: array[int],
+        times: tuple[int, ...],
+    ) -> None:
+        if not len(mid) == len(lo) == len(at) or len(buckets) != _BUCKETS + 1:
             raise ValueError("a packed table's arrays have one length")
-        self.hi = hi
+        self.buckets = buckets
+        self.mid = mid
         self.lo = lo
         self.at = at
         self.times = times
@@ -96,36 +116,28 @@ class PackedTable:
         """A table from ``(digest << 34) | seconds`` values (any order; the list is sorted in
         place). ``unique``: keep only the earliest time of each digest (codes)."""
         keyed.sort()
-        kept: list[int] = []
-        last = -1
+        builder = _TableBuilder(unique)
         for value in keyed:
-            d = value >> _TIME_BITS
-            if d == last and (unique or value == kept[-1]):
-                continue
-            kept.append(value)
-            last = d
-        times = tuple(sorted({v & _TIME_MASK for v in kept}))
-        where = {t: i for i, t in enumerate(times)}
-        hi = array("Q", [v >> (_TIME_BITS + 32) for v in kept])
-        lo = array("I", [(v >> _TIME_BITS) & _LO_MASK for v in kept])
-        at = array("H" if len(times) <= 1 << 16 else "I", [where[v & _TIME_MASK] for v in kept])
-        return cls(hi, lo, at, times)
+            builder.add(value >> _TIME_BITS, value & _TIME_MASK)
+        return builder.finish()
 
     def __len__(self) -> int:
-        return len(self.hi)
+        return len(self.mid)
 
     def nbytes(self) -> int:
         """The bytes the table's arrays take."""
-        return sum(a.itemsize * len(a) for a in (self.hi, self.lo, self.at)) + 8 * len(self.times)
+        arrays = (self.buckets, self.mid, self.lo, self.at)
+        return sum(a.itemsize * len(a) for a in arrays) + 8 * len(self.times)
 
     def times_of(self, d: int) -> list[int]:
         """The effective times (ascending unix seconds) stored for digest ``d``."""
-        h, lo = d >> 32, d & _LO_MASK
-        his = self.hi
-        i = bisect.bisect_left(his, h)
+        b = d >> 64
+        m, lo = (d >> 32) & _LO_MASK, d & _LO_MASK
+        mids = self.mid
+        end = self.buckets[b + 1]
+        i = bisect.bisect_left(mids, m, self.buckets[b], end)
         found: list[int] = []
-        n = len(his)
-        while i < n and his[i] == h:
+        while i < end and mids[i] == m:
             if self.lo[i] == lo:
                 found.append(self.times[self.at[i]])
             i += 1
@@ -135,22 +147,38 @@ class PackedTable:
 
     def keyed(self) -> Iterator[int]:
         """Every entry as ``(digest << 34) | seconds`` (what :meth:`pack` takes)."""
-        times = self.times
-        for h, lo, a in zip(self.hi, self.lo, self.at, strict=True):
-            yield (((h << 32) | lo) << _TIME_BITS) | times[a]
+        times, buckets = self.times, self.buckets
+        for b in range(_BUCKETS):
+            top = b << 64
+            for i in range(buckets[b], buckets[b + 1]):
+                yield ((top | (self.mid[i] << 32) | self.lo[i]) << _TIME_BITS) | times[self.at[i]]
 
 
 class _TableBuilder:
     """One region's rows of one kind, appended to flat arrays as they stream in; a table
     without a sort when they arrive ordered by digest (a full read), sorted at the end if not."""
 
-    __slots__ = ("at", "hi", "last", "lo", "ordered", "palette", "unique")
+    __slots__ = (
+        "at",
+        "bucket",
+        "buckets",
+        "last",
+        "lo",
+        "mid",
+        "ordered",
+        "palette",
+        "tops",
+        "unique",
+    )
 
     def __init__(self, unique: bool) -> None:
-        self.hi: array[int] = array("Q")
+        self.buckets: array[int] = array("I", [0])  # filled as the buckets go by
+        self.tops: array[int] = array("H")  # each entry's bucket, for a sort if out of order
+        self.mid: array[int] = array("I")
         self.lo: array[int] = array("I")
         self.at: array[int] = array("I")
         self.palette: dict[int, int] = {}  # time -> its index in the table's times
+        self.bucket = 0  # the bucket being filled
         self.last = -1
         self.ordered = True
         self.unique = unique
@@ -167,27 +195,39 @@ class _TableBuilder:
                 if seconds < times[self.at[-1]]:
                     self.at[-1] = ix
                 return
-            i, h, lo = len(self.hi) - 1, d >> 32, d & _LO_MASK
-            while i >= 0 and self.hi[i] == h and self.lo[i] == lo:  # a holder: once per time
+            i, m, lo = len(self.mid) - 1, (d >> 32) & _LO_MASK, d & _LO_MASK
+            while i >= 0 and self.mid[i] == m and self.lo[i] == lo:  # a holder: once per time
                 if self.at[i] == ix:
                     return
                 i -= 1
-        self.last = max(self.last, d)
-        self.hi.append(d >> 32)
+        if self.ordered:
+            self.last = d
+            b = d >> 64
+            while self.bucket < b:  # buckets before this one end here
+                self.buckets.append(len(self.mid))
+                self.bucket += 1
+        self.tops.append(d >> 64)
+        self.mid.append((d >> 32) & _LO_MASK)
         self.lo.append(d & _LO_MASK)
         self.at.append(ix)
 
     def __len__(self) -> int:
-        return len(self.hi)
+        return len(self.mid)
 
     def finish(self) -> PackedTable:
+        if not self.ordered:  # (the buckets were left behind): sort what came
+            return PackedTable.pack(list(self._keyed()), unique=self.unique)
+        n = len(self.mid)
+        while len(self.buckets) < _BUCKETS + 1:
+            self.buckets.append(n)
         times = tuple(self.palette)
-        table = PackedTable(self.hi, self.lo, self.at, times)
-        if not self.ordered:
-            return PackedTable.pack(list(table.keyed()), unique=self.unique)
-        if len(times) <= 1 << 16:
-            table.at = array("H", self.at)
-        return table
+        return PackedTable(self.buckets, self.mid, self.lo, _at_array(self.at, len(times)), times)
+
+    def _keyed(self) -> Iterator[int]:
+        """The entries as ``(digest << 34) | seconds``, whatever their order (no buckets)."""
+        times = tuple(self.palette)
+        for top, m, lo, a in zip(self.tops, self.mid, self.lo, self.at, strict=True):
+            yield (((top << 64) | (m << 32) | lo) << _TIME_BITS) | times[a]
 
 
 class RevocationRows:
