@@ -118,6 +118,16 @@ class RegistrySnapshot:
         return self._by_region.get(region, _EMPTY)
 
 
+# Revocation changes of more rows than this are applied to the index on a worker thread.
+OFF_LOOP_ROWS = 1000
+
+
+def _updated(index: RevocationIndex, rows: RevocationRows) -> RevocationIndex:
+    """``index`` with ``rows``, folded when the overlay has grown past :data:`MERGE_AT`."""
+    index = index.with_rows(rows)
+    return index.merged() if index.overlay_size > MERGE_AT else index
+
+
 class KeyRegistry:
     """The current :class:`RegistrySnapshot` and the writes that replace it.
 
@@ -161,11 +171,13 @@ class KeyRegistry:
         if previous is None:
             revocations = RevocationIndex.from_rows(rows)
         else:
-            revocations = previous.revocations.with_rows(rows)
-            if revocations.overlay_size > MERGE_AT:
-                # Folding the overlay into the packed tables is CPU work proportional to the
-                # regions it touches: off the event loop, which keeps serving meanwhile.
-                revocations = await asyncio.to_thread(revocations.merged)
+            revocations = previous.revocations
+            if rows.count > OFF_LOOP_ROWS or revocations.overlay_size + rows.count > MERGE_AT:
+                # CPU work in proportion to the change (and, folding the overlay into the packed
+                # tables, to the regions it touches): off the event loop, which keeps serving.
+                revocations = await asyncio.to_thread(_updated, revocations, rows)
+            else:
+                revocations = revocations.with_rows(rows)
         snapshot = RegistrySnapshot.build(
             data.version,
             data.regions,
