@@ -74,6 +74,7 @@ class Stats:
     reasons: collections.Counter[str] = field(default_factory=collections.Counter)
     new_conversions: int = 0
     examples: list[str] = field(default_factory=list)
+    timeline: list[tuple[float, float]] | None = None  # (sent, replied) of every reply, if kept
 
     def reply(self, request: Request, first_pass: bool, data: bytes, t0: float, t1: float) -> None:
         response = pb.RecogniseResponse.FromString(data)
@@ -86,6 +87,8 @@ class Stats:
                     f"{request.request_id}, got {response.reason} for {response.request_id}"
                     f" ({response.message})"
                 )
+        if self.timeline is not None:
+            self.timeline.append((t0, t1))
         if t1 <= self.deadline:
             self.latencies.append(t1 - t0)
             self.by_region.setdefault(request.region, []).append(t1 - t0)
@@ -271,13 +274,14 @@ class Target:
         window: int,
         record: bool = True,
         limit: int | None = None,
+        timeline: list[tuple[float, float]] | None = None,
     ) -> RunResult:
         """Drive ``form`` ("unary" or "stream") for ``duration`` seconds (or until ``limit``
-        requests are out) and measure it."""
+        requests are out) and measure it; ``timeline`` gets (sent, replied) of every reply."""
         cursor = Cursor(requests, limit)
         start = time.perf_counter()
         deadline = start + duration
-        stats = Stats(deadline) if record else None
+        stats = Stats(deadline, timeline=timeline) if record else None
         cpu0, client0 = _proc_cpu(self.pid), time.process_time()
         if form == "unary":
             workers = [
