@@ -88,7 +88,8 @@ async def _drive(a: argparse.Namespace, target: Target, codes: GatewayCodes, pid
         spy.wait(30)
     per_call = result.server_cpu / max(result.rps, 1e-9) * 1e6
     print(
-        f"{a.name} {a.workload} {a.form}: {result.rps:.0f}/s, server cpu {result.server_cpu:.0%}, "
+        f"{a.name} {a.workload} {a.form}: {result.rps:.0f}/s, server cpu {result.server_cpu:.0%} "
+        f"(client {result.client_cpu:.0%}), "
         f"{per_call:.0f} µs per reply, p50 {result.p50_ms:.1f} ms p99 {result.p99_ms:.1f} ms, "
         f"{result.failures} failures, fresh wrapped {result.fresh_wrapped}"
     )
