@@ -136,7 +136,7 @@ class AccessLog:
             0,
             f"{call.method} {status} {reason} {latency_ms:.3f}ms in={call.received} "
             f"out={call.sent} peer={call.peer or '-'}",
-            None,
+            (),  # no arguments: the message is final
             None,
             "write",
             {"access": fields, "call_id": call.request_id},
