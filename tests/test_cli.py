@@ -77,11 +77,16 @@ def test_init_with_a_passphrase_encrypts_keys_at_rest(tmp_path, capsys, monkeypa
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     with sqlite3.connect(data_dir / "trustgw.db") as conn:
         blobs = [bytes(r[0]) for r in conn.execute("SELECT sealed FROM gateway_keyring")]
-    assert len(blobs) == 3
+    assert len(blobs) == 4  # attest, issue, place, trustlist
     assert all(PLAIN_PEM not in blob and blob[:1] == b"\x01" for blob in blobs)
     assert main(["keys", "list", "--data-dir", str(data_dir), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {r["role"] for r in rows if r["owner"] == "gateway"} == {"attest", "issue", "trustlist"}
+    assert {r["role"] for r in rows if r["owner"] == "gateway"} == {
+        "attest",
+        "issue",
+        "place",
+        "trustlist",
+    }
     monkeypatch.setenv("TRUSTGW_PASSPHRASE", "wrong")
     assert main(["keys", "list", "--data-dir", str(data_dir)]) == 1
     assert "passphrase" in capsys.readouterr().err.lower()

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -82,6 +83,13 @@ def test_setup_then_verifier_and_partner_against_a_real_gateway(tmp_path: Path) 
             results["forged-place"] = await script(
                 "verifier.py", *target, *client("verifier"), "--place", forged, show
             )
+            # The partner asks about the home code the convert-mode code became (by its id).
+            home_id = re.search(r"home-province code (SD[0-9a-f]{30})", results["convert"][1])
+            assert home_id is not None, results["convert"][1]
+            results["status"] = await script(
+                "partner.py", *target, *client("partner"), "--out", str(tmp_path / "k2.json"),
+                "--code-status", home_id.group(1),
+            )  # fmt: skip
         return results
 
     results = run(scenario())
@@ -106,6 +114,9 @@ def test_setup_then_verifier_and_partner_against_a_real_gateway(tmp_path: Path) 
     assert "place code verified" in out and f"visit: VISIT_RECORDED (venue {venue['id']})" in out
     code, out, err = results["forged-place"]
     assert code == 2 and "place code does NOT verify" in err
+    code, out, err = results["status"]
+    assert code == 0, err
+    assert ": valid (colour green" in out and "signature verified" in out
 
 
 def test_an_unreachable_gateway_is_exit_2(tmp_path: Path) -> None:

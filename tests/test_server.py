@@ -182,7 +182,7 @@ def test_health_reflection_and_gateway_keys(prepared_dir) -> None:
     assert status == health_pb2.HealthCheckResponse.SERVING
     assert "gateway.api.v1.RecognitionService" in names
     assert "grpc.health.v1.Health" in names
-    assert {k.role for k in keys.keys} == {"attest", "issue", "trustlist"}
+    assert {k.role for k in keys.keys} == {"attest", "issue", "place", "trustlist"}
     assert keys.region == "370000"
 
 

@@ -107,7 +107,7 @@ def test_the_list_holds_every_region_key_and_the_gateway_keys(tmp_path: Path) ->
         (x1,) = listed.keys("110000", "code")[:1]
         assert x1["status"] == "revoked" and x1["revoked_at"] == int(T0.timestamp())
         roles = sorted(k["role"] for k in listed.keys("370000"))
-        assert roles == ["attest", "issue", "trustlist"]
+        assert roles == ["attest", "issue", "place", "trustlist"]
         assert [r["keyset_version"] for r in listed.content["regions"]] == [1, 1]
         assert listed.public_key(listed.keys("120000")[0]) == (
             g.h.registry.snapshot.keys("120000")[0].public_key

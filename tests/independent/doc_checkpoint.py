@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pysmx.SM2 import Verify as sm2_verify
 
-ROLES = ("attest", "issue", "trustlist")
+ROLES = ("attest", "issue", "place", "trustlist")  # verifying.md "The trust file"
 # crypto.md §1.2: SEQUENCE { SEQUENCE { id-ecPublicKey, 1.2.156.10197.1.301 }, BIT STRING 04||X||Y }
 SM2_SPKI_HEAD = bytes.fromhex("3059301306072a8648ce3d020106082a811ccf5501822d03420004")
 SM2_ID = b"1234567812345678"
