@@ -58,8 +58,12 @@ async def _block(
     """(request-path thread CPU, batched-write process CPU) of one block, in seconds."""
     start = time.thread_time()
     for request in requests:
-        result = service._start(request)
-        if not isinstance(result, pb.RecogniseResponse):
+        result: Any = service._start(request)
+        if isinstance(result, tuple):  # waiting for a new conversion's commit
+            request_id, pending, *place = result
+            decision = pending.result() if pending.done else await pending
+            service._respond(request_id, decision, *place)
+        elif not isinstance(result, pb.RecogniseResponse):
             await result
     path = time.thread_time() - start
     start = time.process_time()
