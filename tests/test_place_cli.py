@@ -196,3 +196,22 @@ def test_the_venues_section_runs_as_written(
     assert any(out.startswith("accept: OK") for out in outputs)
     listed = json.loads(outputs[-1])
     assert [(v["id"], v["enabled"]) for v in listed] == [(venue["id"], True)]
+
+
+def test_a_keyring_from_before_place_codes_gets_its_place_key_by_a_rotation(
+    own_data_dir: Path, capsys: Any
+) -> None:
+    """docs/operations.md "Venues and place codes": a keyring made before place codes existed
+    has no place key; ``place add`` says how to add one, and after that rotation it signs."""
+    import sqlite3
+
+    d = str(own_data_dir)
+    with sqlite3.connect(own_data_dir / "trustgw.db") as conn:  # as the keyring of schema 7 was
+        conn.execute("DELETE FROM gateway_keyring WHERE role = 'place'")
+    ran = trustgw(capsys, "place", "add", "--data-dir", d, *ADD)
+    assert (one_line_error(ran), ran.status) == ("CONFIGURATION", 1)
+    assert "trustgw keys rotate --role place --activate-in 0s" in ran.err
+    rotated = trustgw(capsys, "keys", "rotate", "--data-dir", d, "--role", "place",
+                      "--activate-in", "0s")  # fmt: skip
+    assert rotated.status == 0, rotated.err
+    assert add(capsys, own_data_dir)["place_code"].startswith("SDP1:")
