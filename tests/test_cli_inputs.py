@@ -15,7 +15,9 @@ Pins README.md "Running a gateway" and docs/trust-registry.md §13: "Errors prin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -32,6 +34,7 @@ from gateway.cli import _common, _partner_rpc, _store, build_parser
 from gateway.cli import audit as cli_audit
 from gateway.cli import keys as cli_keys
 from gateway.cli import pki as cli_pki
+from gateway.cli import place as cli_place
 from gateway.cli import purge as cli_purge
 from gateway.cli import stock as cli_stock
 from gateway.cli import verify as cli_verify
@@ -99,6 +102,8 @@ TYPE_KINDS: dict[Any, str] = {
     cli_pki.fingerprint_type: "fingerprint",
     _partner_rpc.address_type: "address",
     cli_stock.job_type: "job",
+    cli_place._venue_id: "venue",
+    cli_place._division: "region",  # a district's 6 digits (37xxxx): refused as a region's are
 }
 # Where a path is written rather than read.
 OUTPUTS = {"out", "report", "keep", "out_dir", "receipt_out"}
@@ -167,6 +172,7 @@ class Files:
     trustlist: Path  # trustgw trustlist export
     toml: Path
     csv: Path
+    venue: str  # a venue's id (trustgw place add)
 
     def bad(self, name: str) -> Path:
         return self.root / "bad" / name
@@ -313,7 +319,13 @@ def files(dev_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Files
     )
     assert main([*pt, "code", "--signing-key", str(tools / "s1.key"),
                  "--out", str(tools / "code.txt")]) == 0  # fmt: skip
-    return Files(root, data_dir, jwk, partner_file, trust, trustlist, toml, csv)
+    argv = ["place", "add", "--data-dir", str(data_dir), "--name", "v", "--division", "370102",
+            "--category", "mall", "--json"]  # fmt: skip
+    capsys_free = io.StringIO()
+    with contextlib.redirect_stdout(capsys_free):
+        assert main(argv) == 0
+    venue = json.loads(capsys_free.getvalue())["id"]
+    return Files(root, data_dir, jwk, partner_file, trust, trustlist, toml, csv, venue)
 
 
 def _bad_path(files: Files, name: str) -> str:
@@ -457,6 +469,7 @@ EXTRA: dict[tuple[str, ...], list[str]] = {
     ("partner-tools", "keyset"): ["--region", "110000", "--version", "1"],
     ("partner-tools", "revocations"): ["--code-id", "c0ffee01"],
     ("keys", "revoke"): ["--region", "110000"],  # a partner's key (or --role: the gateway's)
+    ("place", "qr"): ["--format", "png"],  # the baseline's --out (out.json) names no image kind
 }
 
 
@@ -480,6 +493,9 @@ def _valid(words: tuple[str, ...], dest: str, files: Files, tmp: Path) -> str:
         "config": str(files.toml),
         "job": hashlib.sha256((files.root / "stock-job.csv").read_bytes()).hexdigest(),
         "floor": "1",
+        "division": "370102",
+        "category": "mall",
+        "venue": files.venue,
         # keys update: a start K1 may take (narrowing the window it was added with)
         "not_before": to_iso(REAL_NOW),
     }

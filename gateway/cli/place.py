@@ -16,7 +16,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gateway.cli._common import EXIT_OK, add_json, path_type, print_json, print_table, time_type
+from gateway.cli._common import (
+    EXIT_OK,
+    add_json,
+    path_type,
+    print_json,
+    print_table,
+    text_type,
+    time_type,
+)
 from gateway.cli._keys import gateway_keys
 from gateway.cli._store import OPERATOR, add_store_args, open_store
 from keys.errors import ConfigurationError, UsageError
@@ -64,16 +72,6 @@ def _division(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _text(what: str, limit: int, *, required: bool) -> Any:
-    def parse(value: str) -> str:
-        try:
-            return check_venue_text(value, what, limit, required=required)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return parse
-
-
 async def _sign(store: Any, opts: argparse.Namespace, venue_id: str, claims_of: Any) -> Any:
     """(place code, kid) of ``claims_of(venue_id)`` signed with the place key of now."""
     from gateway.places.code import issue_place_code
@@ -94,6 +92,13 @@ async def _sign(store: Any, opts: argparse.Namespace, venue_id: str, claims_of: 
 async def _add(opts: argparse.Namespace) -> Venue:
     from gateway.places.code import PlaceCodeClaims
 
+    try:  # beyond text_type: NFC, and no format characters (a name is printed and signed)
+        opts.name = check_venue_text(opts.name, "name", MAX_NAME_CHARS, required=True)
+        opts.address = check_venue_text(
+            opts.address or "", "address", MAX_ADDRESS_CHARS, required=False
+        )
+    except ValueError as exc:
+        raise UsageError(f"place add: {exc}") from None
     now = opts.at or utcnow()
     async with open_store(opts) as store:
         venue_id = new_venue_id()
@@ -262,9 +267,7 @@ def register(sub: Any) -> None:
 
     p = psub.add_parser("add", help="add a venue and sign its place code")
     add_store_args(p)
-    p.add_argument(
-        "--name", required=True, type=_text("name", MAX_NAME_CHARS, required=True), help="name"
-    )
+    p.add_argument("--name", required=True, type=text_type(MAX_NAME_CHARS), help="the venue's name")
     p.add_argument(
         "--division",
         required=True,
@@ -275,8 +278,7 @@ def register(sub: Any) -> None:
     p.add_argument("--category", required=True, choices=VENUE_CATEGORIES)
     p.add_argument(
         "--address",
-        default="",
-        type=_text("address", MAX_ADDRESS_CHARS, required=False),
+        type=text_type(MAX_ADDRESS_CHARS),
         help="the street address (optional)",
     )
     p.add_argument("--at", type=time_type, help=argparse.SUPPRESS)
