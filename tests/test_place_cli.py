@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from cli_support import one_line_error, trustgw
 from places_support import decode_png, decode_svg
+from support.clock import REAL_NOW
 
 from gateway.pki import DevCA, read_certificate
-from keys.timeutil import utcnow
 
 ADD = ("--name", "银座商城 泉城路店", "--division", "370102", "--category", "mall")
 
@@ -147,7 +147,7 @@ def test_a_refused_place_command_is_one_line(
 
 
 def test_a_tracer_certificate_is_issued_with_its_role(tmp_path: Path, capsys: Any) -> None:
-    ca = DevCA.create(tmp_path / "pki", utcnow())
+    ca = DevCA.create(tmp_path / "pki", REAL_NOW)
     ran = trustgw(capsys, "pki", "issue", "--data-dir", str(tmp_path), "--role", "tracer",
                   "--name", "cdc-jinan", "--json")  # fmt: skip
     assert ran.status == 0, ran.err
