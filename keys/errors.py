@@ -215,6 +215,46 @@ class TrustListConflictError(ForeignDataError):
     default_message = "the trust list contradicts the one already trusted for that version"
 
 
+class CodeUnknownError(ForeignDataError):
+    """The issuing region answered, signed, that it has no such code (online codes)."""
+
+    reason = "CODE_UNKNOWN"
+    grpc_status = "NOT_FOUND"
+    default_message = "the issuing region does not know this code"
+
+
+class PartnerUnavailableError(ForeignDataError):
+    """The region's endpoint is unreachable, failed, unconfigured or its breaker is open."""
+
+    reason = "PARTNER_UNAVAILABLE"
+    grpc_status = "UNAVAILABLE"
+    default_message = "the issuing region's verification endpoint is unavailable"
+
+
+class PartnerTimeoutError(ForeignDataError):
+    """No complete answer from the region's endpoint within the call's deadline."""
+
+    reason = "PARTNER_TIMEOUT"
+    grpc_status = "UNAVAILABLE"
+    default_message = "the issuing region did not answer in time"
+
+
+class PartnerBusyError(ForeignDataError):
+    """Already as many calls in flight to the region as its concurrency allows."""
+
+    reason = "PARTNER_BUSY"
+    grpc_status = "RESOURCE_EXHAUSTED"
+    default_message = "too many calls in flight to the issuing region"
+
+
+class PartnerAnswerInvalidError(ForeignDataError):
+    """The region's answer is not a well-formed, fresh status document for the question."""
+
+    reason = "PARTNER_ANSWER_INVALID"
+    grpc_status = "INVALID_ARGUMENT"
+    default_message = "the issuing region's answer is not acceptable"
+
+
 # --- operator input ------------------------------------------------------------------------
 
 
