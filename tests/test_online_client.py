@@ -48,8 +48,16 @@ class Clock:
         return asyncio.get_running_loop().time() + self.offset
 
 
-def _client(sim: PartnerSim, pki: Pki, endpoint: str, *, client_cert: bool = True,
-            clock: Clock | None = None, revoked: bool = False, **limits: object) -> PartnerClient:  # fmt: skip
+def _client(
+    sim: PartnerSim,
+    pki: Pki,
+    endpoint: str,
+    *,
+    client_cert: bool = True,
+    clock: Clock | None = None,
+    revoked: bool = False,
+    **limits: object,
+) -> PartnerClient:
     settings = PartnerSettings(REGION, endpoint, ca=pki.ca, **limits)  # type: ignore[arg-type]
     online = online_settings(pki, settings, client_cert=client_cert)
     keys = sim_keys(sim, T0, other_revoked_at=T0 - timedelta(hours=1) if revoked else None)
@@ -224,8 +232,15 @@ def test_the_breaker_opens_after_consecutive_failures_probes_after_the_cooldown_
         clock = Clock()
         sim = _sim(fault)
         async with partner_endpoint(sim, pki) as server:
-            client = _client(sim, pki, server.endpoint, clock=clock, retry=False,
-                             breaker_failures=2, breaker_cooldown_s=30.0)  # fmt: skip
+            client = _client(
+                sim,
+                pki,
+                server.endpoint,
+                clock=clock,
+                retry=False,
+                breaker_failures=2,
+                breaker_cooldown_s=30.0,
+            )
             expected = "PARTNER_TIMEOUT" if fault is Fault.HANG else "PARTNER_UNAVAILABLE"
             assert [await _lookup(client), await _lookup(client)] == [expected, expected]
             assert client.breaker.state(clock()) is BreakerState.OPEN
@@ -289,16 +304,29 @@ def test_the_deadline_is_cut_to_a_share_of_the_checkpoints_remaining_time(pki: P
     [
         pytest.param([("fail", 0)], BreakerState.CLOSED, id="one-failure-stays-closed"),
         pytest.param([("fail", 0), ("fail", 1)], BreakerState.OPEN, id="n-failures-open"),
-        pytest.param([("fail", 0), ("ok", 1), ("fail", 2)], BreakerState.CLOSED,
-                     id="success-resets-the-count"),
-        pytest.param([("fail", 0), ("fail", 1), ("at", 10.9)], BreakerState.OPEN, id="still-cooling"),
-        pytest.param([("fail", 0), ("fail", 1), ("at", 11)], BreakerState.HALF_OPEN, id="half-open"),
-        pytest.param([("fail", 0), ("fail", 1), ("at", 11), ("fail", 11)], BreakerState.OPEN,
-                     id="failed-probe-reopens"),
-        pytest.param([("fail", 0), ("fail", 1), ("at", 11), ("ok", 11)], BreakerState.CLOSED,
-                     id="probe-success-closes"),
+        pytest.param(
+            [("fail", 0), ("ok", 1), ("fail", 2)],
+            BreakerState.CLOSED,
+            id="success-resets-the-count",
+        ),
+        pytest.param(
+            [("fail", 0), ("fail", 1), ("at", 10.9)], BreakerState.OPEN, id="still-cooling"
+        ),
+        pytest.param(
+            [("fail", 0), ("fail", 1), ("at", 11)], BreakerState.HALF_OPEN, id="half-open"
+        ),
+        pytest.param(
+            [("fail", 0), ("fail", 1), ("at", 11), ("fail", 11)],
+            BreakerState.OPEN,
+            id="failed-probe-reopens",
+        ),
+        pytest.param(
+            [("fail", 0), ("fail", 1), ("at", 11), ("ok", 11)],
+            BreakerState.CLOSED,
+            id="probe-success-closes",
+        ),
     ],
-)  # fmt: skip
+)
 def test_breaker_transitions_with_an_injected_clock(
     events: list[tuple[str, float]], state: BreakerState
 ) -> None:

@@ -67,9 +67,15 @@ def sim_keys(
         from keys.model import KeyStatus
 
         keys.append(
-            RegionKey(sim.region, sim.other_kid, sim.other_key.public_key(), *window,
-                      status=KeyStatus.REVOKED, revoked_at=other_revoked_at)
-        )  # fmt: skip
+            RegionKey(
+                sim.region,
+                sim.other_kid,
+                sim.other_key.public_key(),
+                *window,
+                status=KeyStatus.REVOKED,
+                revoked_at=other_revoked_at,
+            )
+        )
     return keys
 
 
