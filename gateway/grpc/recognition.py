@@ -150,11 +150,12 @@ class RecognitionService:
         return self._respond(request_id, await pending)
 
     def _start(
-        self, request: pb.RecogniseRequest
+        self, request: pb.RecogniseRequest, budget: float | None = None
     ) -> pb.RecogniseResponse | Coroutine[Any, Any, pb.RecogniseResponse]:
         """The response to a checked request, or a coroutine when the decision waits for I/O
-        (a new conversion)."""
-        result = self._gateway.recogniser.start(request.code, utcnow(), request.region_hint)
+        (a new conversion, an online code's status). ``budget``: the seconds the call has left
+        (its gRPC deadline), of which an online lookup takes at most a share."""
+        result = self._gateway.recogniser.start(request.code, utcnow(), request.region_hint, budget)
         if isinstance(result, Recognition):
             return self._respond(request.request_id, result)
         return self._finish(request.request_id, result)
@@ -183,7 +184,7 @@ class RecognitionService:
         self, request: pb.RecogniseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RecogniseResponse:
         _check_request(request)
-        result = self._start(request)
+        result = self._start(request, context.time_remaining())
         return result if isinstance(result, pb.RecogniseResponse) else await result
 
     async def RecogniseStream(
