@@ -281,7 +281,7 @@ class Recogniser:
                 error,
                 region=region.code,
                 mode=region.mode,
-                colour=document.colour,
+                colour=None if document.colour is None else Colour(document.colour),
                 kid=answer.key.kid,
                 holder="" if document.holder_ref is None else self._pseudonymise(
                     region.code, document.holder_ref

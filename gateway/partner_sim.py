@@ -20,17 +20,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from adapters.base import Colour
-from adapters.online import (
-    MAX_REQUEST_BYTES,
-    STATUS_PATH,
-    Status,
-    StatusDocument,
-    StatusQuestion,
-    answer_body,
-    sign_status_document,
-)
+from adapters.online import MAX_REQUEST_BYTES, STATUS_PATH, StatusQuestion, answer_body
 from keys.crypto import PrivateKey
 from keys.errors import MalformedError
+from keys.statusdoc import UNKNOWN, VALID, StatusClaims, sign_status
 from keys.timeutil import utcnow
 
 log = logging.getLogger("trustgw.partner_sim")
@@ -57,7 +50,7 @@ class Fault(StrEnum):
 class SimCode:
     """A code the simulated region knows."""
 
-    status: Status
+    status: str  # keys.statusdoc: valid, revoked or expired
     colour: Colour
     holder_ref: str
     valid_from: datetime
@@ -84,7 +77,7 @@ class PartnerSim:
     requests: int = 0
 
     def add(self, code_id: str, colour: Colour = Colour.GREEN, *, days: float = 1.0,
-            status: Status = Status.VALID, holder_ref: str | None = None) -> str:  # fmt: skip
+            status: str = VALID, holder_ref: str | None = None) -> str:  # fmt: skip
         """Know ``code_id``; returns its token text."""
         now = self.clock()
         self.codes[code_id] = SimCode(
@@ -106,19 +99,19 @@ class PartnerSim:
         nonce = "A" * 22 if fault is Fault.WRONG_NONCE else question.nonce
         code = self.codes.get(question.code_id)
         if code is None or question.region != self.region or question.issuer != self.issuer:
-            doc = StatusDocument(question.region, question.issuer, question.code_id, nonce,
-                                 Status.UNKNOWN, checked_at, self.max_age)  # fmt: skip
+            doc = StatusClaims(question.region, question.issuer, question.code_id, nonce,
+                               UNKNOWN, checked_at, self.max_age)  # fmt: skip
         else:
-            doc = StatusDocument(
+            doc = StatusClaims(
                 question.region, question.issuer, question.code_id, nonce, code.status,
-                checked_at, self.max_age, code.colour, code.holder_ref, code.valid_from,
+                checked_at, self.max_age, code.colour.value, code.holder_ref, code.valid_from,
                 code.valid_until,
             )  # fmt: skip
         if fault is Fault.BAD_SIGNATURE:
-            return sign_status_document(doc, PrivateKey.generate(self.key.alg), self.kid)
+            return sign_status(doc, self.kid, PrivateKey.generate(self.key.alg))
         if fault is Fault.OTHER_KEY:
-            return sign_status_document(doc, self.other_key, self.other_kid)
-        return sign_status_document(doc, self.key, self.kid)
+            return sign_status(doc, self.other_kid, self.other_key)
+        return sign_status(doc, self.kid, self.key)
 
 
 def _response(status: int, reason: str, body: bytes) -> bytes:

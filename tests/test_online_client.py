@@ -15,8 +15,7 @@ from support.clock import T0
 from support.online import Pki, make_pki, online_settings, partner_endpoint, sim_for, sim_keys
 from support.wait import eventually
 
-from adapters.base import Colour
-from adapters.online import OnlineToken, Status
+from adapters.online import OnlineToken
 from gateway.online.breaker import BreakerState, CircuitBreaker
 from gateway.online.client import AiohttpTransport, Answer, PartnerClient, client_context
 from gateway.online.config import PartnerSettings
@@ -24,6 +23,7 @@ from gateway.partner_sim import Fault, PartnerSim
 from keys.errors import ForeignDataError
 from keys.model import Mode, Region
 from keys.registry import RegistrySnapshot
+from keys.statusdoc import REVOKED, VALID
 
 pytestmark = [pytest.mark.integration, pytest.mark.doc("partners.md §9.6")]
 
@@ -120,7 +120,7 @@ def test_every_fault_of_the_partner_gives_its_stable_reason_within_the_deadline(
                 await client.close()
         if reason is None:
             assert isinstance(result, Answer)
-            assert (result.document.status, result.document.colour) == (Status.VALID, Colour.GREEN)
+            assert (result.document.status, result.document.colour) == (VALID, "green")
             assert result.key.kid == sim.kid
         else:
             assert result == reason
@@ -263,7 +263,7 @@ def test_the_breaker_opens_after_consecutive_failures_probes_after_the_cooldown_
 def test_answers_are_cached_for_max_age_revoked_ones_too_and_the_cache_is_bounded(pki: Pki) -> None:
     async def scenario() -> None:
         sim = _sim(max_age=60)
-        sim.add("revokedcode01", status=Status.REVOKED)
+        sim.add("revokedcode01", status=REVOKED)
         sim.add("thirdcode0001")
         async with partner_endpoint(sim, pki) as server:
             client = _client(sim, pki, server.endpoint, cache_entries=2)
@@ -273,7 +273,7 @@ def test_answers_are_cached_for_max_age_revoked_ones_too_and_the_cache_is_bounde
             revoked = OnlineToken(REGION, "bjhc", "revokedcode01")
             for _ in range(2):
                 answer = await client.status(revoked, T0, None)
-                assert answer.document.status is Status.REVOKED
+                assert answer.document.status == REVOKED
             assert sim.requests == 2
             # After max_age the answer is asked again.
             sim.clock = lambda: T0 + timedelta(seconds=61)

@@ -11,10 +11,7 @@ from datetime import datetime, timedelta
 import pytest
 from support.clock import T0
 
-from adapters.base import Colour
 from adapters.online import (
-    Status,
-    StatusDocument,
     StatusQuestion,
     answer_body,
     cache_until,
@@ -22,7 +19,6 @@ from adapters.online import (
     open_answer,
     parse_token,
     refusal,
-    sign_status_document,
     verify_status_document,
 )
 from adapters.regions import ADAPTERS, ONLINE_REGIONS, spec_for
@@ -39,6 +35,7 @@ from keys.errors import (
 from keys.jsonutil import canonical_json
 from keys.model import KeyStatus, Region, RegionKey
 from keys.registry import RegistrySnapshot
+from keys.statusdoc import EXPIRED, REVOKED, UNKNOWN, VALID, StatusClaims, sign_status
 
 BEIJING = spec_for("110000")
 KEY = PrivateKey.generate(Algorithm.EDDSA)
@@ -66,16 +63,16 @@ SNAPSHOT = _snapshot(_key())
 QUESTION = StatusQuestion("110000", "bjhc", "5f3a9c0e12d4b678", "q3Jc0hF8yWm4XbLr2sQp1A", T0)
 
 
-def _document(**changes: object) -> StatusDocument:
-    doc = StatusDocument(
+def _document(**changes: object) -> StatusClaims:
+    doc = StatusClaims(
         region="110000",
         issuer="bjhc",
         code_id="5f3a9c0e12d4b678",
         nonce=QUESTION.nonce,
-        status=Status.VALID,
+        status=VALID,
         checked_at=T0,
         max_age=60,
-        colour=Colour.GREEN,
+        colour="green",
         holder_ref="bj-h-7Q2xK9",
         valid_from=T0,
         valid_until=T0 + timedelta(days=1),
@@ -152,7 +149,7 @@ def test_the_request_is_canonical_json_and_parses_back_strictly() -> None:
 
 @pytest.mark.doc("partners.md §9.4")
 def test_a_signed_document_verifies_and_gives_back_its_members() -> None:
-    document = sign_status_document(_document(), KEY, KID)
+    document = sign_status(_document(), KID, KEY)
     parsed, key = verify_status_document(document, QUESTION, SNAPSHOT, T0)
     assert parsed == _document()
     assert key.kid == KID
@@ -163,9 +160,9 @@ def test_a_signed_document_verifies_and_gives_back_its_members() -> None:
 @pytest.mark.doc("partners.md §9.4")
 def test_an_unknown_codes_document_holds_only_the_minimal_members() -> None:
     unknown = _document(
-        status=Status.UNKNOWN, colour=None, holder_ref=None, valid_from=None, valid_until=None
+        status=UNKNOWN, colour=None, holder_ref=None, valid_from=None, valid_until=None
     )
-    assert set(unknown.payload()) == {
+    assert set(unknown.to_json()) == {
         "v",
         "region",
         "issuer",
@@ -175,17 +172,15 @@ def test_an_unknown_codes_document_holds_only_the_minimal_members() -> None:
         "checked_at",
         "max_age",
     }
-    parsed, _ = verify_status_document(
-        sign_status_document(unknown, KEY, KID), QUESTION, SNAPSHOT, T0
-    )
-    assert parsed.status is Status.UNKNOWN
-    leaky = {**unknown.payload(), "colour": "green"}
+    parsed, _ = verify_status_document(sign_status(unknown, KID, KEY), QUESTION, SNAPSHOT, T0)
+    assert parsed.status == UNKNOWN
+    leaky = {**unknown.to_json(), "colour": "green"}
     with pytest.raises(PartnerAnswerInvalidError):
         verify_status_document(_jws(HEADER, leaky), QUESTION, SNAPSHOT, T0)
 
 
 def _payload(**changes: object) -> dict[str, object]:
-    payload = _document().payload()
+    payload = _document().to_json()
     for name, value in changes.items():
         if value is None:
             del payload[name]
@@ -286,7 +281,7 @@ def test_every_bad_document_is_refused_with_its_stable_reason(
 @pytest.mark.doc("partners.md §9.5")
 def test_the_key_must_be_valid_and_not_revoked_at_checked_at() -> None:
     revoked = _snapshot(_key(status=KeyStatus.REVOKED, revoked_at=T0 - timedelta(hours=1)))
-    document = sign_status_document(_document(), KEY, KID)
+    document = sign_status(_document(), KID, KEY)
     with pytest.raises(KeyRevokedError):
         verify_status_document(document, QUESTION, revoked, T0)
     elsewhere = _snapshot(_key(region="500000"))  # the kid of another region never verifies
@@ -312,7 +307,7 @@ def test_a_bad_answer_body_is_partner_answer_invalid(body: bytes) -> None:
 
 
 def test_the_answer_body_round_trips() -> None:
-    document = sign_status_document(_document(), KEY, KID)
+    document = sign_status(_document(), KID, KEY)
     assert open_answer(answer_body(document)) == document
 
 
@@ -321,11 +316,11 @@ def test_the_answer_body_round_trips() -> None:
     ("changes", "now", "reason"),
     [
         pytest.param({}, T0, None, id="valid"),
-        pytest.param({"status": Status.REVOKED}, T0, "CODE_REVOKED", id="revoked"),
-        pytest.param({"status": Status.EXPIRED}, T0, "CODE_EXPIRED", id="expired"),
+        pytest.param({"status": REVOKED}, T0, "CODE_REVOKED", id="revoked"),
+        pytest.param({"status": EXPIRED}, T0, "CODE_EXPIRED", id="expired"),
         pytest.param(
             {
-                "status": Status.UNKNOWN,
+                "status": UNKNOWN,
                 "colour": None,
                 "holder_ref": None,
                 "valid_from": None,
@@ -363,7 +358,7 @@ def test_only_a_valid_status_inside_its_validity_is_honoured(
             id="never-past-valid-until",
         ),
         pytest.param(
-            {"status": Status.REVOKED, "max_age": 120},
+            {"status": REVOKED, "max_age": 120},
             T0 + timedelta(seconds=120),
             id="revoked-cached-too",
         ),

@@ -18,7 +18,6 @@ from support.clock import REAL_NOW
 from support.online import Pki, make_pki, online_settings, partner_endpoint, sim_for, sim_keys
 
 from adapters.base import Colour
-from adapters.online import Status
 from gateway import tokens
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
@@ -29,6 +28,7 @@ from gateway.runtime.config import GatewayConfig
 from gateway.runtime.gateway import Gateway
 from gateway.sdk import trust_from_proto
 from keys.registry import KeyRegistry
+from keys.statusdoc import EXPIRED, REVOKED
 from keys.store import SQLiteStore
 from keys.timeutil import utcnow
 
@@ -105,8 +105,8 @@ def test_online_codes_are_attested_or_converted_like_offline_ones(
     show = "BJ1:" + beijing.add("bjgreen000001")
     convert = "CQJKM:" + chongqing.add("cqgreen000001")
     yellow = "BJ1:" + beijing.add("bjyellow00001", Colour.YELLOW)
-    revoked = "BJ1:" + beijing.add("bjrevoked0001", status=Status.REVOKED)
-    expired = "CQJKM:" + chongqing.add("cqexpired0001", status=Status.EXPIRED)
+    revoked = "BJ1:" + beijing.add("bjrevoked0001", status=REVOKED)
+    expired = "CQJKM:" + chongqing.add("cqexpired0001", status=EXPIRED)
     unknown = "BJ1:ON1.bjhc.neverissued01"
 
     async def scenario() -> dict[str, pb.RecogniseResponse]:

@@ -31,7 +31,6 @@ from adapters.online import (
     MAX_ANSWER_BYTES,
     STATUS_PATH,
     OnlineToken,
-    StatusDocument,
     StatusQuestion,
     cache_until,
     open_answer,
@@ -48,6 +47,7 @@ from keys.errors import (
     PartnerUnavailableError,
 )
 from keys.model import KeyLookup, RegionKey
+from keys.statusdoc import StatusClaims
 
 log = logging.getLogger("trustgw.online")
 
@@ -59,16 +59,18 @@ BUDGET_MARGIN = 0.05
 MIN_CALL_SECONDS = 0.01
 
 
-class ConnectFailed(Exception):
-    """The connection failed or was reset before an answer: the one failure that is retried."""
+# Set in a PartnerUnavailableError's metadata when the connection failed or was reset before
+# an answer: the one failure that may be retried.
+RETRYABLE = "retryable"
 
 
 class Transport(Protocol):
     """Posts one request body and returns the HTTP status and the body (bounded)."""
 
     async def post(self, url: str, body: bytes) -> tuple[int, bytes]:
-        """Raises :class:`ConnectFailed`, :class:`PartnerUnavailableError`,
-        :class:`PartnerAnswerInvalidError` (too large). The caller bounds the time."""
+        """Raises :class:`PartnerUnavailableError` (with :data:`RETRYABLE` in its metadata when
+        the connection failed before an answer), :class:`PartnerAnswerInvalidError` (too
+        large). The caller bounds the time."""
         ...
 
     async def close(self) -> None:
@@ -143,7 +145,9 @@ class AiohttpTransport:
                 f"TLS with the endpoint failed ({type(exc).__name__})"
             ) from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionError) as exc:
-            raise ConnectFailed(type(exc).__name__) from None
+            raise PartnerUnavailableError(
+                f"the connection failed ({type(exc).__name__})", **{RETRYABLE: "yes"}
+            ) from None
         except aiohttp.ClientError as exc:  # a malformed HTTP answer, a broken body
             raise PartnerUnavailableError(
                 f"the endpoint's HTTP answer is unusable ({type(exc).__name__})"
@@ -159,7 +163,7 @@ class AiohttpTransport:
 class Answer:
     """A verified status document, the key that signed it, and until when it may be reused."""
 
-    document: StatusDocument
+    document: StatusClaims
     key: RegionKey
     cached_until: datetime | None
 
@@ -320,15 +324,15 @@ class PartnerClient:
                     f"region {self.region} did not answer within {deadline * 1000:.0f} ms",
                     region=self.region,
                 ) from None
-            except ConnectFailed as exc:
+            except PartnerUnavailableError as exc:
                 # One retry, only after a connection failure and only if half the deadline is
                 # left (docs/partners.md §9.6).
-                if attempt + 1 < attempts and end - self._clock() >= deadline / 2:
-                    log.info("online region %s: %s, retrying once", self.region, exc)
+                retryable = exc.metadata.pop(RETRYABLE, "") == "yes"
+                if retryable and attempt + 1 < attempts and end - self._clock() >= deadline / 2:
+                    log.info("online region %s: %s, retrying once", self.region, exc.message)
                     continue
                 raise PartnerUnavailableError(
-                    f"region {self.region}'s endpoint failed: connection {exc}",
-                    region=self.region,
+                    f"region {self.region}'s endpoint failed: {exc.message}", region=self.region
                 ) from None
             if status != 200:
                 raise PartnerUnavailableError(

@@ -2,7 +2,8 @@
 partners"; the file's format is docs/partners.md §9.8).
 
 The endpoint URLs, CAs and limits are deployment settings, not registry data: a TOML file named by
-the ``online.file`` setting, with one ``[region.CODE]`` table per online region.
+the ``online.file`` setting, with one ``[region.CODE]`` table per online region and the client
+certificate the gateway presents to them.
 """
 
 from __future__ import annotations
@@ -82,9 +83,7 @@ def check_endpoint(url: object) -> str:
     return url
 
 
-def _partner(
-    region: str, table: Any, base: Path, source: str
-) -> tuple[PartnerSettings | None, list[str]]:
+def _partner(region: str, table: Any, base: Path) -> tuple[PartnerSettings | None, list[str]]:
     problems: list[str] = []
     if not isinstance(table, dict):
         return None, [f"region.{region}: expected a table"]
@@ -123,40 +122,46 @@ def _partner(
     return PartnerSettings(region=region, **values), []
 
 
-def load_partners(path: Path) -> dict[str, PartnerSettings]:
-    """The ``[region.CODE]`` tables of an online partners file, each checked.
-
-    Relative ``ca`` paths are relative to the file's directory. Raises
-    :class:`InvalidConfigError` listing every problem.
+def load_online(path: Path | None, data_dir: Path) -> OnlineSettings:
+    """The online partners of the file at ``path`` (None: no online partner), and the client
+    certificate they are called with: the file's ``client_cert`` / ``client_key``, by default
+    ``DATA_DIR/pki/online-client.pem`` / ``.key``. Relative paths are relative to the file's
+    directory. Raises :class:`InvalidConfigError` listing every problem.
     """
-    from gateway.runtime.settings import Problem  # the settings' own problem type
-
-    source = f"file {path}"
+    if path is None:
+        return OnlineSettings()
+    where = f"online.file {path}"
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise InvalidConfigError(
-            [Problem("online.file", f"cannot read {path}: {exc.strerror}", source)]
-        ) from None
+        raise InvalidConfigError([f"{where}: cannot read it: {exc.strerror}"]) from None
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise InvalidConfigError(
-            [Problem("online.file", f"not valid TOML: {exc}", source)]
-        ) from None
+        raise InvalidConfigError([f"{where}: not valid TOML: {exc}"]) from None
     problems: list[str] = []
     partners: dict[str, PartnerSettings] = {}
+    files = {
+        "client_cert": data_dir / "pki" / "online-client.pem",
+        "client_key": data_dir / "pki" / "online-client.key",
+    }
     for top, value in raw.items():
+        if top in files:
+            if not isinstance(value, str) or not value or not value.isprintable():
+                problems.append(f"{top}: expected a path (string)")
+            else:
+                files[top] = (path.parent / Path(value).expanduser()).resolve()
+            continue
         if top != "region" or not isinstance(value, dict):
-            problems.append(f"{top}: unknown key (the file holds [region.CODE] tables)")
+            problems.append(f"{top}: unknown key (client_cert, client_key, [region.CODE])")
             continue
         for region, table in value.items():
             if region not in ONLINE_REGIONS:
                 online = ", ".join(ONLINE_REGIONS)
                 problems.append(f"region.{region}: not an online region (online: {online})")
                 continue
-            partner, found = _partner(region, table, path.parent, source)
+            partner, found = _partner(region, table, path.parent)
             problems += found
             if partner is not None:
                 partners[region] = partner
     if problems:
-        raise InvalidConfigError([Problem("online.file", p, source) for p in problems])
-    return partners
+        raise InvalidConfigError([f"{where}: {p}" for p in problems])
+    return OnlineSettings(partners, files["client_cert"], files["client_key"])

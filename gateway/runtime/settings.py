@@ -23,7 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.online.config import OnlineSettings, load_partners
+from gateway.online.config import load_online
 from gateway.pki import TlsFiles
 from gateway.runtime import dburl
 from gateway.runtime.config import GatewayConfig
@@ -178,23 +178,7 @@ OPTIONS: tuple[Option, ...] = (
         "trustlist.ttl_hours", "float", "hours a signed trust list stays valid", low=0.1, high=8760
     ),
     Option(
-        "online.file",
-        "path",
-        "the online partners' file: endpoint, CA and limits per online region (unset: none)",
-        optional=True,
-    ),
-    Option(
-        "online.client_cert",
-        "path",
-        "the gateway's client certificate for online partners "
-        "(default DATA_DIR/pki/online-client.pem)",
-        optional=True,
-    ),
-    Option(
-        "online.client_key",
-        "path",
-        "its private key (default DATA_DIR/pki/online-client.key)",
-        optional=True,
+        "online.file", "path", "the online partners' file (docs/partners.md §9.8)", optional=True
     ),
 )
 BY_KEY: Mapping[str, Option] = {o.key: o for o in OPTIONS}
@@ -248,8 +232,6 @@ class Settings:
     retention_purge_interval_seconds: float = 3600.0
     trustlist_ttl_hours: float = 24.0
     online_file: Path | None = None
-    online_client_cert: Path | None = None
-    online_client_key: Path | None = None
     # Where each value came from: attribute -> "default", "file F", "env NAME", "flag --name".
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     # The file the settings were read from (read again on SIGHUP: gateway/cli/_reload.py).
@@ -322,19 +304,7 @@ class Settings:
                 recognition_log=self.retention_recognition_log,
             ),
             trustlist_ttl=timedelta(hours=self.trustlist_ttl_hours),
-            online=self.online_settings(),
-        )
-
-    def online_settings(self) -> OnlineSettings:
-        """The online partners (``online.file``) and the client certificate they are called
-        with. Raises :class:`InvalidConfigError` for a bad file."""
-        if self.online_file is None:
-            return OnlineSettings()
-        pki = DataDir(self.require_data_dir()).pki
-        return OnlineSettings(
-            load_partners(self.online_file),
-            self.online_client_cert or pki / "online-client.pem",
-            self.online_client_key or pki / "online-client.key",
+            online=load_online(self.online_file, self.require_data_dir()),
         )
 
     def effective(self) -> list[dict[str, Any]]:

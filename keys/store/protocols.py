@@ -21,7 +21,7 @@ from typing import Protocol
 from keys.anchors import AnchorSet
 from keys.audit import AuditEntry, AuditHead
 from keys.keyring import KeyringChange, KeyringRecord
-from keys.model import ConversionRecord, Region, RegionKey
+from keys.model import ConversionRecord, IssuedHomeCode, Region, RegionKey
 from keys.personal import (
     PurgeResult,
     RecognitionEntry,
@@ -229,6 +229,14 @@ class ConversionStore(Protocol):
         ...
 
 
+class HomeCodeStore(Protocol):
+    """The home codes the gateway issued, read by code id (the status call)."""
+
+    async def home_code(self, code_id: str) -> IssuedHomeCode | None:
+        """The home code issued under ``code_id`` (partner or stock conversion), or None."""
+        ...
+
+
 class RecognitionStore(Protocol):
     """The recognition log, written in batches."""
 
@@ -320,6 +328,7 @@ class Store(
     AuditStore,
     TrustListStore,
     ConversionStore,
+    HomeCodeStore,
     RecognitionStore,
     StockStore,
     StockOutputStore,
