@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from adapters.base import Colour
 from adapters.online import MAX_REQUEST_BYTES, STATUS_PATH, StatusQuestion, answer_body
@@ -130,6 +131,7 @@ class PartnerServer:
         self._context = context
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.port = 0
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -144,22 +146,33 @@ class PartnerServer:
         return f"https://127.0.0.1:{self.port}"
 
     async def close(self) -> None:
+        """Stop listening, drop every connection and end every handler (hanging ones too)."""
         if self._server is not None:
             self._server.close()
             for writer in list(self._writers):
                 writer.transport.abort()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         self._writers.add(writer)
         try:
             while await self._one(reader, writer):
                 pass
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, ValueError):
             pass
+        except asyncio.CancelledError:
+            pass  # closed: the handler ends quietly
         finally:
             self._writers.discard(writer)
+            if task is not None:
+                self._tasks.discard(task)
             writer.transport.abort()
 
     async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
