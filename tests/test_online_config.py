@@ -19,7 +19,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 def _documented_example() -> str:
     text = (DOCS / "partners.md").read_text(encoding="utf-8")
-    section = text[text.index("### 9.8") : text.index("### 9.9")]
+    section = text[text.index("### 9.8") : text.index("## 10.")]
     match = re.search(r"```toml\n(.*?)```", section, re.S)
     assert match is not None
     return match.group(1)

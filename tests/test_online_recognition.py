@@ -32,7 +32,10 @@ from keys.statusdoc import EXPIRED, REVOKED
 from keys.store import SQLiteStore
 from keys.timeutil import utcnow
 
-pytestmark = [pytest.mark.integration, pytest.mark.doc("partners.md §9.5", "partners.md §9.8")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.doc("partners.md §9", "partners.md §9.5", "partners.md §9.8", 'api.md "Deadlines"'),
+]
 
 NOW = REAL_NOW  # a serving gateway reads the real clock
 
