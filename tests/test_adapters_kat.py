@@ -306,7 +306,7 @@ def _doc_age(text: str) -> timedelta:
     return timedelta(hours=int(number)) if unit == "h" else timedelta(days=int(number))
 
 
-@pytest.mark.doc('partners.md "Partner code formats"', "partners.md §5")
+@pytest.mark.doc('partners.md "Partner code formats"', 'partners.md §5')
 @pytest.mark.parametrize("region", REGIONS)
 def test_the_partner_page_table_matches_the_region_spec(region: str) -> None:
     _, _, mode, family, alg, prefix, text, compression, max_age = _doc_rows()[region]

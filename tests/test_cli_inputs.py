@@ -239,78 +239,15 @@ def files(dev_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Files
     assert main(["backup", "--data-dir", str(data_dir), "--out", str(root / "backup.tar.gz")]) == 0
     tools = root / "tools"  # a partner's development kit, made with partner-tools itself
     pt = ["partner-tools"]
-    assert (
-        main(
-            [
-                *pt,
-                "keygen",
-                "--region",
-                "110000",
-                "--role",
-                "anchor",
-                "--kid",
-                "a1",
-                "--out-dir",
-                str(tools),
-                "--dev",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                *pt,
-                "keygen",
-                "--region",
-                "110000",
-                "--role",
-                "signing",
-                "--kid",
-                "s1",
-                "--out-dir",
-                str(tools),
-                "--dev",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                *pt,
-                "partner-file",
-                "--region",
-                "110000",
-                "--anchor",
-                str(tools / "a1.jwk"),
-                "--threshold",
-                "1",
-                "--out",
-                str(tools / "partner.json"),
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                *pt,
-                "keyset",
-                "--region",
-                "110000",
-                "--version",
-                "1",
-                "--key",
-                str(tools / "s1.jwk"),
-                "--sign",
-                str(tools / "a1.key"),
-                "--out",
-                str(tools / "keyset-1.json"),
-            ]
-        )
-        == 0
-    )
+    assert main([*pt, "keygen", "--region", "110000", "--role", "anchor", "--kid", "a1",
+                 "--out-dir", str(tools), "--dev"]) == 0
+    assert main([*pt, "keygen", "--region", "110000", "--role", "signing", "--kid", "s1",
+                 "--out-dir", str(tools), "--dev"]) == 0
+    assert main([*pt, "partner-file", "--region", "110000", "--anchor", str(tools / "a1.jwk"),
+                 "--threshold", "1", "--out", str(tools / "partner.json")]) == 0
+    assert main([*pt, "keyset", "--region", "110000", "--version", "1", "--key",
+                 str(tools / "s1.jwk"), "--sign", str(tools / "a1.key"),
+                 "--out", str(tools / "keyset-1.json")]) == 0
     assert main([*pt, "code", "--signing-key", str(tools / "s1.key"),
                  "--out", str(tools / "code.txt")]) == 0  # fmt: skip
     return Files(root, data_dir, jwk, partner_file, trust, trustlist, toml, csv)
@@ -377,27 +314,15 @@ VALUES: dict[str, list[tuple[str, str]]] = {
     ],
     "choice": [("word", "nope"), ("fullwidth", "\uff4a\uff53\uff4f\uff4e")],
     "host": [
-        ("space", "a b"),
-        ("non-ascii", "检查站.cn"),
-        ("slash", "a/b"),
-        ("254-chars", "a" * 254),
+        ("space", "a b"), ("non-ascii", "检查站.cn"), ("slash", "a/b"), ("254-chars", "a" * 254)
     ],
     "name": [("space", "a b"), ("non-ascii", "检查站"), ("slash", "a/b"), ("65-chars", "a" * 65)],
-    "address": [
-        ("no-port", "localhost"),
-        ("bad-port", "localhost:99999"),
-        ("port-0", "a:0"),
-        ("non-ascii", "检查站:50051"),
-        ("fullwidth-port", "a:\uff15"),
-    ],
+    "address": [("no-port", "localhost"), ("bad-port", "localhost:99999"), ("port-0", "a:0"),
+                ("non-ascii", "检查站:50051"), ("fullwidth-port", "a:\uff15")],
     "ip": [("name", "gw.internal"), ("five-octets", "1.2.3.4.5"), ("fullwidth", "\uff11.2.3.4")],
     "serial": [("not-hex", "xyz"), ("fullwidth", "\uff11"), ("21-bytes", "a" * 42)],
-    "job": [
-        ("short", "abc1234"),
-        ("not-hex", "g" * 16),
-        ("fullwidth", "\uff11" * 16),
-        ("65-digits", "a" * 65),
-    ],
+    "job": [("short", "abc1234"), ("not-hex", "g" * 16), ("fullwidth", "\uff11" * 16),
+            ("65-digits", "a" * 65)],
     "fingerprint": [("short", "ab" * 10), ("not-hex", "g" * 64), ("fullwidth", "\uff11" * 64)],
     "text": [("301-chars", "x" * 301), ("bidi-override", "ab\u202ecd")],
     "setting-address": [("no-port", "localhost"), ("bad-port", "127.0.0.1:99999")],
@@ -438,13 +363,7 @@ FILE_VALUES_FOR = {
     (("partner-tools", "keygen"), "out_dir"): ["a-file", "under-a-file"],
     # A code id is any printable text, so any line of text is one: only unusable files fail.
     (("partner-tools", "revocations"), "code_ids"): [
-        "missing",
-        "directory",
-        "empty",
-        "binary",
-        "big",
-        "broken-link",
-        "under-a-file",
+        "missing", "directory", "empty", "binary", "big", "broken-link", "under-a-file",
     ],
 }
 # What the baseline adds to the required options for the command to run.
@@ -760,8 +679,11 @@ def test_the_walker_feeds_every_kind_of_malformed_value() -> None:
         assert expected in ids
 
 
+
 @pytest.mark.integration
-def test_a_real_process_prints_exactly_one_line(files: Files, tmp_path: Path) -> None:
+def test_a_real_process_prints_exactly_one_line(
+    files: Files, tmp_path: Path
+) -> None:
     """Outside the test's logging capture: the dev-mode warning is held back on an error."""
     import subprocess
     import sys

@@ -172,7 +172,9 @@ def test_a_code_naming_a_128_character_key_id_verifies(region: str) -> None:
         code_id="c0de",
     )
     code = spec.codec.seal(claims, private, kid)
-    keys = InMemoryKeys.of([RegionKey(region, kid, private.public_key(), NOW - DAY, NOW + 2 * DAY)])
+    keys = InMemoryKeys.of(
+        [RegionKey(region, kid, private.public_key(), NOW - DAY, NOW + 2 * DAY)]
+    )
     assert ADAPTERS[region].decode(code, keys, Pseudonymiser(b"k" * 32)).status.kid == kid
 
 

@@ -102,7 +102,7 @@ def test_a_bad_signature_does_not_hide_a_good_one_by_the_same_key(tmp_path: Path
     assert scenario(tmp_path / "r.db", body) == "OK"
 
 
-@pytest.mark.doc('trust-registry.md "The trust registry"', "trust-registry.md §3")
+@pytest.mark.doc('trust-registry.md "The trust registry"', 'trust-registry.md §3')
 def test_signatures_cover_the_exact_bytes(tmp_path: Path) -> None:
     """Re-serialised (non-canonical) or altered bytes are refused, never "fixed"."""
     signed = signed_v1()

@@ -243,7 +243,8 @@ def test_the_sdk_imports_nothing_server_side() -> None:
     sdk = [name for name in graph if _within(name, ("gateway.sdk",))]
     assert "gateway.sdk.client" in sdk
     offenders = {
-        name: sorted(m for m in reachable(graph, name) if _within(m, SERVER_SIDE)) for name in sdk
+        name: sorted(m for m in reachable(graph, name) if _within(m, SERVER_SIDE))
+        for name in sdk
     }
     assert {name: found for name, found in offenders.items() if found} == {}
 
@@ -301,6 +302,7 @@ def test_only_the_grpc_edge_and_the_sdk_import_grpc() -> None:
     offenders = sorted(
         name
         for name in import_graph()
-        if external_imports(name) & GRPC and not _within(name, ("gateway.grpc", "gateway.sdk"))
+        if external_imports(name) & GRPC
+        and not _within(name, ("gateway.grpc", "gateway.sdk"))
     )
     assert offenders == []

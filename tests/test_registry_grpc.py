@@ -396,7 +396,7 @@ def test_watch_follows_cli_changes_and_re_sends_while_idle(prepared_dir, pki, ca
     assert (resent.since_version, resent.version) == (0, disabled.version)
 
 
-@pytest.mark.doc('api.md "The gRPC API"', "trust-registry.md §12")
+@pytest.mark.doc('api.md "The gRPC API"', 'trust-registry.md §12')
 def test_reflection_and_health_list_the_registry_services(prepared_dir) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc

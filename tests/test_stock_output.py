@@ -296,7 +296,9 @@ def test_purged_certificates_leave_the_jobs_output(
     async def purge() -> None:
         store = await SQLiteStore.open(data_dir / "trustgw.db")
         try:
-            await store.purge(recognitions_before=None, conversions_before=NOW + timedelta(days=30))
+            await store.purge(
+                recognitions_before=None, conversions_before=NOW + timedelta(days=30)
+            )
         finally:
             await store.close()
 

@@ -169,7 +169,9 @@ def test_replicas_starting_at_once_migrate_once(pg_url: str) -> None:
             await asyncio.gather(*(s.close() for s in stores))
 
     run(scenario())
-    assert sql(pg_url, "SELECT COUNT(*) FROM schema_migrations") == [(len(pgschema.MIGRATIONS),)]
+    assert sql(pg_url, "SELECT COUNT(*) FROM schema_migrations") == [
+        (len(pgschema.MIGRATIONS),)
+    ]
 
 
 @pytest.mark.integration
@@ -195,7 +197,9 @@ def test_a_newer_schema_old_code_can_read_opens(pg_url: str, migrate: bool) -> N
 
 @pytest.mark.integration
 @pytest.mark.parametrize("migrate", [True, False], ids=["migrate", "no-migrate"])
-def test_a_newer_schema_old_code_cannot_read_is_refused_at_open(pg_url: str, migrate: bool) -> None:
+def test_a_newer_schema_old_code_cannot_read_is_refused_at_open(
+    pg_url: str, migrate: bool
+) -> None:
     """A contracting migration (readable_by = itself): old code refuses to start."""
     with_store(pg_url, lambda s: s.ping())
     newer = pgschema.SCHEMA_VERSION + 1
@@ -220,7 +224,9 @@ def test_every_registry_change_and_trust_list_is_announced_when_it_commits(pg_ur
             await store.record_trustlist("a" * 64, b"{}", expected_latest=0, now=T0)
 
         with_store(pg_url, changes)
-        received = [(n.channel, n.payload) for n in listener.notifies(timeout=10, stop_after=3)]
+        received = [
+            (n.channel, n.payload) for n in listener.notifies(timeout=10, stop_after=3)
+        ]
     channel = pgschema.REGISTRY_CHANNEL
     assert received == [(channel, "1"), (channel, "2"), (channel, "trustlist:1")]
 

@@ -65,7 +65,8 @@ HOME_CODE = (
     "DAifSwidHlwIjoidHJ1c3Rndy9ob21lLWNvZGUvdjEifQ.WPKRNUFvbbfC1Ug1dtPndfjFgXNETDoM-R9XwCy_yKCyQOA"
     "yYm4U-QGFg0Wl1G8a60QzmtZvU7q22VvTumvnAg"
 )
-RECORDED_GRPCURL_REPLY = f"""{{
+RECORDED_GRPCURL_REPLY = (
+    f"""{{
   "requestId": "4b1d3c0e-7a52-4f0e-9d1a-2f6c1e8b9a70",
   "recognised": true,
   "reason": "RECOGNISED",
@@ -88,6 +89,7 @@ RECORDED_GRPCURL_REPLY = f"""{{
   "validUntil": "1584000000"
 }}
 """
+)
 RECORDED_AT = "2020-03-11T09:00:00Z"
 
 
@@ -160,28 +162,14 @@ URL_SIGNATURE = base64.urlsafe_b64encode(base64.b64decode(SIGNATURE_B64)).rstrip
     [
         pytest.param(json.dumps(_attestation_only()), id="attestation-proto3-json"),
         pytest.param(
-            json.dumps(
-                {
-                    "payload": URL_PAYLOAD,
-                    "key_id": "fb6a3ead78ad8591",
-                    "alg": "EdDSA",
-                    "signature": URL_SIGNATURE,
-                }
-            ),
+            json.dumps({"payload": URL_PAYLOAD, "key_id": "fb6a3ead78ad8591", "alg": "EdDSA",
+                        "signature": URL_SIGNATURE}),
             id="our-own-json-base64url",
         ),
         pytest.param(
-            json.dumps(
-                {
-                    "request_id": "r-1",
-                    "attestation": {
-                        "payload": PAYLOAD_B64,
-                        "key_id": "fb6a3ead78ad8591",
-                        "alg": "EdDSA",
-                        "signature": SIGNATURE_B64,
-                    },
-                }
-            ),
+            json.dumps({"request_id": "r-1", "attestation": {
+                "payload": PAYLOAD_B64, "key_id": "fb6a3ead78ad8591", "alg": "EdDSA",
+                "signature": SIGNATURE_B64}}),
             id="response-proto-field-names",
         ),
         pytest.param(
@@ -277,27 +265,17 @@ def test_attestation_input_is_strict(
     ("text", "accepted"),
     [
         pytest.param(HOME_CODE, True, id="code-text"),
-        pytest.param(
-            json.dumps(json.loads(RECORDED_GRPCURL_REPLY)["converted"]),
-            True,
-            id="converted-code-json",
-        ),
+        pytest.param(json.dumps(json.loads(RECORDED_GRPCURL_REPLY)["converted"]), True,
+                     id="converted-code-json"),
         pytest.param(
             f'converted {{\n  code: "{HOME_CODE}"\n  key_id: "ab1ad1258997ad61"\n}}\n',
             True,
             id="text-format",
         ),
         pytest.param(
-            json.dumps(
-                {
-                    "recognised": True,
-                    "reason": "RECOGNISED",
-                    "mode": "MODE_SHOW",
-                    "attestation": _attestation_only(),
-                }
-            ),
-            False,
-            id="show-mode-reply-has-no-home-code",
+            json.dumps({"recognised": True, "reason": "RECOGNISED", "mode": "MODE_SHOW",
+                        "attestation": _attestation_only()}),
+            False, id="show-mode-reply-has-no-home-code",
         ),
         pytest.param(json.dumps({"code": 5}), False, id="code-not-text"),
     ],
