@@ -75,6 +75,8 @@ class PartnerSim:
     clock: Callable[[], datetime] = utcnow
     # Fail only the first N requests (then answer correctly); None: every request.
     fault_count: int | None = None
+    # The status of every code not in ``codes`` (None: unknown): a benchmark's endless codes.
+    any_code: SimCode | None = None
     requests: int = 0
 
     def add(self, code_id: str, colour: Colour = Colour.GREEN, *, days: float = 1.0,
@@ -98,7 +100,7 @@ class PartnerSim:
         if fault is Fault.STALE:
             checked_at = question.asked_at - timedelta(hours=1)
         nonce = "A" * 22 if fault is Fault.WRONG_NONCE else question.nonce
-        code = self.codes.get(question.code_id)
+        code = self.codes.get(question.code_id, self.any_code)
         if code is None or question.region != self.region or question.issuer != self.issuer:
             doc = StatusClaims(question.region, question.issuer, question.code_id, nonce,
                                UNKNOWN, checked_at, self.max_age)  # fmt: skip
