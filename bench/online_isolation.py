@@ -105,7 +105,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _setup(data_dir: Path, ports: list[int], simulator: PartnerSimulator) -> Path:
+async def _setup(
+    data_dir: Path, ports: list[int], simulator: PartnerSimulator, breaker_failures: int
+) -> Path:
     now = utcnow()
     await prepare(data_dir, simulator, now)
     store = await open_store(data_dir / "trustgw.db")
@@ -137,6 +139,7 @@ async def _setup(data_dir: Path, ports: list[int], simulator: PartnerSimulator) 
             f"[region.{region}]",
             f'endpoint = "https://127.0.0.1:{port}"',
             'ca = "pki/ca.pem"',
+            f"breaker_failures = {breaker_failures}",
         ]
     online.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return online
@@ -217,6 +220,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="baseline+outage pairs")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
+        "--breaker-failures",
+        type=int,
+        default=5,
+        help="the online regions' breaker_failures (1000: effectively no breaker, every call "
+        "to the down partner waits for its deadline)",
+    )
+    parser.add_argument(
         "--serve-endpoints", nargs=3, metavar=("PKI", "PORTS", "DOWN"), help=argparse.SUPPRESS
     )
     opts = parser.parse_args(argv)
@@ -229,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_dir.mkdir()
         ports = [_free_port(), _free_port()]
         simulator = PartnerSimulator.generate()
-        online = asyncio.run(_setup(data_dir, ports, simulator))
+        online = asyncio.run(_setup(data_dir, ports, simulator, opts.breaker_failures))
         py = sys.executable
         me = str(Path(__file__).resolve())
 
@@ -309,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "phase_s": opts.phase,
         "rounds": opts.rounds,
         "concurrency": opts.concurrency,
+        "breaker_failures": opts.breaker_failures,
         "loadavg_1m_at_start": round(load[0], 2),
         "baseline_other_p50_ms": med("baseline", "other_p50_ms"),
         "baseline_other_p99_ms": med("baseline", "other_p99_ms"),

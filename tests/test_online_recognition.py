@@ -199,6 +199,13 @@ def test_an_online_region_without_an_endpoint_and_an_open_breaker_are_partner_un
         ):
             failures = [await _ask(stub, code) for code in codes]
             assert gateway.online.client("110000").in_flight == 0
+            # The per-partner metrics (docs/operations.md, "Metrics").
+            sample = gateway.metrics.registry.get_sample_value
+            assert sample("trustgw_partner_breaker_state", {"region": "110000"}) == 2
+            assert sample("trustgw_partner_breaker_state", {"region": "500000"}) == 0
+            outcome = {"region": "110000", "outcome": "PARTNER_UNAVAILABLE"}
+            assert sample("trustgw_partner_calls_total", outcome) == 4
+            assert sample("trustgw_partner_call_seconds_count", {"region": "110000"}) == 3
             return failures, await _ask(stub, unconfigured)
 
     failures, missing = run(scenario())
