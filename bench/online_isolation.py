@@ -161,8 +161,16 @@ def _requests(offline: Sequence[Request], tag: str) -> list[tuple[str, bytes, st
 
 
 async def _drive(
-    address: str, requests: list[tuple[str, bytes, str]], seconds: float, concurrency: int, pid: int
+    address: str,
+    requests: list[tuple[str, bytes, str]],
+    seconds: float,
+    concurrency: int,
+    pid: int,
+    rate: float = 0.0,
 ) -> dict[str, object]:
+    """Closed loop with ``concurrency`` calls in flight, or (``rate`` > 0) open loop: requests
+    sent at a fixed rate whatever is in flight, each latency counted from its scheduled time
+    (no coordinated omission), so both conditions get the same offered load."""
     latencies: dict[str, list[float]] = {"other": [], "down": []}
     unexpected: dict[str, int] = {}
     reasons_down: dict[str, int] = {}
@@ -176,26 +184,42 @@ async def _drive(
         end = loop.time() + seconds
         cursor = iter(range(10**12))
 
+        async def one(n: int, started: float) -> None:
+            kind, data, expect = requests[n % len(requests)]
+            try:
+                reply = await call(data, timeout=2.0)
+                reason = reply.reason
+            except grpc.aio.AioRpcError as exc:
+                reason = f"rpc:{exc.code().name}"
+            elapsed = loop.time() - started
+            if kind == "down":
+                latencies["down"].append(elapsed)
+                reasons_down[reason] = reasons_down.get(reason, 0) + 1
+                return
+            latencies["other"].append(elapsed)
+            if reason != expect:
+                unexpected[f"{kind}:{reason}"] = unexpected.get(f"{kind}:{reason}", 0) + 1
+
         async def worker() -> None:
             while loop.time() < end:
-                kind, data, expect = requests[next(cursor) % len(requests)]
-                started = loop.time()
-                try:
-                    reply = await call(data, timeout=2.0)
-                    reason = reply.reason
-                except grpc.aio.AioRpcError as exc:
-                    reason = f"rpc:{exc.code().name}"
-                elapsed = loop.time() - started
-                if kind == "down":
-                    latencies["down"].append(elapsed)
-                    reasons_down[reason] = reasons_down.get(reason, 0) + 1
-                    continue
-                latencies["other"].append(elapsed)
-                if reason != expect:
-                    unexpected[f"{kind}:{reason}"] = unexpected.get(f"{kind}:{reason}", 0) + 1
+                await one(next(cursor), loop.time())
+
+        async def paced() -> None:
+            start = loop.time()
+            tasks = []
+            for n in range(int(seconds * rate)):
+                due = start + n / rate
+                delay = due - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.ensure_future(one(n, due)))
+            await asyncio.gather(*tasks)
 
         cpu0 = _proc_cpu(pid)
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        if rate > 0:
+            await paced()
+        else:
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
         cpu = _proc_cpu(pid) - cpu0
     other = sorted(latencies["other"])
     calls = len(other) + len(latencies["down"])
@@ -218,7 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phase", type=float, default=20.0, help="seconds per phase")
     parser.add_argument("--rounds", type=int, default=2, help="baseline+outage pairs")
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=32, help="closed loop: calls in flight")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="open loop: requests per second (0: closed loop)"
+    )
     parser.add_argument(
         "--breaker-failures",
         type=int,
@@ -304,6 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             opts.phase,
                             opts.concurrency,
                             gateway.proc.pid,
+                            opts.rate,
                         )
                     )
                     results[condition].append(result)
@@ -319,6 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "phase_s": opts.phase,
         "rounds": opts.rounds,
         "concurrency": opts.concurrency,
+        "rate": opts.rate,
         "breaker_failures": opts.breaker_failures,
         "loadavg_1m_at_start": round(load[0], 2),
         "baseline_other_p50_ms": med("baseline", "other_p50_ms"),
