@@ -39,7 +39,8 @@ class Fault(StrEnum):
     HTTP_404 = "http-404"
     RESET = "reset"  # closes the connection without an answer
     HANG = "hang"  # accepts and reads, never answers
-    OVERSIZED = "oversized"  # an answer over 16 KiB
+    OVERSIZED = "oversized"  # an answer over 16 KiB, its Content-Length says so
+    OVERSIZED_STREAM = "oversized-stream"  # over 16 KiB in chunks, no Content-Length
     MALFORMED = "malformed"  # not JSON
     BAD_SIGNATURE = "bad-signature"  # signed with a key the region never registered
     WRONG_NONCE = "wrong-nonce"
@@ -210,6 +211,13 @@ class PartnerServer:
             writer.write(_response(code, "Failed", b'{"error":"simulated"}'))
         elif fault is Fault.OVERSIZED:
             writer.write(_response(200, "OK", b'{"status_document":"' + b"A" * 20000 + b'"}'))
+        elif fault is Fault.OVERSIZED_STREAM:
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            writer.write(head + b"Transfer-Encoding: chunked\r\n\r\n")
+            for _ in range(8):  # 32 KiB, sent until the client stops reading
+                writer.write(b"1000\r\n" + b"A" * 4096 + b"\r\n")
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
         elif fault is Fault.MALFORMED:
             writer.write(_response(200, "OK", b'{"status_document": '))
         else:

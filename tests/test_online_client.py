@@ -101,6 +101,7 @@ def _sim(fault: Fault = Fault.NONE, **kw: object) -> PartnerSim:
         pytest.param(Fault.RESET, "PARTNER_UNAVAILABLE", id="connection-reset"),
         pytest.param(Fault.HANG, "PARTNER_TIMEOUT", id="accepts-never-answers"),
         pytest.param(Fault.OVERSIZED, "PARTNER_ANSWER_INVALID", id="oversized-answer"),
+        pytest.param(Fault.OVERSIZED_STREAM, "PARTNER_ANSWER_INVALID", id="oversized-while-read"),
         pytest.param(Fault.MALFORMED, "PARTNER_ANSWER_INVALID", id="malformed-json"),
         pytest.param(Fault.BAD_SIGNATURE, "SIGNATURE_INVALID", id="badly-signed"),
         pytest.param(Fault.WRONG_NONCE, "PARTNER_ANSWER_INVALID", id="wrong-nonce"),
