@@ -288,6 +288,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX stock_job_rows_by_certificate ON stock_job_rows (city, certificate_id)",
         ),
     ),
+    # A revocation batch's rows by batch id (SQLite migration 9), so that a gateway reads only
+    # the batches applied since the audit position it holds: expanding (indexes only).
+    Migration(
+        6,
+        1,
+        (
+            "CREATE INDEX code_revocations_by_batch ON code_revocations (region, batch_id)",
+            "CREATE INDEX holder_revocations_by_batch ON holder_revocations (region, batch_id)",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
