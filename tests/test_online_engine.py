@@ -4,6 +4,7 @@ builder behind an in-process transport, the verification and the decision are th
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -13,13 +14,15 @@ from support.aio import run
 from support.clock import T0
 from support.keyring import open_stored_keys
 from support.online import sim_for, sim_keys
+from support.wait import eventually
 
 from adapters.base import Colour
-from adapters.online import StatusQuestion, answer_body
+from adapters.online import OnlineToken, StatusQuestion, answer_body
 from gateway.engine import Conversions, Recogniser, Recognition
 from gateway.online.client import OnlineStatus, PartnerClient
 from gateway.online.config import PartnerSettings
 from gateway.partner_sim import Fault, PartnerSim
+from keys.errors import PartnerBusyError
 from keys.model import Mode, Region
 from keys.pseudonym import Pseudonymiser
 from keys.records import CodeRevocation
@@ -121,3 +124,64 @@ def test_a_lookups_failure_is_a_refusal_with_its_reason_never_an_exception(
     (decision,), _ = run(_decide(prepared_dir(T0), sim, [code]))
     assert (decision.reason, decision.region) == (reason, "110000")
     assert decision.mode is Mode.SHOW
+
+
+class Blocking(InProcess):
+    """Holds every call until :attr:`release` is set."""
+
+    def __init__(self, sim: PartnerSim) -> None:
+        super().__init__(sim)
+        self.release = asyncio.Event()
+
+    async def post(self, url: str, body: bytes) -> tuple[int, bytes]:
+        await self.release.wait()
+        return await super().post(url, body)
+
+
+@pytest.mark.doc("partners.md §9.7")
+def test_the_online_cache_is_emptied_when_the_registry_changes() -> None:
+    sim = sim_for("110000", T0)
+    token = OnlineToken("110000", "bjhc", "bjcached00001")
+    sim.add(token.code_id)
+    region = Region("110000", "Beijing", Mode.SHOW, timedelta(days=1))
+    snapshots = [RegistrySnapshot.build(1, [region], sim_keys(sim, T0))]
+    client = PartnerClient(
+        PartnerSettings("110000", "https://bj.example"), InProcess(sim), lambda: snapshots[-1]
+    )
+
+    async def scenario() -> None:
+        await client.status(token, T0, None)
+        await client.status(token, T0, None)
+        assert sim.requests == 1
+        snapshots.append(RegistrySnapshot.build(2, [region], sim_keys(sim, T0)))
+        await client.status(token, T0, None)
+        assert sim.requests == 2
+
+    run(scenario())
+
+
+@pytest.mark.doc("partners.md §9.6")
+def test_a_busy_refusal_does_not_take_the_half_open_breakers_probe() -> None:
+    sim = sim_for("110000", T0)
+    region = Region("110000", "Beijing", Mode.SHOW, timedelta(days=1))
+    snapshot = RegistrySnapshot.build(1, [region], sim_keys(sim, T0))
+    now = [0.0]
+    transport = Blocking(sim)
+    settings = PartnerSettings(
+        "110000", "https://bj.example", concurrency=2, breaker_failures=1, breaker_cooldown_s=5
+    )
+    client = PartnerClient(settings, transport, lambda: snapshot, clock=lambda: now[0])
+
+    async def scenario() -> None:
+        tokens = [OnlineToken("110000", "bjhc", f"bjheld{n:08d}") for n in range(3)]
+        held = [asyncio.ensure_future(client.status(t, T0, None)) for t in tokens[:2]]
+        await eventually(lambda: client.in_flight == 2, what="two calls in flight")
+        client.breaker.failed(now[0])  # opened meanwhile (by another failure)
+        now[0] = 6.0  # past the cool-down: half-open
+        with pytest.raises(PartnerBusyError):
+            await client.status(tokens[2], T0, None)
+        assert client.breaker.allow(now[0])  # the probe is still there to take
+        transport.release.set()
+        await asyncio.gather(*held, return_exceptions=True)
+
+    run(scenario())
