@@ -67,6 +67,8 @@ class Stats:
 
     deadline: float
     latencies: list[float] = field(default_factory=list)
+    # the same latencies by the request's region (the gateway's workload: 14 partner regions)
+    by_region: dict[str, list[float]] = field(default_factory=dict)
     mismatches: int = 0
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
     reasons: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -89,6 +91,7 @@ class Stats:
             self.timeline.append((t0, t1))
         if t1 <= self.deadline:
             self.latencies.append(t1 - t0)
+            self.by_region.setdefault(request.region, []).append(t1 - t0)
             if first_pass and request.new_conversion:
                 self.new_conversions += 1
 
@@ -207,6 +210,8 @@ class RunResult:
     reasons: dict[str, int]
     examples: list[str]
     fresh_wrapped: bool = False
+    region_p50_ms: dict[str, float] = field(default_factory=dict)
+    region_p99_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def failures(self) -> int:
@@ -316,4 +321,10 @@ class Target:
             reasons=dict(stats.reasons),
             examples=stats.examples,
             fresh_wrapped=cursor.wrapped,
+            region_p50_ms={
+                r: _percentile(sorted(v), 0.50) * 1e3 for r, v in stats.by_region.items()
+            },
+            region_p99_ms={
+                r: _percentile(sorted(v), 0.99) * 1e3 for r, v in stats.by_region.items()
+            },
         )

@@ -461,6 +461,31 @@ def _summary(runs: Sequence[RunResult]) -> dict[str, float]:
     }
 
 
+SM2_REGION = "230000"  # Heilongjiang signs its codes with SM2 (docs/crypto.md)
+
+
+def _region_costs(
+    out: dict[str, object], workload: str, form: str, runs: Sequence[RunResult]
+) -> None:
+    """Per-region p50/p99 of the gateway's replies (medians over the rounds), and the SM2
+    region's p50 against the median region's: what an SM2 partner's code costs in this load."""
+    regions = sorted({r for run in runs for r in run.region_p50_ms})
+    if SM2_REGION not in regions or len(regions) < 2:
+        return
+    p50 = {r: median([x.region_p50_ms[r] for x in runs if r in x.region_p50_ms]) for r in regions}
+    p99 = {r: median([x.region_p99_ms[r] for x in runs if r in x.region_p99_ms]) for r in regions}
+    others = median([v for r, v in p50.items() if r != SM2_REGION])
+    ratio = p50[SM2_REGION] / others if others else float("nan")
+    say(
+        f"{workload:6} {form:6} per region p50 ms: SM2 region {SM2_REGION} "
+        f"{p50[SM2_REGION]:.2f} vs the median other region {others:.2f} ({ratio:.2f}x); "
+        + " ".join(f"{r}:{p50[r]:.2f}" for r in regions)
+    )
+    out[f"{workload}_{form}_region_p50_ms"] = {r: round(v, 3) for r, v in p50.items()}
+    out[f"{workload}_{form}_region_p99_ms"] = {r: round(v, 3) for r, v in p99.items()}
+    out[f"{workload}_{form}_sm2_region_p50_ratio"] = round(ratio, 3)
+
+
 def report(
     bench: Bench, opts: Options, cores: str, started: float, code_lengths: tuple[float, float]
 ) -> dict[str, object]:
@@ -538,6 +563,9 @@ def report(
                 f"{workload:6} unary gateway / ideal on the thread-pool server {g_rps / s_rps:.2f}"
                 f" (the grpc.aio ideal / the thread-pool ideal {a_rps / s_rps:.2f})"
             )
+    for workload in opts.workloads:
+        for form in opts.forms:
+            _region_costs(out, workload, form, bench.results[("gateway", workload, form)])
     gw_runs = [r for (n, _w, _f), runs in bench.results.items() if n == "gateway" for r in runs]
     news = [r.new_conversions for r in gw_runs]
     wrapped = any(
