@@ -216,6 +216,7 @@ class RequestInterceptor:
 
         class _Unknown(grpc.GenericRpcHandler):
             def service(self, handler_call_details: grpc.HandlerCallDetails) -> _Handler:
+                del handler_call_details  # whatever the method: every service came before
                 return unknown
 
         return _Unknown()
