@@ -182,14 +182,6 @@ class Conversions:
             self._cache.move_to_end(key)
         return hit
 
-    async def get_or_create(
-        self, region: str, source_code_id: str, make: Callable[[], ConversionRecord]
-    ) -> HomeCode:
-        claimed = self.claim(region, source_code_id, make)
-        if isinstance(claimed, HomeCode):
-            return claimed
-        return claimed.result() if claimed.done() else await asyncio.shield(claimed)
-
     def claim(
         self, region: str, source_code_id: str, make: Callable[[], ConversionRecord]
     ) -> HomeCode | asyncio.Future[HomeCode]:
@@ -529,7 +521,7 @@ class Recogniser:
         validity) and says when its source was issued (``src_iat``); it never outlives the
         source code (``exp``). Converting the same source again yields this same code because
         the store keeps the first record and every later caller gets that one
-        (:meth:`Conversions.get_or_create`), not because signing is repeatable.
+        (:meth:`Conversions.claim`), not because signing is repeatable.
         """
         status = verified.status
         info, key = self._signers.signer(KeyRole.ISSUE, now)
