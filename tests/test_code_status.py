@@ -418,3 +418,35 @@ def test_a_deployment_that_signs_with_sm2_answers_with_sm2(tmp_path, simulator, 
     assert StatusDocument.parse(document).alg is Algorithm.SM2
     claims = verify_code_status(document, trust, signed_at(document), nonce=NONCE)
     assert (claims.status, claims.colour) == ("valid", "green")
+
+
+@pytest.mark.doc("partners.md §10.1")
+def test_the_gateway_answers_with_the_document_it_checks_from_partners(world, codes) -> None:
+    """One document both ways (docs/partners.md §9 and §10): the checks the gateway applies to a
+    partner's answer (adapters.online.verify_status_document) accept the gateway's own answer,
+    given its attest key as the key of region 370000 and the question as asked."""
+    from adapters.online import StatusQuestion, refusal, verify_status_document
+    from keys.model import RegionKey
+
+    make = codes(CONVERT.code, NOW)
+
+    async def body(gateway, c: dict[str, Client]) -> Any:
+        converted = (await home_code(c["verifier"], make())).converted
+        document = await ask(c["partner"], code_id=converted.code_id)
+        return converted, document, gateway.published_keys()
+
+    converted, document, keys = world(body)
+    at = signed_at(document)
+
+    class Keys:
+        def keys_for(self, region: str, kid: str | None) -> tuple[RegionKey, ...]:
+            return tuple(
+                RegionKey("370000", k.kid, k.public_key, k.not_before, k.not_after)
+                for k in keys
+                if k.role.value == "attest" and region == "370000" and kid in (None, k.kid)
+            )
+
+    question = StatusQuestion("370000", "trustgw", converted.code_id, NONCE, at)
+    claims, key = verify_status_document(document, question, Keys(), at)
+    assert (claims.status, key.kid) == ("valid", StatusDocument.parse(document).kid)
+    assert refusal(claims, at) is None  # honoured, as a partner's valid answer would be
