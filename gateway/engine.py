@@ -17,9 +17,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from adapters.base import MAX_CODE_CHARS, Colour, Pseudonymise, RegionAdapter, VerifiedCode
+from adapters.online import OnlineToken, is_online_token, parse_token, refusal, to_verified
 from adapters.regions import detect
 from gateway import tokens
 from gateway.claims import AttestationClaims, HomeCodeClaims, PartnerSource
+from gateway.online.client import Answer, OnlineStatus
 from gateway.runtime.tasks import Background
 from keys.errors import (
     CodeExpiredError,
@@ -33,7 +35,7 @@ from keys.errors import (
     RegionUnknownError,
 )
 from keys.keystore import KeyRole, Signers
-from keys.model import ConversionRecord, Mode
+from keys.model import ConversionRecord, Mode, Region
 from keys.pseudonym import Pseudonymiser
 from keys.registry import RegistrySnapshot
 from keys.store import ConversionStore
@@ -91,14 +93,17 @@ class PendingRecognition:
     signed and converted, to be attested once the converted code is durable.
 
     Await it (``await pending``), or, once :attr:`done`, take :meth:`result` without waiting.
-    Waiting never cancels the commit (other requests for the same source share it)."""
+    Waiting never cancels the commit (other requests for the same source share it). An online
+    code's decision is one too: its future is the lookup's task, already decided when done."""
 
     __slots__ = ("_finish", "_future")
 
     def __init__(
-        self, future: asyncio.Future[HomeCode], finish: Callable[[HomeCode], Recognition]
+        self,
+        future: asyncio.Future[HomeCode] | asyncio.Future[Recognition],
+        finish: Callable[[Any], Recognition],
     ) -> None:
-        self._future = future
+        self._future: asyncio.Future[Any] = future
         self._finish = finish
 
     @property
@@ -119,6 +124,11 @@ class PendingRecognition:
 
     def __await__(self) -> Generator[Any, None, Recognition]:
         return self.wait().__await__()
+
+
+def _decided(recognition: Recognition) -> Recognition:
+    """The finish of an online lookup's pending decision: the lookup decided already."""
+    return recognition
 
 
 class Conversions:
@@ -246,6 +256,7 @@ class Recogniser:
         conversions: Conversions,
         *,
         verified_cache_size: int = 20_000,
+        online: OnlineStatus | None = None,
     ) -> None:
         self._snapshot = snapshot
         self._signers = signers
@@ -255,30 +266,81 @@ class Recogniser:
         self._verified: OrderedDict[str, VerifiedCode] = OrderedDict()
         self._verified_version = -1
         self._verified_size = verified_cache_size
+        self._online = online if online is not None else OnlineStatus({})
 
-    async def recognise(self, code: str, now: datetime, region_hint: str = "") -> Recognition:
+    async def recognise(
+        self, code: str, now: datetime, region_hint: str = "", budget: float | None = None
+    ) -> Recognition:
         """Decide on one code at time ``now``. Never raises for bad input."""
-        result = self.start(code, now, region_hint)
+        result = self.start(code, now, region_hint, budget)
         return result if isinstance(result, Recognition) else await result
 
     def start(
-        self, code: str, now: datetime, region_hint: str = ""
+        self, code: str, now: datetime, region_hint: str = "", budget: float | None = None
     ) -> Recognition | PendingRecognition:
         """Decide without waiting where possible.
 
-        Returns the decision, or, when the decision needs I/O (recording a new conversion), a
-        :class:`PendingRecognition` that completes it after the commit. Lets a stream keep
-        deciding while a conversion commits.
+        Returns the decision, or, when the decision needs I/O (recording a new conversion,
+        asking an online code's region), a :class:`PendingRecognition` that completes it. Lets
+        a stream keep deciding while a conversion commits. ``budget``: the seconds the caller's
+        own call has left (None: no deadline), of which an online lookup takes at most a share.
         """
         try:
-            verified, decision = self._check(code, now, region_hint)
+            verified, decision, pending = self._check(code, now, region_hint, budget)
         except ForeignDataError as exc:
-            region = self._snapshot().region(exc.metadata.get("region", ""))
-            return Recognition.refused(exc, mode=region.mode if region is not None else None)
+            return self._refused(exc)
+        if pending is not None:
+            return pending
         if decision is not None:
             return decision
         assert verified is not None
         return self._recognised(verified, now)
+
+    def _refused(self, exc: ForeignDataError) -> Recognition:
+        region = self._snapshot().region(exc.metadata.get("region", ""))
+        return Recognition.refused(exc, mode=region.mode if region is not None else None)
+
+    async def _online_decision(
+        self, adapter: RegionAdapter, region: Region, token: OnlineToken, now: datetime,
+        budget: float | None,
+    ) -> Recognition:  # fmt: skip
+        """Ask the region for the token's status, then decide as for an offline code."""
+        try:
+            answer = await self._online.client(region.code).status(token, now, budget)
+        except ForeignDataError as exc:
+            return self._refused(exc)
+        verified, decision = self._online_verified(answer, adapter, region, self._snapshot(), now)
+        if decision is not None:
+            return decision
+        assert verified is not None
+        result = self._recognised(verified, now)
+        return result if isinstance(result, Recognition) else await result
+
+    def _online_verified(
+        self,
+        answer: Answer,
+        adapter: RegionAdapter,
+        region: Region,
+        snapshot: RegistrySnapshot,
+        now: datetime,
+    ) -> tuple[VerifiedCode | None, Recognition | None]:
+        """A verified status document as a verified code, or the refusal its status means."""
+        document = answer.document
+        error = refusal(document, now)
+        if error is not None:
+            return None, Recognition.refused(
+                error,
+                region=region.code,
+                mode=region.mode,
+                colour=None if document.colour is None else Colour(document.colour),
+                kid=answer.key.kid,
+                holder="" if document.holder_ref is None else self._pseudonymise(
+                    region.code, document.holder_ref
+                ),
+                code_id=document.code_id,
+            )  # fmt: skip
+        verified = to_verified(document, answer.key, adapter.spec, self._pseudonymise)
+        return self._judge(verified, region, snapshot, now)
 
     def _decode(
         self, adapter: RegionAdapter, text: str, snapshot: RegistrySnapshot
@@ -302,8 +364,8 @@ class Recogniser:
         return verified
 
     def _check(
-        self, code: str, now: datetime, region_hint: str
-    ) -> tuple[VerifiedCode | None, Recognition | None]:
+        self, code: str, now: datetime, region_hint: str, budget: float | None
+    ) -> tuple[VerifiedCode | None, Recognition | None, PendingRecognition | None]:
         text = code.strip()
         if not text:
             raise MalformedError("the code is empty")
@@ -311,11 +373,15 @@ class Recogniser:
             raise OversizedError(f"the code is longer than {MAX_CODE_CHARS} characters")
         adapter = detect(text)
         if region_hint and region_hint != adapter.region:
-            return None, Recognition(
-                False,
-                REGION_MISMATCH,
-                f"the code is from region {adapter.region}, not {region_hint[:8]}",
-                region=adapter.region,
+            return (
+                None,
+                Recognition(
+                    False,
+                    REGION_MISMATCH,
+                    f"the code is from region {adapter.region}, not {region_hint[:8]}",
+                    region=adapter.region,
+                ),
+                None,
             )
         snapshot = self._snapshot()
         region = snapshot.region(adapter.region)
@@ -328,7 +394,21 @@ class Recogniser:
                 f"recognition of region {region.code} ({region.name}) is disabled",
                 region=region.code,
             )
-        verified = self._decode(adapter, text, snapshot)
+        if is_online_token(text, adapter.spec):
+            token = parse_token(text, adapter.spec)
+            hit = self._online.client(region.code).cached(token, now)
+            if hit is None:
+                lookup = asyncio.ensure_future(
+                    self._online_decision(adapter, region, token, now, budget)
+                )
+                return None, None, PendingRecognition(lookup, _decided)
+            return *self._online_verified(hit, adapter, region, snapshot, now), None
+        return *self._judge(self._decode(adapter, text, snapshot), region, snapshot, now), None
+
+    def _judge(
+        self, verified: VerifiedCode, region: Region, snapshot: RegistrySnapshot, now: datetime
+    ) -> tuple[VerifiedCode | None, Recognition | None]:
+        """The policy on a verified code: revocation, time, colour."""
         status = verified.status
         # From here on the fields are trusted: the signature verified with a key of the region
         # that was valid and not revoked when the code was issued. Every refusal from here on

@@ -363,10 +363,13 @@ class RevocationIndex:
             (codes, self._ocodes, True),
             (holders, self._oholders, False),
         ):
-            for region in sorted({r for r, _ in overlay}):
+            by_region: dict[str, list[int]] = {}
+            for (region, d), times in overlay.items():
+                by_region.setdefault(region, []).extend((d << _TIME_BITS) | t for t in times)
+            for region, keyed in by_region.items():
                 table = tables.get(region)
-                keyed = list(table.keyed()) if table is not None else []
-                _merge_overlay(overlay, region, keyed)
+                if table is not None:
+                    keyed.extend(table.keyed())
                 tables[region] = PackedTable.pack(keyed, unique=unique)
         return self._make((codes, holders, {}, {}))
 
