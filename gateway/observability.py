@@ -323,6 +323,7 @@ class Metrics:
         for region in ONLINE_REGIONS:  # exported from the start: closed until a call fails
             self.partner_breaker_state.labels(region).set(0)
             self.partner_latency.labels(region)
+            self.partner_calls.labels(region, "ok")
 
     def partner_call(self, region: str, outcome: str, seconds: float | None) -> None:
         """One status lookup of an online code (``seconds``: the call's time, None when no

@@ -250,3 +250,31 @@ def test_a_partner_answering_within_the_deadline_after_added_latency_is_recognis
             return await _ask(stub, code, timeout=10.0)
 
     assert run(scenario()).reason == "RECOGNISED"
+
+
+@pytest.mark.doc('api.md "RecogniseStream"')
+def test_a_stream_answers_online_codes_in_order_beside_offline_ones(
+    prepared_dir: Callable[[datetime], Path],
+    codes: Callable[[str, datetime], Callable[..., str]],
+    pki: Pki,
+) -> None:
+    data_dir = prepared_dir(NOW)
+    beijing, chongqing = _sims()
+    beijing.latency = 0.05  # the online answers come after the offline ones were decided
+    sent = [
+        ("BJ1:" + beijing.add("bjstream00001"), "RECOGNISED"),
+        (codes("130000", NOW)(), "RECOGNISED"),
+        ("CQJKM:" + chongqing.add("cqstream00001", Colour.RED), "NOT_GREEN"),
+        ("BJ1:ON1.bjhc.streamunknown1", "CODE_UNKNOWN"),
+        (codes("500000", NOW)(), "RECOGNISED"),
+    ]
+    requests = [pb.RecogniseRequest(request_id=f"s{n}", code=c) for n, (c, _) in enumerate(sent)]
+
+    async def scenario() -> list[pb.RecogniseResponse]:
+        async with online_gateway(data_dir, pki, [beijing, chongqing]) as (stub, _):
+            call = stub.RecogniseStream(iter(requests), timeout=20)
+            return [response async for response in call]
+
+    answers = run(scenario())
+    assert [a.request_id for a in answers] == [f"s{n}" for n in range(len(sent))]
+    assert [a.reason for a in answers] == [expected for _, expected in sent]

@@ -211,6 +211,7 @@ class PartnerClient:
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
         self._in_flight = 0
         self._cache: OrderedDict[str, Answer] = OrderedDict()
+        self._cache_version: object = None
         self._url = settings.endpoint + STATUS_PATH
 
     @property
@@ -219,7 +220,15 @@ class PartnerClient:
         return self._in_flight
 
     def cached(self, token: OnlineToken, now: datetime) -> Answer | None:
-        """The cached answer for ``token`` if it is still fresh at ``now`` (no I/O)."""
+        """The cached answer for ``token`` if it is still fresh at ``now`` (no I/O).
+
+        The cache is emptied whenever the registry changes (as the engine's cache of verified
+        offline codes is), so that a key's revocation applies to cached answers at once.
+        """
+        version = getattr(self._keys(), "version", None)
+        if version != self._cache_version:
+            self._cache.clear()
+            self._cache_version = version
         hit = self._cache.get(token.code_id)
         if hit is None:
             return None
@@ -260,16 +269,17 @@ class PartnerClient:
         started = self._clock()
         deadline = self.deadline(budget)
         try:
+            # Busy first: a call refused here must not take the half-open breaker's one probe.
+            if self._in_flight >= self.settings.concurrency:
+                raise PartnerBusyError(
+                    f"already {self._in_flight} calls in flight to region {self.region}",
+                    region=self.region,
+                )
             if not self.breaker.allow(started):
                 wait = self.breaker.retry_in(started)
                 raise PartnerUnavailableError(
                     f"region {self.region}'s circuit is open after repeated failures: "
                     f"a probe in {wait:.1f} s",
-                    region=self.region,
-                )
-            if self._in_flight >= self.settings.concurrency:
-                raise PartnerBusyError(
-                    f"already {self._in_flight} calls in flight to region {self.region}",
                     region=self.region,
                 )
         except ForeignDataError as exc:
@@ -282,6 +292,9 @@ class PartnerClient:
             exc.metadata.setdefault("region", self.region)
             self.breaker.failed(self._clock())
             self._report(exc.reason, started)
+            raise
+        except asyncio.CancelledError:  # counted as a failure: a probe must not stay taken
+            self.breaker.failed(self._clock())
             raise
         except Exception as exc:  # a bug must not escape as INTERNAL nor leave the count high
             log.exception("online lookup bug for region %s", self.region)
