@@ -17,9 +17,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from adapters.base import MAX_CODE_CHARS, Colour, Pseudonymise, RegionAdapter, VerifiedCode
+from adapters.online import OnlineToken, is_online_token, parse_token, refusal, to_verified
 from adapters.regions import detect
 from gateway import tokens
 from gateway.claims import AttestationClaims, HomeCodeClaims, PartnerSource
+from gateway.online.client import Answer, OnlineStatus
 from gateway.runtime.tasks import Background
 from keys.errors import (
     CodeExpiredError,
@@ -33,7 +35,7 @@ from keys.errors import (
     RegionUnknownError,
 )
 from keys.keystore import KeyRole, Signers
-from keys.model import ConversionRecord, Mode
+from keys.model import ConversionRecord, Mode, Region
 from keys.pseudonym import Pseudonymiser
 from keys.registry import RegistrySnapshot
 from keys.store import ConversionStore
@@ -91,14 +93,17 @@ class PendingRecognition:
     signed and converted, to be attested once the converted code is durable.
 
     Await it (``await pending``), or, once :attr:`done`, take :meth:`result` without waiting.
-    Waiting never cancels the commit (other requests for the same source share it)."""
+    Waiting never cancels the commit (other requests for the same source share it). An online
+    code's decision is one too: its future is the lookup's task, already decided when done."""
 
     __slots__ = ("_finish", "_future")
 
     def __init__(
-        self, future: asyncio.Future[HomeCode], finish: Callable[[HomeCode], Recognition]
+        self,
+        future: asyncio.Future[HomeCode] | asyncio.Future[Recognition],
+        finish: Callable[[Any], Recognition],
     ) -> None:
-        self._future = future
+        self._future: asyncio.Future[Any] = future
         self._finish = finish
 
     @property
@@ -119,6 +124,11 @@ class PendingRecognition:
 
     def __await__(self) -> Generator[Any, None, Recognition]:
         return self.wait().__await__()
+
+
+def _decided(recognition: Recognition) -> Recognition:
+    """The finish of an online lookup's pending decision: the lookup decided already."""
+    return recognition
 
 
 class Conversions:
@@ -149,7 +159,10 @@ class Conversions:
         self._cache_size = cache_size
         self._pending: dict[tuple[str, str], asyncio.Future[HomeCode]] = {}
         # (region, source code id) in memory only: the store knows the source by its code key.
-        self._queue: list[tuple[tuple[str, str], ConversionRecord, asyncio.Future[HomeCode]]] = []
+        # Each with the kid that signed the new home code (known here: not parsed back).
+        self._queue: list[
+            tuple[tuple[str, str], ConversionRecord, str, asyncio.Future[HomeCode]]
+        ] = []
         self._max_batch = max_batch
         self._flusher = Background("conversion-writer")
         self._wakeup = asyncio.Event()
@@ -172,20 +185,16 @@ class Conversions:
             self._cache.move_to_end(key)
         return hit
 
-    async def get_or_create(
-        self, region: str, source_code_id: str, make: Callable[[], ConversionRecord]
-    ) -> HomeCode:
-        claimed = self.claim(region, source_code_id, make)
-        if isinstance(claimed, HomeCode):
-            return claimed
-        return claimed.result() if claimed.done() else await asyncio.shield(claimed)
-
     def claim(
-        self, region: str, source_code_id: str, make: Callable[[], ConversionRecord]
+        self,
+        region: str,
+        source_code_id: str,
+        make: Callable[[], tuple[ConversionRecord, str]],
     ) -> HomeCode | asyncio.Future[HomeCode]:
         """The converted code if this process holds it, else the future of its commit (shared
         by every request for the same source: await it through ``asyncio.shield``). No await:
-        a decision that converts is decided up to the commit without leaving the caller."""
+        a decision that converts is decided up to the commit without leaving the caller.
+        ``make``: the new record and the kid of the key that signed its home code."""
         key = (region, source_code_id)
         hit = self.cached(region, source_code_id)
         if hit is not None:
@@ -194,7 +203,8 @@ class Conversions:
         if pending is None:
             pending = asyncio.get_running_loop().create_future()
             self._pending[key] = pending
-            self._queue.append((key, make(), pending))
+            record, kid = make()
+            self._queue.append((key, record, kid, pending))
             if not self._flusher.running:  # stopped (or never started): commit right away
                 flush = asyncio.ensure_future(self._flush())
                 self._flushes.add(flush)
@@ -203,11 +213,14 @@ class Conversions:
                 self._wakeup.set()
         return pending
 
-    def _remember(self, key: tuple[str, str], record: ConversionRecord) -> HomeCode:
-        """Cache the stored record in the form a decision hands out, built once."""
+    def _remember(
+        self, key: tuple[str, str], record: ConversionRecord, kid: str | None = None
+    ) -> HomeCode:
+        """Cache the stored record in the form a decision hands out, built once. ``kid``: the
+        key that signed its home code when this process signed it (else read from the code)."""
         converted = HomeCode(
             record.converted_code,
-            tokens.home_code_kid(record.converted_code),
+            kid if kid is not None else tokens.home_code_kid(record.converted_code),
             record.converted_code_id,
             record.expires_at,
         )
@@ -228,16 +241,18 @@ class Conversions:
         while self._queue:
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
             try:
-                stored = await self._store.claim_conversions([record for _, record, _ in batch])
+                stored = await self._store.claim_conversions([entry[1] for entry in batch])
             except Exception as exc:  # the store's error reaches every waiting request
-                for key, _, done in batch:
+                for key, _, _, done in batch:
                     self._pending.pop(key, None)
                     if not done.done():
                         done.set_exception(exc)
                         done.exception()  # retrieved: each waiter gets it through shield
                 continue
-            for (key, _, done), kept in zip(batch, stored, strict=True):
-                converted = self._remember(key, kept)
+            for (key, record, kid, done), kept in zip(batch, stored, strict=True):
+                # Another request's (or replica's) earlier conversion may be the one kept.
+                ours = kept.converted_code == record.converted_code
+                converted = self._remember(key, kept, kid if ours else None)
                 self._pending.pop(key, None)
                 if not done.done():
                     done.set_result(converted)
@@ -254,6 +269,7 @@ class Recogniser:
         conversions: Conversions,
         *,
         verified_cache_size: int = 20_000,
+        online: OnlineStatus | None = None,
     ) -> None:
         self._snapshot = snapshot
         self._signers = signers
@@ -263,30 +279,81 @@ class Recogniser:
         self._verified: OrderedDict[str, VerifiedCode] = OrderedDict()
         self._verified_version = -1
         self._verified_size = verified_cache_size
+        self._online = online if online is not None else OnlineStatus({})
 
-    async def recognise(self, code: str, now: datetime, region_hint: str = "") -> Recognition:
+    async def recognise(
+        self, code: str, now: datetime, region_hint: str = "", budget: float | None = None
+    ) -> Recognition:
         """Decide on one code at time ``now``. Never raises for bad input."""
-        result = self.start(code, now, region_hint)
+        result = self.start(code, now, region_hint, budget)
         return result if isinstance(result, Recognition) else await result
 
     def start(
-        self, code: str, now: datetime, region_hint: str = ""
+        self, code: str, now: datetime, region_hint: str = "", budget: float | None = None
     ) -> Recognition | PendingRecognition:
         """Decide without waiting where possible.
 
-        Returns the decision, or, when the decision needs I/O (recording a new conversion), a
-        :class:`PendingRecognition` that completes it after the commit. Lets a stream keep
-        deciding while a conversion commits.
+        Returns the decision, or, when the decision needs I/O (recording a new conversion,
+        asking an online code's region), a :class:`PendingRecognition` that completes it. Lets
+        a stream keep deciding while a conversion commits. ``budget``: the seconds the caller's
+        own call has left (None: no deadline), of which an online lookup takes at most a share.
         """
         try:
-            verified, decision = self._check(code, now, region_hint)
+            verified, decision, pending = self._check(code, now, region_hint, budget)
         except ForeignDataError as exc:
-            region = self._snapshot().region(exc.metadata.get("region", ""))
-            return Recognition.refused(exc, mode=region.mode if region is not None else None)
+            return self._refused(exc)
+        if pending is not None:
+            return pending
         if decision is not None:
             return decision
         assert verified is not None
         return self._recognised(verified, now)
+
+    def _refused(self, exc: ForeignDataError) -> Recognition:
+        region = self._snapshot().region(exc.metadata.get("region", ""))
+        return Recognition.refused(exc, mode=region.mode if region is not None else None)
+
+    async def _online_decision(
+        self, adapter: RegionAdapter, region: Region, token: OnlineToken, now: datetime,
+        budget: float | None,
+    ) -> Recognition:  # fmt: skip
+        """Ask the region for the token's status, then decide as for an offline code."""
+        try:
+            answer = await self._online.client(region.code).status(token, now, budget)
+        except ForeignDataError as exc:
+            return self._refused(exc)
+        verified, decision = self._online_verified(answer, adapter, region, self._snapshot(), now)
+        if decision is not None:
+            return decision
+        assert verified is not None
+        result = self._recognised(verified, now)
+        return result if isinstance(result, Recognition) else await result
+
+    def _online_verified(
+        self,
+        answer: Answer,
+        adapter: RegionAdapter,
+        region: Region,
+        snapshot: RegistrySnapshot,
+        now: datetime,
+    ) -> tuple[VerifiedCode | None, Recognition | None]:
+        """A verified status document as a verified code, or the refusal its status means."""
+        document = answer.document
+        error = refusal(document, now)
+        if error is not None:
+            return None, Recognition.refused(
+                error,
+                region=region.code,
+                mode=region.mode,
+                colour=None if document.colour is None else Colour(document.colour),
+                kid=answer.key.kid,
+                holder="" if document.holder_ref is None else self._pseudonymise(
+                    region.code, document.holder_ref
+                ),
+                code_id=document.code_id,
+            )  # fmt: skip
+        verified = to_verified(document, answer.key, adapter.spec, self._pseudonymise)
+        return self._judge(verified, region, snapshot, now)
 
     def _decode(
         self, adapter: RegionAdapter, text: str, snapshot: RegistrySnapshot
@@ -310,8 +377,8 @@ class Recogniser:
         return verified
 
     def _check(
-        self, code: str, now: datetime, region_hint: str
-    ) -> tuple[VerifiedCode | None, Recognition | None]:
+        self, code: str, now: datetime, region_hint: str, budget: float | None
+    ) -> tuple[VerifiedCode | None, Recognition | None, PendingRecognition | None]:
         text = code.strip()
         if not text:
             raise MalformedError("the code is empty")
@@ -319,11 +386,15 @@ class Recogniser:
             raise OversizedError(f"the code is longer than {MAX_CODE_CHARS} characters")
         adapter = detect(text)
         if region_hint and region_hint != adapter.region:
-            return None, Recognition(
-                False,
-                REGION_MISMATCH,
-                f"the code is from region {adapter.region}, not {region_hint[:8]}",
-                region=adapter.region,
+            return (
+                None,
+                Recognition(
+                    False,
+                    REGION_MISMATCH,
+                    f"the code is from region {adapter.region}, not {region_hint[:8]}",
+                    region=adapter.region,
+                ),
+                None,
             )
         snapshot = self._snapshot()
         region = snapshot.region(adapter.region)
@@ -336,7 +407,21 @@ class Recogniser:
                 f"recognition of region {region.code} ({region.name}) is disabled",
                 region=region.code,
             )
-        verified = self._decode(adapter, text, snapshot)
+        if is_online_token(text, adapter.spec):
+            token = parse_token(text, adapter.spec)
+            hit = self._online.client(region.code).cached(token, now)
+            if hit is None:
+                lookup = asyncio.ensure_future(
+                    self._online_decision(adapter, region, token, now, budget)
+                )
+                return None, None, PendingRecognition(lookup, _decided)
+            return *self._online_verified(hit, adapter, region, snapshot, now), None
+        return *self._judge(self._decode(adapter, text, snapshot), region, snapshot, now), None
+
+    def _judge(
+        self, verified: VerifiedCode, region: Region, snapshot: RegistrySnapshot, now: datetime
+    ) -> tuple[VerifiedCode | None, Recognition | None]:
+        """The policy on a verified code: revocation, time, colour."""
         status = verified.status
         # From here on the fields are trusted: the signature verified with a key of the region
         # that was valid and not revoked when the code was issued. Every refusal from here on
@@ -442,14 +527,14 @@ class Recogniser:
             code_id=status.code_id,
         )
 
-    def _convert(self, verified: VerifiedCode, now: datetime) -> ConversionRecord:
+    def _convert(self, verified: VerifiedCode, now: datetime) -> tuple[ConversionRecord, str]:
         """Issue the home-province code for a verified green partner code.
 
         It is signed now (``iat``: the gateway's signing time, within the issuing key's
         validity) and says when its source was issued (``src_iat``); it never outlives the
         source code (``exp``). Converting the same source again yields this same code because
         the store keeps the first record and every later caller gets that one
-        (:meth:`Conversions.get_or_create`), not because signing is repeatable.
+        (:meth:`Conversions.claim`), not because signing is repeatable.
         """
         status = verified.status
         info, key = self._signers.signer(KeyRole.ISSUE, now)
@@ -470,7 +555,7 @@ class Recogniser:
             ),
             until=status.expires_at,
         )
-        return ConversionRecord(
+        record = ConversionRecord(
             region=status.region,
             source_key=source_key,
             holder=status.holder,
@@ -480,3 +565,4 @@ class Recogniser:
             expires_at=expires_at,
             created_at=now,
         )
+        return record, info.kid

@@ -163,8 +163,9 @@ class RecognitionService:
         return self._gateway.places.check(request.place, now) if request.place else None
 
     def _start(self, request: pb.RecogniseRequest) -> pb.RecogniseResponse | _Waiting:
-        """The response to a checked request, or, when the decision waits for a new
-        conversion's commit, the request id and the pending decision."""
+        """The response to a checked request, or, when the decision waits for I/O (a new
+        conversion's commit, an online code's status), the request id and the pending
+        decision. In a stream each online lookup has its region's own deadline."""
         now = utcnow()
         result = self._gateway.recogniser.start(request.code, now, request.region_hint)
         place = self._place(request, now)
@@ -194,10 +195,13 @@ class RecognitionService:
         self, request: pb.RecogniseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RecogniseResponse:
         _check_request(request)
+        # The call's remaining time: an online code's lookup takes at most a share of it.
         now = utcnow()
-        result = self._gateway.recogniser.start(request.code, now, request.region_hint)
+        result = self._gateway.recogniser.start(
+            request.code, now, request.region_hint, context.time_remaining()
+        )
         place = self._place(request, now)
-        if not isinstance(result, Recognition):  # one await, for a new conversion's commit
+        if not isinstance(result, Recognition):  # one await: a commit or an online lookup
             result = await result
         return self._respond(request.request_id, result, place)
 

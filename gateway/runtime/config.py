@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from gateway.online.config import OnlineSettings
 from gateway.pki import TlsFiles
 from gateway.places.tracing import TraceLimits
 from gateway.runtime.datadir import DataDir
@@ -33,6 +34,7 @@ class GatewayConfig:
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # docs/retention.md
     trustlist_ttl: timedelta = TRUSTLIST_TTL  # how long a signed trust list stays valid
     tracing: TraceLimits = field(default_factory=TraceLimits)  # docs/operations.md, "Tracing"
+    online: OnlineSettings = field(default_factory=OnlineSettings)  # online partners (§9)
 
     @property
     def paths(self) -> DataDir:

@@ -17,6 +17,7 @@ from adapters.regions import REGION_ALGORITHMS
 from gateway.codestatus import CodeStatus
 from gateway.engine import Conversions, Recogniser
 from gateway.observability import Metrics
+from gateway.online.client import OnlineStatus
 from gateway.places.book import PlaceBook
 from gateway.places.tracing import Tracing
 from gateway.places.visits import VisitLog
@@ -72,8 +73,17 @@ class Gateway:
             store, pseudonymiser, lambda: self.registry.snapshot.regions, config.tracing
         )
         self.purger = PeriodicPurge(store, config.retention)
+        self.metrics = Metrics()
+        # Online partners: one client each (own pool, limit, breaker, cache; docs/partners.md §9).
+        self.online = OnlineStatus.build(
+            config.online, lambda: self.registry.snapshot, self.metrics
+        )
         self.recogniser = Recogniser(
-            lambda: self.registry.snapshot, self, pseudonymiser, self.conversions
+            lambda: self.registry.snapshot,
+            self,
+            pseudonymiser,
+            self.conversions,
+            online=self.online,
         )
         # GetCodeStatus: partners ask about home codes, answered from the store at every call.
         self.code_status = CodeStatus(store, self, self.published_keys, pseudonymiser)
@@ -97,7 +107,6 @@ class Gateway:
         self.changes: ChangeFeed = change_feed(
             config.database, store.registry_version, config.refresh_interval
         )
-        self.metrics = Metrics()
         self.healthy = True
         self._metrics_updated = 0.0
 
@@ -127,7 +136,7 @@ class Gateway:
             key_dir = await open_keyring(store, config.passphrase, import_from=config.key_dir)
             registry = KeyRegistry(store)
             await registry.load()
-            gateway = cls(store, registry, key_dir, config)
+            gateway = cls(store, registry, key_dir, config)  # ConfigurationError: online TLS
             await gateway.places.load()
         except BaseException:
             await store.close()
@@ -151,6 +160,7 @@ class Gateway:
             await self.reclog.stop()
         await self.visits.stop()
         await self.conversions.stop()
+        await self.online.close()
         await self.store.close()
 
     async def _refresh_loop(self) -> None:

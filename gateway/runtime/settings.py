@@ -23,6 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from gateway.online.config import load_online
 from gateway.pki import TlsFiles
 from gateway.places.tracing import TraceLimits
 from gateway.runtime import dburl
@@ -177,6 +178,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "trustlist.ttl_hours", "float", "hours a signed trust list stays valid", low=0.1, high=8760
     ),
+    Option(
+        "online.file", "path", "the online partners' file (docs/partners.md §9.8)", optional=True
+    ),
     Option("retention.visits_days", "float", "days a venue visit is kept", low=0, high=36500),
     Option("tracing.daily_quota", "int", "queries per tracer and UTC day", low=1, high=1000000),
 )
@@ -230,6 +234,7 @@ class Settings:
     retention_recognition_log: bool = True
     retention_purge_interval_seconds: float = 3600.0
     trustlist_ttl_hours: float = 24.0
+    online_file: Path | None = None
     retention_visits_days: float = 28.0
     tracing_daily_quota: int = 200
     # Where each value came from: attribute -> "default", "file F", "env NAME", "flag --name".
@@ -305,6 +310,7 @@ class Settings:
                 visits_days=self.retention_visits_days,
             ),
             trustlist_ttl=timedelta(hours=self.trustlist_ttl_hours),
+            online=load_online(self.online_file, self.require_data_dir()),
             tracing=TraceLimits(daily_quota=self.tracing_daily_quota),
         )
 

@@ -32,6 +32,7 @@ IDEMPOTENT_METHODS: tuple[tuple[str, str], ...] = (
     ("gateway.api.v1.PartnerService", "PublishKeySet"),
     ("gateway.api.v1.PartnerService", "RevokeKey"),
     ("gateway.api.v1.PartnerService", "PublishRevocations"),
+    ("gateway.api.v1.PartnerService", "GetCodeStatus"),  # a read
     ("gateway.api.v1.TrustListService", "GetTrustList"),
 )
 
