@@ -257,8 +257,20 @@ class Recogniser:
             self._verified.popitem(last=False)
         return verified
 
+    def verify(self, code: str, now: datetime) -> VerifiedCode:
+        """The code, checked exactly as :meth:`recognise` checks it but of any colour (an arrival
+        declaration takes yellow and red partner codes too).
+
+        Raises the :class:`ForeignDataError` whose reason ``Recognise`` would answer with
+        (``MALFORMED``, ``REGION_UNKNOWN``, ``SIGNATURE_INVALID``, ``CODE_REVOKED``,
+        ``CODE_EXPIRED``, ...).
+        """
+        verified, _ = self._check(code, now, "", any_colour=True)
+        assert verified is not None  # any_colour: a refusal raises
+        return verified
+
     def _check(
-        self, code: str, now: datetime, region_hint: str
+        self, code: str, now: datetime, region_hint: str, *, any_colour: bool = False
     ) -> tuple[VerifiedCode | None, Recognition | None]:
         text = code.strip()
         if not text:
@@ -300,8 +312,10 @@ class Recogniser:
         try:
             self._check_verified(verified, snapshot, region.max_age, now)
         except ForeignDataError as exc:
+            if any_colour:
+                raise
             return None, Recognition.refused(exc, **verified_fields)
-        if status.colour is not Colour.GREEN:
+        if status.colour is not Colour.GREEN and not any_colour:
             return None, Recognition(
                 False,
                 NOT_GREEN,

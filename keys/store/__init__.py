@@ -21,6 +21,7 @@ from keys.store.postgres import PostgresStore
 from keys.store.protocols import (
     AuditStore,
     ConversionStore,
+    DeclarationStore,
     GatewayKeyStore,
     HealthStore,
     PurgeStore,
@@ -46,6 +47,7 @@ __all__ = [
     "AuditStore",
     "CodeKeys",
     "ConversionStore",
+    "DeclarationStore",
     "GatewayKeyStore",
     "HealthStore",
     "PostgresStore",

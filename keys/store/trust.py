@@ -21,7 +21,7 @@ from keys.records import (
     SubmissionKind,
     SubmissionResult,
 )
-from keys.store import audit, regions
+from keys.store import audit, declarations, regions
 from keys.store.dbapi import Connection
 from keys.store.rows import (
     EARLIER_AT,
@@ -315,10 +315,12 @@ def apply_revocation_batch(conn: Connection, change: RevocationBatchChange) -> S
         "UPDATE conversions SET revoked_at = ? WHERE region = ? AND source_key = ?",
         [(ts(when), change.region, key) for key, when in sorted(revoked.items())],
     )
-    result = revocation_result(change, len(revoked))
+    # Home codes given to arrival declarations made from these codes go with them.
+    declared = declarations.revoke_for_batch(conn, change)
+    result = revocation_result(change, len(revoked) + declared)
     _record_submission(conn, result, change.actor)
     regions.bump_version(conn)
-    audit.append(conn, revocation_audit(change, len(revoked)))
+    audit.append(conn, revocation_audit(change, len(revoked) + declared))
     return result
 
 
