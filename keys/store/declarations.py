@@ -152,17 +152,18 @@ def revoke_for_batch(conn: Connection, change: RevocationBatchChange) -> int:
     Returns how many declarations it revoked or revoked earlier."""
     at = ts(change.effective_at)
     changed = 0
-    where = " AND (revoked_at IS NULL OR revoked_at > ?)"
     for key in change.codes:
         changed += conn.execute(
             "UPDATE declarations SET revoked_at = ?, revoked_reason = ?"
-            " WHERE partner_region = ? AND partner_source_key = ?" + where,
+            " WHERE partner_region = ? AND partner_source_key = ?"
+            " AND (revoked_at IS NULL OR revoked_at > ?)",
             (at, REVOKED_PARTNER, change.region, key, at),
         ).rowcount
     for holder in change.holders:
         changed += conn.execute(
             "UPDATE declarations SET revoked_at = ?, revoked_reason = ?"
-            " WHERE partner_region = ? AND partner_holder = ? AND partner_issued_at < ?" + where,
+            " WHERE partner_region = ? AND partner_holder = ? AND partner_issued_at < ?"
+            " AND (revoked_at IS NULL OR revoked_at > ?)",
             (at, REVOKED_PARTNER, change.region, holder, at, at),
         ).rowcount
     return changed
@@ -193,7 +194,8 @@ def count(
     if not superseded:
         where.append("revoked_reason != ?")
         params.append(REVOKED_SUPERSEDED)
-    sql = "SELECT " + ", ".join([*groups, "COUNT(*)"]) + " FROM declarations"
+    # Column names only from the fixed table above; values are bound.
+    sql = "SELECT " + ", ".join([*groups, "COUNT(*)"]) + " FROM declarations"  # noqa: S608
     if where:
         sql += " WHERE " + " AND ".join(where)
     if groups:

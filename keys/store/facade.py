@@ -440,8 +440,8 @@ class StoreFacade(ABC):
         """Delete what is older than the cut-offs, in one transaction: log entries decided
         before ``recognitions_before``; partner and stock conversions whose code expired before
         ``conversions_before``, except partner conversions revoked at or after it (counted in
-        ``kept_revoked``), and arrival declarations likewise. Revocations, keys and the audit trail are never purged. With
-        ``dry_run`` nothing is deleted."""
+        ``kept_revoked``), and arrival declarations likewise. Revocations, keys and the audit
+        trail are never purged. With ``dry_run`` nothing is deleted."""
         return await self._write(
             "purge",
             lambda c: personal.purge(c, recognitions_before, conversions_before, dry_run),
