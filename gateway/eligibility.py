@@ -173,10 +173,13 @@ def evaluate(facts: Facts, now: datetime) -> Outcome:
         yellow.append("ARRIVED_UNDER_14_DAYS")
         lifts.append(f.last_arrival + timedelta(days=DAYS))
     colour = Colour.RED if red else Colour.YELLOW if yellow else Colour.GREEN
-    if _RANK[f.ceiling] > _RANK[colour]:
-        colour = f.ceiling
-        yellow.append(f"{f.ceiling_of.value}_{f.ceiling.value.upper()}")
-        lifts.append(None)  # the other system's colour: not known ahead
+    if f.ceiling is not Colour.GREEN:
+        # Listed when it makes the colour worse; a partner's code whenever it is not green (the
+        # holder is told why). Either way, when it lifts is the other system's: not known ahead.
+        if _RANK[f.ceiling] > _RANK[colour] or f.ceiling_of is Ceiling.PARTNER:
+            yellow.append(f"{f.ceiling_of.value}_{f.ceiling.value.upper()}")
+        colour = max(colour, f.ceiling, key=_RANK.__getitem__)
+        lifts.append(None)
     green_from = None
     if colour is Colour.YELLOW and lifts and all(d is not None for d in lifts):
         green_from = max(d for d in lifts if d is not None)
