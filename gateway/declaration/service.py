@@ -43,7 +43,6 @@ log = logging.getLogger("trustgw.declaration")
 # certificate's; never longer than the partner code it was made from, and a yellow code ends
 # when its holder would turn green (declaring again then gives the green code).
 DEFAULT_VALIDITY = timedelta(days=7)
-DECLARATION_ID_PREFIX = "SD"
 
 
 class Declarations:
