@@ -304,71 +304,23 @@ class MethodUnknownError(InvalidRequestError):
 class DeclarationInvalidError(InvalidRequestError):
     """An arrival declaration cannot be accepted as sent (docs/api.md, "DeclarationService").
 
-    Its messages name the field at fault, never the value sent. Nothing about the holder is
-    stored when a declaration is refused.
+    Like :class:`RowError`, it carries one of its own stable reasons (:attr:`REASONS`) and the
+    field at fault; the message names the field, never the value sent.
     """
 
     reason = "DECLARATION_INVALID"
     default_message = "the declaration is not valid"
+    REASONS: ClassVar[frozenset[str]] = frozenset(
+        {"ID_NUMBER_INVALID", "DATE_INVALID", "DATE_OUT_OF_RANGE", "ORIGIN_UNKNOWN",
+         "PLACE_UNKNOWN", "FIELD_INVALID", "FIELD_TOO_LONG", "HOLDER_MISMATCH"}
+    )  # fmt: skip
 
-
-class IdNumberInvalidError(DeclarationInvalidError):
-    """Not an 18-character resident ID number with a correct GB 11643 check digit."""
-
-    reason = "ID_NUMBER_INVALID"
-    default_message = "id_number is not a resident ID number (18 characters, GB 11643 check digit)"
-
-
-class DateInvalidError(DeclarationInvalidError):
-    """A date field that is not an existing calendar day written YYYY-MM-DD."""
-
-    reason = "DATE_INVALID"
-    default_message = "the date is not a calendar day written YYYY-MM-DD"
-
-
-class DateOutOfRangeError(DeclarationInvalidError):
-    """A date that is a real day but not a possible one here (an arrival in the future, a
-    discharge after the declaration, a date more than a year back)."""
-
-    reason = "DATE_OUT_OF_RANGE"
-    default_message = "the date is not possible for this declaration"
-
-
-class OriginUnknownError(DeclarationInvalidError):
-    """The origin names no province-level division (GB/T 2260) or country (ISO 3166-1), or
-    names the home province."""
-
-    reason = "ORIGIN_UNKNOWN"
-    default_message = "origin is not a division code of another province or a country code"
-
-
-class PlaceUnknownError(DeclarationInvalidError):
-    """One of the last 14 days' places names no division or country."""
-
-    reason = "PLACE_UNKNOWN"
-    default_message = "a place is not a division code or a country code"
-
-
-class FieldInvalidError(DeclarationInvalidError):
-    """A field out of its range (a temperature, a case status, too many places, a date the case
-    status does not take)."""
-
-    reason = "FIELD_INVALID"
-    default_message = "a field of the declaration is out of range"
-
-
-class FieldTooLongError(DeclarationInvalidError):
-    """A text field longer than its limit."""
-
-    reason = "FIELD_TOO_LONG"
-    default_message = "a field of the declaration is longer than its limit"
-
-
-class HolderMismatchError(DeclarationInvalidError):
-    """The partner code verified, but it is another person's than the ID number declared."""
-
-    reason = "HOLDER_MISMATCH"
-    default_message = "the partner code is not the declarant's: it names another holder"
+    def __init__(self, reason: str, message: str, field: str = "", **metadata: str) -> None:
+        if reason not in self.REASONS:
+            raise ValueError(f"unknown declaration reason {reason[:32]!r}")
+        super().__init__(message, **({"field": field} if field else {}), **metadata)
+        self.reason = reason  # type: ignore[misc]
+        self.field = field
 
 
 # --- who may call --------------------------------------------------------------------------

@@ -15,6 +15,7 @@ Pins README.md "Running a gateway" and docs/trust-registry.md §13: "Errors prin
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 import logging
@@ -30,6 +31,7 @@ from support.clock import REAL_NOW
 
 from gateway.cli import _common, _partner_rpc, _store, build_parser
 from gateway.cli import audit as cli_audit
+from gateway.cli import declarations as cli_declarations
 from gateway.cli import keys as cli_keys
 from gateway.cli import pki as cli_pki
 from gateway.cli import purge as cli_purge
@@ -99,6 +101,9 @@ TYPE_KINDS: dict[Any, str] = {
     cli_pki.fingerprint_type: "fingerprint",
     _partner_rpc.address_type: "address",
     cli_stock.job_type: "job",
+    cli_declarations.declaration_id: "declaration_id",
+    cli_declarations.day: "day",
+    cli_declarations.groups: "groups",
 }
 # Where a path is written rather than read.
 OUTPUTS = {"out", "report", "keep", "out_dir", "receipt_out"}
@@ -236,21 +241,109 @@ def files(dev_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Files
     assert main(argv) == 0
     argv = ["partner", "add", "--data-dir", str(data_dir), "--file", str(partner_file)]
     assert main(argv) == 0
+    asyncio.run(_declare(data_dir))  # for declarations show
     assert main(["backup", "--data-dir", str(data_dir), "--out", str(root / "backup.tar.gz")]) == 0
     tools = root / "tools"  # a partner's development kit, made with partner-tools itself
     pt = ["partner-tools"]
-    assert main([*pt, "keygen", "--region", "110000", "--role", "anchor", "--kid", "a1",
-                 "--out-dir", str(tools), "--dev"]) == 0
-    assert main([*pt, "keygen", "--region", "110000", "--role", "signing", "--kid", "s1",
-                 "--out-dir", str(tools), "--dev"]) == 0
-    assert main([*pt, "partner-file", "--region", "110000", "--anchor", str(tools / "a1.jwk"),
-                 "--threshold", "1", "--out", str(tools / "partner.json")]) == 0
-    assert main([*pt, "keyset", "--region", "110000", "--version", "1", "--key",
-                 str(tools / "s1.jwk"), "--sign", str(tools / "a1.key"),
-                 "--out", str(tools / "keyset-1.json")]) == 0
+    assert (
+        main(
+            [
+                *pt,
+                "keygen",
+                "--region",
+                "110000",
+                "--role",
+                "anchor",
+                "--kid",
+                "a1",
+                "--out-dir",
+                str(tools),
+                "--dev",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                *pt,
+                "keygen",
+                "--region",
+                "110000",
+                "--role",
+                "signing",
+                "--kid",
+                "s1",
+                "--out-dir",
+                str(tools),
+                "--dev",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                *pt,
+                "partner-file",
+                "--region",
+                "110000",
+                "--anchor",
+                str(tools / "a1.jwk"),
+                "--threshold",
+                "1",
+                "--out",
+                str(tools / "partner.json"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                *pt,
+                "keyset",
+                "--region",
+                "110000",
+                "--version",
+                "1",
+                "--key",
+                str(tools / "s1.jwk"),
+                "--sign",
+                str(tools / "a1.key"),
+                "--out",
+                str(tools / "keyset-1.json"),
+            ]
+        )
+        == 0
+    )
     assert main([*pt, "code", "--signing-key", str(tools / "s1.key"),
                  "--out", str(tools / "code.txt")]) == 0  # fmt: skip
     return Files(root, data_dir, jwk, partner_file, trust, trustlist, toml, csv)
+
+
+DECLARATION_ID = "SD" + "0123456789abcdef0123456789abcd"
+
+
+async def _declare(data_dir: Path) -> None:
+    """A stored declaration (as the service stores one: no ID number) for declarations show."""
+    from datetime import date, timedelta
+
+    from keys.personal import DeclarationRecord
+    from keys.store import SQLiteStore
+
+    store = await SQLiteStore.open(data_dir / "trustgw.db")
+    try:
+        await store.declare(
+            DeclarationRecord(
+                DECLARATION_ID, "h1-x", "d", "420000", "province", date(2026, 3, 9), "yellow",
+                ("ARRIVED_UNDER_14_DAYS",), date(2026, 3, 23), False, "SD1:x", REAL_NOW,
+                REAL_NOW + timedelta(days=7), REAL_NOW,
+            ),
+            REAL_NOW,
+        )  # fmt: skip
+    finally:
+        await store.close()
 
 
 def _bad_path(files: Files, name: str) -> str:
@@ -314,15 +407,35 @@ VALUES: dict[str, list[tuple[str, str]]] = {
     ],
     "choice": [("word", "nope"), ("fullwidth", "\uff4a\uff53\uff4f\uff4e")],
     "host": [
-        ("space", "a b"), ("non-ascii", "检查站.cn"), ("slash", "a/b"), ("254-chars", "a" * 254)
+        ("space", "a b"),
+        ("non-ascii", "检查站.cn"),
+        ("slash", "a/b"),
+        ("254-chars", "a" * 254),
     ],
     "name": [("space", "a b"), ("non-ascii", "检查站"), ("slash", "a/b"), ("65-chars", "a" * 65)],
-    "address": [("no-port", "localhost"), ("bad-port", "localhost:99999"), ("port-0", "a:0"),
-                ("non-ascii", "检查站:50051"), ("fullwidth-port", "a:\uff15")],
+    "address": [
+        ("no-port", "localhost"),
+        ("bad-port", "localhost:99999"),
+        ("port-0", "a:0"),
+        ("non-ascii", "检查站:50051"),
+        ("fullwidth-port", "a:\uff15"),
+    ],
     "ip": [("name", "gw.internal"), ("five-octets", "1.2.3.4.5"), ("fullwidth", "\uff11.2.3.4")],
     "serial": [("not-hex", "xyz"), ("fullwidth", "\uff11"), ("21-bytes", "a" * 42)],
-    "job": [("short", "abc1234"), ("not-hex", "g" * 16), ("fullwidth", "\uff11" * 16),
-            ("65-digits", "a" * 65)],
+    "job": [
+        ("short", "abc1234"),
+        ("not-hex", "g" * 16),
+        ("fullwidth", "\uff11" * 16),
+        ("65-digits", "a" * 65),
+    ],
+    "declaration_id": [
+        ("short", "SD1234"),
+        ("not-hex", "SD" + "g" * 30),
+        ("fullwidth", "SD" + "\uff11" * 30),
+        ("lower-prefix", "sd" + "0" * 30),
+    ],
+    "day": [("impossible", "2026-02-30"), ("not-iso", "11/03/2026"), ("fullwidth", "\uff12" * 4)],
+    "groups": [("unknown", "holder"), ("twice", "origin,origin"), ("empty", ",")],
     "fingerprint": [("short", "ab" * 10), ("not-hex", "g" * 64), ("fullwidth", "\uff11" * 64)],
     "text": [("301-chars", "x" * 301), ("bidi-override", "ab\u202ecd")],
     "setting-address": [("no-port", "localhost"), ("bad-port", "127.0.0.1:99999")],
@@ -363,7 +476,13 @@ FILE_VALUES_FOR = {
     (("partner-tools", "keygen"), "out_dir"): ["a-file", "under-a-file"],
     # A code id is any printable text, so any line of text is one: only unusable files fail.
     (("partner-tools", "revocations"), "code_ids"): [
-        "missing", "directory", "empty", "binary", "big", "broken-link", "under-a-file",
+        "missing",
+        "directory",
+        "empty",
+        "binary",
+        "big",
+        "broken-link",
+        "under-a-file",
     ],
 }
 # What the baseline adds to the required options for the command to run.
@@ -399,6 +518,10 @@ def _valid(words: tuple[str, ...], dest: str, files: Files, tmp: Path) -> str:
         "config": str(files.toml),
         "job": hashlib.sha256((files.root / "stock-job.csv").read_bytes()).hexdigest(),
         "floor": "1",
+        "id": DECLARATION_ID,
+        "by": "origin,day",
+        "since": "2026-03-01",
+        "until": "2026-03-31",
         # keys update: a start K1 may take (narrowing the window it was added with)
         "not_before": to_iso(REAL_NOW),
     }
@@ -679,11 +802,8 @@ def test_the_walker_feeds_every_kind_of_malformed_value() -> None:
         assert expected in ids
 
 
-
 @pytest.mark.integration
-def test_a_real_process_prints_exactly_one_line(
-    files: Files, tmp_path: Path
-) -> None:
+def test_a_real_process_prints_exactly_one_line(files: Files, tmp_path: Path) -> None:
     """Outside the test's logging capture: the dev-mode warning is held back on an error."""
     import subprocess
     import sys

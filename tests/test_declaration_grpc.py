@@ -34,7 +34,7 @@ from gateway.api.v1 import registry_pb2_grpc as regpb_grpc
 from gateway.eligibility import local_date
 from gateway.pki import DevCA, TlsFiles
 from gateway.sdk.channel import aio_channel
-from keys.timeutil import utcnow
+from keys.timeutil import from_unix
 
 pytestmark = pytest.mark.integration  # a real server (tests/support/tiers.py)
 
@@ -53,7 +53,7 @@ WANG = (_id("42010519780615234"), "王五")
 
 
 def today() -> date:
-    return local_date(utcnow())
+    return local_date(NOW)  # dates relative to it stay well inside their rules' bounds
 
 
 def days_ago(n: int) -> str:
@@ -172,7 +172,8 @@ def test_arrivals_get_the_colour_and_green_from_day_the_rules_give(world, simula
     for answer, arrived in ((hubei, 3), (abroad, 1)):
         assert answer.colour == rpb.COLOUR_YELLOW
         assert rules(answer) == ["ARRIVED_UNDER_14_DAYS"]
-        assert answer.green_from == (today() + timedelta(days=14 - arrived)).isoformat()
+        arrival = date.fromisoformat(days_ago(arrived))
+        assert answer.green_from == (arrival + timedelta(days=14)).isoformat()
         assert answer.failed_rules[0].message.startswith("returned from outside the province")
     # A green partner code does not exempt a stay abroad in the last 14 days.
     assert (korea.colour, korea.exempt) == (rpb.COLOUR_YELLOW, False)
@@ -183,20 +184,21 @@ def test_a_home_code_verifies_offline_and_names_its_origin(world, simulator) -> 
     async def body(gateway, ch: dict[str, grpc.aio.Channel]) -> tuple[Any, Any]:
         app = pb_grpc.DeclarationServiceStub(ch["app"])
         answer = await app.Declare(request(WANG, origin="420100", places=[HUBEI]))
-        keys = tokens.GatewayTrust.from_key_infos(gateway.published_keys(), now=utcnow())
+        keys = tokens.GatewayTrust.from_key_infos(gateway.published_keys(), now=NOW)
         return answer, keys
 
     answer, trust = world(body)
-    claims = tokens.verify_home_code(answer.home_code.code, trust, utcnow())
+    # Valid up to its stated end (signed after NOW, the time the suite was collected).
+    claims = tokens.verify_home_code(
+        answer.home_code.code, trust, from_unix(answer.home_code.expires_at)
+    )
     assert claims["colour"] == "yellow"
     assert claims["src"] == {"declaration": HUBEI}
     assert claims["id"] == answer.declaration_id
     green_day = date.fromisoformat(answer.green_from)
-    # A yellow code ends when its holder would turn green: declaring again then gives green.
-    assert (
-        answer.home_code.expires_at <= int((utcnow() + timedelta(days=14)).timestamp())
-        and green_day > today()
-    )
+    assert green_day == date.fromisoformat(days_ago(3)) + timedelta(days=14)
+    # Valid a week at most (the green-from day is later here).
+    assert answer.home_code.expires_at <= int((NOW + timedelta(days=8)).timestamp())
 
 
 def test_the_same_declaration_twice_gets_the_same_code_and_a_new_one_supersedes(

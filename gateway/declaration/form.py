@@ -16,15 +16,7 @@ from datetime import date, datetime, timedelta
 from adapters.fields import valid_id_number
 from gateway.declaration.places import Place, parse_place
 from gateway.eligibility import CASES, local_date
-from keys.errors import (
-    DateInvalidError,
-    DateOutOfRangeError,
-    FieldInvalidError,
-    FieldTooLongError,
-    IdNumberInvalidError,
-    OriginUnknownError,
-    PlaceUnknownError,
-)
+from keys.errors import DeclarationInvalidError
 
 MAX_ID_NUMBER_CHARS = 32  # an 18-character number with room for white space
 MAX_PLACE_CHARS = 16
@@ -88,58 +80,84 @@ def _date(text: str, name: str) -> date | None:
     if not text:
         return None
     if len(text) > MAX_DATE_CHARS:
-        raise FieldTooLongError(f"{name} is longer than {MAX_DATE_CHARS} characters", field=name)
+        raise DeclarationInvalidError(
+            "FIELD_TOO_LONG", f"{name} is longer than {MAX_DATE_CHARS} characters", field=name
+        )
     if len(text) != 10 or not text.isascii():
-        raise DateInvalidError(f"{name} is not a date written YYYY-MM-DD", field=name)
+        raise DeclarationInvalidError(
+            "DATE_INVALID", f"{name} is not a date written YYYY-MM-DD", field=name
+        )
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise DateInvalidError(f"{name} is not an existing calendar day", field=name) from None
+        raise DeclarationInvalidError(
+            "DATE_INVALID", f"{name} is not an existing calendar day", field=name
+        ) from None
 
 
 def _in_range(day: date, name: str, today: date, latest: date) -> date:
     if day > latest:
-        raise DateOutOfRangeError(f"{name} is in the future", field=name)
+        raise DeclarationInvalidError("DATE_OUT_OF_RANGE", f"{name} is in the future", field=name)
     if day < today - MAX_PAST:
-        raise DateOutOfRangeError(f"{name} is more than a year ago", field=name)
+        raise DeclarationInvalidError(
+            "DATE_OUT_OF_RANGE", f"{name} is more than a year ago", field=name
+        )
     return day
 
 
 def _place(text: str, name: str) -> Place | None:
     text = text.strip()
     if len(text) > MAX_PLACE_CHARS:
-        raise FieldTooLongError(f"{name} is longer than {MAX_PLACE_CHARS} characters", field=name)
+        raise DeclarationInvalidError(
+            "FIELD_TOO_LONG", f"{name} is longer than {MAX_PLACE_CHARS} characters", field=name
+        )
     return parse_place(text.upper())
 
 
 def check(form: DeclarationForm, now: datetime) -> Declared:
-    """The declaration, checked at ``now``. Raises :class:`DeclarationInvalidError` subclasses:
+    """The declaration, checked at ``now``. Raises :class:`DeclarationInvalidError` with reason
     ``ID_NUMBER_INVALID``, ``ORIGIN_UNKNOWN``, ``PLACE_UNKNOWN``, ``DATE_INVALID``,
     ``DATE_OUT_OF_RANGE``, ``FIELD_INVALID``, ``FIELD_TOO_LONG``."""
     if len(form.id_number) > MAX_ID_NUMBER_CHARS:
-        raise FieldTooLongError(
-            f"id_number is longer than {MAX_ID_NUMBER_CHARS} characters", field="id_number"
+        raise DeclarationInvalidError(
+            "FIELD_TOO_LONG",
+            f"id_number is longer than {MAX_ID_NUMBER_CHARS} characters",
+            field="id_number",
         )
     id_number = unicodedata.normalize("NFKC", form.id_number).strip().upper()
     if not valid_id_number(id_number, check_digit=True):
-        raise IdNumberInvalidError()
+        raise DeclarationInvalidError(
+            "ID_NUMBER_INVALID",
+            "id_number is not a resident ID number (18 characters, GB 11643 check digit)",
+            "id_number",
+        )
     origin = _place(form.origin, "origin")
     if origin is None or not origin.outside:
-        raise OriginUnknownError()
+        raise DeclarationInvalidError(
+            "ORIGIN_UNKNOWN",
+            "origin is not a division code of another province or a country code",
+            "origin",
+        )
     today = local_date(now)
     latest = local_date(now + CLOCK_SKEW)
     arrival = _date(form.arrival_date, "arrival_date")
     if arrival is None:
-        raise DateInvalidError("arrival_date is missing", field="arrival_date")
+        raise DeclarationInvalidError(
+            "DATE_INVALID", "arrival_date is missing", field="arrival_date"
+        )
     arrival = _in_range(arrival, "arrival_date", today, latest)
     if len(form.places) > MAX_PLACES:
-        raise FieldInvalidError(f"places lists more than {MAX_PLACES} places", field="places")
+        raise DeclarationInvalidError(
+            "FIELD_INVALID", f"places lists more than {MAX_PLACES} places", field="places"
+        )
     places: list[Place] = []
     for index, text in enumerate(form.places):
         place = _place(text, f"places[{index}]")
         if place is None:
-            raise PlaceUnknownError(
-                f"places[{index}] is not a division code or a country code", field="places"
+            raise DeclarationInvalidError(
+                "PLACE_UNKNOWN",
+                f"places[{index}] is not a division code or a country code",
+                field="places",
             )
         if place not in places:
             places.append(place)
@@ -147,23 +165,30 @@ def check(form: DeclarationForm, now: datetime) -> Declared:
     if temperature is not None and (
         not math.isfinite(temperature) or not MIN_CELSIUS <= temperature <= MAX_CELSIUS
     ):
-        raise FieldInvalidError(
+        raise DeclarationInvalidError(
+            "FIELD_INVALID",
             f"temperature_celsius is not between {MIN_CELSIUS} and {MAX_CELSIUS}",
             field="temperature_celsius",
         )
     if form.case not in CASES:
-        raise FieldInvalidError("case_status is not one of the plan's case statuses", field="case")
+        raise DeclarationInvalidError(
+            "FIELD_INVALID", "case_status is not one of the plan's case statuses", field="case"
+        )
     dates: dict[str, date | None] = {}
     for name in DATE_FIELDS:
         day = _date(getattr(form, name), name)
         if day is not None and name not in CASE_DATES[form.case]:
-            raise FieldInvalidError(f"{name} is not a date of this case status", field=name)
+            raise DeclarationInvalidError(
+                "FIELD_INVALID", f"{name} is not a date of this case status", field=name
+            )
         # A planned end of isolation or observation may lie ahead; nothing else may.
         ahead = today + MAX_PAST if name in ("isolation_end", "observation_end") else latest
         dates[name] = None if day is None else _in_range(day, name, today, ahead)
     start, end = dates["isolation_start"], dates["isolation_end"]
     if start is not None and end is not None and end < start:
-        raise FieldInvalidError("isolation_end is before isolation_start", field="isolation_end")
+        raise DeclarationInvalidError(
+            "FIELD_INVALID", "isolation_end is before isolation_start", field="isolation_end"
+        )
     return Declared(
         id_number=id_number,
         origin=origin,

@@ -27,7 +27,7 @@ from gateway.declaration.form import DeclarationForm, Declared, check
 from gateway.declaration.places import HOME, PROVINCE
 from gateway.eligibility import Ceiling, Facts, Outcome, evaluate
 from gateway.engine import Recogniser
-from keys.errors import HolderMismatchError, NotFoundError
+from keys.errors import DeclarationInvalidError, NotFoundError
 from keys.jsonutil import canonical_json
 from keys.keystore import KeyRole, Signers
 from keys.model import HOME_REGION
@@ -70,8 +70,8 @@ class Declarations:
     async def declare(self, form: DeclarationForm, now: datetime) -> DeclareResult:
         """Decide on ``form`` at ``now`` and store the declaration (or find it stored).
 
-        Raises :class:`keys.errors.DeclarationInvalidError` subclasses (a bad field, the
-        partner code of another holder), the :class:`keys.errors.ForeignDataError` of a partner
+        Raises :class:`keys.errors.DeclarationInvalidError` (a bad field, the partner code of
+        another holder), the :class:`keys.errors.ForeignDataError` of a partner
         code that ``Recognise`` would refuse, and the store's errors; nothing is stored then.
         """
         now = ensure_utc(now)
@@ -81,7 +81,12 @@ class Declarations:
         if declared.partner_code.strip():
             partner = self._recogniser.verify(declared.partner_code, now).status
             if self._pseudonymise(partner.region, declared.id_number) != partner.holder:
-                raise HolderMismatchError(region=partner.region)
+                raise DeclarationInvalidError(
+                    "HOLDER_MISMATCH",
+                    "partner_code is not the declarant's: it names another holder",
+                    "partner_code",
+                    region=partner.region,
+                )
         outcome = evaluate(self._facts(declared, partner), now)
         record = self._record(declared, holder, partner, outcome, now)
         result = await self._store.declare(record, now)

@@ -22,7 +22,7 @@ from gateway.grpc.methods import MAX_SMALL_REQUEST_BYTES, Method
 from gateway.limits import MAX_DECLARE_REQUEST_BYTES
 from gateway.pki import Role
 from gateway.runtime.gateway import Gateway
-from keys.errors import FieldInvalidError, FieldTooLongError
+from keys.errors import DeclarationInvalidError
 from keys.personal import DeclarationRecord
 from keys.timeutil import to_unix, utcnow
 
@@ -47,15 +47,20 @@ _COLOURS = {
 
 
 def form_of(request: pb.DeclareRequest) -> DeclarationForm:
-    """The declaration a request carries. Raises :class:`FieldInvalidError` for a case status
-    this gateway does not know, :class:`FieldTooLongError` for a too long request id."""
+    """The declaration a request carries. Raises :class:`DeclarationInvalidError`
+    (``FIELD_INVALID``: a case status this gateway does not know; ``FIELD_TOO_LONG``: the
+    request id)."""
     if len(request.request_id) > MAX_REQUEST_ID_CHARS:
-        raise FieldTooLongError(
-            f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters", field="request_id"
+        raise DeclarationInvalidError(
+            "FIELD_TOO_LONG",
+            f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters",
+            field="request_id",
         )
     case = _CASES.get(request.case_status)
     if case is None:
-        raise FieldInvalidError("case_status is not one of the plan's case statuses", field="case")
+        raise DeclarationInvalidError(
+            "FIELD_INVALID", "case_status is not one of the plan's case statuses", field="case"
+        )
     return DeclarationForm(
         id_number=request.id_number,
         origin=request.origin,
@@ -153,5 +158,7 @@ class DeclarationService:
     ) -> pb.Declaration:
         ident = request.declaration_id.strip()
         if not ident or len(ident) > MAX_DECLARATION_ID_CHARS:
-            raise FieldInvalidError("declaration_id is empty or too long", field="declaration_id")
+            raise DeclarationInvalidError(
+                "FIELD_INVALID", "declaration_id is empty or too long", field="declaration_id"
+            )
         return declaration_to_proto(await self._declarations.get(ident))
