@@ -50,6 +50,7 @@ from grpc_status import rpc_status  # noqa: E402
 
 from adapters.base import Colour  # noqa: E402
 from adapters.simulator import PartnerSimulator, fake_holder  # noqa: E402
+from gateway.api.v1 import declaration_pb2 as dpb  # noqa: E402
 from gateway.api.v1 import recognition_pb2 as pb  # noqa: E402
 from gateway.api.v1 import registry_pb2 as rpb  # noqa: E402
 
@@ -102,6 +103,13 @@ METHODS = [
         "server-stream",
         "operator",
         rpb.WatchTrustListRequest,
+    ),
+    Method("/gateway.api.v1.DeclarationService/Declare", "unary", "declarant", dpb.DeclareRequest),
+    Method(
+        "/gateway.api.v1.DeclarationService/GetDeclaration",
+        "unary",
+        "declarant",
+        dpb.GetDeclarationRequest,
     ),
     Method("/grpc.health.v1.Health/Check", "unary", "verifier", health_pb2.HealthCheckRequest),
     Method(
@@ -305,6 +313,7 @@ def serving(tmp: Path, now: datetime) -> Iterator[World]:
         "verifier": "trustgw://verifier/fuzz",
         "partner": f"trustgw://partner/{PARTNER_REGION}",
         "operator": "trustgw://operator/fuzz",
+        "declarant": "trustgw://declarant-channel/fuzz",
     }
     argv = [
         sys.executable,
