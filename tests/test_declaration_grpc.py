@@ -36,7 +36,13 @@ from gateway.pki import DevCA, TlsFiles
 from gateway.sdk.channel import aio_channel
 from keys.timeutil import from_unix
 
-pytestmark = pytest.mark.integration  # a real server (tests/support/tiers.py)
+pytestmark = [
+    pytest.mark.integration,  # a real server (tests/support/tiers.py)
+    pytest.mark.doc(
+        'api.md "DeclarationService"', 'api.md "Declare"', 'api.md "GetDeclaration"',
+        'api.md "What is kept"', 'api.md "Who may call what"',
+    ),
+]  # fmt: skip
 
 T = TypeVar("T")
 BEIJING, SHANGHAI, HUBEI = "110000", "310000", "420000"

@@ -40,7 +40,6 @@ def ago(days: int) -> date:
 ARRIVAL = Facts(last_arrival=ago(3), temperature=36.6, ceiling_of=Ceiling.PARTNER)
 
 
-@pytest.mark.doc('rules.md "The rules"', 'rules.md "Arrivals"')
 @pytest.mark.parametrize(
     ("changes", "colour", "rules", "green_from"),
     [
