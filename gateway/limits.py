@@ -19,6 +19,8 @@ MAX_RECOGNISE_REQUEST_BYTES = 32 * KIB
 MAX_DECLARE_REQUEST_BYTES = 32 * KIB
 # A partner submission is an envelope of at most 2 MiB, plus its field's tag and length.
 MAX_SUBMISSION_REQUEST_BYTES = MAX_ENVELOPE_BYTES + 64
+# A GetCodeStatusRequest holds a home code of at most 4096 characters, or its id, and a nonce.
+MAX_STATUS_REQUEST_BYTES = 8 * KIB
 # Requests with a few scalar fields (GetGatewayKeys, GetTrustList, health, reflection).
 MAX_SMALL_REQUEST_BYTES = 4 * KIB
 # The server-wide gRPC receive limit: the largest legitimate message. Above it gRPC itself
@@ -35,6 +37,7 @@ REQUEST_LIMITS: Mapping[str, int] = MappingProxyType(
         "/gateway.api.v1.PartnerService/PublishKeySet": MAX_SUBMISSION_REQUEST_BYTES,
         "/gateway.api.v1.PartnerService/RevokeKey": MAX_SUBMISSION_REQUEST_BYTES,
         "/gateway.api.v1.PartnerService/PublishRevocations": MAX_SUBMISSION_REQUEST_BYTES,
+        "/gateway.api.v1.PartnerService/GetCodeStatus": MAX_STATUS_REQUEST_BYTES,
         "/gateway.api.v1.TrustListService/GetTrustList": MAX_SMALL_REQUEST_BYTES,
         "/gateway.api.v1.TrustListService/WatchTrustList": MAX_SMALL_REQUEST_BYTES,
         "/gateway.api.v1.DeclarationService/Declare": MAX_DECLARE_REQUEST_BYTES,
@@ -53,6 +56,7 @@ __all__ = [
     "MAX_RECEIVE_BYTES",
     "MAX_RECOGNISE_REQUEST_BYTES",
     "MAX_SMALL_REQUEST_BYTES",
+    "MAX_STATUS_REQUEST_BYTES",
     "MAX_SUBMISSION_REQUEST_BYTES",
     "REQUEST_LIMITS",
     "too_large",

@@ -215,6 +215,14 @@ class TrustListConflictError(ForeignDataError):
     default_message = "the trust list contradicts the one already trusted for that version"
 
 
+class StatusMismatchError(ForeignDataError):
+    """A status document that verified but does not answer the question asked: another region,
+    issuer, code or nonce, checked in the future, or older than it may be kept."""
+
+    reason = "STATUS_MISMATCH"
+    default_message = "the status document does not answer the question asked"
+
+
 # --- operator input ------------------------------------------------------------------------
 
 
@@ -321,6 +329,14 @@ class DeclarationInvalidError(InvalidRequestError):
         super().__init__(message, **({"field": field} if field else {}), **metadata)
         self.reason = reason  # type: ignore[misc]
         self.field = field
+
+
+class RateLimitedError(InvalidRequestError):
+    """The caller asked more often than its allowance (per partner region): retry later."""
+
+    reason = "RATE_LIMITED"
+    grpc_status = "RESOURCE_EXHAUSTED"
+    default_message = "too many requests from this caller: retry later"
 
 
 # --- who may call --------------------------------------------------------------------------

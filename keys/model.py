@@ -163,3 +163,27 @@ class ConversionRecord:
             object.__setattr__(self, name, ensure_utc(getattr(self, name)))
         if self.revoked_at is not None:
             object.__setattr__(self, "revoked_at", ensure_utc(self.revoked_at))
+
+
+@dataclass(frozen=True)
+class IssuedHomeCode:
+    """A home-province code the gateway issued, as the store holds it: a partner conversion
+    (:class:`ConversionRecord`) or a stock certificate's conversion. What the gateway's status
+    call (``GetCodeStatus``) answers from; the holder only as a pseudonym.
+
+    ``revoked_at``: when a revocation of its source (code or holder) took effect, if any;
+    ``colour``: as stored for stock conversions, ``None`` for partner conversions (the code's
+    own payload states it: only green codes are converted).
+    """
+
+    code_id: str
+    code: str
+    holder: str
+    expires_at: datetime
+    revoked_at: datetime | None = None
+    colour: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "expires_at", ensure_utc(self.expires_at))
+        if self.revoked_at is not None:
+            object.__setattr__(self, "revoked_at", ensure_utc(self.revoked_at))

@@ -27,6 +27,7 @@ import unicodedata
 MAX_IDENTIFIER_CHARS = 128
 PSEUDONYM_PREFIX = "h1-"
 CODE_KEY_PREFIX = "c1-"
+HOLDER_REF_PREFIX = "r1-"
 _HASH = re.compile(r"[0-9a-f]{64}")
 
 
@@ -95,6 +96,17 @@ class Pseudonymiser:
             raise ValueError("a code hash is 64 lower-case hex digits")
         mac = hmac.digest(self._secret, b"code|" + hashed.encode("ascii"), "sha256")
         return CODE_KEY_PREFIX + base64.b32encode(mac[:20]).decode("ascii").lower()
+
+    def holder_ref(self, audience: str, pseudonym: str) -> str:
+        """The holder reference a status document gives ``audience`` (the asking partner's
+        region) for a holder known by ``pseudonym``: keyed again per audience, so two partners
+        cannot join their answers on it, and nothing in it can be checked against a guessed
+        identifier. Raises ``ValueError`` for an empty pseudonym."""
+        if not pseudonym:
+            raise ValueError("a holder reference is made from a pseudonym")
+        message = f"holder-ref|{audience}|{pseudonym}".encode()
+        mac = hmac.digest(self._secret, message, "sha256")
+        return HOLDER_REF_PREFIX + base64.b32encode(mac[:20]).decode("ascii").lower()
 
     def __repr__(self) -> str:  # never show the secret
         return "Pseudonymiser(<secret>)"

@@ -249,7 +249,9 @@ def test_the_sdk_imports_nothing_server_side() -> None:
     assert {name: found for name, found in offenders.items() if found} == {}
 
 
-@pytest.mark.parametrize("verifier", ["keys.trustlist", "gateway.tokens"])
+@pytest.mark.parametrize(
+    "verifier", ["keys.trustlist", "gateway.tokens", "keys.statusdoc", "gateway.sdk.status"]
+)
 def test_an_offline_verifier_imports_no_store(verifier: str) -> None:
     """The trust-list verifier (and the attestation / home-code verifiers) run at a checkpoint
     with only the gateway's public keys."""

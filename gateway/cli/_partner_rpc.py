@@ -1,8 +1,11 @@
-"""``trustgw partner-tools publish`` and ``recognise``: the two that call a gateway over mTLS.
+"""``trustgw partner-tools publish``, ``recognise`` and ``code-status``: the ones that call a
+gateway over mTLS.
 
 ``publish`` sends a signed statement with a partner certificate (``PartnerService``) and prints
 the gateway's receipt; ``recognise`` asks about a code with a verifier certificate
-(``RecognitionService.Recognise``). Both go through the typed client, :mod:`gateway.sdk`.
+(``RecognitionService.Recognise``); ``code-status`` asks about a home-province code with a
+partner certificate (``PartnerService.GetCodeStatus``) and verifies the signed answer. All go
+through the typed client, :mod:`gateway.sdk`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from gateway.cli._common import (
 from gateway.pki import TlsFiles
 from keys.errors import AlreadyExistsError, UsageError
 from keys.signed import MAX_ENVELOPE_BYTES, Envelope
-from keys.timeutil import to_iso
+from keys.statusdoc import VALID, check_code_id, check_nonce
+from keys.timeutil import to_iso, utcnow
 
 DEFAULT_TIMEOUT = 10.0
 MAX_CODE_FILE_BYTES = 16 * 1024
@@ -196,6 +200,52 @@ def cmd_recognise(opts: argparse.Namespace) -> int:
     return EXIT_OK if decision.recognised else EXIT_REJECTED
 
 
+def cmd_code_status(opts: argparse.Namespace) -> int:
+    from gateway.tokens import HOME_CODE_PREFIX, MAX_TRUST_FILE_BYTES, GatewayTrust
+
+    text = opts.code.strip()
+    if text.startswith(HOME_CODE_PREFIX):
+        code, code_id = text, ""
+    else:
+        code, code_id = "", check_code_id(text)  # MALFORMED before anything connects
+    if opts.nonce is not None:
+        check_nonce(opts.nonce)
+    trust = None
+    if opts.trust is not None:  # a trust file (keys export); else the gateway's published keys
+        trust = GatewayTrust.from_json(read_input(opts.trust, "trust file", MAX_TRUST_FILE_BYTES))
+    tls = _tls(opts)
+    with _client(opts, tls) as client:
+        answer = client.code_status(code, code_id=code_id, nonce=opts.nonce)
+        if trust is None:
+            trust = client.gateway_keys()
+    claims = answer.verify(trust, utcnow(), code_id=code_id or None)
+    result = {
+        "status": claims.status,
+        "code_id": claims.code_id,
+        "colour": claims.colour,
+        "holder_ref": claims.holder_ref,
+        "valid_from": claims.valid_from and to_iso(claims.valid_from),
+        "valid_until": claims.valid_until and to_iso(claims.valid_until),
+        "checked_at": to_iso(claims.checked_at),
+        "max_age": claims.max_age,
+        "nonce": claims.nonce,
+        "status_document": answer.document,
+        "request_id": answer.server_request_id,
+    }
+    if opts.json:
+        print_json(result)
+    else:
+        print(f"{claims.status}: home code {claims.code_id} (signature verified)")
+        if claims.status != "unknown":
+            print(
+                f"  colour {claims.colour}, valid {result['valid_from']} to "
+                f"{result['valid_until']}, holder {claims.holder_ref}"
+            )
+        print(f"  checked at {result['checked_at']}, may be kept {claims.max_age} s")
+        print(f"  request id {answer.server_request_id}")
+    return EXIT_OK if claims.status == VALID else EXIT_REJECTED
+
+
 def _rpc_options(p: argparse.ArgumentParser, role: str) -> None:
     p.add_argument("--gateway", required=True, type=address_type, metavar="HOST:PORT")
     p.add_argument("--cert", required=True, type=path_type, help=f"the {role} certificate (PEM)")
@@ -213,7 +263,8 @@ def _rpc_options(p: argparse.ArgumentParser, role: str) -> None:
 
 
 def register(tsub: Any) -> None:
-    """Add ``publish`` and ``recognise`` to the ``partner-tools`` subcommands."""
+    """Add ``publish``, ``recognise`` and ``code-status`` to the ``partner-tools``
+    subcommands."""
     p = tsub.add_parser(
         "publish", help="send a signed statement to a gateway (partner certificate)"
     )
@@ -232,3 +283,20 @@ def register(tsub: Any) -> None:
     _rpc_options(p, "verifier")
     p.add_argument("code_file", type=path_type, metavar="CODE_FILE", help="a file holding the code")
     p.set_defaults(func=cmd_recognise)
+
+    p = tsub.add_parser(
+        "code-status",
+        help="ask a gateway the status of a home-province code and verify the signed answer "
+        "(partner certificate)",
+    )
+    _rpc_options(p, "partner")
+    p.add_argument(
+        "--trust",
+        type=path_type,
+        metavar="FILE",
+        help="verify with this trust file (trustgw keys export); default: the keys the gateway "
+        "publishes (GetGatewayKeys)",
+    )
+    p.add_argument("--nonce", help="16-64 base64url characters (default: a fresh random one)")
+    p.add_argument("code", metavar="CODE", help="the SD1: code as shown, or its code id")
+    p.set_defaults(func=cmd_code_status)

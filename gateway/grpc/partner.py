@@ -27,6 +27,7 @@ from gateway.api.v1 import registry_pb2 as rpb
 from gateway.claims import ReceiptClaims
 from gateway.grpc.auth import caller
 from gateway.grpc.methods import MAX_SUBMISSION_REQUEST_BYTES, Method
+from gateway.limits import MAX_STATUS_REQUEST_BYTES
 from gateway.pki import Role
 from gateway.runtime.gateway import Gateway
 from gateway.tokens import Attestation, sign_receipt
@@ -91,10 +92,13 @@ class PartnerService:
     """Writes of a partner region's own keys and revocations."""
 
     service = rpb.DESCRIPTOR.services_by_name["PartnerService"]
-    methods: ClassVar[dict[str, Method]] = dict.fromkeys(
-        ("PublishKeySet", "RevokeKey", "PublishRevocations"),
-        Method((Role.PARTNER,), MAX_SUBMISSION_REQUEST_BYTES),
-    )
+    methods: ClassVar[dict[str, Method]] = {
+        **dict.fromkeys(
+            ("PublishKeySet", "RevokeKey", "PublishRevocations"),
+            Method((Role.PARTNER,), MAX_SUBMISSION_REQUEST_BYTES),
+        ),
+        "GetCodeStatus": Method((Role.PARTNER,), MAX_STATUS_REQUEST_BYTES),
+    }
 
     def __init__(self, gateway: Gateway, tls: bool) -> None:
         self._gateway = gateway
@@ -134,3 +138,18 @@ class PartnerService:
         self, request: rpb.SubmissionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> rpb.SubmissionReceipt:
         return await self._submit(request, context, self._gateway.trust.publish_revocations)
+
+    async def GetCodeStatus(
+        self, request: rpb.GetCodeStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> rpb.CodeStatusResponse:
+        """A home code's status document (:class:`gateway.codestatus.CodeStatus`), for the
+        calling partner's region."""
+        peer = caller(context, self._tls)  # a partner: its role was checked before decoding
+        document = await self._gateway.code_status.answer(
+            code=request.code,
+            code_id=request.code_id,
+            nonce=request.nonce,
+            asker="" if peer is None else peer.name,
+            now=utcnow(),
+        )
+        return rpb.CodeStatusResponse(status_document=document)

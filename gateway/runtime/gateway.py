@@ -14,6 +14,7 @@ import time
 from datetime import datetime
 
 from adapters.regions import REGION_ALGORITHMS
+from gateway.codestatus import CodeStatus
 from gateway.engine import Conversions, Recogniser
 from gateway.observability import Metrics
 from gateway.runtime.changefeed import ChangeFeed, change_feed
@@ -66,6 +67,8 @@ class Gateway:
         self.recogniser = Recogniser(
             lambda: self.registry.snapshot, self, pseudonymiser, self.conversions
         )
+        # GetCodeStatus: partners ask about home codes, answered from the store at every call.
+        self.code_status = CodeStatus(store, self, self.published_keys, pseudonymiser)
         # Partner writes refresh ``registry`` at once, so this process recognises with them.
         self.trust = TrustRegistry(store, pseudonymiser, registry, REGION_ALGORITHMS)
         self._trustlist_keys = key_dir  # the keys the trust list publishes (ahead of key_dir)

@@ -22,9 +22,11 @@ from gateway.sdk.results import (
     trust_from_proto,
     trust_list_from_proto,
 )
+from gateway.sdk.status import CodeStatusAnswer, verify_code_status
 
 __all__ = [
     "AsyncGatewayClient",
+    "CodeStatusAnswer",
     "ConvertedCode",
     "Decision",
     "GatewayClient",
@@ -37,4 +39,5 @@ __all__ = [
     "receipt_from_proto",
     "trust_from_proto",
     "trust_list_from_proto",
+    "verify_code_status",
 ]

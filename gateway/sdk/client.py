@@ -57,6 +57,7 @@ from gateway.sdk.results import (
     trust_from_proto,
     trust_list_from_proto,
 )
+from gateway.sdk.status import CodeStatusAnswer, new_nonce
 from keys.errors import GatewayRpcError
 
 DEFAULT_TIMEOUT = 5.0
@@ -373,6 +374,29 @@ class AsyncGatewayClient:
         """Revoke codes and holders of the partner's region (a signed batch's bytes)."""
         return await self._submit("PublishRevocations", submission, timeout)
 
+    async def code_status(
+        self,
+        code: str = "",
+        *,
+        code_id: str = "",
+        nonce: str | None = None,
+        timeout: float | None = None,
+    ) -> CodeStatusAnswer:
+        """Ask the status of a home-province code (``SD1:`` text, or its ``code_id``) with a
+        partner certificate: the gateway's signed status document, to check with
+        :meth:`CodeStatusAnswer.verify` (docs/verifying.md, "Status documents"). ``nonce``:
+        a fresh one (:func:`gateway.sdk.status.new_nonce`) unless given."""
+        rpb, partner, _ = self._registry_stubs()
+        asked = new_nonce() if nonce is None else nonce
+        response, server_id = await self._call(
+            partner.GetCodeStatus,
+            _PARTNER + "GetCodeStatus",
+            rpb.GetCodeStatusRequest(code=code, code_id=code_id, nonce=asked),
+            timeout=timeout,
+            request_id=new_request_id(),
+        )
+        return CodeStatusAnswer(response.status_document, asked, server_id)
+
     async def trust_list(
         self, since_version: int = 0, *, timeout: float | None = None
     ) -> SignedTrustList:
@@ -514,6 +538,19 @@ class GatewayClient:
         """Blocking :meth:`AsyncGatewayClient.publish_revocations`; raises
         :class:`GatewayRpcError`."""
         return self._run(self._client.publish_revocations(submission, timeout=timeout))
+
+    def code_status(
+        self,
+        code: str = "",
+        *,
+        code_id: str = "",
+        nonce: str | None = None,
+        timeout: float | None = None,
+    ) -> CodeStatusAnswer:
+        """Blocking :meth:`AsyncGatewayClient.code_status`; raises :class:`GatewayRpcError`."""
+        return self._run(
+            self._client.code_status(code, code_id=code_id, nonce=nonce, timeout=timeout)
+        )
 
     def trust_list(
         self, since_version: int = 0, *, timeout: float | None = None

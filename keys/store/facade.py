@@ -24,7 +24,7 @@ from typing import TypeVar
 from keys.anchors import AnchorSet
 from keys.audit import AuditEntry, AuditHead
 from keys.keyring import KeyringChange, KeyringRecord
-from keys.model import ConversionRecord, Region, RegionKey
+from keys.model import ConversionRecord, IssuedHomeCode, Region, RegionKey
 from keys.personal import (
     DeclarationCount,
     DeclarationRecord,
@@ -304,6 +304,11 @@ class StoreFacade(ABC):
     async def get_conversion(self, region: str, source_key: str) -> ConversionRecord | None:
         """The record of a converted partner code (by its code key), or None."""
         return await self._read("get_conversion", lambda c: conversions.get(c, region, source_key))
+
+    async def home_code(self, code_id: str) -> IssuedHomeCode | None:
+        """The home code issued under ``code_id`` (partner or stock conversion), read now, or
+        None: what ``GetCodeStatus`` answers from, so that a revocation counts at once."""
+        return await self._read("home_code", lambda c: conversions.home_code(c, code_id))
 
     async def put_conversions(self, records: Sequence[ConversionRecord]) -> None:
         """Insert ``records`` in one transaction; a (region, source_key) already stored is kept

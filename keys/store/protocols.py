@@ -21,7 +21,7 @@ from typing import Protocol
 from keys.anchors import AnchorSet
 from keys.audit import AuditEntry, AuditHead
 from keys.keyring import KeyringChange, KeyringRecord
-from keys.model import ConversionRecord, Region, RegionKey
+from keys.model import ConversionRecord, IssuedHomeCode, Region, RegionKey
 from keys.personal import (
     DeclarationCount,
     DeclarationRecord,
@@ -232,6 +232,14 @@ class ConversionStore(Protocol):
         ...
 
 
+class HomeCodeStore(Protocol):
+    """The home codes the gateway issued, read by code id (the status call)."""
+
+    async def home_code(self, code_id: str) -> IssuedHomeCode | None:
+        """The home code issued under ``code_id`` (partner or stock conversion), or None."""
+        ...
+
+
 class RecognitionStore(Protocol):
     """The recognition log, written in batches."""
 
@@ -347,6 +355,7 @@ class Store(
     AuditStore,
     TrustListStore,
     ConversionStore,
+    HomeCodeStore,
     RecognitionStore,
     StockStore,
     StockOutputStore,

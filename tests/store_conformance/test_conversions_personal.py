@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from keys.errors import AlreadyExistsError, ConcurrentChangeError, NotFoundError
-from keys.model import ConversionRecord
+from keys.model import ConversionRecord, IssuedHomeCode
 from keys.personal import PurgeResult
 from keys.store import Store
 from store_conformance.backends import Backend
@@ -67,6 +67,35 @@ def test_a_conversion_round_trips_with_its_revocation_time(store: Store, arun: A
         return await store.claim_conversions([conversion("a")])
 
     assert arun(scenario()) == [record]
+
+
+def test_an_issued_home_code_is_found_by_its_code_id_with_its_revocation_at_once(
+    store: Store, arun: Any
+) -> None:
+    """HomeCodeStore: partner and stock conversions by code id (GetCodeStatus); a revocation
+    batch that reaches a conversion is seen by the next read."""
+
+    async def scenario() -> list[IssuedHomeCode | None]:
+        await store.upsert_region(ZHEJIANG, actor=ACTOR, now=T0)
+        await store.claim_conversions([conversion("a"), conversion("b")])
+        await store.open_stock_job(JOB, "city.csv", T0)
+        await store.commit_stock_batch(stock_batch(JOB, 0, 1))
+        seen = [await store.home_code(i) for i in ("c-a", "SC-1", "c-none", "HC1:a")]
+        await store.apply_revocation_batch(
+            revocation_batch("330000", "b-1", codes=("a",), effective_at=T0 + timedelta(hours=1))
+        )
+        seen.append(await store.home_code("c-a"))
+        seen.append(await store.home_code("c-b"))
+        return seen
+
+    a, stocked, none, by_text, revoked, other = arun(scenario())
+    assert a == IssuedHomeCode("c-a", "HC1:a", "h1-a", T0 + timedelta(days=1))
+    assert stocked == IssuedHomeCode(
+        "SC-1", "SC1:1", "h1-stock-1", T0 + timedelta(days=7), None, "green"
+    )
+    assert none is None and by_text is None
+    assert revoked is not None and revoked.revoked_at == T0 + timedelta(hours=1)
+    assert other is not None and other.revoked_at is None
 
 
 def test_a_reused_converted_code_id_stores_nothing_of_the_batch(store: Store, arun: Any) -> None:

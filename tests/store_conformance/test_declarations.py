@@ -187,3 +187,23 @@ def test_expired_declarations_are_purged_but_recently_revoked_ones_kept(
     assert (dry.declarations, dry.dry_run, done.declarations) == (1, True, 1)
     assert old is None
     assert new is not None and rev is not None
+
+
+def test_a_declarations_home_code_is_found_by_its_id_with_its_revocation(
+    store: Store, arun: Any
+) -> None:
+    """What GetCodeStatus answers from (HomeCodeStore.home_code): a superseded declaration's
+    code is revoked from the moment it was superseded."""
+
+    async def scenario() -> list[Any]:
+        await store.declare(declaration("a", colour="yellow"), T0)
+        before = await store.home_code("a")
+        await store.declare(declaration("b", digest="d-other"), T0 + DAY)
+        return [before, await store.home_code("a"), await store.home_code("b")]
+
+    before, after, current = arun(scenario())
+    assert before is not None and (before.code, before.colour, before.revoked_at) == (
+        "SD1:a", "yellow", None,
+    )  # fmt: skip
+    assert after is not None and after.revoked_at == T0 + DAY
+    assert current is not None and current.revoked_at is None and current.holder == "h1-a"

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from gateway.api.v1 import recognition_pb2 as gateway_dot_api_dot_v1_dot_recognition__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dgateway/api/v1/registry.proto\x12\x0egateway.api.v1\x1a gateway/api/v1/recognition.proto\"\'\n\x11SubmissionRequest\x12\x12\n\nsubmission\x18\x01 \x01(\x0c\"\x95\x03\n\x11SubmissionReceipt\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.gateway.api.v1.SubmissionKind\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x13\n\x0b\x61\x63\x63\x65pted_at\x18\x04 \x01(\x03\x12\x11\n\tduplicate\x18\x05 \x01(\x08\x12\x0f\n\x07version\x18\n \x01(\x03\x12\x12\n\nkeys_added\x18\x0b \x03(\t\x12\x14\n\x0ckeys_removed\x18\x0c \x03(\t\x12\x11\n\tkeys_kept\x18\r \x03(\t\x12\x17\n\x0f\x61nchors_rotated\x18\x0e \x01(\x08\x12\x0e\n\x06key_id\x18\x14 \x01(\t\x12\x12\n\nrevoked_at\x18\x15 \x01(\x03\x12\x10\n\x08\x62\x61tch_id\x18\x1e \x01(\t\x12\r\n\x05\x63odes\x18\x1f \x01(\x03\x12\x0f\n\x07holders\x18  \x01(\x03\x12\x1b\n\x13\x63onversions_revoked\x18! \x01(\x03\x12\x30\n\x0b\x61ttestation\x18( \x01(\x0b\x32\x1b.gateway.api.v1.Attestation\",\n\x13GetTrustListRequest\x12\x15\n\rsince_version\x18\x01 \x01(\x03\".\n\x15WatchTrustListRequest\x12\x15\n\rsince_version\x18\x01 \x01(\x03\"q\n\x11TrustListResponse\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0f\n\x07\x65xpires\x18\x03 \x01(\x03\x12\x15\n\rsince_version\x18\x04 \x01(\x03\x12\x11\n\tissued_at\x18\x05 \x01(\x03*\x92\x01\n\x0eSubmissionKind\x12\x1f\n\x1bSUBMISSION_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16SUBMISSION_KIND_KEYSET\x10\x01\x12\"\n\x1eSUBMISSION_KIND_KEY_REVOCATION\x10\x02\x12\x1f\n\x1bSUBMISSION_KIND_REVOCATIONS\x10\x03\x32\x96\x02\n\x0ePartnerService\x12U\n\rPublishKeySet\x12!.gateway.api.v1.SubmissionRequest\x1a!.gateway.api.v1.SubmissionReceipt\x12Q\n\tRevokeKey\x12!.gateway.api.v1.SubmissionRequest\x1a!.gateway.api.v1.SubmissionReceipt\x12Z\n\x12PublishRevocations\x12!.gateway.api.v1.SubmissionRequest\x1a!.gateway.api.v1.SubmissionReceipt2\xc8\x01\n\x10TrustListService\x12V\n\x0cGetTrustList\x12#.gateway.api.v1.GetTrustListRequest\x1a!.gateway.api.v1.TrustListResponse\x12\\\n\x0eWatchTrustList\x12%.gateway.api.v1.WatchTrustListRequest\x1a!.gateway.api.v1.TrustListResponse0\x01\x42\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dgateway/api/v1/registry.proto\x12\x0egateway.api.v1\x1a gateway/api/v1/recognition.proto\"D\n\x14GetCodeStatusRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07\x63ode_id\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\t\"-\n\x12\x43odeStatusResponse\x12\x17\n\x0fstatus_document\x18\x01 \x01(\t\"\'\n\x11SubmissionRequest\x12\x12\n\nsubmission\x18\x01 \x01(\x0c\"\x95\x03\n\x11SubmissionReceipt\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.gateway.api.v1.SubmissionKind\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x13\n\x0b\x61\x63\x63\x65pted_at\x18\x04 \x01(\x03\x12\x11\n\tduplicate\x18\x05 \x01(\x08\x12\x0f\n\x07version\x18\n \x01(\x03\x12\x12\n\nkeys_added\x18\x0b \x03(\t\x12\x14\n\x0ckeys_removed\x18\x0c \x03(\t\x12\x11\n\tkeys_kept\x18\r \x03(\t\x12\x17\n\x0f\x61nchors_rotated\x18\x0e \x01(\x08\x12\x0e\n\x06key_id\x18\x14 \x01(\t\x12\x12\n\nrevoked_at\x18\x15 \x01(\x03\x12\x10\n\x08\x62\x61tch_id\x18\x1e \x01(\t\x12\r\n\x05\x63odes\x18\x1f \x01(\x03\x12\x0f\n\x07holders\x18  \x01(\x03\x12\x1b\n\x13\x63onversions_revoked\x18! \x01(\x03\x12\x30\n\x0b\x61ttestation\x18( \x01(\x0b\x32\x1b.gateway.api.v1.Attestation\",\n\x13GetTrustListRequest\x12\x15\n\rsince_version\x18\x01 \x01(\x03\".\n\x15WatchTrustListRequest\x12\x15\n\rsince_version\x18\x01 \x01(\x03\"q\n\x11TrustListResponse\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0f\n\x07\x65xpires\x18\x03 \x01(\x03\x12\x15\n\rsince_version\x18\x04 \x01(\x03\x12\x11\n\tissued_at\x18\x05 \x01(\x03*\x92\x01\n\x0eSubmissionKind\x12\x1f\n\x1bSUBMISSION_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16SUBMISSION_KIND_KEYSET\x10\x01\x12\"\n\x1eSUBMISSION_KIND_KEY_REVOCATION\x10\x02\x12\x1f\n\x1bSUBMISSION_KIND_REVOCATIONS\x10\x03\x32\xf1\x02\n\x0ePartnerService\x12U\n\rPublishKeySet\x12!.gateway.api.v1.SubmissionRequest\x1a!.gateway.api.v1.SubmissionReceipt\x12Q\n\tRevokeKey\x12!.gateway.api.v1.SubmissionRequest\x1a!.gateway.api.v1.SubmissionReceipt\x12Z\n\x12PublishRevocations\x12!.gateway.api.v1.SubmissionRequest\x1a!.gateway.api.v1.SubmissionReceipt\x12Y\n\rGetCodeStatus\x12$.gateway.api.v1.GetCodeStatusRequest\x1a\".gateway.api.v1.CodeStatusResponse2\xc8\x01\n\x10TrustListService\x12V\n\x0cGetTrustList\x12#.gateway.api.v1.GetTrustListRequest\x1a!.gateway.api.v1.TrustListResponse\x12\\\n\x0eWatchTrustList\x12%.gateway.api.v1.WatchTrustListRequest\x1a!.gateway.api.v1.TrustListResponse0\x01\x42\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,20 +33,24 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gateway.api.v1.registry_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001'
-  _globals['_SUBMISSIONKIND']._serialized_start=742
-  _globals['_SUBMISSIONKIND']._serialized_end=888
-  _globals['_SUBMISSIONREQUEST']._serialized_start=83
-  _globals['_SUBMISSIONREQUEST']._serialized_end=122
-  _globals['_SUBMISSIONRECEIPT']._serialized_start=125
-  _globals['_SUBMISSIONRECEIPT']._serialized_end=530
-  _globals['_GETTRUSTLISTREQUEST']._serialized_start=532
-  _globals['_GETTRUSTLISTREQUEST']._serialized_end=576
-  _globals['_WATCHTRUSTLISTREQUEST']._serialized_start=578
-  _globals['_WATCHTRUSTLISTREQUEST']._serialized_end=624
-  _globals['_TRUSTLISTRESPONSE']._serialized_start=626
-  _globals['_TRUSTLISTRESPONSE']._serialized_end=739
-  _globals['_PARTNERSERVICE']._serialized_start=891
-  _globals['_PARTNERSERVICE']._serialized_end=1169
-  _globals['_TRUSTLISTSERVICE']._serialized_start=1172
-  _globals['_TRUSTLISTSERVICE']._serialized_end=1372
+  _globals['_SUBMISSIONKIND']._serialized_start=859
+  _globals['_SUBMISSIONKIND']._serialized_end=1005
+  _globals['_GETCODESTATUSREQUEST']._serialized_start=83
+  _globals['_GETCODESTATUSREQUEST']._serialized_end=151
+  _globals['_CODESTATUSRESPONSE']._serialized_start=153
+  _globals['_CODESTATUSRESPONSE']._serialized_end=198
+  _globals['_SUBMISSIONREQUEST']._serialized_start=200
+  _globals['_SUBMISSIONREQUEST']._serialized_end=239
+  _globals['_SUBMISSIONRECEIPT']._serialized_start=242
+  _globals['_SUBMISSIONRECEIPT']._serialized_end=647
+  _globals['_GETTRUSTLISTREQUEST']._serialized_start=649
+  _globals['_GETTRUSTLISTREQUEST']._serialized_end=693
+  _globals['_WATCHTRUSTLISTREQUEST']._serialized_start=695
+  _globals['_WATCHTRUSTLISTREQUEST']._serialized_end=741
+  _globals['_TRUSTLISTRESPONSE']._serialized_start=743
+  _globals['_TRUSTLISTRESPONSE']._serialized_end=856
+  _globals['_PARTNERSERVICE']._serialized_start=1008
+  _globals['_PARTNERSERVICE']._serialized_end=1377
+  _globals['_TRUSTLISTSERVICE']._serialized_start=1380
+  _globals['_TRUSTLISTSERVICE']._serialized_end=1580
 # @@protoc_insertion_point(module_scope)

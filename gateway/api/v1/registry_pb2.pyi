@@ -55,6 +55,59 @@ SUBMISSION_KIND_REVOCATIONS: SubmissionKind.ValueType  # 3
 Global___SubmissionKind: _TypeAlias = SubmissionKind  # noqa: Y015
 
 @_typing.final
+class GetCodeStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    CODE_ID_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """The home code as the holder shows it (`SD1:...`, at most 4096 characters) ..."""
+    code_id: _builtins.str
+    """... or its code id alone (`SD` + 30 hex digits, as ConvertedCode.code_id names it).
+    Exactly one of the two.
+    """
+    nonce: _builtins.str
+    """The caller's fresh nonce, echoed in the signed answer: 16 to 64 base64url characters."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        code_id: _builtins.str = ...,
+        nonce: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "code_id", b"code_id", "nonce", b"nonce"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCodeStatusRequest: _TypeAlias = GetCodeStatusRequest  # noqa: Y015
+
+@_typing.final
+class CodeStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_DOCUMENT_FIELD_NUMBER: _builtins.int
+    status_document: _builtins.str
+    """The status document: a JWS compact (RFC 7515) with header {"alg", "kid",
+    "typ": "trustgw-status+jwt"} and the canonical JSON payload of docs/partners.md. Verify it
+    offline with gateway.sdk.verify_code_status and the gateway's published keys.
+    """
+    def __init__(
+        self,
+        *,
+        status_document: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status_document", b"status_document"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CodeStatusResponse: _TypeAlias = CodeStatusResponse  # noqa: Y015
+
+@_typing.final
 class SubmissionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -50,6 +50,11 @@ class PartnerServiceStub:
                 request_serializer=gateway_dot_api_dot_v1_dot_registry__pb2.SubmissionRequest.SerializeToString,
                 response_deserializer=gateway_dot_api_dot_v1_dot_registry__pb2.SubmissionReceipt.FromString,
                 _registered_method=True)
+        self.GetCodeStatus = channel.unary_unary(
+                '/gateway.api.v1.PartnerService/GetCodeStatus',
+                request_serializer=gateway_dot_api_dot_v1_dot_registry__pb2.GetCodeStatusRequest.SerializeToString,
+                response_deserializer=gateway_dot_api_dot_v1_dot_registry__pb2.CodeStatusResponse.FromString,
+                _registered_method=True)
 
 
 class PartnerServiceServicer:
@@ -80,6 +85,18 @@ class PartnerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCodeStatus(self, request, context):
+        """The status of one of the home province's own codes (`SD1:`), asked as the gateway asks a
+        partner's verification endpoint (docs/partners.md, "Mutual: asking the gateway"): the
+        answer is the same status document, for region 370000, signed by the gateway's attest key
+        (published in the trust list and GetGatewayKeys). Read from the store at every call: a
+        revocation is in force at once. A code the gateway never issued is "unknown" and nothing
+        else is said about it. Partner certificates only; rate-limited per partner region.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PartnerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +114,11 @@ def add_PartnerServiceServicer_to_server(servicer, server):
                     servicer.PublishRevocations,
                     request_deserializer=gateway_dot_api_dot_v1_dot_registry__pb2.SubmissionRequest.FromString,
                     response_serializer=gateway_dot_api_dot_v1_dot_registry__pb2.SubmissionReceipt.SerializeToString,
+            ),
+            'GetCodeStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCodeStatus,
+                    request_deserializer=gateway_dot_api_dot_v1_dot_registry__pb2.GetCodeStatusRequest.FromString,
+                    response_serializer=gateway_dot_api_dot_v1_dot_registry__pb2.CodeStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +203,33 @@ class PartnerService:
             '/gateway.api.v1.PartnerService/PublishRevocations',
             gateway_dot_api_dot_v1_dot_registry__pb2.SubmissionRequest.SerializeToString,
             gateway_dot_api_dot_v1_dot_registry__pb2.SubmissionReceipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCodeStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.api.v1.PartnerService/GetCodeStatus',
+            gateway_dot_api_dot_v1_dot_registry__pb2.GetCodeStatusRequest.SerializeToString,
+            gateway_dot_api_dot_v1_dot_registry__pb2.CodeStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,6 +59,14 @@ class PartnerServiceStub:
     """Revoke codes and holders of the caller's region (a `trustgw/revocations/v1` batch of
     hashed code ids and holder ids, up to 2 MiB).
     """
+    GetCodeStatus: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetCodeStatusRequest, _registry_pb2.CodeStatusResponse]
+    """The status of one of the home province's own codes (`SD1:`), asked as the gateway asks a
+    partner's verification endpoint (docs/partners.md, "Mutual: asking the gateway"): the
+    answer is the same status document, for region 370000, signed by the gateway's attest key
+    (published in the trust list and GetGatewayKeys). Read from the store at every call: a
+    revocation is in force at once. A code the gateway never issued is "unknown" and nothing
+    else is said about it. Partner certificates only; rate-limited per partner region.
+    """
 
 @_typing.type_check_only
 class PartnerServiceAsyncStub(PartnerServiceStub):
@@ -76,6 +84,14 @@ class PartnerServiceAsyncStub(PartnerServiceStub):
     PublishRevocations: _aio.UnaryUnaryMultiCallable[_registry_pb2.SubmissionRequest, _registry_pb2.SubmissionReceipt]  # type: ignore[assignment]
     """Revoke codes and holders of the caller's region (a `trustgw/revocations/v1` batch of
     hashed code ids and holder ids, up to 2 MiB).
+    """
+    GetCodeStatus: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetCodeStatusRequest, _registry_pb2.CodeStatusResponse]  # type: ignore[assignment]
+    """The status of one of the home province's own codes (`SD1:`), asked as the gateway asks a
+    partner's verification endpoint (docs/partners.md, "Mutual: asking the gateway"): the
+    answer is the same status document, for region 370000, signed by the gateway's attest key
+    (published in the trust list and GetGatewayKeys). Read from the store at every call: a
+    revocation is in force at once. A code the gateway never issued is "unknown" and nothing
+    else is said about it. Partner certificates only; rate-limited per partner region.
     """
 
 class PartnerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -109,6 +125,20 @@ class PartnerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_registry_pb2.SubmissionReceipt, _abc.Awaitable[_registry_pb2.SubmissionReceipt]]:
         """Revoke codes and holders of the caller's region (a `trustgw/revocations/v1` batch of
         hashed code ids and holder ids, up to 2 MiB).
+        """
+
+    @_abc_1.abstractmethod
+    def GetCodeStatus(
+        self,
+        request: _registry_pb2.GetCodeStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.CodeStatusResponse, _abc.Awaitable[_registry_pb2.CodeStatusResponse]]:
+        """The status of one of the home province's own codes (`SD1:`), asked as the gateway asks a
+        partner's verification endpoint (docs/partners.md, "Mutual: asking the gateway"): the
+        answer is the same status document, for region 370000, signed by the gateway's attest key
+        (published in the trust list and GetGatewayKeys). Read from the store at every call: a
+        revocation is in force at once. A code the gateway never issued is "unknown" and nothing
+        else is said about it. Partner certificates only; rate-limited per partner region.
         """
 
 def add_PartnerServiceServicer_to_server(servicer: PartnerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
