@@ -67,11 +67,14 @@ class Stats:
 
     deadline: float
     latencies: list[float] = field(default_factory=list)
+    # the same latencies by the request's region (the gateway's workload: 14 partner regions)
+    by_region: dict[str, list[float]] = field(default_factory=dict)
     mismatches: int = 0
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
     reasons: collections.Counter[str] = field(default_factory=collections.Counter)
     new_conversions: int = 0
     examples: list[str] = field(default_factory=list)
+    timeline: list[tuple[float, float]] | None = None  # (sent, replied) of every reply, if kept
 
     def reply(self, request: Request, first_pass: bool, data: bytes, t0: float, t1: float) -> None:
         response = pb.RecogniseResponse.FromString(data)
@@ -84,8 +87,11 @@ class Stats:
                     f"{request.request_id}, got {response.reason} for {response.request_id}"
                     f" ({response.message})"
                 )
+        if self.timeline is not None:
+            self.timeline.append((t0, t1))
         if t1 <= self.deadline:
             self.latencies.append(t1 - t0)
+            self.by_region.setdefault(request.region, []).append(t1 - t0)
             if first_pass and request.new_conversion:
                 self.new_conversions += 1
 
@@ -204,6 +210,8 @@ class RunResult:
     reasons: dict[str, int]
     examples: list[str]
     fresh_wrapped: bool = False
+    region_p50_ms: dict[str, float] = field(default_factory=dict)
+    region_p99_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def failures(self) -> int:
@@ -266,13 +274,14 @@ class Target:
         window: int,
         record: bool = True,
         limit: int | None = None,
+        timeline: list[tuple[float, float]] | None = None,
     ) -> RunResult:
         """Drive ``form`` ("unary" or "stream") for ``duration`` seconds (or until ``limit``
-        requests are out) and measure it."""
+        requests are out) and measure it; ``timeline`` gets (sent, replied) of every reply."""
         cursor = Cursor(requests, limit)
         start = time.perf_counter()
         deadline = start + duration
-        stats = Stats(deadline) if record else None
+        stats = Stats(deadline, timeline=timeline) if record else None
         cpu0, client0 = _proc_cpu(self.pid), time.process_time()
         if form == "unary":
             workers = [
@@ -312,4 +321,10 @@ class Target:
             reasons=dict(stats.reasons),
             examples=stats.examples,
             fresh_wrapped=cursor.wrapped,
+            region_p50_ms={
+                r: _percentile(sorted(v), 0.50) * 1e3 for r, v in stats.by_region.items()
+            },
+            region_p99_ms={
+                r: _percentile(sorted(v), 0.99) * 1e3 for r, v in stats.by_region.items()
+            },
         )

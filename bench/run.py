@@ -27,8 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,11 +40,12 @@ import grpc  # noqa: E402
 from nacl.signing import SigningKey  # noqa: E402
 
 from adapters.simulator import PartnerSimulator  # noqa: E402
-from bench import ideal_server  # noqa: E402
+from bench import ideal_server, registry  # noqa: E402
 from bench.loadgen import RunResult, Target  # noqa: E402
 from bench.workload import GatewayCodes, Request, interleave, requests_from  # noqa: E402
 from gateway.demo import make_pki, prepare  # noqa: E402
-from gateway.pki import TlsFiles  # noqa: E402
+from gateway.pki import DevCA, TlsFiles  # noqa: E402
+from keys.statements import MAX_BATCH_ENTRIES  # noqa: E402
 from keys.timeutil import utcnow  # noqa: E402
 
 GOAL = 0.85  # the project's target: gateway throughput at least this share of the ideal's
@@ -140,6 +142,11 @@ class Options:
     workloads: tuple[str, ...]
     forms: tuple[str, ...]
     sync_ideal: bool
+    registry: str = "default"
+    revocation_batch: int = 0
+    large_keys: int = 50
+    large_codes: int = 1_000_000
+    large_holders: int = 1_000_000
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:
@@ -205,6 +212,28 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         help="both servers without TLS, the gateway with --insecure (default: mutual TLS with a "
         "development CA, as a province runs it)",
     )
+    p.add_argument(
+        "--registry",
+        choices=("default", "large"),
+        default="default",
+        help="large: also load a second gateway's registry with 14 regions x 50 keys and a "
+        "million revoked codes and holders each (through the real paths), and measure it "
+        "against the default one, fresh codes, same run (bench/README.md; several minutes more)",
+    )
+    p.add_argument(
+        "--revocation-batch",
+        type=int,
+        help="with --registry large: entries of the revocation batch a partner publishes "
+        "(PublishRevocations) during a measured run of the large gateway; 0: none "
+        "(default 10000)",
+    )
+    p.add_argument(
+        "--large-revocations",
+        type=int,
+        default=1_000_000,
+        help="with --registry large: revoked codes, and as many revoked holders "
+        "(default %(default)s)",
+    )
     p.add_argument("--tls", action="store_true", help=argparse.SUPPRESS)  # the default now
     p.add_argument("--quick", action="store_true", help="short smoke run (about a minute)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every run as it finishes")
@@ -229,6 +258,14 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         workloads=tuple(w.strip() for w in a.workloads.split(",") if w.strip()),
         forms=tuple(f.strip() for f in a.forms.split(",") if f.strip()),
         sync_ideal=not a.no_sync_ideal,
+        registry=a.registry,
+        revocation_batch=(
+            a.revocation_batch
+            if a.revocation_batch is not None
+            else (10_000 if a.registry == "large" else 0)
+        ),
+        large_codes=a.large_revocations,
+        large_holders=a.large_revocations,
     )
     if set(opts.forms) - set(FORMS) or not opts.forms:
         p.error(f"--forms: choose from {', '.join(FORMS)}")
@@ -241,6 +278,10 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         p.error("--duration, --rounds, --concurrency and --streams must be positive")
     if not 0 <= opts.fresh <= 1:
         p.error("--fresh is a share between 0 and 1")
+    if opts.revocation_batch and opts.registry != "large":
+        p.error("--revocation-batch needs --registry large")
+    if not 0 <= opts.revocation_batch <= MAX_BATCH_ENTRIES or opts.large_codes < 0:
+        p.error(f"--revocation-batch is 0 to {MAX_BATCH_ENTRIES}; --large-revocations >= 0")
     return opts
 
 
@@ -334,14 +375,17 @@ class Bench:
                 f"{result.errors} {'; '.join(result.examples)}"
             )
 
-    def gateway_requests(self, workload: str, form: str) -> list[Request]:
+    def gateway_requests(
+        self, workload: str, form: str, duration: float | None = None
+    ) -> list[Request]:
         share = self.share(workload)
         if share <= 0:
             return self.gw_pool
         every = max(1, round(1 / share))
         estimate = self.estimates.get((workload, form), 3000.0)
         # 2.5x the last rate: on a shared machine the rate swings between rounds
-        count = math.ceil(estimate * self.opts.duration / every * 2.5) + 20
+        seconds = duration if duration is not None else self.opts.duration
+        count = math.ceil(estimate * seconds / every * 2.5) + 20
         t = time.perf_counter()
         fresh = self.codes.take(count, fresh=True)
         self.generate_seconds += time.perf_counter() - t
@@ -351,7 +395,7 @@ class Bench:
         self, target: Target, workload: str, form: str, requests: Sequence[Request], r: int
     ) -> RunResult:
         o = self.opts
-        pool = self.gw_pool if target.name == "gateway" else self.ideal_pool
+        pool = self.gw_pool if target.name.startswith("gateway") else self.ideal_pool
         if o.warmup > 0:
             warm = await self.run(target, form, pool, o.warmup)
             self.check_failures(warm, f"round {r + 1} warm-up")
@@ -363,7 +407,11 @@ class Bench:
                 f"  round {r + 1} {workload:6} {form:6} {target.name:10} {result.rps:8.0f}/s "
                 f"p50 {result.p50_ms:6.1f}ms p99 {result.p99_ms:6.1f}ms "
                 f"server cpu {result.server_cpu:4.0%} client cpu {result.client_cpu:4.0%}"
-                + (f" new conversions {result.new_conversions}" if target.name == "gateway" else "")
+                + (
+                    f" new conversions {result.new_conversions}"
+                    if target.name.startswith("gateway")
+                    else ""
+                )
             )
         return result
 
@@ -411,6 +459,31 @@ def _summary(runs: Sequence[RunResult]) -> dict[str, float]:
         # other load (a server that gets half a core serves half the calls at the same cost).
         "cpu_us_per_call": median([r.server_cpu / r.rps * 1e6 for r in runs if r.rps > 0]),
     }
+
+
+SM2_REGION = "230000"  # Heilongjiang signs its codes with SM2 (docs/crypto.md)
+
+
+def _region_costs(
+    out: dict[str, object], workload: str, form: str, runs: Sequence[RunResult]
+) -> None:
+    """Per-region p50/p99 of the gateway's replies (medians over the rounds), and the SM2
+    region's p50 against the median region's: what an SM2 partner's code costs in this load."""
+    regions = sorted({r for run in runs for r in run.region_p50_ms})
+    if SM2_REGION not in regions or len(regions) < 2:
+        return
+    p50 = {r: median([x.region_p50_ms[r] for x in runs if r in x.region_p50_ms]) for r in regions}
+    p99 = {r: median([x.region_p99_ms[r] for x in runs if r in x.region_p99_ms]) for r in regions}
+    others = median([v for r, v in p50.items() if r != SM2_REGION])
+    ratio = p50[SM2_REGION] / others if others else float("nan")
+    say(
+        f"{workload:6} {form:6} per region p50 ms: SM2 region {SM2_REGION} "
+        f"{p50[SM2_REGION]:.2f} vs the median other region {others:.2f} ({ratio:.2f}x); "
+        + " ".join(f"{r}:{p50[r]:.2f}" for r in regions)
+    )
+    out[f"{workload}_{form}_region_p50_ms"] = {r: round(v, 3) for r, v in p50.items()}
+    out[f"{workload}_{form}_region_p99_ms"] = {r: round(v, 3) for r, v in p99.items()}
+    out[f"{workload}_{form}_sm2_region_p50_ratio"] = round(ratio, 3)
 
 
 def report(
@@ -490,6 +563,9 @@ def report(
                 f"{workload:6} unary gateway / ideal on the thread-pool server {g_rps / s_rps:.2f}"
                 f" (the grpc.aio ideal / the thread-pool ideal {a_rps / s_rps:.2f})"
             )
+    for workload in opts.workloads:
+        for form in opts.forms:
+            _region_costs(out, workload, form, bench.results[("gateway", workload, form)])
     gw_runs = [r for (n, _w, _f), runs in bench.results.items() if n == "gateway" for r in runs]
     news = [r.new_conversions for r in gw_runs]
     wrapped = any(
@@ -562,7 +638,8 @@ async def drive(
     sync: Child | None,
     channels: int,
     client_tls: TlsFiles | None,
-) -> None:
+    large: LargeSetup | None = None,
+) -> dict[str, object]:
     credentials = None
     if client_tls is not None:
         cert, key, ca = client_tls.read()
@@ -574,15 +651,84 @@ async def drive(
     sync_target = (
         Target("ideal-sync", sync.address, sync.proc.pid, channels, credentials) if sync else None
     )
-    targets = [t for t in (gateway, ideal_target, sync_target) if t is not None]
+    large_target = (
+        Target("gateway-large", large.child.address, large.child.proc.pid, channels, credentials)
+        if large is not None
+        else None
+    )
+    targets = [t for t in (gateway, ideal_target, sync_target, large_target) if t is not None]
+    extra: dict[str, object] = {}
     try:
         for t in targets:
+            t0 = time.perf_counter()
             await t.ready()
-        await bench.prime(gateway, targets[1:])
+            if large is not None:  # start-up: serve started -> "serving on" -> channel ready
+                large.startup[t.name] = large.startup.get(t.name, 0.0) + time.perf_counter() - t0
+        await bench.prime(gateway, [t for t in targets[1:] if t is not large_target])
+        if large is not None and large_target is not None:
+            phase = registry.LargePhase(bench, gateway, large_target)
+            await phase.prime()
         await bench.measure(gateway, ideal_target, sync_target)
+        if large is not None and large_target is not None:
+            await phase.measure()
+            if bench.opts.revocation_batch:
+                await phase.revocation_batch(
+                    large.publisher(large.child.address), bench.opts.revocation_batch
+                )
+            extra = phase.report(large.startup, large.loaded)
     finally:
         for t in targets:
             await t.close()
+    return extra
+
+
+@dataclass
+class LargeSetup:
+    """The second gateway, on the large registry (--registry large)."""
+
+    child: Child
+    loaded: registry.Loaded
+    startup: dict[str, float]
+    publisher: Callable[[str], Callable[[], Awaitable[object]]]
+
+
+def _publisher(
+    loaded: registry.Loaded,
+    entries: int,
+    now: datetime,
+    partner_tls: Callable[[str], TlsFiles] | None,
+) -> Callable[[str], Callable[[], Awaitable[object]]]:
+    """What publishes one revocation batch of ``entries`` to a gateway at an address: a
+    partner's PublishRevocations call, with its own certificate under mutual TLS."""
+    from gateway.api.v1 import registry_pb2, registry_pb2_grpc
+
+    region = sorted(loaded.partners)[0]
+    partner = loaded.partners[region]
+    codes = entries // 2
+    envelope = registry.batch_envelope(
+        partner, "bench-live", now - timedelta(minutes=1), codes=codes, holders=entries - codes
+    )
+
+    def at(address: str) -> Callable[[], Awaitable[object]]:
+        async def publish() -> object:
+            if partner_tls is None:
+                channel = grpc.aio.insecure_channel(address)
+            else:
+                cert, key, ca = partner_tls(region).read()
+                creds = grpc.ssl_channel_credentials(
+                    root_certificates=ca, private_key=key, certificate_chain=cert
+                )
+                channel = grpc.aio.secure_channel(address, creds)
+            try:
+                stub = registry_pb2_grpc.PartnerServiceStub(channel)
+                request = registry_pb2.SubmissionRequest(submission=envelope)
+                return await stub.PublishRevocations(request, timeout=300)
+            finally:
+                await channel.close()
+
+        return publish
+
+    return at
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -636,21 +782,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
         else:
             client_tls, tls_args = None, []
-        procs.append(
-            spawn(
-                "gateway",
-                [
-                    *shlex.split(opts.serve_cmd),
-                    "--data-dir",
-                    str(data_dir),
-                    "--listen",
-                    "127.0.0.1:0",
-                    *(tls_args or ["--insecure"]),
-                ],
-                server_core,
-                tmpdir,
-            )
-        )
+
+        def gateway_argv(directory: Path) -> list[str]:
+            return [
+                *shlex.split(opts.serve_cmd),
+                "--data-dir",
+                str(directory),
+                "--listen",
+                "127.0.0.1:0",
+                *(tls_args or ["--insecure"]),
+            ]
+
+        t0 = time.perf_counter()
+        procs.append(spawn("gateway", gateway_argv(data_dir), server_core, tmpdir))
+        spawned = time.perf_counter() - t0
         ideal_argv = [
             sys.executable,
             str(ROOT / "bench" / "ideal_server.py"),
@@ -662,6 +807,47 @@ def main(argv: Sequence[str] | None = None) -> int:
             reply_seed.hex(),
             *tls_args,
         ]
+        large: LargeSetup | None = None
+        startup = {"gateway": spawned}
+        if opts.registry == "large":
+            large_dir = tmpdir / "data-large"
+            large_dir.mkdir()
+            asyncio.run(prepare(large_dir, simulator, now))
+            say(
+                f"  loading the large registry: 14 regions x {opts.large_keys} keys, "
+                f"{opts.large_codes:,} revoked codes and {opts.large_holders:,} revoked holders"
+            )
+            loaded = asyncio.run(
+                registry.load_large(
+                    large_dir,
+                    simulator,
+                    now,
+                    keys=opts.large_keys,
+                    codes=opts.large_codes,
+                    holders=opts.large_holders,
+                    say=say,
+                )
+            )
+            t0 = time.perf_counter()
+            child = spawn("gateway-large", gateway_argv(large_dir), server_core, tmpdir, 900)
+            startup["gateway-large"] = time.perf_counter() - t0
+            procs.append(child)
+            partner_tls = None
+            if opts.tls:
+                ca = DevCA(tmpdir / "pki")
+
+                def partner_tls(region: str) -> TlsFiles:
+                    cert, key = ca.issue(
+                        f"partner-{region}", uri=f"trustgw://partner/{region}", now=utcnow()
+                    )
+                    return TlsFiles(cert, key, ca.cert_path)
+
+            large = LargeSetup(
+                child,
+                loaded,
+                startup,
+                _publisher(loaded, opts.revocation_batch, now, partner_tls),
+            )
         procs.append(spawn("ideal", ideal_argv, server_core, tmpdir))
         if opts.sync_ideal:
             procs.append(spawn("ideal-sync", [*ideal_argv, "--sync"], server_core, tmpdir))
@@ -669,15 +855,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if client_core is not None:
             os.sched_setaffinity(0, {client_core})  # before any client thread exists
         bench = Bench(opts, codes, gw_pool, ideal_pool)
+        named = {c.name: c for c in procs}
         try:
-            asyncio.run(
+            extra = asyncio.run(
                 drive(
                     bench,
-                    procs[0],
-                    procs[1],
-                    procs[2] if opts.sync_ideal else None,
+                    named["gateway"],
+                    named["ideal"],
+                    named.get("ideal-sync"),
                     opts.channels,
                     client_tls,
+                    large,
                 )
             )
         except KeyboardInterrupt:
@@ -691,6 +879,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
         say(f"  generated fresh codes in {bench.generate_seconds:.1f}s between runs")
         summary = report(bench, opts, cores, started, (gw_len, ideal_len))
+        summary.update(extra)
+        summary["registry"] = opts.registry
+        if extra:
+            summary["total_s"] = round(time.perf_counter() - started, 1)
+            say(f"total time with the large registry {summary['total_s']:.0f}s")
     print(json.dumps(summary, sort_keys=True), flush=True)
     return 0
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -86,6 +86,41 @@ class Recognition:
         return cls(False, error.reason, error.message, region=str(region), **fields)  # type: ignore[arg-type]
 
 
+class PendingRecognition:
+    """A green code's decision that waits only for its new conversion's commit: decided,
+    signed and converted, to be attested once the converted code is durable.
+
+    Await it (``await pending``), or, once :attr:`done`, take :meth:`result` without waiting.
+    Waiting never cancels the commit (other requests for the same source share it)."""
+
+    __slots__ = ("_finish", "_future")
+
+    def __init__(
+        self, future: asyncio.Future[HomeCode], finish: Callable[[HomeCode], Recognition]
+    ) -> None:
+        self._future = future
+        self._finish = finish
+
+    @property
+    def done(self) -> bool:
+        """True once the commit has ended (stored, or failed: :meth:`result` raises)."""
+        return self._future.done()
+
+    def result(self) -> Recognition:
+        """The decision, once :attr:`done`; raises the store's error if the commit failed."""
+        return self._finish(self._future.result())
+
+    async def wait(self) -> Recognition:
+        """The decision, after the commit."""
+        future = self._future
+        if not future.done():
+            await asyncio.shield(future)
+        return self._finish(future.result())
+
+    def __await__(self) -> Generator[Any, None, Recognition]:
+        return self.wait().__await__()
+
+
 class Conversions:
     """Converted codes: an in-memory cache in front of the store, written by group commit.
 
@@ -118,6 +153,7 @@ class Conversions:
         self._max_batch = max_batch
         self._flusher = Background("conversion-writer")
         self._wakeup = asyncio.Event()
+        self._flushes: set[asyncio.Future[None]] = set()  # commits while the writer is stopped
 
     def start(self) -> None:
         self._flusher.start(self._flush_loop)
@@ -125,6 +161,8 @@ class Conversions:
     async def stop(self) -> None:
         await self._flusher.stop()
         await self._flush()
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
 
     def cached(self, region: str, source_code_id: str) -> HomeCode | None:
         """The converted code for this source code if this process holds it (no I/O)."""
@@ -137,6 +175,17 @@ class Conversions:
     async def get_or_create(
         self, region: str, source_code_id: str, make: Callable[[], ConversionRecord]
     ) -> HomeCode:
+        claimed = self.claim(region, source_code_id, make)
+        if isinstance(claimed, HomeCode):
+            return claimed
+        return claimed.result() if claimed.done() else await asyncio.shield(claimed)
+
+    def claim(
+        self, region: str, source_code_id: str, make: Callable[[], ConversionRecord]
+    ) -> HomeCode | asyncio.Future[HomeCode]:
+        """The converted code if this process holds it, else the future of its commit (shared
+        by every request for the same source: await it through ``asyncio.shield``). No await:
+        a decision that converts is decided up to the commit without leaving the caller."""
         key = (region, source_code_id)
         hit = self.cached(region, source_code_id)
         if hit is not None:
@@ -146,11 +195,13 @@ class Conversions:
             pending = asyncio.get_running_loop().create_future()
             self._pending[key] = pending
             self._queue.append((key, make(), pending))
-            if not self._flusher.running:
-                await self._flush()
+            if not self._flusher.running:  # stopped (or never started): commit right away
+                flush = asyncio.ensure_future(self._flush())
+                self._flushes.add(flush)
+                flush.add_done_callback(self._flushes.discard)
             else:
                 self._wakeup.set()
-        return await asyncio.shield(pending)
+        return pending
 
     def _remember(self, key: tuple[str, str], record: ConversionRecord) -> HomeCode:
         """Cache the stored record in the form a decision hands out, built once."""
@@ -220,11 +271,12 @@ class Recogniser:
 
     def start(
         self, code: str, now: datetime, region_hint: str = ""
-    ) -> Recognition | Coroutine[Any, Any, Recognition]:
+    ) -> Recognition | PendingRecognition:
         """Decide without waiting where possible.
 
         Returns the decision, or, when the decision needs I/O (recording a new conversion), a
-        coroutine that completes it. Lets a stream keep deciding while a conversion commits.
+        :class:`PendingRecognition` that completes it after the commit. Lets a stream keep
+        deciding while a conversion commits.
         """
         try:
             verified, decision = self._check(code, now, region_hint)
@@ -353,25 +405,20 @@ class Recogniser:
 
     def _recognised(
         self, verified: VerifiedCode, now: datetime
-    ) -> Recognition | Coroutine[Any, Any, Recognition]:
+    ) -> Recognition | PendingRecognition:
         status = verified.status
         region = self._snapshot().region(status.region)
         mode = region.mode if region is not None else verified.spec.mode
         if mode is not Mode.CONVERT:
             return self._attest(verified, mode, now, None)
-        converted = self._conversions.cached(status.region, status.code_id)
-        if converted is not None:
-            return self._attest(verified, mode, now, converted)
-        return self._convert_and_attest(verified, mode, now)
-
-    async def _convert_and_attest(
-        self, verified: VerifiedCode, mode: Mode, now: datetime
-    ) -> Recognition:
-        status = verified.status
-        converted = await self._conversions.get_or_create(
+        claimed = self._conversions.claim(
             status.region, status.code_id, lambda: self._convert(verified, now)
         )
-        return self._attest(verified, mode, now, converted)
+        if isinstance(claimed, HomeCode):
+            return self._attest(verified, mode, now, claimed)
+        return PendingRecognition(
+            claimed, lambda converted: self._attest(verified, mode, now, converted)
+        )
 
     def _attest(
         self, verified: VerifiedCode, mode: Mode, now: datetime, converted: HomeCode | None

@@ -109,42 +109,63 @@ class AccessLog:
 
     def write(self, call: CallRecord, status: str, seconds: float, peer_address: str) -> None:
         """Log ``call``, ended with ``status`` after ``seconds``."""
-        if not (self.enabled and self._log.isEnabledFor(logging.INFO)):
+        log = self._log
+        if not (self.enabled and log.isEnabledFor(logging.INFO)):
             return
         role, _, name = call.peer.partition("/")
+        reason = call.reason or ("OK" if status == "OK" else status)
+        latency_ms = round(seconds * 1000, 3)
         fields = {
             "method": call.method,
             "status": status,
-            "reason": call.reason or ("OK" if status == "OK" else status),
+            "reason": reason,
             "region": call.region,
             "peer_role": role,
             "peer_name": name,
             "peer_address": peer_address,
-            "latency_ms": round(seconds * 1000, 3),
+            "latency_ms": latency_ms,
             "messages_in": call.received,
             "messages_out": call.sent,
         }
-        self._log.info(
-            "%s %s %s %.3fms in=%d out=%d peer=%s",
-            call.method,
-            status,
-            fields["reason"],
-            fields["latency_ms"],
-            call.received,
-            call.sent,
-            call.peer or "-",
-            extra={"access": fields, "call_id": call.request_id},
+        # One line per call: the record is made directly (the message already formatted, no
+        # caller lookup: every access line comes from here), then handled as any other.
+        record = log.makeRecord(
+            log.name,
+            logging.INFO,
+            __file__,
+            0,
+            f"{call.method} {status} {reason} {latency_ms:.3f}ms in={call.received} "
+            f"out={call.sent} peer={call.peer or '-'}",
+            (),  # no arguments: the message is final
+            None,
+            "write",
+            {"access": fields, "call_id": call.request_id},
         )
+        log.handle(record)
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id, exception."""
 
+    _second = -1
+    _stamp = ""  # the local time of _second: "YYYY-MM-DDTHH:MM:SS+HH:MM"
+
+    def _ts(self, created: float) -> str:
+        """``created`` as local ISO time in milliseconds, as ``datetime.isoformat`` writes it;
+        the date, time and offset are formatted once per second (a line per call)."""
+        second = int(created)
+        micros = round((created - second) * 1e6)
+        if micros >= 1_000_000 or created < 0:  # rounds into the next second: the plain way
+            return datetime.fromtimestamp(created).astimezone().isoformat(timespec="milliseconds")
+        if second != self._second:
+            self._stamp = datetime.fromtimestamp(second).astimezone().isoformat()
+            self._second = second
+        stamp = self._stamp
+        return f"{stamp[:19]}.{micros // 1000:03d}{stamp[19:]}"
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created)
-            .astimezone()
-            .isoformat(timespec="milliseconds"),
+            "ts": self._ts(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),

@@ -85,6 +85,11 @@ class GatewayKeys:
         self._dev = dev
         self._entries = entries
         self._pseudonym_secret = pseudonym_secret
+        # role -> (the entries it was chosen from, from, until, info, key): the signer stays
+        # the same between two validity bounds of the role's keys (see :meth:`signer`).
+        self._signer_cache: dict[
+            KeyRole, tuple[list[KeyEntry], datetime, datetime, GatewayKeyInfo, PrivateKey]
+        ] = {}
 
     @property
     def where(self) -> str:
@@ -110,13 +115,25 @@ class GatewayKeys:
         Raises :class:`ConfigurationError` if there is none (all expired: rotate the keys).
         """
         now = ensure_utc(now)
-        best = signing_key((e.info for e in self._entries), role, now)  # the labels' rule too
+        entries = self._entries
+        cached = self._signer_cache.get(role)
+        # Once per decision: the choice changes only when ``now`` crosses a bound of one of
+        # the role's keys, or the entries are replaced (a rotation or reload assigns a new list).
+        if cached is not None and cached[0] is entries and cached[1] <= now < cached[2]:
+            return cached[3], cached[4]
+        best = signing_key((e.info for e in entries), role, now)  # the labels' rule too
         if best is None:
             raise ConfigurationError(
                 f"no {role} key of the gateway is valid at {to_iso(now)}: "
                 f"rotate the keys in {self.where}"
             )
-        entry = next(e for e in self._entries if e.info is best)
+        entry = next(e for e in entries if e.info is best)
+        bounds = [
+            t for e in entries if e.info.role is role for t in (e.info.not_before, e.info.not_after)
+        ]
+        start = max((t for t in bounds if t <= now), default=now)
+        end = min((t for t in bounds if t > now), default=now)
+        self._signer_cache[role] = (entries, start, end, entry.info, entry.private)
         return entry.info, entry.private
 
     def signers(self, role: KeyRole, now: datetime) -> list[tuple[GatewayKeyInfo, PrivateKey]]:

@@ -28,6 +28,7 @@ MAX_IDENTIFIER_CHARS = 128
 PSEUDONYM_PREFIX = "h1-"
 CODE_KEY_PREFIX = "c1-"
 HOLDER_REF_PREFIX = "r1-"
+MAX_REMEMBERED_CODE_KEYS = 50_000
 _HASH = re.compile(r"[0-9a-f]{64}")
 
 
@@ -67,6 +68,9 @@ class Pseudonymiser:
         if len(secret) < 32:
             raise ValueError("a pseudonym secret has at least 32 bytes")
         self._secret = bytes(secret)
+        # (region, code id) -> code key, for codes seen again (a recognition computes the key
+        # to convert and the recognition log again to store the entry). Memory only, bounded.
+        self._code_keys: dict[tuple[str, str], str] = {}
 
     def __call__(self, region: str, identifier: str) -> str:
         """The pseudonym of a raw identifier; raises ``ValueError`` for an unusable one."""
@@ -85,7 +89,14 @@ class Pseudonymiser:
 
     def code_key(self, region: str, code_id: str) -> str:
         """The code key of a partner code id: the only form in which a code id is stored."""
-        return self.from_code_hash(code_hash(region, code_id))
+        known = self._code_keys.get((region, code_id))
+        if known is not None:
+            return known
+        key = self.from_code_hash(code_hash(region, code_id))
+        if len(self._code_keys) >= MAX_REMEMBERED_CODE_KEYS:
+            self._code_keys.clear()
+        self._code_keys[(region, code_id)] = key
+        return key
 
     def from_code_hash(self, hashed: str) -> str:
         """The code key of a partner-supplied :func:`code_hash` (64 lower-case hex digits).

@@ -17,7 +17,7 @@ from types import MappingProxyType
 
 from keys.keywindow import plan_key_window
 from keys.model import KeyStatus, Region, RegionKey
-from keys.revocations import EMPTY_INDEX, RevocationIndex
+from keys.revocations import EMPTY_INDEX, MERGE_AT, RevocationIndex, RevocationRows
 from keys.store import DEFAULT_ACTOR, RegistryStore
 
 log = logging.getLogger("trustgw.keys")
@@ -118,6 +118,16 @@ class RegistrySnapshot:
         return self._by_region.get(region, _EMPTY)
 
 
+# Revocation changes of more rows than this are applied to the index on a worker thread.
+OFF_LOOP_ROWS = 1000
+
+
+def _updated(index: RevocationIndex, rows: RevocationRows) -> RevocationIndex:
+    """``index`` with ``rows``, folded when the overlay has grown past :data:`MERGE_AT`."""
+    index = index.with_rows(rows)
+    return index.merged() if index.overlay_size > MERGE_AT else index
+
+
 class KeyRegistry:
     """The current :class:`RegistrySnapshot` and the writes that replace it.
 
@@ -128,6 +138,7 @@ class KeyRegistry:
     def __init__(self, store: RegistryStore) -> None:
         self._store = store
         self._snapshot: RegistrySnapshot | None = None
+        self._position = -1  # the audit position the snapshot's revocations are read up to
         self._reload_lock = asyncio.Lock()
 
     @property
@@ -148,31 +159,52 @@ class KeyRegistry:
         Raises :class:`keys.errors.StoreUnavailableError` (the previous snapshot stays current).
         """
         async with self._reload_lock:
-            return await self._load_locked()
+            return await self._load_locked(None)
 
-    async def _load_locked(self) -> RegistrySnapshot:
-        data = await self._store.read_registry()
+    async def _load_locked(self, previous: RegistrySnapshot | None) -> RegistrySnapshot:
+        """Read the registry; with ``previous``, only the revocation batches applied since it
+        was read (they join its index, whose packed tables are shared, not rebuilt)."""
+        after = self._position if previous is not None else -1
+        data, rows, position = await self._store.read_registry_changes(after, RevocationRows)
+        if position < after:  # the audit went back (a restored database): it was a full read
+            previous = None
+        if previous is None:
+            revocations = RevocationIndex.from_rows(rows)
+        else:
+            revocations = previous.revocations
+            if rows.count > OFF_LOOP_ROWS or revocations.overlay_size + rows.count > MERGE_AT:
+                # CPU work in proportion to the change (and, folding the overlay into the packed
+                # tables, to the regions it touches): off the event loop, which keeps serving.
+                revocations = await asyncio.to_thread(_updated, revocations, rows)
+            else:
+                revocations = revocations.with_rows(rows)
         snapshot = RegistrySnapshot.build(
             data.version,
             data.regions,
             data.keys,
-            RevocationIndex(data.code_revocations, data.holder_revocations),
+            revocations,
             dict(data.keyset_versions),
         )
-        previous = self._snapshot
+        before = self._snapshot
         self._snapshot = snapshot
-        if previous is None or previous.version != snapshot.version:
+        self._position = position
+        if before is None or before.version != snapshot.version:
             log.info(
-                "key registry version %s loaded: %s regions, %s keys",
+                "key registry version %s loaded: %s regions, %s keys, %s revocations "
+                "(%s read, %s in the overlay)",
                 snapshot.version,
                 len(snapshot.regions),
                 len(snapshot.all_keys),
+                len(revocations),
+                rows.count,
+                revocations.overlay_size,
             )
         return snapshot
 
     async def refresh_if_changed(self) -> bool:
         """Reload if the store's registry version differs from the snapshot's; True if reloaded.
 
+        Revocations are read incrementally (those written since the snapshot's version).
         Loads the registry if it was never loaded. Raises
         :class:`keys.errors.StoreUnavailableError` (the previous snapshot stays current).
         """
@@ -180,7 +212,7 @@ class KeyRegistry:
             current = self._snapshot
             if current is not None and await self._store.registry_version() == current.version:
                 return False
-            await self._load_locked()
+            await self._load_locked(current)
             return True
 
     async def add_region(

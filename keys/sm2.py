@@ -98,18 +98,29 @@ def load_sm2_private_pem(pem: bytes, passphrase: bytes | None) -> Any:
     return key
 
 
-def z_value(point: bytes, signer_id: bytes = SM2_DEFAULT_ID) -> bytes:
+# The recommended curve's a, b, xG, yG (GB/T 32918.5), as Z_A hashes them.
+RECOMMENDED_CURVE = (
+    bytes.fromhex("FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFC"),
+    bytes.fromhex("28E9FA9E9D9F5E344D5A9E4BCF6509A7F39789F515AB8F92DDBCBD414D940E93"),
+    bytes.fromhex("32C4AE2C1F1981195F9904466A39C9948FE30BBFF2660BE1715A4589334C74C7"),
+    bytes.fromhex("BC3736A2F4F6779C59BDCEE36B692153D0A9877CC62A474002DF32E52139F0A0"),
+)
+
+
+def z_value(
+    point: bytes,
+    signer_id: bytes = SM2_DEFAULT_ID,
+    curve: tuple[bytes, bytes, bytes, bytes] = RECOMMENDED_CURVE,
+) -> bytes:
     """Z_A of GB/T 32918.2 §5.5 for the uncompressed point ``04 || X || Y``, over SM3: what
     every SM2 signature here hashes before the message. Glue only (the library computes the same
-    inside its signer); kept to state and test the signer-id rule."""
+    inside its signer); kept to state and test the signer-id rule. ``curve`` is (a, b, xG, yG):
+    the recommended curve's, or another's for the standard's own examples (GB/T 32918.2 Annex A
+    works on a test curve)."""
     if len(signer_id) >= 8192:
         raise ValueError("the SM2 signer id is shorter than 8192 bytes (ENTL is 16 bits)")
-    a = bytes.fromhex("FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFC")
-    b = bytes.fromhex("28E9FA9E9D9F5E344D5A9E4BCF6509A7F39789F515AB8F92DDBCBD414D940E93")
-    gx = bytes.fromhex("32C4AE2C1F1981195F9904466A39C9948FE30BBFF2660BE1715A4589334C74C7")
-    gy = bytes.fromhex("BC3736A2F4F6779C59BDCEE36B692153D0A9877CC62A474002DF32E52139F0A0")
     digest = hashes.Hash(hashes.SM3())
-    for part in ((len(signer_id) * 8).to_bytes(2, "big"), signer_id, a, b, gx, gy):
+    for part in ((len(signer_id) * 8).to_bytes(2, "big"), signer_id, *curve):
         digest.update(part)
     digest.update(point[1:])
     return digest.finalize()
@@ -117,6 +128,7 @@ def z_value(point: bytes, signer_id: bytes = SM2_DEFAULT_ID) -> bytes:
 
 __all__ = [
     "OID_SM2_CURVE",
+    "RECOMMENDED_CURVE",
     "SM2_AVAILABLE",
     "SM2_DEFAULT_ID",
     "SM2_ORDER",

@@ -42,7 +42,10 @@ def utcnow() -> datetime:
 
 def ensure_utc(value: datetime) -> datetime:
     """Return ``value`` as an aware UTC datetime; a naive datetime is taken to be UTC."""
-    if value.tzinfo is None:
+    tz = value.tzinfo
+    if tz is UTC:  # the common case (every time the gateway makes): no new object
+        return value
+    if tz is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
 
@@ -60,7 +63,9 @@ def from_unix(seconds: int | float) -> datetime:
 
 def to_unix(value: datetime) -> int:
     """Whole unix seconds (rounded down) of ``value``; a naive datetime is taken as UTC."""
-    return int(ensure_utc(value).timestamp())
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp())  # an aware time's timestamp does not depend on its zone
 
 
 def _shown(text: str) -> str:

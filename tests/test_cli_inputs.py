@@ -554,6 +554,7 @@ def _valid(words: tuple[str, ...], dest: str, files: Files, tmp: Path) -> str:
             "key": str(pki / "server.key"),
             "ca": str(pki / "ca.pem"),
             "code_file": str(tools / "code.txt"),
+            "code": "SD" + "0" * 30,  # code-status: a home code's id
         }.get(dest)
         if value is not None:
             return value

@@ -31,15 +31,18 @@ from gateway.tokens import GatewayTrust
 from keys.crypto import b64url_decode
 from keys.errors import GatewayError
 from keys.model import Mode
+from keys.pseudonym import holder_hash
 from keys.statusdoc import StatusClaims, StatusDocument
-from keys.timeutil import utcnow
+from keys.timeutil import from_unix
 from keys.trustlist import PinnedKey, TrustListVerifier
 
 pytestmark = pytest.mark.integration  # a real server (tests/support/tiers.py)
 
-CONVERT = next(s for s in REGION_SPECS if s.mode is Mode.CONVERT)
+CONVERT = next(s for s in REGION_SPECS if s.code == "230000")  # Heilongjiang: offline, SM2
+assert CONVERT.mode is Mode.CONVERT
 NONCE = "bm9uY2Utbm9uY2Utbm9uY2U"
 HOUR = timedelta(hours=1)
+HOLDER = ("23010219900307001X", "Wang Wei")  # a holder ID number and name of the source code
 
 
 def reason_of(call: Any) -> str:
@@ -66,6 +69,12 @@ async def ask(c: Client, **fields: str) -> str:
 
 async def published(c: Client) -> GatewayTrust:
     return trust_from_proto(await c.recognition.GetGatewayKeys(pb.GetGatewayKeysRequest()))
+
+
+def signed_at(document: str) -> Any:
+    """The document's own ``checked_at`` (read unverified): when the serving gateway signed it,
+    on the real clock; each test verifies there, or later on purpose."""
+    return StatusClaims.from_json(json.loads(StatusDocument.parse(document).payload)).checked_at
 
 
 async def home_code(c: Client, code: str) -> pb.RecogniseResponse:
@@ -108,13 +117,13 @@ def test_a_partner_gets_a_signed_valid_answer_by_code_and_by_code_id(world, code
     make = codes(CONVERT.code, NOW)
 
     async def body(gateway, c: dict[str, Client]) -> Any:
-        converted = (await home_code(c["verifier"], make())).converted
+        converted = (await home_code(c["verifier"], make(holder=HOLDER))).converted
         by_code = await ask(c["partner"], code=converted.code)
         by_id = await ask(c["other"], code_id=converted.code_id, nonce=NONCE + "x")
         return converted, by_code, by_id, await published(c["partner"])
 
     converted, by_code, by_id, trust = world(body)
-    now = utcnow()
+    now = signed_at(by_id)
     first = verify_code_status(by_code, trust, now, code_id=converted.code_id, nonce=NONCE)
     second = verify_code_status(by_id, trust, now, code_id=converted.code_id, nonce=NONCE + "x")
     for claims in (first, second):
@@ -131,6 +140,10 @@ def test_a_partner_gets_a_signed_valid_answer_by_code_and_by_code_id(world, code
     payload = json.loads(StatusDocument.parse(by_code).payload)
     holder = json.loads(b64url_decode(converted.code[4:].split(".")[0]))["holder"]
     assert holder.startswith("h1-") and holder not in json.dumps(payload)
+    for document in (by_code, by_id):
+        text = StatusDocument.parse(document).payload.decode()
+        for personal in (HOLDER[0], HOLDER[1], holder_hash(CONVERT.code, HOLDER[0])):
+            assert personal not in text  # no identifier, nor its unkeyed hash
     header = json.loads(b64url_decode(by_code.split(".")[0]))
     assert header["typ"] == "trustgw-status+jwt" and header["alg"] == "EdDSA"
     # The answer is the other question's for no other nonce or code id.
@@ -167,7 +180,7 @@ def test_a_code_the_gateway_never_issued_is_unknown_and_nothing_else(world, code
 
     documents, trust = world(body)
     for document in documents:
-        claims = verify_code_status(document, trust, utcnow())
+        claims = verify_code_status(document, trust, signed_at(document))
         assert (claims.status, claims.max_age) == ("unknown", 0)
         assert (claims.colour, claims.holder_ref, claims.valid_from, claims.valid_until) == (
             None, None, None, None,
@@ -187,22 +200,55 @@ def test_a_revocation_of_the_source_shows_at_the_next_call(world, simulator, cod
 
     async def body(gateway, c: dict[str, Client]) -> Any:
         await gateway.trust.install_partner(partner.partner_file(), actor="operator:t", now=NOW)
-        keyset = partner.keyset(1, [listed(simulator.issuer(CONVERT.code))], expires=NOW + HOUR)
-        await gateway.trust.publish_keyset(keyset, caller_region=CONVERT.code, now=utcnow())
+        keyset = partner.keyset(
+            1, [listed(simulator.issuer(CONVERT.code))], expires=NOW + 24 * HOUR
+        )
+        await gateway.trust.publish_keyset(keyset, caller_region=CONVERT.code, now=NOW)
         converted = (await home_code(c["verifier"], source)).converted
         before = await ask(c["partner"], code=converted.code)
         batch = partner.revocations(
-            "b-0001", utcnow() - timedelta(seconds=5), code_ids=["revoke-me-0001"]
+            "b-0001", NOW - timedelta(seconds=5), code_ids=["revoke-me-0001"]
         )
-        await gateway.trust.publish_revocations(batch, caller_region=CONVERT.code, now=utcnow())
+        await gateway.trust.publish_revocations(batch, caller_region=CONVERT.code, now=NOW)
         after = await ask(c["partner"], code=converted.code, nonce=NONCE + "2")
         return before, after, await published(c["partner"])
 
     before, after, trust = world(body)
-    now = utcnow()
-    assert verify_code_status(before, trust, now).status == "valid"
-    revoked = verify_code_status(after, trust, now, nonce=NONCE + "2")
+    assert verify_code_status(before, trust, signed_at(before)).status == "valid"
+    revoked = verify_code_status(after, trust, signed_at(after), nonce=NONCE + "2")
     assert (revoked.status, revoked.colour) == ("revoked", "green")
+
+
+@pytest.mark.doc("partners.md §10.2")
+def test_a_withdrawn_issuing_key_makes_its_home_codes_revoked(world, codes, capsys) -> None:
+    """``keys revoke`` of the gateway's issue key from before the code was signed: the next
+    answers after the reload say "revoked" (docs/operations.md, "Withdrawing a compromised
+    gateway key")."""
+    from gateway.cli import main
+
+    make = codes(CONVERT.code, NOW)
+    data_dir = world.data_dir
+
+    async def body(gateway, c: dict[str, Client]) -> Any:
+        converted = (await home_code(c["verifier"], make())).converted
+        before = await ask(c["partner"], code_id=converted.code_id)
+        compromised = str(int(NOW.timestamp()) - 3600)  # before the code was signed
+        args = ["keys", "revoke", "--data-dir", str(data_dir), "--role", "issue",
+                "--kid", converted.key_id, "--compromised-at", compromised]  # fmt: skip
+        assert await asyncio.to_thread(main, args) == 0, capsys.readouterr().err
+
+        async def revoked() -> str | None:
+            document = await ask(c["partner"], code_id=converted.code_id)
+            status = json.loads(StatusDocument.parse(document).payload)["status"]
+            return document if status == "revoked" else None
+
+        after = await eventually(revoked, what="the withdrawal reaches the status call")
+        return before, after, await published(c["partner"])
+
+    before, after, trust = world(body)
+    assert verify_code_status(before, trust, signed_at(before)).status == "valid"
+    claims = verify_code_status(after, trust, signed_at(after))
+    assert (claims.status, claims.max_age) == ("revoked", 3600)
 
 
 @pytest.mark.doc("partners.md §10.2")
@@ -211,7 +257,7 @@ def test_an_expired_home_code_answers_expired(world, codes) -> None:
 
     async def body(gateway, c: dict[str, Client]) -> Any:
         converted = (await home_code(c["verifier"], make())).converted
-        later = utcnow() + timedelta(days=2)  # past the source's validity, inside the key's
+        later = NOW + timedelta(days=2)  # past the source's validity, inside the key's
         document = await gateway.code_status.answer(
             code="", code_id=converted.code_id, nonce=NONCE, asker="110000", now=later
         )
@@ -298,16 +344,17 @@ def test_answers_verify_with_the_trust_list_across_an_attest_key_rotation(
 
         new = await eventually(signed_by_new_key, what="the new attest key signs")
         listed_now = await c["partner"].trustlist.GetTrustList(rpb.GetTrustListRequest())
-        return old, new, new_kid, listed_now.envelope, gateway.published_keys()
+        return old, new, new_kid, listed_now, gateway.published_keys()
 
-    old, new, new_kid, envelope, keys = world(body)
-    now = utcnow()
-    trust_list = TrustListVerifier(PinnedKey.of(keys)).verify(envelope, now)
+    old, new, new_kid, listed_now, keys = world(body)
+    trust_list = TrustListVerifier(PinnedKey.of(keys)).verify(
+        listed_now.envelope, from_unix(listed_now.issued_at)
+    )
     trust = GatewayTrust.from_trustlist(trust_list)
     kids = [StatusDocument.parse(d).kid for d in (old, new)]
     assert kids[0] != kids[1] == new_kid
     for document in (old, new):
-        claims: StatusClaims = verify_code_status(document, trust, now)
+        claims: StatusClaims = verify_code_status(document, trust, signed_at(document))
         assert claims.status == "valid"
 
 
@@ -339,3 +386,35 @@ def test_the_partner_command_asks_and_verifies(world, codes, pki, capsys, tmp_pa
     assert ran[0][1]["colour"] == "green" and ran[0][1]["status_document"].count(".") == 2
     assert bad == 1 and err.strip().startswith("trustgw: MALFORMED: ")
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.doc("partners.md §10.1", 'verifying.md "Algorithms"')
+def test_a_deployment_that_signs_with_sm2_answers_with_sm2(tmp_path, simulator, codes) -> None:
+    """``--gateway-algorithm SM2``: the status document's ``alg`` is SM2 (the attest key's), and
+    it verifies with the published SM2 key (over a plaintext development server)."""
+    pytest.importorskip("tongsuopy", reason="SM2 needs the tongsuopy wheel (docs/crypto.md)")
+    from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
+    from gateway.api.v1 import registry_pb2_grpc as rpb_grpc
+    from gateway.demo import prepare
+    from keys.crypto import Algorithm
+
+    data_dir = tmp_path / "sm2"
+    data_dir.mkdir()
+    run(prepare(data_dir, simulator, NOW, gateway_algorithm=Algorithm.SM2))
+    make = codes(CONVERT.code, NOW)
+
+    async def scenario() -> Any:
+        async with serving(data_dir) as (_, port):
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                recognition = pb_grpc.RecognitionServiceStub(channel)
+                answer = await recognition.Recognise(pb.RecogniseRequest(code=make()), timeout=10)
+                partner = rpb_grpc.PartnerServiceStub(channel)
+                request = rpb.GetCodeStatusRequest(code=answer.converted.code, nonce=NONCE)
+                response = await partner.GetCodeStatus(request, timeout=10)
+                keys = await recognition.GetGatewayKeys(pb.GetGatewayKeysRequest(), timeout=10)
+                return response.status_document, trust_from_proto(keys)
+
+    document, trust = run(scenario())
+    assert StatusDocument.parse(document).alg is Algorithm.SM2
+    claims = verify_code_status(document, trust, signed_at(document), nonce=NONCE)
+    assert (claims.status, claims.colour) == ("valid", "green")

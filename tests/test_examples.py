@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -67,6 +68,13 @@ def test_setup_then_verifier_and_partner_against_a_real_gateway(tmp_path: Path) 
             results["offline-trust"] = await script(
                 "verifier.py", *target, *client("verifier"), "--trust", str(trust_file), show
             )
+            # The partner asks about the home code the convert-mode code became (by its id).
+            home_id = re.search(r"home-province code (SD[0-9a-f]{30})", results["convert"][1])
+            assert home_id is not None, results["convert"][1]
+            results["status"] = await script(
+                "partner.py", *target, *client("partner"), "--out", str(tmp_path / "k2.json"),
+                "--code-status", home_id.group(1),
+            )  # fmt: skip
         return results
 
     results = run(scenario())
@@ -86,6 +94,9 @@ def test_setup_then_verifier_and_partner_against_a_real_gateway(tmp_path: Path) 
     code, out, err = results["offline-trust"]
     assert code == 0, err
     assert "attestation verified" in out
+    code, out, err = results["status"]
+    assert code == 0, err
+    assert ": valid (colour green" in out and "signature verified" in out
 
 
 def test_an_unreachable_gateway_is_exit_2(tmp_path: Path) -> None:

@@ -118,3 +118,27 @@ def test_json_log_lines_carry_the_request_id() -> None:
         REQUEST_ID.reset(token)
     assert line["request_id"] == "abc123"
     assert line["msg"] == "hello w" and line["level"] == "info" and line["logger"] == "trustgw.x"
+
+
+@pytest.mark.parametrize(
+    "created",
+    [
+        1_796_000_000.0,  # a whole second
+        1_796_000_000.0004,  # rounds down to .000
+        1_796_000_000.1235,  # .123 (truncated to milliseconds, as isoformat does)
+        1_796_000_000.9999996,  # rounds into the next second
+        1_796_000_001.5,  # the next second: its stamp is made afresh
+        1_796_000_000.25,  # an earlier second again after a later one
+    ],
+)
+def test_json_log_time_is_the_local_time_in_milliseconds(created: float) -> None:
+    """The log line's ``ts`` is the record's local time to the millisecond, however the
+    formatter caches the date and offset of a second (one formatter serves every line)."""
+    from datetime import datetime
+
+    formatter = JsonFormatter()
+    for at in (created - 1, created, created):  # cached from another second, then this one
+        record = logging.LogRecord("trustgw.x", logging.INFO, __file__, 1, "t", None, None)
+        record.created = at
+        expected = datetime.fromtimestamp(at).astimezone().isoformat(timespec="milliseconds")
+        assert json.loads(formatter.format(record))["ts"] == expected

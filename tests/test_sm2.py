@@ -80,6 +80,39 @@ def test_z_and_e_of_the_example_with_the_default_signer_id() -> None:
     assert sm3(Z + MESSAGE) == E
 
 
+# GB/T 32918.2-2016 Annex A.2 (GM/T 0003.2-2012 A.2): the signature example on the standard's
+# 256-bit test curve (p = 8542D69E…08F1DFC3), user id ALICE123@YAHOO.COM (ENTL = 0x0090).
+ANNEX2_CURVE = (
+    bytes.fromhex("787968B4FA32C3FD2417842E73BBFEFF2F3C848B6831D7E0EC65228B3937E498"),  # a
+    bytes.fromhex("63E4C6D3B23B0C849CF84241484BFE48F61D59A5B16BA06E6E12D1DA27C5249A"),  # b
+    bytes.fromhex("421DEBD61B62EAB6746434EBC3CC315E32220B3BADD50BDC4C4E6C147FEDD43D"),  # xG
+    bytes.fromhex("0680512BCBB42C07D47349D2153B70C4E5D7FDFCBFA36EA1A85841B9E46E09A2"),  # yG
+)
+ANNEX2_POINT = bytes.fromhex(
+    "04"
+    "0AE4C7798AA0F119471BEE11825BE46202BB79E2A5844495E97C04FF4DF2548A"
+    "7C0240F88F1CD4E16352A73C17B7F16F07353E53A176D684A9FE0C6BB798E857"
+)
+ANNEX2_ID = b"ALICE123@YAHOO.COM"
+ANNEX2_Z = bytes.fromhex("F4A38489E32B45B6F876E3AC2168CA392362DC8F23459C1D1146FC3DBFB7BC9A")
+ANNEX2_E = bytes.fromhex("B524F552CD82B8B028476E005C377FB19A87E6FC682D48BB5D42E3D9B9EFFE76")
+
+
+def test_z_and_e_of_the_part_2_annex_example_with_its_own_id_and_curve() -> None:
+    """The signer-id rule against GB/T 32918.2's own example: a 18-byte id (ENTL = 144 bits, a
+    length that is not 16 bytes) over the annex's test curve. Its signature lies on that test
+    curve, which no SM2 library here accepts (they know the recommended curve only): the
+    signature itself is pinned with the example of part 5, above and below."""
+    from keys.sm2 import RECOMMENDED_CURVE, z_value
+
+    assert z_value(ANNEX2_POINT, ANNEX2_ID, ANNEX2_CURVE) == ANNEX2_Z
+    assert sm3(ANNEX2_Z + MESSAGE) == ANNEX2_E
+    # The id, its length and the curve all count: any other gives another Z.
+    assert z_value(ANNEX2_POINT, ANNEX2_ID[:-1], ANNEX2_CURVE) != ANNEX2_Z
+    assert z_value(ANNEX2_POINT, ANNEX2_ID, RECOMMENDED_CURVE) != ANNEX2_Z
+    assert z_value(b"\x04" + PX + PY) == Z  # the default id and curve: part 5's example
+
+
 def test_the_examples_signature_verifies_and_nothing_else_does() -> None:
     key = standard_key()
     key.verify(MESSAGE, R + S)

@@ -37,7 +37,7 @@ from gateway.grpc.partner import PartnerService
 from gateway.grpc.recognition import RecognitionService
 from gateway.grpc.server import build_server
 from gateway.grpc.trustlist import TrustListService
-from gateway.limits import MAX_DECLARE_REQUEST_BYTES, REQUEST_LIMITS
+from gateway.limits import MAX_DECLARE_REQUEST_BYTES, MAX_STATUS_REQUEST_BYTES, REQUEST_LIMITS
 from gateway.pki import DevCA, TlsFiles
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.gateway import Gateway
@@ -369,12 +369,16 @@ def test_each_method_reads_requests_up_to_its_own_limit() -> None:
         "PublishKeySet": MAX_SUBMISSION_REQUEST_BYTES,
         "RevokeKey": MAX_SUBMISSION_REQUEST_BYTES,
         "PublishRevocations": MAX_SUBMISSION_REQUEST_BYTES,
+        "GetCodeStatus": MAX_STATUS_REQUEST_BYTES,
         "GetTrustList": MAX_SMALL_REQUEST_BYTES,
         "WatchTrustList": MAX_SMALL_REQUEST_BYTES,
         "Declare": MAX_DECLARE_REQUEST_BYTES,
         "GetDeclaration": MAX_SMALL_REQUEST_BYTES,
     }
     assert (MAX_RECOGNISE_REQUEST_BYTES, MAX_SMALL_REQUEST_BYTES) == (32 * 1024, 4 * 1024)
+    # The largest status question fits: a 4096-character (ASCII) home code and a 64-char nonce.
+    question = rpb.GetCodeStatusRequest(code="S" * 4096, nonce="n" * 64)
+    assert question.ByteSize() <= MAX_STATUS_REQUEST_BYTES == 8 * 1024
     assert MAX_RECEIVE_BYTES == max(limits.values()) == MAX_SUBMISSION_REQUEST_BYTES
     # The largest legitimate messages fit: a 4096-character code of 4-byte characters with a
     # 128-character request id and a hint; a submission of the largest envelope.

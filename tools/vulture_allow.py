@@ -8,7 +8,7 @@ A name that becomes really unused should leave this file too.
 _ = None
 
 # Called by a framework, not by our code.
-_.intercept_service  # grpc.aio.ServerInterceptor API: grpc calls it
+_.service  # grpc.GenericRpcHandler API: grpc calls it
 exc_type  # __exit__(exc_type, exc, tb): the protocol's signature
 tb  # __exit__(exc_type, exc, tb)
 pytest_runtest_protocol  # tests/conftest.py: a pytest hook

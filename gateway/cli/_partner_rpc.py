@@ -27,6 +27,7 @@ from gateway.cli._common import (
     path_type,
     print_json,
     read_input,
+    text_type,
 )
 from gateway.pki import TlsFiles
 from keys.errors import AlreadyExistsError, UsageError
@@ -36,6 +37,7 @@ from keys.timeutil import to_iso, utcnow
 
 DEFAULT_TIMEOUT = 10.0
 MAX_CODE_FILE_BYTES = 16 * 1024
+MAX_CODE_ARG_CHARS = 4096  # a home code (gateway.tokens.MAX_TOKEN_BYTES)
 _ADDRESS = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])"
 )
@@ -297,6 +299,15 @@ def register(tsub: Any) -> None:
         help="verify with this trust file (trustgw keys export); default: the keys the gateway "
         "publishes (GetGatewayKeys)",
     )
-    p.add_argument("--nonce", help="16-64 base64url characters (default: a fresh random one)")
-    p.add_argument("code", metavar="CODE", help="the SD1: code as shown, or its code id")
+    p.add_argument(
+        "--nonce",
+        type=text_type(64),
+        help="16-32 base64url characters (default: a fresh random one)",
+    )
+    p.add_argument(
+        "code",
+        type=text_type(MAX_CODE_ARG_CHARS),
+        metavar="CODE",
+        help="the SD1: code as shown, or its code id",
+    )
     p.set_defaults(func=cmd_code_status)

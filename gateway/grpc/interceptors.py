@@ -141,12 +141,16 @@ def _peer_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     return f"{peer.role.value}/{peer.name}"
 
 
-class RequestInterceptor(grpc.aio.ServerInterceptor):
+class RequestInterceptor:
     """Gives every call a request id (the caller's ``x-request-id`` or a new one), returns it in
     the response's trailing metadata, and times the call.
 
-    The wrapped handlers are built once per method and reused: the per-call work is reading
-    the metadata, setting the id and observing the latency.
+    Not a ``grpc.aio.ServerInterceptor``: grpc.aio runs an interceptor chain (coroutines and a
+    handler lookup) on every call, and that was a measurable share of a recognition's CPU
+    (bench/PROFILE.md). Instead every method's handler is wrapped once, when it is registered
+    (:meth:`wrap`, called by :func:`gateway.grpc.methods.add_service`), and a method the server
+    does not serve gets :attr:`unknown` from the last generic handler (:meth:`fallback`). The
+    per-call work is reading the metadata, setting the id and observing the latency.
 
     It also drains the server (:meth:`drain`): once a shutdown begins, a call the server has not
     yet started is answered UNAVAILABLE at once (never half-done: the caller retries elsewhere),
@@ -158,7 +162,6 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
         self._metrics = metrics
         self.access = access or AccessLog(enabled=False)
         self.deny = DenyList()  # client certificates refused (replaced on reload)
-        self._wrapped: dict[str, tuple[_Handler, _Handler]] = {}
         self._in_flight = 0
         self._seen = 0  # calls begun (not counting health checks)
         self._idle = asyncio.Event()
@@ -206,20 +209,21 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             if loop.time() >= deadline:
                 return self._in_flight == 0
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> _Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:  # no service has this method: answered after the drain
-            return self._unknown
-        cached = self._wrapped.get(handler_call_details.method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler_call_details.method, handler)
-        self._wrapped[handler_call_details.method] = (handler, wrapped)
-        return wrapped
+    def fallback(self) -> grpc.GenericRpcHandler:
+        """The generic handler to register after every service: any method no service has
+        gets :attr:`unknown` (answered after the drain, ``UNIMPLEMENTED``, METHOD_UNKNOWN)."""
+        unknown = self._unknown
+
+        class _Unknown(grpc.GenericRpcHandler):
+            def service(self, handler_call_details: grpc.HandlerCallDetails) -> _Handler:
+                return unknown
+
+        return _Unknown()
+
+    def wrap(self, full_method: str, handler: _Handler) -> _Handler:
+        """``handler`` of ``full_method`` (``/package.Service/Method``) behind this
+        interceptor: request id, metrics, access log, deny list and drain."""
+        return self._wrap(full_method, handler)
 
     def _wrap(self, full_method: str, handler: _Handler) -> _Handler:
         service, _, method = full_method.lstrip("/").rpartition("/")
@@ -314,7 +318,8 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 started = begin(context)
                 try:
-                    await admit(context)
+                    if self.deny or self._draining:  # else nothing refuses: no coroutine
+                        await admit(context)
                     call = inner_uu(request, context)
                     del request  # an error's traceback keeps this frame: not the request too
                     return await call
@@ -333,7 +338,8 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
             async def wrapper(first: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 started = begin(context)
                 try:
-                    await admit(context)
+                    if self.deny or self._draining:
+                        await admit(context)
                     call = CALL.get()
                     async for response in stream_responses(inner(first, context)):
                         if call is not None:

@@ -109,11 +109,14 @@ def add_service(
     *,
     tls: bool,
     metrics: Metrics,
+    wrap: Callable[[str, grpc.RpcMethodHandler[Any, Any]], grpc.RpcMethodHandler[Any, Any]]
+    | None = None,
 ) -> None:
     """Serve every method of ``service`` with ``servicer``'s async method of the same name
     (called as a generated servicer's are: ``(request, context)``) under its ``Method`` rule;
     a method whose rule is ``None`` is not served (``UNIMPLEMENTED``, reason METHOD_UNKNOWN,
-    from :class:`gateway.grpc.interceptors.RequestInterceptor`).
+    from :class:`gateway.grpc.interceptors.RequestInterceptor`). ``wrap``: applied to every
+    handler with its full method name, once (:meth:`RequestInterceptor.wrap`).
 
     Raises ``ValueError`` unless ``methods`` names exactly the service's methods.
     """
@@ -125,6 +128,11 @@ def add_service(
         for m in service.methods
         if (rule := methods[m.name]) is not None
     }
+    if wrap is not None:
+        handlers = {
+            name: wrap(f"/{service.full_name}/{name}", handler)
+            for name, handler in handlers.items()
+        }
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),)
     )

@@ -1,4 +1,5 @@
-"""``PartnerService``: partner provincial systems publish key sets and revocations over gRPC.
+"""``PartnerService``: partner provincial systems publish key sets and revocations over gRPC,
+and ask the status of the home province's codes (``GetCodeStatus``, :mod:`gateway.codestatus`).
 
 A thin adapter over :class:`keys.trustregistry.TrustRegistry`: the caller's region comes from
 its mTLS certificate (``trustgw://partner/<region>``) and must be the submission's region, or
@@ -89,7 +90,7 @@ def statement_region(submission: bytes) -> str:
 
 
 class PartnerService:
-    """Writes of a partner region's own keys and revocations."""
+    """Writes of a partner region's own keys and revocations; the status of home codes."""
 
     service = rpb.DESCRIPTOR.services_by_name["PartnerService"]
     methods: ClassVar[dict[str, Method]] = {

@@ -5,14 +5,14 @@ fetch the gateway's keys. docs/api.md, "RecognitionService".
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar, TypeAlias
 
 import grpc
 
 from adapters.base import Colour
 from gateway.api.v1 import recognition_pb2 as pb
-from gateway.engine import Recognition
+from gateway.engine import PendingRecognition, Recognition
 from gateway.grpc import interceptors
 from gateway.grpc.errors import note_bad_request
 from gateway.grpc.methods import (
@@ -31,6 +31,8 @@ from keys.personal import RecognitionEntry
 from keys.regioncode import is_region_code
 from keys.timeutil import to_unix, utcnow
 
+# A decision waiting for its conversion's commit, with the id of the request it answers.
+_Waiting: TypeAlias = tuple[str, PendingRecognition]
 MAX_REQUEST_ID_CHARS = 128
 STREAM_WINDOW = 64  # unanswered requests read ahead per stream
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RecognitionService"].full_name
@@ -63,22 +65,24 @@ def decision_to_proto(request_id: str, decision: Recognition) -> pb.RecogniseRes
     )
     if decision.valid_until is not None:
         response.valid_until = to_unix(decision.valid_until)
+    # Sub-messages filled in place (no message built to be copied: once per decision).
     if decision.attestation is not None:
         att = decision.attestation
-        response.attestation.CopyFrom(
-            pb.Attestation(
-                payload=att.payload, key_id=att.kid, alg=att.alg, signature=att.signature
-            )
+        out = response.attestation
+        out.payload, out.key_id, out.alg, out.signature = (
+            att.payload,
+            att.kid,
+            att.alg,
+            att.signature,
         )
     if decision.converted is not None:
         conv = decision.converted
-        response.converted.CopyFrom(
-            pb.ConvertedCode(
-                code=conv.code,
-                key_id=conv.kid,
-                expires_at=to_unix(conv.expires_at),
-                code_id=conv.code_id,
-            )
+        code = response.converted
+        code.code, code.key_id, code.expires_at, code.code_id = (
+            conv.code,
+            conv.kid,
+            to_unix(conv.expires_at),
+            conv.code_id,
         )
     return response
 
@@ -144,24 +148,15 @@ class RecognitionService:
             )
         return decision_to_proto(request_id, decision)
 
-    async def _finish(
-        self, request_id: str, pending: Coroutine[Any, Any, Recognition]
-    ) -> pb.RecogniseResponse:
-        return self._respond(request_id, await pending)
-
-    def _start(
-        self, request: pb.RecogniseRequest
-    ) -> pb.RecogniseResponse | Coroutine[Any, Any, pb.RecogniseResponse]:
-        """The response to a checked request, or a coroutine when the decision waits for I/O
-        (a new conversion)."""
+    def _start(self, request: pb.RecogniseRequest) -> pb.RecogniseResponse | _Waiting:
+        """The response to a checked request, or, when the decision waits for a new
+        conversion's commit, the request id and the pending decision."""
         result = self._gateway.recogniser.start(request.code, utcnow(), request.region_hint)
         if isinstance(result, Recognition):
             return self._respond(request.request_id, result)
-        return self._finish(request.request_id, result)
+        return request.request_id, result
 
-    def _start_in_stream(
-        self, raw: bytes
-    ) -> pb.RecogniseResponse | Coroutine[Any, Any, pb.RecogniseResponse]:
+    def _start_in_stream(self, raw: bytes) -> pb.RecogniseResponse | _Waiting:
         """As :meth:`_start` for one message of a stream; a bad request (not a message, too
         large, invalid fields) is answered in its place, not fatal to the stream."""
         request_id = ""
@@ -183,8 +178,10 @@ class RecognitionService:
         self, request: pb.RecogniseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RecogniseResponse:
         _check_request(request)
-        result = self._start(request)
-        return result if isinstance(result, pb.RecogniseResponse) else await result
+        result = self._gateway.recogniser.start(request.code, utcnow(), request.region_hint)
+        if not isinstance(result, Recognition):  # one await, for a new conversion's commit
+            result = await result
+        return self._respond(request.request_id, result)
 
     async def RecogniseStream(
         self, requests: interceptors.RequestStream, context: grpc.aio.ServicerContext[Any, Any]
@@ -195,8 +192,8 @@ class RecognitionService:
         When the stream fails (the store is unreachable for a conversion, no signing key is
         valid), the reader stops deciding and reads out what the caller is still writing, within
         the one drain budget (``interceptors.DRAIN_SECONDS``), before the status goes out."""
-        answers: asyncio.Queue[pb.RecogniseResponse | asyncio.Task[pb.RecogniseResponse] | None] = (
-            asyncio.Queue(STREAM_WINDOW)
+        answers: asyncio.Queue[pb.RecogniseResponse | _Waiting | None] = asyncio.Queue(
+            STREAM_WINDOW
         )
         failed = False
 
@@ -205,11 +202,7 @@ class RecognitionService:
                 async for raw in requests:
                     if failed:
                         break
-                    result = self._start_in_stream(raw)
-                    if isinstance(result, pb.RecogniseResponse):
-                        await answers.put(result)
-                    else:
-                        await answers.put(asyncio.ensure_future(result))
+                    await answers.put(self._start_in_stream(raw))
                 if failed:  # gRPC allows one read at a time: this task drains, not the handler
                     await requests.drain()
             finally:
@@ -219,8 +212,10 @@ class RecognitionService:
         reader = asyncio.create_task(read())
         try:
             while (answer := await answers.get()) is not None:
-                if isinstance(answer, asyncio.Task):
-                    answer = await answer
+                if isinstance(answer, tuple):  # its conversion was committing: no task each
+                    request_id, pending = answer
+                    decision = pending.result() if pending.done else await pending
+                    answer = self._respond(request_id, decision)
                 yield answer
             await reader  # re-raises what ended the request stream, if anything did
         except Exception:
@@ -236,13 +231,10 @@ class RecognitionService:
             self._discard(answers)
 
     @staticmethod
-    def _discard(
-        answers: asyncio.Queue[pb.RecogniseResponse | asyncio.Task[pb.RecogniseResponse] | None],
-    ) -> None:
+    def _discard(answers: asyncio.Queue[pb.RecogniseResponse | _Waiting | None]) -> None:
+        # What is left is dropped: a pending decision's commit is shared, never cancelled.
         while not answers.empty():
-            leftover = answers.get_nowait()
-            if isinstance(leftover, asyncio.Task):
-                leftover.cancel()
+            answers.get_nowait()
 
     async def GetGatewayKeys(
         self, request: pb.GetGatewayKeysRequest, context: grpc.aio.ServicerContext[Any, Any]

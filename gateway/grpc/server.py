@@ -209,7 +209,9 @@ async def build_server(
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ]
     requests = RequestInterceptor(gateway.metrics, access)
-    server = grpc.aio.server(options=options, interceptors=[requests])
+    # No grpc.aio interceptor: the handlers are wrapped once as they are registered (an
+    # interceptor chain runs on every call: gateway.grpc.interceptors.RequestInterceptor).
+    server = grpc.aio.server(options=options)
     health_servicer = DrainingHealthServicer()  # Watch streams end when shutdown begins
     names = (*SERVICE_NAMES, _HEALTH.full_name, _REFLECTION.full_name)
     services: list[tuple[Any, object, Mapping[str, Method | None]]] = [
@@ -222,8 +224,15 @@ async def build_server(
     ]
     for service, servicer, methods in services:
         add_service(
-            server, service, servicer, methods, tls=tls is not None, metrics=gateway.metrics
+            server,
+            service,
+            servicer,
+            methods,
+            tls=tls is not None,
+            metrics=gateway.metrics,
+            wrap=requests.wrap,
         )
+    server.add_generic_rpc_handlers((requests.fallback(),))  # last: methods no service has
     server_tls = None if tls is None else ServerTls(tls, gateway.metrics)
     if tls is not None:
         requests.deny = DenyList.load(deny_list or tls.ca.parent / DENY_FILE)

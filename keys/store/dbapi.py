@@ -37,6 +37,10 @@ class Cursor(Protocol):
         """The remaining rows."""
         ...
 
+    def fetchmany(self, size: int) -> list[Any]:
+        """Up to ``size`` of the remaining rows (none when done)."""
+        ...
+
 
 class Connection(Protocol):
     """The part of a DB-API connection the aggregate modules use, inside one transaction."""

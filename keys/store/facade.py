@@ -58,11 +58,12 @@ from keys.store import (
     trustlists,
 )
 from keys.store.dbapi import Connection
-from keys.store.protocols import RegistryData
+from keys.store.protocols import RegistryData, RevocationSink
 from keys.store.rows import DEFAULT_ACTOR, check_actor, ts
 from keys.timeutil import utcnow
 
 _R = TypeVar("_R")
+_Sink = TypeVar("_Sink", bound=RevocationSink)
 
 
 class StoreFacade(ABC):
@@ -109,6 +110,26 @@ class StoreFacade(ABC):
             )
 
         return await self._read("read_registry", read)
+
+    async def read_registry_changes(
+        self, revocations_after: int, sink: Callable[[], _Sink]
+    ) -> tuple[RegistryData, _Sink, int]:
+        """Version, regions, keys and key-set versions; the revocations of the batches applied
+        after audit position ``revocations_after`` (every one when negative) streamed into a
+        new ``sink()``; the audit position read up to. One read (a retry starts a new sink)."""
+
+        def read(conn: Connection) -> tuple[RegistryData, _Sink, int]:
+            data = RegistryData(
+                regions.version(conn),
+                tuple(regions.regions(conn)),
+                tuple(regions.keys(conn, None)),
+                keyset_versions=regions.keyset_versions(conn),
+            )
+            into = sink()
+            position = trust.stream_revocations(conn, revocations_after, into)
+            return data, into, position
+
+        return await self._read("read_registry_changes", read)
 
     async def list_regions(self) -> list[Region]:
         """All regions ordered by code."""

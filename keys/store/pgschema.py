@@ -329,6 +329,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX declarations_by_arrival ON declarations (arrival_date, origin)",
         ),
     ),
+    # A revocation batch's rows by batch id (SQLite migration 9), so that a gateway reads only
+    # the batches applied since the audit position it holds: expanding (indexes only).
+    Migration(
+        6,
+        1,
+        (
+            "CREATE INDEX code_revocations_by_batch ON code_revocations (region, batch_id)",
+            "CREATE INDEX holder_revocations_by_batch ON holder_revocations (region, batch_id)",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -13,10 +13,10 @@ Writes are audited as ``actor`` at ``now`` where they take them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from keys.anchors import AnchorSet
 from keys.audit import AuditEntry, AuditHead
@@ -58,6 +58,23 @@ class RegistryData:
     keyset_versions: tuple[tuple[str, int], ...] = ()  # (region, current key-set version)
 
 
+class RevocationSink(Protocol):
+    """What takes revocation rows streamed from the store
+    (:class:`keys.revocations.RevocationRows`): ``(region, keyed value, effective unix
+    seconds)``, codes before holders."""
+
+    def add_codes(self, rows: Iterable[tuple[str, str, int]]) -> None:
+        """Code revocations: (region, code key, effective seconds)."""
+        ...
+
+    def add_holders(self, rows: Iterable[tuple[str, str, int]]) -> None:
+        """Holder revocations: (region, pseudonym, effective seconds)."""
+        ...
+
+
+_Sink = TypeVar("_Sink", bound=RevocationSink)
+
+
 class HealthStore(Protocol):
     """Whether the database answers (the health check)."""
 
@@ -75,6 +92,15 @@ class RegistryStore(Protocol):
 
     async def read_registry(self) -> RegistryData:
         """Version, regions, keys, revocations and key-set versions in one consistent read."""
+        ...
+
+    async def read_registry_changes(
+        self, revocations_after: int, sink: Callable[[], _Sink]
+    ) -> tuple[RegistryData, _Sink, int]:
+        """Version, regions, keys and key-set versions (no revocations in the data); a new
+        ``sink()`` fed the revocations of the batches applied after audit position
+        ``revocations_after`` (all of them when negative); the position now read up to. One
+        consistent read."""
         ...
 
     async def list_regions(self) -> list[Region]:

@@ -336,6 +336,16 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX declarations_by_arrival ON declarations (arrival_date, origin)",
         ),
     ),
+    (
+        9,
+        (
+            # A revocation batch's rows by batch id: a gateway reads the batches applied since
+            # the audit position it holds (keys.store.trust.stream_revocations), not every
+            # revocation on every change.
+            "CREATE INDEX code_revocations_by_batch ON code_revocations (region, batch_id)",
+            "CREATE INDEX holder_revocations_by_batch ON holder_revocations (region, batch_id)",
+        ),
+    ),
 )
 # Migrations that rewrite stored code ids need the gateway's secret (SQLiteStore.open(code_keys=)).
 _KEYED_MIGRATIONS = frozenset({4})

@@ -68,7 +68,7 @@ class GetCodeStatusRequest(_message.Message):
     Exactly one of the two.
     """
     nonce: _builtins.str
-    """The caller's fresh nonce, echoed in the signed answer: 16 to 64 base64url characters."""
+    """The caller's fresh nonce, echoed in the signed answer: 16 to 32 base64url characters."""
     def __init__(
         self,
         *,
