@@ -8,6 +8,7 @@ every other role refused; bad input refused with its reason and nothing stored.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
@@ -379,3 +380,37 @@ def test_a_partner_code_that_is_forged_or_someone_elses_is_refused(world, simula
     assert someone_elses == (grpc.StatusCode.INVALID_ARGUMENT, "HOLDER_MISMATCH")
     assert missing == (grpc.StatusCode.NOT_FOUND, "NOT_FOUND")
     assert [c.count for c in counted] == [0]
+
+
+@pytest.mark.doc("partners.md §10.2")
+def test_a_partner_asking_about_a_superseded_declarations_code_hears_revoked(world) -> None:
+    from gateway.sdk import trust_from_proto, verify_code_status
+    from keys.statusdoc import StatusClaims, StatusDocument
+
+    nonce = "bm9uY2Utbm9uY2Utbm9uY2U"
+
+    async def body(gateway, ch: dict[str, grpc.aio.Channel]) -> list[Any]:
+        app = pb_grpc.DeclarationServiceStub(ch["app"])
+        partner = regpb_grpc.PartnerServiceStub(ch["partner"])
+        first = await app.Declare(request(WANG, origin=HUBEI, places=[HUBEI]))
+        second = await app.Declare(request(WANG, origin=HUBEI, places=[HUBEI], fatigue=True))
+        documents = [
+            (
+                await partner.GetCodeStatus(
+                    regpb.GetCodeStatusRequest(code=answer.home_code.code, nonce=nonce),
+                    timeout=10,
+                )
+            ).status_document
+            for answer in (first, second)
+        ]
+        keys = await rpb_grpc.RecognitionServiceStub(ch["partner"]).GetGatewayKeys(
+            rpb.GetGatewayKeysRequest()
+        )
+        return [documents, trust_from_proto(keys)]
+
+    (old, new), trust = world(body)
+    at = StatusClaims.from_json(json.loads(StatusDocument.parse(new).payload)).checked_at
+    old_claims = verify_code_status(old, trust, at, nonce=nonce)
+    new_claims = verify_code_status(new, trust, at, nonce=nonce)
+    assert (old_claims.status, new_claims.status) == ("revoked", "valid")
+    assert new_claims.colour == "yellow"
