@@ -14,6 +14,7 @@ claims parsed and trusted.
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ MAX_JSON_DEPTH = 16
 MAX_CBOR_DEPTH = 16
 # A code without a key-id hint is tried against at most this many keys of its region.
 MAX_CANDIDATE_KEYS = 8
+
+_ISSUER = re.compile(r"[A-Za-z0-9-]{1,32}")
 
 Pseudonymise = Callable[[str, str], str]
 """(region, raw holder identifier) -> keyed pseudonym. Raw identifiers never leave the adapter."""
@@ -129,6 +132,18 @@ class FieldConvention(Protocol):
 
 
 @dataclass(frozen=True)
+class OnlineSpec:
+    """What makes a region an online one (docs/partners.md §9): the issuer ids its tokens may
+    name. The region's endpoint and limits are deployment settings (``gateway.online``)."""
+
+    issuers: frozenset[str]
+
+    def __post_init__(self) -> None:
+        if not self.issuers or not all(_ISSUER.fullmatch(i) for i in self.issuers):
+            raise ValueError("an online region names at least one issuer id [A-Za-z0-9-]{1,32}")
+
+
+@dataclass(frozen=True)
 class RegionSpec:
     """Everything that makes one partner region's adapter differ from another's."""
 
@@ -140,6 +155,7 @@ class RegionSpec:
     fields: FieldConvention
     max_age: timedelta
     signing_alg: Algorithm  # the algorithm the region's issuer uses
+    online: OnlineSpec | None = None  # set: the region also has online codes (§9)
 
 
 @dataclass(frozen=True)
@@ -256,6 +272,7 @@ __all__ = [
     "Colour",
     "FieldConvention",
     "MalformedError",
+    "OnlineSpec",
     "Pseudonymise",
     "RegionAdapter",
     "RegionSpec",

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from types import MappingProxyType
 
-from adapters.base import Codec, RegionAdapter, RegionSpec
+from adapters.base import Codec, OnlineSpec, RegionAdapter, RegionSpec
 from adapters.codecs.compact import CompactCodec, DelimitedPayload, JsonPayload
 from adapters.codecs.cose import CoseCodec, CoseTag
 from adapters.codecs.encoding import Compression, TextEncoding
@@ -46,10 +46,11 @@ def _spec(
     fields: Fields,
     max_age: timedelta,
     alg: Algorithm,
+    online: OnlineSpec | None = None,
 ) -> RegionSpec:
     """A region spec whose prefix is its codec's (one source of truth for detection)."""
     prefix: str = codec.prefix  # type: ignore[attr-defined]
-    return RegionSpec(code, name, mode, prefix, codec, fields, max_age, alg)
+    return RegionSpec(code, name, mode, prefix, codec, fields, max_age, alg, online)
 
 
 REGION_SPECS: tuple[RegionSpec, ...] = (
@@ -69,6 +70,8 @@ REGION_SPECS: tuple[RegionSpec, ...] = (
             time_format=TimeFormat.UNIX_SECONDS,
         ),
         24 * HOURS, Algorithm.EDDSA,
+        # Online too (docs/partners.md §9.8): BJ1:ON1.bjhc.<code id>, status asked online.
+        OnlineSpec(frozenset({"bjhc"})),
     ),
     # The SM2 variant of family (a): a provincial government platform signing with the national
     # algorithms (SM2 over SM3), as GB/T 39786 asks of government systems (docs/partners.md).
@@ -125,6 +128,8 @@ REGION_SPECS: tuple[RegionSpec, ...] = (
             time_format=TimeFormat.UNIX_SECONDS,
         ),
         48 * HOURS, Algorithm.EDDSA,
+        # Online too (docs/partners.md §9.8): CQJKM:ON1.cqjkm.<code id>.
+        OnlineSpec(frozenset({"cqjkm"})),
     ),
     _spec(
         "650000", "Xinjiang", Mode.SHOW,
@@ -331,4 +336,14 @@ def spec_for(region: str) -> RegionSpec:
         raise ValueError(f"{region!r} is not a partner region") from None
 
 
-__all__ = ["ADAPTERS", "REGION_ALGORITHMS", "REGION_SPECS", "detect", "spec_for"]
+# The regions whose codes may also be online tokens (docs/partners.md §9.8).
+ONLINE_REGIONS: tuple[str, ...] = tuple(s.code for s in REGION_SPECS if s.online is not None)
+
+__all__ = [
+    "ADAPTERS",
+    "ONLINE_REGIONS",
+    "REGION_ALGORITHMS",
+    "REGION_SPECS",
+    "detect",
+    "spec_for",
+]

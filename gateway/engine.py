@@ -17,9 +17,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from adapters.base import MAX_CODE_CHARS, Colour, Pseudonymise, RegionAdapter, VerifiedCode
+from adapters.online import OnlineToken, is_online_token, parse_token, refusal, to_verified
 from adapters.regions import detect
 from gateway import tokens
 from gateway.claims import AttestationClaims, HomeCodeClaims, PartnerSource
+from gateway.online.client import Answer, OnlineStatus
 from gateway.runtime.tasks import Background
 from keys.errors import (
     CodeExpiredError,
@@ -33,7 +35,7 @@ from keys.errors import (
     RegionUnknownError,
 )
 from keys.keystore import KeyRole, Signers
-from keys.model import ConversionRecord, Mode
+from keys.model import ConversionRecord, Mode, Region
 from keys.pseudonym import Pseudonymiser
 from keys.registry import RegistrySnapshot
 from keys.store import ConversionStore
@@ -91,14 +93,17 @@ class PendingRecognition:
     signed and converted, to be attested once the converted code is durable.
 
     Await it (``await pending``), or, once :attr:`done`, take :meth:`result` without waiting.
-    Waiting never cancels the commit (other requests for the same source share it)."""
+    Waiting never cancels the commit (other requests for the same source share it). An online
+    code's decision is one too: its future is the lookup's task, already decided when done."""
 
     __slots__ = ("_finish", "_future")
 
     def __init__(
-        self, future: asyncio.Future[HomeCode], finish: Callable[[HomeCode], Recognition]
+        self,
+        future: asyncio.Future[HomeCode] | asyncio.Future[Recognition],
+        finish: Callable[[Any], Recognition],
     ) -> None:
-        self._future = future
+        self._future: asyncio.Future[Any] = future
         self._finish = finish
 
     @property
@@ -119,6 +124,11 @@ class PendingRecognition:
 
     def __await__(self) -> Generator[Any, None, Recognition]:
         return self.wait().__await__()
+
+
+def _decided(recognition: Recognition) -> Recognition:
+    """The finish of an online lookup's pending decision: the lookup decided already."""
+    return recognition
 
 
 class Conversions:
@@ -171,14 +181,6 @@ class Conversions:
         if hit is not None:
             self._cache.move_to_end(key)
         return hit
-
-    async def get_or_create(
-        self, region: str, source_code_id: str, make: Callable[[], ConversionRecord]
-    ) -> HomeCode:
-        claimed = self.claim(region, source_code_id, make)
-        if isinstance(claimed, HomeCode):
-            return claimed
-        return claimed.result() if claimed.done() else await asyncio.shield(claimed)
 
     def claim(
         self, region: str, source_code_id: str, make: Callable[[], ConversionRecord]
@@ -254,6 +256,7 @@ class Recogniser:
         conversions: Conversions,
         *,
         verified_cache_size: int = 20_000,
+        online: OnlineStatus | None = None,
     ) -> None:
         self._snapshot = snapshot
         self._signers = signers
@@ -263,30 +266,81 @@ class Recogniser:
         self._verified: OrderedDict[str, VerifiedCode] = OrderedDict()
         self._verified_version = -1
         self._verified_size = verified_cache_size
+        self._online = online if online is not None else OnlineStatus({})
 
-    async def recognise(self, code: str, now: datetime, region_hint: str = "") -> Recognition:
+    async def recognise(
+        self, code: str, now: datetime, region_hint: str = "", budget: float | None = None
+    ) -> Recognition:
         """Decide on one code at time ``now``. Never raises for bad input."""
-        result = self.start(code, now, region_hint)
+        result = self.start(code, now, region_hint, budget)
         return result if isinstance(result, Recognition) else await result
 
     def start(
-        self, code: str, now: datetime, region_hint: str = ""
+        self, code: str, now: datetime, region_hint: str = "", budget: float | None = None
     ) -> Recognition | PendingRecognition:
         """Decide without waiting where possible.
 
-        Returns the decision, or, when the decision needs I/O (recording a new conversion), a
-        :class:`PendingRecognition` that completes it after the commit. Lets a stream keep
-        deciding while a conversion commits.
+        Returns the decision, or, when the decision needs I/O (recording a new conversion,
+        asking an online code's region), a :class:`PendingRecognition` that completes it. Lets
+        a stream keep deciding while a conversion commits. ``budget``: the seconds the caller's
+        own call has left (None: no deadline), of which an online lookup takes at most a share.
         """
         try:
-            verified, decision = self._check(code, now, region_hint)
+            verified, decision, pending = self._check(code, now, region_hint, budget)
         except ForeignDataError as exc:
-            region = self._snapshot().region(exc.metadata.get("region", ""))
-            return Recognition.refused(exc, mode=region.mode if region is not None else None)
+            return self._refused(exc)
+        if pending is not None:
+            return pending
         if decision is not None:
             return decision
         assert verified is not None
         return self._recognised(verified, now)
+
+    def _refused(self, exc: ForeignDataError) -> Recognition:
+        region = self._snapshot().region(exc.metadata.get("region", ""))
+        return Recognition.refused(exc, mode=region.mode if region is not None else None)
+
+    async def _online_decision(
+        self, adapter: RegionAdapter, region: Region, token: OnlineToken, now: datetime,
+        budget: float | None,
+    ) -> Recognition:  # fmt: skip
+        """Ask the region for the token's status, then decide as for an offline code."""
+        try:
+            answer = await self._online.client(region.code).status(token, now, budget)
+        except ForeignDataError as exc:
+            return self._refused(exc)
+        verified, decision = self._online_verified(answer, adapter, region, self._snapshot(), now)
+        if decision is not None:
+            return decision
+        assert verified is not None
+        result = self._recognised(verified, now)
+        return result if isinstance(result, Recognition) else await result
+
+    def _online_verified(
+        self,
+        answer: Answer,
+        adapter: RegionAdapter,
+        region: Region,
+        snapshot: RegistrySnapshot,
+        now: datetime,
+    ) -> tuple[VerifiedCode | None, Recognition | None]:
+        """A verified status document as a verified code, or the refusal its status means."""
+        document = answer.document
+        error = refusal(document, now)
+        if error is not None:
+            return None, Recognition.refused(
+                error,
+                region=region.code,
+                mode=region.mode,
+                colour=None if document.colour is None else Colour(document.colour),
+                kid=answer.key.kid,
+                holder="" if document.holder_ref is None else self._pseudonymise(
+                    region.code, document.holder_ref
+                ),
+                code_id=document.code_id,
+            )  # fmt: skip
+        verified = to_verified(document, answer.key, adapter.spec, self._pseudonymise)
+        return self._judge(verified, region, snapshot, now)
 
     def _decode(
         self, adapter: RegionAdapter, text: str, snapshot: RegistrySnapshot
@@ -309,34 +363,44 @@ class Recogniser:
             self._verified.popitem(last=False)
         return verified
 
-    def verify(self, code: str, now: datetime) -> VerifiedCode:
+    async def verify(self, code: str, now: datetime) -> tuple[VerifiedCode, bool]:
         """The code, checked exactly as :meth:`recognise` checks it but of any colour (an arrival
-        declaration takes yellow and red partner codes too).
+        declaration takes yellow and red partner codes too), and whether its holder is named
+        by the ID number (an online code names them by the region's own reference only).
 
         Raises the :class:`ForeignDataError` whose reason ``Recognise`` would answer with
         (``MALFORMED``, ``REGION_UNKNOWN``, ``SIGNATURE_INVALID``, ``CODE_REVOKED``,
         ``CODE_EXPIRED``, ...).
         """
-        verified, _ = self._check(code, now, "", any_colour=True)
-        assert verified is not None  # any_colour: a refusal raises
-        return verified
+        text = self._text(code)
+        adapter = detect(text)
+        snapshot, region = self._onboarded(adapter)
+        if is_online_token(text, adapter.spec):
+            token = parse_token(text, adapter.spec)
+            client = self._online.client(region.code)
+            answer = client.cached(token, now) or await client.status(token, now, None)
+            error = refusal(answer.document, now)
+            if error is not None:
+                raise error
+            verified = to_verified(answer.document, answer.key, adapter.spec, self._pseudonymise)
+            by_id = False
+        else:
+            verified, by_id = self._decode(adapter, text, snapshot), True
+        self._check_verified(verified, snapshot, region.max_age, now)
+        return verified, by_id
 
-    def _check(
-        self, code: str, now: datetime, region_hint: str, *, any_colour: bool = False
-    ) -> tuple[VerifiedCode | None, Recognition | None]:
+    @staticmethod
+    def _text(code: str) -> str:
+        """The code without surrounding white space; MALFORMED if empty, OVERSIZED if long."""
         text = code.strip()
         if not text:
             raise MalformedError("the code is empty")
         if len(text) > MAX_CODE_CHARS:
             raise OversizedError(f"the code is longer than {MAX_CODE_CHARS} characters")
-        adapter = detect(text)
-        if region_hint and region_hint != adapter.region:
-            return None, Recognition(
-                False,
-                REGION_MISMATCH,
-                f"the code is from region {adapter.region}, not {region_hint[:8]}",
-                region=adapter.region,
-            )
+        return text
+
+    def _onboarded(self, adapter: RegionAdapter) -> tuple[RegistrySnapshot, Region]:
+        """The snapshot and the code's region; REGION_UNKNOWN or REGION_DISABLED otherwise."""
         snapshot = self._snapshot()
         region = snapshot.region(adapter.region)
         if region is None:
@@ -348,7 +412,40 @@ class Recogniser:
                 f"recognition of region {region.code} ({region.name}) is disabled",
                 region=region.code,
             )
-        verified = self._decode(adapter, text, snapshot)
+        return snapshot, region
+
+    def _check(
+        self, code: str, now: datetime, region_hint: str, budget: float | None
+    ) -> tuple[VerifiedCode | None, Recognition | None, PendingRecognition | None]:
+        text = self._text(code)
+        adapter = detect(text)
+        if region_hint and region_hint != adapter.region:
+            return (
+                None,
+                Recognition(
+                    False,
+                    REGION_MISMATCH,
+                    f"the code is from region {adapter.region}, not {region_hint[:8]}",
+                    region=adapter.region,
+                ),
+                None,
+            )
+        snapshot, region = self._onboarded(adapter)
+        if is_online_token(text, adapter.spec):
+            token = parse_token(text, adapter.spec)
+            hit = self._online.client(region.code).cached(token, now)
+            if hit is None:
+                lookup = asyncio.ensure_future(
+                    self._online_decision(adapter, region, token, now, budget)
+                )
+                return None, None, PendingRecognition(lookup, _decided)
+            return *self._online_verified(hit, adapter, region, snapshot, now), None
+        return *self._judge(self._decode(adapter, text, snapshot), region, snapshot, now), None
+
+    def _judge(
+        self, verified: VerifiedCode, region: Region, snapshot: RegistrySnapshot, now: datetime
+    ) -> tuple[VerifiedCode | None, Recognition | None]:
+        """The policy on a verified code: revocation, time, colour."""
         status = verified.status
         # From here on the fields are trusted: the signature verified with a key of the region
         # that was valid and not revoked when the code was issued. Every refusal from here on
@@ -364,10 +461,8 @@ class Recogniser:
         try:
             self._check_verified(verified, snapshot, region.max_age, now)
         except ForeignDataError as exc:
-            if any_colour:
-                raise
             return None, Recognition.refused(exc, **verified_fields)
-        if status.colour is not Colour.GREEN and not any_colour:
+        if status.colour is not Colour.GREEN:
             return None, Recognition(
                 False,
                 NOT_GREEN,
@@ -463,7 +558,7 @@ class Recogniser:
         validity) and says when its source was issued (``src_iat``); it never outlives the
         source code (``exp``). Converting the same source again yields this same code because
         the store keeps the first record and every later caller gets that one
-        (:meth:`Conversions.get_or_create`), not because signing is repeatable.
+        (:meth:`Conversions.claim`), not because signing is repeatable.
         """
         status = verified.status
         info, key = self._signers.signer(KeyRole.ISSUE, now)

@@ -35,6 +35,9 @@ from prometheus_client import (
     make_wsgi_app,
 )
 
+from adapters.regions import ONLINE_REGIONS
+from gateway.online.breaker import STATE_VALUES, BreakerState
+
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
 REQUEST_ID_HEADER = "x-request-id"
 # Generated ids: a random per-process prefix and a counter (unique without a urandom call each).
@@ -297,6 +300,41 @@ class Metrics:
             "Version of the current signed trust list.",
             registry=self.registry,
         )
+        # Online partners (docs/partners.md §9, docs/operations.md "Online partners").
+        self.partner_calls = Counter(
+            "trustgw_partner_calls",
+            "Status lookups of online codes by outcome: ok, cached, or the refusal's reason.",
+            ["region", "outcome"],
+            registry=self.registry,
+        )
+        self.partner_latency = Histogram(
+            "trustgw_partner_call_seconds",
+            "Time of the status calls made to an online partner (retry included).",
+            ["region"],
+            buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1, 2, 5),
+            registry=self.registry,
+        )
+        self.partner_breaker_state = Gauge(
+            "trustgw_partner_breaker_state",
+            "An online partner's circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ["region"],
+            registry=self.registry,
+        )
+        for region in ONLINE_REGIONS:  # exported from the start: closed until a call fails
+            self.partner_breaker_state.labels(region).set(0)
+            self.partner_latency.labels(region)
+            self.partner_calls.labels(region, "ok")
+
+    def partner_call(self, region: str, outcome: str, seconds: float | None) -> None:
+        """One status lookup of an online code (``seconds``: the call's time, None when no
+        call was made: cached, busy, circuit open)."""
+        self.partner_calls.labels(region, outcome).inc()
+        if seconds is not None:
+            self.partner_latency.labels(region).observe(seconds)
+
+    def partner_breaker(self, region: str, state: BreakerState) -> None:
+        """An online partner's breaker state after a call."""
+        self.partner_breaker_state.labels(region).set(STATE_VALUES[state])
 
     def set_key_expiry(self, rows: Iterable[tuple[str, str, str, datetime]], now: datetime) -> None:
         """Replace the key-expiry gauges with ``(owner, role, kid, not_after)`` rows (``now``:

@@ -50,9 +50,7 @@ class ForeignDataError(GatewayError):
 
 
 class MalformedError(ForeignDataError):
-    """The input could not be decoded: not the format, a bad encoding, a member missing, unknown or
-    of the wrong type.
-    """
+    """The input could not be decoded: not the format, a bad encoding, a bad or missing member."""
 
     reason = "MALFORMED"
     default_message = "the code could not be decoded"
@@ -80,20 +78,15 @@ class RegionDisabledError(ForeignDataError):
 
 
 class AlgorithmUnsupportedError(ForeignDataError):
-    """A signature or key algorithm the gateway does not accept (``none``, HS256, an unknown curve
-    ...).
-    """
+    """A signature or key algorithm the gateway does not accept (``none``, HS256, a curve ...)."""
 
     reason = "ALGORITHM_UNSUPPORTED"
     default_message = "the signature algorithm is not accepted"
 
 
 class KeyAlgorithmMismatchError(AlgorithmUnsupportedError):
-    """A code-signing key whose algorithm its region's code format does not verify.
-
-    Refused when the key is registered (``keys add``, key sets): every code it signed would be
-    refused as ``ALGORITHM_UNSUPPORTED``.
-    """
+    """A code-signing key of an algorithm its region's codes are never signed with (refused when
+    registered: every code it signed would be ``ALGORITHM_UNSUPPORTED``)."""
 
     reason = "KEY_ALGORITHM_MISMATCH"
     default_message = "the key's algorithm is not one the region's codes are signed with"
@@ -200,9 +193,7 @@ class TrustListNotYetValidError(ForeignDataError):
 
 
 class TrustListRollbackError(ForeignDataError):
-    """A trust list with a lower version than the one the verifier already trusts (rollback
-    protection).
-    """
+    """A trust list older than the one the verifier already trusts (rollback protection)."""
 
     reason = "TRUSTLIST_ROLLBACK"
     default_message = "the trust list is older than the one already trusted"
@@ -215,9 +206,48 @@ class TrustListConflictError(ForeignDataError):
     default_message = "the trust list contradicts the one already trusted for that version"
 
 
+class CodeUnknownError(ForeignDataError):
+    """The issuing region answered, signed, that it has no such code (online codes)."""
+
+    reason = "CODE_UNKNOWN"
+    grpc_status = "NOT_FOUND"
+    default_message = "the issuing region does not know this code"
+
+
+class PartnerUnavailableError(ForeignDataError):
+    """The region's endpoint is unreachable, failed, unconfigured or its breaker is open."""
+
+    reason = "PARTNER_UNAVAILABLE"
+    grpc_status = "UNAVAILABLE"
+    default_message = "the issuing region's verification endpoint is unavailable"
+
+
+class PartnerTimeoutError(ForeignDataError):
+    """No complete answer from the region's endpoint within the call's deadline."""
+
+    reason = "PARTNER_TIMEOUT"
+    grpc_status = "UNAVAILABLE"
+    default_message = "the issuing region did not answer in time"
+
+
+class PartnerBusyError(ForeignDataError):
+    """Already as many calls in flight to the region as its concurrency allows."""
+
+    reason = "PARTNER_BUSY"
+    grpc_status = "RESOURCE_EXHAUSTED"
+    default_message = "too many calls in flight to the issuing region"
+
+
+class PartnerAnswerInvalidError(ForeignDataError):
+    """The region's answer is not a well-formed, fresh status document for the question."""
+
+    reason = "PARTNER_ANSWER_INVALID"
+    grpc_status = "INVALID_ARGUMENT"
+    default_message = "the issuing region's answer is not acceptable"
+
+
 class StatusMismatchError(ForeignDataError):
-    """A status document that verified but does not answer the question asked: another region,
-    issuer, code or nonce, checked in the future, or older than it may be kept."""
+    """A verified status document that does not answer the question asked, or not now."""
 
     reason = "STATUS_MISMATCH"
     default_message = "the status document does not answer the question asked"
@@ -256,11 +286,8 @@ class UsageError(GatewayError):
 
 
 class RowError(InputError):
-    """One row of a stock-conversion file cannot be converted (docs/stock-conversion.md).
-
-    ``reason`` is the row's own reason (``BAD_DATE``, ``MISSING_FIELD``, ...), ``column`` the
-    column at fault, if one is. The message never quotes the row's values.
-    """
+    """One row of a stock-conversion file cannot be converted (docs/stock-conversion.md): the
+    row's own ``reason`` (``BAD_DATE`` ...), the ``column`` at fault; never the row's values."""
 
     reason = "ROW_INVALID"
     default_message = "the row cannot be converted"
@@ -275,11 +302,8 @@ class RowError(InputError):
 
 
 class InvalidRequestError(GatewayError):
-    """The request itself (not a code or statement it carries) is unacceptable.
-
-    Refused before any decision: an RPC error in unary calls, an answer in its place inside a
-    stream (docs/api.md, "RPC errors").
-    """
+    """The request itself (not a code it carries) is unacceptable: refused before any decision
+    (an RPC error in unary calls, an answer in its place in a stream: docs/api.md)."""
 
     reason = "INVALID_REQUEST"
     grpc_status = "INVALID_ARGUMENT"
@@ -374,8 +398,7 @@ class GatewayRpcError(GatewayError):
 
     ``status`` is the gRPC status name, ``reason`` the gateway's stable reason (from the
     ``google.rpc.ErrorInfo``, else the status name), ``request_id`` the call's id, ``metadata``
-    the ErrorInfo's details.
-    """
+    the ErrorInfo's details."""
 
     reason = "RPC_FAILED"
     default_message = "the call to the gateway failed"

@@ -9,6 +9,7 @@ reference, which is atomic for readers (they keep whichever snapshot they alread
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -165,7 +166,12 @@ class KeyRegistry:
         """Read the registry; with ``previous``, only the revocation batches applied since it
         was read (they join its index, whose packed tables are shared, not rebuilt)."""
         after = self._position if previous is not None else -1
-        data, rows, position = await self._store.read_registry_changes(after, RevocationRows)
+        # A change's rows are packed after the read (below, off the loop when many), so that
+        # the store's thread is not held for it; a full read packs as it streams (memory).
+        sink = (
+            RevocationRows if previous is None else functools.partial(RevocationRows, buffered=True)
+        )
+        data, rows, position = await self._store.read_registry_changes(after, sink)
         if position < after:  # the audit went back (a restored database): it was a full read
             previous = None
         if previous is None:

@@ -235,20 +235,31 @@ class RevocationRows:
     per region and kind as they arrive (:meth:`keys.store.StoreFacade.read_registry_changes`
     feeds it): a full read, ordered by region and value, is never held as Python objects."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, buffered: bool = False) -> None:
         self.code_tables: dict[str, PackedTable] = {}
         self.holder_tables: dict[str, PackedTable] = {}
         self.count = 0
         self._open: tuple[str, str] | None = None  # (kind, region) being streamed
         self._builder: _TableBuilder | None = None
+        # buffered: the rows are only kept as they come (a change: the store's thread, which
+        # the hot path's commits share, is let go at once) and packed by finish().
+        self._buffer: list[tuple[str, list[Row]]] | None = [] if buffered else None
 
     def add_codes(self, rows: Iterable[Row]) -> None:
         """Code revocations: (region, code key, effective unix seconds)."""
-        self._add("codes", rows)
+        self._take("codes", rows)
 
     def add_holders(self, rows: Iterable[Row]) -> None:
         """Holder revocations: (region, pseudonym, effective unix seconds)."""
-        self._add("holders", rows)
+        self._take("holders", rows)
+
+    def _take(self, kind: str, rows: Iterable[Row]) -> None:
+        if self._buffer is None:
+            self._add(kind, rows)
+            return
+        kept = list(rows)
+        self._buffer.append((kind, kept))
+        self.count += len(kept)
 
     def _add(self, kind: str, rows: Iterable[Row]) -> None:
         builder = self._builder
@@ -276,7 +287,13 @@ class RevocationRows:
         tables[region] = table
 
     def finish(self) -> RevocationRows:
-        """Pack the last region streamed; returns self."""
+        """Pack what is buffered and the last region streamed; returns self."""
+        buffered, self._buffer = self._buffer, None
+        if buffered:
+            count = self.count
+            for kind, rows in buffered:
+                self._add(kind, rows)
+            self.count = count
         self._close_region()
         return self
 
@@ -363,10 +380,13 @@ class RevocationIndex:
             (codes, self._ocodes, True),
             (holders, self._oholders, False),
         ):
-            for region in sorted({r for r, _ in overlay}):
+            by_region: dict[str, list[int]] = {}
+            for (region, d), times in overlay.items():
+                by_region.setdefault(region, []).extend((d << _TIME_BITS) | t for t in times)
+            for region, keyed in by_region.items():
                 table = tables.get(region)
-                keyed = list(table.keyed()) if table is not None else []
-                _merge_overlay(overlay, region, keyed)
+                if table is not None:
+                    keyed.extend(table.keyed())
                 tables[region] = PackedTable.pack(keyed, unique=unique)
         return self._make((codes, holders, {}, {}))
 

@@ -1,5 +1,6 @@
-"""The online status document (docs/partners.md, "Online verification"): one format for both
-directions, a partner's answer about its code and the gateway's answer about a home code.
+"""The online status document (docs/partners.md §9.4 and §10): one format for both directions,
+a partner's answer about its code (checked by :mod:`adapters.online`) and the gateway's answer
+about a home code (``gateway.codestatus``).
 
 A JWS compact serialisation (RFC 7515): ``BASE64URL(header) "." BASE64URL(payload) "."
 BASE64URL(signature)``, the signature over the ASCII bytes before the second ``.`` exactly as
@@ -25,6 +26,7 @@ from keys.errors import (
     TimeInvalidError,
 )
 from keys.jsonutil import canonical_json, loads_strict
+from keys.keyid import is_kid
 from keys.regioncode import is_region_code
 from keys.timeutil import ensure_utc, parse_time, to_iso
 
@@ -121,8 +123,8 @@ class StatusClaims:
         if HOLDER_REF_RE.fullmatch(self.holder_ref or "") is None:
             raise ValueError("a holder reference is 1 to 64 characters of A-Z a-z 0-9 _ . : -")
         assert self.valid_from is not None and self.valid_until is not None
-        if self.valid_until < self.valid_from:
-            raise ValueError("the code's validity ends before it starts")
+        if self.valid_until <= self.valid_from:
+            raise ValueError("the code's validity ends before it starts (or when it starts)")
 
     @property
     def fresh_until(self) -> datetime:
@@ -216,6 +218,16 @@ class StatusClaims:
             )
 
 
+def parse_time_text(value: object) -> datetime:
+    """A time as the wire writes it, ``YYYY-MM-DDTHH:MM:SSZ``; raises :class:`MalformedError`."""
+    if not isinstance(value, str):
+        raise MalformedError("a time is text")
+    try:
+        return _time(value)
+    except ValueError as exc:
+        raise MalformedError(str(exc)) from None
+
+
 def _time(value: str) -> datetime:
     """An RFC 3339 time as the documents write it: ``YYYY-MM-DDTHH:MM:SSZ``."""
     if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", value):
@@ -267,8 +279,10 @@ class StatusDocument:
         if header["typ"] != STATUS_TYPE:
             raise MalformedError(f"a status document's typ is {STATUS_TYPE}")
         alg, kid = header["alg"], header["kid"]
-        if not isinstance(alg, str) or not isinstance(kid, str) or not 0 < len(kid) <= 128:
-            raise MalformedError("a status document's alg and kid are text (kid: 1-128 chars)")
+        if not isinstance(alg, str) or not is_kid(kid):
+            raise MalformedError(
+                "a status document's alg is text and its kid follows the key-id rule"
+            )
         algorithm = Algorithm.parse(alg)
         if algorithm not in ALGORITHMS:
             raise AlgorithmUnsupportedError(f"a status document is not signed with {alg}")
@@ -323,5 +337,6 @@ __all__ = [
     "StatusDocument",
     "check_code_id",
     "check_nonce",
+    "parse_time_text",
     "sign_status",
 ]

@@ -56,6 +56,7 @@ log = logging.getLogger("trustgw.keys")
 
 # Revocation batches larger than this are keyed on a worker thread, not on the event loop.
 OFF_LOOP_ENTRIES = 1000
+OFF_LOOP_BYTES = 64 * 1024  # ... and parsed there when larger than this
 _ATTEMPTS = 3  # a concurrent change to the same region is re-checked at most this often
 
 
@@ -249,8 +250,10 @@ class TrustRegistry:
         :class:`keys.errors.StoreUnavailableError`.
         """
         now = ensure_utc(now)
-        envelope = Envelope.from_bytes(submission)
-        batch = RevocationBatch.from_signed(envelope.signed)
+        if len(submission) > OFF_LOOP_BYTES:  # up to 2 MiB of JSON and base64: on a thread
+            envelope, batch = await asyncio.to_thread(_parse_batch, submission)
+        else:
+            envelope, batch = _parse_batch(submission)
         _check_own_region(batch.region, caller_region)
         earlier = await self._store.find_submission(envelope.digest)
         if earlier is not None:
@@ -331,6 +334,11 @@ class TrustRegistry:
                     continue
                 return code
         return None
+
+
+def _parse_batch(submission: bytes) -> tuple[Envelope, RevocationBatch]:
+    envelope = Envelope.from_bytes(submission)
+    return envelope, RevocationBatch.from_signed(envelope.signed)
 
 
 def _check_own_region(statement_region: str, caller_region: str) -> None:

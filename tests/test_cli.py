@@ -230,11 +230,13 @@ def test_parser_builds_without_side_effects() -> None:
 def test_demo_runs_end_to_end_and_every_decision_is_as_expected(capsys) -> None:
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
-    assert "70 of 70 decisions as expected" in out
+    assert "82 of 82 decisions as expected" in out
     # The counters, as scraped from the gateway's own metrics endpoint during the demo.
-    assert 'trustgw_recognitions_total{decision="recognised",reason="RECOGNISED"} 14' in out
-    assert 'trustgw_recognitions_total{decision="refused",reason="NOT_GREEN"} 28' in out
-    assert "trustgw_conversions_total (all regions) 7" in out
+    assert 'trustgw_recognitions_total{decision="recognised",reason="RECOGNISED"} 16' in out
+    assert 'trustgw_recognitions_total{decision="refused",reason="NOT_GREEN"} 30' in out
+    assert "trustgw_conversions_total (all regions) 8" in out
+    # The two online regions through their simulated endpoints (docs/partners.md §9).
+    assert 'reason="PARTNER_TIMEOUT"} 2' in out and 'reason="CODE_UNKNOWN"} 2' in out
     for reason in ("RECOGNISED", "NOT_GREEN", "CODE_EXPIRED", "SIGNATURE_INVALID"):
         assert reason in out
 

@@ -71,6 +71,11 @@ async def published(c: Client) -> GatewayTrust:
     return trust_from_proto(await c.recognition.GetGatewayKeys(pb.GetGatewayKeysRequest()))
 
 
+def unlimited(gateway: Any) -> None:
+    """Lift the per-partner rate limit: a test that polls a condition asks every 10 ms."""
+    gateway.code_status.limiter = RateLimiter(1e9, 10**9)
+
+
 def signed_at(document: str) -> Any:
     """The document's own ``checked_at`` (read unverified): when the serving gateway signed it,
     on the real clock; each test verifies there, or later on purpose."""
@@ -242,6 +247,7 @@ def test_a_withdrawn_issuing_key_makes_its_home_codes_revoked(world, codes, caps
             status = json.loads(StatusDocument.parse(document).payload)["status"]
             return document if status == "revoked" else None
 
+        unlimited(gateway)  # the poll below asks faster than a partner may
         after = await eventually(revoked, what="the withdrawal reaches the status call")
         return before, after, await published(c["partner"])
 
@@ -342,6 +348,7 @@ def test_answers_verify_with_the_trust_list_across_an_attest_key_rotation(
             document = await ask(c["partner"], code=converted.code)
             return document if StatusDocument.parse(document).kid == new_kid else None
 
+        unlimited(gateway)  # the poll below asks faster than a partner may
         new = await eventually(signed_by_new_key, what="the new attest key signs")
         listed_now = await c["partner"].trustlist.GetTrustList(rpb.GetTrustListRequest())
         return old, new, new_kid, listed_now, gateway.published_keys()
@@ -418,3 +425,35 @@ def test_a_deployment_that_signs_with_sm2_answers_with_sm2(tmp_path, simulator, 
     assert StatusDocument.parse(document).alg is Algorithm.SM2
     claims = verify_code_status(document, trust, signed_at(document), nonce=NONCE)
     assert (claims.status, claims.colour) == ("valid", "green")
+
+
+@pytest.mark.doc("partners.md §10.1")
+def test_the_gateway_answers_with_the_document_it_checks_from_partners(world, codes) -> None:
+    """One document both ways (docs/partners.md §9 and §10): the checks the gateway applies to a
+    partner's answer (adapters.online.verify_status_document) accept the gateway's own answer,
+    given its attest key as the key of region 370000 and the question as asked."""
+    from adapters.online import StatusQuestion, refusal, verify_status_document
+    from keys.model import RegionKey
+
+    make = codes(CONVERT.code, NOW)
+
+    async def body(gateway, c: dict[str, Client]) -> Any:
+        converted = (await home_code(c["verifier"], make())).converted
+        document = await ask(c["partner"], code_id=converted.code_id)
+        return converted, document, gateway.published_keys()
+
+    converted, document, keys = world(body)
+    at = signed_at(document)
+
+    class Keys:
+        def keys_for(self, region: str, kid: str | None) -> tuple[RegionKey, ...]:
+            return tuple(
+                RegionKey("370000", k.kid, k.public_key, k.not_before, k.not_after)
+                for k in keys
+                if k.role.value == "attest" and region == "370000" and kid in (None, k.kid)
+            )
+
+    question = StatusQuestion("370000", "trustgw", converted.code_id, NONCE, at)
+    claims, key = verify_status_document(document, question, Keys(), at)
+    assert (claims.status, key.kid) == ("valid", StatusDocument.parse(document).kid)
+    assert refusal(claims, at) is None  # honoured, as a partner's valid answer would be

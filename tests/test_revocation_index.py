@@ -81,8 +81,10 @@ questions = st.lists(
 )
 
 
-def _rows(codes: list[CodeRevocation], holders: list[HolderRevocation]) -> RevocationRows:
-    rows = RevocationRows()
+def _rows(
+    codes: list[CodeRevocation], holders: list[HolderRevocation], *, buffered: bool = False
+) -> RevocationRows:
+    rows = RevocationRows(buffered=buffered)
     rows.add_codes((c.region, c.code_key, to_unix(c.effective_at)) for c in codes)
     rows.add_holders((h.region, h.holder, to_unix(h.effective_at)) for h in holders)
     return rows
@@ -99,7 +101,7 @@ def _built_in_steps(
     for i in range(steps):
         part_c = rest_c[i::steps]
         part_h = rest_h[i::steps]
-        index = index.with_rows(_rows(part_c, part_h))
+        index = index.with_rows(_rows(part_c, part_h, buffered=i % 2 == 0))
         if index.overlay_size > fold_at:
             index = index.merged()
     return index

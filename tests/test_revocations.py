@@ -281,6 +281,33 @@ def test_a_converted_code_is_revoked_with_its_source(tmp_path: Path) -> None:
 
 
 @pytest.mark.doc("trust-registry.md §6")
+def test_a_full_batch_revokes_every_code_and_holder_it_names(tmp_path: Path) -> None:
+    """A batch of 10,000 entries (keyed on a worker thread, joined to the index on one): the
+    codes and holders it names are refused at once, converted sources with them, others not."""
+    r = region(CONVERT)
+    holder = "230102198512041233"
+
+    async def body(w: World) -> None:
+        named = r.code_text(T0 - 3 * HOUR, code_id="batch-4999")
+        by_holder = r.code_text(T0 - 3 * HOUR, code_id="other-1", holder=holder)
+        kept = r.code_text(T0 - 3 * HOUR, code_id="other-2")
+        assert (await w.decide(named, T0 - HOUR)).converted is not None
+        batch = r.partner.revocations(
+            "big",
+            T0 - 2 * HOUR,
+            code_ids=[f"batch-{i}" for i in range(5000)],
+            holder_ids=[holder, *(f"{i:018d}" for i in range(4999))],
+        )
+        result = await w.submit(r, "revocations", batch)
+        assert result.conversions_revoked == 1  # type: ignore[attr-defined]
+        assert (await w.decide(named, T0)).reason == "CODE_REVOKED"
+        assert (await w.decide(by_holder, T0)).reason == "CODE_REVOKED"
+        assert (await w.decide(kept, T0)).reason == "RECOGNISED"
+
+    world(tmp_path, r, body=body)
+
+
+@pytest.mark.doc("trust-registry.md §6")
 def test_a_conversion_racing_a_revocation_is_revoked_on_insert(tmp_path: Path) -> None:
     """The registry snapshot lags the store: a conversion recorded after the batch still gets
     revoked by the store itself."""

@@ -148,3 +148,32 @@ def test_a_workers_failure_exits_as_the_single_process_would() -> None:
         relayed.reason = reason  # type: ignore[misc]  # as the supervisor relays it
         assert serve_exit_status(relayed, 1) == expected, reason
     assert serve_exit_status(ValueError("a bug"), 1) == 1
+
+
+@pytest.mark.doc("partners.md §9.8")
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        pytest.param(None, "CONFIG_INVALID", id="online-file-missing"),
+        pytest.param(
+            '[region.120000]\nendpoint = "https://x.example"\n',
+            "CONFIG_INVALID",
+            id="not-an-online-region",
+        ),
+        pytest.param(
+            '[region.110000]\nendpoint = "https://127.0.0.1:9"\n',
+            "CONFIGURATION",
+            id="client-certificate-missing",
+        ),
+    ],
+)
+def test_a_bad_online_partners_file_stops_serve_in_one_line_exit_3(
+    own_data_dir: Path, tmp_path: Path, content: str | None, expected: str
+) -> None:
+    online = tmp_path / "online.toml"
+    if content is not None:
+        online.write_text(content, encoding="utf-8")
+    status, line, _ = serve(
+        own_data_dir, "--insecure", "--listen", "127.0.0.1:0", "--online-file", str(online)
+    )
+    assert (status, reason(line)) == (3, expected)

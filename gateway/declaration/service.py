@@ -78,17 +78,20 @@ class Declarations:
         declared = check(form, now)
         holder = self._pseudonymise(HOME_REGION, declared.id_number)
         partner: CanonicalStatus | None = None
+        bound = False  # the partner code names the declarant by their ID number
         if declared.partner_code.strip():
-            partner = self._recogniser.verify(declared.partner_code, now).status
-            if self._pseudonymise(partner.region, declared.id_number) != partner.holder:
+            verified, by_id = await self._recogniser.verify(declared.partner_code, now)
+            partner = verified.status
+            if by_id and self._pseudonymise(partner.region, declared.id_number) != partner.holder:
                 raise DeclarationInvalidError(
                     "HOLDER_MISMATCH",
                     "partner_code is not the declarant's: it names another holder",
                     "partner_code",
                     region=partner.region,
                 )
-        outcome = evaluate(self._facts(declared, partner), now)
-        record = self._record(declared, holder, partner, outcome, now)
+            bound = by_id
+        outcome = evaluate(self._facts(declared, partner, bound), now)
+        record = self._record(declared, holder, partner, bound, outcome, now)
         result = await self._store.declare(record, now)
         log.info(
             "declaration %s from %s: %s%s%s",
@@ -107,10 +110,12 @@ class Declarations:
             raise NotFoundError(f"no declaration {ident[:40]!r}")
         return record
 
-    def exempt(self, declared: Declared, partner: CanonicalStatus | None) -> bool:
-        """Rule 4 is waived: a green partner code, and the origin and every place of the last
-        14 days in the home province or an enabled partner region."""
-        if partner is None or partner.colour is not Colour.GREEN:
+    def exempt(self, declared: Declared, partner: CanonicalStatus | None, bound: bool) -> bool:
+        """Rule 4 is waived: a green partner code that names the declarant by their ID number
+        (``bound``), and the origin and every place of the last 14 days in the home province or
+        an enabled partner region. An online code, which names its holder only by the region's
+        reference, may make the colour worse but exempts no one."""
+        if partner is None or not bound or partner.colour is not Colour.GREEN:
             return False
         snapshot = self._snapshot()
         for place in (declared.origin, *declared.places):
@@ -121,7 +126,7 @@ class Declarations:
                 return False
         return True
 
-    def _facts(self, declared: Declared, partner: CanonicalStatus | None) -> Facts:
+    def _facts(self, declared: Declared, partner: CanonicalStatus | None, bound: bool) -> Facts:
         dates = declared.dates
         return Facts(
             resident_since=None,  # an arrival: rule 4 (last_arrival) stands for residence
@@ -134,7 +139,7 @@ class Declarations:
             isolation_end=dates["isolation_end"],
             observation_end=dates["observation_end"],
             last_arrival=declared.arrival_date,
-            arrival_exempt=self.exempt(declared, partner),
+            arrival_exempt=self.exempt(declared, partner, bound),
             ceiling=Colour.GREEN if partner is None else partner.colour,
             ceiling_of=Ceiling.PARTNER,
         )
@@ -162,6 +167,7 @@ class Declarations:
         declared: Declared,
         holder: str,
         partner: CanonicalStatus | None,
+        bound: bool,
         outcome: Outcome,
         now: datetime,
     ) -> DeclarationRecord:
@@ -201,7 +207,7 @@ class Declarations:
             colour=outcome.colour.value,
             rules=outcome.failed,
             green_from=outcome.green_from,
-            exempt=self.exempt(declared, partner),
+            exempt=self.exempt(declared, partner, bound),
             code=code,
             issued_at=now,
             expires_at=expires_at,

@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 import grpc
 
 from gateway.denylist import DenyList
+from gateway.grpc.auth import peer_names, peer_of
 from gateway.grpc.errors import fail
 from gateway.observability import (
     CALL,
@@ -26,7 +27,6 @@ from gateway.observability import (
     note_failure,
     request_id_from,
 )
-from gateway.pki import peer_from_auth_context
 from keys.errors import CertificateDeniedError, MethodUnknownError
 
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
@@ -131,11 +131,11 @@ class RequestStream:
 def _peer_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     """``role/name`` of the caller's client certificate, for the log ("" without one, or
     "?" when it names no role the gateway knows)."""
-    auth = context.auth_context()
-    if not auth.get("x509_subject_alternative_name"):  # plaintext, or no such certificate
+    names = peer_names(context)
+    if not names:  # plaintext, or no such certificate
         return ""
     try:
-        peer = peer_from_auth_context({key: list(values) for key, values in auth.items()})
+        peer = peer_of(names)
     except Exception:
         return "?"
     return f"{peer.role.value}/{peer.name}"
@@ -216,6 +216,7 @@ class RequestInterceptor:
 
         class _Unknown(grpc.GenericRpcHandler):
             def service(self, handler_call_details: grpc.HandlerCallDetails) -> _Handler:
+                del handler_call_details  # whatever the method: every service came before
                 return unknown
 
         return _Unknown()

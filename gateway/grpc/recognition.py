@@ -149,8 +149,9 @@ class RecognitionService:
         return decision_to_proto(request_id, decision)
 
     def _start(self, request: pb.RecogniseRequest) -> pb.RecogniseResponse | _Waiting:
-        """The response to a checked request, or, when the decision waits for a new
-        conversion's commit, the request id and the pending decision."""
+        """The response to a checked request, or, when the decision waits for I/O (a new
+        conversion's commit, an online code's status), the request id and the pending
+        decision. In a stream each online lookup has its region's own deadline."""
         result = self._gateway.recogniser.start(request.code, utcnow(), request.region_hint)
         if isinstance(result, Recognition):
             return self._respond(request.request_id, result)
@@ -178,8 +179,11 @@ class RecognitionService:
         self, request: pb.RecogniseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RecogniseResponse:
         _check_request(request)
-        result = self._gateway.recogniser.start(request.code, utcnow(), request.region_hint)
-        if not isinstance(result, Recognition):  # one await, for a new conversion's commit
+        # The call's remaining time: an online code's lookup takes at most a share of it.
+        result = self._gateway.recogniser.start(
+            request.code, utcnow(), request.region_hint, context.time_remaining()
+        )
+        if not isinstance(result, Recognition):  # one await: a commit or an online lookup
             result = await result
         return self._respond(request.request_id, result)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from gateway.online.config import OnlineSettings
 from gateway.pki import TlsFiles
 from gateway.runtime.datadir import DataDir
 from gateway.runtime.retention import RetentionPolicy
@@ -31,6 +32,7 @@ class GatewayConfig:
     metrics_listen: str | None = None  # HOST:PORT of the Prometheus endpoint, None: off
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # docs/retention.md
     trustlist_ttl: timedelta = TRUSTLIST_TTL  # how long a signed trust list stays valid
+    online: OnlineSettings = field(default_factory=OnlineSettings)  # online partners (§9)
 
     @property
     def paths(self) -> DataDir:

@@ -17,6 +17,7 @@ from adapters.regions import REGION_ALGORITHMS
 from gateway.codestatus import CodeStatus
 from gateway.engine import Conversions, Recogniser
 from gateway.observability import Metrics
+from gateway.online.client import OnlineStatus
 from gateway.runtime.changefeed import ChangeFeed, change_feed
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.reclog import RecognitionLog
@@ -64,8 +65,17 @@ class Gateway:
             else None
         )
         self.purger = PeriodicPurge(store, config.retention)
+        self.metrics = Metrics()
+        # Online partners: one client each (own pool, limit, breaker, cache; docs/partners.md §9).
+        self.online = OnlineStatus.build(
+            config.online, lambda: self.registry.snapshot, self.metrics
+        )
         self.recogniser = Recogniser(
-            lambda: self.registry.snapshot, self, pseudonymiser, self.conversions
+            lambda: self.registry.snapshot,
+            self,
+            pseudonymiser,
+            self.conversions,
+            online=self.online,
         )
         # GetCodeStatus: partners ask about home codes, answered from the store at every call.
         self.code_status = CodeStatus(store, self, self.published_keys, pseudonymiser)
@@ -89,7 +99,6 @@ class Gateway:
         self.changes: ChangeFeed = change_feed(
             config.database, store.registry_version, config.refresh_interval
         )
-        self.metrics = Metrics()
         self.healthy = True
         self._metrics_updated = 0.0
 
@@ -119,10 +128,10 @@ class Gateway:
             key_dir = await open_keyring(store, config.passphrase, import_from=config.key_dir)
             registry = KeyRegistry(store)
             await registry.load()
+            gateway = cls(store, registry, key_dir, config)  # ConfigurationError: online TLS
         except BaseException:
             await store.close()
             raise
-        gateway = cls(store, registry, key_dir, config)
         await gateway.check_health()
         gateway.update_key_metrics()
         await gateway.publish_trustlist()
@@ -140,6 +149,7 @@ class Gateway:
         if self.reclog is not None:
             await self.reclog.stop()
         await self.conversions.stop()
+        await self.online.close()
         await self.store.close()
 
     async def _refresh_loop(self) -> None:

@@ -23,6 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from gateway.online.config import load_online
 from gateway.pki import TlsFiles
 from gateway.runtime import dburl
 from gateway.runtime.config import GatewayConfig
@@ -176,6 +177,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "trustlist.ttl_hours", "float", "hours a signed trust list stays valid", low=0.1, high=8760
     ),
+    Option(
+        "online.file", "path", "the online partners' file (docs/partners.md §9.8)", optional=True
+    ),
 )
 BY_KEY: Mapping[str, Option] = {o.key: o for o in OPTIONS}
 BY_ATTR: Mapping[str, Option] = {o.attr: o for o in OPTIONS}
@@ -227,6 +231,7 @@ class Settings:
     retention_recognition_log: bool = True
     retention_purge_interval_seconds: float = 3600.0
     trustlist_ttl_hours: float = 24.0
+    online_file: Path | None = None
     # Where each value came from: attribute -> "default", "file F", "env NAME", "flag --name".
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     # The file the settings were read from (read again on SIGHUP: gateway/cli/_reload.py).
@@ -299,6 +304,7 @@ class Settings:
                 recognition_log=self.retention_recognition_log,
             ),
             trustlist_ttl=timedelta(hours=self.trustlist_ttl_hours),
+            online=load_online(self.online_file, self.require_data_dir()),
         )
 
     def effective(self) -> list[dict[str, Any]]:

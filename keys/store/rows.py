@@ -112,13 +112,20 @@ def region_row(region: Region) -> tuple[Any, ...]:
 KEY_COLUMNS = "region, kid, alg, spki, not_before, not_after, status, revoked_at"
 
 
+@functools.lru_cache(maxsize=4096)
+def _public_key(spki: bytes, alg: str) -> PublicKey:
+    """A stored key's public key, parsed once: the registry reads every key again on every
+    change (hundreds of keys), and parsing is most of what that costs. Keys are immutable."""
+    return PublicKey.from_spki(spki, Algorithm(alg))
+
+
 def key_from_row(row: Any) -> RegionKey:
     """A key from its row (a key that no longer loads raises)."""
     region, kid, alg, spki, not_before, not_after, status, revoked_at = row
     return RegionKey(
         region=region,
         kid=kid,
-        public_key=PublicKey.from_spki(bytes(spki), Algorithm(alg)),
+        public_key=_public_key(bytes(spki), str(alg)),
         not_before=from_unix(not_before),
         not_after=from_unix(not_after),
         status=KeyStatus(status),

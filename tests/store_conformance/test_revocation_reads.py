@@ -28,6 +28,7 @@ from store_conformance.data import (
     revocation_batch,
 )
 
+pytestmark = pytest.mark.doc("trust-registry.md §6")
 HOUR = timedelta(hours=1)
 NOW = T0 + HOUR
 
