@@ -45,6 +45,7 @@ from bench.loadgen import RunResult, Target  # noqa: E402
 from bench.workload import GatewayCodes, Request, interleave, requests_from  # noqa: E402
 from gateway.demo import make_pki, prepare  # noqa: E402
 from gateway.pki import DevCA, TlsFiles  # noqa: E402
+from keys.model import Mode  # noqa: E402
 from keys.statements import MAX_BATCH_ENTRIES  # noqa: E402
 from keys.timeutil import utcnow  # noqa: E402
 
@@ -702,7 +703,8 @@ def _publisher(
     partner's PublishRevocations call, with its own certificate under mutual TLS."""
     from gateway.api.v1 import registry_pb2, registry_pb2_grpc
 
-    region = sorted(loaded.partners)[0]
+    # A convert-mode region: its batch also looks up (and revokes) the conversions it reaches.
+    region = min(r for r, p in loaded.partners.items() if p.region.mode is Mode.CONVERT)
     partner = loaded.partners[region]
     codes = entries // 2
     envelope = registry.batch_envelope(

@@ -15,11 +15,6 @@ from keys.timeutil import from_unix, to_unix
 _AUDIT_COLUMNS = "seq, at, actor, action, region, before, after, prev_hash, hash"
 
 
-def head(conn: Connection) -> AuditHead:
-    """The audit head: how many entries and the last one's hash."""
-    return _head(conn)
-
-
 def _head(conn: Connection) -> AuditHead:
     row = conn.execute("SELECT count, hash FROM audit_head WHERE id = 1").fetchone()
     if row is None:

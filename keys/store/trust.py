@@ -337,6 +337,11 @@ def _conversions_of(
     """The region's conversions whose source key or holder is among those named (one query
     per 500 values: a batch of 10,000 entries is 20 queries, not 20,000)."""
     found: dict[str, StoredConversion] = {}
+    if (
+        conn.execute("SELECT 1 FROM conversions WHERE region = ? LIMIT 1", (code,)).fetchone()
+        is None
+    ):
+        return []  # a region that converts nothing (show mode) has no conversions to look up
     for column, values in (("source_key", keys), ("holder", holders)):
         for start in range(0, len(values), _IN_CHUNK):
             chunk = values[start : start + _IN_CHUNK]
@@ -382,14 +387,15 @@ STREAM_CHUNK = 5000  # rows fetched at a time by stream_revocations
 def stream_revocations(conn: Connection, after: int, into: RevocationSink) -> int:
     """Feed ``into`` the code revocations, then the holder revocations, of the batches applied
     after audit entry ``after`` (every row when ``after`` is negative: a full read, ordered by
-    region); returns the audit position read up to (the head's count).
+    region); returns the audit position read up to (the last entry's seq).
 
     A batch's rows carry its id and its ``revocations.apply`` audit entry is written in the
     same transaction, so the audit entries since a position name exactly the batches to read
     (a code revoked again earlier is rewritten with the later batch's id). Rows are
     ``(region, keyed value, effective unix seconds)``, fetched :data:`STREAM_CHUNK` at a time
     so that a million rows are never held at once."""
-    head = audit.head(conn).count
+    row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM audit_log").fetchone()
+    head = int(row[0]) if row else 0
     if 0 <= after <= head:
         batches = _batches_since(conn, after)
     else:  # a full read (or the audit went back: a restored database)
