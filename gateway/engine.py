@@ -377,13 +377,9 @@ class Recogniser:
         return verified
 
     async def verify(self, code: str, now: datetime) -> tuple[VerifiedCode, bool]:
-        """The code, checked exactly as :meth:`recognise` checks it but of any colour (an arrival
-        declaration takes yellow and red partner codes too), and whether its holder is named
-        by the ID number (an online code names them by the region's own reference only).
-
-        Raises the :class:`ForeignDataError` whose reason ``Recognise`` would answer with
-        (``MALFORMED``, ``REGION_UNKNOWN``, ``SIGNATURE_INVALID``, ``CODE_REVOKED``,
-        ``CODE_EXPIRED``, ...).
+        """The code checked as :meth:`recognise` checks it, of any colour (for declarations),
+        and whether it names its holder by ID number (not an online code, which names them by
+        its region's reference). Raises the :class:`ForeignDataError` of ``Recognise``'s reason.
         """
         text = self._text(code)
         adapter = detect(text)
@@ -392,15 +388,13 @@ class Recogniser:
             token = parse_token(text, adapter.spec)
             client = self._online.client(region.code)
             answer = client.cached(token, now) or await client.status(token, now, None)
-            error = refusal(answer.document, now)
-            if error is not None:
+            if (error := refusal(answer.document, now)) is not None:
                 raise error
             verified = to_verified(answer.document, answer.key, adapter.spec, self._pseudonymise)
-            by_id = False
         else:
-            verified, by_id = self._decode(adapter, text, snapshot), True
+            verified = self._decode(adapter, text, snapshot)
         self._check_verified(verified, snapshot, region.max_age, now)
-        return verified, by_id
+        return verified, not is_online_token(text, adapter.spec)
 
     @staticmethod
     def _text(code: str) -> str:

@@ -1,19 +1,13 @@
 """The project's one error taxonomy.
 
-Every error the gateway raises on purpose derives from :class:`GatewayError`. Each class carries
-its own stable machine-readable ``reason``, the name of the gRPC status it maps to (as a string, so
-that this module imports no grpc), and the sentence an operator reads.
-
-Three families, and the operator's own input:
-
-* :class:`ForeignDataError`: a foreign code (or other partner input) is bad. When it happens while
-  recognising a code it becomes a *decision* ("not recognised, because ..."), not an RPC error.
-* :class:`RegistryError`: the state of the key registry forbids the request (unknown region,
-  duplicate key, rollback ...).
-* :class:`ConfigurationError`: the gateway itself is not set up correctly (missing passphrase,
-  unreadable key directory ...).
-* :class:`InputError`: a value an operator typed or handed over is not acceptable (a time
-  without an offset ...).
+Every error the gateway raises on purpose derives from :class:`GatewayError`; each class carries
+its own stable ``reason``, the name of its gRPC status (a string: this module imports no grpc)
+and the sentence an operator reads. Three families, and the operator's own input:
+:class:`ForeignDataError` (a foreign code or other partner input is bad; while recognising a
+code it becomes a *decision*, "not recognised, because ...", not an RPC error),
+:class:`RegistryError` (the registry's state forbids the request: unknown region, rollback ...),
+:class:`ConfigurationError` (the gateway is not set up correctly) and :class:`InputError` (a
+value an operator typed or handed over is not acceptable).
 """
 
 from __future__ import annotations
@@ -333,26 +327,11 @@ class MethodUnknownError(InvalidRequestError):
     default_message = "the gateway serves no such method"
 
 
-class DeclarationInvalidError(InvalidRequestError):
-    """An arrival declaration cannot be accepted as sent (docs/api.md, "DeclarationService").
-
-    Like :class:`RowError`, it carries one of its own stable reasons (:attr:`REASONS`) and the
-    field at fault; the message names the field, never the value sent.
-    """
+class DeclarationInvalidError(RowError, InvalidRequestError):
+    """An arrival declaration refused for a field, with that field's own reason, as a row's."""
 
     reason = "DECLARATION_INVALID"
     default_message = "the declaration is not valid"
-    REASONS: ClassVar[frozenset[str]] = frozenset(
-        {"ID_NUMBER_INVALID", "DATE_INVALID", "DATE_OUT_OF_RANGE", "ORIGIN_UNKNOWN",
-         "PLACE_UNKNOWN", "FIELD_INVALID", "FIELD_TOO_LONG", "HOLDER_MISMATCH"}
-    )  # fmt: skip
-
-    def __init__(self, reason: str, message: str, field: str = "", **metadata: str) -> None:
-        if reason not in self.REASONS:
-            raise ValueError(f"unknown declaration reason {reason[:32]!r}")
-        super().__init__(message, **({"field": field} if field else {}), **metadata)
-        self.reason = reason  # type: ignore[misc]
-        self.field = field
 
 
 class RateLimitedError(InvalidRequestError):

@@ -37,6 +37,23 @@ CASE_DATES: dict[str, tuple[str, ...]] = {
     "high_risk_contact": ("isolation_start", "isolation_end"),
 }
 DATE_FIELDS = ("discharged_on", "isolation_start", "isolation_end", "observation_end")
+# The reasons a declaration is refused for (docs/api.md, "DeclarationService"), besides the
+# partner code's own, which are Recognise's.
+REASONS = frozenset(
+    {"ID_NUMBER_INVALID", "DATE_INVALID", "DATE_OUT_OF_RANGE", "ORIGIN_UNKNOWN", "PLACE_UNKNOWN",
+     "FIELD_INVALID", "FIELD_TOO_LONG", "HOLDER_MISMATCH"}
+)  # fmt: skip
+
+
+def refused(reason: str, message: str, field: str) -> DeclarationInvalidError:
+    """The refusal of a declaration for ``field``: its reason, a message naming the field (never
+    the value sent), and the field in the ErrorInfo's metadata. ``ValueError`` for a reason
+    that is not one of :data:`REASONS` (a programming error)."""
+    if reason not in REASONS:
+        raise ValueError(f"unknown declaration reason {reason[:32]!r}")
+    error = DeclarationInvalidError(reason, message, field)
+    error.metadata["field"] = field
+    return error
 
 
 @dataclass(frozen=True)
@@ -80,37 +97,27 @@ def _date(text: str, name: str) -> date | None:
     if not text:
         return None
     if len(text) > MAX_DATE_CHARS:
-        raise DeclarationInvalidError(
-            "FIELD_TOO_LONG", f"{name} is longer than {MAX_DATE_CHARS} characters", field=name
-        )
+        raise refused("FIELD_TOO_LONG", f"{name} is longer than {MAX_DATE_CHARS} characters", name)
     if len(text) != 10 or not text.isascii():
-        raise DeclarationInvalidError(
-            "DATE_INVALID", f"{name} is not a date written YYYY-MM-DD", field=name
-        )
+        raise refused("DATE_INVALID", f"{name} is not a date written YYYY-MM-DD", name)
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise DeclarationInvalidError(
-            "DATE_INVALID", f"{name} is not an existing calendar day", field=name
-        ) from None
+        raise refused("DATE_INVALID", f"{name} is not an existing calendar day", name) from None
 
 
 def _in_range(day: date, name: str, today: date, latest: date) -> date:
     if day > latest:
-        raise DeclarationInvalidError("DATE_OUT_OF_RANGE", f"{name} is in the future", field=name)
+        raise refused("DATE_OUT_OF_RANGE", f"{name} is in the future", name)
     if day < today - MAX_PAST:
-        raise DeclarationInvalidError(
-            "DATE_OUT_OF_RANGE", f"{name} is more than a year ago", field=name
-        )
+        raise refused("DATE_OUT_OF_RANGE", f"{name} is more than a year ago", name)
     return day
 
 
 def _place(text: str, name: str) -> Place | None:
     text = text.strip()
     if len(text) > MAX_PLACE_CHARS:
-        raise DeclarationInvalidError(
-            "FIELD_TOO_LONG", f"{name} is longer than {MAX_PLACE_CHARS} characters", field=name
-        )
+        raise refused("FIELD_TOO_LONG", f"{name} is longer than {MAX_PLACE_CHARS} characters", name)
     return parse_place(text.upper())
 
 
@@ -119,21 +126,21 @@ def check(form: DeclarationForm, now: datetime) -> Declared:
     ``ID_NUMBER_INVALID``, ``ORIGIN_UNKNOWN``, ``PLACE_UNKNOWN``, ``DATE_INVALID``,
     ``DATE_OUT_OF_RANGE``, ``FIELD_INVALID``, ``FIELD_TOO_LONG``."""
     if len(form.id_number) > MAX_ID_NUMBER_CHARS:
-        raise DeclarationInvalidError(
+        raise refused(
             "FIELD_TOO_LONG",
             f"id_number is longer than {MAX_ID_NUMBER_CHARS} characters",
-            field="id_number",
+            "id_number",
         )
     id_number = unicodedata.normalize("NFKC", form.id_number).strip().upper()
     if not valid_id_number(id_number, check_digit=True):
-        raise DeclarationInvalidError(
+        raise refused(
             "ID_NUMBER_INVALID",
             "id_number is not a resident ID number (18 characters, GB 11643 check digit)",
             "id_number",
         )
     origin = _place(form.origin, "origin")
     if origin is None or not origin.outside:
-        raise DeclarationInvalidError(
+        raise refused(
             "ORIGIN_UNKNOWN",
             "origin is not a division code of another province or a country code",
             "origin",
@@ -142,22 +149,18 @@ def check(form: DeclarationForm, now: datetime) -> Declared:
     latest = local_date(now + CLOCK_SKEW)
     arrival = _date(form.arrival_date, "arrival_date")
     if arrival is None:
-        raise DeclarationInvalidError(
-            "DATE_INVALID", "arrival_date is missing", field="arrival_date"
-        )
+        raise refused("DATE_INVALID", "arrival_date is missing", "arrival_date")
     arrival = _in_range(arrival, "arrival_date", today, latest)
     if len(form.places) > MAX_PLACES:
-        raise DeclarationInvalidError(
-            "FIELD_INVALID", f"places lists more than {MAX_PLACES} places", field="places"
-        )
+        raise refused("FIELD_INVALID", f"places lists more than {MAX_PLACES} places", "places")
     places: list[Place] = []
     for index, text in enumerate(form.places):
         place = _place(text, f"places[{index}]")
         if place is None:
-            raise DeclarationInvalidError(
+            raise refused(
                 "PLACE_UNKNOWN",
                 f"places[{index}] is not a division code or a country code",
-                field="places",
+                "places",
             )
         if place not in places:
             places.append(place)
@@ -165,30 +168,24 @@ def check(form: DeclarationForm, now: datetime) -> Declared:
     if temperature is not None and (
         not math.isfinite(temperature) or not MIN_CELSIUS <= temperature <= MAX_CELSIUS
     ):
-        raise DeclarationInvalidError(
+        raise refused(
             "FIELD_INVALID",
             f"temperature_celsius is not between {MIN_CELSIUS} and {MAX_CELSIUS}",
-            field="temperature_celsius",
+            "temperature_celsius",
         )
     if form.case not in CASES:
-        raise DeclarationInvalidError(
-            "FIELD_INVALID", "case_status is not one of the plan's case statuses", field="case"
-        )
+        raise refused("FIELD_INVALID", "case_status is not one of the plan's case statuses", "case")
     dates: dict[str, date | None] = {}
     for name in DATE_FIELDS:
         day = _date(getattr(form, name), name)
         if day is not None and name not in CASE_DATES[form.case]:
-            raise DeclarationInvalidError(
-                "FIELD_INVALID", f"{name} is not a date of this case status", field=name
-            )
+            raise refused("FIELD_INVALID", f"{name} is not a date of this case status", name)
         # A planned end of isolation or observation may lie ahead; nothing else may.
         ahead = today + MAX_PAST if name in ("isolation_end", "observation_end") else latest
         dates[name] = None if day is None else _in_range(day, name, today, ahead)
     start, end = dates["isolation_start"], dates["isolation_end"]
     if start is not None and end is not None and end < start:
-        raise DeclarationInvalidError(
-            "FIELD_INVALID", "isolation_end is before isolation_start", field="isolation_end"
-        )
+        raise refused("FIELD_INVALID", "isolation_end is before isolation_start", "isolation_end")
     return Declared(
         id_number=id_number,
         origin=origin,

@@ -23,11 +23,11 @@ from adapters.base import CanonicalStatus, Colour
 from adapters.fields import CHINA_STANDARD_TIME
 from gateway import tokens
 from gateway.claims import DeclarationSource, HomeCodeClaims
-from gateway.declaration.form import DeclarationForm, Declared, check
+from gateway.declaration.form import DeclarationForm, Declared, check, refused
 from gateway.declaration.places import HOME, PROVINCE
 from gateway.eligibility import Ceiling, Facts, Outcome, evaluate
 from gateway.engine import Recogniser
-from keys.errors import DeclarationInvalidError, NotFoundError
+from keys.errors import NotFoundError
 from keys.jsonutil import canonical_json
 from keys.keystore import KeyRole, Signers
 from keys.model import HOME_REGION
@@ -83,11 +83,10 @@ class Declarations:
             verified, by_id = await self._recogniser.verify(declared.partner_code, now)
             partner = verified.status
             if by_id and self._pseudonymise(partner.region, declared.id_number) != partner.holder:
-                raise DeclarationInvalidError(
+                raise refused(
                     "HOLDER_MISMATCH",
                     "partner_code is not the declarant's: it names another holder",
                     "partner_code",
-                    region=partner.region,
                 )
             bound = by_id
         outcome = evaluate(self._facts(declared, partner, bound), now)

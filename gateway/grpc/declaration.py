@@ -17,12 +17,12 @@ from gateway import tokens
 from gateway.api.v1 import declaration_pb2 as pb
 from gateway.api.v1 import recognition_pb2 as rpb
 from gateway.declaration import DeclarationForm, Declarations
+from gateway.declaration.form import refused
 from gateway.eligibility import RULE_MESSAGES
 from gateway.grpc.methods import MAX_SMALL_REQUEST_BYTES, Method
 from gateway.limits import MAX_DECLARE_REQUEST_BYTES
 from gateway.pki import Role
 from gateway.runtime.gateway import Gateway
-from keys.errors import DeclarationInvalidError
 from keys.personal import DeclarationRecord
 from keys.timeutil import to_unix, utcnow
 
@@ -51,16 +51,14 @@ def form_of(request: pb.DeclareRequest) -> DeclarationForm:
     (``FIELD_INVALID``: a case status this gateway does not know; ``FIELD_TOO_LONG``: the
     request id)."""
     if len(request.request_id) > MAX_REQUEST_ID_CHARS:
-        raise DeclarationInvalidError(
+        raise refused(
             "FIELD_TOO_LONG",
             f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters",
-            field="request_id",
+            "request_id",
         )
     case = _CASES.get(request.case_status)
     if case is None:
-        raise DeclarationInvalidError(
-            "FIELD_INVALID", "case_status is not one of the plan's case statuses", field="case"
-        )
+        raise refused("FIELD_INVALID", "case_status is not one of the plan's case statuses", "case")
     return DeclarationForm(
         id_number=request.id_number,
         origin=request.origin,
@@ -158,7 +156,5 @@ class DeclarationService:
     ) -> pb.Declaration:
         ident = request.declaration_id.strip()
         if not ident or len(ident) > MAX_DECLARATION_ID_CHARS:
-            raise DeclarationInvalidError(
-                "FIELD_INVALID", "declaration_id is empty or too long", field="declaration_id"
-            )
+            raise refused("FIELD_INVALID", "declaration_id is empty or too long", "declaration_id")
         return declaration_to_proto(await self._declarations.get(ident))
