@@ -159,7 +159,10 @@ class Conversions:
         self._cache_size = cache_size
         self._pending: dict[tuple[str, str], asyncio.Future[HomeCode]] = {}
         # (region, source code id) in memory only: the store knows the source by its code key.
-        self._queue: list[tuple[tuple[str, str], ConversionRecord, asyncio.Future[HomeCode]]] = []
+        # Each with the kid that signed the new home code (known here: not parsed back).
+        self._queue: list[
+            tuple[tuple[str, str], ConversionRecord, str, asyncio.Future[HomeCode]]
+        ] = []
         self._max_batch = max_batch
         self._flusher = Background("conversion-writer")
         self._wakeup = asyncio.Event()
@@ -183,11 +186,15 @@ class Conversions:
         return hit
 
     def claim(
-        self, region: str, source_code_id: str, make: Callable[[], ConversionRecord]
+        self,
+        region: str,
+        source_code_id: str,
+        make: Callable[[], tuple[ConversionRecord, str]],
     ) -> HomeCode | asyncio.Future[HomeCode]:
         """The converted code if this process holds it, else the future of its commit (shared
         by every request for the same source: await it through ``asyncio.shield``). No await:
-        a decision that converts is decided up to the commit without leaving the caller."""
+        a decision that converts is decided up to the commit without leaving the caller.
+        ``make``: the new record and the kid of the key that signed its home code."""
         key = (region, source_code_id)
         hit = self.cached(region, source_code_id)
         if hit is not None:
@@ -196,7 +203,8 @@ class Conversions:
         if pending is None:
             pending = asyncio.get_running_loop().create_future()
             self._pending[key] = pending
-            self._queue.append((key, make(), pending))
+            record, kid = make()
+            self._queue.append((key, record, kid, pending))
             if not self._flusher.running:  # stopped (or never started): commit right away
                 flush = asyncio.ensure_future(self._flush())
                 self._flushes.add(flush)
@@ -205,11 +213,14 @@ class Conversions:
                 self._wakeup.set()
         return pending
 
-    def _remember(self, key: tuple[str, str], record: ConversionRecord) -> HomeCode:
-        """Cache the stored record in the form a decision hands out, built once."""
+    def _remember(
+        self, key: tuple[str, str], record: ConversionRecord, kid: str | None = None
+    ) -> HomeCode:
+        """Cache the stored record in the form a decision hands out, built once. ``kid``: the
+        key that signed its home code when this process signed it (else read from the code)."""
         converted = HomeCode(
             record.converted_code,
-            tokens.home_code_kid(record.converted_code),
+            kid if kid is not None else tokens.home_code_kid(record.converted_code),
             record.converted_code_id,
             record.expires_at,
         )
@@ -230,16 +241,18 @@ class Conversions:
         while self._queue:
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
             try:
-                stored = await self._store.claim_conversions([record for _, record, _ in batch])
+                stored = await self._store.claim_conversions([entry[1] for entry in batch])
             except Exception as exc:  # the store's error reaches every waiting request
-                for key, _, done in batch:
+                for key, _, _, done in batch:
                     self._pending.pop(key, None)
                     if not done.done():
                         done.set_exception(exc)
                         done.exception()  # retrieved: each waiter gets it through shield
                 continue
-            for (key, _, done), kept in zip(batch, stored, strict=True):
-                converted = self._remember(key, kept)
+            for (key, record, kid, done), kept in zip(batch, stored, strict=True):
+                # Another request's (or replica's) earlier conversion may be the one kept.
+                ours = kept.converted_code == record.converted_code
+                converted = self._remember(key, kept, kid if ours else None)
                 self._pending.pop(key, None)
                 if not done.done():
                     done.set_result(converted)
@@ -514,7 +527,7 @@ class Recogniser:
             code_id=status.code_id,
         )
 
-    def _convert(self, verified: VerifiedCode, now: datetime) -> ConversionRecord:
+    def _convert(self, verified: VerifiedCode, now: datetime) -> tuple[ConversionRecord, str]:
         """Issue the home-province code for a verified green partner code.
 
         It is signed now (``iat``: the gateway's signing time, within the issuing key's
@@ -542,7 +555,7 @@ class Recogniser:
             ),
             until=status.expires_at,
         )
-        return ConversionRecord(
+        record = ConversionRecord(
             region=status.region,
             source_key=source_key,
             holder=status.holder,
@@ -552,3 +565,4 @@ class Recogniser:
             expires_at=expires_at,
             created_at=now,
         )
+        return record, info.kid

@@ -359,6 +359,7 @@ FILE_VALUES_FOR = {
     (("config", "show"), "tls_cert"): [],
     (("config", "show"), "tls_key"): [],
     (("config", "show"), "tls_ca"): [],
+    (("config", "show"), "online_file"): [],  # serve reads it (tests/test_startup_errors.py)
     # keygen's --out-dir is a directory to write into (made when missing).
     (("partner-tools", "keygen"), "out_dir"): ["a-file", "under-a-file"],
     # A code id is any printable text, so any line of text is one: only unusable files fail.

@@ -39,13 +39,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 class Clock:
-    """A monotonic clock the test moves (the breaker's cool-down), on top of the real one."""
+    """The client's monotonic clock, moved only by the test (the breaker's cool-down); the
+    calls' deadlines still hold in real time (asyncio's timeout)."""
 
     def __init__(self) -> None:
         self.offset = 0.0
 
     def __call__(self) -> float:
-        return asyncio.get_running_loop().time() + self.offset
+        return self.offset
 
 
 def _client(

@@ -9,6 +9,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.clock import T0
 
 from adapters.online import (
@@ -368,3 +370,38 @@ def test_an_answer_is_cached_for_max_age_and_never_past_valid_until(
     changes: dict[str, object], until: datetime | None
 ) -> None:
     assert cache_until(_document(**changes), T0) == until
+
+
+@pytest.mark.doc("partners.md §9.5")
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600), st.text(max_size=300))
+def test_no_answer_body_or_document_raises_anything_but_a_stable_reason(
+    body: bytes, document: str
+) -> None:
+    """Whatever a partner sends, the checks end in one of the project's errors (a stable reason
+    in the decision), never an unexpected exception."""
+    for attempt in (
+        lambda: open_answer(body),
+        lambda: verify_status_document(document, QUESTION, SNAPSHOT, T0),
+    ):
+        try:
+            attempt()
+        except GatewayError:
+            pass
+
+
+@pytest.mark.doc("partners.md §9.5")
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from([*sorted(_document().to_json()), "x"]),
+        st.one_of(st.integers(), st.text(max_size=40), st.booleans(), st.none()),
+    )
+)
+def test_a_signed_payload_of_any_members_is_accepted_or_refused_with_a_reason(
+    payload: dict[str, object],
+) -> None:
+    try:
+        verify_status_document(_jws(HEADER, payload), QUESTION, SNAPSHOT, T0)
+    except GatewayError as exc:
+        assert exc.reason in {"PARTNER_ANSWER_INVALID", "KEY_NOT_VALID", "KEY_REVOKED"}

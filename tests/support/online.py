@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from gateway.online.config import OnlineSettings, PartnerSettings
@@ -16,6 +16,7 @@ from gateway.partner_sim import PartnerServer, PartnerSim, server_context
 from gateway.pki import DevCA
 from keys.crypto import Algorithm, PrivateKey
 from keys.model import RegionKey
+from support.clock import REAL_NOW
 
 ISSUERS = {"110000": "bjhc", "500000": "cqjkm"}
 
@@ -34,7 +35,7 @@ class Pki:
 def make_pki(directory: Path) -> Pki:
     """A fresh development CA with one server and one client certificate (real time: TLS
     checks the certificates' validity against the real clock)."""
-    now = datetime.now(UTC)
+    now = REAL_NOW
     directory.mkdir(parents=True, exist_ok=True)
     ca = DevCA.create(directory, now)
     server_cert, server_key = ca.issue("partner", server=True, now=now)
