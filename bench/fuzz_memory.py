@@ -50,6 +50,7 @@ from grpc_status import rpc_status  # noqa: E402
 
 from adapters.base import Colour  # noqa: E402
 from adapters.simulator import PartnerSimulator, fake_holder  # noqa: E402
+from gateway.api.v1 import declaration_pb2 as dpb  # noqa: E402
 from gateway.api.v1 import recognition_pb2 as pb  # noqa: E402
 from gateway.api.v1 import registry_pb2 as rpb  # noqa: E402
 from gateway.api.v1 import tracing_pb2 as tpb  # noqa: E402
@@ -103,6 +104,13 @@ METHODS = [
         "server-stream",
         "operator",
         rpb.WatchTrustListRequest,
+    ),
+    Method("/gateway.api.v1.DeclarationService/Declare", "unary", "declarant", dpb.DeclareRequest),
+    Method(
+        "/gateway.api.v1.DeclarationService/GetDeclaration",
+        "unary",
+        "declarant",
+        dpb.GetDeclarationRequest,
     ),
     Method(
         "/gateway.api.v1.TracingService/VenuesVisited", "unary", "tracer", tpb.VenuesVisitedRequest
@@ -310,6 +318,7 @@ def serving(tmp: Path, now: datetime) -> Iterator[World]:
         "verifier": "trustgw://verifier/fuzz",
         "partner": f"trustgw://partner/{PARTNER_REGION}",
         "operator": "trustgw://operator/fuzz",
+        "declarant": "trustgw://declarant-channel/fuzz",
         "tracer": "trustgw://tracer/fuzz",
     }
     argv = [

@@ -33,6 +33,7 @@ __all__ = [
     "HOME_CODE_TYPE",
     "RECEIPT_TYPE",
     "AttestationClaims",
+    "DeclarationSource",
     "HomeCodeClaims",
     "PartnerSource",
     "ReceiptClaims",
@@ -210,8 +211,23 @@ class StockSource:
         return {"city": self.city, "certificate_id": self.certificate_id}
 
 
-def _source(obj: object) -> PartnerSource | StockSource:
+@dataclass(frozen=True)
+class DeclarationSource:
+    """A home code's source: an arrival declaration, from ``origin`` (a province's division code
+    ``xx0000`` or an ISO 3166-1 country code; docs/api.md, "DeclarationService")."""
+
+    origin: str
+
+    def to_json(self) -> dict[str, str]:
+        """``{"declaration"}``: the origin."""
+        return {"declaration": self.origin}
+
+
+def _source(obj: object) -> PartnerSource | StockSource | DeclarationSource:
     what = "home code's src"
+    if isinstance(obj, Mapping) and "declaration" in obj:
+        o = _members(obj, what, ("declaration",))
+        return DeclarationSource(_str(o, "declaration", what))
     if isinstance(obj, Mapping) and "city" in obj:
         o = _members(obj, what, ("city", "certificate_id"))
         return StockSource(_str(o, "city", what), _str(o, "certificate_id", what))
@@ -231,7 +247,7 @@ class HomeCodeClaims(_Validity):
     id: str
     holder: str
     colour: str
-    src: PartnerSource | StockSource
+    src: PartnerSource | StockSource | DeclarationSource
     src_iat: int | None = None
     kid: str = ""
     iat: int = 0

@@ -376,14 +376,55 @@ class Recogniser:
             self._verified.popitem(last=False)
         return verified
 
-    def _check(
-        self, code: str, now: datetime, region_hint: str, budget: float | None
-    ) -> tuple[VerifiedCode | None, Recognition | None, PendingRecognition | None]:
+    async def verify(self, code: str, now: datetime) -> tuple[VerifiedCode, bool]:
+        """The code checked as :meth:`recognise` checks it, of any colour (for declarations),
+        and whether it names its holder by ID number (not an online code, which names them by
+        its region's reference). Raises the :class:`ForeignDataError` of ``Recognise``'s reason.
+        """
+        text = self._text(code)
+        adapter = detect(text)
+        snapshot, region = self._onboarded(adapter)
+        if is_online_token(text, adapter.spec):
+            token = parse_token(text, adapter.spec)
+            client = self._online.client(region.code)
+            answer = client.cached(token, now) or await client.status(token, now, None)
+            if (error := refusal(answer.document, now)) is not None:
+                raise error
+            verified = to_verified(answer.document, answer.key, adapter.spec, self._pseudonymise)
+        else:
+            verified = self._decode(adapter, text, snapshot)
+        self._check_verified(verified, snapshot, region.max_age, now)
+        return verified, not is_online_token(text, adapter.spec)
+
+    @staticmethod
+    def _text(code: str) -> str:
+        """The code without surrounding white space; MALFORMED if empty, OVERSIZED if long."""
         text = code.strip()
         if not text:
             raise MalformedError("the code is empty")
         if len(text) > MAX_CODE_CHARS:
             raise OversizedError(f"the code is longer than {MAX_CODE_CHARS} characters")
+        return text
+
+    def _onboarded(self, adapter: RegionAdapter) -> tuple[RegistrySnapshot, Region]:
+        """The snapshot and the code's region; REGION_UNKNOWN or REGION_DISABLED otherwise."""
+        snapshot = self._snapshot()
+        region = snapshot.region(adapter.region)
+        if region is None:
+            raise RegionUnknownError(
+                f"region {adapter.region} is not onboarded", region=adapter.region
+            )
+        if not region.enabled:
+            raise RegionDisabledError(
+                f"recognition of region {region.code} ({region.name}) is disabled",
+                region=region.code,
+            )
+        return snapshot, region
+
+    def _check(
+        self, code: str, now: datetime, region_hint: str, budget: float | None
+    ) -> tuple[VerifiedCode | None, Recognition | None, PendingRecognition | None]:
+        text = self._text(code)
         adapter = detect(text)
         if region_hint and region_hint != adapter.region:
             return (
@@ -396,17 +437,7 @@ class Recogniser:
                 ),
                 None,
             )
-        snapshot = self._snapshot()
-        region = snapshot.region(adapter.region)
-        if region is None:
-            raise RegionUnknownError(
-                f"region {adapter.region} is not onboarded", region=adapter.region
-            )
-        if not region.enabled:
-            raise RegionDisabledError(
-                f"recognition of region {region.code} ({region.name}) is disabled",
-                region=region.code,
-            )
+        snapshot, region = self._onboarded(adapter)
         if is_online_token(text, adapter.spec):
             token = parse_token(text, adapter.spec)
             hit = self._online.client(region.code).cached(token, now)

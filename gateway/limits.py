@@ -14,6 +14,9 @@ KIB = 1024
 # A RecogniseRequest holds a code of at most 4096 characters (4 bytes each at most in UTF-8),
 # a request id of at most 128 and a 6-digit hint: under 17 KiB; the limit leaves room.
 MAX_RECOGNISE_REQUEST_BYTES = 32 * KIB
+# A DeclareRequest holds a partner code (as a RecogniseRequest does) and a few short fields: at
+# most 32 places of 16 characters, an ID number, dates.
+MAX_DECLARE_REQUEST_BYTES = 32 * KIB
 # A partner submission is an envelope of at most 2 MiB, plus its field's tag and length.
 MAX_SUBMISSION_REQUEST_BYTES = MAX_ENVELOPE_BYTES + 64
 # A GetCodeStatusRequest holds a home code of at most 4096 characters, or its id, and a nonce.
@@ -37,6 +40,8 @@ REQUEST_LIMITS: Mapping[str, int] = MappingProxyType(
         "/gateway.api.v1.PartnerService/GetCodeStatus": MAX_STATUS_REQUEST_BYTES,
         "/gateway.api.v1.TrustListService/GetTrustList": MAX_SMALL_REQUEST_BYTES,
         "/gateway.api.v1.TrustListService/WatchTrustList": MAX_SMALL_REQUEST_BYTES,
+        "/gateway.api.v1.DeclarationService/Declare": MAX_DECLARE_REQUEST_BYTES,
+        "/gateway.api.v1.DeclarationService/GetDeclaration": MAX_SMALL_REQUEST_BYTES,
     }
 )
 
@@ -47,6 +52,7 @@ def too_large(size: int, limit: int) -> str:
 
 
 __all__ = [
+    "MAX_DECLARE_REQUEST_BYTES",
     "MAX_RECEIVE_BYTES",
     "MAX_RECOGNISE_REQUEST_BYTES",
     "MAX_SMALL_REQUEST_BYTES",

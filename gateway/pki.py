@@ -6,6 +6,8 @@ certificate's subjectAltName, which the gateway reads from the verified TLS sess
 * ``trustgw://partner/<region>``: a partner provincial system; may write only that region;
 * ``trustgw://verifier/<name>``: a checkpoint or verifier system; may recognise codes and read;
 * ``trustgw://operator/<name>``: operator tooling; may read everything;
+* ``trustgw://declarant-channel/<name>``: a province app back end; may only submit arrival
+  declarations (``DeclarationService``);
 * ``trustgw://tracer/<name>``: a contact tracer; may make the TracingService's queries, nothing
   else (and no other role may make them).
 
@@ -46,6 +48,7 @@ class Role(StrEnum):
     PARTNER = "partner"
     VERIFIER = "verifier"
     OPERATOR = "operator"
+    DECLARANT_CHANNEL = "declarant-channel"  # arrival declarations (DeclarationService) only
     TRACER = "tracer"  # contact tracers: TracingService only (gateway.grpc.tracing)
 
 

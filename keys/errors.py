@@ -1,19 +1,13 @@
 """The project's one error taxonomy.
 
-Every error the gateway raises on purpose derives from :class:`GatewayError`. Each class carries
-its own stable machine-readable ``reason``, the name of the gRPC status it maps to (as a string, so
-that this module imports no grpc), and the sentence an operator reads.
-
-Three families, and the operator's own input:
-
-* :class:`ForeignDataError`: a foreign code (or other partner input) is bad. When it happens while
-  recognising a code it becomes a *decision* ("not recognised, because ..."), not an RPC error.
-* :class:`RegistryError`: the state of the key registry forbids the request (unknown region,
-  duplicate key, rollback ...).
-* :class:`ConfigurationError`: the gateway itself is not set up correctly (missing passphrase,
-  unreadable key directory ...).
-* :class:`InputError`: a value an operator typed or handed over is not acceptable (a time
-  without an offset ...).
+Every error the gateway raises on purpose derives from :class:`GatewayError`; each class carries
+its own stable ``reason``, the name of its gRPC status (a string: this module imports no grpc)
+and the sentence an operator reads. Three families, and the operator's own input:
+:class:`ForeignDataError` (a foreign code or other partner input is bad; while recognising a
+code it becomes a *decision*, "not recognised, because ...", not an RPC error),
+:class:`RegistryError` (the registry's state forbids the request: unknown region, rollback ...),
+:class:`ConfigurationError` (the gateway is not set up correctly) and :class:`InputError` (a
+value an operator typed or handed over is not acceptable).
 """
 
 from __future__ import annotations
@@ -331,6 +325,13 @@ class MethodUnknownError(InvalidRequestError):
     reason = "METHOD_UNKNOWN"
     grpc_status = "UNIMPLEMENTED"
     default_message = "the gateway serves no such method"
+
+
+class DeclarationInvalidError(RowError, InvalidRequestError):
+    """An arrival declaration refused for a field, with that field's own reason, as a row's."""
+
+    reason = "DECLARATION_INVALID"
+    default_message = "the declaration is not valid"
 
 
 class RateLimitedError(InvalidRequestError):

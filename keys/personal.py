@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import NamedTuple
 
 from keys.timeutil import ensure_utc
@@ -119,6 +119,7 @@ class PurgeResult:
     kept_revoked: int = 0  # expired conversions kept because of a recent revocation
     dry_run: bool = False
     cutoffs: Mapping[str, datetime] = field(default_factory=dict)
+    declarations: int = 0  # arrival declarations whose home code expired
     visits: int = 0  # venue visits (keys.places), purged by their own cut-off
 
 
@@ -161,3 +162,87 @@ class StockOutputRow:
     colour: str = ""
     valid_from: datetime | None = None
     valid_until: datetime | None = None
+
+
+DECLARATION_ORIGIN_KINDS = ("province", "abroad")
+REVOKED_SUPERSEDED = "superseded"  # a later declaration of the same holder replaced it
+REVOKED_PARTNER = "partner_revoked"  # the partner revoked the code (or holder) it was made from
+
+
+@dataclass(frozen=True)
+class DeclarationRecord:
+    """An arrival declaration as the store keeps it: its decision and home code, not what was
+    declared (no ID number, temperature, symptoms or places: only the keyed ``digest`` of them,
+    to recognise the same declaration sent again).
+
+    ``id`` is the home code's id. ``holder`` is the home-province pseudonym;
+    ``partner_holder`` the holder's pseudonym in the partner region whose code was shown, and
+    ``partner_source_key`` that code's code key, so that a partner's revocation reaches the home
+    code made from it. ``revoked_at``/``revoked_reason``: superseded by ``superseded_by``, or
+    revoked with the partner code.
+    """
+
+    id: str
+    holder: str
+    digest: str
+    origin: str
+    origin_kind: str
+    arrival_date: date
+    colour: str
+    rules: tuple[str, ...]
+    green_from: date | None
+    exempt: bool
+    code: str
+    issued_at: datetime
+    expires_at: datetime
+    created_at: datetime
+    partner_region: str = ""
+    partner_source_key: str = ""
+    partner_holder: str = ""
+    partner_issued_at: datetime | None = None
+    revoked_at: datetime | None = None
+    revoked_reason: str = ""
+    superseded_by: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("issued_at", "expires_at", "created_at"):
+            object.__setattr__(self, name, ensure_utc(getattr(self, name)))
+        for name in ("partner_issued_at", "revoked_at"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, ensure_utc(value))
+        if self.origin_kind not in DECLARATION_ORIGIN_KINDS:
+            raise ValueError(f"unknown origin kind {self.origin_kind[:16]!r}")
+        if self.revoked_reason not in ("", REVOKED_SUPERSEDED, REVOKED_PARTNER):
+            raise ValueError(f"unknown revocation reason {self.revoked_reason[:24]!r}")
+
+    @property
+    def status(self) -> str:
+        """``current``, ``superseded`` or ``revoked``."""
+        if self.revoked_at is None:
+            return "current"
+        return "superseded" if self.revoked_reason == REVOKED_SUPERSEDED else "revoked"
+
+
+@dataclass(frozen=True)
+class DeclareResult:
+    """What storing a declaration did: the stored record (the earlier one for a ``duplicate``)
+    and the id of the declaration it superseded, if any."""
+
+    record: DeclarationRecord
+    duplicate: bool = False
+    superseded: str = ""
+
+
+DECLARATION_GROUPS = ("origin", "day", "colour")
+
+
+@dataclass(frozen=True)
+class DeclarationCount:
+    """How many declarations share the values of the grouping asked for (``""`` where not
+    grouped). ``day`` is the arrival date."""
+
+    count: int
+    origin: str = ""
+    day: str = ""
+    colour: str = ""

@@ -15,6 +15,7 @@ Pins README.md "Running a gateway" and docs/trust-registry.md §13: "Errors prin
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import hashlib
 import io
@@ -32,6 +33,7 @@ from support.clock import REAL_NOW
 
 from gateway.cli import _common, _partner_rpc, _store, build_parser
 from gateway.cli import audit as cli_audit
+from gateway.cli import declarations as cli_declarations
 from gateway.cli import keys as cli_keys
 from gateway.cli import pki as cli_pki
 from gateway.cli import place as cli_place
@@ -102,6 +104,9 @@ TYPE_KINDS: dict[Any, str] = {
     cli_pki.fingerprint_type: "fingerprint",
     _partner_rpc.address_type: "address",
     cli_stock.job_type: "job",
+    cli_declarations.declaration_id: "declaration_id",
+    cli_declarations.day: "day",
+    cli_declarations.groups: "groups",
     cli_place._venue_id: "venue",
     cli_place._division: "region",  # a district's 6 digits (37xxxx): refused as a region's are
 }
@@ -242,6 +247,7 @@ def files(dev_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Files
     assert main(argv) == 0
     argv = ["partner", "add", "--data-dir", str(data_dir), "--file", str(partner_file)]
     assert main(argv) == 0
+    asyncio.run(_declare(data_dir))  # for declarations show
     assert main(["backup", "--data-dir", str(data_dir), "--out", str(root / "backup.tar.gz")]) == 0
     tools = root / "tools"  # a partner's development kit, made with partner-tools itself
     pt = ["partner-tools"]
@@ -328,6 +334,30 @@ def files(dev_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Files
     return Files(root, data_dir, jwk, partner_file, trust, trustlist, toml, csv, venue)
 
 
+DECLARATION_ID = "SD" + "0123456789abcdef0123456789abcd"
+
+
+async def _declare(data_dir: Path) -> None:
+    """A stored declaration (as the service stores one: no ID number) for declarations show."""
+    from datetime import date, timedelta
+
+    from keys.personal import DeclarationRecord
+    from keys.store import SQLiteStore
+
+    store = await SQLiteStore.open(data_dir / "trustgw.db")
+    try:
+        await store.declare(
+            DeclarationRecord(
+                DECLARATION_ID, "h1-x", "d", "420000", "province", date(2026, 3, 9), "yellow",
+                ("ARRIVED_UNDER_14_DAYS",), date(2026, 3, 23), False, "SD1:x", REAL_NOW,
+                REAL_NOW + timedelta(days=7), REAL_NOW,
+            ),
+            REAL_NOW,
+        )  # fmt: skip
+    finally:
+        await store.close()
+
+
 def _bad_path(files: Files, name: str) -> str:
     if name == "under-a-file":
         return str(files.bad("afile") / "x.json")
@@ -410,6 +440,14 @@ VALUES: dict[str, list[tuple[str, str]]] = {
         ("fullwidth", "\uff11" * 16),
         ("65-digits", "a" * 65),
     ],
+    "declaration_id": [
+        ("short", "SD1234"),
+        ("not-hex", "SD" + "g" * 30),
+        ("fullwidth", "SD" + "\uff11" * 30),
+        ("lower-prefix", "sd" + "0" * 30),
+    ],
+    "day": [("impossible", "2026-02-30"), ("not-iso", "11/03/2026"), ("fullwidth", "\uff12" * 4)],
+    "groups": [("unknown", "holder"), ("twice", "origin,origin"), ("empty", ",")],
     "fingerprint": [("short", "ab" * 10), ("not-hex", "g" * 64), ("fullwidth", "\uff11" * 64)],
     "text": [("301-chars", "x" * 301), ("bidi-override", "ab\u202ecd")],
     "setting-address": [("no-port", "localhost"), ("bad-port", "127.0.0.1:99999")],
@@ -494,6 +532,10 @@ def _valid(words: tuple[str, ...], dest: str, files: Files, tmp: Path) -> str:
         "config": str(files.toml),
         "job": hashlib.sha256((files.root / "stock-job.csv").read_bytes()).hexdigest(),
         "floor": "1",
+        "id": DECLARATION_ID,
+        "by": "origin,day",
+        "since": "2026-03-01",
+        "until": "2026-03-31",
         "division": "370102",
         "category": "mall",
         "venue": files.venue,

@@ -50,6 +50,7 @@ VALUES = {
     "REGION_CODE": "110000",
     "CODE": "code.txt",
     "CODE...": "code.txt",
+    "DECLARATION_ID": "SD" + "0" * 30,
     "VENUE_ID": "PL0123456789abcdef",
 }
 # The data directory: D, DATA_DIR, the README's /var/lib/trustgw, the walkthrough's gw.
@@ -164,3 +165,47 @@ def test_the_stock_output_and_backup_blocks_run_as_written(
     ran = trustgw(capsys, *shlex.split(restore)[1:])
     assert ran.status == 0, ran.err
     assert (tmp_path / "restored" / "trustgw.db").is_file()
+
+
+def test_the_declarations_block_runs_as_written(
+    own_data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/operations.md "Arrival declarations": issue a declarant-channel certificate, show a
+    stored declaration (DECLARATION_ID replaced by its id), count them."""
+    import asyncio
+    from datetime import date, timedelta
+
+    from support.clock import T0
+
+    from keys.personal import DeclarationRecord
+    from keys.store import SQLiteStore
+
+    ident = "SD" + "1" * 30
+
+    async def declare() -> None:
+        store = await SQLiteStore.open(own_data_dir / "trustgw.db")
+        try:
+            for n, day in enumerate((date(2026, 3, 9), date(2026, 3, 10))):
+                await store.declare(
+                    DeclarationRecord(
+                        ident if n == 0 else "SD" + "2" * 30, f"h1-{n}", "d", "110000",
+                        "province", day, "green", (), None, True, "SD1:x", T0,
+                        T0 + timedelta(days=7), T0,
+                    ),
+                    T0,
+                )  # fmt: skip
+        finally:
+            await store.close()
+
+    asyncio.run(declare())
+    lines = _block("operations.md", "## Arrival declarations")
+    assert [shlex.split(line)[1] for line in lines] == ["pki"] + ["declarations"] * 4
+    outputs = []
+    for line in lines:
+        ran = trustgw(capsys, *fill(line.replace("DECLARATION_ID", ident), str(own_data_dir)))
+        assert ran.status == 0, f"{line}\n{ran.err}"
+        outputs.append(ran.out)
+    assert ident in outputs[1] and '"status": "current"' in outputs[2]
+    assert outputs[3].split() == [
+        "origin", "day", "count", "110000", "2026-03-09", "1", "110000", "2026-03-10", "1",
+    ]  # fmt: skip

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 from support.clock import REAL_NOW
 
 from bench.fuzz_memory import BY_PATH, METHODS, PARTNER_REGION, Method, World, call, serving
+from gateway.api.v1 import declaration_pb2 as dpb
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import registry_pb2 as rpb
 
@@ -139,6 +141,9 @@ def test_a_stream_of_random_codes_is_answered_in_order(world: World) -> None:
 # --- field values -------------------------------------------------------------------------------
 
 
+ID_NUMBER = "110101199003071233"  # a valid resident ID number (GB 11643 check digit)
+
+
 def field_values(method: Method) -> st.SearchStrategy[bytes]:
     """A well-formed request of the method's type, with random values in every field."""
     text = st.text(ALPHABET, max_size=200)
@@ -153,6 +158,27 @@ def field_values(method: Method) -> st.SearchStrategy[bytes]:
         )
     elif request is rpb.SubmissionRequest:
         message = st.builds(rpb.SubmissionRequest, submission=st.binary(max_size=2000))
+    elif request is dpb.DeclareRequest:
+        day = st.one_of(text, st.dates().map(date.isoformat))
+        message = st.builds(
+            dpb.DeclareRequest,
+            request_id=text,
+            id_number=st.one_of(text, st.sampled_from([ID_NUMBER, ID_NUMBER.lower()])),
+            origin=st.one_of(text, st.sampled_from(["110000", "420100", "JP", "CN", "370000"])),
+            arrival_date=day,
+            places=st.lists(st.one_of(text, st.sampled_from(["110000", "KR"])), max_size=40),
+            temperature_celsius=st.floats(allow_nan=True, allow_infinity=True),
+            dry_cough=st.booleans(),
+            fatigue=st.booleans(),
+            case_status=st.integers(-5, 10),
+            discharged_on=day,
+            isolation_start=day,
+            isolation_end=day,
+            observation_end=day,
+            partner_code=st.one_of(text, st.just("BJ1:" + "A" * 40)),
+        )
+    elif request is dpb.GetDeclarationRequest:
+        message = st.builds(dpb.GetDeclarationRequest, declaration_id=text)
     elif request in (rpb.GetTrustListRequest, rpb.WatchTrustListRequest):
         # a watch from a version not reached yet waits for the next one: its deadline ends it
         message = st.builds(request, since_version=int64)
@@ -222,7 +248,7 @@ def test_random_wire_bytes_never_get_internal_or_unknown(world: World, method: M
 
 @pytest.mark.doc('api.md "Who may call what"', "trust-registry.md §12")
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.path.rsplit("/", 1)[1])
-@pytest.mark.parametrize("role", ["verifier", "partner", "operator", "tracer"])
+@pytest.mark.parametrize("role", ["verifier", "partner", "operator", "declarant", "tracer"])
 def test_each_role_may_make_exactly_the_calls_the_table_gives_it(
     world: World, method: Method, role: str
 ) -> None:
@@ -232,9 +258,10 @@ def test_each_role_may_make_exactly_the_calls_the_table_gives_it(
         "RecognitionService": {"verifier"},
         "PartnerService": {"partner"},
         "TrustListService": {"verifier", "partner", "operator"},
+        "DeclarationService": {"declarant"},
         "TracingService": {"tracer"},
-        "Health": {"verifier", "partner", "operator", "tracer"},
-        "ServerReflection": {"verifier", "partner", "operator", "tracer"},
+        "Health": {"verifier", "partner", "operator", "declarant", "tracer"},
+        "ServerReflection": {"verifier", "partner", "operator", "declarant", "tracer"},
     }[service]
     if method.path.endswith("/GetGatewayKeys"):
         allowed = {"verifier", "partner", "operator"}

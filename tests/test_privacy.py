@@ -15,6 +15,7 @@ import io
 import itertools
 import logging
 import random
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +252,88 @@ def test_nothing_personal_in_a_live_database_and_its_wal(
 
 
 @pytest.mark.integration
+def test_nothing_personal_is_kept_of_arrival_declarations(
+    codes: Any,
+    prepared_dir: Any,
+    capfd: pytest.CaptureFixture[str],
+    debug_logs: pytest.LogCaptureFixture,
+) -> None:
+    """Known people declare their arrivals (with partner codes of every colour, from a province
+    that is no partner, from abroad; again, revised, and refused for bad fields or another
+    person's code), and operators look the declarations up: the data directory, the logs and the
+    output hold them only as pseudonyms (docs/api.md, "What is kept")."""
+    import grpc
+    from support.aio import serving
+
+    from gateway.api.v1 import declaration_pb2 as dpb
+    from gateway.api.v1 import declaration_pb2_grpc as dpb_grpc
+
+    now = REAL_NOW  # a serving gateway reads the real clock
+    data_dir = prepared_dir(now)
+    regions = [s.code for s in REGION_SPECS]
+    arrival = (now - timedelta(days=2)).date().isoformat()
+    needles = _needles()
+
+    async def scenario() -> list[str]:
+        ids: list[str] = []
+        refused: list[str] = []
+        async with serving(data_dir) as (_, port):
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = dpb_grpc.DeclarationServiceStub(channel)
+
+                async def declare(**fields: Any) -> None:
+                    try:
+                        answer = await stub.Declare(dpb.DeclareRequest(**fields), timeout=10)
+                    except grpc.aio.AioRpcError as exc:
+                        refused.append(exc.code().name)
+                        return
+                    ids.append(answer.declaration_id)
+
+                for n, (name, id_number) in enumerate(KNOWN):
+                    region = regions[n % len(regions)]
+                    colour = (Colour.GREEN, Colour.YELLOW, Colour.RED)[n % 3]
+                    code = codes(region, now)(colour, holder=(id_number, name))
+                    base = {"id_number": id_number, "arrival_date": arrival,
+                            "temperature_celsius": 36.5}  # fmt: skip
+                    await declare(**base, origin=region, places=[region], partner_code=code)
+                    await declare(**base, origin=region, places=[region], partner_code=code)
+                    await declare(**base, origin="420000", dry_cough=True)  # supersedes
+                    await declare(**base, origin="JP", places=["JP", "KR"])
+                    await declare(**{**base, "id_number": id_number[:17] + "0"}, origin="JP")
+                    await declare(**base, origin=id_number[:6], places=[id_number])
+                    await declare(**{**base, "arrival_date": id_number}, origin="JP")
+                    other = KNOWN[(n + 1) % len(KNOWN)]
+                    stolen = codes(region, now)(holder=(other[1], other[0]))
+                    await declare(**base, origin=region, partner_code=stolen)
+        return ids + refused
+
+    results = asyncio.run(scenario())
+    assert "INVALID_ARGUMENT" in results and any(r.startswith("SD") for r in results)
+    for ident in {r for r in results if r.startswith("SD")}:
+        assert main(["declarations", "show", ident, "--data-dir", str(data_dir), "--json"]) == 0
+    argv = ["declarations", "count", "--by", "origin,day,colour", "--data-dir", str(data_dir)]
+    assert main([*argv, "--superseded"]) == 0
+    assert main(["-v", "purge", "--data-dir", str(data_dir), "--dry-run", "--json"]) == 0
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "trustgw.db") as conn:
+        stored = conn.execute("SELECT COUNT(*), COUNT(DISTINCT holder) FROM declarations")
+        count, holders = stored.fetchone()
+    assert count >= 3 * len(KNOWN) - 3 and holders == len(KNOWN)
+    hits = _scan_tree(data_dir, needles)
+    out, err = capfd.readouterr()
+    assert "SD1:" in out
+    for label, data in (
+        ("logs", debug_logs.text.encode()),
+        ("log record arguments", repr([r.args for r in debug_logs.records]).encode()),
+        ("stdout", out.encode()),
+        ("stderr", err.encode()),
+    ):
+        if found := _found(data, needles):
+            hits[label] = found
+    assert hits == {}
+
+
 def test_no_identifier_in_visits_tracing_queries_or_their_logs(
     tmp_path: Path,
     simulator: Any,

@@ -187,7 +187,9 @@ def test_the_digest_of_keyed_values_keeps_their_order(macs: list[bytes]) -> None
     keyed = sorted("h1-" + base64.b32encode(m).decode().lower() for m in macs)
     digests = [revocations.digest(k) for k in keyed]
     assert digests == sorted(digests)
-    assert len(set(digests)) == len(set(keyed))  # 96 of 160 random bits: distinct here
+    # the digest is the leading 15 symbols (75 bits): distinct exactly where those differ
+    # (hypothesis also makes values that share them; HMAC outputs do so with odds 2^-75)
+    assert len(set(digests)) == len({k[3:18] for k in keyed})
 
 
 def test_a_change_shares_the_tables_and_folding_keeps_every_answer() -> None:

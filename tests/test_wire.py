@@ -25,6 +25,7 @@ from support.wait import eventually
 from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import registry_pb2 as rpb
+from gateway.grpc.declaration import DeclarationService
 from gateway.grpc.methods import (
     MAX_RECEIVE_BYTES,
     MAX_RECOGNISE_REQUEST_BYTES,
@@ -36,7 +37,7 @@ from gateway.grpc.partner import PartnerService
 from gateway.grpc.recognition import RecognitionService
 from gateway.grpc.server import build_server
 from gateway.grpc.trustlist import TrustListService
-from gateway.limits import MAX_STATUS_REQUEST_BYTES, REQUEST_LIMITS
+from gateway.limits import MAX_DECLARE_REQUEST_BYTES, MAX_STATUS_REQUEST_BYTES, REQUEST_LIMITS
 from gateway.pki import DevCA, TlsFiles
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.gateway import Gateway
@@ -352,13 +353,13 @@ def test_each_method_reads_requests_up_to_its_own_limit() -> None:
     4 KiB; the server-wide gRPC limit is the largest of them."""
     limits = {
         name: rule.max_request_bytes
-        for servicer in (RecognitionService, PartnerService, TrustListService)
+        for servicer in (RecognitionService, PartnerService, TrustListService, DeclarationService)
         for name, rule in servicer.methods.items()
     }
     # The same table as the SDK's (it refuses a larger request before sending it).
     assert {
         f"/{servicer.service.full_name}/{name}": rule.max_request_bytes
-        for servicer in (RecognitionService, PartnerService, TrustListService)
+        for servicer in (RecognitionService, PartnerService, TrustListService, DeclarationService)
         for name, rule in servicer.methods.items()
     } == dict(REQUEST_LIMITS)
     assert limits == {
@@ -371,6 +372,8 @@ def test_each_method_reads_requests_up_to_its_own_limit() -> None:
         "GetCodeStatus": MAX_STATUS_REQUEST_BYTES,
         "GetTrustList": MAX_SMALL_REQUEST_BYTES,
         "WatchTrustList": MAX_SMALL_REQUEST_BYTES,
+        "Declare": MAX_DECLARE_REQUEST_BYTES,
+        "GetDeclaration": MAX_SMALL_REQUEST_BYTES,
     }
     assert (MAX_RECOGNISE_REQUEST_BYTES, MAX_SMALL_REQUEST_BYTES) == (32 * 1024, 4 * 1024)
     # The largest status question fits: a 4096-character (ASCII) home code and a 64-char nonce.

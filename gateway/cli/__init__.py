@@ -34,6 +34,7 @@ from gateway.cli import (
     config,
     core,
     db,
+    declarations,
     keys,
     partner,
     partner_tools,
@@ -51,7 +52,7 @@ from keys.errors import GatewayError, UsageError
 
 log = logging.getLogger("trustgw.cli")
 
-_AREAS = (core, config, db, keys, pki, verify, stock, place, purge, backup)
+_AREAS = (core, config, db, keys, pki, verify, stock, declarations, place, purge, backup)
 _REGISTRY_AREAS = (partner, revocations, trustlist, audit, partner_tools)  # the trust registry
 _ERRORS_HELP = (
     "Errors print one line 'trustgw: REASON: message' on stderr: exit 2 for a command line or "

@@ -36,6 +36,7 @@ async def _purge(opts: argparse.Namespace) -> dict[str, Any]:
         "recognitions": result.recognitions,
         "conversions": result.conversions,
         "stock_conversions": result.stock_conversions,
+        "declarations": result.declarations,
         "kept_revoked_conversions": result.kept_revoked,
         "visits": result.visits,
         "cutoffs": {name: to_iso(value) for name, value in result.cutoffs.items()},
@@ -55,7 +56,8 @@ def cmd_purge(opts: argparse.Namespace) -> int:
     )
     print(
         f"{verb} {result['conversions']:,} partner conversions and "
-        f"{result['stock_conversions']:,} stock conversions"
+        f"{result['stock_conversions']:,} stock conversions and "
+        f"{result['declarations']:,} arrival declarations"
         + (f" expired before {cutoffs['conversions']}" if "conversions" in cutoffs else "")
     )
     print(
@@ -104,7 +106,8 @@ def register(sub: Any) -> None:
         type=_days,
         default=defaults.conversions_days,
         metavar="N",
-        help="keep conversions N days after their code expired (default %(default)s)",
+        help="keep conversions and arrival declarations N days after their code expired "
+        "(default %(default)s)",
     )
     p.add_argument(
         "--visits-days",

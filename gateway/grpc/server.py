@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from gateway.denylist import DENY_FILE, DenyList
+from gateway.grpc.declaration import DeclarationService
 from gateway.grpc.health import DrainingHealthServicer, watch_health
 from gateway.grpc.interceptors import RequestInterceptor
 from gateway.grpc.methods import (
@@ -50,6 +51,7 @@ SERVICE_NAMES = (
     SERVICE_NAME,
     "gateway.api.v1.PartnerService",
     "gateway.api.v1.TrustListService",
+    "gateway.api.v1.DeclarationService",
     TRACING_SERVICE,
 )
 
@@ -219,6 +221,7 @@ async def build_server(
         (RecognitionService.service, RecognitionService(gateway), RecognitionService.methods),
         (PartnerService.service, PartnerService(gateway, tls is not None), PartnerService.methods),
         (TrustListService.service, TrustListService(gateway), TrustListService.methods),
+        (DeclarationService.service, DeclarationService(gateway), DeclarationService.methods),
         (TracingService.service, TracingService(gateway, tls is not None), TracingService.methods),
         (_HEALTH, health_servicer, {"Check": _OPEN, "Watch": _OPEN, "List": None}),
         (_REFLECTION, reflection.aio.ReflectionServicer(names), {"ServerReflectionInfo": _OPEN}),

@@ -61,6 +61,7 @@ class Gateway:
         self.key_dir = key_dir
         self.conversions = Conversions(store)
         pseudonymiser = Pseudonymiser(key_dir.pseudonym_secret())
+        self.pseudonymiser = pseudonymiser  # holders are named only by it (declarations)
         self.reclog = (
             RecognitionLog(store, pseudonymiser.code_key)
             if config.retention.recognition_log

@@ -1,8 +1,9 @@
 """Retention: personal records are kept no longer than needed (docs/retention.md).
 
-The recognition log keeps entries for ``recognitions_days``; partner and stock conversions are
-deleted ``conversions_days`` after their code expired. :func:`purge` does it once (``trustgw
-purge``); :class:`PeriodicPurge` does it in a running server every ``interval_seconds``.
+The recognition log keeps entries for ``recognitions_days``; partner and stock conversions and
+arrival declarations are deleted ``conversions_days`` after their code expired. :func:`purge`
+does it once (``trustgw purge``); :class:`PeriodicPurge` does it in a running server every
+``interval_seconds``.
 """
 
 from __future__ import annotations
@@ -106,13 +107,20 @@ class PeriodicPurge:
             )
             return None
         self.last = result
-        if result.recognitions or result.conversions or result.stock_conversions or result.visits:
+        if (
+            result.recognitions
+            or result.conversions
+            or result.stock_conversions
+            or result.declarations
+            or result.visits
+        ):
             log.info(
                 "retention purge: %s recognitions, %s conversions, %s stock conversions, "
-                "%s visits deleted",
+                "%s declarations, %s visits deleted",
                 result.recognitions,
                 result.conversions,
                 result.stock_conversions,
+                result.declarations,
                 result.visits,
             )
         return result

@@ -34,6 +34,9 @@ IDEMPOTENT_METHODS: tuple[tuple[str, str], ...] = (
     ("gateway.api.v1.PartnerService", "PublishRevocations"),
     ("gateway.api.v1.PartnerService", "GetCodeStatus"),  # a read
     ("gateway.api.v1.TrustListService", "GetTrustList"),
+    # The same declaration again returns its first home code (api.md, "DeclarationService").
+    ("gateway.api.v1.DeclarationService", "Declare"),
+    ("gateway.api.v1.DeclarationService", "GetDeclaration"),
 )
 
 # gRPC's own retry, for an immediate second try on another replica (its attempts are part of

@@ -21,6 +21,7 @@ from keys.store.postgres import PostgresStore
 from keys.store.protocols import (
     AuditStore,
     ConversionStore,
+    DeclarationStore,
     GatewayKeyStore,
     HealthStore,
     HomeCodeStore,
@@ -48,6 +49,7 @@ __all__ = [
     "AuditStore",
     "CodeKeys",
     "ConversionStore",
+    "DeclarationStore",
     "GatewayKeyStore",
     "HealthStore",
     "HomeCodeStore",

@@ -157,7 +157,8 @@ def listed(conn: Connection, region: str | None, limit: int) -> list[ConversionR
 
 def home_code(conn: Connection, code_id: str) -> IssuedHomeCode | None:
     """The home code the gateway issued under ``code_id``: a partner conversion, else a stock
-    conversion (both ids are unique, and indexed), or None. Two point reads."""
+    conversion, else an arrival declaration (every id is unique, and indexed), or None. At
+    most three point reads."""
     row = conn.execute(
         "SELECT converted_code_id, converted_code, holder, expires_at, revoked_at"
         " FROM conversions WHERE converted_code_id = ?",
@@ -169,6 +170,13 @@ def home_code(conn: Connection, code_id: str) -> IssuedHomeCode | None:
         "SELECT code_id, code, holder, expires_at, colour FROM stock_conversions WHERE code_id = ?",
         (code_id,),
     ).fetchone()
+    if row is not None:
+        return IssuedHomeCode(row[0], row[1], row[2], from_unix(row[3]), None, row[4])
+    # An arrival declaration's home code: revoked when superseded or with its partner code.
+    row = conn.execute(
+        "SELECT id, code, holder, expires_at, revoked_at, colour FROM declarations WHERE id = ?",
+        (code_id,),
+    ).fetchone()
     if row is None:
         return None
-    return IssuedHomeCode(row[0], row[1], row[2], from_unix(row[3]), None, row[4])
+    return IssuedHomeCode(row[0], row[1], row[2], from_unix(row[3]), opt_time(row[4]), row[5])

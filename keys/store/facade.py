@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import TypeVar
 
 from keys.anchors import AnchorSet
@@ -26,6 +26,9 @@ from keys.audit import AuditEntry, AuditHead
 from keys.keyring import KeyringChange, KeyringRecord
 from keys.model import ConversionRecord, IssuedHomeCode, Region, RegionKey
 from keys.personal import (
+    DeclarationCount,
+    DeclarationRecord,
+    DeclareResult,
     PurgeResult,
     RecognitionEntry,
     StockBatch,
@@ -46,6 +49,7 @@ from keys.records import (
 from keys.store import (
     audit,
     conversions,
+    declarations,
     keyring,
     personal,
     regions,
@@ -423,6 +427,36 @@ class StoreFacade(PlaceStoreMethods, ABC):
         key). Raises ``ValueError``."""
         return await self._read("list_recognitions", lambda c: personal.list_recognitions(c, limit))
 
+    # -- arrival declarations ---------------------------------------------------------------
+
+    async def declare(self, record: DeclarationRecord, now: datetime) -> DeclareResult:
+        """Store ``record`` as its holder's current declaration, superseding (revoking) the one
+        before, in one transaction; a current declaration with the same digest and a code still
+        valid at ``now`` is kept and returned instead (``duplicate``). A declaration made from a
+        partner code already revoked is stored revoked. Raises :class:`AlreadyExistsError`."""
+        return await self._write("declare", lambda c: declarations.declare(c, record, now))
+
+    async def get_declaration(self, ident: str) -> DeclarationRecord | None:
+        """The declaration with that id (its home code's id), or None."""
+        return await self._read("get_declaration", lambda c: declarations.get(c, ident))
+
+    async def count_declarations(
+        self,
+        by: Sequence[str] = (),
+        *,
+        since: date | None = None,
+        until: date | None = None,
+        superseded: bool = False,
+    ) -> list[DeclarationCount]:
+        """Declarations grouped by ``by`` (some of origin, day, colour; day: the arrival date),
+        arrival dates from ``since`` to ``until`` inclusive, superseded ones only if asked.
+        Raises ``ValueError`` for an unknown group."""
+        groups = tuple(by)
+        return await self._read(
+            "count_declarations",
+            lambda c: declarations.count(c, groups, since, until, superseded),
+        )
+
     async def purge(
         self,
         *,
@@ -433,8 +467,8 @@ class StoreFacade(PlaceStoreMethods, ABC):
         """Delete what is older than the cut-offs, in one transaction: log entries decided
         before ``recognitions_before``; partner and stock conversions whose code expired before
         ``conversions_before``, except partner conversions revoked at or after it (counted in
-        ``kept_revoked``). Revocations, keys and the audit trail are never purged. With
-        ``dry_run`` nothing is deleted."""
+        ``kept_revoked``), and arrival declarations likewise. Revocations, keys and the audit
+        trail are never purged. With ``dry_run`` nothing is deleted."""
         return await self._write(
             "purge",
             lambda c: personal.purge(c, recognitions_before, conversions_before, dry_run),

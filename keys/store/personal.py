@@ -19,7 +19,7 @@ from keys.personal import (
     StockJob,
     StockRowOutcome,
 )
-from keys.store import stockoutput
+from keys.store import declarations, stockoutput
 from keys.store.dbapi import INTEGRITY_ERRORS, Connection
 from keys.store.rows import batch_shapes, check_limit, json_text, opt_time, ts, values_sql
 from keys.timeutil import from_unix
@@ -234,7 +234,7 @@ def purge(
     def count(sql: str, *args: Any) -> int:
         return int(conn.execute(sql, args).fetchone()[0])
 
-    recognitions = conversions = stock = kept = 0
+    recognitions = conversions = stock = kept = declared = 0
     if rec_at is not None:
         where = " FROM recognitions WHERE at < ?"
         recognitions = count("SELECT COUNT(*)" + where, rec_at)
@@ -252,6 +252,7 @@ def purge(
         if not dry_run and stock:
             conn.execute("DELETE" + where, (conv_at,))
             conn.execute(stockoutput.PURGE_ORPHANS)  # their rows in the jobs' output go too
+        declared = declarations.purge(conn, conv_at, dry_run)
     cutoffs = {
         name: value
         for name, value in (
@@ -260,4 +261,4 @@ def purge(
         )
         if value is not None
     }
-    return PurgeResult(recognitions, conversions, stock, kept, dry_run, cutoffs)
+    return PurgeResult(recognitions, conversions, stock, kept, dry_run, cutoffs, declared)

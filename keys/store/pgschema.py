@@ -289,6 +289,47 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX stock_job_rows_by_certificate ON stock_job_rows (city, certificate_id)",
         ),
     ),
+    # Arrival declarations (keys/store/declarations.py; SQLite migration 7): expanding (a new
+    # table), so older code runs beside it.
+    Migration(
+        4,
+        1,
+        (
+            """CREATE TABLE declarations (
+                   id TEXT PRIMARY KEY,
+                   holder TEXT NOT NULL,
+                   digest TEXT NOT NULL,
+                   origin TEXT NOT NULL,
+                   origin_kind TEXT NOT NULL CHECK (origin_kind IN ('province', 'abroad')),
+                   arrival_date TEXT NOT NULL CHECK (length(arrival_date) = 10),
+                   colour TEXT NOT NULL CHECK (colour IN ('green', 'yellow', 'red')),
+                   rules TEXT NOT NULL,
+                   green_from TEXT,
+                   exempt INTEGER NOT NULL CHECK (exempt IN (0, 1)),
+                   code TEXT NOT NULL,
+                   issued_at BIGINT NOT NULL,
+                   expires_at BIGINT NOT NULL,
+                   created_at BIGINT NOT NULL,
+                   partner_region TEXT NOT NULL,
+                   partner_source_key TEXT NOT NULL,
+                   partner_holder TEXT NOT NULL,
+                   partner_issued_at BIGINT,
+                   revoked_at BIGINT,
+                   revoked_reason TEXT NOT NULL
+                       CHECK (revoked_reason IN ('', 'superseded', 'partner_revoked')),
+                   superseded_by TEXT NOT NULL
+               )""",
+            # One current declaration per holder: a new one supersedes it in one transaction.
+            "CREATE UNIQUE INDEX declarations_current ON declarations (holder)"
+            " WHERE revoked_at IS NULL",
+            "CREATE INDEX declarations_by_partner_code ON declarations"
+            " (partner_region, partner_source_key)",
+            "CREATE INDEX declarations_by_partner_holder ON declarations"
+            " (partner_region, partner_holder)",
+            "CREATE INDEX declarations_by_expiry ON declarations (expires_at)",
+            "CREATE INDEX declarations_by_arrival ON declarations (arrival_date, origin)",
+        ),
+    ),
     # Venues and visits (keys/store/places.py; SQLite migration 8) and the keyring's "place"
     # role. Contracting (readable_by 5): code that does not know the place role cannot read a
     # keyring that holds a place key.

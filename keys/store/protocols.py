@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Protocol, TypeVar
 
 from keys.anchors import AnchorSet
@@ -23,6 +23,9 @@ from keys.audit import AuditEntry, AuditEvent, AuditHead
 from keys.keyring import KeyringChange, KeyringRecord
 from keys.model import ConversionRecord, IssuedHomeCode, Region, RegionKey
 from keys.personal import (
+    DeclarationCount,
+    DeclarationRecord,
+    DeclareResult,
     PurgeResult,
     RecognitionEntry,
     StockBatch,
@@ -309,6 +312,30 @@ class StockOutputStore(Protocol):
         ...
 
 
+class DeclarationStore(Protocol):
+    """Arrival declarations: one current declaration per holder, earlier ones superseded."""
+
+    async def declare(self, record: DeclarationRecord, now: datetime) -> DeclareResult:
+        """Store ``record`` as its holder's current declaration, superseding the one before; a
+        current one with the same digest and a code valid at ``now`` is returned instead."""
+        ...
+
+    async def get_declaration(self, ident: str) -> DeclarationRecord | None:
+        """The declaration with that id, or None."""
+        ...
+
+    async def count_declarations(
+        self,
+        by: Sequence[str] = (),
+        *,
+        since: date | None = None,
+        until: date | None = None,
+        superseded: bool = False,
+    ) -> list[DeclarationCount]:
+        """Declarations grouped by some of origin, day (arrival date) and colour."""
+        ...
+
+
 class PurgeStore(Protocol):
     """The retention purge."""
 
@@ -421,6 +448,7 @@ class Store(
     RecognitionStore,
     StockStore,
     StockOutputStore,
+    DeclarationStore,
     PurgeStore,
     PlaceStore,
     Protocol,

@@ -331,6 +331,46 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         ),
     ),
     (
+        7,
+        (
+            # Arrival declarations (keys/store/declarations.py): the decision and home code
+            # only, the holder by pseudonym; what was declared is kept as a keyed digest.
+            """CREATE TABLE declarations (
+                   id TEXT PRIMARY KEY,
+                   holder TEXT NOT NULL,
+                   digest TEXT NOT NULL,
+                   origin TEXT NOT NULL,
+                   origin_kind TEXT NOT NULL CHECK (origin_kind IN ('province', 'abroad')),
+                   arrival_date TEXT NOT NULL CHECK (length(arrival_date) = 10),
+                   colour TEXT NOT NULL CHECK (colour IN ('green', 'yellow', 'red')),
+                   rules TEXT NOT NULL,
+                   green_from TEXT,
+                   exempt INTEGER NOT NULL CHECK (exempt IN (0, 1)),
+                   code TEXT NOT NULL,
+                   issued_at INTEGER NOT NULL,
+                   expires_at INTEGER NOT NULL,
+                   created_at INTEGER NOT NULL,
+                   partner_region TEXT NOT NULL,
+                   partner_source_key TEXT NOT NULL,
+                   partner_holder TEXT NOT NULL,
+                   partner_issued_at INTEGER,
+                   revoked_at INTEGER,
+                   revoked_reason TEXT NOT NULL
+                       CHECK (revoked_reason IN ('', 'superseded', 'partner_revoked')),
+                   superseded_by TEXT NOT NULL
+               )""",
+            # One current declaration per holder: a new one supersedes it in one transaction.
+            "CREATE UNIQUE INDEX declarations_current ON declarations (holder)"
+            " WHERE revoked_at IS NULL",
+            "CREATE INDEX declarations_by_partner_code ON declarations"
+            " (partner_region, partner_source_key)",
+            "CREATE INDEX declarations_by_partner_holder ON declarations"
+            " (partner_region, partner_holder)",
+            "CREATE INDEX declarations_by_expiry ON declarations (expires_at)",
+            "CREATE INDEX declarations_by_arrival ON declarations (arrival_date, origin)",
+        ),
+    ),
+    (
         8,
         (
             # Venues and their visits (keys/store/places.py, docs/operations.md "Venues and

@@ -22,7 +22,7 @@ from keys.records import (
     SubmissionKind,
     SubmissionResult,
 )
-from keys.store import audit, regions
+from keys.store import audit, declarations, regions
 from keys.store.dbapi import Connection, Cursor
 from keys.store.protocols import RevocationSink
 from keys.store.rows import (
@@ -319,10 +319,12 @@ def apply_revocation_batch(conn: Connection, change: RevocationBatchChange) -> S
         "UPDATE conversions SET revoked_at = ? WHERE region = ? AND source_key = ?",
         [(ts(when), change.region, key) for key, when in sorted(revoked.items())],
     )
-    result = revocation_result(change, len(revoked))
+    # Home codes given to arrival declarations made from these codes go with them.
+    declared = declarations.revoke_for_batch(conn, change)
+    result = revocation_result(change, len(revoked) + declared)
     _record_submission(conn, result, change.actor)
     regions.bump_version(conn)
-    audit.append(conn, revocation_audit(change, len(revoked)))
+    audit.append(conn, revocation_audit(change, len(revoked) + declared))
     return result
 
 
