@@ -334,6 +334,7 @@ def test_nothing_personal_is_kept_of_arrival_declarations(
     assert hits == {}
 
 
+@pytest.mark.integration
 def test_no_identifier_in_visits_tracing_queries_or_their_logs(
     tmp_path: Path,
     simulator: Any,
