@@ -1,14 +1,6 @@
-"""The project's one error taxonomy.
+"""The catalogue's root, its families' bases and the classes not kept in a module of their
+own; import them from :mod:`keys.errors`."""
 
-Every error the gateway raises on purpose derives from :class:`GatewayError`; each class carries
-its own stable ``reason``, the name of its gRPC status (a string: this module imports no grpc)
-and the sentence an operator reads. Three families, and the operator's own input:
-:class:`ForeignDataError` (a foreign code or other partner input is bad; while recognising a
-code it becomes a *decision*, "not recognised, because ...", not an RPC error),
-:class:`RegistryError` (the registry's state forbids the request: unknown region, rollback ...),
-:class:`ConfigurationError` (the gateway is not set up correctly) and :class:`InputError` (a
-value an operator typed or handed over is not acceptable).
-"""
 
 from __future__ import annotations
 
@@ -198,53 +190,6 @@ class TrustListConflictError(ForeignDataError):
 
     reason = "TRUSTLIST_CONFLICT"
     default_message = "the trust list contradicts the one already trusted for that version"
-
-
-class CodeUnknownError(ForeignDataError):
-    """The issuing region answered, signed, that it has no such code (online codes)."""
-
-    reason = "CODE_UNKNOWN"
-    grpc_status = "NOT_FOUND"
-    default_message = "the issuing region does not know this code"
-
-
-class PartnerUnavailableError(ForeignDataError):
-    """The region's endpoint is unreachable, failed, unconfigured or its breaker is open."""
-
-    reason = "PARTNER_UNAVAILABLE"
-    grpc_status = "UNAVAILABLE"
-    default_message = "the issuing region's verification endpoint is unavailable"
-
-
-class PartnerTimeoutError(ForeignDataError):
-    """No complete answer from the region's endpoint within the call's deadline."""
-
-    reason = "PARTNER_TIMEOUT"
-    grpc_status = "UNAVAILABLE"
-    default_message = "the issuing region did not answer in time"
-
-
-class PartnerBusyError(ForeignDataError):
-    """Already as many calls in flight to the region as its concurrency allows."""
-
-    reason = "PARTNER_BUSY"
-    grpc_status = "RESOURCE_EXHAUSTED"
-    default_message = "too many calls in flight to the issuing region"
-
-
-class PartnerAnswerInvalidError(ForeignDataError):
-    """The region's answer is not a well-formed, fresh status document for the question."""
-
-    reason = "PARTNER_ANSWER_INVALID"
-    grpc_status = "INVALID_ARGUMENT"
-    default_message = "the issuing region's answer is not acceptable"
-
-
-class StatusMismatchError(ForeignDataError):
-    """A verified status document that does not answer the question asked, or not now."""
-
-    reason = "STATUS_MISMATCH"
-    default_message = "the status document does not answer the question asked"
 
 
 # --- operator input ------------------------------------------------------------------------
