@@ -47,7 +47,9 @@ def _undocumented(path: Path, root: Path = ROOT) -> list[str]:
 
 def test_the_surface_is_found() -> None:
     files = _files()
-    assert ROOT / "keys" / "errors" / "_base.py" in files and ROOT / "gateway" / "tokens.py" in files
+    assert (
+        ROOT / "keys" / "errors" / "_base.py" in files and ROOT / "gateway" / "tokens.py" in files
+    )
     assert not any(p.name.endswith("_pb2.py") for p in files)
 
 
