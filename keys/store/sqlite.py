@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -31,6 +32,23 @@ from keys.errors import ForeignDataError, StoreUnavailableError
 log = logging.getLogger("trustgw.keys")
 
 BUSY_TIMEOUT_SECONDS = 5.0
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch a file database to WAL. Two processes opening one new database at once can find
+    it locked here without SQLite's busy handler being asked (the switch takes the exclusive
+    lock), so the pragma is retried, with a short backoff, within the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    delay = 0.002
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 _R = TypeVar("_R")
 
 # sqlite3.OperationalError is also raised for SQL that does not parse or names an unknown
@@ -95,7 +113,7 @@ class Database:
                 conn.execute("PRAGMA foreign_keys = ON")
                 conn.execute("PRAGMA secure_delete = ON")  # deleted rows are zeroed
                 if self.path != ":memory:":
-                    conn.execute("PRAGMA journal_mode = WAL")
+                    _enable_wal(conn)
                 setup(conn)
             except BaseException:
                 conn.close()
