@@ -1,9 +1,9 @@
 """Profile the gateway natively over exactly one measured run (bench/PROFILE.md).
 
     pip install py-spy
-    python bench/profile.py --workload fresh --form unary            # py-spy --native, 10 s
-    python bench/profile.py --workload fresh --form stream --out DIR
-    python bench/profile.py --serve-cmd "env TRUSTGW_LOG_ACCESS=false python -m gateway.cli serve"
+    python bench/pyspy.py --workload fresh --form unary            # py-spy --native, 10 s
+    python bench/pyspy.py --workload fresh --form stream --out DIR
+    python bench/pyspy.py --serve-cmd "env TRUSTGW_LOG_ACCESS=false python -m gateway.cli serve"
 
 Starts ``trustgw serve`` (mutual TLS, a fresh development data directory, pinned to the first
 core as ``bench/run.py`` does), primes it with the pool, generates the workload's codes, then
