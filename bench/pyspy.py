@@ -4,6 +4,7 @@
     python bench/pyspy.py --workload fresh --form unary            # py-spy --native, 10 s
     python bench/pyspy.py --workload fresh --form stream --out DIR
     python bench/pyspy.py --serve-cmd "env TRUSTGW_LOG_ACCESS=false python -m gateway.cli serve"
+    python bench/pyspy.py --no-py-spy --threads --duration 5      # CPU per thread per reply
 
 Starts ``trustgw serve`` (mutual TLS, a fresh development data directory, pinned to the first
 core as ``bench/run.py`` does), primes it with the pool, generates the workload's codes, then
@@ -44,6 +45,48 @@ from keys.timeutil import utcnow  # noqa: E402
 SHARES = {"repeat": 0.0, "mixed": 0.2, "fresh": 1.0}
 
 
+def thread_ticks(pid: int) -> dict[int, tuple[str, int]]:
+    """utime + stime (clock ticks) and name of each live thread of ``pid`` (/proc/PID/task)."""
+    out: dict[int, tuple[str, int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(task.name)] = (comm, int(fields[11]) + int(fields[12]))
+    return out
+
+
+def thread_report(
+    pid: int,
+    before: dict[int, tuple[str, int]],
+    after: dict[int, tuple[str, int]],
+    per_call: float,
+) -> list[str]:
+    """Lines of CPU per thread name (threads of one name summed; the main thread, ``pid``, on
+    its own line, and each other Python thread too: the store's and the executor's threads):
+    share of the server's CPU in the window and that share of ``per_call`` (µs per reply).
+    Threads that ended in the window are missing (their ticks are lost); threads born in it
+    count from zero."""
+    by_name: dict[str, list[int]] = {}
+    for tid, (comm, ticks) in after.items():
+        spent = ticks - before.get(tid, (comm, 0))[1]
+        name = "main thread" if tid == pid else comm
+        if comm == "python" and tid != pid:
+            name = f"python thread {tid}"
+        by_name.setdefault(name, []).append(spent)
+    total = sum(sum(v) for v in by_name.values())
+    lines = [f"  threads: {len(after)} live, {total} ticks in the window"]
+    for comm, spent in sorted(by_name.items(), key=lambda kv: -sum(kv[1])):
+        share = sum(spent) / max(total, 1)
+        lines.append(
+            f"  {share * 100:5.1f}%  {share * per_call:6.0f} µs  {comm} (x{len(spent)})"
+        )
+    return lines
+
+
 def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workload", choices=sorted(SHARES), default="fresh")
@@ -56,6 +99,11 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--name", default="gateway", help="name of the raw stacks file")
     p.add_argument("--out", type=Path, default=Path("."), help="directory for the raw stacks")
     p.add_argument("--no-py-spy", action="store_true", help="only measure the CPU per reply")
+    p.add_argument(
+        "--threads",
+        action="store_true",
+        help="print the server's CPU per thread (by name) per reply over the measured window",
+    )
     return p.parse_args(argv)
 
 
@@ -83,7 +131,9 @@ async def _drive(a: argparse.Namespace, target: Target, codes: GatewayCodes, pid
             stderr=subprocess.DEVNULL,
         )
         await asyncio.sleep(0.5)  # py-spy attaches
+    ticks = thread_ticks(pid) if a.threads else {}
     result = await target.run(a.form, requests, a.duration, **kw)  # type: ignore[arg-type]
+    ticks_after = thread_ticks(pid) if a.threads else {}
     if spy is not None:
         spy.wait(30)
     per_call = result.server_cpu / max(result.rps, 1e-9) * 1e6
@@ -93,6 +143,8 @@ async def _drive(a: argparse.Namespace, target: Target, codes: GatewayCodes, pid
         f"{per_call:.0f} µs per reply, p50 {result.p50_ms:.1f} ms p99 {result.p99_ms:.1f} ms, "
         f"{result.failures} failures, fresh wrapped {result.fresh_wrapped}"
     )
+    if a.threads:
+        print("\n".join(thread_report(pid, ticks, ticks_after, per_call)))
     if spy is not None and raw.exists():
         busy, counts = components(str(raw))
         print(f"  {busy} non-idle samples in {raw}")
