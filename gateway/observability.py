@@ -7,6 +7,7 @@ keyed pseudonyms, and log calls pass ids and reasons, not codes.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import importlib.metadata
 import itertools
@@ -18,6 +19,7 @@ import secrets
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from datetime import datetime
@@ -104,16 +106,29 @@ def note_failure(reason: str) -> None:
 
 class AccessLog:
     """One line per call to the ``trustgw.access`` logger (docs/operations.md, "Access log"),
-    switched by ``log.access`` (re-read on SIGHUP: :attr:`enabled`)."""
+    switched by ``log.access`` (re-read on SIGHUP: :attr:`enabled`).
+
+    When the line would reach only the gateway's own JSON handler (:class:`LogHandler`, as
+    ``trustgw serve`` configures logging), it is formatted here, byte for byte as
+    :class:`JsonFormatter` writes the record, from parts cached per method, outcome and caller
+    (:meth:`json_line`), and handed to the handler's buffer; otherwise (the text format, a
+    handler of the operator's or a test's) it is a record like any other."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self._log = logging.getLogger(ACCESS_LOGGER)
+        # (method, status, reason, region, peer, address) -> the line's constant parts
+        self._parts: dict[tuple[str, str, str, str, str, str], tuple[str, str, str]] = {}
 
     def write(self, call: CallRecord, status: str, seconds: float, peer_address: str) -> None:
         """Log ``call``, ended with ``status`` after ``seconds``."""
         log = self._log
         if not (self.enabled and log.isEnabledFor(logging.INFO)):
+            return
+        sink = _json_sink(log)
+        if sink is not None and sink.json is not None:
+            line = self.json_line(call, status, seconds, peer_address, time.time(), sink.json)
+            sink.add_line(line)
             return
         role, _, name = call.peer.partition("/")
         reason = call.reason or ("OK" if status == "OK" else status)
@@ -146,6 +161,76 @@ class AccessLog:
         )
         log.handle(record)
 
+    def json_line(
+        self,
+        call: CallRecord,
+        status: str,
+        seconds: float,
+        peer_address: str,
+        created: float,
+        formatter: JsonFormatter,
+    ) -> str:
+        """The line :meth:`write`'s record makes through ``formatter`` (created at
+        ``created``), without the record: what varies per call is formatted, the rest is
+        cached by the method, the outcome and the caller (bounded)."""
+        reason = call.reason or ("OK" if status == "OK" else status)
+        key = (call.method, status, reason, call.region, call.peer, peer_address)
+        parts = self._parts.get(key)
+        if parts is None:
+            if len(self._parts) >= 4096:  # never unbounded, whatever callers send
+                self._parts.clear()
+            role, _, name = call.peer.partition("/")
+            parts = self._parts[key] = (
+                _json_chars(f"{call.method} {status} {reason} "),
+                f' peer={_json_chars(call.peer or "-")}", "request_id": "',
+                f'", "method": "{_json_chars(call.method)}", "status": "{_json_chars(status)}", '
+                f'"reason": "{_json_chars(reason)}", "region": "{_json_chars(call.region)}", '
+                f'"peer_role": "{_json_chars(role)}", "peer_name": "{_json_chars(name)}", '
+                f'"peer_address": "{_json_chars(peer_address)}", "latency_ms": ',
+            )
+        head, middle, tail = parts
+        latency_ms = round(seconds * 1000, 3)
+        request_id = call.request_id or REQUEST_ID.get()
+        if not _PLAIN_JSON(request_id):
+            request_id = _json_chars(request_id)
+        received, sent = call.received, call.sent
+        return (
+            f'{{"ts": "{formatter.ts(created)}", "level": "info", "logger": "{ACCESS_LOGGER}", '
+            f'"msg": "{head}{latency_ms:.3f}ms in={received} out={sent}{middle}{request_id}'
+            f'{tail}{latency_ms!r}, "messages_in": {received}, "messages_out": {sent}}}'
+        )
+
+
+# A string json.dumps(ensure_ascii=False) writes as it is, between its quotes.
+_PLAIN_JSON = re.compile(r'[^\x00-\x1f"\\]*').fullmatch
+
+
+def _json_chars(text: str) -> str:
+    """``text`` as json.dumps writes it (``ensure_ascii=False``) between its quotes."""
+    return text if _PLAIN_JSON(text) else json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+def _json_sink(log: logging.Logger) -> LogHandler | None:
+    """The gateway's JSON handler when it is the only one a record of ``log`` would reach (no
+    filter, no other handler on the way to the root), else None."""
+    if log.filters:
+        return None
+    logger: logging.Logger | None = log
+    sink = None
+    while logger is not None:
+        handlers = logger.handlers
+        if handlers:
+            if sink is not None or len(handlers) != 1:
+                return None
+            handler = handlers[0]
+            if type(handler) is not LogHandler or handler.filters or handler.level > logging.INFO:
+                return None
+            sink = handler
+        if not logger.propagate:
+            break
+        logger = logger.parent
+    return sink
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id, exception."""
@@ -153,7 +238,7 @@ class JsonFormatter(logging.Formatter):
     _second = -1
     _stamp = ""  # the local time of _second: "YYYY-MM-DDTHH:MM:SS+HH:MM"
 
-    def _ts(self, created: float) -> str:
+    def ts(self, created: float) -> str:
         """``created`` as local ISO time in milliseconds, as ``datetime.isoformat`` writes it;
         the date, time and offset are formatted once per second (a line per call)."""
         second = int(created)
@@ -168,7 +253,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": self._ts(record.created),
+            "ts": self.ts(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -182,19 +267,93 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class LogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root logger's handler in a server (:func:`configure_logging`): each record is one
+    line on standard error, written at once, except the access log's, which are gathered and
+    written together (one ``write`` per batch) at most :attr:`flush_seconds` later, when
+    :attr:`max_lines` are waiting, before any other line (the order of the lines is kept), on
+    :meth:`flush` and at exit (``logging.shutdown``). A process killed outright loses at most
+    the last :attr:`flush_seconds` of access lines (docs/operations.md, "Access log")."""
+
+    flush_seconds = 0.1
+    max_lines = 512
+
+    def __init__(self, fmt: str = "json") -> None:
+        super().__init__()
+        self.json: JsonFormatter | None = None
+        if fmt == "json":
+            self.json = JsonFormatter()
+            self.setFormatter(self.json)
+        else:
+            self.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+            )
+            self.addFilter(_RequestIdFilter())
+        self._pending: list[str] = []  # access lines, each with its newline
+        self._flush_due = False  # a flush is scheduled on the event loop
+
+    def add_line(self, line: str) -> None:
+        """Queue one formatted access line (without its newline)."""
+        with self.lock:  # type: ignore[union-attr]  # made by Handler.__init__
+            pending = self._pending
+            pending.append(line + self.terminator)
+            if len(pending) >= self.max_lines:
+                self._write_pending()
+                self.stream.flush()
+                return
+            if self._flush_due:
+                return
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # not on an event loop: nothing would flush it later
+                self._write_pending()
+                self.stream.flush()
+                return
+            self._flush_due = True
+            loop.call_later(self.flush_seconds, self._flush_later)
+
+    def _flush_later(self) -> None:
+        self._flush_due = False
+        self.flush()
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            lines, self._pending = self._pending, []
+            self.stream.write("".join(lines))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write ``record``'s line, after the access lines still waiting; an access record
+        (the text format, or logging configured otherwise) waits with them."""
+        if record.name == ACCESS_LOGGER and getattr(record, "access", None) is not None:
+            try:
+                self.add_line(self.format(record))
+            except Exception:
+                self.handleError(record)
+            return
+        try:
+            self._write_pending()
+        except Exception:
+            self.handleError(record)
+        super().emit(record)
+
+    def flush(self) -> None:
+        """Write the access lines still waiting, then flush the stream."""
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                self._write_pending()
+            finally:
+                super().flush()
+
+
 def configure_logging(level: str = "info", fmt: str = "json", libraries: bool = False) -> None:
     """Configure the root logger for a server process (again on SIGHUP: it replaces the
-    handler). ``libraries``: let aiosqlite, psycopg and grpc log at ``level`` too (otherwise
-    only their warnings)."""
-    handler = logging.StreamHandler()
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
-        )
-        handler.addFilter(_RequestIdFilter())
+    handler, after writing out what the old one holds). ``libraries``: let aiosqlite, psycopg
+    and grpc log at ``level`` too (otherwise only their warnings)."""
+    handler = LogHandler(fmt)
     root = logging.getLogger()
+    for old in root.handlers:
+        if isinstance(old, LogHandler):
+            old.flush()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     for name in LIBRARY_LOGGERS:

@@ -6,6 +6,8 @@ counts, and nothing a code carries.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 from collections.abc import Iterator
@@ -22,7 +24,14 @@ from adapters.regions import REGION_SPECS
 from gateway.api.v1 import recognition_pb2 as pb
 from gateway.api.v1 import recognition_pb2_grpc as pb_grpc
 from gateway.grpc.server import build_server
-from gateway.observability import ACCESS_LOGGER, AccessLog, JsonFormatter
+from gateway.observability import (
+    ACCESS_LOGGER,
+    AccessLog,
+    CallRecord,
+    JsonFormatter,
+    LogHandler,
+    configure_logging,
+)
 from gateway.pki import TlsFiles
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.gateway import Gateway
@@ -236,3 +245,160 @@ def test_grpc_cores_own_lines_stay_out_of_the_json_log(own_data_dir: Path) -> No
     for line in lines:
         json.loads(line)  # no "E1203 … Handshake failed" between them
     assert not [line for line in lines if '"logger": "aiosqlite"' in line]  # libraries: off
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def gateway_handler() -> Iterator[LogHandler]:
+    """The root logger's handler as ``trustgw serve`` configures it, writing to a buffer."""
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    handler = LogHandler("json")
+    handler.setStream(io.StringIO())
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        root.handlers[:] = saved
+        root.setLevel(level)
+
+
+def _written(handler: LogHandler) -> list[str]:
+    stream = handler.stream
+    assert isinstance(stream, io.StringIO)
+    return stream.getvalue().splitlines()
+
+
+def _call(peer: str, request_id: str, reason: str, region: str) -> CallRecord:
+    call = CallRecord(RECOGNISE, request_id, stream=False)
+    call.peer, call.reason, call.region, call.sent = peer, reason, region, 1
+    return call
+
+
+@pytest.mark.parametrize(
+    "peer",
+    [
+        pytest.param("verifier/cp-1", id="verifier"),
+        pytest.param("", id="plaintext"),
+        pytest.param("?", id="unknown-role"),
+        pytest.param('verifier/a"b\\c\x01é', id="name-to-escape"),
+    ],
+)
+@pytest.mark.parametrize("request_id", ["cp-1-000042", 'x"y\n'])
+@pytest.mark.parametrize("seconds", [0.0, 1e-9, 0.0123456, 0.0005, 12345.678912])
+@pytest.mark.parametrize(
+    ("status", "reason", "region"),
+    [
+        pytest.param("OK", "RECOGNISED", REGION, id="decision"),
+        pytest.param("OK", "", "", id="ok"),
+        pytest.param("PERMISSION_DENIED", "", "", id="failed"),
+    ],
+)
+def test_the_json_line_made_without_a_record_is_the_formatters_line(
+    peer: str, request_id: str, seconds: float, status: str, reason: str, region: str
+) -> None:
+    logger = logging.getLogger(ACCESS_LOGGER)
+    records = _Records()
+    logger.addHandler(records)  # another handler: the record is made and handled as ever
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    access = AccessLog()
+    call = _call(peer, request_id, reason, region)
+    address = 'ipv4:10.0.0.7:53122"'
+    try:
+        access.write(call, status, seconds, address)
+    finally:
+        logger.removeHandler(records)
+        logger.setLevel(level)
+    (record,) = records.records
+    formatter = JsonFormatter()
+    expected = formatter.format(record)
+    assert access.json_line(call, status, seconds, address, record.created, formatter) == expected
+    assert access.json_line(call, status, seconds, address, record.created, formatter) == expected
+
+
+def test_access_lines_wait_on_the_event_loop_and_go_out_first_in_order(
+    gateway_handler: LogHandler,
+) -> None:
+    """Batched: nothing is written until the scheduled flush, another line, a full batch or
+    ``flush()`` (as at exit and on reload); the lines keep the order they were made in."""
+    access = AccessLog()
+    ok = _call("verifier/cp-1", "", "RECOGNISED", REGION)
+
+    def ids() -> list[str]:
+        return [json.loads(line)["request_id"] for line in _written(gateway_handler)]
+
+    async def scenario() -> None:
+        gateway_handler.flush_seconds = 0  # the next round of the loop
+        for request_id in ("a-1", "a-2"):
+            ok.request_id = request_id
+            access.write(ok, "OK", 0.001, "ipv4:127.0.0.1:1")
+        assert ids() == []
+        logging.getLogger("trustgw.server").warning("another line")
+        assert ids() == ["a-1", "a-2", "-"]
+        ok.request_id = "a-3"
+        access.write(ok, "OK", 0.001, "ipv4:127.0.0.1:1")
+        assert ids() == ["a-1", "a-2", "-"]
+        for _ in range(3):  # the scheduled flush runs within a round or two of the loop
+            await asyncio.sleep(0)
+        assert ids() == ["a-1", "a-2", "-", "a-3"]
+        gateway_handler.max_lines = 2
+        for request_id in ("b-1", "b-2"):
+            ok.request_id = request_id
+            access.write(ok, "OK", 0.001, "ipv4:127.0.0.1:1")
+        assert ids()[-2:] == ["b-1", "b-2"]  # a full batch goes out at once
+        ok.request_id = "c-1"
+        access.write(ok, "OK", 0.001, "ipv4:127.0.0.1:1")
+        assert "c-1" not in ids()
+        gateway_handler.flush()  # logging.shutdown() does this at exit
+        assert ids()[-1] == "c-1"
+
+    run(scenario())
+
+
+def test_reconfiguring_logging_writes_out_the_old_handlers_access_lines(
+    gateway_handler: LogHandler,
+) -> None:
+    async def scenario() -> None:
+        AccessLog().write(_call("verifier/cp-1", "before-reload", "", ""), "OK", 0.001, "a")
+        assert _written(gateway_handler) == []
+        configure_logging("info", "json")  # as SIGHUP does
+
+    run(scenario())
+    (line,) = _written(gateway_handler)
+    assert json.loads(line)["request_id"] == "before-reload"
+
+
+def test_the_text_format_writes_the_access_line_through_its_formatter(
+    gateway_handler: LogHandler,
+) -> None:
+    root = logging.getLogger()
+    text = LogHandler("text")
+    text.setStream(io.StringIO())
+    root.handlers[:] = [text]
+    AccessLog().write(_call("verifier/cp-1", "t-1", "RECOGNISED", REGION), "OK", 0.0015, "a")
+    (line,) = _written(text)
+    message = f"{RECOGNISE} OK RECOGNISED 1.500ms in=0 out=1 peer=verifier/cp-1"
+    assert line.endswith(f" INFO trustgw.access [t-1] {message}")
+
+
+def test_an_access_line_off_the_event_loop_is_written_at_once(
+    gateway_handler: LogHandler,
+) -> None:
+    AccessLog().write(_call("verifier/cp-1", "off-loop", "RECOGNISED", REGION), "OK", 0.001, "a")
+    (line,) = _written(gateway_handler)
+    entry = json.loads(line)
+    assert (entry["request_id"], entry["logger"], entry["region"]) == (
+        "off-loop",
+        ACCESS_LOGGER,
+        REGION,
+    )

@@ -338,15 +338,20 @@ class RequestInterceptor:
             # (a request iterator or a request) differs, and it is passed through.
             async def wrapper(first: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 started = begin(context)
+                call, sent = CALL.get(), 0
                 try:
                     if self.deny or self._draining:
                         await admit(context)
-                    call = CALL.get()
-                    async for response in stream_responses(inner(first, context)):
-                        if call is not None:
-                            call.sent += 1
-                        yield response
+                    responses = inner(first, context)
+                    if inspect.isawaitable(responses):  # writes with context.write()
+                        await responses
+                    else:  # iterated here: one generator less for every response
+                        async for response in responses:
+                            sent += 1
+                            yield response
                 finally:
+                    if call is not None:  # counted once, not per response
+                        call.sent += sent
                     end(context, started)
 
             return wrapper

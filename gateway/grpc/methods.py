@@ -17,6 +17,7 @@ statuses. docs/api.md, "Limits".
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -200,8 +201,12 @@ def _handler(
                 await fail(context, name, metrics, exc)
         given = stream if rule.raw_stream else _decoded(stream, request_type, limit)
         try:
-            async for response in stream_responses(impl(given, context)):
-                yield response
+            responses = impl(given, context)
+            if inspect.isawaitable(responses):  # writes with context.write()
+                await responses
+            else:  # iterated here: one generator less for every response
+                async for response in responses:
+                    yield response
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:

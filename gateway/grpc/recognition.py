@@ -5,6 +5,7 @@ fetch the gateway's keys. docs/api.md, "RecognitionService".
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, ClassVar, TypeAlias
@@ -214,26 +215,50 @@ class RecognitionService:
         When the stream fails (the store is unreachable for a conversion, no signing key is
         valid), the reader stops deciding and reads out what the caller is still writing, within
         the one drain budget (``interceptors.DRAIN_SECONDS``), before the status goes out."""
-        answers: asyncio.Queue[pb.RecogniseResponse | _Waiting | None] = asyncio.Queue(
-            STREAM_WINDOW
-        )
-        failed = False
+        # The answers in order, read ahead: a deque and two futures made only when one side
+        # must wait (no queue's coroutines and wake-ups for each message).
+        answers: deque[pb.RecogniseResponse | _Waiting] = deque()
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] | None = None  # the handler waits for an answer or the end
+        room: asyncio.Future[None] | None = None  # the reader waits for room in the window
+        failed = ended = False
+
+        def wake(future: asyncio.Future[None] | None) -> None:
+            if future is not None and not future.done():
+                future.set_result(None)
 
         async def read() -> None:
+            nonlocal ended, ready, room
             try:
                 async for raw in requests:
                     if failed:
                         break
-                    await answers.put(self._start_in_stream(raw))
+                    answers.append(self._start_in_stream(raw))
+                    if ready is not None:
+                        wake(ready)
+                        ready = None
+                    if len(answers) >= STREAM_WINDOW:  # none read on until one is answered
+                        room = loop.create_future()
+                        await room
                 if failed:  # gRPC allows one read at a time: this task drains, not the handler
                     await requests.drain()
             finally:
-                if not failed:
-                    await answers.put(None)
+                ended = True
+                wake(ready)
 
         reader = asyncio.create_task(read())
         try:
-            while (answer := await answers.get()) is not None:
+            while True:
+                if not answers:
+                    if ended:
+                        break
+                    ready = loop.create_future()
+                    await ready
+                    continue
+                answer = answers.popleft()
+                if room is not None:
+                    wake(room)
+                    room = None
                 if isinstance(answer, tuple):  # its conversion was committing: no task each
                     request_id, pending, place = answer
                     decision = pending.result() if pending.done else await pending
@@ -242,7 +267,8 @@ class RecognitionService:
             await reader  # re-raises what ended the request stream, if anything did
         except Exception:
             failed = True
-            self._discard(answers)  # a reader waiting for room goes on, and stops
+            answers.clear()  # dropped: a pending decision's commit is shared, never cancelled
+            wake(room)  # a reader waiting for room goes on, and stops
             if not reader.done():  # past the budget it is cancelled: the status goes anyway
                 await asyncio.wait((reader,), timeout=interceptors.DRAIN_SECONDS)
             if reader.done() and not reader.cancelled():
@@ -250,13 +276,7 @@ class RecognitionService:
             raise
         finally:
             reader.cancel()
-            self._discard(answers)
-
-    @staticmethod
-    def _discard(answers: asyncio.Queue[pb.RecogniseResponse | _Waiting | None]) -> None:
-        # What is left is dropped: a pending decision's commit is shared, never cancelled.
-        while not answers.empty():
-            answers.get_nowait()
+            answers.clear()
 
     async def GetGatewayKeys(
         self, request: pb.GetGatewayKeysRequest, context: grpc.aio.ServicerContext[Any, Any]
