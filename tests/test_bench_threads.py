@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +35,21 @@ def test_thread_report_splits_main_and_python_threads_and_sums_the_rest() -> Non
     assert "   22.2%     222 µs  event_engine (x2)" in lines
     assert "   11.1%     111 µs  python thread 2 (x1)" in lines
     assert lines[1].endswith("main thread (x1)")
+
+
+def test_a_store_thread_carries_its_name_for_the_os() -> None:
+    import asyncio
+    import threading
+
+    from keys.store.sqlite import Database
+
+    async def go() -> str:
+        db = Database(":memory:")
+        await db.connect(lambda conn: None)
+        try:
+            tid = await db.run("tid", lambda conn: threading.get_native_id(), write=False)
+            return (Path(f"/proc/{os.getpid()}/task/{tid}/comm")).read_text().strip()
+        finally:
+            await db.close()
+
+    assert asyncio.run(go()) == "store :memory:"

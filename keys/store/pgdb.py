@@ -50,6 +50,7 @@ import psycopg
 import psycopg.errors
 
 from keys.errors import ForeignDataError, StoreUnavailableError
+from keys.store.threads import name_os_thread
 
 log = logging.getLogger("trustgw.keys")
 
@@ -153,7 +154,10 @@ class PgDatabase:
         if size < 1:
             raise ValueError("a PostgreSQL store needs at least one connection")
         self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
-            size, thread_name_prefix="trustgw-pg"
+            size,
+            thread_name_prefix="trustgw-pg",
+            initializer=name_os_thread,
+            initargs=("store pg",),
         )
         self._local = threading.local()
         self._lock = threading.Lock()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from keys.errors import ForeignDataError, StoreUnavailableError
+from keys.store.threads import name_os_thread
 
 log = logging.getLogger("trustgw.keys")
 
@@ -49,6 +51,8 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
 _R = TypeVar("_R")
 
 # sqlite3.OperationalError is also raised for SQL that does not parse or names an unknown
@@ -88,8 +92,9 @@ class Database:
         self.path = path
         self._trace = trace
         self._conn: sqlite3.Connection | None = None
+        label = "store " + (os.path.basename(path) if path != ":memory:" else path)
         self._thread: ThreadPoolExecutor | None = ThreadPoolExecutor(
-            1, thread_name_prefix="trustgw-store"
+            1, thread_name_prefix="trustgw-store", initializer=name_os_thread, initargs=(label,)
         )
         self._closed = False
 
