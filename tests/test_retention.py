@@ -329,3 +329,27 @@ def test_a_flush_waits_for_the_batch_already_being_written() -> None:
     store, returned_early = run(scenario())
     assert not returned_early
     assert [[e.holder for e in b] for b in store.batches] == [["h1-1"]]
+
+
+def test_a_flush_leaves_what_came_during_its_write_to_the_next_interval() -> None:
+    """Under load a flush writes what waited when it began, in one transaction, and returns:
+    the entries that arrive while it writes go with the next interval's batch, not in a chain
+    of tiny transactions back to back (one WAL sync and one hop to the store's thread each)."""
+
+    async def scenario() -> tuple[SlowStore, list[list[str]]]:
+        store = SlowStore()
+        reclog = RecognitionLog(store, _code_key)
+        reclog.record(_entry(T0, 1))
+        flushing = asyncio.create_task(reclog.flush())
+        await asyncio.sleep(0)  # it has taken entry 1 and waits for the store
+        reclog.record(_entry(T0, 2))
+        reclog.record(_entry(T0, 3))
+        store.release.set()
+        await flushing
+        after_first = [[e.holder for e in b] for b in store.batches]
+        await reclog.flush()  # the next interval's
+        return store, after_first
+
+    store, after_first = run(scenario())
+    assert after_first == [["h1-1"]]
+    assert [[e.holder for e in b] for b in store.batches] == [["h1-1"], ["h1-2", "h1-3"]]
