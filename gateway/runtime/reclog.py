@@ -82,10 +82,9 @@ class BatchLog(Generic[_E]):
         # Only what waits now: entries recorded while a batch is being written wait for the
         # next interval. Looping until the list is empty would, under load, write a batch of
         # the few entries that came during each transaction, back to back: a transaction, a
-        # WAL sync and a hop to the store's thread per few entries instead of per interval
-        # (bench/PROFILE.md, fourth pass).
-        todo = len(self._entries)
-        while todo > 0 and self._entries:
+        # WAL sync and a hop to the store's thread per few entries instead of per interval.
+        todo = len(self._entries)  # only this method takes entries out, under the lock
+        while todo > 0:
             size = min(todo, self._max_batch)
             batch = self._entries[:size]
             del self._entries[:size]
